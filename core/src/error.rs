@@ -1,0 +1,173 @@
+//! One error type for the whole library. Every variant says what went wrong
+//! and, where the caller can do something about it, what to do.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout tidelog.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Stable, binding-friendly classification of an [`Error`]. The C ABI, the
+/// Python exception hierarchy and the Node error codes are all derived from
+/// this, so variants are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ErrorKind {
+    /// The caller passed something malformed (bad JSON, bad key, bad name).
+    InvalidInput = 1,
+    /// The named table, record or peer does not exist.
+    NotFound = 2,
+    /// An insert hit an existing key, or a table/peer already exists.
+    AlreadyExists = 3,
+    /// The database handle was closed.
+    Closed = 4,
+    /// The data directory is in use by another handle or process.
+    Locked = 5,
+    /// The storage engine or file system failed.
+    Storage = 6,
+    /// Stored data could not be decoded.
+    Corrupt = 7,
+    /// A clock stamp is too far ahead of the local wall clock.
+    ClockSkew = 8,
+    /// A wait ran out of time.
+    Timeout = 9,
+    /// TLS configuration or handshake problem.
+    Tls = 10,
+    /// A peer misbehaved or the replication link failed.
+    Peer = 11,
+    /// The operation is not allowed in the current configuration.
+    Unsupported = 12,
+}
+
+/// Everything that can go wrong in tidelog.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("table `{0}` does not exist: create it first with create_table")]
+    TableNotFound(String),
+    #[error("table `{0}` already exists: drop it first or use a different name")]
+    TableExists(String),
+    #[error("record with key {key} already exists in table `{table}`: use upsert to overwrite it")]
+    DuplicateKey { table: String, key: String },
+    #[error("no record with key {key} in table `{table}`: use upsert to create it")]
+    RecordNotFound { table: String, key: String },
+    #[error("the record is missing its primary key attribute `{attribute}` (table `{table}`)")]
+    MissingPrimaryKey { table: String, attribute: String },
+    #[error("primary key attribute `{attribute}` of table `{table}` must be a string or an integer, got {found}")]
+    InvalidPrimaryKey {
+        table: String,
+        attribute: String,
+        found: String,
+    },
+    #[error("a record must be a JSON object, got {0}")]
+    NotAnObject(String),
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("invalid UTF-8 in {0}: text must be valid UTF-8")]
+    InvalidUtf8(String),
+    #[error("record is {size} bytes, over the limit of {limit} bytes: split it or raise max_record_bytes")]
+    RecordTooLarge { size: usize, limit: usize },
+    #[error("invalid {what}: {why}")]
+    InvalidArgument { what: String, why: String },
+    #[error("the database is closed: open it again to continue")]
+    Closed,
+    #[error("data directory {path} is in use by another tidelog handle or process: close that one first")]
+    Locked { path: PathBuf },
+    #[error("data directory {path} was created with the `{found}` engine, not `{requested}`: open it with engine `{found}`")]
+    EngineMismatch {
+        path: PathBuf,
+        found: String,
+        requested: String,
+    },
+    #[error("data directory {path} belongs to node `{found}`, not `{requested}`: open it with node name `{found}`")]
+    NodeNameMismatch {
+        path: PathBuf,
+        found: String,
+        requested: String,
+    },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stored data is corrupt ({0}): restore the data directory from a backup or resync it from a peer")]
+    Corrupt(String),
+    #[error("stamp from node {origin:#x} is {ahead_ms} ms ahead of this node's clock, more than max_clock_skew ({limit_ms} ms): fix that node's clock")]
+    ClockSkew {
+        origin: u64,
+        ahead_ms: u64,
+        limit_ms: u64,
+    },
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("TLS error: {0}")]
+    Tls(String),
+    #[error("peer error: {0}")]
+    Peer(String),
+    #[error("peer `{0}` is not configured: add it with add_peer")]
+    PeerNotFound(String),
+    #[error("peer `{0}` is already configured: use update_peer to change it")]
+    PeerExists(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
+}
+
+impl Error {
+    /// The stable classification bindings map to their own error types.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::TableNotFound(_) | Error::RecordNotFound { .. } | Error::PeerNotFound(_) => {
+                ErrorKind::NotFound
+            }
+            Error::TableExists(_) | Error::DuplicateKey { .. } | Error::PeerExists(_) => {
+                ErrorKind::AlreadyExists
+            }
+            Error::MissingPrimaryKey { .. }
+            | Error::InvalidPrimaryKey { .. }
+            | Error::NotAnObject(_)
+            | Error::InvalidJson(_)
+            | Error::InvalidUtf8(_)
+            | Error::RecordTooLarge { .. }
+            | Error::InvalidArgument { .. }
+            | Error::EngineMismatch { .. }
+            | Error::NodeNameMismatch { .. } => ErrorKind::InvalidInput,
+            Error::Closed => ErrorKind::Closed,
+            Error::Locked { .. } => ErrorKind::Locked,
+            Error::Storage(_) | Error::Io { .. } => ErrorKind::Storage,
+            Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::ClockSkew { .. } => ErrorKind::ClockSkew,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Tls(_) => ErrorKind::Tls,
+            Error::Peer(_) => ErrorKind::Peer,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+        }
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<fjall::Error> for Error {
+    fn from(e: fjall::Error) -> Self {
+        Error::Storage(format!("fjall: {e}"))
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(format!("sled: {e}"))
+    }
+}

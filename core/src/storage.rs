@@ -1,0 +1,431 @@
+//! The narrow storage interface tidelog needs from a key-value engine:
+//! a few fixed keyspaces, point gets, ordered range scans both ways, one
+//! atomic write batch across keyspaces, and flush. Everything above this
+//! module is engine-agnostic; both engines run the same test suite.
+//!
+//! An enum rather than a trait object: there are exactly two engines, the
+//! hot paths (get, commit) stay statically dispatched, and values come back
+//! as the engines' own reference-counted buffers without a copy.
+
+use std::ops::{Bound, Deref};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Which storage engine a data directory uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// LSM-tree engine; the default: faster commits and a smaller disk footprint.
+    #[default]
+    Fjall,
+    /// B-tree-ish engine, selectable for compatibility with the first prototype.
+    Sled,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Fjall => "fjall",
+            EngineKind::Sled => "sled",
+        }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fjall" => Ok(EngineKind::Fjall),
+            "sled" => Ok(EngineKind::Sled),
+            other => Err(Error::invalid(
+                "engine",
+                format!("`{other}` is not an engine; use `fjall` or `sled`"),
+            )),
+        }
+    }
+}
+
+/// The fixed keyspaces. Tables live inside them under a table-id prefix, so
+/// creating a table never opens another LSM tree (each costs memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Space {
+    /// Table definitions, node identity, resume cursors, counters.
+    Meta = 0,
+    /// Records and tombstones.
+    Rows = 1,
+    /// Secondary index entries and the expiry index.
+    Index = 2,
+    /// The transaction log, keyed by sequence number.
+    Log = 3,
+}
+
+const SPACES: [Space; 4] = [Space::Meta, Space::Rows, Space::Index, Space::Log];
+
+impl Space {
+    fn name(self) -> &'static str {
+        match self {
+            Space::Meta => "meta",
+            Space::Rows => "rows",
+            Space::Index => "index",
+            Space::Log => "log",
+        }
+    }
+}
+
+/// A value or key handed back by an engine, without copying.
+#[derive(Clone)]
+pub(crate) enum Bytes {
+    Fjall(fjall::Slice),
+    Sled(sled::IVec),
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Fjall(s) => s,
+            Bytes::Sled(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", &**self)
+    }
+}
+
+/// A set of writes that commit atomically or not at all.
+#[derive(Default, Debug)]
+pub(crate) struct Batch {
+    pub(crate) ops: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub(crate) fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((space, key, Some(value)));
+    }
+    pub(crate) fn delete(&mut self, space: Space, key: Vec<u8>) {
+        self.ops.push((space, key, None));
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+pub(crate) type KvIter<'a> = Box<dyn Iterator<Item = Result<(Bytes, Bytes)>> + 'a>;
+
+/// Tuning handed to the engine at open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EngineTuning {
+    /// Total bytes the engine may use for caches and write buffers.
+    pub(crate) memory_budget: u64,
+}
+
+pub(crate) enum Store {
+    Fjall {
+        db: fjall::Database,
+        spaces: [fjall::Keyspace; 4],
+    },
+    Sled {
+        db: sled::Db,
+    },
+}
+
+impl Store {
+    /// Opens (or creates) the engine's files under `dir`.
+    pub(crate) fn open(kind: EngineKind, dir: &Path, tuning: EngineTuning) -> Result<Store> {
+        match kind {
+            EngineKind::Fjall => {
+                // Half the budget for the block cache, the rest split over
+                // the keyspaces' memtables; fjall's minimum memtable is small.
+                let cache = tuning.memory_budget / 2;
+                let memtable = (tuning.memory_budget / 2 / SPACES.len() as u64).max(1 << 20);
+                let db = fjall::Database::builder(dir)
+                    .cache_size(cache)
+                    .max_journaling_size(64 << 20)
+                    .open()?;
+                let mut opened = Vec::with_capacity(SPACES.len());
+                for space in SPACES {
+                    let ks = db.keyspace(space.name(), || {
+                        fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                    })?;
+                    opened.push(ks);
+                }
+                let spaces: [fjall::Keyspace; 4] = opened
+                    .try_into()
+                    .map_err(|_| Error::Storage("fjall keyspace count mismatch".into()))?;
+                Ok(Store::Fjall { db, spaces })
+            }
+            EngineKind::Sled => {
+                // One tree with a keyspace prefix byte: sled batches are only
+                // atomic within one tree, and multi-tree transactions are slow.
+                let db = sled::Config::new()
+                    .path(dir)
+                    .cache_capacity(tuning.memory_budget)
+                    .flush_every_ms(None)
+                    .open()?;
+                Ok(Store::Sled { db })
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>> {
+        match self {
+            Store::Fjall { spaces, .. } => Ok(spaces[space as usize].get(key)?.map(Bytes::Fjall)),
+            Store::Sled { db } => Ok(db.get(sled_key(space, key))?.map(Bytes::Sled)),
+        }
+    }
+
+    /// Scans keys in `[lo, hi]` by the given bounds, ascending or descending.
+    pub(crate) fn range(
+        &self,
+        space: Space,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> KvIter<'_> {
+        match self {
+            Store::Fjall { spaces, .. } => {
+                let iter = spaces[space as usize].range::<Vec<u8>, _>((lo, hi));
+                let map = |g: fjall::Guard| {
+                    g.into_inner()
+                        .map(|(k, v)| (Bytes::Fjall(k), Bytes::Fjall(v)))
+                        .map_err(Error::from)
+                };
+                if reverse {
+                    Box::new(iter.rev().map(map))
+                } else {
+                    Box::new(iter.map(map))
+                }
+            }
+            Store::Sled { db } => {
+                let lo = match lo {
+                    Bound::Included(k) => Bound::Included(sled_key(space, &k)),
+                    Bound::Excluded(k) => Bound::Excluded(sled_key(space, &k)),
+                    Bound::Unbounded => Bound::Included(vec![space as u8]),
+                };
+                let hi = match hi {
+                    Bound::Included(k) => Bound::Included(sled_key(space, &k)),
+                    Bound::Excluded(k) => Bound::Excluded(sled_key(space, &k)),
+                    Bound::Unbounded => Bound::Excluded(vec![space as u8 + 1]),
+                };
+                let iter = db.range::<Vec<u8>, _>((lo, hi));
+                let map = |r: sled::Result<(sled::IVec, sled::IVec)>| {
+                    r.map(|(k, v)| (Bytes::Sled(k.subslice(1, k.len() - 1)), Bytes::Sled(v)))
+                        .map_err(Error::from)
+                };
+                if reverse {
+                    Box::new(iter.rev().map(map))
+                } else {
+                    Box::new(iter.map(map))
+                }
+            }
+        }
+    }
+
+    /// Scans every key that starts with `prefix`.
+    pub(crate) fn prefix(&self, space: Space, prefix: &[u8], reverse: bool) -> KvIter<'_> {
+        let hi = match prefix_successor(prefix) {
+            Some(next) => Bound::Excluded(next),
+            None => Bound::Unbounded,
+        };
+        self.range(space, Bound::Included(prefix.to_vec()), hi, reverse)
+    }
+
+    /// Applies every write of `batch` atomically; with `sync` it is durable
+    /// on disk before this returns.
+    pub(crate) fn commit(&self, batch: Batch, sync: bool) -> Result<()> {
+        match self {
+            Store::Fjall { db, spaces } => {
+                let mut b = db.batch();
+                if sync {
+                    b = b.durability(Some(fjall::PersistMode::SyncData));
+                }
+                for (space, key, value) in batch.ops {
+                    let ks = &spaces[space as usize];
+                    match value {
+                        Some(v) => b.insert(ks, key, v),
+                        None => b.remove(ks, key),
+                    }
+                }
+                b.commit()?;
+                Ok(())
+            }
+            Store::Sled { db } => {
+                let mut b = sled::Batch::default();
+                for (space, key, value) in batch.ops {
+                    let k = sled_key(space, &key);
+                    match value {
+                        Some(v) => b.insert(k, v),
+                        None => b.remove(k),
+                    }
+                }
+                db.apply_batch(b)?;
+                if sync {
+                    db.flush()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes every commit so far durable on disk.
+    pub(crate) fn flush(&self) -> Result<()> {
+        match self {
+            Store::Fjall { db, .. } => db.persist(fjall::PersistMode::SyncData)?,
+            Store::Sled { db } => {
+                db.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the engine occupies on disk.
+    pub(crate) fn disk_bytes(&self, dir: &Path) -> Result<u64> {
+        match self {
+            Store::Fjall { db, .. } => Ok(db.disk_space()?),
+            Store::Sled { .. } => dir_size(dir),
+        }
+    }
+}
+
+fn sled_key(space: Space, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(space as u8);
+    k.extend_from_slice(key);
+    k
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < 0xFF {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+pub(crate) fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&d, e))?;
+            let meta = entry.metadata().map_err(|e| Error::io(entry.path(), e))?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engines() -> Vec<(EngineKind, tempfile::TempDir)> {
+        [EngineKind::Fjall, EngineKind::Sled]
+            .into_iter()
+            .map(|k| (k, tempfile::tempdir().expect("tempdir")))
+            .collect()
+    }
+
+    fn tuning() -> EngineTuning {
+        EngineTuning {
+            memory_budget: 8 << 20,
+        }
+    }
+
+    fn keys(it: KvIter<'_>) -> Vec<Vec<u8>> {
+        it.map(|r| r.expect("scan").0.to_vec()).collect()
+    }
+
+    #[test]
+    fn both_engines_get_put_delete_and_isolate_spaces() {
+        for (kind, dir) in engines() {
+            let store = Store::open(kind, dir.path(), tuning()).expect("open");
+            let mut b = Batch::default();
+            b.put(Space::Rows, b"a".to_vec(), b"1".to_vec());
+            b.put(Space::Index, b"a".to_vec(), b"idx".to_vec());
+            b.put(Space::Log, b"a".to_vec(), b"log".to_vec());
+            store.commit(b, false).expect("commit");
+            assert_eq!(&*store.get(Space::Rows, b"a").unwrap().unwrap(), b"1");
+            assert_eq!(&*store.get(Space::Index, b"a").unwrap().unwrap(), b"idx");
+            assert!(store.get(Space::Meta, b"a").unwrap().is_none(), "{kind:?}");
+            let mut b = Batch::default();
+            b.delete(Space::Rows, b"a".to_vec());
+            store.commit(b, true).expect("commit");
+            assert!(store.get(Space::Rows, b"a").unwrap().is_none());
+            assert!(store.get(Space::Log, b"a").unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn both_engines_scan_ranges_in_order_both_ways() {
+        for (kind, dir) in engines() {
+            let store = Store::open(kind, dir.path(), tuning()).expect("open");
+            let mut b = Batch::default();
+            for k in [b"b".as_ref(), b"a", b"d", b"c", b"\xff\xff"] {
+                b.put(Space::Rows, k.to_vec(), vec![]);
+            }
+            b.put(Space::Index, b"b".to_vec(), vec![]);
+            store.commit(b, false).unwrap();
+            let all = keys(store.range(Space::Rows, Bound::Unbounded, Bound::Unbounded, false));
+            assert_eq!(
+                all,
+                vec![
+                    b"a".to_vec(),
+                    b"b".to_vec(),
+                    b"c".to_vec(),
+                    b"d".to_vec(),
+                    b"\xff\xff".to_vec()
+                ],
+                "{kind:?}"
+            );
+            let mid = keys(store.range(
+                Space::Rows,
+                Bound::Excluded(b"a".to_vec()),
+                Bound::Included(b"c".to_vec()),
+                true,
+            ));
+            assert_eq!(mid, vec![b"c".to_vec(), b"b".to_vec()], "{kind:?}");
+            let pre = keys(store.prefix(Space::Rows, b"\xff", false));
+            assert_eq!(pre, vec![b"\xff\xff".to_vec()]);
+        }
+    }
+
+    #[test]
+    fn both_engines_persist_across_reopen() {
+        for (kind, dir) in engines() {
+            {
+                let store = Store::open(kind, dir.path(), tuning()).expect("open");
+                let mut b = Batch::default();
+                b.put(Space::Meta, b"k".to_vec(), b"v".to_vec());
+                store.commit(b, false).unwrap();
+                store.flush().unwrap();
+                assert!(store.disk_bytes(dir.path()).unwrap() > 0);
+            }
+            let store = Store::open(kind, dir.path(), tuning()).expect("reopen");
+            assert_eq!(
+                &*store.get(Space::Meta, b"k").unwrap().unwrap(),
+                b"v",
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_successor_handles_ff() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+    }
+}
