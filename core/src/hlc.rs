@@ -78,10 +78,6 @@ impl Hlc {
     pub(crate) fn observe(&self, remote: u64) {
         self.last.fetch_max(remote, Ordering::AcqRel);
     }
-
-    pub(crate) fn max_skew_ms(&self) -> u64 {
-        self.max_skew_ms
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,29 @@
 //! tidelog: an embedded database for edge gateways that replicates chosen
 //! tables between instances over mutual TLS, both ways, last writer wins.
+//!
+//! The local API is synchronous: [`Database::open`], tables, transactions,
+//! reads, the transaction log and change listeners need no runtime and no
+//! network. Replication runs on a tokio runtime the library owns.
 
+mod catalog;
 pub mod codec;
+mod db;
+mod dir;
 pub mod error;
 pub mod hlc;
+mod listener;
 pub mod log;
+mod maintenance;
+pub mod record;
 pub(crate) mod storage;
+mod write;
 
+pub use catalog::{TableInfo, TableOptions};
 pub use codec::{Key, Stamp};
+pub use db::{Database, Durability, LogBounds, OpenOptions, ScanOptions};
 pub use error::{Error, ErrorKind, Result};
+pub use listener::{Change, ChangeEvent, ListenerId};
 pub use log::{LogEntry, LogWrite, WriteOp};
+pub use record::Record;
 pub use storage::EngineKind;
+pub use write::{CommitInfo, RemoteOutcome, RemoteTxn, Transaction};

@@ -1,0 +1,234 @@
+//! Table definitions. They are local to an instance (never replicated),
+//! persisted in the meta keyspace, and cached in memory for the hot paths.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::{Batch, Space, Store};
+
+/// How to create a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TableOptions {
+    /// Attribute holding the primary key (a string or an integer).
+    pub primary_key: String,
+    /// Attributes with a secondary index (equality and range finds).
+    pub indexes: Vec<String>,
+    /// Records older than this many seconds (by `__updatedtime__`) are
+    /// evicted locally. Evictions are never replicated.
+    pub expiration: Option<u64>,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            primary_key: "id".into(),
+            indexes: Vec::new(),
+            expiration: None,
+        }
+    }
+}
+
+impl TableOptions {
+    pub fn primary_key(mut self, attr: impl Into<String>) -> Self {
+        self.primary_key = attr.into();
+        self
+    }
+    pub fn index(mut self, attr: impl Into<String>) -> Self {
+        self.indexes.push(attr.into());
+        self
+    }
+    pub fn expiration_secs(mut self, secs: u64) -> Self {
+        self.expiration = Some(secs);
+        self
+    }
+}
+
+/// A table as `describe` and `list_tables` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableInfo {
+    pub name: String,
+    pub primary_key: String,
+    pub indexes: Vec<String>,
+    pub expiration: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TableDef {
+    pub(crate) id: u32,
+    pub(crate) name: String,
+    pub(crate) primary_key: String,
+    pub(crate) indexes: Vec<String>,
+    pub(crate) expiration: Option<u64>,
+}
+
+/// Index slot reserved for the expiry index (by update time).
+pub(crate) const EXPIRY_INDEX: u16 = u16::MAX;
+
+impl TableDef {
+    pub(crate) fn info(&self) -> TableInfo {
+        TableInfo {
+            name: self.name.clone(),
+            primary_key: self.primary_key.clone(),
+            indexes: self.indexes.clone(),
+            expiration: self.expiration,
+        }
+    }
+
+    /// Prefix of every row key of this table.
+    pub(crate) fn row_prefix(&self) -> [u8; 4] {
+        self.id.to_be_bytes()
+    }
+
+    /// Prefix of every entry of index `slot` (1-based; `EXPIRY_INDEX` too).
+    pub(crate) fn index_prefix(&self, slot: u16) -> [u8; 6] {
+        let mut p = [0u8; 6];
+        p[..4].copy_from_slice(&self.id.to_be_bytes());
+        p[4..].copy_from_slice(&slot.to_be_bytes());
+        p
+    }
+
+    pub(crate) fn index_slot(&self, attribute: &str) -> Option<u16> {
+        self.indexes
+            .iter()
+            .position(|a| a == attribute)
+            .map(|i| i as u16 + 1)
+    }
+}
+
+const TABLE_PREFIX: &[u8] = b"table/";
+const NEXT_TABLE_ID: &[u8] = b"next_table_id";
+
+#[derive(Default)]
+pub(crate) struct Catalog {
+    pub(crate) tables: HashMap<String, Arc<TableDef>>,
+    next_id: u32,
+}
+
+pub(crate) fn validate_table_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with("__")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if !ok {
+        return Err(Error::invalid(
+            "table name",
+            format!("`{name}` must be 1-128 characters of letters, digits, '_', '-' or '.', not starting with \"__\""),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_attribute(what: &str, attr: &str) -> Result<()> {
+    if attr.is_empty() || attr.starts_with("__") || attr.len() > 256 {
+        return Err(Error::invalid(
+            what,
+            format!("`{attr}` must be 1-256 characters and not start with \"__\""),
+        ));
+    }
+    Ok(())
+}
+
+impl Catalog {
+    pub(crate) fn load(store: &Store) -> Result<Catalog> {
+        let mut cat = Catalog {
+            tables: HashMap::new(),
+            next_id: 1,
+        };
+        if let Some(v) = store.get(Space::Meta, NEXT_TABLE_ID)? {
+            let b: [u8; 4] = (*v)
+                .try_into()
+                .map_err(|_| Error::Corrupt("next table id".into()))?;
+            cat.next_id = u32::from_be_bytes(b);
+        }
+        for item in store.prefix(Space::Meta, TABLE_PREFIX, false) {
+            let (_, v) = item?;
+            let def: TableDef = serde_json::from_slice(&v)
+                .map_err(|e| Error::Corrupt(format!("table definition: {e}")))?;
+            cat.tables.insert(def.name.clone(), Arc::new(def));
+        }
+        Ok(cat)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Result<&Arc<TableDef>> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| Error::TableNotFound(name.to_string()))
+    }
+
+    /// Adds the definition to `batch`; the caller commits it and then calls
+    /// [`Catalog::insert`].
+    pub(crate) fn prepare_create(
+        &self,
+        name: &str,
+        opts: &TableOptions,
+        batch: &mut Batch,
+    ) -> Result<TableDef> {
+        validate_table_name(name)?;
+        validate_attribute("primary key attribute", &opts.primary_key)?;
+        for (i, idx) in opts.indexes.iter().enumerate() {
+            validate_attribute("index attribute", idx)?;
+            if idx == &opts.primary_key {
+                return Err(Error::invalid(
+                    "index attribute",
+                    format!("`{idx}` is the primary key, which is always indexed"),
+                ));
+            }
+            if opts.indexes[..i].contains(idx) {
+                return Err(Error::invalid(
+                    "index attribute",
+                    format!("`{idx}` is listed twice"),
+                ));
+            }
+        }
+        if opts.indexes.len() >= EXPIRY_INDEX as usize {
+            return Err(Error::invalid("indexes", "too many indexes"));
+        }
+        if opts.expiration == Some(0) {
+            return Err(Error::invalid("expiration", "must be at least 1 second"));
+        }
+        if self.tables.contains_key(name) {
+            return Err(Error::TableExists(name.to_string()));
+        }
+        let def = TableDef {
+            id: self.next_id,
+            name: name.to_string(),
+            primary_key: opts.primary_key.clone(),
+            indexes: opts.indexes.clone(),
+            expiration: opts.expiration,
+        };
+        batch.put(
+            Space::Meta,
+            table_key(name),
+            serde_json::to_vec(&def).unwrap_or_default(),
+        );
+        batch.put(
+            Space::Meta,
+            NEXT_TABLE_ID.to_vec(),
+            (self.next_id + 1).to_be_bytes().to_vec(),
+        );
+        Ok(def)
+    }
+
+    pub(crate) fn insert(&mut self, def: TableDef) -> Arc<TableDef> {
+        self.next_id = self.next_id.max(def.id + 1);
+        let def = Arc::new(def);
+        self.tables.insert(def.name.clone(), def.clone());
+        def
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Arc<TableDef>> {
+        self.tables.remove(name)
+    }
+}
+
+pub(crate) fn table_key(name: &str) -> Vec<u8> {
+    let mut k = TABLE_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}

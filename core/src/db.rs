@@ -1,0 +1,725 @@
+//! The database handle: open and close, table management, reads, the log,
+//! listeners. Writes live in `write.rs`, background work in `maintenance.rs`.
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use serde_json::Value;
+
+use crate::catalog::{Catalog, TableDef, TableInfo, TableOptions};
+use crate::codec::{index_value_len, put_index_value, put_key, take_key, Key};
+use crate::dir::{load_or_create_identity, validate_node_name, DirLock};
+use crate::error::{Error, Result};
+use crate::hlc::Hlc;
+use crate::listener::{ChangeEvent, ListenerId, Listeners};
+use crate::log::{seq_from_key, seq_key, LogEntry};
+use crate::maintenance::Maintenance;
+use crate::record::{cmp_scalar, Record};
+use crate::storage::{prefix_successor, Batch, EngineKind, EngineTuning, Space, Store};
+
+/// When a commit is durable on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is on disk (fdatasync) before it returns.
+    Sync,
+    /// Commits are flushed to disk together every `interval`. With fjall a
+    /// process crash loses nothing (each commit has reached the OS); a power
+    /// loss or kernel crash loses at most the last `interval` of commits.
+    Grouped { interval: Duration },
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability::Grouped {
+            interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// How to open a data directory.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// This node's name: unique in the cluster, equal to the DNS name in its
+    /// TLS certificate. Fixed when the directory is created.
+    pub node_name: String,
+    /// Storage engine; fixed when the directory is created.
+    pub engine: EngineKind,
+    pub durability: Durability,
+    /// Bytes the storage engine may use for caches and write buffers.
+    pub memory_budget: u64,
+    /// Largest record (JSON text bytes) a write may carry.
+    pub max_record_bytes: usize,
+    /// Remote stamps further ahead of the local wall clock are refused.
+    pub max_clock_skew: Duration,
+    /// How often expired records are looked for.
+    pub expiry_interval: Duration,
+}
+
+impl OpenOptions {
+    pub fn new(node_name: impl Into<String>) -> Self {
+        OpenOptions {
+            node_name: node_name.into(),
+            engine: EngineKind::default(),
+            durability: Durability::default(),
+            memory_budget: 32 << 20,
+            max_record_bytes: 1 << 20,
+            max_clock_skew: Duration::from_secs(60),
+            expiry_interval: Duration::from_secs(1),
+        }
+    }
+    pub fn engine(mut self, engine: EngineKind) -> Self {
+        self.engine = engine;
+        self
+    }
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+    pub fn expiry_interval(mut self, every: Duration) -> Self {
+        self.expiry_interval = every;
+        self
+    }
+}
+
+/// A key range for [`Database::scan`].
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    pub start: Bound<Key>,
+    pub end: Bound<Key>,
+    pub reverse: bool,
+    pub limit: Option<usize>,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            reverse: false,
+            limit: None,
+        }
+    }
+}
+
+/// Where the log's entries start and end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Oldest sequence still in the log (`last + 1` when empty).
+    pub first: u64,
+    /// Newest committed sequence (0 before the first commit).
+    pub last: u64,
+}
+
+pub(crate) struct WriteState {
+    pub(crate) next_seq: u64,
+    /// Oldest sequence still present in the log.
+    pub(crate) first_seq: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) node_name: String,
+    pub(crate) node_id: u64,
+    pub(crate) opts: OpenOptions,
+    pub(crate) store: RwLock<Option<Store>>,
+    pub(crate) write: Mutex<WriteState>,
+    pub(crate) catalog: RwLock<Catalog>,
+    pub(crate) hlc: Hlc,
+    pub(crate) listeners: Arc<Listeners>,
+    pub(crate) dirty: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    maintenance: Mutex<Option<Maintenance>>,
+    lock: Mutex<Option<DirLock>>,
+}
+
+/// An open tidelog database. Cheap to clone; every clone is the same
+/// database, usable from any thread.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("dir", &self.shared.dir)
+            .field("node_name", &self.shared.node_name)
+            .finish()
+    }
+}
+
+pub(crate) type StoreGuard<'a> = parking_lot::MappedRwLockReadGuard<'a, Store>;
+
+impl Database {
+    /// Opens (creating if needed) the data directory `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
+        let dir = dir.as_ref().to_path_buf();
+        validate_node_name(&opts.node_name)?;
+        if opts.memory_budget < (4 << 20) {
+            return Err(Error::invalid("memory_budget", "must be at least 4 MiB"));
+        }
+        if opts.max_record_bytes == 0 {
+            return Err(Error::invalid("max_record_bytes", "must be at least 1"));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let identity = load_or_create_identity(&dir, &opts.node_name, opts.engine)?;
+        let store = Store::open(
+            opts.engine,
+            &dir.join("data"),
+            EngineTuning {
+                memory_budget: opts.memory_budget,
+            },
+        )?;
+        let catalog = Catalog::load(&store)?;
+        let hlc = Hlc::new(opts.max_clock_skew);
+        let (first_seq, next_seq) = {
+            let first = store
+                .range(Space::Log, Bound::Unbounded, Bound::Unbounded, false)
+                .next();
+            let last = store
+                .range(Space::Log, Bound::Unbounded, Bound::Unbounded, true)
+                .next();
+            match (first, last) {
+                (Some(first), Some(last)) => {
+                    let (fk, _) = first?;
+                    let (lk, lv) = last?;
+                    // Stamps must never go backwards across a restart, even if
+                    // the wall clock did.
+                    let tail = LogEntry::decode(&lv)?;
+                    hlc.observe(tail.local_time.max(tail.stamp.time));
+                    (seq_from_key(&fk)?, seq_from_key(&lk)? + 1)
+                }
+                _ => (1, 1),
+            }
+        };
+        let shared = Arc::new(Shared {
+            dir,
+            node_name: identity.node_name,
+            node_id: identity.node_id,
+            opts,
+            store: RwLock::new(Some(store)),
+            write: Mutex::new(WriteState {
+                next_seq,
+                first_seq,
+            }),
+            catalog: RwLock::new(catalog),
+            hlc,
+            listeners: Arc::new(Listeners::default()),
+            dirty: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            maintenance: Mutex::new(None),
+            lock: Mutex::new(Some(lock)),
+        });
+        *shared.maintenance.lock() = Some(Maintenance::start(&shared));
+        Ok(Database { shared })
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.shared.node_name
+    }
+
+    /// This instance's stable node id (the origin in its version stamps).
+    pub fn node_id(&self) -> u64 {
+        self.shared.node_id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn engine(&self) -> EngineKind {
+        self.shared.opts.engine
+    }
+
+    pub fn options(&self) -> &OpenOptions {
+        &self.shared.opts
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Flushes, stops background work and listeners, and releases the data
+    /// directory. Every later call on any clone fails with [`Error::Closed`].
+    /// Closing twice is fine.
+    pub fn close(&self) -> Result<()> {
+        self.shared.close()
+    }
+
+    pub(crate) fn store(&self) -> Result<StoreGuard<'_>> {
+        self.shared.store()
+    }
+
+    /// Makes every commit so far durable on disk.
+    pub fn flush(&self) -> Result<()> {
+        let store = self.store()?;
+        self.shared.dirty.store(false, Ordering::Release);
+        store.flush()
+    }
+
+    /// Bytes the data directory occupies on disk.
+    pub fn disk_bytes(&self) -> Result<u64> {
+        let store = self.store()?;
+        store.disk_bytes(&self.shared.dir.join("data"))
+    }
+
+    // ---- tables -------------------------------------------------------
+
+    pub fn create_table(&self, name: &str, opts: TableOptions) -> Result<TableInfo> {
+        let store = self.store()?;
+        let _w = self.shared.write.lock();
+        let mut batch = Batch::default();
+        let def = self
+            .shared
+            .catalog
+            .read()
+            .prepare_create(name, &opts, &mut batch)?;
+        store.commit(batch, self.sync_commits())?;
+        let info = def.info();
+        self.shared.catalog.write().insert(def);
+        Ok(info)
+    }
+
+    /// Creates the table unless it exists; returns whether it created it.
+    pub fn ensure_table(&self, name: &str, opts: TableOptions) -> Result<bool> {
+        match self.create_table(name, opts) {
+            Ok(_) => Ok(true),
+            Err(Error::TableExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops a table and all its records locally. Not replicated.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        let store = self.store()?;
+        let def = {
+            let _w = self.shared.write.lock();
+            let def = self.shared.catalog.read().get(name)?.clone();
+            let mut batch = Batch::default();
+            batch.delete(Space::Meta, crate::catalog::table_key(name));
+            store.commit(batch, self.sync_commits())?;
+            self.shared.catalog.write().remove(name);
+            def
+        };
+        // Table ids are never reused, so leftover rows are unreachable; purge
+        // them in chunks so writers are not blocked for long.
+        for space in [Space::Rows, Space::Index] {
+            loop {
+                let _w = self.shared.write.lock();
+                let mut batch = Batch::default();
+                for item in store.prefix(space, &def.row_prefix(), false).take(10_000) {
+                    batch.delete(space, item?.0.to_vec());
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                store.commit(batch, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn list_tables(&self) -> Result<Vec<TableInfo>> {
+        let _store = self.store()?;
+        let mut v: Vec<TableInfo> = self
+            .shared
+            .catalog
+            .read()
+            .tables
+            .values()
+            .map(|d| d.info())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    pub fn describe_table(&self, name: &str) -> Result<TableInfo> {
+        let _store = self.store()?;
+        Ok(self.shared.catalog.read().get(name)?.info())
+    }
+
+    pub(crate) fn table(&self, name: &str) -> Result<Arc<TableDef>> {
+        Ok(self.shared.catalog.read().get(name)?.clone())
+    }
+
+    // ---- reads --------------------------------------------------------
+
+    pub fn get(&self, table: &str, key: impl Into<Key>) -> Result<Option<Record>> {
+        let store = self.store()?;
+        let def = self.table(table)?;
+        let key = key.into();
+        read_record(&store, &def, key)
+    }
+
+    pub fn get_many(&self, table: &str, keys: &[Key]) -> Result<Vec<Option<Record>>> {
+        let store = self.store()?;
+        let def = self.table(table)?;
+        keys.iter()
+            .map(|k| read_record(&store, &def, k.clone()))
+            .collect()
+    }
+
+    /// Records in primary-key order within a key range.
+    pub fn scan(&self, table: &str, opts: &ScanOptions) -> Result<Vec<Record>> {
+        let store = self.store()?;
+        let def = self.table(table)?;
+        let prefix = def.row_prefix();
+        let bound = |b: &Bound<Key>, upper: bool| -> Bound<Vec<u8>> {
+            match b {
+                Bound::Included(k) => Bound::Included(row_key(&def, k)),
+                Bound::Excluded(k) => Bound::Excluded(row_key(&def, k)),
+                Bound::Unbounded if upper => match prefix_successor(&prefix) {
+                    Some(p) => Bound::Excluded(p),
+                    None => Bound::Unbounded,
+                },
+                Bound::Unbounded => Bound::Included(prefix.to_vec()),
+            }
+        };
+        let limit = opts.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let iter = store.range(
+            Space::Rows,
+            bound(&opts.start, false),
+            bound(&opts.end, true),
+            opts.reverse,
+        );
+        for item in iter {
+            let (k, v) = item?;
+            let (key, _) = take_key(&k[prefix.len()..])?;
+            if let Some(r) = Record::from_row(key, v)? {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records whose indexed `attribute` lies within `[lower, upper]` (by the
+    /// given bounds), in index order. A record whose attribute is an array
+    /// matches if any element does. Finding by the primary key uses it.
+    pub fn find(
+        &self,
+        table: &str,
+        attribute: &str,
+        lower: Bound<&Value>,
+        upper: Bound<&Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Record>> {
+        let store = self.store()?;
+        let def = self.table(table)?;
+        if attribute == def.primary_key {
+            let to_key = |b: Bound<&Value>| -> Result<Bound<Key>> {
+                Ok(match b {
+                    Bound::Included(v) => Bound::Included(scalar_key(&def, v)?),
+                    Bound::Excluded(v) => Bound::Excluded(scalar_key(&def, v)?),
+                    Bound::Unbounded => Bound::Unbounded,
+                })
+            };
+            drop(store);
+            return self.scan(
+                table,
+                &ScanOptions {
+                    start: to_key(lower)?,
+                    end: to_key(upper)?,
+                    reverse: false,
+                    limit,
+                },
+            );
+        }
+        let slot = def.index_slot(attribute).ok_or_else(|| {
+            Error::invalid(
+                "attribute",
+                format!(
+                    "`{attribute}` is not indexed in table `{}`; indexed: {:?} (and the primary key `{}`)",
+                    def.name, def.indexes, def.primary_key
+                ),
+            )
+        })?;
+        let prefix = def.index_prefix(slot);
+        let encode = |v: &Value| -> Result<Vec<u8>> {
+            let mut k = prefix.to_vec();
+            if !put_index_value(&mut k, v) {
+                return Err(Error::invalid(
+                    "find bound",
+                    "must be a JSON scalar (null, boolean, number or string)",
+                ));
+            }
+            Ok(k)
+        };
+        let successor = |k: Vec<u8>| match prefix_successor(&k) {
+            Some(p) => Bound::Excluded(p),
+            None => Bound::Unbounded,
+        };
+        let lo = match lower {
+            Bound::Included(v) => Bound::Included(encode(v)?),
+            Bound::Excluded(v) => successor(encode(v)?),
+            Bound::Unbounded => Bound::Included(prefix.to_vec()),
+        };
+        let hi = match upper {
+            Bound::Included(v) => successor(encode(v)?),
+            Bound::Excluded(v) => Bound::Excluded(encode(v)?),
+            Bound::Unbounded => successor(prefix.to_vec()),
+        };
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for item in store.range(Space::Index, lo, hi, false) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            let rest = &k[prefix.len()..];
+            let vlen = index_value_len(rest)?;
+            let (key, _) = take_key(&rest[vlen..])?;
+            if seen.contains(&key) {
+                continue;
+            }
+            let Some(rec) = read_record(&store, &def, key.clone())? else {
+                continue;
+            };
+            // The index may share a slot between numbers that differ beyond
+            // f64 precision, so the record itself decides.
+            let value = rec.to_value();
+            if matches_bounds(value.get(attribute), lower, upper) {
+                seen.insert(key);
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records whose indexed `attribute` equals `value`.
+    pub fn find_eq(&self, table: &str, attribute: &str, value: &Value) -> Result<Vec<Record>> {
+        self.find(
+            table,
+            attribute,
+            Bound::Included(value),
+            Bound::Included(value),
+            None,
+        )
+    }
+
+    /// Number of live records in the table.
+    pub fn count(&self, table: &str) -> Result<u64> {
+        let store = self.store()?;
+        let def = self.table(table)?;
+        let mut n = 0;
+        for item in store.prefix(Space::Rows, &def.row_prefix(), false) {
+            let (_, v) = item?;
+            if v.first() == Some(&0) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    // ---- log ----------------------------------------------------------
+
+    pub fn log_bounds(&self) -> Result<LogBounds> {
+        let _store = self.store()?;
+        let w = self.shared.write.lock();
+        Ok(LogBounds {
+            first: w.first_seq,
+            last: w.next_seq - 1,
+        })
+    }
+
+    /// Log entries with sequence numbers from `from_seq` on, oldest first.
+    pub fn read_log(&self, from_seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let store = self.store()?;
+        let mut out = Vec::new();
+        let iter = store.range(
+            Space::Log,
+            Bound::Included(seq_key(from_seq).to_vec()),
+            Bound::Unbounded,
+            false,
+        );
+        for item in iter.take(limit) {
+            let (k, v) = item?;
+            let mut e = LogEntry::decode(&v)?;
+            e.seq = seq_from_key(&k)?;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// The first sequence number committed at or after `millis` (local time).
+    pub fn log_seq_at_time(&self, millis: u64) -> Result<u64> {
+        let store = self.store()?;
+        let (mut lo, mut hi) = {
+            let w = self.shared.write.lock();
+            (w.first_seq, w.next_seq)
+        };
+        let target = crate::hlc::millis_to_hlc(millis);
+        // Sequences are dense and local_time grows with them: binary search
+        // with point reads instead of scanning.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let t = match store.get(Space::Log, &seq_key(mid))? {
+                Some(v) => LogEntry::decode(&v)?.local_time,
+                None => 0, // truncated meanwhile: treat as older than anything
+            };
+            if t < target {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Log entries committed at or after `millis` (ms since the epoch).
+    pub fn read_log_since(&self, millis: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let seq = self.log_seq_at_time(millis)?;
+        self.read_log(seq, limit)
+    }
+
+    // ---- listeners ----------------------------------------------------
+
+    /// Calls `f` after every committed change to `table`, local or from a
+    /// peer, in commit order, on the `tidelog-events` thread, with no tidelog
+    /// lock held: `f` may read and write the database. A panic in `f` is
+    /// contained and reported on stderr. Keep `f` quick: events queue behind
+    /// it in memory.
+    pub fn on_change(
+        &self,
+        table: &str,
+        f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
+    ) -> Result<ListenerId> {
+        let _store = self.store()?;
+        crate::catalog::validate_table_name(table)?;
+        Ok(self.shared.listeners.add(table, Arc::new(f)))
+    }
+
+    /// Unregisters a listener; returns whether it was registered.
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        self.shared.listeners.remove(id)
+    }
+
+    /// How many listener calls panicked so far.
+    pub fn listener_panics(&self) -> u64 {
+        self.shared.listeners.panics.load(Ordering::Relaxed)
+    }
+
+    // ---- metadata for replication -------------------------------------
+
+    /// The resume cursor stored for `name` by [`Database::apply_remote`].
+    pub fn cursor(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let store = self.store()?;
+        Ok(store
+            .get(Space::Meta, &cursor_key(name))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub(crate) fn sync_commits(&self) -> bool {
+        self.shared.opts.durability == Durability::Sync
+    }
+}
+
+impl Shared {
+    pub(crate) fn store(&self) -> Result<StoreGuard<'_>> {
+        let guard = self.store.read();
+        RwLockReadGuard::try_map(guard, |s| s.as_ref()).map_err(|_| Error::Closed)
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(m) = self.maintenance.lock().take() {
+            m.stop();
+        }
+        self.listeners.shutdown();
+        let _w = self.write.lock();
+        let store = self.store.write().take();
+        let result = match &store {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        };
+        drop(store);
+        drop(self.lock.lock().take());
+        result
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+pub(crate) fn cursor_key(name: &str) -> Vec<u8> {
+    let mut k = b"cursor/".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(crate) fn row_key(def: &TableDef, key: &Key) -> Vec<u8> {
+    let mut k = Vec::with_capacity(24);
+    k.extend_from_slice(&def.row_prefix());
+    put_key(&mut k, key);
+    k
+}
+
+fn read_record(store: &Store, def: &TableDef, key: Key) -> Result<Option<Record>> {
+    match store.get(Space::Rows, &row_key(def, &key))? {
+        Some(row) => Record::from_row(key, row),
+        None => Ok(None),
+    }
+}
+
+fn scalar_key(def: &TableDef, v: &Value) -> Result<Key> {
+    Key::from_json(v).ok_or_else(|| {
+        Error::invalid(
+            "find bound",
+            format!(
+                "primary key `{}` values are strings or integers",
+                def.primary_key
+            ),
+        )
+    })
+}
+
+fn matches_bounds(v: Option<&Value>, lower: Bound<&Value>, upper: Bound<&Value>) -> bool {
+    let Some(v) = v else { return false };
+    let one = |x: &Value| {
+        let lo_ok = match lower {
+            Bound::Included(b) => matches!(cmp_scalar(x, b), Some(o) if o.is_ge()),
+            Bound::Excluded(b) => matches!(cmp_scalar(x, b), Some(o) if o.is_gt()),
+            Bound::Unbounded => cmp_scalar(x, x).is_some(),
+        };
+        let hi_ok = match upper {
+            Bound::Included(b) => matches!(cmp_scalar(x, b), Some(o) if o.is_le()),
+            Bound::Excluded(b) => matches!(cmp_scalar(x, b), Some(o) if o.is_lt()),
+            Bound::Unbounded => true,
+        };
+        lo_ok && hi_ok
+    };
+    match v {
+        Value::Array(items) => items.iter().any(one),
+        other => one(other),
+    }
+}

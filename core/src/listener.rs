@@ -1,0 +1,155 @@
+//! Change listeners. Committers queue events while they still hold the
+//! commit lock (so events keep commit order), and one dispatcher thread calls
+//! the listeners with no tidelog lock held, so a listener may read and write
+//! the database, even the same table, without deadlock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::thread::{JoinHandle, ThreadId};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::codec::{Key, Stamp};
+use crate::record::Record;
+
+/// One committed change to one record.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub key: Key,
+    /// The record after the change; `None` if it was deleted.
+    pub record: Option<Record>,
+}
+
+/// What one transaction changed in one table.
+#[derive(Debug, Clone)]
+pub struct ChangeEvent {
+    pub table: String,
+    /// Local log sequence number of the transaction.
+    pub seq: u64,
+    /// Version stamp of the changes; `stamp.node` is the origin node id.
+    pub stamp: Stamp,
+    /// True when the transaction was committed on this instance, false when
+    /// it was applied from a peer.
+    pub local: bool,
+    pub changes: Vec<Change>,
+}
+
+impl ChangeEvent {
+    /// Node id of the instance where the change was first committed.
+    pub fn origin(&self) -> u64 {
+        self.stamp.node
+    }
+}
+
+/// Identifies a registered listener, for [`crate::Database::remove_listener`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub u64);
+
+pub(crate) type ListenerFn = Arc<dyn Fn(&ChangeEvent) + Send + Sync + 'static>;
+
+#[derive(Default)]
+pub(crate) struct Listeners {
+    by_table: RwLock<HashMap<String, Vec<(ListenerId, ListenerFn)>>>,
+    any: AtomicBool,
+    next_id: AtomicU64,
+    sender: Mutex<Option<Sender<ChangeEvent>>>,
+    thread: Mutex<Option<(ThreadId, JoinHandle<()>)>>,
+    /// Listener calls that panicked (reported, then ignored).
+    pub(crate) panics: AtomicU64,
+}
+
+impl Listeners {
+    pub(crate) fn add(self: &Arc<Self>, table: &str, f: ListenerFn) -> ListenerId {
+        let id = ListenerId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        self.ensure_dispatcher();
+        self.by_table
+            .write()
+            .entry(table.to_string())
+            .or_default()
+            .push((id, f));
+        self.any.store(true, Ordering::Release);
+        id
+    }
+
+    pub(crate) fn remove(&self, id: ListenerId) -> bool {
+        let mut map = self.by_table.write();
+        let mut found = false;
+        map.retain(|_, v| {
+            let before = v.len();
+            v.retain(|(i, _)| *i != id);
+            found |= v.len() != before;
+            !v.is_empty()
+        });
+        self.any.store(!map.is_empty(), Ordering::Release);
+        found
+    }
+
+    /// Cheap check on the commit path: is anyone listening to `table`?
+    pub(crate) fn wants(&self, table: &str) -> bool {
+        self.any.load(Ordering::Acquire) && self.by_table.read().contains_key(table)
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    /// Queues an event; called with the commit lock held, so it must not block.
+    pub(crate) fn queue(&self, event: ChangeEvent) {
+        if let Some(tx) = self.sender.lock().as_ref() {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn ensure_dispatcher(self: &Arc<Self>) {
+        let mut sender = self.sender.lock();
+        if sender.is_some() {
+            return;
+        }
+        let (tx, rx) = channel::<ChangeEvent>();
+        let me = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("tidelog-events".into())
+            .spawn(move || {
+                while let Ok(event) = rx.recv() {
+                    let Some(listeners) = me.upgrade() else { break };
+                    let targets: Vec<ListenerFn> = listeners
+                        .by_table
+                        .read()
+                        .get(&event.table)
+                        .map(|v| v.iter().map(|(_, f)| f.clone()).collect())
+                        .unwrap_or_default();
+                    for f in targets {
+                        let call = std::panic::AssertUnwindSafe(|| f(&event));
+                        if std::panic::catch_unwind(call).is_err() {
+                            listeners.panics.fetch_add(1, Ordering::Relaxed);
+                            eprintln!(
+                                "tidelog: a change listener for table `{}` panicked; the panic was contained and the listener stays registered",
+                                event.table
+                            );
+                        }
+                    }
+                }
+            });
+        if let Ok(handle) = spawned {
+            *self.thread.lock() = Some((handle.thread().id(), handle));
+            *sender = Some(tx);
+        }
+    }
+
+    /// Delivers what is queued, then stops the dispatcher. From inside a
+    /// listener (the dispatcher thread itself) it cannot wait for itself, so
+    /// it only stops it.
+    pub(crate) fn shutdown(&self) {
+        drop(self.sender.lock().take());
+        let thread = self.thread.lock().take();
+        if let Some((id, handle)) = thread {
+            if id != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+        self.by_table.write().clear();
+        self.any.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,162 @@
+//! Background work of a local database: the grouped-durability flusher and
+//! the expiry sweeper. One thread; it holds only a weak reference, so an
+//! unused database still drops, and it never holds the commit lock for long.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::catalog::{TableDef, EXPIRY_INDEX};
+use crate::codec::{decode_row_header, take_key};
+use crate::db::{row_key, Database, Durability, Shared};
+use crate::error::Result;
+use crate::storage::{Batch, Space};
+use crate::write::index_entries;
+
+/// Most records one sweep step evicts while holding the commit lock.
+const EVICT_CHUNK: usize = 1000;
+
+pub(crate) struct Maintenance {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Maintenance {
+    pub(crate) fn start(shared: &Arc<Shared>) -> Maintenance {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let weak = Arc::downgrade(shared);
+        let flush_every = match shared.opts.durability {
+            Durability::Grouped { interval } => Some(interval.max(Duration::from_millis(1))),
+            Durability::Sync => None,
+        };
+        let sweep_every = shared.opts.expiry_interval.max(Duration::from_millis(10));
+        let tick = flush_every.unwrap_or(sweep_every).min(sweep_every);
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tidelog-maint".into())
+            .spawn(move || run(weak, stop2, tick, flush_every.is_some(), sweep_every))
+            .ok();
+        Maintenance { stop, thread }
+    }
+
+    pub(crate) fn stop(mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn run(
+    weak: Weak<Shared>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    tick: Duration,
+    grouped: bool,
+    sweep_every: Duration,
+) {
+    let mut next_sweep = Instant::now() + sweep_every;
+    loop {
+        {
+            let mut stopped = stop.0.lock();
+            if !*stopped {
+                stop.1.wait_for(&mut stopped, tick);
+            }
+            if *stopped {
+                return;
+            }
+        }
+        let Some(shared) = weak.upgrade() else { return };
+        let db = Database { shared };
+        if grouped && db.shared.dirty.swap(false, Ordering::AcqRel) {
+            if let Ok(store) = db.store() {
+                if let Err(e) = store.flush() {
+                    db.shared.dirty.store(true, Ordering::Release);
+                    eprintln!("tidelog: background flush failed: {e}");
+                }
+            }
+        }
+        if Instant::now() >= next_sweep {
+            next_sweep = Instant::now() + sweep_every;
+            if let Err(e) = sweep_expired(&db, crate::hlc::wall_millis()) {
+                if !db.is_closed() {
+                    eprintln!("tidelog: expiry sweep failed: {e}");
+                }
+            }
+        }
+        // Dropping the last handle here runs close() on this thread, which
+        // then skips joining itself.
+        drop(db);
+    }
+}
+
+/// Evicts, without logging, every record and tombstone of an expiring table
+/// last written before `now_ms - expiration`. Returns how many it evicted.
+pub(crate) fn sweep_expired(db: &Database, now_ms: u64) -> Result<u64> {
+    let tables: Vec<Arc<TableDef>> = db
+        .shared
+        .catalog
+        .read()
+        .tables
+        .values()
+        .filter(|d| d.expiration.is_some())
+        .cloned()
+        .collect();
+    let mut evicted = 0;
+    for def in tables {
+        let Some(secs) = def.expiration else { continue };
+        let cutoff = now_ms.saturating_sub(secs.saturating_mul(1000));
+        loop {
+            let n = evict_chunk(db, &def, cutoff)?;
+            evicted += n as u64;
+            if n < EVICT_CHUNK {
+                break;
+            }
+        }
+    }
+    Ok(evicted)
+}
+
+fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
+    let store = db.store()?;
+    let _w = db.shared.write.lock();
+    if !db.shared.catalog.read().tables.contains_key(&def.name) {
+        return Ok(0);
+    }
+    let prefix = def.index_prefix(EXPIRY_INDEX);
+    let mut hi = prefix.to_vec();
+    hi.extend_from_slice(&cutoff_ms.to_be_bytes());
+    let lo = std::ops::Bound::Included(prefix.to_vec());
+    let mut batch = Batch::default();
+    let mut n = 0;
+    let iter = store.range(Space::Index, lo, std::ops::Bound::Excluded(hi), false);
+    for item in iter.take(EVICT_CHUNK) {
+        let (ek, _) = item?;
+        n += 1;
+        let (key, _) = take_key(&ek[prefix.len() + 8..])?;
+        batch.delete(Space::Index, ek.to_vec());
+        let rk = row_key(def, &key);
+        if let Some(row) = store.get(Space::Rows, &rk)? {
+            let h = decode_row_header(&row)?;
+            if !h.tombstone && !def.indexes.is_empty() {
+                let body = &row[crate::codec::ROW_HEADER_LEN..];
+                if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
+                    for k in index_entries(def, &key, &obj) {
+                        batch.delete(Space::Index, k);
+                    }
+                }
+            }
+            batch.delete(Space::Rows, rk);
+        }
+    }
+    if !batch.is_empty() {
+        store.commit(batch, false)?;
+        db.shared.dirty.store(true, Ordering::Release);
+    }
+    Ok(n)
+}

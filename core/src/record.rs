@@ -1,0 +1,253 @@
+//! Records as readers see them, and the JSON rules writes must follow.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::codec::{decode_row_header, Key, Stamp, ROW_HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::storage::Bytes;
+
+/// Attribute names tidelog adds to every record it returns.
+pub const CREATED_ATTR: &str = "__createdtime__";
+pub const UPDATED_ATTR: &str = "__updatedtime__";
+
+#[derive(Clone)]
+enum Body {
+    /// A stored row, header included; the JSON starts at `ROW_HEADER_LEN`.
+    Stored(Bytes),
+    Owned(Arc<str>),
+}
+
+/// One record: its key, version stamp, times, and JSON contents.
+#[derive(Clone)]
+pub struct Record {
+    key: Key,
+    stamp: Stamp,
+    created: u64,
+    body: Body,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("key", &self.key)
+            .field("stamp", &self.stamp)
+            .field("json", &self.body_json())
+            .finish()
+    }
+}
+
+impl Record {
+    /// Wraps a stored live row; `None` for a tombstone.
+    pub(crate) fn from_row(key: Key, row: Bytes) -> Result<Option<Record>> {
+        let h = decode_row_header(&row)?;
+        if h.tombstone {
+            return Ok(None);
+        }
+        if std::str::from_utf8(&row[ROW_HEADER_LEN..]).is_err() {
+            return Err(Error::Corrupt("record is not UTF-8".into()));
+        }
+        Ok(Some(Record {
+            key,
+            stamp: h.stamp,
+            created: h.created,
+            body: Body::Stored(row),
+        }))
+    }
+
+    pub(crate) fn from_parts(key: Key, stamp: Stamp, created: u64, json: Arc<str>) -> Record {
+        Record {
+            key,
+            stamp,
+            created,
+            body: Body::Owned(json),
+        }
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The version stamp of the write that produced this record.
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+
+    /// `__createdtime__`: milliseconds since the epoch of the first write.
+    pub fn created_ms(&self) -> u64 {
+        self.created >> crate::hlc::LOGICAL_BITS
+    }
+
+    /// `__updatedtime__`: milliseconds since the epoch of the latest write.
+    pub fn updated_ms(&self) -> u64 {
+        self.stamp.millis()
+    }
+
+    /// The record's attributes as stored (without the time attributes).
+    pub fn body_json(&self) -> &str {
+        match &self.body {
+            // Checked to be UTF-8 when the record was made.
+            Body::Stored(b) => std::str::from_utf8(&b[ROW_HEADER_LEN..]).unwrap_or("{}"),
+            Body::Owned(s) => s,
+        }
+    }
+
+    /// The record as JSON text, with `__createdtime__` and `__updatedtime__`.
+    pub fn to_json_string(&self) -> String {
+        let body = self.body_json();
+        let times = format!(
+            "{{\"{CREATED_ATTR}\":{},\"{UPDATED_ATTR}\":{}",
+            self.created_ms(),
+            self.updated_ms()
+        );
+        let rest = body.strip_prefix('{').unwrap_or("}");
+        let mut out = String::with_capacity(times.len() + body.len() + 1);
+        out.push_str(&times);
+        if rest.trim_start() != "}" {
+            out.push(',');
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The record as a JSON object, with `__createdtime__` and `__updatedtime__`.
+    pub fn to_value(&self) -> Value {
+        let mut map = match serde_json::from_str::<Value>(self.body_json()) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        map.insert(CREATED_ATTR.into(), Value::from(self.created_ms()));
+        map.insert(UPDATED_ATTR.into(), Value::from(self.updated_ms()));
+        Value::Object(map)
+    }
+}
+
+/// Parses JSON text into a record object.
+pub fn parse_object(text: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(Error::NotAnObject(json_type(&other).into())),
+        Err(e) => Err(Error::InvalidJson(e.to_string())),
+    }
+}
+
+/// Parses JSON bytes, reporting invalid UTF-8 as such.
+pub fn parse_object_bytes(bytes: &[u8]) -> Result<Map<String, Value>> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| Error::InvalidUtf8(format!("record: {e}")))?;
+    parse_object(text)
+}
+
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads the primary key from a record object.
+pub(crate) fn extract_key(table: &str, pk_attr: &str, obj: &Map<String, Value>) -> Result<Key> {
+    let v = obj.get(pk_attr).ok_or_else(|| Error::MissingPrimaryKey {
+        table: table.into(),
+        attribute: pk_attr.into(),
+    })?;
+    Key::from_json(v).ok_or_else(|| Error::InvalidPrimaryKey {
+        table: table.into(),
+        attribute: pk_attr.into(),
+        found: match v {
+            Value::Number(_) => "a number that is not a 64-bit integer".into(),
+            other => json_type(other).into(),
+        },
+    })
+}
+
+/// Drops the attributes tidelog computes, so a record read back can be
+/// written again unchanged.
+pub(crate) fn strip_computed(obj: &mut Map<String, Value>) {
+    obj.remove(CREATED_ATTR);
+    obj.remove(UPDATED_ATTR);
+}
+
+/// Order of JSON scalars as indexes see it; `None` for arrays and objects.
+pub(crate) fn cmp_scalar(a: &Value, b: &Value) -> Option<Ordering> {
+    fn rank(v: &Value) -> Option<u8> {
+        Some(match v {
+            Value::Null => 0,
+            Value::Bool(false) => 1,
+            Value::Bool(true) => 2,
+            Value::Number(_) => 3,
+            Value::String(_) => 4,
+            _ => return None,
+        })
+    }
+    let (ra, rb) = (rank(a)?, rank(b)?);
+    if ra != rb {
+        return Some(ra.cmp(&rb));
+    }
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => Some(i.cmp(&j)),
+            _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        },
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => Some(Ordering::Equal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_text_splices_times_into_any_object() {
+        let r = Record::from_parts(
+            Key::Int(1),
+            Stamp {
+                time: 5 << 16,
+                node: 1,
+            },
+            3 << 16,
+            "{\"id\":1}".into(),
+        );
+        let v: Value = serde_json::from_str(&r.to_json_string()).unwrap();
+        assert_eq!(v, json!({"id":1, CREATED_ATTR: 3, UPDATED_ATTR: 5}));
+        assert_eq!(v, r.to_value());
+        let empty = Record::from_parts(Key::Int(1), Stamp::default(), 0, "{}".into());
+        let v: Value = serde_json::from_str(&empty.to_json_string()).unwrap();
+        assert_eq!(v, json!({CREATED_ATTR: 0, UPDATED_ATTR: 0}));
+    }
+
+    #[test]
+    fn parse_errors_are_typed() {
+        assert!(matches!(parse_object("[1]"), Err(Error::NotAnObject(_))));
+        assert!(matches!(parse_object("{"), Err(Error::InvalidJson(_))));
+        assert!(matches!(
+            parse_object_bytes(b"{\"a\":\"\xff\"}"),
+            Err(Error::InvalidUtf8(_))
+        ));
+        let obj = parse_object("{\"id\":1.5}").unwrap();
+        assert!(matches!(
+            extract_key("t", "id", &obj),
+            Err(Error::InvalidPrimaryKey { .. })
+        ));
+        assert!(matches!(
+            extract_key("t", "pk", &obj),
+            Err(Error::MissingPrimaryKey { .. })
+        ));
+    }
+
+    #[test]
+    fn scalar_order() {
+        assert_eq!(cmp_scalar(&json!(2), &json!(10)), Some(Ordering::Less));
+        assert_eq!(cmp_scalar(&json!(2.5), &json!(2)), Some(Ordering::Greater));
+        assert_eq!(cmp_scalar(&json!("b"), &json!(99)), Some(Ordering::Greater));
+        assert_eq!(cmp_scalar(&json!([1]), &json!(1)), None);
+    }
+}

@@ -1,0 +1,667 @@
+//! The write path. Every write is a transaction: it takes one HLC stamp,
+//! and its records, index entries and log entry go to storage in one atomic
+//! batch, under the commit lock. Remote transactions go through the same
+//! path under the last-writer-wins rule.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::catalog::{TableDef, EXPIRY_INDEX};
+use crate::codec::{
+    decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp, ROW_HEADER_LEN,
+};
+use crate::db::{cursor_key, row_key, Database, Durability, WriteState};
+use crate::error::{Error, Result};
+use crate::listener::{Change, ChangeEvent};
+use crate::log::{seq_key, LogEntry, LogWrite, WriteOp};
+use crate::record::{extract_key, strip_computed, Record};
+use crate::storage::{Batch, Space, Store};
+
+/// What a committed transaction was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// Local log sequence number (0 if the transaction wrote nothing).
+    pub seq: u64,
+    pub stamp: Stamp,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Serialized at staging, so size errors surface before commit.
+    Insert {
+        obj: Map<String, Value>,
+        json: String,
+    },
+    Upsert {
+        obj: Map<String, Value>,
+        json: String,
+    },
+    Update(Map<String, Value>),
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    table: String,
+    key: Key,
+    op: Op,
+}
+
+/// A group of writes to one or more tables that commit atomically with one
+/// stamp, or not at all. Nothing is visible until [`Transaction::commit`];
+/// dropping it without committing discards it. Reads inside a transaction
+/// see the committed state, not the transaction's own pending writes.
+#[derive(Debug)]
+pub struct Transaction {
+    db: Database,
+    writes: Vec<Pending>,
+}
+
+impl Database {
+    pub fn transaction(&self) -> Transaction {
+        Transaction {
+            db: self.clone(),
+            writes: Vec::new(),
+        }
+    }
+
+    /// Inserts a new record; fails with `DuplicateKey` if the key exists.
+    pub fn insert(&self, table: &str, record: Value) -> Result<CommitInfo> {
+        let mut tx = self.transaction();
+        tx.insert(table, record)?;
+        tx.commit()
+    }
+
+    /// Inserts or replaces a record.
+    pub fn upsert(&self, table: &str, record: Value) -> Result<CommitInfo> {
+        let mut tx = self.transaction();
+        tx.upsert(table, record)?;
+        tx.commit()
+    }
+
+    /// Merges the given attributes into an existing record; fails with
+    /// `RecordNotFound` if there is none.
+    pub fn update(&self, table: &str, patch: Value) -> Result<CommitInfo> {
+        let mut tx = self.transaction();
+        tx.update(table, patch)?;
+        tx.commit()
+    }
+
+    /// Deletes a record (leaving a tombstone that replicates); returns
+    /// whether a live record was there.
+    pub fn delete(&self, table: &str, key: impl Into<Key>) -> Result<bool> {
+        let mut tx = self.transaction();
+        tx.delete(table, key)?;
+        let existed = tx.commit_inner()?.1;
+        Ok(existed > 0)
+    }
+}
+
+impl Transaction {
+    fn stage(&mut self, table: &str, record: Value, kind: u8) -> Result<()> {
+        let def = self.db.table(table)?;
+        let mut obj = match record {
+            Value::Object(m) => m,
+            other => return Err(Error::NotAnObject(crate::record::json_type(&other).into())),
+        };
+        strip_computed(&mut obj);
+        let key = extract_key(table, &def.primary_key, &obj)?;
+        let op = match kind {
+            STAGE_UPDATE => Op::Update(obj),
+            _ => {
+                let json = to_json(&obj, self.db.shared.opts.max_record_bytes)?;
+                if kind == STAGE_INSERT {
+                    Op::Insert { obj, json }
+                } else {
+                    Op::Upsert { obj, json }
+                }
+            }
+        };
+        self.writes.push(Pending {
+            table: table.to_string(),
+            key,
+            op,
+        });
+        Ok(())
+    }
+
+    pub fn insert(&mut self, table: &str, record: Value) -> Result<&mut Self> {
+        self.stage(table, record, STAGE_INSERT)?;
+        Ok(self)
+    }
+
+    pub fn upsert(&mut self, table: &str, record: Value) -> Result<&mut Self> {
+        self.stage(table, record, STAGE_UPSERT)?;
+        Ok(self)
+    }
+
+    pub fn update(&mut self, table: &str, patch: Value) -> Result<&mut Self> {
+        self.stage(table, patch, STAGE_UPDATE)?;
+        Ok(self)
+    }
+
+    pub fn delete(&mut self, table: &str, key: impl Into<Key>) -> Result<&mut Self> {
+        self.db.table(table)?;
+        self.writes.push(Pending {
+            table: table.to_string(),
+            key: key.into(),
+            op: Op::Delete,
+        });
+        Ok(self)
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Commits every staged write atomically with one stamp.
+    pub fn commit(self) -> Result<CommitInfo> {
+        Ok(self.commit_inner()?.0)
+    }
+
+    /// Commits; also returns how many deletes found a live record.
+    fn commit_inner(self) -> Result<(CommitInfo, usize)> {
+        let db = self.db;
+        let shared = &db.shared;
+        let store = db.store()?;
+        if self.writes.is_empty() {
+            return Ok((
+                CommitInfo {
+                    seq: 0,
+                    stamp: Stamp::default(),
+                },
+                0,
+            ));
+        }
+        let mut w = shared.write.lock();
+        let mut stamp = Stamp {
+            time: shared.hlc.now(),
+            node: shared.node_id,
+        };
+        let max_bytes = shared.opts.max_record_bytes;
+        loop {
+            let mut ctx = Ctx::new(&store, self.writes.len(), stamp);
+            let mut log_writes = Vec::with_capacity(self.writes.len());
+            let mut existed = 0;
+            let mut restamp = None;
+            for p in &self.writes {
+                let def = db.table(&p.table)?;
+                let rk = row_key(&def, &p.key);
+                let old = ctx.current(&rk)?;
+                if let Some(o) = &old {
+                    // Equal is this commit's own earlier write to the record.
+                    if o.header.stamp > stamp {
+                        // A stored stamp from the future (restored backup,
+                        // clock jump): move past it and stamp again.
+                        restamp = Some(o.header.stamp.time);
+                        break;
+                    }
+                }
+                let live_old = old.as_ref().filter(|o| !o.header.tombstone);
+                let created = live_old.map(|o| o.header.created).unwrap_or(stamp.time);
+                let merged;
+                let (op, new_obj) = match &p.op {
+                    Op::Insert { obj, json } => {
+                        if live_old.is_some() {
+                            return Err(Error::DuplicateKey {
+                                table: p.table.clone(),
+                                key: p.key.to_string(),
+                            });
+                        }
+                        (
+                            WriteOp::Put {
+                                json: json.clone(),
+                                created,
+                            },
+                            Some(obj),
+                        )
+                    }
+                    Op::Upsert { obj, json } => (
+                        WriteOp::Put {
+                            json: json.clone(),
+                            created,
+                        },
+                        Some(obj),
+                    ),
+                    Op::Update(patch) => {
+                        let Some(o) = live_old else {
+                            return Err(Error::RecordNotFound {
+                                table: p.table.clone(),
+                                key: p.key.to_string(),
+                            });
+                        };
+                        let mut m = o.object()?;
+                        for (k, v) in patch {
+                            m.insert(k.clone(), v.clone());
+                        }
+                        merged = m;
+                        let json = to_json(&merged, max_bytes)?;
+                        (WriteOp::Put { json, created }, Some(&merged))
+                    }
+                    Op::Delete => {
+                        existed += usize::from(live_old.is_some());
+                        (WriteOp::Delete, None)
+                    }
+                };
+                ctx.write(&def, rk, &p.key, old, stamp, &op, new_obj)?;
+                log_writes.push(LogWrite {
+                    table: p.table.clone(),
+                    key: p.key.clone(),
+                    op,
+                });
+            }
+            if let Some(t) = restamp {
+                shared.hlc.observe(t);
+                stamp.time = shared.hlc.now();
+                continue;
+            }
+            let entry = LogEntry {
+                seq: w.next_seq,
+                stamp,
+                local_time: stamp.time,
+                writes: log_writes,
+            };
+            let seq = finish(&db, &store, &mut w, ctx.batch, entry, true)?;
+            return Ok((CommitInfo { seq, stamp }, existed));
+        }
+    }
+}
+
+const STAGE_INSERT: u8 = 0;
+const STAGE_UPSERT: u8 = 1;
+const STAGE_UPDATE: u8 = 2;
+
+fn to_json(obj: &Map<String, Value>, max_bytes: usize) -> Result<String> {
+    let json = serde_json::to_string(obj).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    if json.len() > max_bytes {
+        return Err(Error::RecordTooLarge {
+            size: json.len(),
+            limit: max_bytes,
+        });
+    }
+    Ok(json)
+}
+
+/// A transaction from another node, as replication hands it over.
+#[derive(Debug, Clone)]
+pub struct RemoteTxn {
+    pub stamp: Stamp,
+    pub writes: Vec<LogWrite>,
+}
+
+/// What became of one remote transaction.
+#[derive(Debug)]
+pub enum RemoteOutcome {
+    /// `applied` writes won under last-writer-wins and entered the log at
+    /// `seq` (0 if none did); `superseded` lost to a newer-or-equal stamp;
+    /// `missing_table` named a table this node does not have.
+    Applied {
+        seq: u64,
+        applied: usize,
+        superseded: usize,
+        missing_table: usize,
+    },
+    /// Refused (e.g. a stamp beyond `max_clock_skew`); nothing applied.
+    Refused(Error),
+}
+
+impl Database {
+    /// Applies transactions received from a peer, atomically as one storage
+    /// commit together with `cursor` (a resume point stored under a name),
+    /// under the last-writer-wins rule: a write applies iff its stamp is
+    /// greater than the stored record's (or tombstone's) stamp; an equal
+    /// stamp is the same write and is dropped. Applied writes enter the log
+    /// with their original stamp and origin.
+    pub fn apply_remote(
+        &self,
+        txns: &[RemoteTxn],
+        cursor: Option<(&str, &[u8])>,
+    ) -> Result<Vec<RemoteOutcome>> {
+        let shared = &self.shared;
+        let store = self.store()?;
+        let mut w = shared.write.lock();
+        let mut outcomes = Vec::with_capacity(txns.len());
+        let total: usize = txns.iter().map(|t| t.writes.len()).sum();
+        let mut ctx = Ctx::new(&store, total.max(2), Stamp::default());
+        let mut entries = Vec::new();
+        let mut next_seq = w.next_seq;
+        for t in txns {
+            if let Err(e) = shared.hlc.check(t.stamp.time, t.stamp.node) {
+                outcomes.push(RemoteOutcome::Refused(e));
+                continue;
+            }
+            shared.hlc.observe(t.stamp.time);
+            ctx.stamp = t.stamp;
+            let (mut superseded, mut missing_table) = (0, 0);
+            let mut applied = Vec::new();
+            for wr in &t.writes {
+                let Ok(def) = self.table(&wr.table) else {
+                    missing_table += 1;
+                    continue;
+                };
+                if let WriteOp::Put { json, .. } = &wr.op {
+                    if json.len() > shared.opts.max_record_bytes {
+                        return Err(Error::RecordTooLarge {
+                            size: json.len(),
+                            limit: shared.opts.max_record_bytes,
+                        });
+                    }
+                }
+                let rk = row_key(&def, &wr.key);
+                let old = ctx.current(&rk)?;
+                if old.as_ref().is_some_and(|o| o.header.stamp >= t.stamp) {
+                    superseded += 1;
+                    continue;
+                }
+                ctx.write(&def, rk, &wr.key, old, t.stamp, &wr.op, None)?;
+                applied.push(wr.clone());
+            }
+            let seq = if applied.is_empty() {
+                0
+            } else {
+                let seq = next_seq;
+                next_seq += 1;
+                entries.push(LogEntry {
+                    seq,
+                    stamp: t.stamp,
+                    local_time: shared.hlc.now(),
+                    writes: applied,
+                });
+                seq
+            };
+            outcomes.push(RemoteOutcome::Applied {
+                seq,
+                applied: entries
+                    .last()
+                    .filter(|e| e.seq == seq && seq != 0)
+                    .map_or(0, |e| e.writes.len()),
+                superseded,
+                missing_table,
+            });
+        }
+        let mut batch = ctx.batch;
+        if let Some((name, value)) = cursor {
+            batch.put(Space::Meta, cursor_key(name), value.to_vec());
+        }
+        for e in &entries {
+            batch.put(Space::Log, seq_key(e.seq).to_vec(), e.encode());
+        }
+        if batch.is_empty() {
+            return Ok(outcomes);
+        }
+        commit_batch(self, &store, batch, true)?;
+        w.next_seq = next_seq;
+        for e in entries {
+            queue_events(self, e, false);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// A row as it stands before a write, from storage or from an earlier write
+/// of the same commit.
+#[derive(Clone)]
+struct OldRow {
+    header: RowHeader,
+    json: Arc<str>,
+}
+
+impl Clone for RowHeader {
+    fn clone(&self) -> Self {
+        RowHeader {
+            tombstone: self.tombstone,
+            stamp: self.stamp,
+            created: self.created,
+        }
+    }
+}
+
+impl OldRow {
+    fn object(&self) -> Result<Map<String, Value>> {
+        match serde_json::from_str::<Value>(&self.json) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(Error::Corrupt("stored record is not a JSON object".into())),
+        }
+    }
+}
+
+/// Builds one atomic batch; with several writes it remembers what each one
+/// left behind, so later writes to the same record see it.
+struct Ctx<'a> {
+    store: &'a Store,
+    batch: Batch,
+    overlay: Option<HashMap<Vec<u8>, OldRow>>,
+    stamp: Stamp,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(store: &'a Store, writes: usize, stamp: Stamp) -> Ctx<'a> {
+        Ctx {
+            store,
+            batch: Batch::default(),
+            overlay: (writes > 1).then(HashMap::new),
+            stamp,
+        }
+    }
+
+    fn current(&self, rk: &[u8]) -> Result<Option<OldRow>> {
+        if let Some(row) = self.overlay.as_ref().and_then(|o| o.get(rk)) {
+            return Ok(Some(row.clone()));
+        }
+        let Some(v) = self.store.get(Space::Rows, rk)? else {
+            return Ok(None);
+        };
+        let header = decode_row_header(&v)?;
+        let json = std::str::from_utf8(&v[ROW_HEADER_LEN..])
+            .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?;
+        Ok(Some(OldRow {
+            header,
+            json: Arc::from(json),
+        }))
+    }
+
+    /// Adds the row, index and expiry changes of one write to the batch.
+    /// `new_obj` is the parsed form of a put's JSON, where the caller has it.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        def: &TableDef,
+        rk: Vec<u8>,
+        key: &Key,
+        old: Option<OldRow>,
+        stamp: Stamp,
+        op: &WriteOp,
+        new_obj: Option<&Map<String, Value>>,
+    ) -> Result<()> {
+        let (header, json): (RowHeader, &str) = match op {
+            WriteOp::Put { json, created } => (
+                RowHeader {
+                    tombstone: false,
+                    stamp,
+                    created: *created,
+                },
+                json,
+            ),
+            WriteOp::Delete => (
+                RowHeader {
+                    tombstone: true,
+                    stamp,
+                    created: 0,
+                },
+                "",
+            ),
+        };
+        if !def.indexes.is_empty() {
+            let old_entries = match &old {
+                Some(o) if !o.header.tombstone => index_entries(def, key, &o.object()?),
+                _ => BTreeSet::new(),
+            };
+            let new_entries = match (op, new_obj) {
+                (WriteOp::Put { .. }, Some(m)) => index_entries(def, key, m),
+                (WriteOp::Put { json, .. }, None) => match serde_json::from_str::<Value>(json) {
+                    Ok(Value::Object(m)) => index_entries(def, key, &m),
+                    _ => return Err(Error::NotAnObject("a non-object".into())),
+                },
+                (WriteOp::Delete, _) => BTreeSet::new(),
+            };
+            for gone in old_entries.difference(&new_entries) {
+                self.batch.delete(Space::Index, gone.clone());
+            }
+            for added in new_entries.difference(&old_entries) {
+                self.batch.put(Space::Index, added.clone(), Vec::new());
+            }
+        }
+        if def.expiration.is_some() {
+            let new_exp = expiry_key(def, stamp.millis(), key);
+            if let Some(o) = &old {
+                let old_exp = expiry_key(def, o.header.stamp.millis(), key);
+                if old_exp != new_exp {
+                    self.batch.delete(Space::Index, old_exp);
+                }
+            }
+            self.batch.put(Space::Index, new_exp, Vec::new());
+        }
+        self.batch.put(
+            Space::Rows,
+            rk.clone(),
+            encode_row(&header, json.as_bytes()),
+        );
+        if let Some(overlay) = &mut self.overlay {
+            overlay.insert(
+                rk,
+                OldRow {
+                    header,
+                    json: Arc::from(json),
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn expiry_key(def: &TableDef, millis: u64, key: &Key) -> Vec<u8> {
+    let mut k = def.index_prefix(EXPIRY_INDEX).to_vec();
+    k.extend_from_slice(&millis.to_be_bytes());
+    put_key(&mut k, key);
+    k
+}
+
+/// Every index key a record has: one per indexed scalar attribute, one per
+/// distinct scalar element of an indexed array.
+pub(crate) fn index_entries(
+    def: &TableDef,
+    key: &Key,
+    obj: &Map<String, Value>,
+) -> BTreeSet<Vec<u8>> {
+    let mut out = BTreeSet::new();
+    for (i, attr) in def.indexes.iter().enumerate() {
+        let Some(v) = obj.get(attr) else { continue };
+        let prefix = def.index_prefix(i as u16 + 1);
+        let mut add = |v: &Value| {
+            let mut k = prefix.to_vec();
+            if put_index_value(&mut k, v) {
+                put_key(&mut k, key);
+                out.insert(k);
+            }
+        };
+        match v {
+            Value::Array(items) => items.iter().for_each(&mut add),
+            other => add(other),
+        }
+    }
+    out
+}
+
+/// Appends the log entry, commits, advances the sequence and queues events.
+fn finish(
+    db: &Database,
+    store: &Store,
+    w: &mut WriteState,
+    mut batch: Batch,
+    entry: LogEntry,
+    local: bool,
+) -> Result<u64> {
+    batch.put(Space::Log, seq_key(entry.seq).to_vec(), entry.encode());
+    commit_batch(db, store, batch, entry.writes.len() > 1)?;
+    w.next_seq = entry.seq + 1;
+    let seq = entry.seq;
+    queue_events(db, entry, local);
+    Ok(seq)
+}
+
+fn commit_batch(
+    db: &Database,
+    store: &Store,
+    mut batch: Batch,
+    may_repeat_keys: bool,
+) -> Result<()> {
+    if may_repeat_keys {
+        dedupe_last_wins(&mut batch);
+    }
+    let sync = db.shared.opts.durability == Durability::Sync;
+    store.commit(batch, sync)?;
+    if !sync {
+        db.shared.dirty.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Engines may not order two writes to one key inside a batch, so keep only
+/// the last one, which is what sequential application would leave.
+fn dedupe_last_wins(batch: &mut Batch) {
+    let mut seen = std::collections::HashSet::with_capacity(batch.ops.len());
+    let mut kept = Vec::with_capacity(batch.ops.len());
+    for op in batch.ops.drain(..).rev() {
+        if seen.insert((op.0 as u8, op.1.clone())) {
+            kept.push(op);
+        }
+    }
+    kept.reverse();
+    batch.ops = kept;
+}
+
+fn queue_events(db: &Database, entry: LogEntry, local: bool) {
+    let listeners = &db.shared.listeners;
+    if !listeners.any() {
+        return;
+    }
+    let mut by_table: Vec<ChangeEvent> = Vec::new();
+    for wr in entry.writes {
+        if !listeners.wants(&wr.table) {
+            continue;
+        }
+        let record = match wr.op {
+            WriteOp::Put { json, created } => Some(Record::from_parts(
+                wr.key.clone(),
+                entry.stamp,
+                created,
+                Arc::from(json),
+            )),
+            WriteOp::Delete => None,
+        };
+        let change = Change {
+            key: wr.key,
+            record,
+        };
+        match by_table.iter_mut().find(|e| e.table == wr.table) {
+            Some(e) => e.changes.push(change),
+            None => by_table.push(ChangeEvent {
+                table: wr.table,
+                seq: entry.seq,
+                stamp: entry.stamp,
+                local,
+                changes: vec![change],
+            }),
+        }
+    }
+    for e in by_table {
+        listeners.queue(e);
+    }
+}
