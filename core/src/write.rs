@@ -341,7 +341,7 @@ impl Database {
             ctx.stamp = t.stamp;
             let (mut superseded, mut missing_table) = (0, 0);
             let mut applied = Vec::new();
-            for wr in &t.writes {
+            for wr in last_write_per_record(&t.writes) {
                 let Ok(def) = self.table(&wr.table) else {
                     missing_table += 1;
                     continue;
@@ -403,6 +403,23 @@ impl Database {
         }
         Ok(outcomes)
     }
+}
+
+/// A transaction's effect on a record is its last write to it; applying
+/// only that keeps "equal stamp means the same write" true inside one
+/// transaction too.
+fn last_write_per_record(writes: &[LogWrite]) -> Vec<&LogWrite> {
+    if writes.len() < 2 {
+        return writes.iter().collect();
+    }
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    let mut out: Vec<&LogWrite> = writes
+        .iter()
+        .rev()
+        .filter(|w| seen.insert((w.table.as_str(), &w.key)))
+        .collect();
+    out.reverse();
+    out
 }
 
 /// A row as it stands before a write, from storage or from an earlier write
