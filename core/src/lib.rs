@@ -5,6 +5,7 @@ pub mod codec;
 pub mod error;
 pub mod hlc;
 pub mod log;
+pub mod net;
 pub(crate) mod storage;
 
 pub use codec::{Key, Stamp};
