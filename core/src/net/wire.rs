@@ -67,7 +67,12 @@ pub enum WireError {
 
 impl From<WireError> for crate::error::Error {
     fn from(e: WireError) -> Self {
-        crate::error::Error::Peer(e.to_string())
+        match e {
+            // A TLS alert surfaces as an I/O error on read; keep it a TLS
+            // error so "the peer rejected our certificate" is not lost.
+            WireError::Io(io) => super::tls::io_error(io, "replication link"),
+            e => crate::error::Error::Peer(e.to_string()),
+        }
     }
 }
 
