@@ -688,6 +688,37 @@ pub(crate) mod tests {
         });
     }
 
+    #[tokio::test]
+    async fn reader_is_cancel_safe_under_select() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let frames: Vec<u8> = samples()
+            .iter()
+            .flat_map(|m| encode_frame(m).unwrap())
+            .collect();
+        // Dribble the stream a few bytes at a time so reads are cancelled
+        // mid-header and mid-body.
+        let writer = tokio::spawn(async move {
+            for chunk in frames.chunks(3) {
+                a.write_all(chunk).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        let mut r = FrameReader::new(b, DEFAULT_MAX_FRAME_BYTES);
+        let (mut got, mut cancelled) = (Vec::new(), 0);
+        loop {
+            tokio::select! {
+                m = r.read_message() => match m.unwrap() {
+                    Some(m) => got.push(m),
+                    None => break,
+                },
+                _ = tokio::task::yield_now() => cancelled += 1,
+            }
+        }
+        writer.await.unwrap();
+        assert_eq!(got, samples());
+        assert!(cancelled > 0);
+    }
+
     #[test]
     fn version_mismatch_and_protocol_order_are_clear_errors() {
         let mut h = match samples().remove(0) {
