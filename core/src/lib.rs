@@ -14,6 +14,7 @@ pub mod hlc;
 mod listener;
 pub mod log;
 mod maintenance;
+pub mod net;
 pub mod record;
 pub(crate) mod storage;
 mod write;

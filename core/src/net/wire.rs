@@ -1,0 +1,748 @@
+//! The replication wire protocol: versioned messages, postcard-encoded, each
+//! in a frame of a 4-byte big-endian length and that many payload bytes.
+//!
+//! Everything here treats peer bytes as hostile: lengths are checked before
+//! any allocation, buffers grow only as bytes actually arrive, and every
+//! malformed input is a [`WireError`], never a panic.
+//!
+//! Compatibility rule: postcard encodes enum variants by index and struct
+//! fields by position, so `Message::Hello` must stay variant 0 with `version`
+//! as its first field, in every future version. That lets any version decode
+//! enough of a peer's first frame to report a version mismatch instead of
+//! garbage. New messages are appended; changed layouts bump
+//! [`PROTOCOL_VERSION`].
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec::{Key, Stamp};
+use crate::log::LogWrite;
+
+/// Version spoken by this build. Both sides must speak the same one.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default largest frame payload accepted or sent (16 MiB).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Length prefix size.
+const HEADER: usize = 4;
+
+/// A frame's body buffer grows at most this much per read, so a peer that
+/// announces a large frame and then stalls only costs what it actually sent.
+const GROW_STEP: usize = 64 * 1024;
+
+/// Reused buffers above this size are shrunk back after a frame, so one large
+/// initial-sync chunk does not pin memory for the life of the connection.
+const RETAIN_BYTES: usize = 1024 * 1024;
+
+/// Why a frame could not be read, decoded or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed in the middle of a frame ({got} of {expected} bytes of the {part}): the peer crashed or the network dropped")]
+    UnexpectedEof {
+        part: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    #[error("peer sent an empty frame: every frame must carry a message; the peer is not speaking the tidelog protocol")]
+    EmptyFrame,
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes: raise max_frame_bytes on the receiver or send smaller batches")]
+    FrameTooLarge { len: u64, max: usize },
+    #[error("undecodable message from peer ({0}): the peer is not speaking tidelog protocol version {PROTOCOL_VERSION}")]
+    Decode(String),
+    #[error("frame has {extra} bytes after its message: the peer is not speaking tidelog protocol version {PROTOCOL_VERSION}")]
+    TrailingBytes { extra: usize },
+    #[error("peer speaks tidelog protocol version {theirs}, this node speaks version {ours}: upgrade the older node")]
+    VersionMismatch { ours: u16, theirs: u16 },
+    #[error("expected a {expected} message, got {got}: the peer broke the protocol order")]
+    UnexpectedMessage {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("could not encode message: {0}")]
+    Encode(String),
+}
+
+impl From<WireError> for crate::error::Error {
+    fn from(e: WireError) -> Self {
+        match e {
+            // A TLS alert surfaces as an I/O error on read; keep it a TLS
+            // error so "the peer rejected our certificate" is not lost.
+            WireError::Io(io) => super::tls::io_error(io, "replication link"),
+            e => crate::error::Error::Peer(e.to_string()),
+        }
+    }
+}
+
+/// One table the sender of a `Hello` wants to receive from the other side,
+/// and where to resume it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableWant {
+    pub table: String,
+    /// The other side's log sequence up to which this node has durably
+    /// applied it; 0 = nothing yet.
+    pub resume_after: u64,
+    /// Initial sync only sends rows changed at or after this time (ms since
+    /// epoch); `None` = the whole table.
+    pub since_ms: Option<u64>,
+    /// False until a complete initial sync has been applied; while false the
+    /// publisher restarts the initial sync instead of streaming its log.
+    pub initial_sync_done: bool,
+}
+
+/// The first message on a connection, sent by both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must stay the first field (see the module docs).
+    pub version: u16,
+    /// Must match a DNS name in the sender's certificate; the receiver checks.
+    pub node_name: String,
+    /// Stable id of the sender's data directory. A changed id under the same
+    /// name means the peer's log restarted, so resume cursors kept for the
+    /// old id are void.
+    pub node_id: u64,
+    /// Sender's wall clock, so clock skew is reported before any data moves.
+    pub now_ms: u64,
+    /// Largest frame payload the sender accepts; the other side keeps its
+    /// batches under this.
+    pub max_frame_bytes: u32,
+    /// Tables the sender subscribes to from the receiver.
+    pub wants: Vec<TableWant>,
+}
+
+/// One transaction from the sender's log, already filtered to the tables the
+/// receiver wants and the sender publishes to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireTxn {
+    /// Sender's local log sequence; the receiver stores it as its cursor.
+    pub seq: u64,
+    /// Original stamp; `stamp.node` is the origin, which may be a third node.
+    pub stamp: Stamp,
+    pub writes: Vec<LogWrite>,
+}
+
+/// One row of an initial sync or resync: a live record or a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRow {
+    pub key: Key,
+    pub stamp: Stamp,
+    /// HLC creation time, so every replica reports the same `__createdtime__`.
+    pub created: u64,
+    /// Record JSON text; `None` = tombstone.
+    pub json: Option<String>,
+}
+
+/// Why the publisher is sending a table's state instead of its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncReason {
+    /// A new subscription (or one whose initial sync never finished).
+    Initial,
+    /// The subscriber's resume point was trimmed from the publisher's log
+    /// (retention cap); must be reported, never silent.
+    ResumePointTrimmed,
+}
+
+/// Everything that travels on a replication connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Opens the connection both ways: identity, version, and subscriptions.
+    /// Must stay variant 0.
+    Hello(Hello),
+    /// The publisher accepts a wanted table and announces its primary key, so
+    /// a subscriber lacking the table can create it before data arrives.
+    TableInfo { table: String, primary_key: String },
+    /// The publisher will not send a wanted table (not published to this
+    /// peer, unknown table, bad `since_ms`); the subscriber reports it.
+    Refused { table: String, reason: String },
+    /// A resync or initial sync of `table` starts; the subscriber merges what
+    /// follows by the stamp rule and never deletes rows the publisher lacks.
+    SyncBegin { table: String, reason: SyncReason },
+    /// A slice of a table's state as of the publisher's log seq `upto_seq`.
+    /// With `done`, the table is complete: the subscriber commits
+    /// `upto_seq` as its cursor and live `Txns` continue after it.
+    SyncChunk {
+        table: String,
+        primary_key: String,
+        rows: Vec<SyncRow>,
+        done: bool,
+        upto_seq: u64,
+    },
+    /// Live log transactions in the sender's log order, batched so many small
+    /// transactions share one frame.
+    Txns(Vec<WireTxn>),
+    /// The sender's log holds nothing more for the receiver up to `upto_seq`
+    /// (every entry was filtered out), so the receiver can advance its cursor
+    /// and acknowledge; otherwise unrelated traffic would stall log trimming.
+    Progress { upto_seq: u64 },
+    /// The receiver has durably applied the sender's log up to `upto_seq`;
+    /// drives log retention and delivery receipts.
+    Ack { upto_seq: u64 },
+    /// Keeps an idle connection alive and carries the sender's clock.
+    Heartbeat { now_ms: u64 },
+    /// The sender is closing the connection on purpose, and why.
+    Goodbye { reason: String },
+}
+
+impl Message {
+    /// Short name for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::TableInfo { .. } => "TableInfo",
+            Message::Refused { .. } => "Refused",
+            Message::SyncBegin { .. } => "SyncBegin",
+            Message::SyncChunk { .. } => "SyncChunk",
+            Message::Txns(_) => "Txns",
+            Message::Progress { .. } => "Progress",
+            Message::Ack { .. } => "Ack",
+            Message::Heartbeat { .. } => "Heartbeat",
+            Message::Goodbye { .. } => "Goodbye",
+        }
+    }
+}
+
+/// Checks that the first message of a connection is a `Hello` of our
+/// version, and returns it.
+pub fn expect_hello(msg: Message) -> Result<Hello, WireError> {
+    match msg {
+        Message::Hello(h) if h.version == PROTOCOL_VERSION => Ok(h),
+        Message::Hello(h) => Err(WireError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: h.version,
+        }),
+        other => Err(WireError::UnexpectedMessage {
+            expected: "Hello",
+            got: other.kind(),
+        }),
+    }
+}
+
+/// Decodes one frame payload (without the length prefix).
+pub fn decode_payload(payload: &[u8]) -> Result<Message, WireError> {
+    if payload.is_empty() {
+        return Err(WireError::EmptyFrame);
+    }
+    match postcard::take_from_bytes::<Message>(payload) {
+        Ok((msg, [])) => Ok(msg),
+        Ok((_, rest)) => Err(hello_version(payload)
+            .map(|theirs| WireError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs,
+            })
+            .unwrap_or(WireError::TrailingBytes { extra: rest.len() })),
+        Err(e) => Err(hello_version(payload)
+            .map(|theirs| WireError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs,
+            })
+            .unwrap_or_else(|| WireError::Decode(e.to_string()))),
+    }
+}
+
+/// If `payload` starts like a `Hello` of another version, that version. Used
+/// only after a decode failure, so a newer peer whose `Hello` grew fields gets
+/// a version error rather than a decode error.
+fn hello_version(payload: &[u8]) -> Option<u16> {
+    match postcard::take_from_bytes::<(u8, u16)>(payload) {
+        Ok(((0, v), _)) if v != PROTOCOL_VERSION => Some(v),
+        _ => None,
+    }
+}
+
+/// Encodes `msg` as a frame into `buf` (cleared first), refusing payloads
+/// over `max` so we never send what the peer would reject.
+fn encode_into(msg: &Message, buf: &mut Vec<u8>, max: usize) -> Result<(), WireError> {
+    buf.clear();
+    buf.extend_from_slice(&[0; HEADER]);
+    let mut out = postcard::to_extend(msg, std::mem::take(buf))
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    let len = out.len() - HEADER;
+    let fits = u32::try_from(len).ok().filter(|_| len <= max);
+    if let Some(len32) = fits {
+        out[..HEADER].copy_from_slice(&len32.to_be_bytes());
+    }
+    *buf = out;
+    match fits {
+        Some(_) => Ok(()),
+        None => Err(WireError::FrameTooLarge {
+            len: len as u64,
+            max,
+        }),
+    }
+}
+
+/// Encodes one message as a complete frame (length prefix + payload). Fails
+/// only for a message too large for a 4-byte length.
+pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::new();
+    encode_into(msg, &mut out, u32::MAX as usize)?;
+    Ok(out)
+}
+
+fn clamp_max(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.min(u32::MAX as usize)
+}
+
+/// Reads frames from a byte stream, reusing one buffer.
+///
+/// `read_message` is cancel safe: partial frames are kept in the reader, so
+/// it can sit in a `tokio::select!` next to timers without losing bytes.
+/// After an error the stream position is unknown; drop the connection.
+pub struct FrameReader<R> {
+    inner: R,
+    max: usize,
+    header: [u8; HEADER],
+    header_got: usize,
+    body: Vec<u8>,
+    body_got: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max_frame_bytes: usize) -> Self {
+        FrameReader {
+            inner,
+            max: clamp_max(max_frame_bytes),
+            header: [0; HEADER],
+            header_got: 0,
+            body: Vec::new(),
+            body_got: 0,
+        }
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// The next message; `None` on a clean end of stream between frames.
+    pub async fn read_message(&mut self) -> Result<Option<Message>, WireError> {
+        while self.header_got < HEADER {
+            let n = self.inner.read(&mut self.header[self.header_got..]).await?;
+            if n == 0 {
+                if self.header_got == 0 {
+                    return Ok(None);
+                }
+                let got = std::mem::take(&mut self.header_got);
+                return Err(WireError::UnexpectedEof {
+                    part: "length prefix",
+                    got,
+                    expected: HEADER,
+                });
+            }
+            self.header_got += n;
+        }
+        let len = u32::from_be_bytes(self.header) as usize;
+        if len == 0 {
+            self.header_got = 0;
+            return Err(WireError::EmptyFrame);
+        }
+        if len > self.max {
+            self.header_got = 0;
+            return Err(WireError::FrameTooLarge {
+                len: len as u64,
+                max: self.max,
+            });
+        }
+        while self.body_got < len {
+            // Grow only as far as the next read can fill, never to the
+            // announced length up front.
+            if self.body.len() <= self.body_got {
+                self.body.resize((self.body_got + GROW_STEP).min(len), 0);
+            }
+            let end = self.body.len().min(len);
+            let n = self.inner.read(&mut self.body[self.body_got..end]).await?;
+            if n == 0 {
+                let got = std::mem::take(&mut self.body_got);
+                self.header_got = 0;
+                return Err(WireError::UnexpectedEof {
+                    part: "message body",
+                    got,
+                    expected: len,
+                });
+            }
+            self.body_got += n;
+        }
+        self.header_got = 0;
+        self.body_got = 0;
+        let msg = decode_payload(&self.body[..len]);
+        if self.body.capacity() > RETAIN_BYTES {
+            self.body.truncate(RETAIN_BYTES);
+            self.body.shrink_to(RETAIN_BYTES);
+        }
+        msg.map(Some)
+    }
+}
+
+/// Writes frames to a byte stream, reusing one buffer. Not cancel safe: a
+/// cancelled write leaves a partial frame, so drop the connection after one.
+pub struct FrameWriter<W> {
+    inner: W,
+    max: usize,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W, max_frame_bytes: usize) -> Self {
+        FrameWriter {
+            inner,
+            max: clamp_max(max_frame_bytes),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Lowers or raises the send limit, e.g. to the peer's
+    /// `Hello::max_frame_bytes`.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max = clamp_max(max_frame_bytes);
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    /// Writes and flushes one message. A message over the limit is refused
+    /// with `FrameTooLarge` before anything is written, so the caller can
+    /// split the batch and carry on.
+    pub async fn write_message(&mut self, msg: &Message) -> Result<(), WireError> {
+        encode_into(msg, &mut self.buf, self.max)?;
+        self.inner.write_all(&self.buf).await?;
+        self.inner.flush().await?;
+        if self.buf.capacity() > RETAIN_BYTES {
+            self.buf = Vec::new();
+        }
+        Ok(())
+    }
+}
+
+/// Reads one message without keeping a reader; allocates per call and is not
+/// cancel safe. Prefer [`FrameReader`] on a connection.
+pub async fn read_message<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_frame_bytes: usize,
+) -> Result<Option<Message>, WireError> {
+    FrameReader::new(r, max_frame_bytes).read_message().await
+}
+
+/// Writes and flushes one message, up to [`DEFAULT_MAX_FRAME_BYTES`].
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &Message,
+) -> Result<(), WireError> {
+    FrameWriter::new(w, DEFAULT_MAX_FRAME_BYTES)
+        .write_message(msg)
+        .await
+}
+
+/// Shared with the net-level tests in `net/mod.rs`.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::log::WriteOp;
+
+    fn stamp(t: u64) -> Stamp {
+        Stamp { time: t, node: 7 }
+    }
+
+    /// One of every message, with both key kinds, a tombstone and a live row.
+    pub(crate) fn samples() -> Vec<Message> {
+        let put = LogWrite {
+            table: "alerts".into(),
+            key: Key::Str("a-1".into()),
+            op: WriteOp::Put {
+                json: r#"{"id":"a-1","v":3}"#.into(),
+                created: 41,
+            },
+        };
+        let del = LogWrite {
+            table: "alerts".into(),
+            key: Key::Int(-9),
+            op: WriteOp::Delete,
+        };
+        vec![
+            Message::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                node_name: "edge-1".into(),
+                node_id: u64::MAX,
+                now_ms: 1_700_000_000_000,
+                max_frame_bytes: 1 << 20,
+                wants: vec![TableWant {
+                    table: "thresholds".into(),
+                    resume_after: 12,
+                    since_ms: Some(5),
+                    initial_sync_done: true,
+                }],
+            }),
+            Message::TableInfo {
+                table: "thresholds".into(),
+                primary_key: "id".into(),
+            },
+            Message::Refused {
+                table: "secret".into(),
+                reason: "not published to edge-1".into(),
+            },
+            Message::SyncBegin {
+                table: "t".into(),
+                reason: SyncReason::ResumePointTrimmed,
+            },
+            Message::SyncChunk {
+                table: "t".into(),
+                primary_key: "id".into(),
+                rows: vec![
+                    SyncRow {
+                        key: Key::Int(1),
+                        stamp: stamp(3),
+                        created: 2,
+                        json: Some(r#"{"id":1}"#.into()),
+                    },
+                    SyncRow {
+                        key: Key::Str("x".into()),
+                        stamp: stamp(4),
+                        created: 1,
+                        json: None,
+                    },
+                ],
+                done: true,
+                upto_seq: 99,
+            },
+            Message::Txns(vec![
+                WireTxn {
+                    seq: 1,
+                    stamp: stamp(10),
+                    writes: vec![put, del],
+                },
+                WireTxn {
+                    seq: 2,
+                    stamp: stamp(11),
+                    writes: vec![],
+                },
+            ]),
+            Message::Progress { upto_seq: 300 },
+            Message::Ack { upto_seq: 1 << 40 },
+            Message::Heartbeat { now_ms: 0 },
+            Message::Goodbye {
+                reason: "shutting down".into(),
+            },
+        ]
+    }
+
+    pub(crate) fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Runs the async reader over `bytes` until EOF or the first error.
+    pub(crate) fn read_all(
+        rt: &tokio::runtime::Runtime,
+        bytes: &[u8],
+        max: usize,
+    ) -> Result<Vec<Message>, WireError> {
+        rt.block_on(async {
+            let mut r = FrameReader::new(bytes, max);
+            let mut out = Vec::new();
+            while let Some(m) = r.read_message().await? {
+                out.push(m);
+            }
+            Ok(out)
+        })
+    }
+
+    #[test]
+    fn every_message_round_trips_sync_and_async() {
+        let all = samples();
+        let mut stream = Vec::new();
+        for m in &all {
+            let frame = encode_frame(m).unwrap();
+            let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, frame.len() - 4);
+            assert_eq!(&decode_payload(&frame[4..]).unwrap(), m);
+            stream.extend_from_slice(&frame);
+        }
+        assert_eq!(
+            read_all(&rt(), &stream, DEFAULT_MAX_FRAME_BYTES).unwrap(),
+            all
+        );
+
+        // Through a tiny pipe, so frames arrive in pieces and the writer
+        // waits on the reader.
+        let got = rt().block_on(async {
+            let (a, b) = tokio::io::duplex(7);
+            let sent = all.clone();
+            let writer = tokio::spawn(async move {
+                let mut w = FrameWriter::new(a, DEFAULT_MAX_FRAME_BYTES);
+                for m in &sent {
+                    w.write_message(m).await.unwrap();
+                }
+            });
+            let mut r = FrameReader::new(b, DEFAULT_MAX_FRAME_BYTES);
+            let mut got = Vec::new();
+            while let Some(m) = r.read_message().await.unwrap() {
+                got.push(m);
+            }
+            writer.await.unwrap();
+            got
+        });
+        assert_eq!(got, all);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let rt = rt();
+        for m in samples() {
+            let frame = encode_frame(&m).unwrap();
+            for cut in 0..frame.len() {
+                let r = read_all(&rt, &frame[..cut], DEFAULT_MAX_FRAME_BYTES);
+                if cut == 0 {
+                    assert!(r.unwrap().is_empty(), "empty stream is a clean EOF");
+                } else {
+                    assert!(
+                        matches!(r, Err(WireError::UnexpectedEof { .. })),
+                        "{} cut at {cut}: {r:?}",
+                        m.kind()
+                    );
+                }
+                if cut > 4 {
+                    assert!(
+                        decode_payload(&frame[4..cut]).is_err(),
+                        "{} payload cut at {cut}",
+                        m.kind()
+                    );
+                }
+            }
+            // A frame whose length claims less than its message holds, or
+            // more (with the rest of the stream supplying junk), is refused.
+            let mut extra = frame[4..].to_vec();
+            extra.push(0);
+            assert!(matches!(
+                decode_payload(&extra),
+                Err(WireError::TrailingBytes { extra: 1 })
+            ));
+        }
+        assert!(matches!(decode_payload(&[]), Err(WireError::EmptyFrame)));
+        assert!(matches!(
+            read_all(&rt, &[0, 0, 0, 0], 100),
+            Err(WireError::EmptyFrame)
+        ));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocating() {
+        let rt = rt();
+        // 4 GiB claimed, 4 bytes sent.
+        let bytes = [0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4];
+        rt.block_on(async {
+            let mut r = FrameReader::new(&bytes[..], DEFAULT_MAX_FRAME_BYTES);
+            let e = r.read_message().await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    WireError::FrameTooLarge {
+                        len: 0xFFFF_FFFF,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("max_frame_bytes"));
+            assert_eq!(r.body.capacity(), 0);
+
+            // Under the limit but never sent: the buffer only grows with
+            // bytes that arrive.
+            let bytes = [0x00, 0xF0, 0x00, 0x00, 9, 9, 9, 9];
+            let mut r = FrameReader::new(&bytes[..], DEFAULT_MAX_FRAME_BYTES);
+            let e = r.read_message().await.unwrap_err();
+            assert!(matches!(e, WireError::UnexpectedEof { got: 4, .. }), "{e}");
+            assert!(r.body.capacity() <= GROW_STEP);
+        });
+        // The writer refuses to send what the peer would refuse.
+        let big = Message::Goodbye {
+            reason: "x".repeat(200),
+        };
+        rt.block_on(async {
+            let mut w = FrameWriter::new(Vec::new(), 100);
+            assert!(matches!(
+                w.write_message(&big).await,
+                Err(WireError::FrameTooLarge { .. })
+            ));
+            assert!(w.get_ref().is_empty(), "nothing written");
+            w.set_max_frame_bytes(1000);
+            w.write_message(&big).await.unwrap();
+        });
+    }
+
+    #[tokio::test]
+    async fn reader_is_cancel_safe_under_select() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let frames: Vec<u8> = samples()
+            .iter()
+            .flat_map(|m| encode_frame(m).unwrap())
+            .collect();
+        // Dribble the stream a few bytes at a time so reads are cancelled
+        // mid-header and mid-body.
+        let writer = tokio::spawn(async move {
+            for chunk in frames.chunks(3) {
+                a.write_all(chunk).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        let mut r = FrameReader::new(b, DEFAULT_MAX_FRAME_BYTES);
+        let (mut got, mut cancelled) = (Vec::new(), 0);
+        loop {
+            tokio::select! {
+                m = r.read_message() => match m.unwrap() {
+                    Some(m) => got.push(m),
+                    None => break,
+                },
+                _ = tokio::task::yield_now() => cancelled += 1,
+            }
+        }
+        writer.await.unwrap();
+        assert_eq!(got, samples());
+        assert!(cancelled > 0);
+    }
+
+    #[test]
+    fn version_mismatch_and_protocol_order_are_clear_errors() {
+        let mut h = match samples().remove(0) {
+            Message::Hello(h) => h,
+            _ => unreachable!(),
+        };
+        assert!(expect_hello(Message::Hello(h.clone())).is_ok());
+        h.version = 2;
+        let e = expect_hello(Message::Hello(h.clone())).unwrap_err();
+        assert!(matches!(
+            e,
+            WireError::VersionMismatch { ours: 1, theirs: 2 }
+        ));
+        assert!(e.to_string().contains("upgrade"), "{e}");
+        // A future Hello with extra fields still reports the version.
+        let mut payload = encode_frame(&Message::Hello(h)).unwrap().split_off(4);
+        payload.extend_from_slice(&[1, 2, 3]);
+        assert!(matches!(
+            decode_payload(&payload),
+            Err(WireError::VersionMismatch { theirs: 2, .. })
+        ));
+        let e = expect_hello(Message::Ack { upto_seq: 1 }).unwrap_err();
+        assert!(matches!(e, WireError::UnexpectedMessage { got: "Ack", .. }));
+        let peer: crate::error::Error = e.into();
+        assert_eq!(peer.kind(), crate::error::ErrorKind::Peer);
+    }
+}
