@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test of tidelog, from a fresh clone: formatting, lints, then the Rust
+# unit, integration, property and crash tests. Installs nothing by hand:
+# cargo fetches the crates it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo test"
+# --lib --tests: unit and integration tests; the benchmarks are run with
+# `cargo bench`, not here (they measure, they do not assert).
+cargo test --workspace --lib --tests
