@@ -145,6 +145,9 @@ pub(crate) struct Shared {
     pub(crate) listeners: Arc<Listeners>,
     pub(crate) dirty: AtomicBool,
     pub(crate) closed: AtomicBool,
+    /// Last committed log sequence; replication senders wait on it.
+    pub(crate) committed: tokio::sync::watch::Sender<u64>,
+    pub(crate) replication: Mutex<Option<Arc<crate::repl::Replicator>>>,
     maintenance: Mutex<Option<Maintenance>>,
     lock: Mutex<Option<DirLock>>,
 }
@@ -225,6 +228,8 @@ impl Database {
             listeners: Arc::new(Listeners::default()),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            committed: tokio::sync::watch::Sender::new(next_seq - 1),
+            replication: Mutex::new(None),
             maintenance: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
         });
@@ -566,6 +571,27 @@ impl Database {
         Ok(out)
     }
 
+    /// Bytes of log from `from_seq` on (at most `limit` entries) and the
+    /// local commit time of the first of them.
+    pub(crate) fn log_backlog(&self, from_seq: u64, limit: usize) -> Result<(u64, Option<u64>)> {
+        let store = self.store()?;
+        let iter = store.range(
+            Space::Log,
+            Bound::Included(seq_key(from_seq).to_vec()),
+            Bound::Unbounded,
+            false,
+        );
+        let (mut bytes, mut first) = (0u64, None);
+        for item in iter.take(limit) {
+            let (_, v) = item?;
+            if first.is_none() {
+                first = Some(LogEntry::decode(&v)?.local_time);
+            }
+            bytes += v.len() as u64;
+        }
+        Ok((bytes, first))
+    }
+
     /// The first sequence number committed at or after `millis` (local time).
     pub fn log_seq_at_time(&self, millis: u64) -> Result<u64> {
         let store = self.store()?;
@@ -634,6 +660,83 @@ impl Database {
             .map(|v| v.to_vec()))
     }
 
+    pub(crate) fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let store = self.store()?;
+        Ok(store.get(Space::Meta, key)?.map(|v| v.to_vec()))
+    }
+
+    pub(crate) fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let store = self.store()?;
+        let mut batch = Batch::default();
+        batch.put(Space::Meta, key.to_vec(), value.to_vec());
+        store.commit(batch, false)?;
+        self.shared.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// A slice of a table's state, tombstones included, in key order after
+    /// `after` (exclusive), for initial sync and resync. Rows last written
+    /// before `since_ms` are skipped. Returns the rows and the last key
+    /// looked at (to continue from), `None` at the end of the table. Stops
+    /// early once the rows reach `max_bytes`.
+    pub(crate) fn state_chunk(
+        &self,
+        table: &str,
+        after: Option<&Key>,
+        limit: usize,
+        max_bytes: usize,
+        since_ms: Option<u64>,
+    ) -> Result<(Vec<StateRow>, Option<Key>)> {
+        let store = self.store()?;
+        let def = self.table(table)?;
+        let prefix = def.row_prefix();
+        let lo = match after {
+            Some(k) => Bound::Excluded(row_key(&def, k)),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let hi = match prefix_successor(&prefix) {
+            Some(p) => Bound::Excluded(p),
+            None => Bound::Unbounded,
+        };
+        let mut rows = Vec::new();
+        let mut last = None;
+        let mut looked_at = 0;
+        let mut bytes = 0;
+        let mut full = false;
+        for item in store.range(Space::Rows, lo, hi, false).take(limit) {
+            if bytes >= max_bytes {
+                full = true;
+                break;
+            }
+            looked_at += 1;
+            let (k, v) = item?;
+            bytes += v.len() + k.len();
+            let (key, _) = take_key(&k[prefix.len()..])?;
+            last = Some(key.clone());
+            let h = crate::codec::decode_row_header(&v)?;
+            if since_ms.is_some_and(|s| h.stamp.millis() < s) {
+                continue;
+            }
+            let json = if h.tombstone {
+                None
+            } else {
+                Some(
+                    std::str::from_utf8(&v[crate::codec::ROW_HEADER_LEN..])
+                        .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
+                        .to_string(),
+                )
+            };
+            rows.push(StateRow {
+                key,
+                stamp: h.stamp,
+                created: h.created,
+                json,
+            });
+        }
+        let more = full || looked_at == limit;
+        Ok((rows, if more { last } else { None }))
+    }
+
     pub(crate) fn sync_commits(&self) -> bool {
         self.shared.opts.durability == Durability::Sync
     }
@@ -648,6 +751,11 @@ impl Shared {
     fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        // Replication first: it reads and writes through this handle.
+        let replicator = self.replication.lock().take();
+        if let Some(r) = replicator {
+            r.shutdown();
         }
         if let Some(m) = self.maintenance.lock().take() {
             m.stop();
@@ -669,6 +777,15 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// One row of a table's state, as initial sync sends it.
+#[derive(Debug, Clone)]
+pub(crate) struct StateRow {
+    pub(crate) key: Key,
+    pub(crate) stamp: crate::codec::Stamp,
+    pub(crate) created: u64,
+    pub(crate) json: Option<String>,
 }
 
 pub(crate) fn cursor_key(name: &str) -> Vec<u8> {

@@ -16,6 +16,7 @@ pub mod log;
 mod maintenance;
 pub mod net;
 pub mod record;
+mod repl;
 pub(crate) mod storage;
 mod write;
 
@@ -25,6 +26,8 @@ pub use db::{Database, Durability, LogBounds, OpenOptions, ScanOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use listener::{Change, ChangeEvent, ListenerId};
 pub use log::{LogEntry, LogWrite, WriteOp};
+pub use net::tls::{PemSource, TlsIdentity};
 pub use record::Record;
+pub use repl::{PeerConfig, PeerStatus, ReplicationOptions, Security, TableFlow, TableStatus};
 pub use storage::EngineKind;
 pub use write::{CommitInfo, RemoteOutcome, RemoteTxn, Transaction};

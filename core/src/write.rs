@@ -398,6 +398,9 @@ impl Database {
         }
         commit_batch(self, &store, batch, true)?;
         w.next_seq = next_seq;
+        if let Some(last) = entries.last() {
+            shared.committed.send_replace(last.seq);
+        }
         for e in entries {
             queue_events(self, e, false);
         }
@@ -609,6 +612,7 @@ fn finish(
     commit_batch(db, store, batch, entry.writes.len() > 1)?;
     w.next_seq = entry.seq + 1;
     let seq = entry.seq;
+    db.shared.committed.send_replace(seq);
     queue_events(db, entry, local);
     Ok(seq)
 }

@@ -1,0 +1,476 @@
+//! Replication: per-table publish/subscribe between instances over mutual
+//! TLS (or plaintext behind an explicit `insecure` switch), both directions
+//! on one connection, last writer wins.
+//!
+//! The library owns one tokio runtime for it, created by
+//! [`Database::start_replication`] and shut down by [`Database::close`];
+//! purely local use never starts it. Public calls never `block_on` the
+//! runtime, so they are safe from any thread, including a tokio worker of
+//! the application's own runtime.
+
+mod cursor;
+mod peer;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Database, Shared};
+use crate::error::{Error, Result};
+use crate::net::tls::TlsIdentity;
+use crate::net::wire::DEFAULT_MAX_FRAME_BYTES;
+
+pub(crate) use peer::PeerState;
+
+/// How replication links are secured.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// TLS 1.3 with mutual authentication: both sides present a certificate
+    /// signed by the CA in the identity, naming their node name.
+    MutualTls(TlsIdentity),
+    /// Plaintext TCP with no authentication at all. For tests and
+    /// measurements on a trusted loopback only.
+    Insecure,
+}
+
+/// Settings of the replication engine.
+#[derive(Debug, Clone)]
+pub struct ReplicationOptions {
+    pub security: Security,
+    /// An idle connection sends a heartbeat this often.
+    pub heartbeat_interval: Duration,
+    /// A connection that receives nothing (not even a heartbeat) for this
+    /// long is dropped and, on the dialing side, redialed.
+    pub idle_timeout: Duration,
+    /// TCP connect plus TLS handshake plus hello must finish within this.
+    pub connect_timeout: Duration,
+    /// First redial delay; it doubles per failure up to `backoff_max`, with
+    /// jitter of up to half the delay either way.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Largest frame accepted from a peer (and sent to it).
+    pub max_frame_bytes: usize,
+    /// Most transactions sent in one frame.
+    pub batch_max_txns: usize,
+    /// Most transactions sent and not yet acknowledged.
+    pub window_txns: u64,
+    /// Rows per frame during an initial sync.
+    pub sync_chunk_rows: usize,
+    /// Threads of the replication runtime.
+    pub worker_threads: usize,
+}
+
+impl ReplicationOptions {
+    pub fn new(security: Security) -> Self {
+        ReplicationOptions {
+            security,
+            heartbeat_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            batch_max_txns: 1000,
+            window_txns: 50_000,
+            sync_chunk_rows: 1000,
+            worker_threads: 2,
+        }
+    }
+
+    /// Mutual TLS from PEM files: this node's certificate chain, its private
+    /// key, and the CA bundle that signs every peer.
+    pub fn mutual_tls(
+        cert_chain: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+        ca: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        ReplicationOptions::new(Security::MutualTls(TlsIdentity::from_files(
+            cert_chain, key, ca,
+        )))
+    }
+
+    /// Plaintext, unauthenticated links: tests and comparisons only.
+    pub fn insecure() -> Self {
+        ReplicationOptions::new(Security::Insecure)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("backoff_initial", self.backoff_initial),
+        ];
+        for (what, d) in positive {
+            if d.is_zero() {
+                return Err(Error::invalid(what, "must be greater than zero"));
+            }
+        }
+        if self.idle_timeout <= self.heartbeat_interval {
+            return Err(Error::invalid(
+                "idle_timeout",
+                "must be longer than heartbeat_interval, or idle links would be dropped",
+            ));
+        }
+        if self.max_frame_bytes < 64 * 1024 || self.max_frame_bytes > u32::MAX as usize {
+            return Err(Error::invalid(
+                "max_frame_bytes",
+                "must be between 64 KiB and 4 GiB",
+            ));
+        }
+        if self.batch_max_txns == 0 || self.window_txns == 0 || self.sync_chunk_rows == 0 {
+            return Err(Error::invalid(
+                "batch_max_txns/window_txns/sync_chunk_rows",
+                "must be at least 1",
+            ));
+        }
+        if self.worker_threads == 0 {
+            return Err(Error::invalid("worker_threads", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Which way one table flows between this instance and one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableFlow {
+    pub table: String,
+    /// Send this instance's changes of the table to the peer.
+    #[serde(default)]
+    pub publish: bool,
+    /// Accept the peer's changes of the table.
+    #[serde(default)]
+    pub subscribe: bool,
+    /// With `subscribe`: the initial sync only takes rows changed at or
+    /// after this time (ms since the epoch).
+    #[serde(default)]
+    pub since_ms: Option<u64>,
+}
+
+impl TableFlow {
+    pub fn publish(table: impl Into<String>) -> Self {
+        TableFlow {
+            table: table.into(),
+            publish: true,
+            subscribe: false,
+            since_ms: None,
+        }
+    }
+    pub fn subscribe(table: impl Into<String>) -> Self {
+        TableFlow {
+            table: table.into(),
+            publish: false,
+            subscribe: true,
+            since_ms: None,
+        }
+    }
+    pub fn both(table: impl Into<String>) -> Self {
+        TableFlow {
+            table: table.into(),
+            publish: true,
+            subscribe: true,
+            since_ms: None,
+        }
+    }
+}
+
+/// A peer: who it is, whether this instance dials it, and what flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's node name (the DNS name in its certificate).
+    pub name: String,
+    /// `host:port` to dial. Without one, this instance waits for the peer
+    /// to dial in (an edge behind a firewall has none configured for it).
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub tables: Vec<TableFlow>,
+}
+
+impl PeerConfig {
+    pub fn new(name: impl Into<String>) -> Self {
+        PeerConfig {
+            name: name.into(),
+            address: None,
+            tables: Vec::new(),
+        }
+    }
+    pub fn address(mut self, addr: impl Into<String>) -> Self {
+        self.address = Some(addr.into());
+        self
+    }
+    pub fn table(mut self, flow: TableFlow) -> Self {
+        self.tables.push(flow);
+        self
+    }
+
+    fn validate(&self, own_name: &str) -> Result<()> {
+        crate::dir::validate_node_name(&self.name)?;
+        if self.name == own_name {
+            return Err(Error::invalid("peer name", "a node cannot be its own peer"));
+        }
+        if let Some(a) = &self.address {
+            if a.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(Error::invalid(
+                    "peer address",
+                    format!("`{a}` must be host:port"),
+                ));
+            }
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            crate::catalog::validate_table_name(&t.table)?;
+            if self.tables[..i].iter().any(|o| o.table == t.table) {
+                return Err(Error::invalid(
+                    "peer tables",
+                    format!(
+                        "table `{}` is listed twice for peer `{}`",
+                        t.table, self.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replication state of one table with one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableStatus {
+    pub table: String,
+    pub publish: bool,
+    pub subscribe: bool,
+    /// What this instance receives: "idle", "syncing", "streaming" or
+    /// "refused: <reason>".
+    pub inbound: String,
+    /// What this instance sends: "idle", "syncing", "streaming" or
+    /// "refused: <reason>".
+    pub outbound: String,
+}
+
+/// Everything an operator wants to know about one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: Option<String>,
+    pub connected: bool,
+    /// When the link last went up (if connected) or down (if not), ms since
+    /// the epoch; `None` if it never connected.
+    pub since_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// The peer's node id, once it said hello.
+    pub node_id: Option<u64>,
+    pub tables: Vec<TableStatus>,
+    /// Highest local log sequence sent to the peer.
+    pub sent_seq: u64,
+    /// Highest local log sequence the peer acknowledged as applied.
+    pub acked_seq: u64,
+    /// Highest peer log sequence this instance applied.
+    pub received_seq: u64,
+    /// Local transactions after `acked_seq` (some may not concern the peer).
+    pub backlog_txns: u64,
+    /// Log bytes after `acked_seq` (counted up to 100,000 entries).
+    pub backlog_bytes: u64,
+    /// Age of the oldest unacknowledged transaction, in ms.
+    pub lag_ms: u64,
+    /// Writes from the peer that were refused: tables not subscribed from
+    /// it, or stamps beyond `max_clock_skew`.
+    pub refused_writes: u64,
+    /// Initial syncs and resyncs this instance received from the peer.
+    pub syncs_received: u64,
+    /// Successful connections so far.
+    pub connects: u64,
+}
+
+/// The running replication engine of one database.
+pub(crate) struct Replicator {
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) opts: ReplicationOptions,
+    pub(crate) client_tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) server_tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) peers: Mutex<HashMap<String, Arc<PeerState>>>,
+    pub(crate) db: Weak<Shared>,
+    pub(crate) node_name: String,
+    acceptors: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Replicator {
+    pub(crate) fn db(&self) -> Result<Database> {
+        match self.db.upgrade() {
+            Some(shared) => Ok(Database { shared }),
+            None => Err(Error::Closed),
+        }
+    }
+
+    pub(crate) fn peer(&self, name: &str) -> Option<Arc<PeerState>> {
+        self.peers.lock().get(name).cloned()
+    }
+
+    /// Stops every task. From a thread of our own runtime (a last handle
+    /// dropped inside a task) it cannot wait, so it lets the runtime go.
+    pub(crate) fn shutdown(&self) {
+        for a in self.acceptors.lock().drain(..) {
+            a.abort();
+        }
+        for p in self.peers.lock().values() {
+            p.stop();
+        }
+        if let Some(rt) = self.runtime.lock().take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(Duration::from_secs(3));
+            }
+        }
+    }
+}
+
+impl Database {
+    fn replicator(&self) -> Result<Arc<Replicator>> {
+        let _store = self.store()?;
+        self.shared.replication.lock().clone().ok_or_else(|| {
+            Error::Unsupported("replication is not started: call start_replication first".into())
+        })
+    }
+
+    /// Starts the replication engine (its runtime and TLS configuration).
+    /// Call once, before `listen` and `add_peer`.
+    pub fn start_replication(&self, opts: ReplicationOptions) -> Result<()> {
+        let _store = self.store()?;
+        opts.validate()?;
+        let mut slot = self.shared.replication.lock();
+        if slot.is_some() {
+            return Err(Error::Unsupported("replication is already started".into()));
+        }
+        let (client_tls, server_tls) = match &opts.security {
+            Security::MutualTls(id) => (Some(id.client_config()?), Some(id.server_config()?)),
+            Security::Insecure => (None, None),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.worker_threads)
+            .thread_name("tidelog-net")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        let r = Arc::new(Replicator {
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            opts,
+            client_tls,
+            server_tls,
+            peers: Mutex::new(HashMap::new()),
+            db: Arc::downgrade(&self.shared),
+            node_name: self.shared.node_name.clone(),
+            acceptors: Mutex::new(Vec::new()),
+        });
+        *slot = Some(r);
+        Ok(())
+    }
+
+    /// Accepts peers dialing in on `addr` (e.g. `127.0.0.1:7000`; port 0
+    /// picks a free one). Returns the bound address.
+    pub fn listen(&self, addr: &str) -> Result<SocketAddr> {
+        let r = self.replicator()?;
+        let std_listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
+        let local = std_listener
+            .local_addr()
+            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
+        let listener = {
+            let _enter = r.handle.enter();
+            tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?
+        };
+        let task = r.handle.spawn(session::accept_loop(r.clone(), listener));
+        r.acceptors.lock().push(task.abort_handle());
+        Ok(local)
+    }
+
+    /// Adds a peer; takes effect at once, also while it is unreachable.
+    pub fn add_peer(&self, config: PeerConfig) -> Result<()> {
+        let r = self.replicator()?;
+        config.validate(&self.shared.node_name)?;
+        let mut peers = r.peers.lock();
+        if peers.contains_key(&config.name) {
+            return Err(Error::PeerExists(config.name));
+        }
+        let acked = cursor::load_acked(self, &config.name)?;
+        let state = PeerState::new(config.clone(), acked);
+        peers.insert(config.name.clone(), state.clone());
+        drop(peers);
+        if config.address.is_some() {
+            state.start_dialer(&r);
+        }
+        Ok(())
+    }
+
+    /// Replaces a peer's configuration; its link restarts with it.
+    pub fn update_peer(&self, config: PeerConfig) -> Result<()> {
+        let r = self.replicator()?;
+        config.validate(&self.shared.node_name)?;
+        let state = r
+            .peer(&config.name)
+            .ok_or_else(|| Error::PeerNotFound(config.name.clone()))?;
+        let had_address = state.config().address.is_some();
+        state.set_config(config.clone());
+        state.restart();
+        if config.address.is_some() && !had_address {
+            state.start_dialer(&r);
+        } else if config.address.is_none() && had_address {
+            state.stop_dialer();
+        }
+        Ok(())
+    }
+
+    /// Removes a peer and closes its link. Its resume cursor stays, so
+    /// adding it again resumes where it left off.
+    pub fn remove_peer(&self, name: &str) -> Result<()> {
+        let r = self.replicator()?;
+        let state = r
+            .peers
+            .lock()
+            .remove(name)
+            .ok_or_else(|| Error::PeerNotFound(name.to_string()))?;
+        state.stop();
+        Ok(())
+    }
+
+    pub fn peer_status(&self, name: &str) -> Result<PeerStatus> {
+        let r = self.replicator()?;
+        let state = r
+            .peer(name)
+            .ok_or_else(|| Error::PeerNotFound(name.to_string()))?;
+        state.status(self)
+    }
+
+    /// Status of every peer, by name.
+    pub fn replication_status(&self) -> Result<Vec<PeerStatus>> {
+        let r = self.replicator()?;
+        let mut peers: Vec<Arc<PeerState>> = r.peers.lock().values().cloned().collect();
+        peers.sort_by_key(|p| p.name());
+        peers.iter().map(|p| p.status(self)).collect()
+    }
+
+    /// Waits until `peer` has acknowledged this instance's log up to `seq`
+    /// (e.g. the `seq` of a [`crate::CommitInfo`]), or `timeout` passes.
+    pub fn wait_for_ack(&self, peer: &str, seq: u64, timeout: Duration) -> Result<()> {
+        let r = self.replicator()?;
+        let state = r
+            .peer(peer)
+            .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
+        state.wait_acked(seq, timeout, || self.is_closed())
+    }
+}

@@ -1,0 +1,268 @@
+//! One configured peer: its configuration, its live counters, and the tasks
+//! that keep its link up (the dialer, or the session of an accepted link).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::{PeerConfig, PeerStatus, Replicator, TableStatus};
+use crate::db::Database;
+use crate::error::{Error, Result};
+use crate::hlc::wall_millis;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connected: bool,
+    pub(crate) since_ms: Option<u64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) node_id: Option<u64>,
+    pub(crate) sent_seq: u64,
+    pub(crate) received_seq: u64,
+    pub(crate) refused_writes: u64,
+    pub(crate) syncs_received: u64,
+    pub(crate) connects: u64,
+    /// Per table: (inbound state, outbound state).
+    pub(crate) tables: BTreeMap<String, (String, String)>,
+}
+
+pub(crate) struct PeerState {
+    config: Mutex<PeerConfig>,
+    pub(crate) counters: Mutex<Counters>,
+    /// Highest local sequence the peer acknowledged; the condvar wakes
+    /// threads blocked in `wait_acked`.
+    pub(crate) acked: watch::Sender<u64>,
+    acked_cv: (Mutex<()>, Condvar),
+    /// Bumped to make the current link end (configuration changed).
+    pub(crate) generation: watch::Sender<u64>,
+    dialer: Mutex<Option<AbortHandle>>,
+    /// The running session and its id, so a newer accepted link replaces an
+    /// older (maybe half-open) one.
+    session: Mutex<Option<(u64, AbortHandle)>>,
+}
+
+impl PeerState {
+    pub(crate) fn new(config: PeerConfig, acked: u64) -> Arc<PeerState> {
+        Arc::new(PeerState {
+            config: Mutex::new(config),
+            counters: Mutex::new(Counters::default()),
+            acked: watch::Sender::new(acked),
+            acked_cv: (Mutex::new(()), Condvar::new()),
+            generation: watch::Sender::new(0),
+            dialer: Mutex::new(None),
+            session: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn name(&self) -> String {
+        self.config.lock().name.clone()
+    }
+
+    pub(crate) fn config(&self) -> PeerConfig {
+        self.config.lock().clone()
+    }
+
+    pub(crate) fn set_config(&self, c: PeerConfig) {
+        *self.config.lock() = c;
+    }
+
+    /// Ends the current link so the next one uses the new configuration.
+    pub(crate) fn restart(&self) {
+        self.generation.send_modify(|g| *g += 1);
+        if let Some((_, s)) = self.session.lock().take() {
+            s.abort();
+        }
+    }
+
+    pub(crate) fn start_dialer(self: &Arc<Self>, r: &Arc<Replicator>) {
+        let task = r
+            .handle
+            .spawn(super::session::dial_loop(r.clone(), self.clone()));
+        if let Some(old) = self.dialer.lock().replace(task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    pub(crate) fn stop_dialer(&self) {
+        if let Some(d) = self.dialer.lock().take() {
+            d.abort();
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stop_dialer();
+        if let Some((_, s)) = self.session.lock().take() {
+            s.abort();
+        }
+        self.counters.lock().connected = false;
+    }
+
+    /// Registers a new session, aborting the one it replaces.
+    pub(crate) fn set_session(&self, id: u64, handle: AbortHandle) {
+        if let Some((_, old)) = self.session.lock().replace((id, handle)) {
+            old.abort();
+        }
+    }
+
+    pub(crate) fn clear_session(&self, id: u64) {
+        let mut s = self.session.lock();
+        if s.as_ref().is_some_and(|(i, _)| *i == id) {
+            *s = None;
+        }
+    }
+
+    pub(crate) fn set_connected(&self, node_id: u64) {
+        let mut c = self.counters.lock();
+        c.connected = true;
+        c.since_ms = Some(wall_millis());
+        c.node_id = Some(node_id);
+        c.connects += 1;
+        c.last_error = None;
+    }
+
+    pub(crate) fn set_disconnected(&self, error: Option<String>) {
+        let mut c = self.counters.lock();
+        if c.connected {
+            c.since_ms = Some(wall_millis());
+        }
+        c.connected = false;
+        for (inb, outb) in c.tables.values_mut() {
+            *inb = "idle".into();
+            *outb = "idle".into();
+        }
+        if error.is_some() {
+            c.last_error = error;
+        }
+    }
+
+    pub(crate) fn set_table_state(
+        &self,
+        table: &str,
+        inbound: Option<String>,
+        outbound: Option<String>,
+    ) {
+        let mut c = self.counters.lock();
+        let e = c
+            .tables
+            .entry(table.to_string())
+            .or_insert_with(|| ("idle".into(), "idle".into()));
+        if let Some(i) = inbound {
+            e.0 = i;
+        }
+        if let Some(o) = outbound {
+            e.1 = o;
+        }
+    }
+
+    pub(crate) fn note_error(&self, e: impl Into<String>) {
+        self.counters.lock().last_error = Some(e.into());
+    }
+
+    pub(crate) fn status(&self, db: &Database) -> Result<PeerStatus> {
+        let config = self.config();
+        let acked = *self.acked.borrow();
+        let bounds = db.log_bounds()?;
+        let backlog_txns = bounds.last.saturating_sub(acked);
+        let (mut backlog_bytes, mut lag_ms) = (0, 0);
+        if backlog_txns > 0 {
+            let from = (acked + 1).max(bounds.first);
+            let (bytes, oldest) = db.log_backlog(from, 100_000)?;
+            backlog_bytes = bytes;
+            if let Some(t) = oldest {
+                lag_ms = wall_millis().saturating_sub(t >> crate::hlc::LOGICAL_BITS);
+            }
+        }
+        let c = self.counters.lock();
+        let tables = config
+            .tables
+            .iter()
+            .map(|t| {
+                let (inbound, outbound) = c
+                    .tables
+                    .get(&t.table)
+                    .cloned()
+                    .unwrap_or_else(|| ("idle".into(), "idle".into()));
+                TableStatus {
+                    table: t.table.clone(),
+                    publish: t.publish,
+                    subscribe: t.subscribe,
+                    inbound: if t.subscribe {
+                        inbound
+                    } else {
+                        "not subscribed".into()
+                    },
+                    outbound: if t.publish {
+                        outbound
+                    } else {
+                        "not published".into()
+                    },
+                }
+            })
+            .collect();
+        Ok(PeerStatus {
+            name: config.name,
+            address: config.address,
+            connected: c.connected,
+            since_ms: c.since_ms,
+            last_error: c.last_error.clone(),
+            node_id: c.node_id,
+            tables,
+            sent_seq: c.sent_seq,
+            acked_seq: acked,
+            received_seq: c.received_seq,
+            backlog_txns,
+            backlog_bytes,
+            lag_ms,
+            refused_writes: c.refused_writes,
+            syncs_received: c.syncs_received,
+            connects: c.connects,
+        })
+    }
+
+    /// Records an acknowledgement; returns whether it moved forward.
+    pub(crate) fn set_acked(&self, seq: u64) -> bool {
+        let moved = self.acked.send_if_modified(|a| {
+            if seq > *a {
+                *a = seq;
+                true
+            } else {
+                false
+            }
+        });
+        if moved {
+            let _g = self.acked_cv.0.lock();
+            self.acked_cv.1.notify_all();
+        }
+        moved
+    }
+
+    /// Blocks the calling thread (never a runtime) until the peer
+    /// acknowledged `seq`, the database closes, or `timeout` passes.
+    pub(crate) fn wait_acked(
+        &self,
+        seq: u64,
+        timeout: Duration,
+        closed: impl Fn() -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.acked_cv.0.lock();
+        loop {
+            if *self.acked.borrow() >= seq {
+                return Ok(());
+            }
+            if closed() {
+                return Err(Error::Closed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(timeout));
+            }
+            // Bounded waits so a close() is noticed even without an ack.
+            let step = (deadline - now).min(Duration::from_millis(100));
+            self.acked_cv.1.wait_for(&mut guard, step);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Helpers for replication tests: certificates made at run time, instances
+//! on 127.0.0.1 only, and waiting for convergence.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tidelog::net::certs;
+use tidelog::*;
+
+/// A development PKI in a temporary directory, made for this test run.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new(nodes: &[&str]) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = nodes.iter().map(|s| s.to_string()).collect();
+        certs::generate_dev_pki(dir.path(), "tidelog test CA", &names).unwrap();
+        Pki { dir }
+    }
+
+    pub fn options(&self, node: &str) -> ReplicationOptions {
+        let f = certs::node_paths(self.dir.path(), node);
+        let (ca, _) = certs::ca_paths(self.dir.path());
+        fast(ReplicationOptions::mutual_tls(f.cert_chain, f.key, ca))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Short timers so failures and redials happen within a test's patience.
+pub fn fast(mut o: ReplicationOptions) -> ReplicationOptions {
+    o.heartbeat_interval = Duration::from_millis(100);
+    o.idle_timeout = Duration::from_millis(1500);
+    o.backoff_initial = Duration::from_millis(50);
+    o.backoff_max = Duration::from_millis(500);
+    o.connect_timeout = Duration::from_secs(5);
+    o
+}
+
+pub fn open_node(dir: &Path, name: &str) -> Database {
+    Database::open(dir, OpenOptions::new(name)).unwrap()
+}
+
+/// Polls `f` until it holds or `timeout` passes; panics with `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Records of a table as comparable text (key, stamp, JSON).
+pub fn table_state(db: &Database, table: &str) -> Vec<String> {
+    match db.scan(table, &ScanOptions::default()) {
+        Ok(rs) => rs
+            .iter()
+            .map(|r| format!("{:?} {:?} {}", r.key(), r.stamp(), r.body_json()))
+            .collect(),
+        Err(Error::TableNotFound(_)) => vec![],
+        Err(e) => panic!("{e}"),
+    }
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let _ = name;
+    tempfile::tempdir().unwrap().keep()
+}
