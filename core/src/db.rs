@@ -58,6 +58,40 @@ pub struct OpenOptions {
     pub max_clock_skew: Duration,
     /// How often expired records are looked for.
     pub expiry_interval: Duration,
+    /// How long the transaction log keeps entries.
+    pub retention: Retention,
+}
+
+/// How long transaction-log entries and tombstones are kept.
+///
+/// A log entry is removed once every peer that this instance publishes to
+/// has acknowledged it, or earlier when a cap forces it (a peer overtaken by
+/// a cap is resynced, and that is reported). Without replication started,
+/// only the caps apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The log is trimmed (oldest first) to stay under this many bytes.
+    pub log_max_bytes: u64,
+    /// Entries older than this are trimmed even if a peer still needs them.
+    pub log_max_age: Option<Duration>,
+    /// A tombstone acknowledged by every peer is purged once this old. Until
+    /// then a late, older write for its key still loses to it.
+    pub tombstone_min_age: Duration,
+    /// A tombstone is purged at this age even if a peer never acknowledged
+    /// it. A peer that comes back later with an older version of that record
+    /// can then bring it back: the price of bounded disk use.
+    pub tombstone_max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            log_max_bytes: 256 << 20,
+            log_max_age: Some(Duration::from_secs(7 * 86_400)),
+            tombstone_min_age: Duration::from_secs(3600),
+            tombstone_max_age: Duration::from_secs(30 * 86_400),
+        }
+    }
 }
 
 impl OpenOptions {
@@ -70,6 +104,7 @@ impl OpenOptions {
             max_record_bytes: 1 << 20,
             max_clock_skew: Duration::from_secs(60),
             expiry_interval: Duration::from_secs(1),
+            retention: Retention::default(),
         }
     }
     pub fn engine(mut self, engine: EngineKind) -> Self {
@@ -94,6 +129,10 @@ impl OpenOptions {
     }
     pub fn expiry_interval(mut self, every: Duration) -> Self {
         self.expiry_interval = every;
+        self
+    }
+    pub fn retention(mut self, r: Retention) -> Self {
+        self.retention = r;
         self
     }
 }
@@ -125,12 +164,16 @@ pub struct LogBounds {
     pub first: u64,
     /// Newest committed sequence (0 before the first commit).
     pub last: u64,
+    /// Bytes the log's entries take (keys and values, before compression).
+    pub bytes: u64,
 }
 
 pub(crate) struct WriteState {
     pub(crate) next_seq: u64,
     /// Oldest sequence still present in the log.
     pub(crate) first_seq: u64,
+    /// Sum of the log's key and value sizes, for the byte cap.
+    pub(crate) log_bytes: u64,
 }
 
 pub(crate) struct Shared {
@@ -193,6 +236,14 @@ impl Database {
         )?;
         let catalog = Catalog::load(&store)?;
         let hlc = Hlc::new(opts.max_clock_skew);
+        let log_bytes = {
+            let mut n = 0u64;
+            for item in store.range(Space::Log, Bound::Unbounded, Bound::Unbounded, false) {
+                let (k, v) = item?;
+                n += (k.len() + v.len()) as u64;
+            }
+            n
+        };
         let (first_seq, next_seq) = {
             let first = store
                 .range(Space::Log, Bound::Unbounded, Bound::Unbounded, false)
@@ -222,6 +273,7 @@ impl Database {
             write: Mutex::new(WriteState {
                 next_seq,
                 first_seq,
+                log_bytes,
             }),
             catalog: RwLock::new(catalog),
             hlc,
@@ -549,6 +601,7 @@ impl Database {
         Ok(LogBounds {
             first: w.first_seq,
             last: w.next_seq - 1,
+            bytes: w.log_bytes,
         })
     }
 

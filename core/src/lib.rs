@@ -17,12 +17,13 @@ mod maintenance;
 pub mod net;
 pub mod record;
 mod repl;
+mod retention;
 pub(crate) mod storage;
 mod write;
 
 pub use catalog::{TableInfo, TableOptions};
 pub use codec::{Key, Stamp};
-pub use db::{Database, Durability, LogBounds, OpenOptions, ScanOptions};
+pub use db::{Database, Durability, LogBounds, OpenOptions, Retention, ScanOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use listener::{Change, ChangeEvent, ListenerId};
 pub use log::{LogEntry, LogWrite, WriteOp};

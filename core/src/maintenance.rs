@@ -16,6 +16,21 @@ use crate::error::Result;
 use crate::storage::{Batch, Space};
 use crate::write::index_entries;
 
+/// How often the log is trimmed.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+fn trim(db: &Database) -> Result<()> {
+    let replicator = db.shared.replication.lock().clone();
+    let floor = replicator.as_ref().map_or(0, |r| r.acked_floor());
+    let report = crate::retention::trim_log(db, floor, crate::hlc::wall_millis())?;
+    if report.forced > 0 {
+        if let Some(r) = replicator {
+            r.note_trimmed(report.first);
+        }
+    }
+    Ok(())
+}
+
 /// Most records one sweep step evicts while holding the commit lock.
 const EVICT_CHUNK: usize = 1000;
 
@@ -61,6 +76,7 @@ fn run(
     sweep_every: Duration,
 ) {
     let mut next_sweep = Instant::now() + sweep_every;
+    let mut next_trim = Instant::now() + TRIM_EVERY;
     loop {
         {
             let mut stopped = stop.0.lock();
@@ -86,6 +102,14 @@ fn run(
             if let Err(e) = sweep_expired(&db, crate::hlc::wall_millis()) {
                 if !db.is_closed() {
                     eprintln!("tidelog: expiry sweep failed: {e}");
+                }
+            }
+        }
+        if Instant::now() >= next_trim {
+            next_trim = Instant::now() + TRIM_EVERY;
+            if let Err(e) = trim(&db) {
+                if !db.is_closed() {
+                    eprintln!("tidelog: log trimming failed: {e}");
                 }
             }
         }

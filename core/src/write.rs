@@ -390,14 +390,18 @@ impl Database {
         if let Some((name, value)) = cursor {
             batch.put(Space::Meta, cursor_key(name), value.to_vec());
         }
+        let mut log_bytes = 0;
         for e in &entries {
-            batch.put(Space::Log, seq_key(e.seq).to_vec(), e.encode());
+            let encoded = e.encode();
+            log_bytes += (encoded.len() + 8) as u64;
+            batch.put(Space::Log, seq_key(e.seq).to_vec(), encoded);
         }
         if batch.is_empty() {
             return Ok(outcomes);
         }
         commit_batch(self, &store, batch, true)?;
         w.next_seq = next_seq;
+        w.log_bytes += log_bytes;
         if let Some(last) = entries.last() {
             shared.committed.send_replace(last.seq);
         }
@@ -608,9 +612,12 @@ fn finish(
     entry: LogEntry,
     local: bool,
 ) -> Result<u64> {
-    batch.put(Space::Log, seq_key(entry.seq).to_vec(), entry.encode());
+    let encoded = entry.encode();
+    let bytes = (encoded.len() + 8) as u64;
+    batch.put(Space::Log, seq_key(entry.seq).to_vec(), encoded);
     commit_batch(db, store, batch, entry.writes.len() > 1)?;
     w.next_seq = entry.seq + 1;
+    w.log_bytes += bytes;
     let seq = entry.seq;
     db.shared.committed.send_replace(seq);
     queue_events(db, entry, local);

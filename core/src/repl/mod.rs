@@ -285,8 +285,16 @@ pub struct PeerStatus {
     /// Writes from the peer that were refused: tables not subscribed from
     /// it, or stamps beyond `max_clock_skew`.
     pub refused_writes: u64,
+    /// Writes from the peer that this node already had (equal or newer
+    /// stamp), dropped by the stamp rule: relays in a mesh, resyncs.
+    pub duplicates_received: u64,
     /// Initial syncs and resyncs this instance received from the peer.
     pub syncs_received: u64,
+    /// Resyncs this instance sent the peer because the log no longer held
+    /// its resume point.
+    pub resyncs_sent: u64,
+    /// Why the last resync (either way) happened.
+    pub last_resync_reason: Option<String>,
     /// Successful connections so far.
     pub connects: u64,
 }
@@ -314,6 +322,40 @@ impl Replicator {
 
     pub(crate) fn peer(&self, name: &str) -> Option<Arc<PeerState>> {
         self.peers.lock().get(name).cloned()
+    }
+
+    /// The lowest local sequence every publishing peer acknowledged;
+    /// `u64::MAX` when no peer receives anything from this node.
+    pub(crate) fn acked_floor(&self) -> u64 {
+        self.peers
+            .lock()
+            .values()
+            .filter(|p| p.config().tables.iter().any(|t| t.publish))
+            .map(|p| *p.acked.borrow())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Tells peers whose acknowledged position the log no longer holds that
+    /// they will be resynced.
+    pub(crate) fn note_trimmed(&self, first: u64) {
+        for p in self.peers.lock().values() {
+            let acked = *p.acked.borrow();
+            if acked + 1 < first && p.config().tables.iter().any(|t| t.publish) {
+                let msg = format!(
+                    "the log cap trimmed entries {}..{} before `{}` acknowledged them; its tables will be resynced",
+                    acked + 1,
+                    first - 1,
+                    p.name()
+                );
+                let mut c = p.counters.lock();
+                if !c.overtaken {
+                    eprintln!("tidelog: {msg}");
+                    c.overtaken = true;
+                }
+                c.last_error = Some(msg);
+            }
+        }
     }
 
     /// Stops every task. From a thread of our own runtime (a last handle
@@ -462,6 +504,35 @@ impl Database {
         let mut peers: Vec<Arc<PeerState>> = r.peers.lock().values().cloned().collect();
         peers.sort_by_key(|p| p.name());
         peers.iter().map(|p| p.status(self)).collect()
+    }
+
+    /// Waits until every peer this instance publishes to has acknowledged
+    /// the log up to `seq` (`None`: everything committed so far). Use it as
+    /// a delivery receipt that survives restarts: acknowledgements are
+    /// persisted, and a restarted app can wait for "everything up to now".
+    pub fn wait_for_delivery(&self, seq: Option<u64>, timeout: Duration) -> Result<()> {
+        let r = self.replicator()?;
+        let seq = match seq {
+            Some(s) => s,
+            None => self.log_bounds()?.last,
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        let peers: Vec<Arc<PeerState>> = r
+            .peers
+            .lock()
+            .values()
+            .filter(|p| p.config().tables.iter().any(|t| t.publish))
+            .cloned()
+            .collect();
+        for p in peers {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            p.wait_acked(seq, left, || self.is_closed())
+                .map_err(|e| match e {
+                    Error::Timeout(_) => Error::Timeout(timeout),
+                    other => other,
+                })?;
+        }
+        Ok(())
     }
 
     /// Waits until `peer` has acknowledged this instance's log up to `seq`

@@ -23,8 +23,14 @@ pub(crate) struct Counters {
     pub(crate) sent_seq: u64,
     pub(crate) received_seq: u64,
     pub(crate) refused_writes: u64,
+    pub(crate) duplicates_received: u64,
     pub(crate) syncs_received: u64,
     pub(crate) connects: u64,
+    /// The log cap trimmed entries this peer had not acknowledged.
+    pub(crate) overtaken: bool,
+    /// Resyncs this node sent to the peer, and why the last one happened.
+    pub(crate) resyncs_sent: u64,
+    pub(crate) last_resync_reason: Option<String>,
     /// Per table: (inbound state, outbound state).
     pub(crate) tables: BTreeMap<String, (String, String)>,
 }
@@ -217,7 +223,10 @@ impl PeerState {
             backlog_bytes,
             lag_ms,
             refused_writes: c.refused_writes,
+            duplicates_received: c.duplicates_received,
             syncs_received: c.syncs_received,
+            resyncs_sent: c.resyncs_sent,
+            last_resync_reason: c.last_resync_reason.clone(),
             connects: c.connects,
         })
     }

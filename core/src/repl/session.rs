@@ -396,10 +396,15 @@ impl Sender {
                 want.resume_after
             } else {
                 let reason = if want.initial_sync_done {
-                    eprintln!(
-                        "tidelog: resyncing table `{}` to `{}`: its resume point {} is not in this log ({}..={})",
+                    let why = format!(
+                        "resyncing table `{}` to `{}`: its resume point {} is not in this log ({}..={})",
                         want.table, config.name, want.resume_after, bounds.first, bounds.last
                     );
+                    eprintln!("tidelog: {why}");
+                    let mut c = self.peer.counters.lock();
+                    c.resyncs_sent += 1;
+                    c.overtaken = false;
+                    c.last_resync_reason = Some(why);
                     SyncReason::ResumePointTrimmed
                 } else {
                     SyncReason::Initial
@@ -692,11 +697,16 @@ impl Receiver {
     async fn apply(&self, txns: Vec<RemoteTxn>) -> Result<()> {
         let (db, name, cursor) = (self.db.clone(), self.name.clone(), self.cursor.encode());
         let outcomes = blocking(move || db.apply_remote(&txns, Some((&name, &cursor)))).await?;
+        let mut c = self.peer.counters.lock();
         for o in outcomes {
-            if let RemoteOutcome::Refused(e) = o {
-                let mut c = self.peer.counters.lock();
-                c.refused_writes += 1;
-                c.last_error = Some(format!("refused a transaction from `{}`: {e}", self.name));
+            match o {
+                RemoteOutcome::Refused(e) => {
+                    c.refused_writes += 1;
+                    c.last_error = Some(format!("refused a transaction from `{}`: {e}", self.name));
+                }
+                RemoteOutcome::Applied { superseded, .. } => {
+                    c.duplicates_received += superseded as u64
+                }
             }
         }
         Ok(())
@@ -741,7 +751,8 @@ impl Receiver {
                 self.name
             );
             eprintln!("tidelog: {msg}");
-            self.peer.note_error(msg);
+            self.peer.note_error(msg.clone());
+            self.peer.counters.lock().last_resync_reason = Some(msg);
         }
         self.peer
             .set_table_state(&table, Some("syncing".into()), None);

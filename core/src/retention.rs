@@ -1,0 +1,166 @@
+//! Log retention. Entries leave the log from the oldest end once every
+//! publishing peer acknowledged them, or when the byte or age cap forces it.
+//! The newest entry always stays: the next sequence number and the clock's
+//! high-water mark are recovered from it at open.
+//!
+//! Trimming reads without the commit lock (entries below the newest are
+//! immutable) and takes the lock only to commit each chunk of deletes, so
+//! it never holds up commits for more than one small batch.
+
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+
+use crate::db::Database;
+use crate::error::Result;
+use crate::log::{seq_from_key, seq_key, LogEntry};
+use crate::storage::{Batch, Space};
+
+const TRIM_CHUNK: usize = 1000;
+
+/// What one trim pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TrimReport {
+    pub(crate) removed: u64,
+    /// The first sequence still in the log afterwards.
+    pub(crate) first: u64,
+    /// Entries removed by a cap although a peer had not acknowledged them.
+    pub(crate) forced: u64,
+}
+
+/// Trims the log. `acked_floor` is the lowest sequence every publishing
+/// peer acknowledged (`u64::MAX` if there is no such peer, 0 if replication
+/// is not running, so that only the caps apply).
+pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<TrimReport> {
+    let retention = db.options().retention;
+    let age_cutoff = retention
+        .log_max_age
+        .map(|a| crate::hlc::millis_to_hlc(now_ms.saturating_sub(a.as_millis() as u64)));
+    let mut report = TrimReport::default();
+    loop {
+        let (first, last, bytes) = {
+            let w = db.shared.write.lock();
+            (w.first_seq, w.next_seq - 1, w.log_bytes)
+        };
+        report.first = first;
+        if first >= last {
+            return Ok(report);
+        }
+        let store = db.store()?;
+        let mut over = bytes.saturating_sub(retention.log_max_bytes);
+        let mut batch = Batch::default();
+        let (mut freed, mut next_first, mut forced) = (0u64, first, 0u64);
+        let iter = store.range(
+            Space::Log,
+            Bound::Included(seq_key(first).to_vec()),
+            Bound::Excluded(seq_key(last).to_vec()),
+            false,
+        );
+        for item in iter.take(TRIM_CHUNK) {
+            let (k, v) = item?;
+            let seq = seq_from_key(&k)?;
+            let size = (k.len() + v.len()) as u64;
+            let acked = seq <= acked_floor;
+            let too_big = over > 0;
+            let too_old = match age_cutoff {
+                Some(cut) => LogEntry::decode(&v)?.local_time < cut,
+                None => false,
+            };
+            if !(acked || too_big || too_old) {
+                break;
+            }
+            forced += u64::from(!acked);
+            over = over.saturating_sub(size);
+            freed += size;
+            batch.delete(Space::Log, k.to_vec());
+            next_first = seq + 1;
+        }
+        if batch.is_empty() {
+            return Ok(report);
+        }
+        let n = next_first - first;
+        {
+            let mut w = db.shared.write.lock();
+            store.commit(batch, false)?;
+            w.first_seq = next_first;
+            w.log_bytes = w.log_bytes.saturating_sub(freed);
+        }
+        db.shared.dirty.store(true, Ordering::Release);
+        report.removed += n;
+        report.forced += forced;
+        report.first = next_first;
+        if (n as usize) < TRIM_CHUNK {
+            return Ok(report);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{OpenOptions, TableOptions};
+    use serde_json::json;
+
+    fn db_with(retention: crate::db::Retention) -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), OpenOptions::new("n1").retention(retention)).unwrap();
+        db.create_table("t", TableOptions::default()).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn acknowledged_entries_go_and_the_newest_always_stays() {
+        let (_d, db) = db_with(Default::default());
+        for i in 0..2500 {
+            db.upsert("t", json!({"id": i})).unwrap();
+        }
+        let r = trim_log(&db, 1200, crate::hlc::wall_millis()).unwrap();
+        assert_eq!((r.removed, r.first, r.forced), (1200, 1201, 0));
+        assert_eq!(db.read_log(1, 10).unwrap()[0].seq, 1201);
+        let r = trim_log(&db, u64::MAX, crate::hlc::wall_millis()).unwrap();
+        assert_eq!(r.first, 2500, "the newest entry stays");
+        assert_eq!(db.log_bounds().unwrap().first, 2500);
+        // Sequence numbers and data are unaffected.
+        assert_eq!(db.upsert("t", json!({"id": 1})).unwrap().seq, 2501);
+        assert_eq!(db.count("t").unwrap(), 2500);
+    }
+
+    #[test]
+    fn the_byte_cap_trims_unacknowledged_entries_and_says_so() {
+        let (_d, db) = db_with(crate::db::Retention {
+            log_max_bytes: 20_000,
+            ..Default::default()
+        });
+        for i in 0..1000 {
+            db.upsert("t", json!({"id": i, "pad": "x".repeat(50)}))
+                .unwrap();
+        }
+        let before = db.log_bounds().unwrap().bytes;
+        assert!(before > 20_000);
+        let r = trim_log(&db, 0, crate::hlc::wall_millis()).unwrap();
+        let after = db.log_bounds().unwrap();
+        assert!(after.bytes <= 20_000, "{after:?}");
+        assert_eq!(r.forced, r.removed);
+        assert!(r.removed > 0);
+        // Reopen recomputes the same size from disk.
+        let dir = db.path().to_path_buf();
+        db.close().unwrap();
+        let db = Database::open(&dir, OpenOptions::new("n1")).unwrap();
+        assert_eq!(db.log_bounds().unwrap().first, after.first);
+        assert_eq!(db.log_bounds().unwrap().bytes, after.bytes);
+    }
+
+    #[test]
+    fn the_age_cap_trims_old_entries() {
+        let (_d, db) = db_with(crate::db::Retention {
+            log_max_age: Some(std::time::Duration::from_secs(60)),
+            ..Default::default()
+        });
+        for i in 0..10 {
+            db.upsert("t", json!({"id": i})).unwrap();
+        }
+        let now = crate::hlc::wall_millis();
+        assert_eq!(trim_log(&db, 0, now).unwrap().removed, 0);
+        let r = trim_log(&db, 0, now + 120_000).unwrap();
+        assert_eq!((r.removed, r.forced), (9, 9));
+    }
+}

@@ -1,0 +1,368 @@
+//! Replication over time and through hubs, on 127.0.0.1 with real mutual
+//! TLS: relay through a hub, a triangle mesh, resync after the log was
+//! trimmed, the byte cap with a peer gone for good, delivery receipts
+//! across restarts.
+
+mod repl_common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use repl_common::*;
+use serde_json::json;
+use tidelog::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn no_stamp_applied_twice(db: &Database) {
+    let mut seen = HashSet::new();
+    for e in db.read_log(1, usize::MAX).unwrap() {
+        assert!(
+            seen.insert(e.stamp),
+            "{}: transaction {:?} is in the log twice",
+            db.node_name(),
+            e.stamp
+        );
+    }
+}
+
+#[test]
+fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
+    let pki = Pki::new(&["cloud", "edge-1", "edge-2", "edge-3"]);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cloud = open_node(dirs[0].path(), "cloud");
+    cloud
+        .create_table("thresholds", TableOptions::default())
+        .unwrap();
+    cloud
+        .create_table("alerts", TableOptions::default())
+        .unwrap();
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let addr = cloud.listen("127.0.0.1:0").unwrap().to_string();
+    let mut edges = vec![];
+    for (i, dir) in dirs[1..].iter().enumerate() {
+        let name = format!("edge-{}", i + 1);
+        // Edges 1 and 2 publish alerts and also subscribe to everyone's
+        // alerts through the hub; edge 3 only publishes.
+        let both = i < 2;
+        let hub_side = PeerConfig::new(&name)
+            .table(TableFlow::publish("thresholds"))
+            .table(TableFlow {
+                table: "alerts".into(),
+                publish: both,
+                subscribe: true,
+                since_ms: None,
+            });
+        cloud.add_peer(hub_side).unwrap();
+        let edge = open_node(dir.path(), &name);
+        edge.create_table("alerts", TableOptions::default())
+            .unwrap();
+        edge.start_replication(pki.options(&name)).unwrap();
+        edge.add_peer(
+            PeerConfig::new("cloud")
+                .address(&addr)
+                .table(TableFlow::subscribe("thresholds"))
+                .table(TableFlow {
+                    table: "alerts".into(),
+                    publish: true,
+                    subscribe: both,
+                    since_ms: None,
+                }),
+        )
+        .unwrap();
+        edges.push(edge);
+    }
+    cloud
+        .upsert("thresholds", json!({"id": "s1", "max": 10}))
+        .unwrap();
+    for (i, e) in edges.iter().enumerate() {
+        for k in 0..50 {
+            e.upsert("alerts", json!({"id": format!("e{i}-{k}"), "from": i}))
+                .unwrap();
+        }
+    }
+    for e in &edges {
+        wait_until("thresholds on every edge", T, || {
+            e.get("thresholds", "s1").ok().flatten().is_some()
+        });
+    }
+    wait_until("all alerts on the hub", T, || {
+        cloud.count("alerts").unwrap() == 150
+    });
+    // Edges 1 and 2 receive every alert, relayed with its original origin.
+    for e in &edges[..2] {
+        wait_until("relayed alerts", T, || e.count("alerts").unwrap() == 150);
+        assert_eq!(table_state(e, "alerts"), table_state(&cloud, "alerts"));
+        let from_3 = e.get("alerts", "e2-0").unwrap().unwrap();
+        assert_eq!(
+            from_3.stamp().node,
+            edges[2].node_id(),
+            "origin survives the relay"
+        );
+    }
+    assert_eq!(
+        edges[2].count("alerts").unwrap(),
+        50,
+        "edge 3 does not subscribe"
+    );
+    // Nothing came back to its origin: an edge never received a copy of its
+    // own alerts (it would have shown as a dropped duplicate).
+    std::thread::sleep(Duration::from_millis(300));
+    for e in &edges {
+        let s = e.peer_status("cloud").unwrap();
+        assert_eq!(s.duplicates_received, 0, "{}: {s:?}", e.node_name());
+    }
+    for db in edges.iter().chain([&cloud]) {
+        no_stamp_applied_twice(db);
+    }
+}
+
+#[test]
+fn a_triangle_mesh_converges_with_no_transaction_applied_twice() {
+    let names = ["a", "b", "c"];
+    let pki = Pki::new(&names);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Database> = names
+        .iter()
+        .zip(&dirs)
+        .map(|(n, d)| {
+            let db = open_node(d.path(), n);
+            db.create_table("t", TableOptions::default()).unwrap();
+            db.start_replication(pki.options(n)).unwrap();
+            db
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| n.listen("127.0.0.1:0").unwrap().to_string())
+        .collect();
+    // a dials b, b dials c, c dials a: each pair has exactly one link.
+    for i in 0..3 {
+        let (next, prev) = ((i + 1) % 3, (i + 2) % 3);
+        nodes[i]
+            .add_peer(
+                PeerConfig::new(names[next])
+                    .address(&addrs[next])
+                    .table(TableFlow::both("t")),
+            )
+            .unwrap();
+        nodes[i]
+            .add_peer(PeerConfig::new(names[prev]).table(TableFlow::both("t")))
+            .unwrap();
+    }
+    let writers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, db)| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for k in 0..300 {
+                    // Shared keys conflict across nodes; own keys do not.
+                    db.upsert("t", json!({"id": k % 25, "by": i, "k": k}))
+                        .unwrap();
+                    db.upsert("t", json!({"id": format!("own-{i}-{k}")}))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    wait_until("mesh converged", T, || {
+        let s0 = table_state(&nodes[0], "t");
+        s0.len() == 25 + 900 && nodes[1..].iter().all(|n| table_state(n, "t") == s0)
+    });
+    for n in &nodes {
+        no_stamp_applied_twice(n);
+    }
+}
+
+fn start_cloud(dir: &Path, pki: &Pki, port: u16, cap: u64) -> (Database, String) {
+    let opts = OpenOptions::new("cloud").retention(Retention {
+        log_max_bytes: cap,
+        ..Retention::default()
+    });
+    let cloud = Database::open(dir, opts).unwrap();
+    cloud
+        .ensure_table("thresholds", TableOptions::default())
+        .unwrap();
+    cloud
+        .ensure_table("alerts", TableOptions::default())
+        .unwrap();
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let addr = cloud
+        .listen(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .to_string();
+    cloud
+        .add_peer(
+            PeerConfig::new("edge-1")
+                .table(TableFlow::both("thresholds"))
+                .table(TableFlow::subscribe("alerts")),
+        )
+        .unwrap();
+    (cloud, addr)
+}
+
+fn start_edge(dir: &Path, pki: &Pki, addr: &str) -> Database {
+    let edge = open_node(dir, "edge-1");
+    edge.ensure_table("thresholds", TableOptions::default())
+        .unwrap();
+    edge.ensure_table("alerts", TableOptions::default())
+        .unwrap();
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(
+        PeerConfig::new("cloud")
+            .address(addr)
+            .table(TableFlow::both("thresholds"))
+            .table(TableFlow::publish("alerts")),
+    )
+    .unwrap();
+    edge
+}
+
+#[test]
+fn an_edge_overtaken_by_the_log_cap_is_resynced_and_its_own_rows_survive() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cap = 64 * 1024;
+    let (cloud, addr) = start_cloud(dc.path(), &pki, 0, cap);
+    let edge = start_edge(de.path(), &pki, &addr);
+    cloud
+        .upsert("thresholds", json!({"id": "before", "v": 1}))
+        .unwrap();
+    wait_until("first sync", T, || {
+        edge.get("thresholds", "before").ok().flatten().is_some()
+    });
+    edge.close().unwrap();
+    // While the edge is away the cloud writes far more than its cap.
+    for i in 0..3000 {
+        cloud
+            .upsert("thresholds", json!({"id": i, "pad": "x".repeat(80)}))
+            .unwrap();
+    }
+    wait_until("cloud log trimmed under its cap", T, || {
+        cloud.log_bounds().unwrap().bytes <= cap
+    });
+    let s = cloud.peer_status("edge-1").unwrap();
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("resynced"),
+        "overtaking is reported: {s:?}"
+    );
+    // The edge writes rows of its own meanwhile (offline), then comes back.
+    let offline = open_node(de.path(), "edge-1");
+    for i in 0..20 {
+        offline
+            .upsert("thresholds", json!({"id": format!("edge-only-{i}")}))
+            .unwrap();
+    }
+    offline.close().unwrap();
+    let edge = start_edge(de.path(), &pki, &addr);
+    wait_until("edge resynced", T, || {
+        edge.count("thresholds").unwrap() == 3000 + 1 + 20
+    });
+    wait_until("edge rows reach the cloud", T, || {
+        cloud.count("thresholds").unwrap() == 3021
+    });
+    assert_eq!(
+        table_state(&edge, "thresholds"),
+        table_state(&cloud, "thresholds")
+    );
+    let s = cloud.peer_status("edge-1").unwrap();
+    assert!(s.resyncs_sent >= 1, "{s:?}");
+    assert!(
+        s.last_resync_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("resume point"),
+        "{s:?}"
+    );
+    // Counters are per process; this edge process saw the resync.
+    let es = edge.peer_status("cloud").unwrap();
+    assert!(es.syncs_received >= 1, "{es:?}");
+    assert!(
+        es.last_resync_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no longer in its log"),
+        "{es:?}"
+    );
+}
+
+#[test]
+fn the_log_stays_under_its_byte_cap_when_a_peer_is_gone_for_good() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let dc = tempfile::tempdir().unwrap();
+    let cap = 100 * 1024;
+    // The edge never connects.
+    let (cloud, _addr) = start_cloud(dc.path(), &pki, 0, cap);
+    let mut max_seen = 0;
+    for round in 0..20 {
+        for i in 0..500 {
+            cloud
+                .upsert(
+                    "thresholds",
+                    json!({"id": round * 500 + i, "pad": "y".repeat(60)}),
+                )
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        max_seen = max_seen.max(cloud.log_bounds().unwrap().bytes);
+    }
+    wait_until("trimmed under the cap", T, || {
+        cloud.log_bounds().unwrap().bytes <= cap
+    });
+    // Between trim passes (every second) the log may exceed the cap by what
+    // was written since; it never grows without bound.
+    assert!(max_seen < 20 * cap, "log grew to {max_seen} bytes");
+    assert_eq!(
+        cloud.count("thresholds").unwrap(),
+        10_000,
+        "trimming the log never touches data"
+    );
+}
+
+#[test]
+fn a_delivery_receipt_resolves_only_once_the_cloud_has_the_alert_across_restarts() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (cloud, addr) = start_cloud(dc.path(), &pki, 0, 1 << 30);
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let edge = start_edge(de.path(), &pki, &addr);
+    wait_until("link up", T, || {
+        edge.peer_status("cloud").unwrap().connected
+    });
+    cloud.close().unwrap();
+    let info = edge
+        .insert("alerts", json!({"id": "fire", "temp": 99}))
+        .unwrap();
+    assert!(matches!(
+        edge.wait_for_ack("cloud", info.seq, Duration::from_millis(300)),
+        Err(Error::Timeout(_))
+    ));
+    // The edge restarts while the cloud is down.
+    edge.close().unwrap();
+    let edge = start_edge(de.path(), &pki, &addr);
+    assert!(matches!(
+        edge.wait_for_delivery(None, Duration::from_millis(300)),
+        Err(Error::Timeout(_))
+    ));
+    let (cloud, _) = start_cloud(dc.path(), &pki, port, 1 << 30);
+    edge.wait_for_delivery(Some(info.seq), T).unwrap();
+    assert!(
+        cloud.get("alerts", "fire").unwrap().is_some(),
+        "receipt resolved before the cloud had the alert"
+    );
+    edge.wait_for_ack("cloud", info.seq, Duration::from_secs(1))
+        .unwrap();
+    // And after another restart the receipt is still known.
+    edge.close().unwrap();
+    let edge = open_node(de.path(), "edge-1");
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(PeerConfig::new("cloud").table(TableFlow::publish("alerts")))
+        .unwrap();
+    edge.wait_for_ack("cloud", info.seq, Duration::from_millis(10))
+        .expect("acknowledgement persisted");
+}
