@@ -138,17 +138,15 @@ fn a_triangle_mesh_converges_with_no_transaction_applied_twice() {
         .map(|n| n.listen("127.0.0.1:0").unwrap().to_string())
         .collect();
     // a dials b, b dials c, c dials a: each pair has exactly one link.
-    for i in 0..3 {
+    for (i, node) in nodes.iter().enumerate() {
         let (next, prev) = ((i + 1) % 3, (i + 2) % 3);
-        nodes[i]
-            .add_peer(
-                PeerConfig::new(names[next])
-                    .address(&addrs[next])
-                    .table(TableFlow::both("t")),
-            )
-            .unwrap();
-        nodes[i]
-            .add_peer(PeerConfig::new(names[prev]).table(TableFlow::both("t")))
+        node.add_peer(
+            PeerConfig::new(names[next])
+                .address(&addrs[next])
+                .table(TableFlow::both("t")),
+        )
+        .unwrap();
+        node.add_peer(PeerConfig::new(names[prev]).table(TableFlow::both("t")))
             .unwrap();
     }
     let writers: Vec<_> = nodes
