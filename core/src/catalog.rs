@@ -67,6 +67,8 @@ pub(crate) struct TableDef {
 
 /// Index slot reserved for the expiry index (by update time).
 pub(crate) const EXPIRY_INDEX: u16 = u16::MAX;
+/// Index slot reserved for the tombstone index (by stamp time).
+pub(crate) const TOMBSTONE_INDEX: u16 = u16::MAX - 1;
 
 impl TableDef {
     pub(crate) fn info(&self) -> TableInfo {
@@ -186,7 +188,7 @@ impl Catalog {
                 ));
             }
         }
-        if opts.indexes.len() >= EXPIRY_INDEX as usize {
+        if opts.indexes.len() >= TOMBSTONE_INDEX as usize {
             return Err(Error::invalid("indexes", "too many indexes"));
         }
         if opts.expiration == Some(0) {

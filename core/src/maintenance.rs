@@ -14,7 +14,7 @@ use crate::codec::{decode_row_header, take_key};
 use crate::db::{row_key, Database, Durability, Shared};
 use crate::error::Result;
 use crate::storage::{Batch, Space};
-use crate::write::index_entries;
+use crate::write::{index_entries, tombstone_key};
 
 /// How often the log is trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
@@ -22,7 +22,9 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 fn trim(db: &Database) -> Result<()> {
     let replicator = db.shared.replication.lock().clone();
     let floor = replicator.as_ref().map_or(0, |r| r.acked_floor());
-    let report = crate::retention::trim_log(db, floor, crate::hlc::wall_millis())?;
+    let now = crate::hlc::wall_millis();
+    let report = crate::retention::trim_log(db, floor, now)?;
+    crate::retention::collect_tombstones(db, floor, now)?;
     if report.forced > 0 {
         if let Some(r) = replicator {
             r.note_trimmed(report.first);
@@ -167,7 +169,9 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
         let rk = row_key(def, &key);
         if let Some(row) = store.get(Space::Rows, &rk)? {
             let h = decode_row_header(&row)?;
-            if !h.tombstone && !def.indexes.is_empty() {
+            if h.tombstone {
+                batch.delete(Space::Index, tombstone_key(def, h.stamp.millis(), &key));
+            } else if !def.indexes.is_empty() {
                 let body = &row[crate::codec::ROW_HEADER_LEN..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
                     for k in index_entries(def, &key, &obj) {

@@ -10,10 +10,13 @@
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
-use crate::db::Database;
+use crate::catalog::TOMBSTONE_INDEX;
+use crate::codec::{decode_row_header, take_key, ROW_HEADER_LEN};
+use crate::db::{row_key, Database};
 use crate::error::Result;
 use crate::log::{seq_from_key, seq_key, LogEntry};
 use crate::storage::{Batch, Space};
+use crate::write::expiry_key;
 
 const TRIM_CHUNK: usize = 1000;
 
@@ -94,6 +97,84 @@ pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<T
     }
 }
 
+/// Purges tombstones that no longer protect anything, oldest first:
+/// older than `tombstone_min_age` and acknowledged by every publishing peer
+/// (their log sequence is at or below `acked_floor`), or older than
+/// `tombstone_max_age` regardless. Returns how many it purged.
+///
+/// The trade-off: once purged, a write older than the delete that arrives
+/// later (from a peer that was away longer than the grace period, or that
+/// only sends to this node) applies again and brings the record back.
+pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -> Result<u64> {
+    let retention = db.options().retention;
+    let min_cut = now_ms.saturating_sub(retention.tombstone_min_age.as_millis() as u64);
+    let max_cut = now_ms.saturating_sub(retention.tombstone_max_age.as_millis() as u64);
+    let tables: Vec<_> = db.shared.catalog.read().tables.values().cloned().collect();
+    let mut purged = 0;
+    for def in tables {
+        let prefix = def.index_prefix(TOMBSTONE_INDEX);
+        let mut hi = prefix.to_vec();
+        hi.extend_from_slice(&min_cut.to_be_bytes());
+        loop {
+            let store = db.store()?;
+            let _w = db.shared.write.lock();
+            if !db.shared.catalog.read().tables.contains_key(&def.name) {
+                break;
+            }
+            let mut batch = Batch::default();
+            let mut looked = 0;
+            let iter = store.range(
+                Space::Index,
+                Bound::Included(prefix.to_vec()),
+                Bound::Excluded(hi.clone()),
+                false,
+            );
+            for item in iter.take(TRIM_CHUNK) {
+                looked += 1;
+                let (ik, _) = item?;
+                let millis = u64::from_be_bytes(
+                    ik[prefix.len()..prefix.len() + 8]
+                        .try_into()
+                        .map_err(|_| crate::Error::Corrupt("tombstone index key".into()))?,
+                );
+                let (key, _) = take_key(&ik[prefix.len() + 8..])?;
+                let rk = row_key(&def, &key);
+                let Some(row) = store.get(Space::Rows, &rk)? else {
+                    batch.delete(Space::Index, ik.to_vec());
+                    continue;
+                };
+                let h = decode_row_header(&row)?;
+                if !h.tombstone || h.stamp.millis() != millis {
+                    // Stale entry; the write path normally removes these.
+                    batch.delete(Space::Index, ik.to_vec());
+                    continue;
+                }
+                let seq = row
+                    .get(ROW_HEADER_LEN..ROW_HEADER_LEN + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(u64::MAX);
+                if seq <= acked_floor || millis < max_cut {
+                    batch.delete(Space::Index, ik.to_vec());
+                    batch.delete(Space::Rows, rk);
+                    if def.expiration.is_some() {
+                        batch.delete(Space::Index, expiry_key(&def, millis, &key));
+                    }
+                    purged += 1;
+                }
+            }
+            if !batch.is_empty() {
+                store.commit(batch, false)?;
+                db.shared.dirty.store(true, Ordering::Release);
+            }
+            if looked < TRIM_CHUNK {
+                break;
+            }
+        }
+    }
+    Ok(purged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +243,57 @@ mod tests {
         assert_eq!(trim_log(&db, 0, now).unwrap().removed, 0);
         let r = trim_log(&db, 0, now + 120_000).unwrap();
         assert_eq!((r.removed, r.forced), (9, 9));
+    }
+
+    #[test]
+    fn tombstones_are_collected_once_acknowledged_and_old_enough() {
+        use crate::{Key, LogWrite, RemoteTxn, Stamp, WriteOp};
+        let (_d, db) = db_with(Default::default());
+        db.upsert("t", json!({"id": 1})).unwrap();
+        db.delete("t", 1).unwrap();
+        let del_seq = db.log_bounds().unwrap().last;
+        let older = |db: &Database| {
+            let t = RemoteTxn {
+                stamp: Stamp {
+                    time: 1 << 16,
+                    node: 7,
+                },
+                writes: vec![LogWrite {
+                    table: "t".into(),
+                    key: Key::Int(1),
+                    op: WriteOp::Put {
+                        json: "{\"id\":1}".into(),
+                        created: 1 << 16,
+                    },
+                }],
+            };
+            db.apply_remote(&[t], None).unwrap();
+        };
+        let now = crate::hlc::wall_millis();
+        // Young, or not acknowledged: the tombstone stays and wins.
+        assert_eq!(collect_tombstones(&db, u64::MAX, now).unwrap(), 0);
+        assert_eq!(
+            collect_tombstones(&db, del_seq - 1, now + 2 * 3_600_000).unwrap(),
+            0
+        );
+        older(&db);
+        assert!(
+            db.get("t", 1).unwrap().is_none(),
+            "tombstone beats the older write"
+        );
+        // Acknowledged and past the grace period: collected.
+        assert_eq!(
+            collect_tombstones(&db, del_seq, now + 2 * 3_600_000).unwrap(),
+            1
+        );
+        // The documented trade-off: an older write now brings it back.
+        older(&db);
+        assert!(db.get("t", 1).unwrap().is_some());
+        // The age cap collects without any acknowledgement.
+        db.delete("t", 1).unwrap();
+        assert_eq!(
+            collect_tombstones(&db, 0, now + 31 * 86_400_000).unwrap(),
+            1
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{TableDef, EXPIRY_INDEX};
+use crate::catalog::{TableDef, EXPIRY_INDEX, TOMBSTONE_INDEX};
 use crate::codec::{
     decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp, ROW_HEADER_LEN,
 };
@@ -187,7 +187,7 @@ impl Transaction {
         };
         let max_bytes = shared.opts.max_record_bytes;
         loop {
-            let mut ctx = Ctx::new(&store, self.writes.len(), stamp);
+            let mut ctx = Ctx::new(&store, self.writes.len(), w.next_seq);
             let mut log_writes = Vec::with_capacity(self.writes.len());
             let mut existed = 0;
             let mut restamp = None;
@@ -329,7 +329,7 @@ impl Database {
         let mut w = shared.write.lock();
         let mut outcomes = Vec::with_capacity(txns.len());
         let total: usize = txns.iter().map(|t| t.writes.len()).sum();
-        let mut ctx = Ctx::new(&store, total.max(2), Stamp::default());
+        let mut ctx = Ctx::new(&store, total.max(2), w.next_seq);
         let mut entries = Vec::new();
         let mut next_seq = w.next_seq;
         for t in txns {
@@ -338,7 +338,7 @@ impl Database {
                 continue;
             }
             shared.hlc.observe(t.stamp.time);
-            ctx.stamp = t.stamp;
+            ctx.seq = next_seq;
             let (mut superseded, mut missing_table) = (0, 0);
             let mut applied = Vec::new();
             for wr in last_write_per_record(&t.writes) {
@@ -462,16 +462,18 @@ struct Ctx<'a> {
     store: &'a Store,
     batch: Batch,
     overlay: Option<HashMap<Vec<u8>, OldRow>>,
-    stamp: Stamp,
+    /// Log sequence the current transaction's writes will carry; tombstones
+    /// remember it so collection knows when every peer has them.
+    seq: u64,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(store: &'a Store, writes: usize, stamp: Stamp) -> Ctx<'a> {
+    fn new(store: &'a Store, writes: usize, seq: u64) -> Ctx<'a> {
         Ctx {
             store,
             batch: Batch::default(),
             overlay: (writes > 1).then(HashMap::new),
-            stamp,
+            seq,
         }
     }
 
@@ -483,8 +485,12 @@ impl<'a> Ctx<'a> {
             return Ok(None);
         };
         let header = decode_row_header(&v)?;
-        let json = std::str::from_utf8(&v[ROW_HEADER_LEN..])
-            .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?;
+        let json = if header.tombstone {
+            ""
+        } else {
+            std::str::from_utf8(&v[ROW_HEADER_LEN..])
+                .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
+        };
         Ok(Some(OldRow {
             header,
             json: Arc::from(json),
@@ -504,14 +510,15 @@ impl<'a> Ctx<'a> {
         op: &WriteOp,
         new_obj: Option<&Map<String, Value>>,
     ) -> Result<()> {
-        let (header, json): (RowHeader, &str) = match op {
+        let seq_bytes = self.seq.to_be_bytes();
+        let (header, body): (RowHeader, &[u8]) = match op {
             WriteOp::Put { json, created } => (
                 RowHeader {
                     tombstone: false,
                     stamp,
                     created: *created,
                 },
-                json,
+                json.as_bytes(),
             ),
             WriteOp::Delete => (
                 RowHeader {
@@ -519,9 +526,22 @@ impl<'a> Ctx<'a> {
                     stamp,
                     created: 0,
                 },
-                "",
+                &seq_bytes,
             ),
         };
+        if let Some(o) = old.as_ref().filter(|o| o.header.tombstone) {
+            self.batch.delete(
+                Space::Index,
+                tombstone_key(def, o.header.stamp.millis(), key),
+            );
+        }
+        if header.tombstone {
+            self.batch.put(
+                Space::Index,
+                tombstone_key(def, stamp.millis(), key),
+                Vec::new(),
+            );
+        }
         if !def.indexes.is_empty() {
             let old_entries = match &old {
                 Some(o) if !o.header.tombstone => index_entries(def, key, &o.object()?),
@@ -552,22 +572,25 @@ impl<'a> Ctx<'a> {
             }
             self.batch.put(Space::Index, new_exp, Vec::new());
         }
-        self.batch.put(
-            Space::Rows,
-            rk.clone(),
-            encode_row(&header, json.as_bytes()),
-        );
+        self.batch
+            .put(Space::Rows, rk.clone(), encode_row(&header, body));
         if let Some(overlay) = &mut self.overlay {
-            overlay.insert(
-                rk,
-                OldRow {
-                    header,
-                    json: Arc::from(json),
-                },
-            );
+            let json = match op {
+                WriteOp::Put { json, .. } => Arc::from(json.as_str()),
+                WriteOp::Delete => Arc::from(""),
+            };
+            overlay.insert(rk, OldRow { header, json });
         }
         Ok(())
     }
+}
+
+/// Entry of the tombstone index: tombstones by stamp time, for collection.
+pub(crate) fn tombstone_key(def: &TableDef, millis: u64, key: &Key) -> Vec<u8> {
+    let mut k = def.index_prefix(TOMBSTONE_INDEX).to_vec();
+    k.extend_from_slice(&millis.to_be_bytes());
+    put_key(&mut k, key);
+    k
 }
 
 pub(crate) fn expiry_key(def: &TableDef, millis: u64, key: &Key) -> Vec<u8> {

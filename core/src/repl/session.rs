@@ -608,9 +608,12 @@ impl Receiver {
                         .note_error(format!("`{}` refused table `{table}`: {reason}", self.name));
                 }
                 Message::Ack { upto_seq } => {
-                    if self.peer.set_acked(upto_seq) {
+                    // Persisted before anyone waiting is woken, so a receipt
+                    // the app has seen is still known after it restarts.
+                    if upto_seq > *self.peer.acked.borrow() {
                         let (db, name) = (self.db.clone(), self.name.clone());
                         blocking(move || store_acked(&db, &name, upto_seq)).await?;
+                        self.peer.set_acked(upto_seq);
                     }
                 }
                 Message::Heartbeat { .. } => {}
