@@ -5,7 +5,6 @@
 
 mod repl_common;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,16 +14,18 @@ use tidelog::*;
 
 const T: Duration = Duration::from_secs(30);
 
-fn no_stamp_applied_twice(db: &Database) {
-    let mut seen = HashSet::new();
-    for e in db.read_log(1, usize::MAX).unwrap() {
-        assert!(
-            seen.insert(e.stamp),
-            "{}: transaction {:?} is in the log twice",
-            db.node_name(),
-            e.stamp
-        );
-    }
+fn no_stamp_applied_twice(db: &Database, watch: &DupWatch) {
+    assert!(
+        watch.applied() > 0,
+        "{}: the watch saw nothing",
+        db.node_name()
+    );
+    assert!(
+        watch.duplicates().is_empty(),
+        "{}: applied twice: {:?}",
+        db.node_name(),
+        watch.duplicates()
+    );
 }
 
 #[test]
@@ -38,6 +39,9 @@ fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
     cloud
         .create_table("alerts", TableOptions::default())
         .unwrap();
+    let mut watches: Vec<DupWatch> = vec![];
+    let cloud_watch = DupWatch::default();
+    cloud_watch.watch(&cloud, &["thresholds", "alerts"]);
     cloud.start_replication(pki.options("cloud")).unwrap();
     let addr = cloud.listen("127.0.0.1:0").unwrap().to_string();
     let mut edges = vec![];
@@ -71,6 +75,9 @@ fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
                 }),
         )
         .unwrap();
+        let w = DupWatch::default();
+        w.watch(&edge, &["thresholds", "alerts"]);
+        watches.push(w);
         edges.push(edge);
     }
     cloud
@@ -113,8 +120,9 @@ fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
         let s = e.peer_status("cloud").unwrap();
         assert_eq!(s.duplicates_received, 0, "{}: {s:?}", e.node_name());
     }
-    for db in edges.iter().chain([&cloud]) {
-        no_stamp_applied_twice(db);
+    watches.push(cloud_watch);
+    for (db, w) in edges.iter().chain([&cloud]).zip(&watches) {
+        no_stamp_applied_twice(db, w);
     }
 }
 
@@ -131,6 +139,14 @@ fn a_triangle_mesh_converges_with_no_transaction_applied_twice() {
             db.create_table("t", TableOptions::default()).unwrap();
             db.start_replication(pki.options(n)).unwrap();
             db
+        })
+        .collect();
+    let watches: Vec<DupWatch> = nodes
+        .iter()
+        .map(|n| {
+            let w = DupWatch::default();
+            w.watch(n, &["t"]);
+            w
         })
         .collect();
     let addrs: Vec<String> = nodes
@@ -172,8 +188,8 @@ fn a_triangle_mesh_converges_with_no_transaction_applied_twice() {
         let s0 = table_state(&nodes[0], "t");
         s0.len() == 25 + 900 && nodes[1..].iter().all(|n| table_state(n, "t") == s0)
     });
-    for n in &nodes {
-        no_stamp_applied_twice(n);
+    for (n, w) in nodes.iter().zip(&watches) {
+        no_stamp_applied_twice(n, w);
     }
 }
 

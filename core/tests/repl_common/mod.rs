@@ -74,3 +74,41 @@ pub fn scratch(name: &str) -> PathBuf {
     let _ = name;
     tempfile::tempdir().unwrap().keep()
 }
+
+/// Watches remote changes applied on a node and remembers each (table,
+/// key, stamp): a write applied twice shows up as a duplicate. Unlike the
+/// log (which is trimmed once peers acknowledge), listeners see every
+/// applied write. Re-`watch` after reopening a node; the memory stays.
+#[derive(Default, Clone)]
+pub struct DupWatch {
+    seen: std::sync::Arc<std::sync::Mutex<(std::collections::HashSet<String>, Vec<String>)>>,
+}
+
+impl DupWatch {
+    pub fn watch(&self, db: &Database, tables: &[&str]) {
+        for t in tables {
+            let seen = self.seen.clone();
+            db.on_change(t, move |e: &ChangeEvent| {
+                if e.local {
+                    return;
+                }
+                let mut g = seen.lock().unwrap();
+                for c in &e.changes {
+                    let id = format!("{} {:?} {:?}", e.table, c.key, e.stamp);
+                    if !g.0.insert(id.clone()) {
+                        g.1.push(id);
+                    }
+                }
+            })
+            .unwrap();
+        }
+    }
+
+    pub fn applied(&self) -> usize {
+        self.seen.lock().unwrap().0.len()
+    }
+
+    pub fn duplicates(&self) -> Vec<String> {
+        self.seen.lock().unwrap().1.clone()
+    }
+}
