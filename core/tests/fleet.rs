@@ -57,6 +57,7 @@ fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
                 publish: both,
                 subscribe: true,
                 since_ms: None,
+                priority: 0,
             });
         cloud.add_peer(hub_side).unwrap();
         let edge = open_node(dir.path(), &name);
@@ -72,6 +73,7 @@ fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
                     publish: true,
                     subscribe: both,
                     since_ms: None,
+                    priority: 0,
                 }),
         )
         .unwrap();

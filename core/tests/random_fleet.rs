@@ -119,6 +119,7 @@ fn cloud_peers() -> Vec<PeerConfig> {
                     publish: i >= 2,
                     subscribe: true,
                     since_ms: None,
+                    priority: 0,
                 })
         })
         .collect()
@@ -134,6 +135,7 @@ fn edge_peer(i: usize, proxy_port: u16) -> PeerConfig {
             publish: true,
             subscribe: i >= 2,
             since_ms: None,
+            priority: 0,
         })
 }
 

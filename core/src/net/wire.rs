@@ -183,6 +183,11 @@ pub enum Message {
     Heartbeat { now_ms: u64 },
     /// The sender is closing the connection on purpose, and why.
     Goodbye { reason: String },
+    /// Live log transactions plus the position they complete: the sender has
+    /// now sent everything up to `upto_seq` for every table of the link, so
+    /// the receiver may move all its cursors there and acknowledge it. With
+    /// priority lanes `upto_seq` can lag behind the transactions' own seqs.
+    TxnsUpTo { txns: Vec<WireTxn>, upto_seq: u64 },
 }
 
 impl Message {
@@ -199,6 +204,7 @@ impl Message {
             Message::Ack { .. } => "Ack",
             Message::Heartbeat { .. } => "Heartbeat",
             Message::Goodbye { .. } => "Goodbye",
+            Message::TxnsUpTo { .. } => "TxnsUpTo",
         }
     }
 }
@@ -538,6 +544,14 @@ pub(crate) mod tests {
             Message::Heartbeat { now_ms: 0 },
             Message::Goodbye {
                 reason: "shutting down".into(),
+            },
+            Message::TxnsUpTo {
+                txns: vec![WireTxn {
+                    seq: 9,
+                    stamp: stamp(12),
+                    writes: vec![],
+                }],
+                upto_seq: 7,
             },
         ]
     }

@@ -9,6 +9,7 @@
 //! the application's own runtime.
 
 mod cursor;
+mod lanes;
 mod peer;
 mod session;
 
@@ -151,6 +152,10 @@ pub struct TableFlow {
     /// after this time (ms since the epoch).
     #[serde(default)]
     pub since_ms: Option<u64>,
+    /// With `publish`: a backlog of a higher-priority table is sent before
+    /// that of a lower one (each table keeps its own order; see the README).
+    #[serde(default)]
+    pub priority: u8,
 }
 
 impl TableFlow {
@@ -160,6 +165,7 @@ impl TableFlow {
             publish: true,
             subscribe: false,
             since_ms: None,
+            priority: 0,
         }
     }
     pub fn subscribe(table: impl Into<String>) -> Self {
@@ -168,7 +174,18 @@ impl TableFlow {
             publish: false,
             subscribe: true,
             since_ms: None,
+            priority: 0,
         }
+    }
+    /// Sets the priority (higher is sent first).
+    pub fn priority(mut self, p: u8) -> Self {
+        self.priority = p;
+        self
+    }
+    /// Sets the initial-sync start time (ms since the epoch).
+    pub fn since_ms(mut self, ms: u64) -> Self {
+        self.since_ms = Some(ms);
+        self
     }
     pub fn both(table: impl Into<String>) -> Self {
         TableFlow {
@@ -176,6 +193,7 @@ impl TableFlow {
             publish: true,
             subscribe: true,
             since_ms: None,
+            priority: 0,
         }
     }
 }

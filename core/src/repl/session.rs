@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::cursor::{store_acked, PeerCursor, TableCursor};
+use super::lanes::Lanes;
 use super::{PeerState, Replicator};
 use crate::catalog::TableOptions;
 use crate::db::Database;
@@ -472,26 +473,36 @@ impl Sender {
     }
 
     async fn stream(self, starts: HashMap<String, u64>) -> Result<()> {
-        let Some(mut pos) = starts.values().min().copied() else {
+        let priority: HashMap<String, u8> = self
+            .peer
+            .config()
+            .tables
+            .iter()
+            .map(|t| (t.table.clone(), t.priority))
+            .collect();
+        let mut lanes = Lanes::new(starts, &priority, self.peer_node_id);
+        if lanes.is_empty() {
             // Nothing flows this way; the other halves keep the link.
             return std::future::pending().await;
-        };
+        }
         let mut committed = self.db.shared.committed.subscribe();
         let mut acked = self.peer.acked.subscribe();
         let window = self.r.opts.window_txns;
         // Lets the peer acknowledge a position right away, so delivery
         // waits on tables it resumed do not hang until the next write.
-        self.send(Message::Progress { upto_seq: pos }).await?;
+        let mut floor = lanes.floor();
+        self.send(Message::Progress { upto_seq: floor }).await?;
         loop {
-            while pos.saturating_sub(*acked.borrow_and_update()) >= window {
+            while lanes.front().saturating_sub(*acked.borrow_and_update()) >= window {
                 acked.changed().await.map_err(|_| link_closed())?;
             }
             let last = *committed.borrow_and_update();
-            if pos >= last {
+            let Some(lane) = lanes.next_lane(last) else {
                 committed.changed().await.map_err(|_| Error::Closed)?;
                 continue;
-            }
-            let room = window - pos.saturating_sub(*acked.borrow());
+            };
+            let pos = lanes.pos(lane);
+            let room = window.saturating_sub(lanes.front().saturating_sub(*acked.borrow()));
             let limit = (last - pos)
                 .min(self.r.opts.batch_max_txns as u64)
                 .min(room)
@@ -510,42 +521,34 @@ impl Sender {
                     )));
                 }
             }
-            let mut batch = Vec::new();
+            let txns = lanes.plan(lane, entries);
+            let new_floor = lanes.floor();
+            // Frames carry the floor they complete; one cut short by the
+            // frame budget only completes the floor from before this round.
+            let mut frame = Vec::new();
             let mut bytes = 0;
-            let mut last_sent = pos;
-            let end = entries.last().map_or(pos, |e| e.seq);
-            for e in entries {
-                if e.origin() == self.peer_node_id {
-                    continue; // never back to where it came from
-                }
-                let writes: Vec<LogWrite> = e
-                    .writes
-                    .into_iter()
-                    .filter(|w| starts.get(&w.table).is_some_and(|s| e.seq > *s))
-                    .collect();
-                if writes.is_empty() {
-                    continue;
-                }
-                bytes += writes.iter().map(write_size).sum::<usize>() + 32;
-                batch.push(WireTxn {
-                    seq: e.seq,
-                    stamp: e.stamp,
-                    writes,
-                });
-                last_sent = e.seq;
+            for t in txns {
+                bytes += t.writes.iter().map(write_size).sum::<usize>() + 32;
+                frame.push(t);
                 if bytes >= self.frame_budget {
-                    self.send(Message::Txns(std::mem::take(&mut batch))).await?;
+                    let txns = std::mem::take(&mut frame);
+                    self.send(Message::TxnsUpTo {
+                        txns,
+                        upto_seq: floor,
+                    })
+                    .await?;
                     bytes = 0;
                 }
             }
-            if !batch.is_empty() {
-                self.send(Message::Txns(batch)).await?;
+            if !frame.is_empty() || new_floor > floor {
+                self.send(Message::TxnsUpTo {
+                    txns: frame,
+                    upto_seq: new_floor,
+                })
+                .await?;
             }
-            if last_sent < end {
-                self.send(Message::Progress { upto_seq: end }).await?;
-            }
-            pos = end;
-            self.peer.counters.lock().sent_seq = pos;
+            floor = new_floor;
+            self.peer.counters.lock().sent_seq = floor;
         }
     }
 }
@@ -585,7 +588,11 @@ impl Receiver {
                 Ok(Err(e)) => return Err(e.into()),
             };
             match msg {
-                Message::Txns(batch) => self.on_txns(batch).await?,
+                Message::Txns(batch) => {
+                    let upto = batch.last().map_or(0, |t| t.seq);
+                    self.on_txns(batch, upto).await?
+                }
+                Message::TxnsUpTo { txns, upto_seq } => self.on_txns(txns, upto_seq).await?,
                 Message::Progress { upto_seq } => self.on_txns_upto(Vec::new(), upto_seq).await?,
                 Message::TableInfo { table, primary_key } => {
                     self.on_table_info(table, primary_key).await?
@@ -636,16 +643,18 @@ impl Receiver {
             && self.cursor.tables.get(table).is_some_and(|c| c.synced)
     }
 
-    async fn on_txns(&mut self, batch: Vec<WireTxn>) -> Result<()> {
-        let Some(upto) = batch.last().map(|t| t.seq) else {
-            return Ok(());
-        };
+    async fn on_txns(&mut self, batch: Vec<WireTxn>, upto: u64) -> Result<()> {
         let mut refused: HashMap<String, u64> = HashMap::new();
         let mut txns = Vec::with_capacity(batch.len());
         for t in batch {
             let mut writes = Vec::with_capacity(t.writes.len());
             for w in t.writes {
                 if self.live(&w.table) {
+                    // Each table arrives in log order, so this table has
+                    // everything up to this transaction.
+                    if let Some(c) = self.cursor.tables.get_mut(&w.table) {
+                        c.seq = c.seq.max(t.seq);
+                    }
                     writes.push(w);
                 } else {
                     *refused.entry(w.table).or_default() += 1;

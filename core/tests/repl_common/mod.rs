@@ -82,16 +82,24 @@ pub fn scratch(name: &str) -> PathBuf {
 #[derive(Default, Clone)]
 pub struct DupWatch {
     seen: std::sync::Arc<std::sync::Mutex<(std::collections::HashSet<String>, Vec<String>)>>,
+    /// For each applied remote transaction (by stamp), the tables it wrote.
+    txns: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Stamp, Vec<String>>>>,
 }
 
 impl DupWatch {
     pub fn watch(&self, db: &Database, tables: &[&str]) {
         for t in tables {
             let seen = self.seen.clone();
+            let txns = self.txns.clone();
             db.on_change(t, move |e: &ChangeEvent| {
                 if e.local {
                     return;
                 }
+                txns.lock()
+                    .unwrap()
+                    .entry(e.stamp)
+                    .or_default()
+                    .push(e.table.clone());
                 let mut g = seen.lock().unwrap();
                 for c in &e.changes {
                     let id = format!("{} {:?} {:?}", e.table, c.key, e.stamp);
@@ -102,6 +110,11 @@ impl DupWatch {
             })
             .unwrap();
         }
+    }
+
+    /// Applied remote transactions and the tables each one wrote.
+    pub fn txns(&self) -> std::collections::HashMap<Stamp, Vec<String>> {
+        self.txns.lock().unwrap().clone()
     }
 
     pub fn applied(&self) -> usize {

@@ -1,0 +1,276 @@
+//! Priority lanes for one outbound link. Tables are grouped by priority;
+//! the highest-priority lane with work is served first, so alerts overtake
+//! a backlog of readings. Each table's transactions still go out in log
+//! order, and a transaction stays whole:
+//!
+//! - a transaction touching tables of one lane goes out with that lane;
+//! - a transaction touching several lanes is a barrier: a lane that reaches
+//!   it waits until every other lane involved has sent everything before
+//!   it, and then the transaction goes out whole, once.
+//!
+//! Across tables of different lanes the order of arrival is therefore the
+//! log order only up to priority: a newer alert can arrive before an older
+//! reading. Within a lane (and within any one table) it is the log order.
+//!
+//! Positions: each lane has sent everything up to its `pos`; the link's
+//! floor, the lowest lane position, is what the receiver may acknowledge.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::log::{LogEntry, LogWrite};
+use crate::net::wire::WireTxn;
+
+struct Lane {
+    priority: u8,
+    pos: u64,
+    /// Blocked before this multi-lane transaction until the other lanes
+    /// involved have caught up to just before it.
+    blocked: Option<(u64, Vec<usize>)>,
+}
+
+pub(crate) struct Lanes {
+    lanes: Vec<Lane>,
+    lane_of: HashMap<String, usize>,
+    starts: HashMap<String, u64>,
+    peer_node_id: u64,
+    /// Multi-lane transactions already sent, and how many other lanes
+    /// still have to step over them.
+    sent_whole: BTreeMap<u64, usize>,
+}
+
+impl Lanes {
+    /// `starts`: per table, the sequence after which it streams (its resume
+    /// point or initial-sync point). `priority`: per table, higher first.
+    pub(crate) fn new(
+        starts: HashMap<String, u64>,
+        priority: &HashMap<String, u8>,
+        peer_node_id: u64,
+    ) -> Lanes {
+        let mut prios: Vec<u8> = starts
+            .keys()
+            .map(|t| priority.get(t).copied().unwrap_or(0))
+            .collect();
+        prios.sort_unstable_by(|a, b| b.cmp(a));
+        prios.dedup();
+        let mut lanes: Vec<Lane> = prios
+            .iter()
+            .map(|&p| Lane {
+                priority: p,
+                pos: u64::MAX,
+                blocked: None,
+            })
+            .collect();
+        let mut lane_of = HashMap::new();
+        for (t, s) in &starts {
+            let p = priority.get(t).copied().unwrap_or(0);
+            let i = lanes.iter().position(|l| l.priority == p).unwrap_or(0);
+            lanes[i].pos = lanes[i].pos.min(*s);
+            lane_of.insert(t.clone(), i);
+        }
+        Lanes {
+            lanes,
+            lane_of,
+            starts,
+            peer_node_id,
+            sent_whole: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
+    /// Everything up to here was sent for every table.
+    pub(crate) fn floor(&self) -> u64 {
+        self.lanes.iter().map(|l| l.pos).min().unwrap_or(0)
+    }
+
+    /// The furthest any lane has sent.
+    pub(crate) fn front(&self) -> u64 {
+        self.lanes.iter().map(|l| l.pos).max().unwrap_or(0)
+    }
+
+    /// The highest-priority lane that has work below `last` and may move.
+    pub(crate) fn next_lane(&mut self, last: u64) -> Option<usize> {
+        for i in 0..self.lanes.len() {
+            if let Some((seq, others)) = &self.lanes[i].blocked {
+                if others.iter().all(|&o| self.lanes[o].pos + 1 >= *seq) {
+                    self.lanes[i].blocked = None;
+                } else {
+                    continue;
+                }
+            }
+            if self.lanes[i].pos < last {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn pos(&self, lane: usize) -> u64 {
+        self.lanes[lane].pos
+    }
+
+    fn sendable(&self, e: &LogEntry, w: &LogWrite) -> bool {
+        self.starts.get(&w.table).is_some_and(|s| e.seq > *s)
+    }
+
+    /// Turns the next entries of `lane` (consecutive, from `pos(lane) + 1`)
+    /// into what to send, advancing the lane as far as it may go.
+    pub(crate) fn plan(&mut self, lane: usize, entries: Vec<LogEntry>) -> Vec<WireTxn> {
+        let mut out = Vec::new();
+        for e in entries {
+            if let Some(left) = self.sent_whole.get_mut(&e.seq) {
+                // Sent whole by another lane already.
+                *left -= 1;
+                if *left == 0 {
+                    self.sent_whole.remove(&e.seq);
+                }
+                self.lanes[lane].pos = e.seq;
+                continue;
+            }
+            if e.origin() == self.peer_node_id {
+                self.lanes[lane].pos = e.seq;
+                continue; // never back to where it came from
+            }
+            let mut mine = false;
+            let mut others: Vec<usize> = Vec::new();
+            for w in e.writes.iter().filter(|w| self.sendable(&e, w)) {
+                match self.lane_of.get(&w.table) {
+                    Some(&l) if l == lane => mine = true,
+                    Some(&l) if !others.contains(&l) => others.push(l),
+                    _ => {}
+                }
+            }
+            if !mine {
+                self.lanes[lane].pos = e.seq;
+                continue;
+            }
+            if !others.iter().all(|&o| self.lanes[o].pos + 1 >= e.seq) {
+                self.lanes[lane].blocked = Some((e.seq, others));
+                break;
+            }
+            if !others.is_empty() {
+                self.sent_whole.insert(e.seq, others.len());
+            }
+            let writes: Vec<LogWrite> = e
+                .writes
+                .iter()
+                .filter(|w| self.sendable(&e, w))
+                .cloned()
+                .collect();
+            out.push(WireTxn {
+                seq: e.seq,
+                stamp: e.stamp,
+                writes,
+            });
+            self.lanes[lane].pos = e.seq;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Key, Stamp};
+    use crate::log::WriteOp;
+
+    fn entry(seq: u64, tables: &[&str]) -> LogEntry {
+        LogEntry {
+            seq,
+            stamp: Stamp { time: seq, node: 1 },
+            local_time: seq,
+            writes: tables
+                .iter()
+                .map(|t| LogWrite {
+                    table: t.to_string(),
+                    key: Key::Int(seq as i64),
+                    op: WriteOp::Delete,
+                })
+                .collect(),
+        }
+    }
+
+    fn lanes(starts: &[(&str, u64)], prio: &[(&str, u8)]) -> Lanes {
+        Lanes::new(
+            starts.iter().map(|(t, s)| (t.to_string(), *s)).collect(),
+            &prio.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+            99,
+        )
+    }
+
+    /// Drives the planner like the sender does over an in-memory log.
+    fn drain(l: &mut Lanes, log: &[LogEntry]) -> Vec<WireTxn> {
+        let last = log.last().map_or(0, |e| e.seq);
+        let mut sent = Vec::new();
+        while let Some(i) = l.next_lane(last) {
+            let from = l.pos(i) as usize; // seqs start at 1
+            let chunk: Vec<LogEntry> = log[from..].iter().take(3).cloned().collect();
+            sent.extend(l.plan(i, chunk));
+        }
+        sent
+    }
+
+    #[test]
+    fn high_priority_goes_first_and_each_table_keeps_its_order() {
+        let mut log = vec![];
+        for s in 1..=10 {
+            log.push(entry(s, &["readings"]));
+        }
+        for s in 11..=13 {
+            log.push(entry(s, &["alerts"]));
+        }
+        let mut l = lanes(&[("readings", 0), ("alerts", 0)], &[("alerts", 9)]);
+        let sent = drain(&mut l, &log);
+        let seqs: Vec<u64> = sent.iter().map(|t| t.seq).collect();
+        assert_eq!(&seqs[..3], &[11, 12, 13], "alerts overtake the backlog");
+        let readings: Vec<u64> = seqs.iter().copied().filter(|s| *s <= 10).collect();
+        assert_eq!(readings, (1..=10).collect::<Vec<_>>());
+        assert_eq!(l.floor(), 13);
+    }
+
+    #[test]
+    fn a_transaction_across_lanes_is_a_barrier_and_goes_out_once_whole() {
+        let log = vec![
+            entry(1, &["readings"]),
+            entry(2, &["alerts"]),
+            entry(3, &["readings", "alerts"]),
+            entry(4, &["alerts"]),
+            entry(5, &["readings"]),
+        ];
+        let mut l = lanes(&[("readings", 0), ("alerts", 0)], &[("alerts", 9)]);
+        let sent = drain(&mut l, &log);
+        let seqs: Vec<u64> = sent.iter().map(|t| t.seq).collect();
+        assert_eq!(seqs, vec![2, 1, 3, 4, 5]);
+        assert_eq!(sent[2].writes.len(), 2, "sent whole");
+        // Per table, log order holds.
+        for table in ["readings", "alerts"] {
+            let order: Vec<u64> = sent
+                .iter()
+                .filter(|t| t.writes.iter().any(|w| w.table == table))
+                .map(|t| t.seq)
+                .collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{table}: {order:?}");
+        }
+    }
+
+    #[test]
+    fn one_lane_is_plain_log_order_with_start_points_and_origin_filter() {
+        let mut log = vec![
+            entry(1, &["a"]),
+            entry(2, &["b"]),
+            entry(3, &["a", "b", "c"]),
+        ];
+        log[1].stamp.node = 99; // from the peer itself
+        let mut l = lanes(&[("a", 0), ("b", 2)], &[]);
+        let sent = drain(&mut l, &log);
+        assert_eq!(sent.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            sent[1].writes.len(),
+            2,
+            "c is not published; b starts after 2"
+        );
+        assert_eq!(l.floor(), 3);
+    }
+}
