@@ -241,7 +241,7 @@ fn cut_stalled_and_delayed_link_is_redialed_and_both_sides_converge() {
                 let mut tx = db.transaction();
                 tx.insert(own, json!({"id": n, "by": tag})).unwrap();
                 let k = (rng.next() % 40) as i64;
-                if rng.next() % 7 == 0 {
+                if rng.next().is_multiple_of(7) {
                     tx.delete("both", k).unwrap();
                 } else {
                     tx.upsert("both", json!({"id": k, "n": n, "by": tag}))
@@ -307,7 +307,7 @@ fn cut_stalled_and_delayed_link_is_redialed_and_both_sides_converge() {
     wait_until(
         "both sides converge after healing",
         Duration::from_secs(30),
-        || converged(),
+        converged,
     );
     stop.store(true, Ordering::Relaxed);
     let (edge_errors, cloud_errors) = (edge_errors.join().unwrap(), cloud_errors.join().unwrap());
