@@ -337,6 +337,12 @@ impl Database {
                 outcomes.push(RemoteOutcome::Refused(e));
                 continue;
             }
+            // Checked before anything of the transaction is staged, so a bad
+            // write refuses its whole transaction and nothing else.
+            if let Err(e) = self.check_remote_puts(&t.writes) {
+                outcomes.push(RemoteOutcome::Refused(e));
+                continue;
+            }
             shared.hlc.observe(t.stamp.time);
             ctx.seq = next_seq;
             let (mut superseded, mut missing_table) = (0, 0);
@@ -346,14 +352,6 @@ impl Database {
                     missing_table += 1;
                     continue;
                 };
-                if let WriteOp::Put { json, .. } = &wr.op {
-                    if json.len() > shared.opts.max_record_bytes {
-                        return Err(Error::RecordTooLarge {
-                            size: json.len(),
-                            limit: shared.opts.max_record_bytes,
-                        });
-                    }
-                }
                 let rk = row_key(&def, &wr.key);
                 let old = ctx.current(&rk)?;
                 if old.as_ref().is_some_and(|o| o.header.stamp >= t.stamp) {
@@ -409,6 +407,40 @@ impl Database {
             queue_events(self, e, false);
         }
         Ok(outcomes)
+    }
+}
+
+impl Database {
+    /// A peer's record must be what a local write would have stored: a JSON
+    /// object within `max_record_bytes` whose primary-key attribute is the
+    /// key it is filed under. Anything else would be stored verbatim and
+    /// break later reads, updates and index maintenance of that record.
+    fn check_remote_puts(&self, writes: &[LogWrite]) -> Result<()> {
+        let limit = self.shared.opts.max_record_bytes;
+        for w in writes {
+            let WriteOp::Put { json, .. } = &w.op else {
+                continue;
+            };
+            let Ok(def) = self.table(&w.table) else {
+                continue; // counted as a missing table by the caller
+            };
+            if json.len() > limit {
+                return Err(Error::RecordTooLarge {
+                    size: json.len(),
+                    limit,
+                });
+            }
+            let obj = crate::record::parse_object(json)?;
+            let key = crate::record::extract_key(&w.table, &def.primary_key, &obj)?;
+            if key != w.key {
+                return Err(Error::InvalidPrimaryKey {
+                    table: w.table.clone(),
+                    attribute: def.primary_key.clone(),
+                    found: format!("{key}, but the write is for key {}", w.key),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
