@@ -38,10 +38,15 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         )
     };
     let db = Database::open(&cfg.data_dir, open).map_err(|e| {
-        CliError::Runtime(format!(
-            "cannot open data directory {}: {e}",
-            cfg.data_dir.display()
-        ))
+        let msg = format!("cannot open data directory {}: {e}", cfg.data_dir.display());
+        match e {
+            // Values from the file that the library refused: the config's
+            // author must act, not the operator of the machine.
+            Error::InvalidArgument { .. }
+            | Error::NodeNameMismatch { .. }
+            | Error::EngineMismatch { .. } => CliError::Config(msg),
+            _ => CliError::Runtime(msg),
+        }
     })?;
     log!(
         "opened {} as node `{}` (id {:#x}, engine {})",
