@@ -1,0 +1,218 @@
+//! `tidelog serve`: one instance run from a config file until a signal.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tidelog::{Database, Error, PeerStatus};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::config::Config;
+use super::CliError;
+
+/// Log lines go to stderr with this prefix, one event per line, so they are
+/// easy to grep in a journal.
+macro_rules! log {
+    ($($t:tt)*) => { eprintln!("tidelog: {}", format_args!($($t)*)) };
+}
+
+pub fn serve(config_path: &Path) -> Result<(), CliError> {
+    let cfg = Config::load(config_path)?;
+    let open = cfg.open_options()?;
+    // A small runtime of our own only waits for signals and ticks the
+    // status; replication runs on the library's runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(format!("cannot start the signal runtime: {e}")))?;
+    // Handlers go in before the database opens, so a SIGTERM during start-up
+    // still means "close cleanly" rather than the default "die now".
+    let signals = {
+        let _enter = rt.enter();
+        let install = |kind, name| {
+            signal(kind).map_err(|e| CliError::Runtime(format!("cannot handle {name}: {e}")))
+        };
+        (
+            install(SignalKind::terminate(), "SIGTERM")?,
+            install(SignalKind::interrupt(), "SIGINT")?,
+        )
+    };
+    let db = Database::open(&cfg.data_dir, open).map_err(|e| {
+        let msg = format!("cannot open data directory {}: {e}", cfg.data_dir.display());
+        match e {
+            // Values from the file that the library refused: the config's
+            // author must act, not the operator of the machine.
+            Error::InvalidArgument { .. }
+            | Error::NodeNameMismatch { .. }
+            | Error::EngineMismatch { .. } => CliError::Config(msg),
+            _ => CliError::Runtime(msg),
+        }
+    })?;
+    log!(
+        "opened {} as node `{}` (id {:#x}, engine {})",
+        cfg.data_dir.display(),
+        db.node_name(),
+        db.node_id(),
+        db.engine().as_str()
+    );
+    let outcome = start(&cfg, &db).and_then(|_| {
+        log!("ready");
+        rt.block_on(run(&db, cfg.status_interval_secs, signals))
+    });
+    // Close on every path: it flushes what was committed and releases the
+    // data directory for the next start.
+    let closed = db.close();
+    let signal = outcome?;
+    closed.map_err(|e| CliError::Runtime(format!("closing the database failed: {e}")))?;
+    log!("{signal}: database closed, stopped cleanly");
+    Ok(())
+}
+
+/// Tables, replication, listener, peers, in that order: a peer's first
+/// transaction may already find its tables.
+fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
+    for t in &cfg.tables {
+        let opts = t.options();
+        let created = db
+            .ensure_table(&t.name, opts.clone())
+            .map_err(|e| CliError::Config(format!("table `{}`: {e}", t.name)))?;
+        if created {
+            log!("created table `{}`", t.name);
+            continue;
+        }
+        // Definitions are never altered in place (that would rewrite every
+        // record); say so rather than silently running with the old one.
+        if let Ok(info) = db.describe_table(&t.name) {
+            if info.primary_key != opts.primary_key
+                || info.indexes != opts.indexes
+                || info.expiration != opts.expiration
+            {
+                log!(
+                    "warning: table `{}` exists as primary_key = {:?}, indexes = {:?}, expiration = {:?}; the config differs and is ignored for it (drop the table to recreate it)",
+                    t.name, info.primary_key, info.indexes, info.expiration
+                );
+            }
+        }
+    }
+    db.start_replication(cfg.replication_options())
+        .map_err(|e| CliError::Config(format!("cannot start replication: {e}")))?;
+    let bound = match &cfg.listen {
+        Some(addr) => {
+            let bound = db
+                .listen(addr)
+                .map_err(|e| CliError::Runtime(e.to_string()))?;
+            log!(
+                "listening on {bound} ({})",
+                if cfg.insecure {
+                    "INSECURE plaintext"
+                } else {
+                    "mutual TLS"
+                }
+            );
+            Some(bound)
+        }
+        None => None,
+    };
+    for p in &cfg.peers {
+        db.add_peer(p.clone())
+            .map_err(|e| CliError::Config(format!("peer `{}`: {e}", p.name)))?;
+        log!(
+            "peer `{}`: {}",
+            p.name,
+            match &p.address {
+                Some(a) => format!("dialing {a}"),
+                None => "waiting for it to dial in".into(),
+            }
+        );
+    }
+    Ok(bound)
+}
+
+/// Waits for SIGTERM or SIGINT, logging status meanwhile; returns which
+/// signal arrived.
+async fn run(
+    db: &Database,
+    status_secs: u64,
+    (mut term, mut int): (Signal, Signal),
+) -> Result<&'static str, CliError> {
+    let mut tick =
+        (status_secs > 0).then(|| tokio::time::interval(Duration::from_secs(status_secs)));
+    loop {
+        let next_tick = async {
+            match &mut tick {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = next_tick => log_status(db),
+        }
+    }
+}
+
+fn log_status(db: &Database) {
+    match db.replication_status() {
+        Ok(peers) if peers.is_empty() => log!("status: no peers configured"),
+        Ok(peers) => {
+            let now = now_ms();
+            for p in &peers {
+                log!("{}", status_line(p, now));
+            }
+        }
+        Err(Error::Closed) => {}
+        Err(e) => log!("status unavailable: {e}"),
+    }
+}
+
+/// One line per peer: link state, sequences, backlog, lag, refusals, table
+/// directions, last error.
+pub fn status_line(p: &PeerStatus, now_ms: u64) -> String {
+    let age = |since: u64| format!("{:.1}s", now_ms.saturating_sub(since) as f64 / 1000.0);
+    let link = match (p.connected, p.since_ms) {
+        (true, Some(s)) => format!("connected for {}", age(s)),
+        (true, None) => "connected".into(),
+        (false, Some(s)) => format!("disconnected for {}", age(s)),
+        (false, None) => "never connected".into(),
+    };
+    let tables: Vec<String> = p
+        .tables
+        .iter()
+        .map(|t| {
+            let mut dirs = Vec::new();
+            // Directions not configured either way are noise, unless the
+            // peer tried them and got refused.
+            if t.publish || t.outbound.starts_with("refused") {
+                dirs.push(format!("out={}", t.outbound));
+            }
+            if t.subscribe || t.inbound.starts_with("refused") {
+                dirs.push(format!("in={}", t.inbound));
+            }
+            format!("{}[{}]", t.table, dirs.join(","))
+        })
+        .collect();
+    format!(
+        "peer `{}` {link} | sent {} acked {} received {} | backlog {} txns {} bytes | lag {} ms | refused {} | syncs {} | tables {} | last error: {}",
+        p.name,
+        p.sent_seq,
+        p.acked_seq,
+        p.received_seq,
+        p.backlog_txns,
+        p.backlog_bytes,
+        p.lag_ms,
+        p.refused_writes,
+        p.syncs_received,
+        if tables.is_empty() { "-".into() } else { tables.join(" ") },
+        p.last_error.as_deref().unwrap_or("-"),
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
