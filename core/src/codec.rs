@@ -162,6 +162,23 @@ pub(crate) fn put_index_value(out: &mut Vec<u8>, v: &serde_json::Value) -> bool 
     true
 }
 
+/// Whether an encoded index value may stand for more than one JSON value:
+/// only numbers at or beyond 2^53, where distinct integers share an f64.
+pub(crate) fn index_value_is_inexact(buf: &[u8]) -> bool {
+    if buf.first() != Some(&TAG_NUM) || buf.len() < 9 {
+        return false;
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[1..9]);
+    let ordered = u64::from_be_bytes(b);
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    f64::from_bits(bits).abs() >= 9_007_199_254_740_992.0
+}
+
 /// Length of the encoded index value at the start of `buf`.
 pub(crate) fn index_value_len(buf: &[u8]) -> Result<usize> {
     match buf.first() {
@@ -288,6 +305,21 @@ mod tests {
             let _ = take_key(&bytes);
             let _ = index_value_len(&bytes);
             let _ = decode_row_header(&bytes);
+        }
+    }
+
+    #[test]
+    fn only_huge_numbers_are_inexact_in_indexes() {
+        use serde_json::json;
+        for (v, inexact) in [
+            (json!(1), false),
+            (json!(-2.5), false),
+            (json!("x"), false),
+            (json!(9_007_199_254_740_991i64), false),
+            (json!(9_007_199_254_740_993i64), true),
+            (json!(-9_007_199_254_740_993i64), true),
+        ] {
+            assert_eq!(index_value_is_inexact(&enc_val(&v)), inexact, "{v}");
         }
     }
 

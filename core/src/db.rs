@@ -12,7 +12,9 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use serde_json::Value;
 
 use crate::catalog::{Catalog, TableDef, TableInfo, TableOptions};
-use crate::codec::{index_value_len, put_index_value, put_key, take_key, Key};
+use crate::codec::{
+    index_value_is_inexact, index_value_len, put_index_value, put_key, take_key, Key,
+};
 use crate::dir::{load_or_create_identity, validate_node_name, DirLock};
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
@@ -530,14 +532,31 @@ impl Database {
             Some(p) => Bound::Excluded(p),
             None => Bound::Unbounded,
         };
+        // An excluded bound at or beyond 2^53 shares its slot with other
+        // integers, so it is scanned inclusively and the records decide.
+        let inexact = |k: &[u8]| index_value_is_inexact(&k[prefix.len()..]);
         let lo = match lower {
             Bound::Included(v) => Bound::Included(encode(v)?),
-            Bound::Excluded(v) => successor(encode(v)?),
+            Bound::Excluded(v) => {
+                let k = encode(v)?;
+                if inexact(&k) {
+                    Bound::Included(k)
+                } else {
+                    successor(k)
+                }
+            }
             Bound::Unbounded => Bound::Included(prefix.to_vec()),
         };
         let hi = match upper {
             Bound::Included(v) => successor(encode(v)?),
-            Bound::Excluded(v) => Bound::Excluded(encode(v)?),
+            Bound::Excluded(v) => {
+                let k = encode(v)?;
+                if inexact(&k) {
+                    successor(k)
+                } else {
+                    Bound::Excluded(k)
+                }
+            }
             Bound::Unbounded => successor(prefix.to_vec()),
         };
         let limit = limit.unwrap_or(usize::MAX);
@@ -554,13 +573,13 @@ impl Database {
             if seen.contains(&key) {
                 continue;
             }
+            let inexact = index_value_is_inexact(&rest[..vlen]);
             let Some(rec) = read_record(&store, &def, key.clone())? else {
                 continue;
             };
-            // The index may share a slot between numbers that differ beyond
-            // f64 precision, so the record itself decides.
-            let value = rec.to_value();
-            if matches_bounds(value.get(attribute), lower, upper) {
+            // Numbers beyond 2^53 may share an index slot with neighbours,
+            // so for those the record itself decides.
+            if !inexact || matches_bounds(rec.to_value().get(attribute), lower, upper) {
                 seen.insert(key);
                 out.push(rec);
             }

@@ -268,7 +268,8 @@ impl Transaction {
                 local_time: stamp.time,
                 writes: log_writes,
             };
-            let seq = finish(&db, &store, &mut w, ctx.batch, entry, true)?;
+            let repeated = ctx.repeated;
+            let seq = finish(&db, &store, &mut w, ctx.batch, repeated, entry, true)?;
             return Ok((CommitInfo { seq, stamp }, existed));
         }
     }
@@ -339,15 +340,19 @@ impl Database {
             }
             // Checked before anything of the transaction is staged, so a bad
             // write refuses its whole transaction and nothing else.
-            if let Err(e) = self.check_remote_puts(&t.writes) {
-                outcomes.push(RemoteOutcome::Refused(e));
-                continue;
-            }
+            let parsed = match self.check_remote_puts(&t.writes) {
+                Ok(p) => p,
+                Err(e) => {
+                    outcomes.push(RemoteOutcome::Refused(e));
+                    continue;
+                }
+            };
             shared.hlc.observe(t.stamp.time);
             ctx.seq = next_seq;
             let (mut superseded, mut missing_table) = (0, 0);
             let mut applied = Vec::new();
-            for wr in last_write_per_record(&t.writes) {
+            for i in last_write_per_record(&t.writes) {
+                let wr = &t.writes[i];
                 let Ok(def) = self.table(&wr.table) else {
                     missing_table += 1;
                     continue;
@@ -358,7 +363,7 @@ impl Database {
                     superseded += 1;
                     continue;
                 }
-                ctx.write(&def, rk, &wr.key, old, t.stamp, &wr.op, None)?;
+                ctx.write(&def, rk, &wr.key, old, t.stamp, &wr.op, parsed[i].as_ref())?;
                 applied.push(wr.clone());
             }
             let seq = if applied.is_empty() {
@@ -384,6 +389,7 @@ impl Database {
                 missing_table,
             });
         }
+        let repeated = ctx.repeated;
         let mut batch = ctx.batch;
         if let Some((name, value)) = cursor {
             batch.put(Space::Meta, cursor_key(name), value.to_vec());
@@ -397,7 +403,7 @@ impl Database {
         if batch.is_empty() {
             return Ok(outcomes);
         }
-        commit_batch(self, &store, batch, true)?;
+        commit_batch(self, &store, batch, repeated)?;
         w.next_seq = next_seq;
         w.log_bytes += log_bytes;
         if let Some(last) = entries.last() {
@@ -415,13 +421,17 @@ impl Database {
     /// object within `max_record_bytes` whose primary-key attribute is the
     /// key it is filed under. Anything else would be stored verbatim and
     /// break later reads, updates and index maintenance of that record.
-    fn check_remote_puts(&self, writes: &[LogWrite]) -> Result<()> {
+    /// Returns the parsed records (by write position) for index upkeep.
+    fn check_remote_puts(&self, writes: &[LogWrite]) -> Result<Vec<Option<Map<String, Value>>>> {
         let limit = self.shared.opts.max_record_bytes;
+        let mut parsed = Vec::with_capacity(writes.len());
         for w in writes {
             let WriteOp::Put { json, .. } = &w.op else {
+                parsed.push(None);
                 continue;
             };
             let Ok(def) = self.table(&w.table) else {
+                parsed.push(None);
                 continue; // counted as a missing table by the caller
             };
             if json.len() > limit {
@@ -439,23 +449,23 @@ impl Database {
                     found: format!("{key}, but the write is for key {}", w.key),
                 });
             }
+            parsed.push(Some(obj));
         }
-        Ok(())
+        Ok(parsed)
     }
 }
 
 /// A transaction's effect on a record is its last write to it; applying
 /// only that keeps "equal stamp means the same write" true inside one
 /// transaction too.
-fn last_write_per_record(writes: &[LogWrite]) -> Vec<&LogWrite> {
+fn last_write_per_record(writes: &[LogWrite]) -> Vec<usize> {
     if writes.len() < 2 {
-        return writes.iter().collect();
+        return (0..writes.len()).collect();
     }
     let mut seen = std::collections::HashSet::with_capacity(writes.len());
-    let mut out: Vec<&LogWrite> = writes
-        .iter()
+    let mut out: Vec<usize> = (0..writes.len())
         .rev()
-        .filter(|w| seen.insert((w.table.as_str(), &w.key)))
+        .filter(|&i| seen.insert((writes[i].table.as_str(), &writes[i].key)))
         .collect();
     out.reverse();
     out
@@ -494,6 +504,8 @@ struct Ctx<'a> {
     store: &'a Store,
     batch: Batch,
     overlay: Option<HashMap<Vec<u8>, OldRow>>,
+    /// A record was written twice in this batch, so keys may repeat.
+    repeated: bool,
     /// Log sequence the current transaction's writes will carry; tombstones
     /// remember it so collection knows when every peer has them.
     seq: u64,
@@ -505,6 +517,7 @@ impl<'a> Ctx<'a> {
             store,
             batch: Batch::default(),
             overlay: (writes > 1).then(HashMap::new),
+            repeated: false,
             seq,
         }
     }
@@ -611,7 +624,7 @@ impl<'a> Ctx<'a> {
                 WriteOp::Put { json, .. } => Arc::from(json.as_str()),
                 WriteOp::Delete => Arc::from(""),
             };
-            overlay.insert(rk, OldRow { header, json });
+            self.repeated |= overlay.insert(rk, OldRow { header, json }).is_some();
         }
         Ok(())
     }
@@ -664,13 +677,14 @@ fn finish(
     store: &Store,
     w: &mut WriteState,
     mut batch: Batch,
+    repeated: bool,
     entry: LogEntry,
     local: bool,
 ) -> Result<u64> {
     let encoded = entry.encode();
     let bytes = (encoded.len() + 8) as u64;
     batch.put(Space::Log, seq_key(entry.seq).to_vec(), encoded);
-    commit_batch(db, store, batch, entry.writes.len() > 1)?;
+    commit_batch(db, store, batch, repeated)?;
     w.next_seq = entry.seq + 1;
     w.log_bytes += bytes;
     let seq = entry.seq;

@@ -607,3 +607,31 @@ fn child_process() {
         other => panic!("unknown role {other}"),
     }
 }
+
+#[test]
+fn finds_stay_exact_for_integers_beyond_f64_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), EngineKind::Fjall);
+    db.create_table("t", TableOptions::default().index("n"))
+        .unwrap();
+    // 2^53 + 1 and 2^53 share one f64; the index must still tell them apart.
+    db.upsert("t", json!({"id": 1, "n": 9_007_199_254_740_993i64}))
+        .unwrap();
+    db.upsert("t", json!({"id": 2, "n": 9_007_199_254_740_992i64}))
+        .unwrap();
+    let hits = db
+        .find_eq("t", "n", &json!(9_007_199_254_740_993i64))
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].key(), &Key::Int(1));
+    let above = db
+        .find(
+            "t",
+            "n",
+            Bound::Excluded(&json!(9_007_199_254_740_992i64)),
+            Bound::Unbounded,
+            None,
+        )
+        .unwrap();
+    assert_eq!(above.len(), 1);
+}
