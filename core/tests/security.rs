@@ -606,3 +606,32 @@ fn fuzzed_truncated_and_oversized_frames_close_only_that_connection() {
     );
     f.good_edge_unharmed("after-fuzz");
 }
+
+#[test]
+fn a_peer_cannot_acknowledge_what_was_never_sent_to_it() {
+    let f = fixture();
+    f.cloud
+        .upsert("thresholds", json!({"id": "s2", "max": 60}))
+        .unwrap();
+    f.rt.block_on(async {
+        let (mut s, _) = f.open_link("edge-3").await;
+        write_message(&mut s, &Message::Ack { upto_seq: u64::MAX })
+            .await
+            .unwrap();
+        expect_closed(&mut s).await;
+    });
+    wait_until("the false ack is reported", T, || {
+        f.cloud
+            .peer_status("edge-3")
+            .unwrap()
+            .last_error
+            .is_some_and(|e| e.contains("acknowledged"))
+    });
+    let s = f.cloud.peer_status("edge-3").unwrap();
+    assert_eq!(s.acked_seq, 0, "{s:?}");
+    assert!(matches!(
+        f.cloud
+            .wait_for_ack("edge-3", 1, Duration::from_millis(200)),
+        Err(Error::Timeout(_))
+    ));
+}

@@ -113,11 +113,14 @@ impl PeerState {
         }
     }
 
-    pub(crate) fn clear_session(&self, id: u64) {
+    /// Forgets session `id` if it is the current one; returns whether it was.
+    pub(crate) fn clear_session(&self, id: u64) -> bool {
         let mut s = self.session.lock();
         if s.as_ref().is_some_and(|(i, _)| *i == id) {
             *s = None;
+            return true;
         }
+        false
     }
 
     pub(crate) fn set_connected(&self, node_id: u64) {
@@ -171,7 +174,13 @@ impl PeerState {
         let config = self.config();
         let acked = *self.acked.borrow();
         let bounds = db.log_bounds()?;
-        let backlog_txns = bounds.last.saturating_sub(acked);
+        // A peer this node publishes nothing to has no backlog here.
+        let publishes = config.tables.iter().any(|t| t.publish);
+        let backlog_txns = if publishes {
+            bounds.last.saturating_sub(acked)
+        } else {
+            0
+        };
         let (mut backlog_bytes, mut lag_ms) = (0, 0);
         if backlog_txns > 0 {
             let from = (acked + 1).max(bounds.first);

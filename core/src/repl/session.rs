@@ -198,8 +198,11 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     let r2 = r.clone();
     let task = tokio::spawn(async move {
         let res = run(&r2, db, &peer2, reader, writer, hello, cursor).await;
-        peer2.clear_session(id);
-        peer2.set_disconnected(res.err().map(|e| e.to_string()));
+        // A link that was replaced by a newer one must not mark the peer
+        // disconnected while the newer one is up.
+        if peer2.clear_session(id) {
+            peer2.set_disconnected(res.err().map(|e| e.to_string()));
+        }
     });
     peer.set_session(id, task.abort_handle());
     let _ = task.await;
@@ -491,6 +494,7 @@ impl Sender {
         // Lets the peer acknowledge a position right away, so delivery
         // waits on tables it resumed do not hang until the next write.
         let mut floor = lanes.floor();
+        self.peer.counters.lock().sent_seq = floor;
         self.send(Message::Progress { upto_seq: floor }).await?;
         loop {
             while lanes.front().saturating_sub(*acked.borrow_and_update()) >= window {
@@ -541,6 +545,9 @@ impl Sender {
                 }
             }
             if !frame.is_empty() || new_floor > floor {
+                // Recorded before sending: the peer may acknowledge it
+                // before this task runs again.
+                self.peer.counters.lock().sent_seq = new_floor;
                 self.send(Message::TxnsUpTo {
                     txns: frame,
                     upto_seq: new_floor,
@@ -548,7 +555,6 @@ impl Sender {
                 .await?;
             }
             floor = new_floor;
-            self.peer.counters.lock().sent_seq = floor;
         }
     }
 }
@@ -615,6 +621,16 @@ impl Receiver {
                         .note_error(format!("`{}` refused table `{table}`: {reason}", self.name));
                 }
                 Message::Ack { upto_seq } => {
+                    // A peer cannot acknowledge what was never sent to it:
+                    // that would fake delivery receipts and let retention
+                    // drop entries it still needs.
+                    let sent = self.peer.counters.lock().sent_seq;
+                    if upto_seq > sent {
+                        return Err(Error::Peer(format!(
+                            "`{}` acknowledged sequence {upto_seq}, but only {sent} was sent to it",
+                            self.name
+                        )));
+                    }
                     // Persisted before anyone waiting is woken, so a receipt
                     // the app has seen is still known after it restarts.
                     if upto_seq > *self.peer.acked.borrow() {
