@@ -76,6 +76,9 @@ pub struct Retention {
     pub log_max_bytes: u64,
     /// Entries older than this are trimmed even if a peer still needs them.
     pub log_max_age: Option<Duration>,
+    /// Acknowledged entries stay at least this long, for local readers of
+    /// the log (the caps still apply).
+    pub log_min_age: Duration,
     /// A tombstone acknowledged by every peer is purged once this old. Until
     /// then a late, older write for its key still loses to it.
     pub tombstone_min_age: Duration,
@@ -90,6 +93,7 @@ impl Default for Retention {
         Retention {
             log_max_bytes: 256 << 20,
             log_max_age: Some(Duration::from_secs(7 * 86_400)),
+            log_min_age: Duration::ZERO,
             tombstone_min_age: Duration::from_secs(3600),
             tombstone_max_age: Duration::from_secs(30 * 86_400),
         }

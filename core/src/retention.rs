@@ -38,6 +38,9 @@ pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<T
     let age_cutoff = retention
         .log_max_age
         .map(|a| crate::hlc::millis_to_hlc(now_ms.saturating_sub(a.as_millis() as u64)));
+    let keep_after = (!retention.log_min_age.is_zero()).then(|| {
+        crate::hlc::millis_to_hlc(now_ms.saturating_sub(retention.log_min_age.as_millis() as u64))
+    });
     let mut report = TrimReport::default();
     loop {
         let (first, last, bytes) = {
@@ -62,12 +65,14 @@ pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<T
             let (k, v) = item?;
             let seq = seq_from_key(&k)?;
             let size = (k.len() + v.len()) as u64;
-            let acked = seq <= acked_floor;
-            let too_big = over > 0;
-            let too_old = match age_cutoff {
-                Some(cut) => LogEntry::decode(&v)?.local_time < cut,
-                None => false,
+            let local_time = if age_cutoff.is_some() || keep_after.is_some() {
+                LogEntry::decode(&v)?.local_time
+            } else {
+                0
             };
+            let acked = seq <= acked_floor && keep_after.is_none_or(|k| local_time < k);
+            let too_big = over > 0;
+            let too_old = age_cutoff.is_some_and(|cut| local_time < cut);
             if !(acked || too_big || too_old) {
                 break;
             }
@@ -295,5 +300,19 @@ mod tests {
             collect_tombstones(&db, 0, now + 31 * 86_400_000).unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn a_minimum_age_keeps_acknowledged_entries_for_local_readers() {
+        let (_d, db) = db_with(crate::db::Retention {
+            log_min_age: std::time::Duration::from_secs(600),
+            ..Default::default()
+        });
+        for i in 0..10 {
+            db.upsert("t", json!({"id": i})).unwrap();
+        }
+        let now = crate::hlc::wall_millis();
+        assert_eq!(trim_log(&db, u64::MAX, now).unwrap().removed, 0);
+        assert_eq!(trim_log(&db, u64::MAX, now + 700_000).unwrap().removed, 9);
     }
 }

@@ -22,6 +22,15 @@ const TOTAL: u64 = 50_000;
 const MARKER_EVERY: u64 = 250;
 const T: Duration = Duration::from_secs(60);
 
+/// Acknowledged entries stay in the log, so it can be compared whole.
+fn keep_log(o: OpenOptions) -> OpenOptions {
+    o.retention(Retention {
+        log_min_age: Duration::from_secs(3600),
+        log_max_bytes: 4 << 30,
+        ..Retention::default()
+    })
+}
+
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let text = format!(
         r#"
@@ -34,6 +43,10 @@ cert = "pki/cloud.pem"
 key = "pki/cloud.key"
 ca = "pki/ca.pem"
 {FAST_TIMERS}
+# Keep the whole log, so the test can check every transaction arrived once.
+[retention]
+log_min_age_secs = 3600
+log_max_mib = 4096
 [[tables]]
 name = "events"
 # pair_a and pair_b are not listed: the cloud creates them when the edge's
@@ -53,7 +66,7 @@ tables = [
 }
 
 fn open_edge(dir: &Path, addr: &str) -> Database {
-    let db = Database::open(dir.join("edge-1"), OpenOptions::new("edge-1")).unwrap();
+    let db = Database::open(dir.join("edge-1"), keep_log(OpenOptions::new("edge-1"))).unwrap();
     for t in ["events", "pair_a", "pair_b"] {
         db.ensure_table(t, TableOptions::default()).unwrap();
     }
@@ -115,7 +128,8 @@ fn pairs_agree(db: &Database) -> usize {
 /// around any crash is still there to find.)
 fn check_cloud_at_rest(dir: &Path, when: &str) -> u64 {
     let t = Instant::now();
-    let cloud = Database::open(dir.join("cloud-data"), OpenOptions::new("cloud")).unwrap();
+    let cloud =
+        Database::open(dir.join("cloud-data"), keep_log(OpenOptions::new("cloud"))).unwrap();
     let markers = pairs_agree(&cloud);
     let last = cloud.log_bounds().unwrap().last;
     cloud.close().unwrap();
@@ -224,7 +238,8 @@ fn stream_survives_sigkill_and_restarts_of_either_side_exactly_once() {
 
     let verify = Instant::now();
     // The cloud holds exactly the edge's records...
-    let cloud = Database::open(dir.join("cloud-data"), OpenOptions::new("cloud")).unwrap();
+    let cloud =
+        Database::open(dir.join("cloud-data"), keep_log(OpenOptions::new("cloud"))).unwrap();
     eprintln!("cloud opened in {:?}", verify.elapsed());
     for t in ["events", "pair_a", "pair_b"] {
         assert_eq!(table_state(&cloud, t), table_state(&edge, t), "table {t}");

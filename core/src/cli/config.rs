@@ -31,6 +31,13 @@
 //! backoff_max_ms = 10000
 //! worker_threads = 2
 //!
+//! [retention]                    # optional; how long the transaction log and tombstones stay
+//! log_max_mib = 256              # the log is trimmed, oldest first, to stay under this
+//! log_max_age_secs = 604800      # entries older than this go even if a peer still needs them
+//! log_min_age_secs = 0           # acknowledged entries stay at least this long
+//! tombstone_min_age_secs = 3600  # acknowledged tombstones are purged once this old
+//! tombstone_max_age_secs = 2592000  # and all tombstones at this age
+//!
 //! [[tables]]                     # created at start if missing (never altered if present)
 //! name = "thresholds"
 //! primary_key = "sensor"         # default "id"
@@ -79,6 +86,8 @@ pub struct Config {
     #[serde(default)]
     pub replication: Timers,
     #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
     pub tables: Vec<TableConfig>,
     /// The library's own peer type, so the file says exactly what
     /// `Database::add_peer` takes (it refuses unknown keys too).
@@ -88,6 +97,17 @@ pub struct Config {
 
 fn default_status_interval() -> u64 {
     10
+}
+
+/// `[retention]`: see `tidelog::Retention`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub log_max_mib: Option<u64>,
+    pub log_max_age_secs: Option<u64>,
+    pub log_min_age_secs: Option<u64>,
+    pub tombstone_min_age_secs: Option<u64>,
+    pub tombstone_max_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -259,6 +279,25 @@ impl Config {
         }
         if let Some(s) = self.max_clock_skew_secs {
             o.max_clock_skew = Duration::from_secs(s);
+        }
+        let r = &self.retention;
+        let secs = Duration::from_secs;
+        if let Some(mib) = r.log_max_mib {
+            o.retention.log_max_bytes = mib
+                .checked_mul(1 << 20)
+                .ok_or_else(|| CliError::Config(format!("log_max_mib = {mib} is too large")))?;
+        }
+        if let Some(s) = r.log_max_age_secs {
+            o.retention.log_max_age = Some(secs(s));
+        }
+        if let Some(s) = r.log_min_age_secs {
+            o.retention.log_min_age = secs(s);
+        }
+        if let Some(s) = r.tombstone_min_age_secs {
+            o.retention.tombstone_min_age = secs(s);
+        }
+        if let Some(s) = r.tombstone_max_age_secs {
+            o.retention.tombstone_max_age = secs(s);
         }
         Ok(o)
     }
