@@ -160,12 +160,27 @@ impl Store {
             EngineKind::Sled => {
                 // One tree with a keyspace prefix byte: sled batches are only
                 // atomic within one tree, and multi-tree transactions are slow.
-                let db = sled::Config::new()
+                let config = sled::Config::new()
                     .path(dir)
                     .cache_capacity(tuning.memory_budget)
-                    .flush_every_ms(None)
-                    .open()?;
-                Ok(Store::Sled { db })
+                    .flush_every_ms(None);
+                // sled's background threads can hold its file lock for a
+                // moment after the previous handle was dropped (our own
+                // directory lock already proved no live handle remains), so
+                // a reopen right after a close waits for it briefly.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                loop {
+                    match config.open() {
+                        Ok(db) => return Ok(Store::Sled { db }),
+                        Err(sled::Error::Io(e))
+                            if e.to_string().contains("could not acquire lock")
+                                && std::time::Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
         }
     }
