@@ -153,18 +153,15 @@ impl Lanes {
             if !others.is_empty() {
                 self.sent_whole.insert(e.seq, others.len());
             }
+            let (seq, stamp) = (e.seq, e.stamp);
+            let starts = &self.starts;
             let writes: Vec<LogWrite> = e
                 .writes
-                .iter()
-                .filter(|w| self.sendable(&e, w))
-                .cloned()
+                .into_iter()
+                .filter(|w| starts.get(&w.table).is_some_and(|s| seq > *s))
                 .collect();
-            out.push(WireTxn {
-                seq: e.seq,
-                stamp: e.stamp,
-                writes,
-            });
-            self.lanes[lane].pos = e.seq;
+            out.push(WireTxn { seq, stamp, writes });
+            self.lanes[lane].pos = seq;
         }
         out
     }
