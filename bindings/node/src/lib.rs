@@ -1,0 +1,1184 @@
+//! Node.js binding of tidelog (napi-rs 3).
+//!
+//! This crate is the native half; `index.js` is the public JavaScript API
+//! and turns what these classes return into plain objects and typed errors.
+//! Records cross the boundary as JSON text (`JSON.stringify` / `JSON.parse`
+//! in JavaScript, serde_json here): measured faster than building objects
+//! property by property through napi (see `bench/bench.js`).
+//!
+//! Errors thrown from here carry `code` = one of the tidelog codes
+//! (`NOT_FOUND`, `INVALID_INPUT`, ...). Rejections of async tasks carry the
+//! code as a `[TIDELOG:<CODE>] ` prefix of the message, because libuv task
+//! errors only hold a napi status; `index.js` turns both into `TidelogError`
+//! subclasses.
+//!
+//! Threads: every call here runs on the JavaScript thread except the
+//! `AsyncTask`s (libuv worker pool) and the change-listener closures, which
+//! run on tidelog's `tidelog-events` thread and only queue JSON text onto a
+//! threadsafe function.
+
+#![allow(clippy::new_without_default)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use napi::bindgen_prelude::{AsyncTask, BigInt, Either3, Function};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status, Task};
+use napi_derive::napi;
+use serde_json::Value;
+
+use tidelog::log::WriteOp;
+use tidelog::{
+    ChangeEvent, CommitInfo, Database, Durability, EngineKind, ErrorKind, Key, LogEntry,
+    ListenerId, OpenOptions, PeerConfig, PeerStatus, Record, ReplicationOptions, ScanOptions,
+    Security, Stamp, TableFlow, TableInfo, TableOptions, TlsIdentity, Transaction,
+};
+
+// ---- errors -------------------------------------------------------------
+
+/// Every error thrown to JavaScript: the tidelog code travels as a
+/// `[TIDELOG:<CODE>] ` prefix of the message (napi-derive only throws
+/// errors with a napi status), which index.js strips into `err.code`.
+type R<T> = napi::Result<T>;
+
+fn code_of(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidInput => "INVALID_INPUT",
+        ErrorKind::NotFound => "NOT_FOUND",
+        ErrorKind::AlreadyExists => "ALREADY_EXISTS",
+        ErrorKind::Closed => "CLOSED",
+        ErrorKind::Locked => "LOCKED",
+        ErrorKind::Storage => "STORAGE",
+        ErrorKind::Corrupt => "CORRUPT",
+        ErrorKind::ClockSkew => "CLOCK_SKEW",
+        ErrorKind::Timeout => "TIMEOUT",
+        ErrorKind::Tls => "TLS",
+        ErrorKind::Peer => "PEER",
+        ErrorKind::Unsupported => "UNSUPPORTED",
+    }
+}
+
+fn err(e: tidelog::Error) -> napi::Error {
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("[TIDELOG:{}] {e}", code_of(e.kind())),
+    )
+}
+
+fn invalid(msg: impl Into<String>) -> napi::Error {
+    napi::Error::new(
+        Status::InvalidArg,
+        format!("[TIDELOG:INVALID_INPUT] {}", msg.into()),
+    )
+}
+
+trait OrJs<T> {
+    fn js(self) -> napi::Result<T>;
+}
+
+impl<T> OrJs<T> for tidelog::Result<T> {
+    fn js(self) -> napi::Result<T> {
+        self.map_err(err)
+    }
+}
+
+// ---- conversions --------------------------------------------------------
+
+type JsKey = Either3<String, i64, BigInt>;
+
+fn key_of(k: JsKey) -> napi::Result<Key> {
+    match k {
+        Either3::A(s) => Ok(Key::Str(s)),
+        Either3::B(i) => Ok(Key::Int(i)),
+        Either3::C(b) => match b.get_i64() {
+            (i, true) => Ok(Key::Int(i)),
+            _ => Err(invalid(
+                "invalid key: a bigint key must fit in a signed 64-bit integer",
+            )),
+        },
+    }
+}
+
+fn key_of_value(v: &Value, what: &str) -> napi::Result<Key> {
+    Key::from_json(v).ok_or_else(|| {
+        invalid(format!(
+            "invalid {what}: primary key values are strings or integers"
+        ))
+    })
+}
+
+fn hex(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// A non-negative integer option given as a JS number.
+fn uint(what: &str, v: f64) -> napi::Result<u64> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
+        Ok(v as u64)
+    } else {
+        Err(invalid(format!(
+            "invalid {what}: must be a non-negative integer, got {v}"
+        )))
+    }
+}
+
+fn millis(what: &str, v: f64) -> napi::Result<Duration> {
+    uint(what, v).map(Duration::from_millis)
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // Serializing a str cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+fn push_key(out: &mut String, k: &Key) {
+    match k {
+        Key::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Key::Str(s) => push_json_str(out, s),
+    }
+}
+
+/// `{"time":"<decimal>","node":"<hex>"}`: the time does not fit a JS
+/// number, so it travels as text and becomes a bigint in index.js.
+fn push_stamp(out: &mut String, s: &Stamp) {
+    let _ = write!(out, "{{\"time\":\"{}\",\"node\":\"{:016x}\"}}", s.time, s.node);
+}
+
+fn records_json(records: &[Record]) -> String {
+    let mut out = String::with_capacity(2 + records.len() * 96);
+    out.push('[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&r.to_json_string());
+    }
+    out.push(']');
+    out
+}
+
+/// A log write's record with the two time attributes reads add.
+fn push_logged_record(out: &mut String, json: &str, created: u64, stamp: &Stamp) {
+    let created_ms = Stamp {
+        time: created,
+        node: 0,
+    }
+    .millis();
+    let _ = write!(
+        out,
+        "{{\"__createdtime__\":{created_ms},\"__updatedtime__\":{}",
+        stamp.millis()
+    );
+    let rest = json.strip_prefix('{').unwrap_or("}");
+    if rest.trim_start() != "}" {
+        out.push(',');
+    }
+    out.push_str(rest);
+}
+
+fn log_json(entries: &[LogEntry]) -> String {
+    let mut out = String::from("[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let local_ms = Stamp {
+            time: e.local_time,
+            node: 0,
+        }
+        .millis();
+        let _ = write!(out, "{{\"seq\":{},\"stamp\":", e.seq);
+        push_stamp(&mut out, &e.stamp);
+        let _ = write!(
+            out,
+            ",\"origin\":\"{:016x}\",\"localTimeMs\":{local_ms},\"writes\":[",
+            e.origin()
+        );
+        for (j, w) in e.writes.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"table\":");
+            push_json_str(&mut out, &w.table);
+            out.push_str(",\"key\":");
+            push_key(&mut out, &w.key);
+            match &w.op {
+                WriteOp::Put { json, created } => {
+                    out.push_str(",\"op\":\"put\",\"record\":");
+                    push_logged_record(&mut out, json, *created, &e.stamp);
+                }
+                WriteOp::Delete => out.push_str(",\"op\":\"delete\",\"record\":null"),
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+    out
+}
+
+fn event_json(ev: &ChangeEvent) -> String {
+    let mut out = String::with_capacity(128);
+    out.push_str("{\"table\":");
+    push_json_str(&mut out, &ev.table);
+    let _ = write!(
+        out,
+        ",\"seq\":{},\"origin\":\"{:016x}\",\"local\":{},\"stamp\":",
+        ev.seq,
+        ev.origin(),
+        ev.local
+    );
+    push_stamp(&mut out, &ev.stamp);
+    out.push_str(",\"changes\":[");
+    for (i, c) in ev.changes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"key\":");
+        push_key(&mut out, &c.key);
+        out.push_str(",\"record\":");
+        match &c.record {
+            Some(r) => out.push_str(&r.to_json_string()),
+            None => out.push_str("null"),
+        }
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Parses record JSON text into the value the core API takes, with the
+/// core's typed errors (not an object, invalid JSON).
+fn record_value(json: &str) -> napi::Result<Value> {
+    tidelog::record::parse_object(json)
+        .map(Value::Object)
+        .js()
+}
+
+// ---- plain objects ------------------------------------------------------
+
+#[napi(object)]
+pub struct OpenOpts {
+    pub node_name: String,
+    /// "fjall" (default) or "sled".
+    pub engine: Option<String>,
+    /// "grouped" (default) or "sync".
+    pub durability: Option<String>,
+    pub flush_interval_ms: Option<f64>,
+    pub memory_budget: Option<f64>,
+    pub max_record_bytes: Option<f64>,
+    pub max_clock_skew_ms: Option<f64>,
+    pub expiry_interval_ms: Option<f64>,
+}
+
+#[napi(object)]
+pub struct TableOpts {
+    pub primary_key: Option<String>,
+    pub indexes: Option<Vec<String>>,
+    pub expiration: Option<f64>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct TableInfoObj {
+    pub name: String,
+    pub primary_key: String,
+    pub indexes: Vec<String>,
+    pub expiration: Option<f64>,
+}
+
+impl From<TableInfo> for TableInfoObj {
+    fn from(t: TableInfo) -> Self {
+        TableInfoObj {
+            name: t.name,
+            primary_key: t.primary_key,
+            indexes: t.indexes,
+            expiration: t.expiration.map(|e| e as f64),
+        }
+    }
+}
+
+#[napi(object, object_from_js = false)]
+pub struct CommitObj {
+    pub seq: f64,
+    pub time: u64,
+    pub node: String,
+}
+
+#[napi(object)]
+pub struct RangeOpts {
+    pub gt: Option<Value>,
+    pub gte: Option<Value>,
+    pub lt: Option<Value>,
+    pub lte: Option<Value>,
+    pub reverse: Option<bool>,
+    pub limit: Option<f64>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct LogBoundsObj {
+    pub first: f64,
+    pub last: f64,
+}
+
+#[napi(object)]
+pub struct TlsOpts {
+    /// Path of this node's PEM certificate chain, or the PEM text itself.
+    pub cert: String,
+    /// Path of this node's PEM private key, or the PEM text itself.
+    pub key: String,
+    /// Path of the PEM CA bundle that signs every peer, or the PEM text.
+    pub ca: String,
+}
+
+#[napi(object)]
+pub struct ReplicationOpts {
+    pub tls: Option<TlsOpts>,
+    pub insecure: Option<bool>,
+    pub heartbeat_interval_ms: Option<f64>,
+    pub idle_timeout_ms: Option<f64>,
+    pub connect_timeout_ms: Option<f64>,
+    pub backoff_initial_ms: Option<f64>,
+    pub backoff_max_ms: Option<f64>,
+    pub max_frame_bytes: Option<f64>,
+    pub batch_max_txns: Option<f64>,
+    pub window_txns: Option<f64>,
+    pub sync_chunk_rows: Option<f64>,
+    pub worker_threads: Option<f64>,
+}
+
+#[napi(object)]
+pub struct TableFlowObj {
+    pub table: String,
+    pub publish: Option<bool>,
+    pub subscribe: Option<bool>,
+    pub since_ms: Option<f64>,
+}
+
+#[napi(object)]
+pub struct PeerOpts {
+    pub name: String,
+    pub address: Option<String>,
+    pub tables: Option<Vec<TableFlowObj>>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct TableStatusObj {
+    pub table: String,
+    pub publish: bool,
+    pub subscribe: bool,
+    pub inbound: String,
+    pub outbound: String,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct PeerStatusObj {
+    pub name: String,
+    pub address: Option<String>,
+    pub connected: bool,
+    pub since_ms: Option<f64>,
+    pub last_error: Option<String>,
+    pub node_id: Option<String>,
+    pub tables: Vec<TableStatusObj>,
+    pub sent_seq: f64,
+    pub acked_seq: f64,
+    pub received_seq: f64,
+    pub backlog_txns: f64,
+    pub backlog_bytes: f64,
+    pub lag_ms: f64,
+    pub refused_writes: f64,
+    pub syncs_received: f64,
+    pub connects: f64,
+}
+
+impl From<PeerStatus> for PeerStatusObj {
+    fn from(p: PeerStatus) -> Self {
+        PeerStatusObj {
+            name: p.name,
+            address: p.address,
+            connected: p.connected,
+            since_ms: p.since_ms.map(|v| v as f64),
+            last_error: p.last_error,
+            node_id: p.node_id.map(hex),
+            tables: p
+                .tables
+                .into_iter()
+                .map(|t| TableStatusObj {
+                    table: t.table,
+                    publish: t.publish,
+                    subscribe: t.subscribe,
+                    inbound: t.inbound,
+                    outbound: t.outbound,
+                })
+                .collect(),
+            sent_seq: p.sent_seq as f64,
+            acked_seq: p.acked_seq as f64,
+            received_seq: p.received_seq as f64,
+            backlog_txns: p.backlog_txns as f64,
+            backlog_bytes: p.backlog_bytes as f64,
+            lag_ms: p.lag_ms as f64,
+            refused_writes: p.refused_writes as f64,
+            syncs_received: p.syncs_received as f64,
+            connects: p.connects as f64,
+        }
+    }
+}
+
+#[napi(object, object_from_js = false)]
+pub struct BaselineObj {
+    pub upserts_per_sec: f64,
+    pub gets_per_sec: f64,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct NodeCertObj {
+    pub name: String,
+    pub cert: String,
+    pub key: String,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct DevCertsObj {
+    pub ca: String,
+    pub nodes: Vec<NodeCertObj>,
+}
+
+fn commit_obj(c: CommitInfo) -> CommitObj {
+    CommitObj {
+        seq: c.seq as f64,
+        time: c.stamp.time,
+        node: hex(c.stamp.node),
+    }
+}
+
+fn open_options(o: OpenOpts) -> napi::Result<OpenOptions> {
+    let mut opts = OpenOptions::new(o.node_name);
+    match o.engine.as_deref() {
+        None | Some("fjall") => opts = opts.engine(EngineKind::Fjall),
+        Some("sled") => opts = opts.engine(EngineKind::Sled),
+        Some(other) => {
+            return Err(invalid(format!(
+                "invalid engine: `{other}` must be \"fjall\" or \"sled\""
+            )))
+        }
+    }
+    let interval = match o.flush_interval_ms {
+        Some(v) => millis("flushIntervalMs", v)?,
+        None => Duration::from_millis(50),
+    };
+    match o.durability.as_deref() {
+        None | Some("grouped") => opts = opts.durability(Durability::Grouped { interval }),
+        Some("sync") => opts = opts.durability(Durability::Sync),
+        Some(other) => {
+            return Err(invalid(format!(
+                "invalid durability: `{other}` must be \"grouped\" or \"sync\""
+            )))
+        }
+    }
+    if let Some(v) = o.memory_budget {
+        opts = opts.memory_budget(uint("memoryBudget", v)?);
+    }
+    if let Some(v) = o.max_record_bytes {
+        opts = opts.max_record_bytes(uint("maxRecordBytes", v)? as usize);
+    }
+    if let Some(v) = o.max_clock_skew_ms {
+        opts = opts.max_clock_skew(millis("maxClockSkewMs", v)?);
+    }
+    if let Some(v) = o.expiry_interval_ms {
+        let d = millis("expiryIntervalMs", v)?;
+        if d.is_zero() {
+            return Err(invalid("invalid expiryIntervalMs: must be at least 1"));
+        }
+        opts = opts.expiry_interval(d);
+    }
+    Ok(opts)
+}
+
+fn table_options(o: Option<TableOpts>) -> napi::Result<TableOptions> {
+    let mut t = TableOptions::default();
+    if let Some(o) = o {
+        if let Some(pk) = o.primary_key {
+            t.primary_key = pk;
+        }
+        if let Some(ix) = o.indexes {
+            t.indexes = ix;
+        }
+        if let Some(e) = o.expiration {
+            t.expiration = Some(uint("expiration", e)?);
+        }
+    }
+    Ok(t)
+}
+
+fn pem_or_path(s: String) -> tidelog::PemSource {
+    if s.trim_start().starts_with("-----BEGIN") {
+        tidelog::PemSource::Pem(s.into_bytes())
+    } else {
+        tidelog::PemSource::File(PathBuf::from(s))
+    }
+}
+
+fn replication_options(o: ReplicationOpts) -> napi::Result<ReplicationOptions> {
+    let security = match (o.tls, o.insecure.unwrap_or(false)) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "invalid replication options: give either `tls` or `insecure: true`, not both",
+            ))
+        }
+        (Some(t), false) => Security::MutualTls(TlsIdentity {
+            cert_chain: pem_or_path(t.cert),
+            key: pem_or_path(t.key),
+            ca: pem_or_path(t.ca),
+        }),
+        (None, true) => Security::Insecure,
+        (None, false) => {
+            return Err(invalid(
+                "invalid replication options: mutual TLS needs `tls: { cert, key, ca }`; plaintext needs an explicit `insecure: true`",
+            ))
+        }
+    };
+    let mut r = ReplicationOptions::new(security);
+    if let Some(v) = o.heartbeat_interval_ms {
+        r.heartbeat_interval = millis("heartbeatIntervalMs", v)?;
+    }
+    if let Some(v) = o.idle_timeout_ms {
+        r.idle_timeout = millis("idleTimeoutMs", v)?;
+    }
+    if let Some(v) = o.connect_timeout_ms {
+        r.connect_timeout = millis("connectTimeoutMs", v)?;
+    }
+    if let Some(v) = o.backoff_initial_ms {
+        r.backoff_initial = millis("backoffInitialMs", v)?;
+    }
+    if let Some(v) = o.backoff_max_ms {
+        r.backoff_max = millis("backoffMaxMs", v)?;
+    }
+    if let Some(v) = o.max_frame_bytes {
+        r.max_frame_bytes = uint("maxFrameBytes", v)? as usize;
+    }
+    if let Some(v) = o.batch_max_txns {
+        r.batch_max_txns = uint("batchMaxTxns", v)? as usize;
+    }
+    if let Some(v) = o.window_txns {
+        r.window_txns = uint("windowTxns", v)?;
+    }
+    if let Some(v) = o.sync_chunk_rows {
+        r.sync_chunk_rows = uint("syncChunkRows", v)? as usize;
+    }
+    if let Some(v) = o.worker_threads {
+        r.worker_threads = uint("workerThreads", v)? as usize;
+    }
+    Ok(r)
+}
+
+fn peer_config(p: PeerOpts) -> napi::Result<PeerConfig> {
+    let mut c = PeerConfig::new(p.name);
+    c.address = p.address;
+    for t in p.tables.unwrap_or_default() {
+        c.tables.push(TableFlow {
+            table: t.table,
+            publish: t.publish.unwrap_or(false),
+            subscribe: t.subscribe.unwrap_or(false),
+            since_ms: t.since_ms.map(|v| uint("sinceMs", v)).transpose()?,
+        });
+    }
+    Ok(c)
+}
+
+fn bounds(o: &RangeOpts) -> napi::Result<(Bound<&Value>, Bound<&Value>)> {
+    let lower = match (&o.gt, &o.gte) {
+        (Some(_), Some(_)) => return Err(invalid("invalid range: give `gt` or `gte`, not both")),
+        (Some(v), None) => Bound::Excluded(v),
+        (None, Some(v)) => Bound::Included(v),
+        (None, None) => Bound::Unbounded,
+    };
+    let upper = match (&o.lt, &o.lte) {
+        (Some(_), Some(_)) => return Err(invalid("invalid range: give `lt` or `lte`, not both")),
+        (Some(v), None) => Bound::Excluded(v),
+        (None, Some(v)) => Bound::Included(v),
+        (None, None) => Bound::Unbounded,
+    };
+    Ok((lower, upper))
+}
+
+fn key_bound(b: Bound<&Value>, what: &str) -> napi::Result<Bound<Key>> {
+    Ok(match b {
+        Bound::Included(v) => Bound::Included(key_of_value(v, what)?),
+        Bound::Excluded(v) => Bound::Excluded(key_of_value(v, what)?),
+        Bound::Unbounded => Bound::Unbounded,
+    })
+}
+
+fn limit_of(v: Option<f64>) -> napi::Result<Option<usize>> {
+    v.map(|l| uint("limit", l).map(|l| l as usize)).transpose()
+}
+
+// ---- listeners ----------------------------------------------------------
+
+/// Weak (unreferenced) threadsafe function: it never keeps the event loop
+/// alive by itself.
+type EventFn = ThreadsafeFunction<String, (), String, Status, false, true, 0>;
+
+struct ListenerSlot {
+    tsfn: Mutex<Option<EventFn>>,
+}
+
+impl ListenerSlot {
+    fn take(&self) -> Option<EventFn> {
+        self.tsfn.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+// ---- the database -------------------------------------------------------
+
+/// The native database handle. Use the `Database` class of index.js.
+#[napi]
+pub struct NativeDb {
+    db: Database,
+    node_hex: String,
+    listeners: Mutex<HashMap<u64, Arc<ListenerSlot>>>,
+}
+
+#[napi]
+impl NativeDb {
+    #[napi(factory)]
+    pub fn open(dir: String, opts: OpenOpts) -> napi::Result<NativeDb> {
+        let db = Database::open(dir, open_options(opts)?).js()?;
+        Ok(NativeDb {
+            node_hex: hex(db.node_id()),
+            db,
+            listeners: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Closes the database, then releases every listener's threadsafe
+    /// function. Events committed before the close are still delivered
+    /// (the function is referenced while its queue drains), after which
+    /// nothing of this database keeps the process alive.
+    #[napi]
+    pub fn close(&self, env: Env) -> napi::Result<()> {
+        let result = self.db.close();
+        let slots: Vec<Arc<ListenerSlot>> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in slots {
+            if let Some(mut tsfn) = s.take() {
+                // Hold the loop open just until the queued events ran; the
+                // release below lets the function finish after that.
+                #[allow(deprecated)]
+                let _ = tsfn.refer(&env);
+                drop(tsfn);
+            }
+        }
+        result.js()
+    }
+
+    #[napi(getter)]
+    pub fn node_name(&self) -> String {
+        self.db.node_name().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn node_id(&self) -> String {
+        self.node_hex.clone()
+    }
+
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        self.db.path().display().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn engine(&self) -> String {
+        match self.db.engine() {
+            EngineKind::Sled => "sled".into(),
+            _ => "fjall".into(),
+        }
+    }
+
+    #[napi(getter)]
+    pub fn is_closed(&self) -> bool {
+        self.db.is_closed()
+    }
+
+    #[napi]
+    pub fn flush(&self) -> napi::Result<()> {
+        self.db.flush().js()
+    }
+
+    #[napi]
+    pub fn disk_bytes(&self) -> napi::Result<f64> {
+        self.db.disk_bytes().js().map(|b| b as f64)
+    }
+
+    // ---- tables
+
+    #[napi]
+    pub fn create_table(&self, name: String, opts: Option<TableOpts>) -> napi::Result<TableInfoObj> {
+        self.db
+            .create_table(&name, table_options(opts)?)
+            .js()
+            .map(Into::into)
+    }
+
+    #[napi]
+    pub fn ensure_table(&self, name: String, opts: Option<TableOpts>) -> napi::Result<bool> {
+        self.db.ensure_table(&name, table_options(opts)?).js()
+    }
+
+    #[napi]
+    pub fn drop_table(&self, name: String) -> napi::Result<()> {
+        self.db.drop_table(&name).js()
+    }
+
+    #[napi]
+    pub fn list_tables(&self) -> napi::Result<Vec<TableInfoObj>> {
+        Ok(self
+            .db
+            .list_tables()
+            .js()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    #[napi]
+    pub fn describe_table(&self, name: String) -> napi::Result<TableInfoObj> {
+        self.db.describe_table(&name).js().map(Into::into)
+    }
+
+    // ---- writes (record = JSON text)
+
+    #[napi]
+    pub fn insert(&self, table: String, json: String) -> napi::Result<CommitObj> {
+        let v = record_value(&json)?;
+        self.db.insert(&table, v).js().map(commit_obj)
+    }
+
+    #[napi]
+    pub fn upsert(&self, table: String, json: String) -> napi::Result<CommitObj> {
+        let v = record_value(&json)?;
+        self.db.upsert(&table, v).js().map(commit_obj)
+    }
+
+    #[napi]
+    pub fn update(&self, table: String, json: String) -> napi::Result<CommitObj> {
+        let v = record_value(&json)?;
+        self.db.update(&table, v).js().map(commit_obj)
+    }
+
+    #[napi]
+    pub fn delete(&self, table: String, key: JsKey) -> napi::Result<bool> {
+        self.db.delete(&table, key_of(key)?).js()
+    }
+
+    #[napi]
+    pub fn transaction(&self) -> NativeTx {
+        NativeTx {
+            tx: Some(self.db.transaction()),
+        }
+    }
+
+    // ---- reads (records = JSON text)
+
+    #[napi]
+    pub fn get(&self, table: String, key: JsKey) -> napi::Result<Option<String>> {
+        Ok(self
+            .db
+            .get(&table, key_of(key)?)
+            .js()?
+            .map(|r| r.to_json_string()))
+    }
+
+    #[napi]
+    pub fn get_many(&self, table: String, keys: Vec<JsKey>) -> napi::Result<String> {
+        let keys = keys.into_iter().map(key_of).collect::<R<Vec<Key>>>()?;
+        let found = self.db.get_many(&table, &keys).js()?;
+        let mut out = String::from("[");
+        for (i, r) in found.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match r {
+                Some(r) => out.push_str(&r.to_json_string()),
+                None => out.push_str("null"),
+            }
+        }
+        out.push(']');
+        Ok(out)
+    }
+
+    #[napi]
+    pub fn scan(&self, table: String, opts: RangeOpts) -> napi::Result<String> {
+        let (lo, hi) = bounds(&opts)?;
+        let scan = ScanOptions {
+            start: key_bound(lo, "scan bound")?,
+            end: key_bound(hi, "scan bound")?,
+            reverse: opts.reverse.unwrap_or(false),
+            limit: limit_of(opts.limit)?,
+        };
+        Ok(records_json(&self.db.scan(&table, &scan).js()?))
+    }
+
+    #[napi]
+    pub fn find(&self, table: String, attribute: String, opts: RangeOpts) -> napi::Result<String> {
+        if opts.reverse.is_some() {
+            return Err(invalid("invalid find options: `reverse` is only for scan"));
+        }
+        let (lo, hi) = bounds(&opts)?;
+        let found = self
+            .db
+            .find(&table, &attribute, lo, hi, limit_of(opts.limit)?)
+            .js()?;
+        Ok(records_json(&found))
+    }
+
+    #[napi]
+    pub fn find_eq(&self, table: String, attribute: String, value: Value) -> napi::Result<String> {
+        Ok(records_json(
+            &self.db.find_eq(&table, &attribute, &value).js()?,
+        ))
+    }
+
+    #[napi]
+    pub fn count(&self, table: String) -> napi::Result<f64> {
+        self.db.count(&table).js().map(|n| n as f64)
+    }
+
+    // ---- log
+
+    #[napi]
+    pub fn log_bounds(&self) -> napi::Result<LogBoundsObj> {
+        let b = self.db.log_bounds().js()?;
+        Ok(LogBoundsObj {
+            first: b.first as f64,
+            last: b.last as f64,
+        })
+    }
+
+    #[napi]
+    pub fn read_log(&self, from_seq: f64, limit: f64) -> napi::Result<String> {
+        let from = uint("fromSeq", from_seq)?;
+        let limit = uint("limit", limit)? as usize;
+        Ok(log_json(&self.db.read_log(from, limit).js()?))
+    }
+
+    #[napi]
+    pub fn read_log_since(&self, since_ms: f64, limit: f64) -> napi::Result<String> {
+        let since = uint("sinceMs", since_ms)?;
+        let limit = uint("limit", limit)? as usize;
+        Ok(log_json(&self.db.read_log_since(since, limit).js()?))
+    }
+
+    // ---- listeners
+
+    /// Registers `callback(eventJson)` for changes to `table`. The
+    /// threadsafe function is weak: it never keeps the process alive.
+    #[napi]
+    pub fn on_change(&self, table: String, callback: Function<String, ()>) -> napi::Result<f64> {
+        let tsfn: EventFn = callback
+            .build_threadsafe_function::<String>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()
+            .map_err(|e| invalid(e.reason.clone()))?;
+        let slot = Arc::new(ListenerSlot {
+            tsfn: Mutex::new(Some(tsfn)),
+        });
+        let target = slot.clone();
+        let id = self
+            .db
+            .on_change(&table, move |ev| {
+                let guard = target.tsfn.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(tsfn) = guard.as_ref() {
+                    let _ = tsfn.call(event_json(ev), ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            })
+            .js()?;
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.0, slot);
+        Ok(id.0 as f64)
+    }
+
+    #[napi]
+    pub fn remove_listener(&self, id: f64) -> napi::Result<bool> {
+        let id = uint("listener id", id)?;
+        let slot = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let found = self.db.remove_listener(ListenerId(id));
+        if let Some(s) = slot {
+            drop(s.take());
+        }
+        Ok(found)
+    }
+
+    // ---- replication
+
+    #[napi]
+    pub fn start_replication(&self, opts: ReplicationOpts) -> napi::Result<()> {
+        self.db
+            .start_replication(replication_options(opts)?)
+            .js()
+    }
+
+    #[napi]
+    pub fn listen(&self, addr: String) -> napi::Result<String> {
+        self.db.listen(&addr).js().map(|a| a.to_string())
+    }
+
+    #[napi]
+    pub fn add_peer(&self, peer: PeerOpts) -> napi::Result<()> {
+        self.db.add_peer(peer_config(peer)?).js()
+    }
+
+    #[napi]
+    pub fn update_peer(&self, peer: PeerOpts) -> napi::Result<()> {
+        self.db.update_peer(peer_config(peer)?).js()
+    }
+
+    #[napi]
+    pub fn remove_peer(&self, name: String) -> napi::Result<()> {
+        self.db.remove_peer(&name).js()
+    }
+
+    #[napi]
+    pub fn peer_status(&self, name: String) -> napi::Result<PeerStatusObj> {
+        self.db.peer_status(&name).js().map(Into::into)
+    }
+
+    #[napi]
+    pub fn replication_status(&self) -> napi::Result<Vec<PeerStatusObj>> {
+        Ok(self
+            .db
+            .replication_status()
+            .js()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Resolves once `peer` acknowledged this instance's log up to `seq`.
+    /// The wait runs on the libuv worker pool, never on the event loop.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait_for_ack(&self, peer: String, seq: f64, timeout_ms: f64) -> napi::Result<AsyncTask<WaitAck>> {
+        Ok(AsyncTask::new(WaitAck {
+            db: self.db.clone(),
+            peer,
+            seq: uint("seq", seq)?,
+            timeout: millis("timeoutMs", timeout_ms)?,
+        }))
+    }
+
+    // ---- measurement helpers (not public API)
+
+    /// The benchmark's loop in Rust on this same database: `n` upserts of
+    /// the benchmark record shape into `table`, then `n` point gets.
+    #[napi(js_name = "_rustBaseline")]
+    pub fn rust_baseline(&self, table: String, n: u32) -> napi::Result<BaselineObj> {
+        let n = i64::from(n);
+        let t0 = Instant::now();
+        for i in 0..n {
+            let rec = serde_json::json!({
+                "id": i,
+                "sensor": format!("s-{}", i % 100),
+                "value": i as f64 * 0.5,
+                "ts": 1_700_000_000_000i64 + i,
+            });
+            self.db.upsert(&table, rec).js()?;
+        }
+        let up = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut bytes = 0usize;
+        for i in 0..n {
+            if let Some(r) = self.db.get(&table, i).js()? {
+                bytes += r.body_json().len();
+            }
+        }
+        let get = t1.elapsed().as_secs_f64();
+        std::hint::black_box(bytes);
+        Ok(BaselineObj {
+            upserts_per_sec: n as f64 / up,
+            gets_per_sec: n as f64 / get,
+        })
+    }
+
+    /// Upsert taking a JS object converted field by field (napi serde-json),
+    /// to compare with the JSON-text path.
+    #[napi(js_name = "_upsertValue")]
+    pub fn upsert_value(&self, table: String, record: Value) -> napi::Result<CommitObj> {
+        self.db.upsert(&table, record).js().map(commit_obj)
+    }
+
+    /// Get returning a JS object built field by field (napi serde-json).
+    #[napi(js_name = "_getValue")]
+    pub fn get_value(&self, table: String, key: JsKey) -> napi::Result<Option<Value>> {
+        Ok(self
+            .db
+            .get(&table, key_of(key)?)
+            .js()?
+            .map(|r| r.to_value()))
+    }
+}
+
+// ---- transactions -------------------------------------------------------
+
+/// A transaction being built; index.js drives it from `db.transaction(fn)`.
+#[napi]
+pub struct NativeTx {
+    tx: Option<Transaction>,
+}
+
+fn finished() -> napi::Error {
+    invalid("invalid transaction: it was already committed or rolled back; start a new one")
+}
+
+#[napi]
+impl NativeTx {
+    fn open(&mut self) -> napi::Result<&mut Transaction> {
+        self.tx.as_mut().ok_or_else(finished)
+    }
+
+    #[napi]
+    pub fn insert(&mut self, table: String, json: String) -> napi::Result<()> {
+        let v = record_value(&json)?;
+        self.open()?.insert(&table, v).js().map(|_| ())
+    }
+
+    #[napi]
+    pub fn upsert(&mut self, table: String, json: String) -> napi::Result<()> {
+        let v = record_value(&json)?;
+        self.open()?.upsert(&table, v).js().map(|_| ())
+    }
+
+    #[napi]
+    pub fn update(&mut self, table: String, json: String) -> napi::Result<()> {
+        let v = record_value(&json)?;
+        self.open()?.update(&table, v).js().map(|_| ())
+    }
+
+    #[napi]
+    pub fn delete(&mut self, table: String, key: JsKey) -> napi::Result<()> {
+        let k = key_of(key)?;
+        self.open()?.delete(&table, k).js().map(|_| ())
+    }
+
+    #[napi(getter)]
+    pub fn length(&self) -> u32 {
+        self.tx.as_ref().map_or(0, |t| t.len() as u32)
+    }
+
+    #[napi(getter)]
+    pub fn finished(&self) -> bool {
+        self.tx.is_none()
+    }
+
+    #[napi]
+    pub fn commit(&mut self) -> napi::Result<CommitObj> {
+        let tx = self.tx.take().ok_or_else(finished)?;
+        tx.commit().js().map(commit_obj)
+    }
+
+    /// Commits on the libuv worker pool (useful with `durability: "sync"`,
+    /// where a commit waits for the disk).
+    #[napi(ts_return_type = "Promise<CommitObj>")]
+    pub fn commit_async(&mut self) -> napi::Result<AsyncTask<CommitTask>> {
+        let tx = self.tx.take().ok_or_else(finished)?;
+        Ok(AsyncTask::new(CommitTask { tx: Some(tx) }))
+    }
+
+    /// Discards every staged write.
+    #[napi]
+    pub fn rollback(&mut self) {
+        self.tx = None;
+    }
+}
+
+// ---- async tasks --------------------------------------------------------
+
+pub struct WaitAck {
+    db: Database,
+    peer: String,
+    seq: u64,
+    timeout: Duration,
+}
+
+impl Task for WaitAck {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        self.db
+            .wait_for_ack(&self.peer, self.seq, self.timeout)
+            .map_err(err)
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct CommitTask {
+    tx: Option<Transaction>,
+}
+
+impl Task for CommitTask {
+    type Output = CommitInfo;
+    type JsValue = CommitObj;
+
+    fn compute(&mut self) -> napi::Result<CommitInfo> {
+        match self.tx.take() {
+            Some(tx) => tx.commit().map_err(err),
+            None => Err(napi::Error::new(
+                Status::GenericFailure,
+                "[TIDELOG:INVALID_INPUT] invalid transaction: already committed",
+            )),
+        }
+    }
+
+    fn resolve(&mut self, _env: Env, output: CommitInfo) -> napi::Result<CommitObj> {
+        Ok(commit_obj(output))
+    }
+}
+
+// ---- development certificates -------------------------------------------
+
+/// Writes a development CA (`ca.pem`, `ca.key`) and a certificate and key
+/// per node name into `out_dir` (which must not hold them yet).
+#[napi]
+pub fn dev_certs(out_dir: String, nodes: Vec<String>, ca_name: Option<String>) -> napi::Result<DevCertsObj> {
+    let dir = PathBuf::from(&out_dir);
+    let files = tidelog::net::certs::generate_dev_pki(
+        &dir,
+        ca_name.as_deref().unwrap_or("tidelog development CA"),
+        &nodes,
+    )
+    .js()?;
+    let (ca, _) = tidelog::net::certs::ca_paths(&dir);
+    Ok(DevCertsObj {
+        ca: ca.display().to_string(),
+        nodes: nodes
+            .into_iter()
+            .zip(files)
+            .map(|(name, f)| NodeCertObj {
+                name,
+                cert: f.cert_chain.display().to_string(),
+                key: f.key.display().to_string(),
+            })
+            .collect(),
+    })
+}
