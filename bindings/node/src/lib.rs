@@ -621,17 +621,85 @@ fn limit_of(v: Option<f64>) -> napi::Result<Option<usize>> {
 
 // ---- listeners ----------------------------------------------------------
 
-/// Weak (unreferenced) threadsafe function: it never keeps the event loop
-/// alive by itself.
-type EventFn = ThreadsafeFunction<String, (), String, Status, false, true, 0>;
+/// One event on its way to JavaScript.
+pub struct Ev {
+    local: bool,
+    json: String,
+}
+
+/// Weak (unreferenced) threadsafe function: by itself it never keeps the
+/// event loop alive. See [`Keep`] for the one time it does.
+type EventFn = ThreadsafeFunction<Ev, (), String, Status, false, true, 0>;
+
+/// Keep-alive state of one listener, touched only on the JavaScript thread.
+///
+/// A change committed from JavaScript reaches the listener a moment later
+/// (through the `tidelog-events` thread). So that a script which writes and
+/// then ends still sees its own events, each such commit to the listener's
+/// table counts one owed event and references the threadsafe function; each
+/// local event delivered pays one back, and at zero it is unreferenced
+/// again. Every local commit to a table produces exactly one event for each
+/// of its listeners, so the count always returns to zero (it may dip below
+/// for commits it did not count, which only means less keeping alive);
+/// remote changes never hold the loop open.
+#[derive(Default)]
+struct Keep {
+    owed: i64,
+    referred: bool,
+    /// The raw threadsafe function (0 once it is being released).
+    raw: usize,
+}
 
 struct ListenerSlot {
+    table: String,
     tsfn: Mutex<Option<EventFn>>,
+    keep: Mutex<Keep>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ListenerSlot {
+    /// Takes the threadsafe function out (to release it by dropping it).
     fn take(&self) -> Option<EventFn> {
-        self.tsfn.lock().unwrap_or_else(|p| p.into_inner()).take()
+        lock(&self.keep).raw = 0;
+        lock(&self.tsfn).take()
+    }
+
+    /// JavaScript thread: a local commit touched this listener's table.
+    fn owe(&self, env: &Env) {
+        let mut k = lock(&self.keep);
+        k.owed += 1;
+        if k.owed > 0 && !k.referred && k.raw != 0 {
+            // SAFETY: `raw` is this slot's live threadsafe function (it is
+            // zeroed before the function is released), used on its JS thread.
+            let status = unsafe {
+                napi::sys::napi_ref_threadsafe_function(
+                    env.raw(),
+                    k.raw as napi::sys::napi_threadsafe_function,
+                )
+            };
+            k.referred = status == napi::sys::Status::napi_ok;
+        }
+    }
+
+    /// JavaScript thread: an event is being handed to the listener.
+    fn delivered(&self, env: &Env, local: bool) {
+        let mut k = lock(&self.keep);
+        if local {
+            k.owed -= 1;
+        }
+        if k.referred && k.owed <= 0 && k.raw != 0 {
+            // SAFETY: as in `owe`.
+            unsafe {
+                napi::sys::napi_unref_threadsafe_function(
+                    env.raw(),
+                    k.raw as napi::sys::napi_threadsafe_function,
+                )
+            };
+            k.referred = false;
+        }
     }
 }
 
@@ -642,7 +710,21 @@ impl ListenerSlot {
 pub struct NativeDb {
     db: Database,
     node_hex: String,
-    listeners: Mutex<HashMap<u64, Arc<ListenerSlot>>>,
+    listeners: Slots,
+}
+
+type Slots = Arc<Mutex<HashMap<u64, Arc<ListenerSlot>>>>;
+
+fn owe_events<'a>(slots: &Slots, env: &Env, tables: impl IntoIterator<Item = &'a str>) {
+    let slots = lock(slots);
+    if slots.is_empty() {
+        return;
+    }
+    for t in tables {
+        for s in slots.values().filter(|s| s.table == t) {
+            s.owe(env);
+        }
+    }
 }
 
 #[napi]
@@ -653,8 +735,14 @@ impl NativeDb {
         Ok(NativeDb {
             node_hex: hex(db.node_id()),
             db,
-            listeners: Mutex::new(HashMap::new()),
+            listeners: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// JavaScript thread, after a local commit to `tables` (each once):
+    /// hold the loop open until their listeners got its events.
+    fn owe_events<'a>(&self, env: &Env, tables: impl IntoIterator<Item = &'a str>) {
+        owe_events(&self.listeners, env, tables);
     }
 
     /// Closes the database, then releases every listener's threadsafe
@@ -664,13 +752,7 @@ impl NativeDb {
     #[napi]
     pub fn close(&self, env: Env) -> napi::Result<()> {
         let result = self.db.close();
-        let slots: Vec<Arc<ListenerSlot>> = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
+        let slots: Vec<Arc<ListenerSlot>> = lock(&self.listeners).drain().map(|(_, s)| s).collect();
         for s in slots {
             if let Some(mut tsfn) = s.take() {
                 // Hold the loop open just until the queued events ran; the
@@ -760,32 +842,42 @@ impl NativeDb {
     // ---- writes (record = JSON text)
 
     #[napi]
-    pub fn insert(&self, table: String, json: String) -> napi::Result<CommitObj> {
+    pub fn insert(&self, env: Env, table: String, json: String) -> napi::Result<CommitObj> {
         let v = record_value(&json)?;
-        self.db.insert(&table, v).js().map(commit_obj)
+        let c = self.db.insert(&table, v).js()?;
+        self.owe_events(&env, [table.as_str()]);
+        Ok(commit_obj(c))
     }
 
     #[napi]
-    pub fn upsert(&self, table: String, json: String) -> napi::Result<CommitObj> {
+    pub fn upsert(&self, env: Env, table: String, json: String) -> napi::Result<CommitObj> {
         let v = record_value(&json)?;
-        self.db.upsert(&table, v).js().map(commit_obj)
+        let c = self.db.upsert(&table, v).js()?;
+        self.owe_events(&env, [table.as_str()]);
+        Ok(commit_obj(c))
     }
 
     #[napi]
-    pub fn update(&self, table: String, json: String) -> napi::Result<CommitObj> {
+    pub fn update(&self, env: Env, table: String, json: String) -> napi::Result<CommitObj> {
         let v = record_value(&json)?;
-        self.db.update(&table, v).js().map(commit_obj)
+        let c = self.db.update(&table, v).js()?;
+        self.owe_events(&env, [table.as_str()]);
+        Ok(commit_obj(c))
     }
 
     #[napi]
-    pub fn delete(&self, table: String, key: JsKey) -> napi::Result<bool> {
-        self.db.delete(&table, key_of(key)?).js()
+    pub fn delete(&self, env: Env, table: String, key: JsKey) -> napi::Result<bool> {
+        let existed = self.db.delete(&table, key_of(key)?).js()?;
+        self.owe_events(&env, [table.as_str()]);
+        Ok(existed)
     }
 
     #[napi]
     pub fn transaction(&self) -> NativeTx {
         NativeTx {
             tx: Some(self.db.transaction()),
+            tables: Vec::new(),
+            listeners: self.listeners.clone(),
         }
     }
 
@@ -883,43 +975,57 @@ impl NativeDb {
     // ---- listeners
 
     /// Registers `callback(eventJson)` for changes to `table`. The
-    /// threadsafe function is weak: it never keeps the process alive.
+    /// threadsafe function is weak: it never keeps the process alive (apart
+    /// from delivering the events of this script's own commits, see `Keep`).
     #[napi]
     pub fn on_change(&self, table: String, callback: Function<String, ()>) -> napi::Result<f64> {
+        let slot = Arc::new(ListenerSlot {
+            table: table.clone(),
+            tsfn: Mutex::new(None),
+            keep: Mutex::new(Keep::default()),
+        });
+        let weak = Arc::downgrade(&slot);
         let tsfn: EventFn = callback
-            .build_threadsafe_function::<String>()
+            .build_threadsafe_function::<Ev>()
             .weak::<true>()
             .callee_handled::<false>()
-            .build()
+            .build_callback(move |ctx: napi::threadsafe_function::ThreadsafeCallContext<Ev>| {
+                if let Some(slot) = weak.upgrade() {
+                    slot.delivered(&ctx.env, ctx.value.local);
+                }
+                Ok(ctx.value.json)
+            })
             .map_err(|e| invalid(e.reason.clone()))?;
-        let slot = Arc::new(ListenerSlot {
-            tsfn: Mutex::new(Some(tsfn)),
-        });
+        lock(&slot.keep).raw = tsfn.raw() as usize;
+        *lock(&slot.tsfn) = Some(tsfn);
         let target = slot.clone();
         let id = self
             .db
             .on_change(&table, move |ev| {
-                let guard = target.tsfn.lock().unwrap_or_else(|p| p.into_inner());
+                let guard = lock(&target.tsfn);
                 if let Some(tsfn) = guard.as_ref() {
-                    let _ = tsfn.call(event_json(ev), ThreadsafeFunctionCallMode::NonBlocking);
+                    let ev = Ev {
+                        local: ev.local,
+                        json: event_json(ev),
+                    };
+                    let _ = tsfn.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
                 }
-            })
-            .js()?;
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.0, slot);
+            });
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                drop(slot.take());
+                return Err(err(e));
+            }
+        };
+        lock(&self.listeners).insert(id.0, slot);
         Ok(id.0 as f64)
     }
 
     #[napi]
     pub fn remove_listener(&self, id: f64) -> napi::Result<bool> {
         let id = uint("listener id", id)?;
-        let slot = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let slot = lock(&self.listeners).remove(&id);
         let found = self.db.remove_listener(ListenerId(id));
         if let Some(s) = slot {
             drop(s.take());
@@ -1041,6 +1147,9 @@ impl NativeDb {
 #[napi]
 pub struct NativeTx {
     tx: Option<Transaction>,
+    /// Tables written, each once (for the listeners' keep-alive).
+    tables: Vec<String>,
+    listeners: Slots,
 }
 
 fn finished() -> napi::Error {
@@ -1049,32 +1158,36 @@ fn finished() -> napi::Error {
 
 #[napi]
 impl NativeTx {
-    fn open(&mut self) -> napi::Result<&mut Transaction> {
-        self.tx.as_mut().ok_or_else(finished)
+    fn open(&mut self, table: &str) -> napi::Result<&mut Transaction> {
+        let tx = self.tx.as_mut().ok_or_else(finished)?;
+        if !self.tables.iter().any(|t| t == table) {
+            self.tables.push(table.to_string());
+        }
+        Ok(tx)
     }
 
     #[napi]
     pub fn insert(&mut self, table: String, json: String) -> napi::Result<()> {
         let v = record_value(&json)?;
-        self.open()?.insert(&table, v).js().map(|_| ())
+        self.open(&table)?.insert(&table, v).js().map(|_| ())
     }
 
     #[napi]
     pub fn upsert(&mut self, table: String, json: String) -> napi::Result<()> {
         let v = record_value(&json)?;
-        self.open()?.upsert(&table, v).js().map(|_| ())
+        self.open(&table)?.upsert(&table, v).js().map(|_| ())
     }
 
     #[napi]
     pub fn update(&mut self, table: String, json: String) -> napi::Result<()> {
         let v = record_value(&json)?;
-        self.open()?.update(&table, v).js().map(|_| ())
+        self.open(&table)?.update(&table, v).js().map(|_| ())
     }
 
     #[napi]
     pub fn delete(&mut self, table: String, key: JsKey) -> napi::Result<()> {
         let k = key_of(key)?;
-        self.open()?.delete(&table, k).js().map(|_| ())
+        self.open(&table)?.delete(&table, k).js().map(|_| ())
     }
 
     #[napi(getter)]
@@ -1088,9 +1201,13 @@ impl NativeTx {
     }
 
     #[napi]
-    pub fn commit(&mut self) -> napi::Result<CommitObj> {
+    pub fn commit(&mut self, env: Env) -> napi::Result<CommitObj> {
         let tx = self.tx.take().ok_or_else(finished)?;
-        tx.commit().js().map(commit_obj)
+        let c = tx.commit().js()?;
+        if c.seq > 0 {
+            owe_events(&self.listeners, &env, self.tables.iter().map(String::as_str));
+        }
+        Ok(commit_obj(c))
     }
 
     /// Commits on the libuv worker pool (useful with `durability: "sync"`,
@@ -1098,13 +1215,18 @@ impl NativeTx {
     #[napi(ts_return_type = "Promise<CommitObj>")]
     pub fn commit_async(&mut self) -> napi::Result<AsyncTask<CommitTask>> {
         let tx = self.tx.take().ok_or_else(finished)?;
-        Ok(AsyncTask::new(CommitTask { tx: Some(tx) }))
+        Ok(AsyncTask::new(CommitTask {
+            tx: Some(tx),
+            tables: std::mem::take(&mut self.tables),
+            listeners: self.listeners.clone(),
+        }))
     }
 
     /// Discards every staged write.
     #[napi]
     pub fn rollback(&mut self) {
         self.tx = None;
+        self.tables.clear();
     }
 }
 
@@ -1134,6 +1256,8 @@ impl Task for WaitAck {
 
 pub struct CommitTask {
     tx: Option<Transaction>,
+    tables: Vec<String>,
+    listeners: Slots,
 }
 
 impl Task for CommitTask {
@@ -1150,7 +1274,10 @@ impl Task for CommitTask {
         }
     }
 
-    fn resolve(&mut self, _env: Env, output: CommitInfo) -> napi::Result<CommitObj> {
+    fn resolve(&mut self, env: Env, output: CommitInfo) -> napi::Result<CommitObj> {
+        if output.seq > 0 {
+            owe_events(&self.listeners, &env, self.tables.iter().map(String::as_str));
+        }
         Ok(commit_obj(output))
     }
 }
