@@ -34,8 +34,8 @@ use serde_json::Value;
 
 use tidelog::log::WriteOp;
 use tidelog::{
-    ChangeEvent, CommitInfo, Database, Durability, EngineKind, ErrorKind, Key, LogEntry,
-    ListenerId, OpenOptions, PeerConfig, PeerStatus, Record, ReplicationOptions, ScanOptions,
+    ChangeEvent, CommitInfo, Database, Durability, EngineKind, ErrorKind, Key, ListenerId,
+    LogEntry, OpenOptions, PeerConfig, PeerStatus, Record, ReplicationOptions, ScanOptions,
     Security, Stamp, TableFlow, TableInfo, TableOptions, TlsIdentity, Transaction,
 };
 
@@ -148,7 +148,11 @@ fn push_key(out: &mut String, k: &Key) {
 /// `{"time":"<decimal>","node":"<hex>"}`: the time does not fit a JS
 /// number, so it travels as text and becomes a bigint in index.js.
 fn push_stamp(out: &mut String, s: &Stamp) {
-    let _ = write!(out, "{{\"time\":\"{}\",\"node\":\"{:016x}\"}}", s.time, s.node);
+    let _ = write!(
+        out,
+        "{{\"time\":\"{}\",\"node\":\"{:016x}\"}}",
+        s.time, s.node
+    );
 }
 
 fn records_json(records: &[Record]) -> String {
@@ -257,9 +261,7 @@ fn event_json(ev: &ChangeEvent) -> String {
 /// Parses record JSON text into the value the core API takes, with the
 /// core's typed errors (not an object, invalid JSON).
 fn record_value(json: &str) -> napi::Result<Value> {
-    tidelog::record::parse_object(json)
-        .map(Value::Object)
-        .js()
+    tidelog::record::parse_object(json).map(Value::Object).js()
 }
 
 // ---- plain objects ------------------------------------------------------
@@ -434,6 +436,8 @@ impl From<PeerStatus> for PeerStatusObj {
 pub struct BaselineObj {
     pub upserts_per_sec: f64,
     pub gets_per_sec: f64,
+    /// Gets that also turn the record into a `serde_json::Value`.
+    pub get_values_per_sec: f64,
 }
 
 #[napi(object, object_from_js = false)]
@@ -806,7 +810,11 @@ impl NativeDb {
     // ---- tables
 
     #[napi]
-    pub fn create_table(&self, name: String, opts: Option<TableOpts>) -> napi::Result<TableInfoObj> {
+    pub fn create_table(
+        &self,
+        name: String,
+        opts: Option<TableOpts>,
+    ) -> napi::Result<TableInfoObj> {
         self.db
             .create_table(&name, table_options(opts)?)
             .js()
@@ -989,28 +997,28 @@ impl NativeDb {
             .build_threadsafe_function::<Ev>()
             .weak::<true>()
             .callee_handled::<false>()
-            .build_callback(move |ctx: napi::threadsafe_function::ThreadsafeCallContext<Ev>| {
-                if let Some(slot) = weak.upgrade() {
-                    slot.delivered(&ctx.env, ctx.value.local);
-                }
-                Ok(ctx.value.json)
-            })
+            .build_callback(
+                move |ctx: napi::threadsafe_function::ThreadsafeCallContext<Ev>| {
+                    if let Some(slot) = weak.upgrade() {
+                        slot.delivered(&ctx.env, ctx.value.local);
+                    }
+                    Ok(ctx.value.json)
+                },
+            )
             .map_err(|e| invalid(e.reason.clone()))?;
         lock(&slot.keep).raw = tsfn.raw() as usize;
         *lock(&slot.tsfn) = Some(tsfn);
         let target = slot.clone();
-        let id = self
-            .db
-            .on_change(&table, move |ev| {
-                let guard = lock(&target.tsfn);
-                if let Some(tsfn) = guard.as_ref() {
-                    let ev = Ev {
-                        local: ev.local,
-                        json: event_json(ev),
-                    };
-                    let _ = tsfn.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
-                }
-            });
+        let id = self.db.on_change(&table, move |ev| {
+            let guard = lock(&target.tsfn);
+            if let Some(tsfn) = guard.as_ref() {
+                let ev = Ev {
+                    local: ev.local,
+                    json: event_json(ev),
+                };
+                let _ = tsfn.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        });
         let id = match id {
             Ok(id) => id,
             Err(e) => {
@@ -1037,9 +1045,7 @@ impl NativeDb {
 
     #[napi]
     pub fn start_replication(&self, opts: ReplicationOpts) -> napi::Result<()> {
-        self.db
-            .start_replication(replication_options(opts)?)
-            .js()
+        self.db.start_replication(replication_options(opts)?).js()
     }
 
     #[napi]
@@ -1081,7 +1087,12 @@ impl NativeDb {
     /// Resolves once `peer` acknowledged this instance's log up to `seq`.
     /// The wait runs on the libuv worker pool, never on the event loop.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn wait_for_ack(&self, peer: String, seq: f64, timeout_ms: f64) -> napi::Result<AsyncTask<WaitAck>> {
+    pub fn wait_for_ack(
+        &self,
+        peer: String,
+        seq: f64,
+        timeout_ms: f64,
+    ) -> napi::Result<AsyncTask<WaitAck>> {
         Ok(AsyncTask::new(WaitAck {
             db: self.db.clone(),
             peer,
@@ -1116,10 +1127,19 @@ impl NativeDb {
             }
         }
         let get = t1.elapsed().as_secs_f64();
-        std::hint::black_box(bytes);
+        let t2 = Instant::now();
+        let mut sum = 0.0;
+        for i in 0..n {
+            if let Some(r) = self.db.get(&table, i).js()? {
+                sum += r.to_value()["value"].as_f64().unwrap_or(0.0);
+            }
+        }
+        let get_value = t2.elapsed().as_secs_f64();
+        std::hint::black_box((bytes, sum));
         Ok(BaselineObj {
             upserts_per_sec: n as f64 / up,
             gets_per_sec: n as f64 / get,
+            get_values_per_sec: n as f64 / get_value,
         })
     }
 
@@ -1205,7 +1225,11 @@ impl NativeTx {
         let tx = self.tx.take().ok_or_else(finished)?;
         let c = tx.commit().js()?;
         if c.seq > 0 {
-            owe_events(&self.listeners, &env, self.tables.iter().map(String::as_str));
+            owe_events(
+                &self.listeners,
+                &env,
+                self.tables.iter().map(String::as_str),
+            );
         }
         Ok(commit_obj(c))
     }
@@ -1276,7 +1300,11 @@ impl Task for CommitTask {
 
     fn resolve(&mut self, env: Env, output: CommitInfo) -> napi::Result<CommitObj> {
         if output.seq > 0 {
-            owe_events(&self.listeners, &env, self.tables.iter().map(String::as_str));
+            owe_events(
+                &self.listeners,
+                &env,
+                self.tables.iter().map(String::as_str),
+            );
         }
         Ok(commit_obj(output))
     }
@@ -1287,7 +1315,11 @@ impl Task for CommitTask {
 /// Writes a development CA (`ca.pem`, `ca.key`) and a certificate and key
 /// per node name into `out_dir` (which must not hold them yet).
 #[napi]
-pub fn dev_certs(out_dir: String, nodes: Vec<String>, ca_name: Option<String>) -> napi::Result<DevCertsObj> {
+pub fn dev_certs(
+    out_dir: String,
+    nodes: Vec<String>,
+    ca_name: Option<String>,
+) -> napi::Result<DevCertsObj> {
     let dir = PathBuf::from(&out_dir);
     let files = tidelog::net::certs::generate_dev_pki(
         &dir,
