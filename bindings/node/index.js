@@ -93,6 +93,19 @@ const NAPI_ARG_CODES = new Set([
   'BigintExpected',
 ]);
 
+/** napi's argument-conversion messages, in JavaScript terms. */
+function friendly(message) {
+  return message
+    .replace(/Failed to get Array length/g, 'expected an array')
+    .replace(/napi value (\w+)/g, 'JavaScript value `$1`')
+    .replace(/rust type `String`/g, 'a string')
+    .replace(/rust type `(f64|f32|u64|i64|u32|i32)`/g, 'a number')
+    .replace(/rust type `bool`/g, 'a boolean')
+    .replace(/rust type `[^`]*`/g, 'the expected type')
+    .replace(/ on \w+\.(\w+)/g, ' (field `$1`)')
+    .replace(/(an? )?serde_json::Value/g, 'a JSON value');
+}
+
 /** Turns whatever the native side threw into a TidelogError subclass. */
 function toError(e) {
   if (e instanceof TidelogError) return e;
@@ -103,7 +116,7 @@ function toError(e) {
     return C ? new C(message.slice(m[0].length)) : new TidelogError(message.slice(m[0].length), m[1]);
   }
   if (e && (NAPI_ARG_CODES.has(e.code) || e instanceof TypeError || e instanceof RangeError)) {
-    return new InvalidInputError(`invalid argument: ${message}`, { cause: e });
+    return new InvalidInputError(`invalid argument: ${friendly(message)}`, { cause: e });
   }
   return e;
 }
@@ -548,7 +561,10 @@ class Database {
   get(table, key) {
     let s;
     try {
-      s = this.#n.get(table, checkKey(key));
+      // Typed entry points for the common key types (see src/lib.rs).
+      if (typeof key === 'number' && Number.isSafeInteger(key)) s = this.#n.getInt(table, key);
+      else if (typeof key === 'string' && key.isWellFormed()) s = this.#n.getStr(table, key);
+      else s = this.#n.get(table, checkKey(key));
     } catch (e) {
       throw toError(e);
     }

@@ -155,6 +155,25 @@ fn push_stamp(out: &mut String, s: &Stamp) {
     );
 }
 
+/// `Record::to_json_string` with one allocation instead of two (the hot
+/// path of `get`).
+fn record_text(r: &Record) -> String {
+    let body = r.body_json();
+    let mut out = String::with_capacity(body.len() + 56);
+    let _ = write!(
+        out,
+        "{{\"__createdtime__\":{},\"__updatedtime__\":{}",
+        r.created_ms(),
+        r.updated_ms()
+    );
+    let rest = body.strip_prefix('{').unwrap_or("}");
+    if rest.trim_start() != "}" {
+        out.push(',');
+    }
+    out.push_str(rest);
+    out
+}
+
 fn records_json(records: &[Record]) -> String {
     let mut out = String::with_capacity(2 + records.len() * 96);
     out.push('[');
@@ -162,7 +181,7 @@ fn records_json(records: &[Record]) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&r.to_json_string());
+        out.push_str(&record_text(r));
     }
     out.push(']');
     out
@@ -743,6 +762,10 @@ impl NativeDb {
         })
     }
 
+    fn get_key(&self, table: &str, key: Key) -> napi::Result<Option<String>> {
+        Ok(self.db.get(table, key).js()?.map(|r| record_text(&r)))
+    }
+
     /// JavaScript thread, after a local commit to `tables` (each once):
     /// hold the loop open until their listeners got its events.
     fn owe_events<'a>(&self, env: &Env, tables: impl IntoIterator<Item = &'a str>) {
@@ -891,13 +914,22 @@ impl NativeDb {
 
     // ---- reads (records = JSON text)
 
+    /// Any key type (bigints). The hot paths are `get_int` / `get_str`:
+    /// a napi `Either` tries each type in turn and builds an error object
+    /// for every miss, which costs more than the read itself.
     #[napi]
     pub fn get(&self, table: String, key: JsKey) -> napi::Result<Option<String>> {
-        Ok(self
-            .db
-            .get(&table, key_of(key)?)
-            .js()?
-            .map(|r| r.to_json_string()))
+        self.get_key(&table, key_of(key)?)
+    }
+
+    #[napi]
+    pub fn get_int(&self, table: String, key: i64) -> napi::Result<Option<String>> {
+        self.get_key(&table, Key::Int(key))
+    }
+
+    #[napi]
+    pub fn get_str(&self, table: String, key: String) -> napi::Result<Option<String>> {
+        self.get_key(&table, Key::Str(key))
     }
 
     #[napi]
