@@ -15,3 +15,17 @@ echo "== cargo test"
 # --lib --tests: unit and integration tests; the benchmarks are run with
 # `cargo bench`, not here (they measure, they do not assert).
 cargo test --workspace --lib --tests
+
+echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
+(
+  cd bindings/node
+  # --ignore-scripts: skips better-sqlite3's native build (a devDependency
+  # used only by bench/bench.js) and our own install script, which would
+  # make a release build; the tests use a debug build that shares
+  # target/debug with the cargo steps above.
+  npm ci --ignore-scripts --no-audit --no-fund
+  TIDELOG_NODE_PROFILE=debug node scripts/build.js
+  npx tsc -p tsconfig.json
+  # Last: node's test runner prints the closing summary.
+  node --test test/*.test.js
+)

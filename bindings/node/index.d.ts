@@ -1,0 +1,377 @@
+// Type definitions for tidelog (Node.js binding). Hand-written for the
+// public API of index.js; test/types.test.js checks that every runtime
+// export and Database/Transaction member is declared here and nothing more,
+// and `tsc --noEmit` checks examples/typed.ts, which uses every API.
+
+/** A JSON object: what a record is. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export interface JsonObject {
+  [key: string]: JsonValue | undefined;
+}
+
+/** A record as reads return it: its attributes plus the two times tidelog adds. */
+export type StoredRecord<T extends object = JsonObject> = T & {
+  /** ms since the epoch of the record's first write. */
+  __createdtime__: number;
+  /** ms since the epoch of the record's latest write. */
+  __updatedtime__: number;
+};
+
+/** A primary-key value: a string or an integer (bigint for 64-bit keys beyond 2^53). */
+export type Key = string | number | bigint;
+
+/** A version stamp: hybrid-logical-clock time, then origin node id. */
+export interface Stamp {
+  time: bigint;
+  /** Node id (16 hex digits). */
+  node: string;
+}
+
+/** What a committed write or transaction was given. */
+export interface CommitInfo {
+  /** Local log sequence number (0 if the transaction wrote nothing); pass it to waitForAck. */
+  seq: number;
+  /** HLC time of the version stamp. */
+  time: bigint;
+  /** Node id of the stamp (this node), 16 hex digits. */
+  node: string;
+}
+
+export type TransactionResult<T> = CommitInfo & {
+  /** What the transaction callback returned (or its promise resolved to). */
+  result: T;
+};
+
+export interface OpenOptions {
+  /** This node's name: unique in the cluster, equal to the DNS name in its TLS certificate. */
+  nodeName: string;
+  /** Storage engine, fixed when the directory is created. Default "fjall". */
+  engine?: 'fjall' | 'sled';
+  /** "grouped" (default): flushed together every flushIntervalMs; "sync": every commit waits for the disk. */
+  durability?: 'grouped' | 'sync';
+  /** Default 50. */
+  flushIntervalMs?: number;
+  /** Bytes for caches and write buffers; default 32 MiB, at least 4 MiB. */
+  memoryBudget?: number;
+  /** Largest record (JSON bytes); default 1 MiB. */
+  maxRecordBytes?: number;
+  /** Remote stamps further ahead of the local clock are refused; default 60000. */
+  maxClockSkewMs?: number;
+  /** How often expired records are looked for; default 1000. */
+  expiryIntervalMs?: number;
+}
+
+export interface TableOptions {
+  /** Attribute holding the primary key; default "id". */
+  primaryKey?: string;
+  /** Attributes with a secondary index (equality and range finds). */
+  indexes?: string[];
+  /** Records older than this many seconds are evicted locally (never replicated). */
+  expiration?: number;
+}
+
+export interface TableInfo {
+  name: string;
+  primaryKey: string;
+  indexes: string[];
+  expiration: number | null;
+}
+
+/** A range of primary keys (scan) or indexed values (find). */
+export interface Range<V> {
+  gt?: V;
+  gte?: V;
+  lt?: V;
+  lte?: V;
+  limit?: number;
+}
+
+export interface ScanOptions extends Range<Key> {
+  reverse?: boolean;
+}
+
+export type FindOptions = Range<JsonValue>;
+
+export interface LogBounds {
+  /** Oldest sequence still in the log (last + 1 when empty). */
+  first: number;
+  /** Newest committed sequence (0 before the first commit). */
+  last: number;
+}
+
+export interface LogWrite {
+  table: string;
+  key: string | number;
+  op: 'put' | 'delete';
+  /** The record after the write; null for a delete. */
+  record: StoredRecord | null;
+}
+
+export interface LogEntry {
+  seq: number;
+  stamp: Stamp;
+  /** Node id where the transaction was first committed. */
+  origin: string;
+  /** When this instance committed it, ms since the epoch. */
+  localTimeMs: number;
+  writes: LogWrite[];
+}
+
+export interface Change {
+  key: string | number;
+  /** The record after the change; null if it was deleted. */
+  record: StoredRecord | null;
+}
+
+export interface ChangeEvent {
+  table: string;
+  /** Local log sequence of the transaction. */
+  seq: number;
+  /** Node id where the change was first committed. */
+  origin: string;
+  /** True if committed on this instance, false if applied from a peer. */
+  local: boolean;
+  stamp: Stamp;
+  changes: Change[];
+}
+
+export type ChangeListener = (event: ChangeEvent) => void | Promise<void>;
+
+export interface TlsFiles {
+  /** Path of this node's PEM certificate chain, or the PEM text. */
+  cert: string;
+  /** Path of this node's PEM private key, or the PEM text. */
+  key: string;
+  /** Path of the PEM CA bundle that signs every peer, or the PEM text. */
+  ca: string;
+}
+
+export interface ReplicationOptions {
+  /** Mutual TLS 1.3 (the default and only secure mode). */
+  tls?: TlsFiles;
+  /** Plaintext and unauthenticated: tests on a trusted loopback only. */
+  insecure?: boolean;
+  heartbeatIntervalMs?: number;
+  idleTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  maxFrameBytes?: number;
+  batchMaxTxns?: number;
+  windowTxns?: number;
+  syncChunkRows?: number;
+  workerThreads?: number;
+}
+
+export interface TableFlow {
+  table: string;
+  /** Send this instance's changes of the table to the peer. */
+  publish?: boolean;
+  /** Accept the peer's changes of the table. */
+  subscribe?: boolean;
+  /** With subscribe: the initial sync only takes rows changed at or after this time. */
+  sinceMs?: number;
+  /** With publish: 0-255; a backlog of a higher-priority table is sent first. */
+  priority?: number;
+}
+
+export interface PeerConfig {
+  /** The peer's node name (the DNS name in its certificate). */
+  name: string;
+  /** "host:port" to dial; without one, this instance waits for the peer to dial in. */
+  address?: string;
+  tables?: TableFlow[];
+}
+
+export interface TableStatus {
+  table: string;
+  publish: boolean;
+  subscribe: boolean;
+  /** "idle", "syncing", "streaming" or "refused: <reason>". */
+  inbound: string;
+  outbound: string;
+}
+
+export interface PeerStatus {
+  name: string;
+  address: string | null;
+  connected: boolean;
+  /** When the link last went up (connected) or down (not), ms since the epoch. */
+  sinceMs: number | null;
+  lastError: string | null;
+  /** The peer's node id once it said hello. */
+  nodeId: string | null;
+  tables: TableStatus[];
+  sentSeq: number;
+  ackedSeq: number;
+  receivedSeq: number;
+  backlogTxns: number;
+  backlogBytes: number;
+  lagMs: number;
+  refusedWrites: number;
+  syncsReceived: number;
+  connects: number;
+}
+
+export interface DevCertsOptions {
+  caName?: string;
+}
+
+export interface DevCerts {
+  /** Path of the CA certificate (ca.pem). */
+  ca: string;
+  /** Per node name: paths usable as `startReplication({ tls: nodes[name] })`. */
+  nodes: Record<string, TlsFiles>;
+}
+
+/** Writes within `db.transaction(fn)`, committed together or not at all. */
+export declare class Transaction {
+  private constructor();
+  insert(table: string, record: object): this;
+  upsert(table: string, record: object): this;
+  update(table: string, patch: object): this;
+  delete(table: string, key: Key): this;
+  /** Number of staged writes. */
+  readonly length: number;
+  /** True once committed or rolled back. */
+  readonly finished: boolean;
+}
+
+export declare class Database {
+  constructor(dir: string, options: OpenOptions);
+  static open(dir: string, options: OpenOptions): Database;
+  /** Change-listener calls that threw (each also emitted as a process warning). */
+  listenerErrors: number;
+
+  close(): void;
+  readonly nodeName: string;
+  readonly nodeId: string;
+  readonly path: string;
+  readonly engine: 'fjall' | 'sled';
+  readonly closed: boolean;
+  flush(): void;
+  diskBytes(): number;
+
+  createTable(name: string, options?: TableOptions): TableInfo;
+  ensureTable(name: string, options?: TableOptions): boolean;
+  dropTable(name: string): void;
+  listTables(): TableInfo[];
+  describeTable(name: string): TableInfo;
+
+  insert(table: string, record: object): CommitInfo;
+  upsert(table: string, record: object): CommitInfo;
+  update(table: string, patch: object): CommitInfo;
+  delete(table: string, key: Key): boolean;
+  transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<TransactionResult<T>>;
+  transaction<T>(fn: (tx: Transaction) => T): TransactionResult<T>;
+  transactionAsync<T>(fn: (tx: Transaction) => T): Promise<TransactionResult<T>>;
+  insertAsync(table: string, record: object): Promise<CommitInfo>;
+  upsertAsync(table: string, record: object): Promise<CommitInfo>;
+  updateAsync(table: string, patch: object): Promise<CommitInfo>;
+  deleteAsync(table: string, key: Key): Promise<CommitInfo>;
+
+  get<T extends object = JsonObject>(table: string, key: Key): StoredRecord<T> | null;
+  getMany<T extends object = JsonObject>(table: string, keys: Key[]): (StoredRecord<T> | null)[];
+  scan<T extends object = JsonObject>(table: string, range?: ScanOptions): StoredRecord<T>[];
+  find<T extends object = JsonObject>(table: string, attribute: string, range?: FindOptions): StoredRecord<T>[];
+  findEq<T extends object = JsonObject>(table: string, attribute: string, value: JsonValue): StoredRecord<T>[];
+  count(table: string): number;
+
+  logBounds(): LogBounds;
+  readLog(fromSeq?: number, limit?: number): LogEntry[];
+  readLogSince(sinceMs: number, limit?: number): LogEntry[];
+
+  onChange(table: string, listener: ChangeListener): number;
+  removeListener(id: number): boolean;
+
+  startReplication(options: ReplicationOptions): void;
+  listen(addr?: string): string;
+  addPeer(peer: PeerConfig): void;
+  updatePeer(peer: PeerConfig): void;
+  removePeer(name: string): void;
+  peerStatus(name: string): PeerStatus;
+  replicationStatus(): PeerStatus[];
+  waitForAck(peer: string, seq: number | CommitInfo, timeoutMs?: number): Promise<void>;
+}
+
+export declare function open(dir: string, options: OpenOptions): Database;
+export declare function devCerts(outDir: string, nodes: string[], options?: DevCertsOptions): DevCerts;
+
+export type ErrorCodeName =
+  | 'INVALID_INPUT'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'CLOSED'
+  | 'LOCKED'
+  | 'STORAGE'
+  | 'CORRUPT'
+  | 'CLOCK_SKEW'
+  | 'TIMEOUT'
+  | 'TLS'
+  | 'PEER'
+  | 'UNSUPPORTED';
+
+export declare const ErrorCode: { readonly [K in ErrorCodeName]: K };
+
+/** Every error tidelog throws; `code` says which kind. */
+export declare class TidelogError extends Error {
+  constructor(message: string, code?: string, options?: { cause?: unknown });
+  code: ErrorCodeName | string;
+}
+/** Malformed input: bad JSON, not an object, bad key, bad name or option. Nothing changed. */
+export declare class InvalidInputError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'INVALID_INPUT';
+}
+/** Unknown table, record (update) or peer. */
+export declare class NotFoundError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'NOT_FOUND';
+}
+/** Insert of an existing key, existing table or peer. */
+export declare class AlreadyExistsError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'ALREADY_EXISTS';
+}
+/** The database was closed. */
+export declare class ClosedError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'CLOSED';
+}
+/** The data directory is open in another handle or process. */
+export declare class LockedError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'LOCKED';
+}
+export declare class StorageError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'STORAGE';
+}
+export declare class CorruptError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'CORRUPT';
+}
+export declare class ClockSkewError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'CLOCK_SKEW';
+}
+/** A wait (waitForAck) ran out of time. */
+export declare class TimeoutError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'TIMEOUT';
+}
+/** TLS configuration or handshake problem (bad certificate paths, ...). */
+export declare class TlsError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'TLS';
+}
+/** Listening failed, or a peer misbehaved. */
+export declare class PeerError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'PEER';
+}
+/** Not allowed in the current configuration (e.g. replication not started). */
+export declare class UnsupportedError extends TidelogError {
+  constructor(message: string, options?: { cause?: unknown });
+  code: 'UNSUPPORTED';
+}

@@ -1,0 +1,841 @@
+'use strict';
+// tidelog for Node.js: plain objects in and out, synchronous local reads and
+// writes, Promises for what waits, typed errors. The native half
+// (src/lib.rs, built into tidelog.node) takes and returns records as JSON
+// text; this file does JSON.stringify / JSON.parse around it, which measured
+// faster than building objects field by field through napi.
+
+const path = require('node:path');
+
+function loadNative() {
+  const file = path.join(__dirname, 'tidelog.node');
+  try {
+    return require(file);
+  } catch (e) {
+    if (e && e.code === 'MODULE_NOT_FOUND') {
+      const err = new Error(
+        `tidelog: the native addon ${file} is not built; run \`npm run build\` in ${__dirname} (needs the Rust toolchain)`,
+      );
+      err.code = 'ERR_TIDELOG_NOT_BUILT';
+      err.cause = e;
+      throw err;
+    }
+    throw e;
+  }
+}
+
+const native = loadNative();
+
+// ---- errors ---------------------------------------------------------------
+
+class TidelogError extends Error {
+  constructor(message, code = 'UNKNOWN', options) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+function errorClass(name, code) {
+  const C = {
+    [name]: class extends TidelogError {
+      constructor(message, options) {
+        super(message, code, options);
+      }
+    },
+  }[name];
+  return C;
+}
+
+const InvalidInputError = errorClass('InvalidInputError', 'INVALID_INPUT');
+const NotFoundError = errorClass('NotFoundError', 'NOT_FOUND');
+const AlreadyExistsError = errorClass('AlreadyExistsError', 'ALREADY_EXISTS');
+const ClosedError = errorClass('ClosedError', 'CLOSED');
+const LockedError = errorClass('LockedError', 'LOCKED');
+const StorageError = errorClass('StorageError', 'STORAGE');
+const CorruptError = errorClass('CorruptError', 'CORRUPT');
+const ClockSkewError = errorClass('ClockSkewError', 'CLOCK_SKEW');
+const TimeoutError = errorClass('TimeoutError', 'TIMEOUT');
+const TlsError = errorClass('TlsError', 'TLS');
+const PeerError = errorClass('PeerError', 'PEER');
+const UnsupportedError = errorClass('UnsupportedError', 'UNSUPPORTED');
+
+const errorClasses = {
+  INVALID_INPUT: InvalidInputError,
+  NOT_FOUND: NotFoundError,
+  ALREADY_EXISTS: AlreadyExistsError,
+  CLOSED: ClosedError,
+  LOCKED: LockedError,
+  STORAGE: StorageError,
+  CORRUPT: CorruptError,
+  CLOCK_SKEW: ClockSkewError,
+  TIMEOUT: TimeoutError,
+  TLS: TlsError,
+  PEER: PeerError,
+  UNSUPPORTED: UnsupportedError,
+};
+
+const ErrorCode = Object.freeze(
+  Object.fromEntries(Object.keys(errorClasses).map((c) => [c, c])),
+);
+
+const PREFIX = /^\[TIDELOG:([A-Z_]+)\] /;
+// Status codes napi uses when a JS argument has the wrong type.
+const NAPI_ARG_CODES = new Set([
+  'InvalidArg',
+  'ObjectExpected',
+  'StringExpected',
+  'NameExpected',
+  'FunctionExpected',
+  'NumberExpected',
+  'BooleanExpected',
+  'ArrayExpected',
+  'BigintExpected',
+]);
+
+/** napi's argument-conversion messages, in JavaScript terms. */
+function friendly(message) {
+  return message
+    .replace(/Failed to get Array length/g, 'expected an array')
+    .replace(/napi value (\w+)/g, 'JavaScript value `$1`')
+    .replace(/rust type `String`/g, 'a string')
+    .replace(/rust type `(f64|f32|u64|i64|u32|i32)`/g, 'a number')
+    .replace(/rust type `bool`/g, 'a boolean')
+    .replace(/rust type `[^`]*`/g, 'the expected type')
+    .replace(/ on \w+\.(\w+)/g, ' (field `$1`)')
+    .replace(/(an? )?serde_json::Value/g, 'a JSON value');
+}
+
+/** Turns whatever the native side threw into a TidelogError subclass. */
+function toError(e) {
+  if (e instanceof TidelogError) return e;
+  const message = e && typeof e.message === 'string' ? e.message : String(e);
+  const m = PREFIX.exec(message);
+  if (m) {
+    const C = errorClasses[m[1]];
+    return C ? new C(message.slice(m[0].length)) : new TidelogError(message.slice(m[0].length), m[1]);
+  }
+  if (e && (NAPI_ARG_CODES.has(e.code) || e instanceof TypeError || e instanceof RangeError)) {
+    return new InvalidInputError(`invalid argument: ${friendly(message)}`, { cause: e });
+  }
+  return e;
+}
+
+function invalid(message) {
+  return new InvalidInputError(message);
+}
+
+// ---- argument checks --------------------------------------------------------
+
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+
+function describe(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
+}
+
+/** A primary-key value: a string, a safe integer, or a bigint in i64 range. */
+function checkKey(k) {
+  switch (typeof k) {
+    case 'string':
+      if (!k.isWellFormed()) throw invalid('invalid key: the string has a lone surrogate (not valid UTF-8)');
+      return k;
+    case 'number':
+      if (Number.isSafeInteger(k)) return k;
+      throw invalid(`invalid key: ${k} is not a safe integer (use a string, or a bigint for 64-bit keys)`);
+    case 'bigint':
+      if (k >= I64_MIN && k <= I64_MAX) return k;
+      throw invalid(`invalid key: ${k} does not fit in a signed 64-bit integer`);
+    default:
+      throw invalid(`invalid key: primary keys are strings or integers, got ${describe(k)}`);
+  }
+}
+
+/** Record → JSON text; the core checks that it is an object. */
+function recordJson(record) {
+  if (record === null || typeof record !== 'object') {
+    throw invalid(`a record must be a JSON object, got ${describe(record)}`);
+  }
+  let json;
+  try {
+    json = JSON.stringify(record);
+  } catch (e) {
+    throw new InvalidInputError(`a record must be JSON-serializable: ${e.message}`, { cause: e });
+  }
+  if (typeof json !== 'string') throw invalid('a record must be a JSON object');
+  return json;
+}
+
+function checkFunction(f, what) {
+  if (typeof f !== 'function') throw invalid(`${what} must be a function, got ${describe(f)}`);
+}
+
+function checkOptions(o, what) {
+  if (o === undefined) return {};
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) {
+    throw invalid(`${what} must be an object, got ${describe(o)}`);
+  }
+  return o;
+}
+
+function optNumber(v, what, dflt) {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw invalid(`invalid ${what}: must be a non-negative integer, got ${describe(v)}`);
+  }
+  return v;
+}
+
+// ---- conversions of what comes back ----------------------------------------
+
+function stampOf(s) {
+  return { time: BigInt(s.time), node: s.node };
+}
+
+function parseEvent(json) {
+  const ev = JSON.parse(json);
+  ev.stamp = stampOf(ev.stamp);
+  return ev;
+}
+
+function parseLog(json) {
+  const entries = JSON.parse(json);
+  for (const e of entries) e.stamp = stampOf(e.stamp);
+  return entries;
+}
+
+function orNull(v) {
+  return v === undefined ? null : v;
+}
+
+function tableInfo(t) {
+  return {
+    name: t.name,
+    primaryKey: t.primaryKey,
+    indexes: t.indexes,
+    expiration: orNull(t.expiration),
+  };
+}
+
+function peerStatus(p) {
+  p.address = orNull(p.address);
+  p.sinceMs = orNull(p.sinceMs);
+  p.lastError = orNull(p.lastError);
+  p.nodeId = orNull(p.nodeId);
+  return p;
+}
+
+function reportListenerError(db, table, err) {
+  db.listenerErrors += 1;
+  const detail = err && err.stack ? err.stack : String(err);
+  try {
+    process.emitWarning(`a change listener for table "${table}" threw: ${err && err.message ? err.message : String(err)}`, {
+      type: 'TidelogListenerWarning',
+      code: 'TIDELOG_LISTENER_ERROR',
+      detail,
+    });
+  } catch {
+    // Reporting must never throw back into the event dispatch.
+  }
+}
+
+// ---- transactions -------------------------------------------------------------
+
+/** Writes staged inside `db.transaction(fn)`; committed together or not at all. */
+class Transaction {
+  #n;
+  constructor(n) {
+    this.#n = n;
+  }
+
+  /** Stages an insert (fails at commit if the key exists). */
+  insert(table, record) {
+    const json = recordJson(record);
+    try {
+      this.#n.insert(table, json);
+    } catch (e) {
+      throw toError(e);
+    }
+    return this;
+  }
+
+  upsert(table, record) {
+    const json = recordJson(record);
+    try {
+      this.#n.upsert(table, json);
+    } catch (e) {
+      throw toError(e);
+    }
+    return this;
+  }
+
+  update(table, patch) {
+    const json = recordJson(patch);
+    try {
+      this.#n.update(table, json);
+    } catch (e) {
+      throw toError(e);
+    }
+    return this;
+  }
+
+  delete(table, key) {
+    try {
+      this.#n.delete(table, checkKey(key));
+    } catch (e) {
+      throw toError(e);
+    }
+    return this;
+  }
+
+  /** Number of staged writes. */
+  get length() {
+    return this.#n.length;
+  }
+
+  /** True once committed or rolled back. */
+  get finished() {
+    return this.#n.finished;
+  }
+}
+
+function commitTx(n) {
+  try {
+    return n.commit();
+  } catch (e) {
+    throw toError(e);
+  }
+}
+
+// ---- the database ---------------------------------------------------------------
+
+class Database {
+  #n;
+  #listeners = new Map();
+
+  /**
+   * Opens (creating if needed) the data directory `dir`.
+   * `options.nodeName` is required: this node's name, equal to the DNS
+   * name in its TLS certificate.
+   */
+  constructor(dir, options) {
+    if (typeof dir !== 'string' || dir.length === 0) {
+      throw invalid(`the data directory must be a non-empty string, got ${describe(dir)}`);
+    }
+    const o = checkOptions(options, 'open options');
+    if (typeof o.nodeName !== 'string') {
+      throw invalid('open options need `nodeName` (a string): this node\'s name, equal to the DNS name in its certificate');
+    }
+    try {
+      this.#n = native.NativeDb.open(dir, o);
+    } catch (e) {
+      throw toError(e);
+    }
+    /** Change-listener calls that threw (each one is also emitted as a process warning). */
+    this.listenerErrors = 0;
+  }
+
+  static open(dir, options) {
+    return new Database(dir, options);
+  }
+
+  /**
+   * Closes the database: flushes, stops replication and listeners, and
+   * releases the directory. Events committed before the close are still
+   * delivered; after that nothing of this database keeps the process alive.
+   * Every later call throws ClosedError. Closing twice is fine.
+   */
+  close() {
+    // Listeners stay active: events committed before the close are still
+    // delivered (the native side holds the loop open until they ran).
+    this.#listeners.clear();
+    try {
+      this.#n.close();
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  get nodeName() {
+    return this.#n.nodeName;
+  }
+
+  /** This instance's stable node id, as 16 hex digits (the `origin` of its changes). */
+  get nodeId() {
+    return this.#n.nodeId;
+  }
+
+  get path() {
+    return this.#n.path;
+  }
+
+  get engine() {
+    return this.#n.engine;
+  }
+
+  get closed() {
+    return this.#n.isClosed;
+  }
+
+  flush() {
+    try {
+      this.#n.flush();
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  diskBytes() {
+    try {
+      return this.#n.diskBytes();
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  // ---- tables
+
+  createTable(name, options) {
+    try {
+      return tableInfo(this.#n.createTable(name, checkOptions(options, 'table options')));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Creates the table unless it exists; returns whether it created it. */
+  ensureTable(name, options) {
+    try {
+      return this.#n.ensureTable(name, checkOptions(options, 'table options'));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  dropTable(name) {
+    try {
+      this.#n.dropTable(name);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  listTables() {
+    try {
+      return this.#n.listTables().map(tableInfo);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  describeTable(name) {
+    try {
+      return tableInfo(this.#n.describeTable(name));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  // ---- writes
+
+  insert(table, record) {
+    const json = recordJson(record);
+    try {
+      return this.#n.insert(table, json);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  upsert(table, record) {
+    const json = recordJson(record);
+    try {
+      return this.#n.upsert(table, json);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  update(table, patch) {
+    const json = recordJson(patch);
+    try {
+      return this.#n.update(table, json);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Deletes a record (leaving a tombstone that replicates); returns whether one was there. */
+  delete(table, key) {
+    try {
+      return this.#n.delete(table, checkKey(key));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /**
+   * Runs `fn(tx)` and commits its writes atomically when it returns (or,
+   * if it returns a promise, when that resolves); throws or rejects →
+   * nothing is written. Returns the commit info with `result`, fn's value.
+   */
+  transaction(fn) {
+    checkFunction(fn, 'the transaction callback');
+    let n;
+    try {
+      n = this.#n.transaction();
+    } catch (e) {
+      throw toError(e);
+    }
+    let result;
+    try {
+      result = fn(new Transaction(n));
+    } catch (e) {
+      n.rollback();
+      throw e;
+    }
+    if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+      return Promise.resolve(result).then(
+        (value) => ({ ...commitTx(n), result: value }),
+        (e) => {
+          n.rollback();
+          throw e;
+        },
+      );
+    }
+    return { ...commitTx(n), result };
+  }
+
+  /**
+   * Like `transaction`, but the commit runs on the libuv worker pool, so a
+   * commit that waits for the disk (`durability: "sync"`) does not block the
+   * event loop. `fn` stages writes synchronously.
+   */
+  transactionAsync(fn) {
+    try {
+      checkFunction(fn, 'the transaction callback');
+      const n = this.#n.transaction();
+      let result;
+      try {
+        result = fn(new Transaction(n));
+      } catch (e) {
+        n.rollback();
+        throw e;
+      }
+      if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+        n.rollback();
+        throw invalid('transactionAsync callbacks stage writes synchronously; use transaction() for an async callback');
+      }
+      return n.commitAsync().then(
+        (info) => ({ ...info, result }),
+        (e) => {
+          throw toError(e);
+        },
+      );
+    } catch (e) {
+      return Promise.reject(toError(e));
+    }
+  }
+
+  insertAsync(table, record) {
+    return this.transactionAsync((tx) => void tx.insert(table, record)).then(stripResult);
+  }
+
+  upsertAsync(table, record) {
+    return this.transactionAsync((tx) => void tx.upsert(table, record)).then(stripResult);
+  }
+
+  updateAsync(table, patch) {
+    return this.transactionAsync((tx) => void tx.update(table, patch)).then(stripResult);
+  }
+
+  deleteAsync(table, key) {
+    return this.transactionAsync((tx) => void tx.delete(table, key)).then(stripResult);
+  }
+
+  // ---- reads
+
+  /** The record with this primary key (with __createdtime__/__updatedtime__), or null. */
+  get(table, key) {
+    let s;
+    try {
+      // Typed entry points for the common key types (see src/lib.rs).
+      if (typeof key === 'number' && Number.isSafeInteger(key)) s = this.#n.getInt(table, key);
+      else if (typeof key === 'string' && key.isWellFormed()) s = this.#n.getStr(table, key);
+      else s = this.#n.get(table, checkKey(key));
+    } catch (e) {
+      throw toError(e);
+    }
+    return s == null ? null : JSON.parse(s);
+  }
+
+  /** Records for these keys, in order; null where there is none. */
+  getMany(table, keys) {
+    if (!Array.isArray(keys)) throw invalid(`keys must be an array, got ${describe(keys)}`);
+    try {
+      return JSON.parse(this.#n.getMany(table, keys.map(checkKey)));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Records in primary-key order within { gt | gte, lt | lte }, optionally reversed and limited. */
+  scan(table, range) {
+    try {
+      return JSON.parse(this.#n.scan(table, checkOptions(range, 'scan range')));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Records whose indexed `attribute` is within { gt | gte, lt | lte }, in index order. */
+  find(table, attribute, range) {
+    try {
+      return JSON.parse(this.#n.find(table, attribute, checkOptions(range, 'find range')));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Records whose indexed `attribute` equals `value` (arrays match per element). */
+  findEq(table, attribute, value) {
+    if (value === undefined) throw invalid('findEq needs a value');
+    try {
+      return JSON.parse(this.#n.findEq(table, attribute, value));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  count(table) {
+    try {
+      return this.#n.count(table);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  // ---- log
+
+  logBounds() {
+    try {
+      return this.#n.logBounds();
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Log entries from sequence `fromSeq` on, oldest first, at most `limit`. */
+  readLog(fromSeq = 1, limit = 1000) {
+    try {
+      return parseLog(this.#n.readLog(optNumber(fromSeq, 'fromSeq'), optNumber(limit, 'limit')));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Log entries committed at or after `sinceMs` (ms since the epoch). */
+  readLogSince(sinceMs, limit = 1000) {
+    try {
+      return parseLog(this.#n.readLogSince(optNumber(sinceMs, 'sinceMs'), optNumber(limit, 'limit')));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  // ---- listeners
+
+  /**
+   * Calls `listener(event)` after every committed change to `table`, local
+   * or replicated, in commit order, on the event loop. A listener that
+   * throws (or rejects) is reported as a process warning
+   * ('TidelogListenerWarning') and counted in `listenerErrors`; it stays
+   * registered and nothing else is affected. Listeners never keep the
+   * process alive. Returns an id for `removeListener`.
+   */
+  onChange(table, listener) {
+    checkFunction(listener, 'the listener');
+    let active = true;
+    const dispatch = (json) => {
+      if (!active) return;
+      let ev;
+      try {
+        ev = parseEvent(json);
+        const r = listener(ev);
+        if (r !== null && typeof r === 'object' && typeof r.then === 'function') {
+          Promise.resolve(r).catch((err) => reportListenerError(this, table, err));
+        }
+      } catch (err) {
+        reportListenerError(this, table, err);
+      }
+    };
+    let id;
+    try {
+      id = this.#n.onChange(table, dispatch);
+    } catch (e) {
+      throw toError(e);
+    }
+    this.#listeners.set(id, () => {
+      active = false;
+    });
+    return id;
+  }
+
+  /** Unregisters a listener; returns whether it was registered. */
+  removeListener(id) {
+    const mark = this.#listeners.get(id);
+    if (mark) {
+      mark();
+      this.#listeners.delete(id);
+    }
+    try {
+      return this.#n.removeListener(optNumber(id, 'listener id'));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  // ---- replication
+
+  /** Starts the replication engine: `{ tls: { cert, key, ca } }` (paths or PEM text) or `{ insecure: true }`. */
+  startReplication(options) {
+    try {
+      this.#n.startReplication(checkOptions(options, 'replication options'));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Accepts peers dialing in on `addr` (port 0 picks one); returns the bound "host:port". */
+  listen(addr = '127.0.0.1:0') {
+    try {
+      return this.#n.listen(addr);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  addPeer(peer) {
+    try {
+      this.#n.addPeer(checkOptions(peer, 'peer'));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  updatePeer(peer) {
+    try {
+      this.#n.updatePeer(checkOptions(peer, 'peer'));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  removePeer(name) {
+    try {
+      this.#n.removePeer(name);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  peerStatus(name) {
+    try {
+      return peerStatus(this.#n.peerStatus(name));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  replicationStatus() {
+    try {
+      return this.#n.replicationStatus().map(peerStatus);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /**
+   * Resolves once `peer` has acknowledged this instance's log up to `seq`
+   * (a number or a CommitInfo); rejects with TimeoutError after
+   * `timeoutMs` (default 30 s). Waits on the libuv worker pool.
+   */
+  waitForAck(peer, seq, timeoutMs = 30_000) {
+    try {
+      const s = seq !== null && typeof seq === 'object' ? seq.seq : seq;
+      return this.#n
+        .waitForAck(peer, optNumber(s, 'seq'), optNumber(timeoutMs, 'timeoutMs'))
+        .catch((e) => {
+          throw toError(e);
+        });
+    } catch (e) {
+      return Promise.reject(toError(e));
+    }
+  }
+
+  // ---- measurement hooks for bench/bench.js (not public API)
+
+  _rustBaseline(table, n) {
+    return this.#n._rustBaseline(table, n);
+  }
+
+  _upsertValue(table, record) {
+    return this.#n._upsertValue(table, record);
+  }
+
+  _getValue(table, key) {
+    return this.#n._getValue(table, key);
+  }
+}
+
+function stripResult(r) {
+  return { seq: r.seq, time: r.time, node: r.node };
+}
+
+/** Opens (creating if needed) a data directory; see `Database`. */
+function open(dir, options) {
+  return new Database(dir, options);
+}
+
+/**
+ * Writes a development CA and a certificate and key per node name into
+ * `outDir` (refuses to overwrite). Returns paths; `nodes[name]` can be
+ * passed as `startReplication({ tls: nodes[name] })`. For tests and trials;
+ * production clusters use their own PKI.
+ */
+function devCerts(outDir, nodes, options) {
+  const o = checkOptions(options, 'devCerts options');
+  if (!Array.isArray(nodes)) throw invalid(`nodes must be an array of node names, got ${describe(nodes)}`);
+  let r;
+  try {
+    r = native.devCerts(outDir, nodes, o.caName);
+  } catch (e) {
+    throw toError(e);
+  }
+  const byName = {};
+  for (const n of r.nodes) byName[n.name] = { cert: n.cert, key: n.key, ca: r.ca };
+  return { ca: r.ca, nodes: byName };
+}
+
+module.exports = {
+  open,
+  Database,
+  Transaction,
+  devCerts,
+  ErrorCode,
+  TidelogError,
+  InvalidInputError,
+  NotFoundError,
+  AlreadyExistsError,
+  ClosedError,
+  LockedError,
+  StorageError,
+  CorruptError,
+  ClockSkewError,
+  TimeoutError,
+  TlsError,
+  PeerError,
+  UnsupportedError,
+};
