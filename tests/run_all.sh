@@ -15,3 +15,8 @@ echo "== cargo test"
 # --lib --tests: unit and integration tests; the benchmarks are run with
 # `cargo bench`, not here (they measure, they do not assert).
 cargo test --workspace --lib --tests
+
+echo "== C ABI: header drift, C suite under ASan+UBSan+LSan (shared and static)"
+# The committed include/tidelog.h is compared with a fresh cbindgen run by
+# the `header_is_current` unit test above; this runs the C programs.
+bash ffi/tests/run_c_tests.sh
