@@ -367,7 +367,7 @@ pub unsafe extern "C" fn tidelog_delete(
         // SAFETY: as above.
         let table = unsafe { str_arg(table, "table") }?;
         // SAFETY: as above.
-        let key = json::key(&unsafe { json_arg(key_json, "key_json") }?, "key_json")?;
+        let key = json::key_text(unsafe { str_arg(key_json, "key_json") }?, "key_json")?;
         out.set(db.delete(table, key)?);
         Ok(())
     })
@@ -400,9 +400,9 @@ pub unsafe extern "C" fn tidelog_get(
         // SAFETY: as above.
         let table = unsafe { str_arg(table, "table") }?;
         // SAFETY: as above.
-        let key = json::key(&unsafe { json_arg(key_json, "key_json") }?, "key_json")?;
+        let key = json::key_text(unsafe { str_arg(key_json, "key_json") }?, "key_json")?;
         if let Some(r) = db.get(table, key)? {
-            out.set(new_string(r.to_json_string())?);
+            out.set(new_string(json::record(&r))?);
         }
         Ok(())
     })

@@ -149,7 +149,7 @@ pub unsafe extern "C" fn tidelog_txn_delete(
         // SAFETY: pointer arguments follow the header contract.
         let table = unsafe { str_arg(table, "table") }?;
         // SAFETY: as above.
-        let key = json::key(&unsafe { json_arg(key_json, "key_json") }?, "key_json")?;
+        let key = json::key_text(unsafe { str_arg(key_json, "key_json") }?, "key_json")?;
         with_open_txn(txn, |t| {
             t.delete(table, key)?;
             Ok(())

@@ -205,6 +205,41 @@ pub(crate) fn replication_options(v: Value) -> FfiResult<ReplicationOptions> {
 
 // ---- keys and ranges ----------------------------------------------------
 
+/// A key from its JSON text. Plain integers and plain strings (no escapes),
+/// the common case on the point-read path, skip the JSON parser; anything
+/// else goes through it, so the accepted language is exactly JSON.
+pub(crate) fn key_text(text: &str, what: &str) -> FfiResult<Key> {
+    let b = text.as_bytes();
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    if !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits == b"0")
+        // JSON's -0 is a float, not an integer key.
+        && text != "-0"
+    {
+        if let Ok(i) = text.parse::<i64>() {
+            return Ok(Key::Int(i));
+        }
+    }
+    if b.len() >= 2
+        && b[0] == b'"'
+        && b[b.len() - 1] == b'"'
+        && b[1..b.len() - 1]
+            .iter()
+            .all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+    {
+        return Ok(Key::Str(text[1..text.len() - 1].to_string()));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        Fail::new(
+            crate::tidelog_status::TIDELOG_INVALID_JSON,
+            format!("argument `{what}` is not valid JSON: {e}"),
+        )
+    })?;
+    key(&v, what)
+}
+
 pub(crate) fn key(v: &Value, what: &str) -> FfiResult<Key> {
     Key::from_json(v).ok_or_else(|| {
         Fail::invalid(format!(
@@ -303,6 +338,50 @@ fn push_stamp(out: &mut String, s: &Stamp) {
     );
 }
 
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// Appends a record as JSON text with `__createdtime__` and
+/// `__updatedtime__` first: the same text as `Record::to_json_string`,
+/// written straight into `out` without the formatting machinery (this is
+/// the hot path of every read through the C ABI).
+pub(crate) fn push_record(out: &mut String, r: &Record) {
+    let body = r.body_json();
+    let Some(rest) = body.strip_prefix('{') else {
+        out.push_str(&r.to_json_string());
+        return;
+    };
+    // Two times of at most 20 digits each plus their names: 78 bytes.
+    out.reserve(body.len() + 78);
+    out.push_str("{\"__createdtime__\":");
+    push_u64(out, r.created_ms());
+    out.push_str(",\"__updatedtime__\":");
+    push_u64(out, r.updated_ms());
+    if rest.trim_start() != "}" {
+        out.push(',');
+    }
+    out.push_str(rest);
+}
+
+/// One record as JSON text, with room for the C string's NUL.
+pub(crate) fn record(r: &Record) -> String {
+    let mut out = String::with_capacity(r.body_json().len() + 80);
+    push_record(&mut out, r);
+    out
+}
+
 /// `[record, ...]` (each with `__createdtime__`/`__updatedtime__`).
 pub(crate) fn records(rs: &[Record]) -> String {
     let mut out = String::with_capacity(2 + rs.len() * 64);
@@ -311,7 +390,7 @@ pub(crate) fn records(rs: &[Record]) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&r.to_json_string());
+        push_record(&mut out, r);
     }
     out.push(']');
     out
@@ -326,7 +405,7 @@ pub(crate) fn maybe_records(rs: &[Option<Record>]) -> String {
             out.push(',');
         }
         match r {
-            Some(r) => out.push_str(&r.to_json_string()),
+            Some(r) => push_record(&mut out, r),
             None => out.push_str("null"),
         }
     }
@@ -350,7 +429,7 @@ pub(crate) fn event(e: &ChangeEvent) -> String {
         push_key(&mut out, &c.key);
         out.push_str(",\"record\":");
         match &c.record {
-            Some(r) => out.push_str(&r.to_json_string()),
+            Some(r) => push_record(&mut out, r),
             None => out.push_str("null"),
         }
         out.push('}');

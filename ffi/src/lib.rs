@@ -165,4 +165,6 @@ pub extern "C" fn tidelog_selftest_panic() -> tidelog_status {
 }
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;

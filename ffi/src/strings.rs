@@ -2,7 +2,7 @@
 //! hands out one per call): a box with a magic number, checked on every use
 //! and overwritten on free.
 
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 
 use crate::guard::{guard_void, Fail, FfiResult};
 use crate::tidelog_status::*;
@@ -15,17 +15,21 @@ const STRING_DEAD: u64 = 0xdead_dead_dead_dead;
 /// tidelog_string_free(), never with free().
 pub struct tidelog_string {
     magic: u64,
-    text: CString,
+    /// UTF-8 text plus one terminating NUL, and no other NUL.
+    text: Vec<u8>,
 }
 
 /// Hands a string out to C.
 pub(crate) fn new_string(text: String) -> FfiResult<*mut tidelog_string> {
-    let text = CString::new(text).map_err(|_| {
-        Fail::new(
+    // Like CString::new, minus its shrink-to-fit reallocation.
+    let mut text = text.into_bytes();
+    if text.contains(&0) {
+        return Err(Fail::new(
             TIDELOG_CORRUPT,
             "the result contains a NUL character and cannot be returned as a C string",
-        )
-    })?;
+        ));
+    }
+    text.push(0);
     Ok(Box::into_raw(Box::new(tidelog_string {
         magic: STRING_LIVE,
         text,
@@ -53,7 +57,7 @@ unsafe fn live_string<'a>(s: *const tidelog_string) -> Option<&'a tidelog_string
 pub unsafe extern "C" fn tidelog_string_data(s: *const tidelog_string) -> *const c_char {
     // SAFETY: the caller passes NULL or a live string (header contract).
     match unsafe { live_string(s) } {
-        Some(r) => r.text.as_ptr(),
+        Some(r) => r.text.as_ptr().cast(),
         None => std::ptr::null(),
     }
 }
@@ -67,7 +71,7 @@ pub unsafe extern "C" fn tidelog_string_data(s: *const tidelog_string) -> *const
 pub unsafe extern "C" fn tidelog_string_len(s: *const tidelog_string) -> usize {
     // SAFETY: the caller passes NULL or a live string (header contract).
     match unsafe { live_string(s) } {
-        Some(r) => r.text.as_bytes().len(),
+        Some(r) => r.text.len() - 1,
         None => 0,
     }
 }

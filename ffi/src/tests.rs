@@ -83,3 +83,63 @@ fn roundtrip_and_handles_are_checked() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The fast key reader accepts exactly what the JSON path accepts.
+#[test]
+fn key_text_agrees_with_json() {
+    let cases = [
+        "0",
+        "-0",
+        "7",
+        "-42",
+        "123456789012345678",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "007",
+        "-",
+        "1.5",
+        "1e3",
+        " 1",
+        "\"abc\"",
+        "\"\"",
+        "\"a\\\"b\"",
+        "\"é€\"",
+        "\"tab\there\"",
+        "\"unterminated",
+        "true",
+        "null",
+        "[1]",
+        "{}",
+        "",
+        "\"a\"\"b\"",
+    ];
+    for text in cases {
+        let fast = crate::json::key_text(text, "k").map_err(|f| f.status);
+        let slow = serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|_| tidelog_status::TIDELOG_INVALID_JSON)
+            .and_then(|v| crate::json::key(&v, "k").map_err(|f| f.status));
+        assert_eq!(fast, slow, "{text:?}");
+    }
+}
+
+/// The hand-written record JSON is byte for byte `Record::to_json_string`.
+#[test]
+fn record_json_matches_core() {
+    let dir = std::env::temp_dir().join(format!("tidelog-ffi-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = tidelog_core::Database::open(&dir, tidelog_core::OpenOptions::new("n1")).unwrap();
+    db.create_table("t", Default::default()).unwrap();
+    db.upsert("t", serde_json::json!({"id": 1})).unwrap();
+    db.upsert(
+        "t",
+        serde_json::json!({"id": 2, "a": [1, {"b": "\u{0}x"}], "é": null}),
+    )
+    .unwrap();
+    for k in [1i64, 2] {
+        let r = db.get("t", k).unwrap().unwrap();
+        assert_eq!(crate::json::record(&r), r.to_json_string());
+    }
+    db.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

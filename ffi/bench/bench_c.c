@@ -1,0 +1,64 @@
+/* Single-record upserts and point gets through the C ABI. The Rust twin is
+ * ffi/examples/bench_rust.rs (same records, same keys, same options);
+ * ffi/bench/run.sh runs both and prints the ratio.
+ * Usage: bench_c <scratch dir> <records> <gets> */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tidelog.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#define MUST(call)                                                                     \
+    do {                                                                               \
+        if ((call) != TIDELOG_OK) {                                                    \
+            fprintf(stderr, "%s failed: %s\n", #call, tidelog_last_error());           \
+            return 1;                                                                  \
+        }                                                                              \
+    } while (0)
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s <scratch dir> <records> <gets>\n", argv[0]);
+        return 2;
+    }
+    long n = atol(argv[2]), gets = atol(argv[3]);
+    tidelog_db *db = NULL;
+    MUST(tidelog_open(argv[1], "{\"node_name\": \"bench\"}", &db));
+    MUST(tidelog_create_table(db, "t", NULL));
+
+    char rec[128], key[32];
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        snprintf(rec, sizeof rec, "{\"id\": %ld, \"sensor\": \"s-%ld\", \"value\": %.1f}", i,
+                 i % 16, (double)i * 0.5);
+        MUST(tidelog_upsert(db, "t", rec, NULL));
+    }
+    double t_upsert = now_s() - t0;
+
+    size_t bytes = 0;
+    t0 = now_s();
+    for (long i = 0; i < gets; i++) {
+        long k = (i * 7919) % n;
+        snprintf(key, sizeof key, "%ld", k);
+        tidelog_string *s = NULL;
+        MUST(tidelog_get(db, "t", key, &s));
+        bytes += tidelog_string_len(s);
+        tidelog_string_free(s);
+    }
+    double t_get = now_s() - t0;
+    if (bytes == 0)
+        return 1;
+
+    MUST(tidelog_close(db));
+    tidelog_db_free(db);
+    printf("upsert_per_s=%.0f get_per_s=%.0f\n", (double)n / t_upsert, (double)gets / t_get);
+    return 0;
+}
