@@ -285,13 +285,21 @@ tidelog_status tidelog_selftest_panic(void);
  * open fails with TIDELOG_LOCKED. The node name and the engine are fixed
  * when the directory is created.
  *
+ * Options, as a JSON object (only `node_name` is required; unknown fields
+ * are refused):
+ *
+ * - `"node_name"`: this node's name, unique in the cluster and equal to
+ *   the DNS name in its TLS certificate, e.g. `"edge-1"`;
+ * - `"engine"`: `"fjall"` (default) or `"sled"`;
+ * - `"durability"`: `"sync"` (every commit on disk before it returns),
+ *   `"grouped"` (default: flushed together every 50 ms) or
+ *   `{"grouped_ms": n}`;
+ * - `"memory_budget"`: bytes for caches (default 32 MiB, at least 4 MiB);
+ * - `"max_record_bytes"` (default 1 MiB), `"max_clock_skew_ms"` (default
+ *   60000), `"expiry_interval_ms"` (default 1000).
+ *
  * @param dir          path of the data directory (UTF-8).
- * @param options_json JSON object: `{"node_name": "edge-1"` (required; the
- *                     DNS name in this node's TLS certificate)`, "engine":
- *                     "fjall"|"sled", "durability": "sync"|"grouped"|
- *                     {"grouped_ms": 50}, "memory_budget": bytes,
- *                     "max_record_bytes": n, "max_clock_skew_ms": n,
- *                     "expiry_interval_ms": n}`. Unknown fields are refused.
+ * @param options_json the options above, e.g. `{"node_name": "edge-1"}`.
  * @param out_db       receives the new handle (NULL on failure). Release it
  *                     with tidelog_db_free().
  * @return TIDELOG_OK, TIDELOG_LOCKED, TIDELOG_INVALID_INPUT, TIDELOG_STORAGE, ...
@@ -301,9 +309,9 @@ tidelog_status tidelog_open(const char *dir, const char *options_json, tidelog_d
 /**
  * Closes the database: stops replication and change delivery (queued
  * events are delivered first, unless called from a change callback),
- * flushes, and releases the data directory. The handle stays allocated:
- * every later call on it fails with TIDELOG_CLOSED until
- * tidelog_db_free(). Closing twice is fine.
+ * flushes, and releases the data directory. The handle stays valid until
+ * tidelog_db_free(): every later call on it fails with TIDELOG_CLOSED
+ * (except tidelog_node_info()). Closing twice is fine.
  *
  * May be called from a change callback of this database; it then does not
  * wait for the events thread (which is the calling thread).
@@ -872,7 +880,8 @@ tidelog_status tidelog_replication_status(tidelog_db *db, tidelog_string **out_j
  * @param db         a database handle with replication started.
  * @param peer       the peer's node name.
  * @param seq        a log sequence number of this instance.
- * @param timeout_ms how long to wait at most.
+ * @param timeout_ms how long to wait at most; UINT64_MAX (anything beyond
+ *                   100 years) waits without a practical limit.
  * @return TIDELOG_OK, TIDELOG_TIMEOUT, TIDELOG_NOT_FOUND (no such peer),
  *         TIDELOG_CLOSED (closed while waiting), ...
  */

@@ -21,13 +21,21 @@ use crate::tidelog_status;
 /// open fails with TIDELOG_LOCKED. The node name and the engine are fixed
 /// when the directory is created.
 ///
+/// Options, as a JSON object (only `node_name` is required; unknown fields
+/// are refused):
+///
+/// - `"node_name"`: this node's name, unique in the cluster and equal to
+///   the DNS name in its TLS certificate, e.g. `"edge-1"`;
+/// - `"engine"`: `"fjall"` (default) or `"sled"`;
+/// - `"durability"`: `"sync"` (every commit on disk before it returns),
+///   `"grouped"` (default: flushed together every 50 ms) or
+///   `{"grouped_ms": n}`;
+/// - `"memory_budget"`: bytes for caches (default 32 MiB, at least 4 MiB);
+/// - `"max_record_bytes"` (default 1 MiB), `"max_clock_skew_ms"` (default
+///   60000), `"expiry_interval_ms"` (default 1000).
+///
 /// @param dir          path of the data directory (UTF-8).
-/// @param options_json JSON object: `{"node_name": "edge-1"` (required; the
-///                     DNS name in this node's TLS certificate)`, "engine":
-///                     "fjall"|"sled", "durability": "sync"|"grouped"|
-///                     {"grouped_ms": 50}, "memory_budget": bytes,
-///                     "max_record_bytes": n, "max_clock_skew_ms": n,
-///                     "expiry_interval_ms": n}`. Unknown fields are refused.
+/// @param options_json the options above, e.g. `{"node_name": "edge-1"}`.
 /// @param out_db       receives the new handle (NULL on failure). Release it
 ///                     with tidelog_db_free().
 /// @return TIDELOG_OK, TIDELOG_LOCKED, TIDELOG_INVALID_INPUT, TIDELOG_STORAGE, ...
@@ -52,9 +60,9 @@ pub unsafe extern "C" fn tidelog_open(
 
 /// Closes the database: stops replication and change delivery (queued
 /// events are delivered first, unless called from a change callback),
-/// flushes, and releases the data directory. The handle stays allocated:
-/// every later call on it fails with TIDELOG_CLOSED until
-/// tidelog_db_free(). Closing twice is fine.
+/// flushes, and releases the data directory. The handle stays valid until
+/// tidelog_db_free(): every later call on it fails with TIDELOG_CLOSED
+/// (except tidelog_node_info()). Closing twice is fine.
 ///
 /// May be called from a change callback of this database; it then does not
 /// wait for the events thread (which is the calling thread).
@@ -652,6 +660,9 @@ pub unsafe extern "C" fn tidelog_read_log_since(
         // SAFETY: out pointer follows the header contract.
         let out = unsafe { Out::new(out_json, "out_json", std::ptr::null_mut()) }?;
         let db = handles::db(db)?;
+        // Stamps keep milliseconds in 48 bits; later times would wrap around
+        // in the core's conversion and select everything instead of nothing.
+        let since_ms = since_ms.min((1 << 48) - 1);
         let entries = db.read_log_since(since_ms, limit as usize)?;
         out.set(new_string(json::log_entries(&entries, db.node_id()))?);
         Ok(())

@@ -12,6 +12,9 @@ use crate::json;
 use crate::strings::{new_string, tidelog_string};
 use crate::tidelog_status;
 
+/// 100 years: "forever" for a wait, and far from overflowing an Instant.
+const MAX_WAIT_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
 /// Starts the replication engine (its threads and TLS configuration). Call
 /// once per open database, before tidelog_listen() and tidelog_add_peer().
 /// It stops with tidelog_close().
@@ -192,7 +195,8 @@ pub unsafe extern "C" fn tidelog_replication_status(
 /// @param db         a database handle with replication started.
 /// @param peer       the peer's node name.
 /// @param seq        a log sequence number of this instance.
-/// @param timeout_ms how long to wait at most.
+/// @param timeout_ms how long to wait at most; UINT64_MAX (anything beyond
+///                   100 years) waits without a practical limit.
 /// @return TIDELOG_OK, TIDELOG_TIMEOUT, TIDELOG_NOT_FOUND (no such peer),
 ///         TIDELOG_CLOSED (closed while waiting), ...
 #[no_mangle]
@@ -206,6 +210,8 @@ pub unsafe extern "C" fn tidelog_wait_for_ack(
         let db = handles::db(db)?;
         // SAFETY: string argument follows the header contract.
         let peer = unsafe { str_arg(peer, "peer") }?;
+        // The core adds the timeout to Instant::now(), which must not overflow.
+        let timeout_ms = timeout_ms.min(MAX_WAIT_MS);
         Ok(db.wait_for_ack(peer, seq, Duration::from_millis(timeout_ms))?)
     })
 }

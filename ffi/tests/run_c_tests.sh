@@ -41,6 +41,16 @@ for fn in $functions; do
 done
 [ "$missing" = 0 ] || exit 1
 
+echo "-- every declaration in include/tidelog.h has a Doxygen comment"
+awk '
+/^[[:space:]]*$/ { next }
+/^(typedef |tidelog_status |const char \*|void |uint32_t |size_t |#define TIDELOG_ABI)|^    TIDELOG_[A-Z_]+ = / {
+    n++
+    if (prev !~ /\*\/[[:space:]]*$/) { print "   undocumented: " $0; bad = 1 }
+}
+{ prev = $0 }
+END { if (n < 60) { print "   found only " n " declarations"; bad = 1 }; exit bad }' include/tidelog.h
+
 if command -v g++ >/dev/null; then
     echo "-- header compiles as C++"
     g++ -std=c++11 -Wall -Wextra -Werror -fsyntax-only -Iinclude "$src/header_cxx.cpp"

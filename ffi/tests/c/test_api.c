@@ -360,6 +360,9 @@ static void test_log(tidelog_db *db) {
     OK(tidelog_read_log_since(db, ((uint64_t)time(NULL) + 86400) * 1000, 10, &s));
     CHECK(strcmp(tidelog_string_data(s), "[]") == 0);
     tidelog_string_free(s);
+    OK(tidelog_read_log_since(db, UINT64_MAX, 10, &s)); /* far future: nothing */
+    CHECK(strcmp(tidelog_string_data(s), "[]") == 0);
+    tidelog_string_free(s);
     EXPECT(tidelog_read_log_since(NULL, 0, 10, &s), TIDELOG_NULL_ARGUMENT);
 }
 
@@ -597,6 +600,7 @@ static void test_replication_errors(tidelog_db *db, const char *base) {
     EXPECT(tidelog_wait_for_ack(db, "cloud", seq, 50), TIDELOG_TIMEOUT);
     EXPECT(tidelog_wait_for_ack(db, "other", seq, 50), TIDELOG_NOT_FOUND);
     EXPECT(tidelog_wait_for_ack(db, NULL, seq, 50), TIDELOG_NULL_ARGUMENT);
+    OK(tidelog_wait_for_ack(db, "cloud", 0, UINT64_MAX)); /* nothing to wait for */
 
     OK(tidelog_remove_peer(db, "cloud"));
     EXPECT(tidelog_remove_peer(db, "cloud"), TIDELOG_NOT_FOUND);
