@@ -8,7 +8,8 @@
 #    latter is robust when other builds compete for the cores).
 # 2. (a cross-check) a real C program, ffi/bench/bench_c.c, linked against
 #    libtidelog.so and libtidelog.a, vs its Rust twin examples/bench_rust.rs,
-#    as separate processes on separate databases; best of [rounds]. Noisier.
+#    as separate processes on separate databases, timed on the calling
+#    thread's CPU clock; best of [rounds]. Noisier (separate databases).
 #
 # Usage: ffi/bench/run.sh [records] [gets] [rounds]
 set -euo pipefail
@@ -66,7 +67,7 @@ done
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f%%", 100 * a / b }'; }
 echo
-echo "best of $rounds rounds, $n records, $gets point gets (ops/s; ratio = C / Rust):"
+echo "best of $rounds rounds, $n records, $gets point gets (ops per thread-CPU second; ratio = C / Rust):"
 printf '%-10s %12s %12s %12s\n' "" "C .so" "C .a" "Rust"
 printf '%-10s %12s %12s %12s   .so %s  .a %s\n' upsert "${best[c_shared.upsert_per_s]}" \
     "${best[c_static.upsert_per_s]}" "${best[rust.upsert_per_s]}" \
