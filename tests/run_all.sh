@@ -16,6 +16,11 @@ echo "== cargo test"
 # `cargo bench`, not here (they measure, they do not assert).
 cargo test --workspace --lib --tests
 
+echo "== C ABI: header drift, C suite under ASan+UBSan+LSan (shared and static)"
+# The committed include/tidelog.h is compared with a fresh cbindgen run by
+# the `header_is_current` unit test above; this runs the C programs.
+bash ffi/tests/run_c_tests.sh
+
 echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
 (
   cd bindings/node
