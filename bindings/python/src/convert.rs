@@ -36,7 +36,9 @@ pub fn py_str<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
     if p.is_null() {
         let err = PyErr::take(s.py());
         drop(err);
-        return Err(invalid("text is not valid UTF-8 (it holds lone surrogates)"));
+        return Err(invalid(
+            "text is not valid UTF-8 (it holds lone surrogates)",
+        ));
     }
     // SAFETY: CPython guarantees valid UTF-8 of `len` bytes.
     Ok(unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(p, len as usize)) })
@@ -313,6 +315,45 @@ impl<'de, 'py> Visitor<'de> for KeySeed<'py> {
         f.write_str("an attribute name")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(PyString::new(self.0, v))
+        Ok(attribute_name(self.0, v))
     }
+}
+
+const KEY_CACHE_SLOTS: usize = 512;
+const KEY_CACHE_MAX_LEN: usize = 48;
+
+type KeySlot = Option<(Box<str>, Py<PyString>)>;
+
+thread_local! {
+    /// Recently seen attribute names as Python strings, direct-mapped by a
+    /// hash of the name. Records of a table share their attribute names, so
+    /// reads reuse one str object per name (its hash is computed once)
+    /// instead of allocating and hashing a new one per record and name.
+    static KEY_CACHE: std::cell::RefCell<Vec<KeySlot>> =
+        std::cell::RefCell::new((0..KEY_CACHE_SLOTS).map(|_| None).collect());
+}
+
+fn attribute_name<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    if name.len() > KEY_CACHE_MAX_LEN {
+        return PyString::new(py, name);
+    }
+    // FNV-1a: names are short, this is a handful of cycles.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let slot = (h as usize) % KEY_CACHE_SLOTS;
+    KEY_CACHE
+        .try_with(|cache| {
+            let mut cache = cache.borrow_mut();
+            match &cache[slot] {
+                Some((k, v)) if &**k == name => v.bind(py).clone(),
+                _ => {
+                    let s = PyString::new(py, name);
+                    cache[slot] = Some((name.into(), s.clone().unbind()));
+                    s
+                }
+            }
+        })
+        .unwrap_or_else(|_| PyString::new(py, name))
 }
