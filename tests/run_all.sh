@@ -13,8 +13,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 # --lib --tests: unit and integration tests; the benchmarks are run with
-# `cargo bench`, not here (they measure, they do not assert).
-cargo test --workspace --lib --tests
+# `cargo bench`, not here (they measure, they do not assert). The Python
+# binding is excluded: `--lib` would override its `test = false` and link a
+# test binary against the system libpython; maturin builds it below.
+cargo test --workspace --exclude tidelog-python --lib --tests
 
 echo "== Python binding (bindings/python): build, pytest, mypy --strict"
 # A venv in .venv (gitignored) with the pinned build tool and the test tools;

@@ -459,7 +459,7 @@ def test_hidden_rust_baseline_runs(tmp_path: Path) -> None:
     from tidelog import _tidelog
 
     r = _tidelog._rust_baseline(str(tmp_path / "b"), 50)
-    assert r["upserts_per_s"] > 0 and r["gets_per_s"] > 0
+    assert r["upserts"] > 0 and r["gets"] > 0 and r["gets_raw_cpu"] > 0
 
 
 def test_error_hierarchy() -> None:
