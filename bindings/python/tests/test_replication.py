@@ -4,6 +4,7 @@ with certificates made at run time; plus every peer call and its errors."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -72,10 +73,22 @@ def test_dev_certs(tmp_path: Path) -> None:
         tidelog.dev_certs(tmp_path / "q", ["bad name!"])
 
 
-def test_edge_cloud_thresholds_down_alerts_up(pair: Tuple[tidelog.Database, tidelog.Database, str]) -> None:
+def test_edge_cloud_thresholds_down_alerts_up(
+    pair: Tuple[tidelog.Database, tidelog.Database, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     cloud, edge, _ = pair
     remote_events: List[Any] = []
     edge.on_change("thresholds", lambda ev: remote_events.append(ev))
+    # A listener that always raises: reported and counted, and replication
+    # carries on regardless.
+    reported: List[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u))
+
+    def broken(ev: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    edge.on_change("thresholds", broken)
+    cloud.on_change("alerts", broken)
 
     # Initial sync: the table appears on the edge with the publisher's key.
     wait_until("threshold on edge", lambda: _get(edge, "thresholds", "s1") is not None)
@@ -110,6 +123,9 @@ def test_edge_cloud_thresholds_down_alerts_up(pair: Tuple[tidelog.Database, tide
     # The applied remote transaction is in the cloud's log with its origin.
     entry = [e for e in cloud.read_log() if any(w["table"] == "alerts" for w in e["writes"])][-1]
     assert entry["origin"] == edge.node_id
+
+    assert edge.listener_errors >= 2 and cloud.listener_errors >= 1
+    assert all(isinstance(u.exc_value, RuntimeError) for u in reported)
 
     st = edge.peer_status("cloud")
     assert st["connected"] is True and st["name"] == "cloud"
