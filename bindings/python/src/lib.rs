@@ -850,7 +850,21 @@ impl PyDatabase {
         let db = self.h.db()?;
         let seq = non_negative("seq", seq)?;
         let timeout = seconds("timeout", timeout)?;
-        py.detach(|| db.wait_for_ack(peer, seq, timeout)).py()
+        // Wait in slices so Ctrl-C (and other signals) get through.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let slice = left.min(Duration::from_millis(200));
+            match py.detach(|| db.wait_for_ack(peer, seq, slice)) {
+                Err(tidelog::Error::Timeout(_)) if !left.is_zero() && left > slice => {
+                    py.check_signals()?;
+                }
+                Err(tidelog::Error::Timeout(_)) => {
+                    return Err(errors::to_py(tidelog::Error::Timeout(timeout)))
+                }
+                other => return other.py(),
+            }
+        }
     }
 }
 

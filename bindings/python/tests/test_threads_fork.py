@@ -165,3 +165,29 @@ def test_forked_child_exits_normally_without_hanging(tmp_path: Path) -> None:
         text=True,
     )
     assert r.returncode == 0, r.stderr
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_wait_for_ack_is_interruptible(db: tidelog.Database) -> None:
+    db.start_replication(insecure=True)
+    db.add_peer("ghost", address="127.0.0.1:9")
+    db.create_table("t")
+    seq = db.upsert("t", {"id": 1}).seq
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise _Interrupted()
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        t = time.monotonic()
+        with pytest.raises(_Interrupted):
+            db.wait_for_ack("ghost", seq, timeout=30)
+        assert time.monotonic() - t < 5
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
