@@ -354,33 +354,33 @@ impl PyDatabase {
     // ---- tables ----------------------------------------------------------
 
     /// Creates a table. Raises `TableExistsError` if it exists.
-    #[pyo3(signature = (name, *, primary_key="id", indexes=Vec::new(), expiration=None))]
+    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None))]
     fn create_table<'py>(
         &self,
         py: Python<'py>,
         name: &str,
         primary_key: &str,
-        indexes: Vec<String>,
+        indexes: Option<Vec<String>>,
         expiration: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let db = self.h.db()?;
-        let opts = table_options(primary_key, indexes, expiration)?;
+        let opts = table_options(primary_key, indexes.unwrap_or_default(), expiration)?;
         let info = py.detach(|| db.create_table(name, opts)).py()?;
         to_py_via_serde(py, &info)
     }
 
     /// Creates the table unless it exists; returns whether it created it.
-    #[pyo3(signature = (name, *, primary_key="id", indexes=Vec::new(), expiration=None))]
+    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None))]
     fn ensure_table(
         &self,
         py: Python<'_>,
         name: &str,
         primary_key: &str,
-        indexes: Vec<String>,
+        indexes: Option<Vec<String>>,
         expiration: Option<i64>,
     ) -> PyResult<bool> {
         let db = self.h.db()?;
-        let opts = table_options(primary_key, indexes, expiration)?;
+        let opts = table_options(primary_key, indexes.unwrap_or_default(), expiration)?;
         py.detach(|| db.ensure_table(name, opts)).py()
     }
 

@@ -490,8 +490,8 @@ def test_json_module_compatible_output(db: tidelog.Database, table: str) -> None
 def test_public_names_have_docstrings() -> None:
     for name in tidelog.__all__:
         obj = getattr(tidelog, name)
-        if name.startswith("__"):
-            continue
+        if name.startswith("__") or getattr(obj, "__module__", "") == "typing":
+            continue  # type aliases (Key, Record, ...) are documented in the stubs
         assert obj.__doc__, name
         if isinstance(obj, type) and obj.__module__ == "tidelog" and not issubclass(obj, Exception):
             for attr, member in vars(obj).items():

@@ -10,7 +10,7 @@ thread. After ``os.fork()`` a handle opened in the parent raises
 import builtins
 import os
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Type, TypedDict, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Type, TypedDict, Union, final
 
 
 __version__: str
@@ -154,6 +154,7 @@ def dev_certs(out_dir: StrPath, nodes: Sequence[str], *, ca_name: str = "tidelog
     """Writes a development CA and a certificate and key per node into
     ``out_dir`` (for tests and trying tidelog out). Refuses to overwrite."""
 
+@final
 class CommitInfo:
     """What a commit was given."""
 
@@ -170,6 +171,7 @@ class CommitInfo:
     def millis(self) -> int:
         """Milliseconds since the epoch of the stamp."""
 
+@final
 class Transaction:
     """Writes to one or more tables that commit atomically, or not at all.
     As a context manager it commits on success and discards on an
@@ -195,11 +197,12 @@ class Transaction:
     def __enter__(self) -> "Transaction": ...
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: Optional[Type[BaseException]] = None,
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
     ) -> bool: ...
 
+@final
 class Database:
     """An open tidelog database (from :func:`open`)."""
 
@@ -226,9 +229,9 @@ class Database:
     def __enter__(self) -> "Database": ...
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: Optional[Type[BaseException]] = None,
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
     ) -> bool: ...
     def flush(self) -> None:
         """Makes every commit so far durable on disk."""
@@ -241,7 +244,7 @@ class Database:
         name: str,
         *,
         primary_key: str = "id",
-        indexes: Sequence[str] = (),
+        indexes: Optional[Sequence[str]] = None,
         expiration: Optional[int] = None,
     ) -> TableInfo:
         """Creates a table (raises :class:`TableExistsError` if it exists)."""
@@ -250,7 +253,7 @@ class Database:
         name: str,
         *,
         primary_key: str = "id",
-        indexes: Sequence[str] = (),
+        indexes: Optional[Sequence[str]] = None,
         expiration: Optional[int] = None,
     ) -> bool:
         """Creates the table unless it exists; returns whether it did."""
