@@ -18,7 +18,7 @@ echo "== cargo test"
 # test binary against the system libpython; maturin builds it below.
 cargo test --workspace --exclude tidelog-python --lib --tests
 
-echo "== Python binding (bindings/python): build, pytest, mypy --strict"
+echo "== Python binding (bindings/python): build, pytest, mypy --strict, stubtest"
 # A venv in .venv (gitignored) with the pinned build tool and the test tools;
 # maturin builds the pyo3 extension (debug) and installs it editable.
 if [ ! -x .venv/bin/python ]; then
@@ -28,3 +28,5 @@ fi
 .venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml
 .venv/bin/python -m pytest -q bindings/python/tests
 (cd bindings/python && ../../.venv/bin/mypy --strict examples/typed_example.py)
+# The stubs must describe what the module really has.
+.venv/bin/python -m mypy.stubtest tidelog --ignore-missing-stub
