@@ -13,8 +13,23 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 # --lib --tests: unit and integration tests; the benchmarks are run with
-# `cargo bench`, not here (they measure, they do not assert).
-cargo test --workspace --lib --tests
+# `cargo bench`, not here (they measure, they do not assert). The Python
+# binding is excluded: `--lib` would override its `test = false` and link a
+# test binary against the system libpython; maturin builds it below.
+cargo test --workspace --exclude tidelog-python --lib --tests
+
+echo "== Python binding (bindings/python): build, pytest, mypy --strict, stubtest"
+# A venv in .venv (gitignored) with the pinned build tool and the test tools;
+# maturin builds the pyo3 extension (debug) and installs it editable.
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check maturin==1.16.0 pytest==9.2.0 mypy==2.4.1
+.venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml
+.venv/bin/python -m pytest -q bindings/python/tests
+(cd bindings/python && ../../.venv/bin/mypy --strict examples/typed_example.py)
+# The stubs must describe what the module really has.
+.venv/bin/python -m mypy.stubtest tidelog --ignore-missing-stub
 
 echo "== C ABI: header drift, C suite under ASan+UBSan+LSan (shared and static)"
 # The committed include/tidelog.h is compared with a fresh cbindgen run by
