@@ -22,6 +22,16 @@ impl Key {
         }
     }
 
+    /// Appends the key as JSON text (a number or a quoted string); the
+    /// bindings build event and log JSON with it.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Key::Int(i) => out.push_str(&i.to_string()),
+            // Serializing a str cannot fail.
+            Key::Str(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+        }
+    }
+
     /// Reads a key from a JSON value; `None` if it is neither a string nor an
     /// integer that fits in i64.
     pub fn from_json(v: &serde_json::Value) -> Option<Key> {
@@ -298,6 +308,14 @@ mod tests {
             prop_assert_eq!(a.cmp(&b), ea.cmp(&eb));
             prop_assert_eq!(index_value_len(&ea).unwrap(), ea.len());
             if a != b { prop_assert!(!eb.starts_with(&ea)); }
+        }
+
+        #[test]
+        fn key_json_text_matches_the_json_value(k in key_strategy()) {
+            let mut text = String::new();
+            k.write_json(&mut text);
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back, k.to_json());
         }
 
         #[test]

@@ -321,15 +321,6 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
-fn push_key(out: &mut String, k: &Key) {
-    match k {
-        Key::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Key::Str(s) => push_json_str(out, s),
-    }
-}
-
 fn push_stamp(out: &mut String, s: &Stamp) {
     let _ = write!(
         out,
@@ -426,7 +417,7 @@ pub(crate) fn event(e: &ChangeEvent) -> String {
             out.push(',');
         }
         out.push_str("{\"key\":");
-        push_key(&mut out, &c.key);
+        c.key.write_json(&mut out);
         out.push_str(",\"record\":");
         match &c.record {
             Some(r) => push_record(&mut out, r),
@@ -466,7 +457,7 @@ pub(crate) fn log_entries(entries: &[LogEntry], own_node: u64) -> String {
             out.push_str("{\"table\":");
             push_json_str(&mut out, &w.table);
             out.push_str(",\"key\":");
-            push_key(&mut out, &w.key);
+            w.key.write_json(&mut out);
             match &w.op {
                 WriteOp::Put { json, .. } => {
                     out.push_str(",\"op\":\"put\",\"record\":");

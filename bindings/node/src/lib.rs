@@ -136,15 +136,6 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
-fn push_key(out: &mut String, k: &Key) {
-    match k {
-        Key::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Key::Str(s) => push_json_str(out, s),
-    }
-}
-
 /// `{"time":"<decimal>","node":"<hex>"}`: the time does not fit a JS
 /// number, so it travels as text and becomes a bigint in index.js.
 fn push_stamp(out: &mut String, s: &Stamp) {
@@ -231,7 +222,7 @@ fn log_json(entries: &[LogEntry]) -> String {
             out.push_str("{\"table\":");
             push_json_str(&mut out, &w.table);
             out.push_str(",\"key\":");
-            push_key(&mut out, &w.key);
+            w.key.write_json(&mut out);
             match &w.op {
                 WriteOp::Put { json, created } => {
                     out.push_str(",\"op\":\"put\",\"record\":");
@@ -265,7 +256,7 @@ fn event_json(ev: &ChangeEvent) -> String {
             out.push(',');
         }
         out.push_str("{\"key\":");
-        push_key(&mut out, &c.key);
+        c.key.write_json(&mut out);
         out.push_str(",\"record\":");
         match &c.record {
             Some(r) => out.push_str(&r.to_json_string()),
