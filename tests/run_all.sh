@@ -16,6 +16,9 @@ echo "== cargo test"
 # `cargo bench`, not here (they measure, they do not assert).
 cargo test --workspace --lib --tests
 
+echo "== edge/cloud scenario, short run (examples/edge_scenario.sh against a tidelog serve cloud)"
+SCENARIO_QUICK=1 bash examples/edge_scenario.sh
+
 echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
 (
   cd bindings/node
