@@ -3,23 +3,25 @@
 // edge have stopped: it opens both data directories (read-only use) and
 // compares them. Exit 0 only if every check holds.
 //
-//   node examples/node/check.js CLOUD_DATA EDGE_DATA [--min-offline N] [--expect SENSOR=MAX...]
+//   node examples/node/check.js CLOUD_DATA EDGE_DATA [--min-offline N] [--expire-secs S] [--expect SENSOR=MAX...]
 'use strict';
 const { open } = require('../../bindings/node');
 
 const args = process.argv.slice(2);
 const [cloudDir, edgeDir] = args;
 let minOffline = 1;
+let expireSecs = null;
 const expect = [];
 for (let i = 2; i < args.length; i++) {
   if (args[i] === '--min-offline') minOffline = Number(args[++i]);
+  else if (args[i] === '--expire-secs') expireSecs = Number(args[++i]);
   else if (args[i] === '--expect') {
     const [sensor, max] = args[++i].split('=');
     expect.push({ sensor, max: Number(max) });
   } else throw new Error(`unknown argument ${args[i]}`);
 }
 if (!cloudDir || !edgeDir) {
-  console.error('usage: check.js CLOUD_DATA EDGE_DATA [--min-offline N] [--expect SENSOR=MAX...]');
+  console.error('usage: check.js CLOUD_DATA EDGE_DATA [--min-offline N] [--expire-secs S] [--expect SENSOR=MAX...]');
   process.exit(2);
 }
 
@@ -43,6 +45,15 @@ try {
   check(!cloudTables.includes('sensor_data'), `the cloud has no sensor_data table (its tables: ${cloudTables.join(', ')})`);
   const edgeReadings = edge.count('sensor_data');
   check(edgeReadings > 0, `the edge still holds its own readings locally (${edgeReadings} in sensor_data)`);
+  if (expireSecs !== null) {
+    // Expiry: nothing older than the configured age (plus the sweep interval
+    // and some slack) before the newest reading is left on the edge.
+    const all = edge.scan('sensor_data');
+    const newest = Math.max(...all.map((r) => r.ts));
+    const oldest = Math.min(...all.map((r) => r.ts));
+    const span = (newest - oldest) / 1000;
+    check(span <= expireSecs + 3, `the edge's readings expire: they span ${span.toFixed(1)} s, the expiry is ${expireSecs} s`);
+  }
 
   // Every alert exactly once, identical, with its window.
   const cloudById = new Map(cloudAlerts.map((a) => [a.id, a]));
