@@ -10,7 +10,8 @@
 # cloud's and the edge's data. Exit status 0 only if every check holds.
 #
 # Environment:
-#   EDGE_LANG=node        the edge app to run: node (examples/node/edge.js)
+#   EDGE_LANG=node        the edge app to run: node (examples/node/edge.js) or
+#                         python (examples/python/edge.py) or c (examples/c/edge.c)
 #   SCENARIO_QUICK=1      fewer alerts and a shorter outage (the test suite)
 #   KEEP_RUN=1            keep the run directory (data, logs, certificates)
 set -euo pipefail
@@ -89,13 +90,27 @@ command -v node >/dev/null || die "node not found: install Node.js 20+"
 say "cargo build -p tidelog --bin tidelog   (a first build compiles for a minute or two)"
 cargo build --quiet -p tidelog --bin tidelog
 TIDELOG="$CARGO_TARGET_DIR/debug/tidelog"
+# The operator console and the final check are Node.js programs: the addon
+# is built whatever the edge's language.
+say "node bindings/node/scripts/build.js --debug   (the napi addon, same cargo target dir)"
+TIDELOG_NODE_PROFILE=debug node bindings/node/scripts/build.js >/dev/null
 case "$EDGE_LANG" in
-  node)
-    say "node bindings/node/scripts/build.js --debug   (the napi addon, same cargo target dir)"
-    TIDELOG_NODE_PROFILE=debug node bindings/node/scripts/build.js >/dev/null
-    EDGE_CMD=(node examples/node/edge.js)
+  node) EDGE_CMD=(node examples/node/edge.js) ;;
+  python)
+    say "python3 -m venv .venv; pip install maturin; maturin develop   (the pyo3 module, debug)"
+    [[ -x .venv/bin/python ]] || python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check maturin==1.16.0
+    .venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml >/dev/null
+    EDGE_CMD=(.venv/bin/python examples/python/edge.py)
     ;;
-  *) die "EDGE_LANG=$EDGE_LANG: this script knows node" ;;
+  c)
+    say "cargo build -p tidelog-ffi; gcc examples/c/edge.c   (libtidelog.so and the C app)"
+    cargo build --quiet -p tidelog-ffi
+    gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/edge.c \
+      -L"$CARGO_TARGET_DIR/debug" -ltidelog -Wl,-rpath,"$CARGO_TARGET_DIR/debug" -o "$CARGO_TARGET_DIR/edge-c"
+    EDGE_CMD=("$CARGO_TARGET_DIR/edge-c")
+    ;;
+  *) die "EDGE_LANG=$EDGE_LANG: choose node, python or c" ;;
 esac
 say "built in $((SECONDS - T0)) s"
 
