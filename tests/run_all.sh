@@ -16,8 +16,14 @@ echo "== cargo test"
 # `cargo bench`, not here (they measure, they do not assert).
 cargo test --workspace --lib --tests
 
-echo "== edge/cloud scenario, short run (examples/edge_scenario.sh against a tidelog serve cloud)"
-SCENARIO_QUICK=1 bash examples/edge_scenario.sh
+echo "== C ABI: header drift, C suite under ASan+UBSan+LSan (shared and static)"
+# The committed include/tidelog.h is compared with a fresh cbindgen run by
+# the `header_is_current` unit test above; this runs the C programs.
+bash ffi/tests/run_c_tests.sh
+
+echo "== edge/cloud scenario, short runs (examples/edge_scenario.sh against a tidelog serve cloud): Node and C edge apps"
+SCENARIO_QUICK=1 EDGE_LANG=node bash examples/edge_scenario.sh
+SCENARIO_QUICK=1 EDGE_LANG=c bash examples/edge_scenario.sh
 
 echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
 (

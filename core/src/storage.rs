@@ -141,10 +141,22 @@ impl Store {
                 // the keyspaces' memtables; fjall's minimum memtable is small.
                 let cache = tuning.memory_budget / 2;
                 let memtable = (tuning.memory_budget / 2 / SPACES.len() as u64).max(1 << 20);
-                let db = fjall::Database::builder(dir)
-                    .cache_size(cache)
-                    .max_journaling_size(64 << 20)
-                    .open()?;
+                // Like sled's, fjall's file lock can outlive a dropped handle
+                // for a moment (its workers hold it); our directory lock
+                // already proved no live handle remains, so wait for it.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                let db = loop {
+                    match fjall::Database::builder(dir)
+                        .cache_size(cache)
+                        .max_journaling_size(64 << 20)
+                        .open()
+                    {
+                        Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                        other => break other?,
+                    }
+                };
                 let mut opened = Vec::with_capacity(SPACES.len());
                 for space in SPACES {
                     let ks = db.keyspace(space.name(), || {

@@ -1,0 +1,201 @@
+//! Transactions over several tables.
+
+use std::ffi::c_char;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tidelog_core::Transaction;
+
+use crate::guard::{guard, guard_void, json_arg, str_arg, Fail, FfiResult, OptOut, Out};
+use crate::handles::{self, as_ptr, tidelog_db, tidelog_txn, Object};
+use crate::json;
+use crate::tidelog_status::{self, TIDELOG_INVALID_HANDLE};
+
+/// Starts a transaction: writes staged on it to one or more tables commit
+/// atomically with one version stamp and one log entry, or not at all.
+/// Nothing is visible until tidelog_txn_commit(); reads (on the database
+/// handle) see committed state only.
+///
+/// A transaction handle is meant for one thread at a time; calls on it
+/// from several threads are serialised, not undefined.
+///
+/// @param db      a database handle.
+/// @param out_txn receives the transaction handle. Release it with
+///                tidelog_txn_free(), committed or not.
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_txn_begin(
+    db: *mut tidelog_db,
+    out_txn: *mut *mut tidelog_txn,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: out pointer follows the header contract.
+        let out = unsafe { Out::new(out_txn, "out_txn", std::ptr::null_mut()) }?;
+        let db = handles::db(db)?;
+        if db.is_closed() {
+            return Err(tidelog_core::Error::Closed.into());
+        }
+        let slot = Arc::new(Mutex::new(Some(db.transaction())));
+        out.set(as_ptr(handles::register(Object::Txn(slot))));
+        Ok(())
+    })
+}
+
+fn with_open_txn<T>(
+    txn: *mut tidelog_txn,
+    f: impl FnOnce(&mut Transaction) -> FfiResult<T>,
+) -> FfiResult<T> {
+    let slot = handles::txn(txn)?;
+    let mut guard = slot.lock();
+    match guard.as_mut() {
+        Some(t) => f(t),
+        None => Err(Fail::new(
+            TIDELOG_INVALID_HANDLE,
+            "the transaction was already committed: begin a new one",
+        )),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stage {
+    Insert,
+    Upsert,
+    Update,
+}
+
+/// # Safety
+/// Pointer arguments follow the header contract.
+unsafe fn stage(
+    txn: *mut tidelog_txn,
+    table: *const c_char,
+    record_json: *const c_char,
+    kind: Stage,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let table = unsafe { str_arg(table, "table") }?;
+        // SAFETY: forwarded contract.
+        let record = unsafe { json_arg(record_json, "record_json") }?;
+        with_open_txn(txn, |t| {
+            match kind {
+                Stage::Insert => t.insert(table, record)?,
+                Stage::Upsert => t.upsert(table, record)?,
+                Stage::Update => t.update(table, record)?,
+            };
+            Ok(())
+        })
+    })
+}
+
+/// Stages an insert (checked against existing keys at commit). The record
+/// is validated now: a bad record fails here and is not staged; the
+/// transaction stays usable.
+///
+/// @param txn         a transaction handle.
+/// @param table       table name.
+/// @param record_json a JSON object holding the primary key.
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_txn_insert(
+    txn: *mut tidelog_txn,
+    table: *const c_char,
+    record_json: *const c_char,
+) -> tidelog_status {
+    // SAFETY: forwarded contract.
+    unsafe { stage(txn, table, record_json, Stage::Insert) }
+}
+
+/// Stages an upsert (insert or replace).
+///
+/// @param txn         a transaction handle.
+/// @param table       table name.
+/// @param record_json a JSON object holding the primary key.
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_txn_upsert(
+    txn: *mut tidelog_txn,
+    table: *const c_char,
+    record_json: *const c_char,
+) -> tidelog_status {
+    // SAFETY: forwarded contract.
+    unsafe { stage(txn, table, record_json, Stage::Upsert) }
+}
+
+/// Stages an update (merge into an existing record, checked at commit).
+///
+/// @param txn        a transaction handle.
+/// @param table      table name.
+/// @param patch_json a JSON object with the primary key and the attributes
+///                   to set.
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_txn_update(
+    txn: *mut tidelog_txn,
+    table: *const c_char,
+    patch_json: *const c_char,
+) -> tidelog_status {
+    // SAFETY: forwarded contract.
+    unsafe { stage(txn, table, patch_json, Stage::Update) }
+}
+
+/// Stages a delete.
+///
+/// @param txn      a transaction handle.
+/// @param table    table name.
+/// @param key_json the primary key as JSON: `42` or `"abc"`.
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_txn_delete(
+    txn: *mut tidelog_txn,
+    table: *const c_char,
+    key_json: *const c_char,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: pointer arguments follow the header contract.
+        let table = unsafe { str_arg(table, "table") }?;
+        // SAFETY: as above.
+        let key = json::key_text(unsafe { str_arg(key_json, "key_json") }?, "key_json")?;
+        with_open_txn(txn, |t| {
+            t.delete(table, key)?;
+            Ok(())
+        })
+    })
+}
+
+/// Commits every staged write atomically. Whatever the outcome, the
+/// transaction is finished: later calls on it return
+/// TIDELOG_INVALID_HANDLE; it still has to be freed with tidelog_txn_free().
+/// Committing an empty transaction succeeds with sequence 0.
+///
+/// @param txn     a transaction handle.
+/// @param out_seq optional (may be NULL): receives the transaction's log
+///                sequence number, for tidelog_wait_for_ack().
+/// @return TIDELOG_OK, TIDELOG_ALREADY_EXISTS (an insert hit a key; nothing
+///         was written), TIDELOG_NOT_FOUND (an update found no record, or a
+///         table was dropped), TIDELOG_CLOSED, ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_txn_commit(
+    txn: *mut tidelog_txn,
+    out_seq: *mut u64,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: out pointer follows the header contract.
+        let out = unsafe { OptOut::new(out_seq, 0) };
+        let slot = handles::txn(txn)?;
+        let t = slot.lock().take().ok_or_else(|| {
+            Fail::new(
+                TIDELOG_INVALID_HANDLE,
+                "the transaction was already committed: begin a new one",
+            )
+        })?;
+        out.set(t.commit()?.seq);
+        Ok(())
+    })
+}
+
+/// Releases a transaction handle, discarding its staged writes if it was
+/// not committed. NULL, and a handle already freed, are accepted and
+/// ignored.
+///
+/// @param txn a transaction handle, or NULL.
+#[no_mangle]
+pub extern "C" fn tidelog_txn_free(txn: *mut tidelog_txn) {
+    guard_void(|| {
+        drop(handles::take(txn as usize, |o| matches!(o, Object::Txn(_))));
+    })
+}

@@ -1,0 +1,487 @@
+//! JSON in (options, keys, ranges) and JSON out (records, events, log).
+
+use std::fmt::Write as _;
+use std::ops::Bound;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tidelog_core::{
+    ChangeEvent, Durability, EngineKind, Key, LogEntry, OpenOptions, PemSource, Record,
+    ReplicationOptions, Security, Stamp, TlsIdentity, WriteOp,
+};
+
+use crate::guard::{Fail, FfiResult};
+
+fn shape(what: &str, e: serde_json::Error) -> Fail {
+    Fail::invalid(format!("{what}: {e}"))
+}
+
+// ---- open options -----------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenJson {
+    node_name: String,
+    #[serde(default)]
+    engine: Option<String>,
+    #[serde(default)]
+    durability: Option<Value>,
+    #[serde(default)]
+    memory_budget: Option<u64>,
+    #[serde(default)]
+    max_record_bytes: Option<u64>,
+    #[serde(default)]
+    max_clock_skew_ms: Option<u64>,
+    #[serde(default)]
+    expiry_interval_ms: Option<u64>,
+}
+
+pub(crate) fn open_options(v: Value) -> FfiResult<OpenOptions> {
+    let j: OpenJson = serde_json::from_value(v).map_err(|e| shape("open options", e))?;
+    let mut o = OpenOptions::new(j.node_name);
+    if let Some(e) = j.engine {
+        o = o.engine(e.parse::<EngineKind>()?);
+    }
+    if let Some(d) = j.durability {
+        o = o.durability(durability(&d)?);
+    }
+    if let Some(b) = j.memory_budget {
+        o = o.memory_budget(b);
+    }
+    if let Some(b) = j.max_record_bytes {
+        let b = usize::try_from(b)
+            .map_err(|_| Fail::invalid("open options: max_record_bytes is too large"))?;
+        o = o.max_record_bytes(b);
+    }
+    if let Some(ms) = j.max_clock_skew_ms {
+        o = o.max_clock_skew(Duration::from_millis(ms));
+    }
+    if let Some(ms) = j.expiry_interval_ms {
+        if ms == 0 {
+            return Err(Fail::invalid(
+                "open options: expiry_interval_ms must be at least 1",
+            ));
+        }
+        o = o.expiry_interval(Duration::from_millis(ms));
+    }
+    Ok(o)
+}
+
+fn durability(v: &Value) -> FfiResult<Durability> {
+    let bad = || {
+        Fail::invalid(format!(
+            "open options: durability must be \"sync\", \"grouped\" or {{\"grouped_ms\": <n>}}, got {v}"
+        ))
+    };
+    match v {
+        Value::String(s) if s == "sync" => Ok(Durability::Sync),
+        Value::String(s) if s == "grouped" => Ok(Durability::default()),
+        Value::Object(m) if m.len() == 1 => {
+            let ms = m
+                .get("grouped_ms")
+                .and_then(Value::as_u64)
+                .ok_or_else(bad)?;
+            if ms == 0 {
+                return Err(Fail::invalid(
+                    "open options: grouped_ms must be at least 1 (use \"sync\" for every commit)",
+                ));
+            }
+            Ok(Durability::Grouped {
+                interval: Duration::from_millis(ms),
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
+// ---- replication options ------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsJson {
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    ca: Option<String>,
+    #[serde(default)]
+    cert_pem: Option<String>,
+    #[serde(default)]
+    key_pem: Option<String>,
+    #[serde(default)]
+    ca_pem: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplJson {
+    #[serde(default)]
+    tls: Option<TlsJson>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    heartbeat_ms: Option<u64>,
+    #[serde(default)]
+    idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    backoff_initial_ms: Option<u64>,
+    #[serde(default)]
+    backoff_max_ms: Option<u64>,
+    #[serde(default)]
+    max_frame_bytes: Option<usize>,
+    #[serde(default)]
+    batch_max_txns: Option<usize>,
+    #[serde(default)]
+    window_txns: Option<u64>,
+    #[serde(default)]
+    sync_chunk_rows: Option<usize>,
+    #[serde(default)]
+    worker_threads: Option<usize>,
+}
+
+fn pem_source(file: Option<String>, pem: Option<String>, what: &str) -> FfiResult<PemSource> {
+    match (file, pem) {
+        (Some(f), None) => Ok(PemSource::File(f.into())),
+        (None, Some(p)) => Ok(PemSource::Pem(p.into_bytes())),
+        _ => Err(Fail::invalid(format!(
+            "replication options: tls needs exactly one of `{what}` (a PEM file path) and `{what}_pem` (PEM text)"
+        ))),
+    }
+}
+
+pub(crate) fn replication_options(v: Value) -> FfiResult<ReplicationOptions> {
+    let j: ReplJson = serde_json::from_value(v).map_err(|e| shape("replication options", e))?;
+    let security = match (j.tls, j.insecure) {
+        (Some(t), false) => Security::MutualTls(TlsIdentity {
+            cert_chain: pem_source(t.cert, t.cert_pem, "cert")?,
+            key: pem_source(t.key, t.key_pem, "key")?,
+            ca: pem_source(t.ca, t.ca_pem, "ca")?,
+        }),
+        (None, true) => Security::Insecure,
+        _ => {
+            return Err(Fail::invalid(
+                "replication options: give either `tls` ({\"cert\",\"key\",\"ca\"}) or `\"insecure\": true`, not both or neither",
+            ))
+        }
+    };
+    let mut o = ReplicationOptions::new(security);
+    let ms = Duration::from_millis;
+    if let Some(v) = j.heartbeat_ms {
+        o.heartbeat_interval = ms(v);
+    }
+    if let Some(v) = j.idle_timeout_ms {
+        o.idle_timeout = ms(v);
+    }
+    if let Some(v) = j.connect_timeout_ms {
+        o.connect_timeout = ms(v);
+    }
+    if let Some(v) = j.backoff_initial_ms {
+        o.backoff_initial = ms(v);
+    }
+    if let Some(v) = j.backoff_max_ms {
+        o.backoff_max = ms(v);
+    }
+    if let Some(v) = j.max_frame_bytes {
+        o.max_frame_bytes = v;
+    }
+    if let Some(v) = j.batch_max_txns {
+        o.batch_max_txns = v;
+    }
+    if let Some(v) = j.window_txns {
+        o.window_txns = v;
+    }
+    if let Some(v) = j.sync_chunk_rows {
+        o.sync_chunk_rows = v;
+    }
+    if let Some(v) = j.worker_threads {
+        o.worker_threads = v;
+    }
+    Ok(o)
+}
+
+// ---- keys and ranges ----------------------------------------------------
+
+/// A key from its JSON text. Plain integers and plain strings (no escapes),
+/// the common case on the point-read path, skip the JSON parser; anything
+/// else goes through it, so the accepted language is exactly JSON.
+pub(crate) fn key_text(text: &str, what: &str) -> FfiResult<Key> {
+    let b = text.as_bytes();
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    if !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits == b"0")
+        // JSON's -0 is a float, not an integer key.
+        && text != "-0"
+    {
+        if let Ok(i) = text.parse::<i64>() {
+            return Ok(Key::Int(i));
+        }
+    }
+    if b.len() >= 2
+        && b[0] == b'"'
+        && b[b.len() - 1] == b'"'
+        && b[1..b.len() - 1]
+            .iter()
+            .all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+    {
+        return Ok(Key::Str(text[1..text.len() - 1].to_string()));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        Fail::new(
+            crate::tidelog_status::TIDELOG_INVALID_JSON,
+            format!("argument `{what}` is not valid JSON: {e}"),
+        )
+    })?;
+    key(&v, what)
+}
+
+pub(crate) fn key(v: &Value, what: &str) -> FfiResult<Key> {
+    Key::from_json(v).ok_or_else(|| {
+        Fail::invalid(format!(
+            "{what} must be a JSON string or an integer that fits in 64 bits, got {v}"
+        ))
+    })
+}
+
+pub(crate) fn keys(v: &Value) -> FfiResult<Vec<Key>> {
+    match v {
+        Value::Array(items) => items.iter().map(|k| key(k, "each key")).collect(),
+        other => Err(Fail::invalid(format!(
+            "keys must be a JSON array of keys, got {other}"
+        ))),
+    }
+}
+
+/// `{"gt"|"gte": v, "lt"|"lte": v, "reverse": b, "limit": n}`, all optional.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RangeJson {
+    #[serde(default)]
+    gt: Option<Value>,
+    #[serde(default)]
+    gte: Option<Value>,
+    #[serde(default)]
+    lt: Option<Value>,
+    #[serde(default)]
+    lte: Option<Value>,
+    #[serde(default)]
+    pub(crate) reverse: bool,
+    #[serde(default)]
+    pub(crate) limit: Option<usize>,
+}
+
+impl RangeJson {
+    pub(crate) fn parse(v: Option<Value>, what: &str) -> FfiResult<RangeJson> {
+        let r: RangeJson = match v {
+            None => RangeJson::default(),
+            Some(v) => serde_json::from_value(v).map_err(|e| shape(what, e))?,
+        };
+        if r.gt.is_some() && r.gte.is_some() || r.lt.is_some() && r.lte.is_some() {
+            return Err(Fail::invalid(format!(
+                "{what}: give at most one of gt/gte and one of lt/lte"
+            )));
+        }
+        Ok(r)
+    }
+
+    pub(crate) fn lower(&self) -> Bound<&Value> {
+        match (&self.gt, &self.gte) {
+            (Some(v), _) => Bound::Excluded(v),
+            (_, Some(v)) => Bound::Included(v),
+            _ => Bound::Unbounded,
+        }
+    }
+
+    pub(crate) fn upper(&self) -> Bound<&Value> {
+        match (&self.lt, &self.lte) {
+            (Some(v), _) => Bound::Excluded(v),
+            (_, Some(v)) => Bound::Included(v),
+            _ => Bound::Unbounded,
+        }
+    }
+}
+
+pub(crate) fn key_bound(b: Bound<&Value>) -> FfiResult<Bound<Key>> {
+    Ok(match b {
+        Bound::Included(v) => Bound::Included(key(v, "a scan bound")?),
+        Bound::Excluded(v) => Bound::Excluded(key(v, "a scan bound")?),
+        Bound::Unbounded => Bound::Unbounded,
+    })
+}
+
+// ---- output ---------------------------------------------------------------
+
+fn push_json_str(out: &mut String, s: &str) {
+    // Serializing a str cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+fn push_key(out: &mut String, k: &Key) {
+    match k {
+        Key::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Key::Str(s) => push_json_str(out, s),
+    }
+}
+
+fn push_stamp(out: &mut String, s: &Stamp) {
+    let _ = write!(
+        out,
+        "\"origin\":{},\"origin_hex\":\"{:016x}\",\"stamp\":{{\"time\":{},\"node\":{}}}",
+        s.node, s.node, s.time, s.node
+    );
+}
+
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// Appends a record as JSON text with `__createdtime__` and
+/// `__updatedtime__` first: the same text as `Record::to_json_string`,
+/// written straight into `out` without the formatting machinery (this is
+/// the hot path of every read through the C ABI).
+pub(crate) fn push_record(out: &mut String, r: &Record) {
+    let body = r.body_json();
+    let Some(rest) = body.strip_prefix('{') else {
+        out.push_str(&r.to_json_string());
+        return;
+    };
+    // Two times of at most 20 digits each plus their names: 78 bytes.
+    out.reserve(body.len() + 78);
+    out.push_str("{\"__createdtime__\":");
+    push_u64(out, r.created_ms());
+    out.push_str(",\"__updatedtime__\":");
+    push_u64(out, r.updated_ms());
+    if rest.trim_start() != "}" {
+        out.push(',');
+    }
+    out.push_str(rest);
+}
+
+/// One record as JSON text, with room for the C string's NUL.
+pub(crate) fn record(r: &Record) -> String {
+    let mut out = String::with_capacity(r.body_json().len() + 80);
+    push_record(&mut out, r);
+    out
+}
+
+/// `[record, ...]` (each with `__createdtime__`/`__updatedtime__`).
+pub(crate) fn records(rs: &[Record]) -> String {
+    let mut out = String::with_capacity(2 + rs.len() * 64);
+    out.push('[');
+    for (i, r) in rs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_record(&mut out, r);
+    }
+    out.push(']');
+    out
+}
+
+/// `[record or null, ...]`.
+pub(crate) fn maybe_records(rs: &[Option<Record>]) -> String {
+    let mut out = String::with_capacity(2 + rs.len() * 64);
+    out.push('[');
+    for (i, r) in rs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match r {
+            Some(r) => push_record(&mut out, r),
+            None => out.push_str("null"),
+        }
+    }
+    out.push(']');
+    out
+}
+
+/// One change event, as listeners receive it.
+pub(crate) fn event(e: &ChangeEvent) -> String {
+    let mut out = String::with_capacity(128);
+    out.push_str("{\"table\":");
+    push_json_str(&mut out, &e.table);
+    let _ = write!(out, ",\"seq\":{},\"local\":{},", e.seq, e.local);
+    push_stamp(&mut out, &e.stamp);
+    let _ = write!(out, ",\"updated_ms\":{},\"changes\":[", e.stamp.millis());
+    for (i, c) in e.changes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"key\":");
+        push_key(&mut out, &c.key);
+        out.push_str(",\"record\":");
+        match &c.record {
+            Some(r) => push_record(&mut out, r),
+            None => out.push_str("null"),
+        }
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// `[entry, ...]` for the log readers.
+pub(crate) fn log_entries(entries: &[LogEntry], own_node: u64) -> String {
+    let mut out = String::from("[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"seq\":{},\"local\":{},\"local_time\":{},\"committed_ms\":{},",
+            e.seq,
+            e.origin() == own_node,
+            e.local_time,
+            Stamp {
+                time: e.local_time,
+                node: 0
+            }
+            .millis()
+        );
+        push_stamp(&mut out, &e.stamp);
+        out.push_str(",\"writes\":[");
+        for (j, w) in e.writes.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"table\":");
+            push_json_str(&mut out, &w.table);
+            out.push_str(",\"key\":");
+            push_key(&mut out, &w.key);
+            match &w.op {
+                WriteOp::Put { json, .. } => {
+                    out.push_str(",\"op\":\"put\",\"record\":");
+                    out.push_str(json);
+                }
+                WriteOp::Delete => out.push_str(",\"op\":\"delete\""),
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+    out
+}
+
+pub(crate) fn to_text<T: serde::Serialize>(v: &T) -> FfiResult<String> {
+    serde_json::to_string(v).map_err(|e| Fail::invalid(format!("cannot encode result: {e}")))
+}

@@ -1,0 +1,217 @@
+//! Replication: start, listen, peers, status, delivery receipts.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use serde_json::Value;
+use tidelog_core::PeerConfig;
+
+use crate::guard::{guard, json_arg, str_arg, Fail, FfiResult, OptOut, Out};
+use crate::handles::{self, tidelog_db};
+use crate::json;
+use crate::strings::{new_string, tidelog_string};
+use crate::tidelog_status;
+
+/// 100 years: "forever" for a wait, and far from overflowing an Instant.
+const MAX_WAIT_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Starts the replication engine (its threads and TLS configuration). Call
+/// once per open database, before tidelog_listen() and tidelog_add_peer().
+/// It stops with tidelog_close().
+///
+/// @param db           a database handle.
+/// @param options_json either `{"tls": {"cert": "node.pem", "key":
+///                     "node.key", "ca": "ca.pem"}}` (PEM files; or PEM text
+///                     as `"cert_pem"`, `"key_pem"`, `"ca_pem"`) for mutual
+///                     TLS, or `{"insecure": true}` for plaintext on a
+///                     trusted loopback only. Optional tuning: `"heartbeat_ms",
+///                     "idle_timeout_ms", "connect_timeout_ms",
+///                     "backoff_initial_ms", "backoff_max_ms",
+///                     "max_frame_bytes", "batch_max_txns", "window_txns",
+///                     "sync_chunk_rows", "worker_threads"`.
+/// @return TIDELOG_OK, TIDELOG_TLS (unreadable or mismatched certificate,
+///         key or CA), TIDELOG_INVALID_INPUT, TIDELOG_UNSUPPORTED (already
+///         started), TIDELOG_CLOSED, ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_start_replication(
+    db: *mut tidelog_db,
+    options_json: *const c_char,
+) -> tidelog_status {
+    guard(|| {
+        let db = handles::db(db)?;
+        // SAFETY: string argument follows the header contract.
+        let opts = json::replication_options(unsafe { json_arg(options_json, "options_json") }?)?;
+        Ok(db.start_replication(opts)?)
+    })
+}
+
+/// Accepts peers dialing in on `address`.
+///
+/// @param db       a database handle with replication started.
+/// @param address  `host:port`, e.g. `"0.0.0.0:7000"`; port 0 picks a free one.
+/// @param out_address optional (may be NULL): receives the bound address as
+///                 text, e.g. `"127.0.0.1:40123"`; free it with
+///                 tidelog_string_free().
+/// @return TIDELOG_OK, TIDELOG_PEER (cannot bind), TIDELOG_UNSUPPORTED
+///         (replication not started), ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_listen(
+    db: *mut tidelog_db,
+    address: *const c_char,
+    out_address: *mut *mut tidelog_string,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: pointer arguments follow the header contract.
+        let out = unsafe { OptOut::new(out_address, std::ptr::null_mut()) };
+        let db = handles::db(db)?;
+        // SAFETY: as above.
+        let address = unsafe { str_arg(address, "address") }?;
+        let bound = db.listen(address)?;
+        if !out.is_null() {
+            out.set(new_string(bound.to_string())?);
+        }
+        Ok(())
+    })
+}
+
+fn peer_config(v: Value) -> FfiResult<PeerConfig> {
+    serde_json::from_value(v).map_err(|e| Fail::invalid(format!("peer config: {e}")))
+}
+
+/// Adds a peer; takes effect at once, also while it is unreachable.
+///
+/// @param db        a database handle with replication started.
+/// @param peer_json `{"name": "cloud", "address": "host:port", "tables":
+///                  [{"table": "alerts", "publish": true}, {"table":
+///                  "thresholds", "subscribe": true, "since_ms": ms}]}`.
+///                  `name` is the peer's node name (the DNS name in its
+///                  certificate). With an `address` this instance dials
+///                  the peer; without one it waits for the peer to dial in.
+///                  Data for a table flows from A to B iff A publishes it
+///                  to B and B subscribes to it from A.
+/// @return TIDELOG_OK, TIDELOG_ALREADY_EXISTS, TIDELOG_INVALID_INPUT,
+///         TIDELOG_UNSUPPORTED (replication not started), ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_add_peer(
+    db: *mut tidelog_db,
+    peer_json: *const c_char,
+) -> tidelog_status {
+    guard(|| {
+        let db = handles::db(db)?;
+        // SAFETY: string argument follows the header contract.
+        let cfg = peer_config(unsafe { json_arg(peer_json, "peer_json") }?)?;
+        Ok(db.add_peer(cfg)?)
+    })
+}
+
+/// Replaces a peer's configuration (same JSON as tidelog_add_peer()); its
+/// link restarts with it.
+///
+/// @param db        a database handle with replication started.
+/// @param peer_json the peer's new configuration; `name` selects the peer.
+/// @return TIDELOG_OK, TIDELOG_NOT_FOUND, TIDELOG_INVALID_INPUT, ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_update_peer(
+    db: *mut tidelog_db,
+    peer_json: *const c_char,
+) -> tidelog_status {
+    guard(|| {
+        let db = handles::db(db)?;
+        // SAFETY: string argument follows the header contract.
+        let cfg = peer_config(unsafe { json_arg(peer_json, "peer_json") }?)?;
+        Ok(db.update_peer(cfg)?)
+    })
+}
+
+/// Removes a peer and closes its link. Its resume point is kept: adding it
+/// again resumes where it left off.
+///
+/// @param db   a database handle with replication started.
+/// @param name the peer's node name.
+/// @return TIDELOG_OK, TIDELOG_NOT_FOUND, ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_remove_peer(
+    db: *mut tidelog_db,
+    name: *const c_char,
+) -> tidelog_status {
+    guard(|| {
+        let db = handles::db(db)?;
+        // SAFETY: string argument follows the header contract.
+        let name = unsafe { str_arg(name, "name") }?;
+        Ok(db.remove_peer(name)?)
+    })
+}
+
+/// Status of one peer: `{"name", "address", "connected", "since_ms",
+/// "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
+/// "inbound", "outbound"}], "sent_seq", "acked_seq", "received_seq",
+/// "backlog_txns", "backlog_bytes", "lag_ms", "refused_writes",
+/// "syncs_received", "connects"}`.
+///
+/// @param db       a database handle with replication started.
+/// @param name     the peer's node name.
+/// @param out_json receives the JSON text; free it with tidelog_string_free().
+/// @return TIDELOG_OK, TIDELOG_NOT_FOUND, TIDELOG_UNSUPPORTED, ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_peer_status(
+    db: *mut tidelog_db,
+    name: *const c_char,
+    out_json: *mut *mut tidelog_string,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: pointer arguments follow the header contract.
+        let out = unsafe { Out::new(out_json, "out_json", std::ptr::null_mut()) }?;
+        let db = handles::db(db)?;
+        // SAFETY: as above.
+        let name = unsafe { str_arg(name, "name") }?;
+        out.set(new_string(json::to_text(&db.peer_status(name)?)?)?);
+        Ok(())
+    })
+}
+
+/// Status of every peer: a JSON array of the objects tidelog_peer_status()
+/// returns, by name.
+///
+/// @param db       a database handle with replication started.
+/// @param out_json receives the JSON text; free it with tidelog_string_free().
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_replication_status(
+    db: *mut tidelog_db,
+    out_json: *mut *mut tidelog_string,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: out pointer follows the header contract.
+        let out = unsafe { Out::new(out_json, "out_json", std::ptr::null_mut()) }?;
+        let status = handles::db(db)?.replication_status()?;
+        out.set(new_string(json::to_text(&status)?)?);
+        Ok(())
+    })
+}
+
+/// Waits until `peer` has acknowledged this instance's log up to `seq`
+/// (the sequence a write or commit returned), i.e. has applied it; works
+/// across restarts. Blocks the calling thread (not the database).
+///
+/// @param db         a database handle with replication started.
+/// @param peer       the peer's node name.
+/// @param seq        a log sequence number of this instance.
+/// @param timeout_ms how long to wait at most; UINT64_MAX (anything beyond
+///                   100 years) waits without a practical limit.
+/// @return TIDELOG_OK, TIDELOG_TIMEOUT, TIDELOG_NOT_FOUND (no such peer),
+///         TIDELOG_CLOSED (closed while waiting), ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_wait_for_ack(
+    db: *mut tidelog_db,
+    peer: *const c_char,
+    seq: u64,
+    timeout_ms: u64,
+) -> tidelog_status {
+    guard(|| {
+        let db = handles::db(db)?;
+        // SAFETY: string argument follows the header contract.
+        let peer = unsafe { str_arg(peer, "peer") }?;
+        // The core adds the timeout to Instant::now(), which must not overflow.
+        let timeout_ms = timeout_ms.min(MAX_WAIT_MS);
+        Ok(db.wait_for_ack(peer, seq, Duration::from_millis(timeout_ms))?)
+    })
+}
