@@ -13,16 +13,32 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 # --lib --tests: unit and integration tests; the benchmarks are run with
-# `cargo bench`, not here (they measure, they do not assert).
-cargo test --workspace --lib --tests
+# `cargo bench`, not here (they measure, they do not assert). The Python
+# binding is excluded: `--lib` would override its `test = false` and link a
+# test binary against the system libpython; maturin builds it below.
+cargo test --workspace --exclude tidelog-python --lib --tests
+
+echo "== Python binding (bindings/python): build, pytest, mypy --strict, stubtest"
+# A venv in .venv (gitignored) with the pinned build tool and the test tools;
+# maturin builds the pyo3 extension (debug) and installs it editable.
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check maturin==1.16.0 pytest==9.2.0 mypy==2.4.1
+.venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml
+.venv/bin/python -m pytest -q bindings/python/tests
+(cd bindings/python && ../../.venv/bin/mypy --strict examples/typed_example.py)
+# The stubs must describe what the module really has.
+.venv/bin/python -m mypy.stubtest tidelog --ignore-missing-stub
 
 echo "== C ABI: header drift, C suite under ASan+UBSan+LSan (shared and static)"
 # The committed include/tidelog.h is compared with a fresh cbindgen run by
 # the `header_is_current` unit test above; this runs the C programs.
 bash ffi/tests/run_c_tests.sh
 
-echo "== edge/cloud scenario, short runs (examples/edge_scenario.sh against a tidelog serve cloud): Node and C edge apps"
+echo "== edge/cloud scenario, short runs (examples/edge_scenario.sh against a tidelog serve cloud): Node, Python and C edge apps"
 SCENARIO_QUICK=1 EDGE_LANG=node bash examples/edge_scenario.sh
+SCENARIO_QUICK=1 EDGE_LANG=python bash examples/edge_scenario.sh
 SCENARIO_QUICK=1 EDGE_LANG=c bash examples/edge_scenario.sh
 
 echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"

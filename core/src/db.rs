@@ -196,6 +196,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// Last committed log sequence; replication senders wait on it.
     pub(crate) committed: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever a table is created, for links waiting on one.
+    pub(crate) tables_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) replication: Mutex<Option<Arc<crate::repl::Replicator>>>,
     maintenance: Mutex<Option<Maintenance>>,
     lock: Mutex<Option<DirLock>>,
@@ -287,6 +289,7 @@ impl Database {
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             committed: tokio::sync::watch::Sender::new(next_seq - 1),
+            tables_changed: tokio::sync::watch::Sender::new(0),
             replication: Mutex::new(None),
             maintenance: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
@@ -358,6 +361,7 @@ impl Database {
         store.commit(batch, self.sync_commits())?;
         let info = def.info();
         self.shared.catalog.write().insert(def);
+        self.shared.tables_changed.send_modify(|v| *v += 1);
         Ok(info)
     }
 

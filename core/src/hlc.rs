@@ -19,8 +19,11 @@ pub fn wall_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// The HLC value at the start of millisecond `ms`; saturates for times
+/// beyond what 48 bits of milliseconds hold (year 10889), so a "since" far
+/// in the future means "nothing yet" rather than wrapping to the past.
 pub(crate) fn millis_to_hlc(ms: u64) -> u64 {
-    ms << LOGICAL_BITS
+    ms.checked_mul(1 << LOGICAL_BITS).unwrap_or(u64::MAX)
 }
 
 pub(crate) struct Hlc {
@@ -125,6 +128,12 @@ mod tests {
         }
         assert!(c.now() < remote);
         assert!(c.now() > before);
+    }
+
+    #[test]
+    fn far_future_times_saturate() {
+        assert_eq!(millis_to_hlc(u64::MAX), u64::MAX);
+        assert_eq!(millis_to_hlc(1), 1 << LOGICAL_BITS);
     }
 
     #[test]

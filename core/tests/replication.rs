@@ -348,3 +348,36 @@ fn unsubscribed_tables_are_refused_and_reported() {
         Err(Error::PeerNotFound(_))
     ));
 }
+
+#[test]
+fn a_published_table_created_after_the_link_came_up_starts_flowing() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cloud = open_node(dc.path(), "cloud");
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let addr = cloud.listen("127.0.0.1:0").unwrap();
+    cloud
+        .add_peer(PeerConfig::new("edge-1").table(TableFlow::subscribe("late")))
+        .unwrap();
+    let edge = open_node(de.path(), "edge-1");
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(
+        PeerConfig::new("cloud")
+            .address(addr.to_string())
+            .table(TableFlow::publish("late")),
+    )
+    .unwrap();
+    wait_until("the cloud hears the table does not exist yet", T, || {
+        cloud
+            .peer_status("edge-1")
+            .unwrap()
+            .tables
+            .iter()
+            .any(|t| t.inbound.contains("no table"))
+    });
+    edge.create_table("late", TableOptions::default()).unwrap();
+    edge.upsert("late", json!({"id": 1})).unwrap();
+    wait_until("the late table flows", T, || {
+        cloud.get("late", 1).ok().flatten().is_some()
+    });
+}

@@ -534,7 +534,7 @@ impl Database {
             Some(s) => s,
             None => self.log_bounds()?.last,
         };
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = std::time::Instant::now().checked_add(timeout);
         let peers: Vec<Arc<PeerState>> = r
             .peers
             .lock()
@@ -543,7 +543,9 @@ impl Database {
             .cloned()
             .collect();
         for p in peers {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            });
             p.wait_acked(seq, left, || self.is_closed())
                 .map_err(|e| match e {
                     Error::Timeout(_) => Error::Timeout(timeout),

@@ -265,7 +265,8 @@ impl PeerState {
         timeout: Duration,
         closed: impl Fn() -> bool,
     ) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        // A huge timeout means "wait as long as it takes", not an overflow.
+        let deadline = Instant::now().checked_add(timeout);
         let mut guard = self.acked_cv.0.lock();
         loop {
             if *self.acked.borrow() >= seq {
@@ -275,11 +276,12 @@ impl PeerState {
                 return Err(Error::Closed);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout(timeout));
             }
             // Bounded waits so a close() is noticed even without an ack.
-            let step = (deadline - now).min(Duration::from_millis(100));
+            let left = deadline.map_or(Duration::MAX, |d| d - now);
+            let step = left.min(Duration::from_millis(100));
             self.acked_cv.1.wait_for(&mut guard, step);
         }
     }

@@ -347,6 +347,7 @@ impl Sender {
     async fn run(self, wants: Vec<TableWant>) -> Result<()> {
         let config = self.peer.config();
         let mut starts: HashMap<String, u64> = HashMap::new();
+        let mut missing: Vec<String> = Vec::new();
         for want in wants {
             let published = config
                 .tables
@@ -372,7 +373,12 @@ impl Sender {
             let info = match blocking(move || db.describe_table(&t)).await {
                 Ok(info) => info,
                 Err(Error::TableNotFound(_)) => {
-                    let reason = format!("`{}` has no table `{}`", self.db.node_name(), want.table);
+                    missing.push(want.table.clone());
+                    let reason = format!(
+                        "`{}` has no table `{}` yet",
+                        self.db.node_name(),
+                        want.table
+                    );
                     self.peer.set_table_state(
                         &want.table,
                         None,
@@ -421,7 +427,30 @@ impl Sender {
                 .set_table_state(&want.table, None, Some("streaming".into()));
             starts.insert(want.table, start);
         }
-        self.stream(starts).await
+        if missing.is_empty() {
+            return self.stream(starts).await;
+        }
+        // A published table that does not exist yet starts flowing once it
+        // is created: the link restarts so the peer's subscription is served.
+        let db = self.db.clone();
+        let peer = self.peer.name();
+        let mut tables = db.shared.tables_changed.subscribe();
+        let created = async move {
+            loop {
+                if tables.changed().await.is_err() {
+                    return std::future::pending::<String>().await;
+                }
+                if let Some(t) = missing.iter().find(|t| db.describe_table(t).is_ok()) {
+                    return t.clone();
+                }
+            }
+        };
+        tokio::select! {
+            res = self.stream(starts) => res,
+            table = created => Err(Error::Peer(format!(
+                "table `{table}` was created; restarting the link so it flows to `{peer}`"
+            ))),
+        }
     }
 
     /// Sends the table's state as of now; returns the log sequence the

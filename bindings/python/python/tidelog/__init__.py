@@ -1,0 +1,108 @@
+"""tidelog: an embedded database for edge gateways.
+
+Open a data directory with :func:`open`, write and read records as dicts,
+group writes in transactions (``with db.transaction() as tx:``), read the
+transaction log, listen to changes, and replicate chosen tables with other
+instances over mutual TLS. See ``tidelog/__init__.pyi`` for the full typed
+API. Every call is thread-safe; blocking calls release the GIL. Change
+listeners run on tidelog's ``tidelog-events`` thread.
+"""
+
+import atexit as _atexit
+
+from ._errors import (
+    AlreadyExistsError,
+    ClockSkewError,
+    ClosedError,
+    CorruptError,
+    DuplicateKeyError,
+    Error,
+    ForkedError,
+    InvalidInputError,
+    LockedError,
+    NotFoundError,
+    PeerError,
+    PeerExistsError,
+    PeerNotFoundError,
+    RecordNotFoundError,
+    StorageError,
+    TableExistsError,
+    TableNotFoundError,
+    TimeoutError,
+    TlsError,
+    UnsupportedError,
+)
+from ._types import (
+    Change,
+    ChangeEvent,
+    DevPki,
+    Key,
+    LogBounds,
+    LogEntry,
+    LogWrite,
+    NodeCertFiles,
+    PeerStatus,
+    Record,
+    RecordIn,
+    StrPath,
+    TableFlow,
+    TableInfo,
+    TableStatus,
+)
+from ._tidelog import (
+    CommitInfo,
+    Database,
+    Transaction,
+    __version__,
+    _close_all,
+    dev_certs,
+    open,
+)
+
+# Close what is still open before the interpreter shuts down, so no listener
+# thread tries to call into a finalizing interpreter.
+_atexit.register(_close_all)
+
+__all__ = [
+    "open",
+    "dev_certs",
+    "Database",
+    "Transaction",
+    "CommitInfo",
+    "Error",
+    "InvalidInputError",
+    "NotFoundError",
+    "TableNotFoundError",
+    "RecordNotFoundError",
+    "PeerNotFoundError",
+    "AlreadyExistsError",
+    "DuplicateKeyError",
+    "TableExistsError",
+    "PeerExistsError",
+    "ClosedError",
+    "ForkedError",
+    "LockedError",
+    "StorageError",
+    "CorruptError",
+    "ClockSkewError",
+    "TimeoutError",
+    "TlsError",
+    "PeerError",
+    "UnsupportedError",
+    "__version__",
+    "Key",
+    "Record",
+    "RecordIn",
+    "StrPath",
+    "TableInfo",
+    "LogBounds",
+    "LogWrite",
+    "LogEntry",
+    "Change",
+    "ChangeEvent",
+    "TableFlow",
+    "TableStatus",
+    "PeerStatus",
+    "NodeCertFiles",
+    "DevPki",
+]

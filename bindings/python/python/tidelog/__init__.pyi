@@ -1,0 +1,427 @@
+"""Type stubs for tidelog: an embedded database for edge gateways that
+replicates chosen tables between instances over mutual TLS.
+
+Threads: every method may be called from any thread; calls that can block
+release the GIL. Change listeners run on tidelog's ``tidelog-events``
+thread. After ``os.fork()`` a handle opened in the parent raises
+:class:`ForkedError` in the child.
+"""
+
+import builtins
+import os
+from types import TracebackType
+from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Type, TypedDict, Union, final
+
+
+__version__: str
+
+# ---- data shapes -----------------------------------------------------------
+
+Key = Union[int, str]
+"""A primary-key value: a str or a 64-bit int."""
+
+Record = Dict[str, Any]
+"""A record as read: its attributes plus ``__createdtime__`` and
+``__updatedtime__`` (ms since the epoch)."""
+
+RecordIn = Union[Mapping[str, Any], str, bytes]
+"""A record to write: a dict, or JSON object text (str or UTF-8 bytes)."""
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+class TableInfo(TypedDict):
+    """A table definition."""
+
+    name: str
+    primary_key: str
+    indexes: List[str]
+    expiration: Optional[int]
+
+class LogBounds(TypedDict):
+    """Where the transaction log starts and ends."""
+
+    first: int
+    last: int
+
+class LogWrite(TypedDict):
+    """One write of a logged transaction."""
+
+    table: str
+    key: Key
+    op: Literal["put", "delete"]
+    record: Optional[Record]
+
+class LogEntry(TypedDict):
+    """One committed transaction, local or applied from a peer."""
+
+    seq: int
+    time: int
+    origin: int
+    millis: int
+    local_millis: int
+    writes: List[LogWrite]
+
+class Change(TypedDict):
+    """One changed record: its key and the record after the change (None if
+    deleted)."""
+
+    key: Key
+    record: Optional[Record]
+
+class ChangeEvent(TypedDict):
+    """What one transaction changed in one table, as a listener receives
+    it. ``origin`` is the node id where it was first committed; ``local``
+    is False for changes applied from a peer."""
+
+    table: str
+    seq: int
+    time: int
+    origin: int
+    millis: int
+    local: bool
+    changes: List[Change]
+
+class _TableFlowBase(TypedDict):
+    table: str
+
+class TableFlow(_TableFlowBase, total=False):
+    """Which way one table flows with one peer."""
+
+    publish: bool
+    subscribe: bool
+    since_ms: Optional[int]
+    priority: int
+
+class TableStatus(TypedDict):
+    """Replication state of one table with one peer."""
+
+    table: str
+    publish: bool
+    subscribe: bool
+    inbound: str
+    outbound: str
+
+class PeerStatus(TypedDict):
+    """Everything about one peer's link."""
+
+    name: str
+    address: Optional[str]
+    connected: bool
+    since_ms: Optional[int]
+    last_error: Optional[str]
+    node_id: Optional[int]
+    tables: List[TableStatus]
+    sent_seq: int
+    acked_seq: int
+    received_seq: int
+    backlog_txns: int
+    backlog_bytes: int
+    lag_ms: int
+    refused_writes: int
+    syncs_received: int
+    connects: int
+
+class NodeCertFiles(TypedDict):
+    """A node's certificate chain and private key (PEM file paths)."""
+
+    cert: str
+    key: str
+
+class DevPki(TypedDict):
+    """What :func:`dev_certs` wrote."""
+
+    ca: str
+    nodes: Dict[str, NodeCertFiles]
+
+# ---- API -------------------------------------------------------------------
+
+def open(
+    path: StrPath,
+    node_name: str,
+    *,
+    engine: Literal["fjall", "sled"] = "fjall",
+    durability: Literal["grouped", "sync"] = "grouped",
+    flush_interval: float = 0.05,
+    memory_budget: Optional[int] = None,
+    max_record_bytes: Optional[int] = None,
+    max_clock_skew: Optional[float] = None,
+    expiry_interval: Optional[float] = None,
+) -> "Database":
+    """Opens (creating if needed) the data directory ``path`` for node
+    ``node_name``. Raises :class:`LockedError` if another handle or process
+    has it open. Use the result as a context manager to close it."""
+
+def dev_certs(out_dir: StrPath, nodes: Sequence[str], *, ca_name: str = "tidelog dev CA") -> DevPki:
+    """Writes a development CA and a certificate and key per node into
+    ``out_dir`` (for tests and trying tidelog out). Refuses to overwrite."""
+
+@final
+class CommitInfo:
+    """What a commit was given."""
+
+    @property
+    def seq(self) -> int:
+        """Local log sequence number (0 if the transaction wrote nothing)."""
+    @property
+    def time(self) -> int:
+        """Hybrid-logical-clock time of the version stamp."""
+    @property
+    def origin(self) -> int:
+        """Node id of this instance."""
+    @property
+    def millis(self) -> int:
+        """Milliseconds since the epoch of the stamp."""
+
+@final
+class Transaction:
+    """Writes to one or more tables that commit atomically, or not at all.
+    As a context manager it commits on success and discards on an
+    exception."""
+
+    def insert(self, table: str, record: RecordIn) -> "Transaction":
+        """Stages an insert; returns the transaction for chaining."""
+    def upsert(self, table: str, record: RecordIn) -> "Transaction":
+        """Stages an upsert; returns the transaction for chaining."""
+    def update(self, table: str, patch: RecordIn) -> "Transaction":
+        """Stages an update (merge into an existing record)."""
+    def delete(self, table: str, key: Key) -> "Transaction":
+        """Stages a delete."""
+    def commit(self) -> CommitInfo:
+        """Commits every staged write atomically."""
+    def rollback(self) -> None:
+        """Discards every staged write."""
+    @property
+    def active(self) -> bool:
+        """Whether it can still take writes."""
+    def __len__(self) -> int:
+        """Number of staged writes."""
+    def __enter__(self) -> "Transaction": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]] = None,
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+    ) -> bool: ...
+
+@final
+class Database:
+    """An open tidelog database (from :func:`open`)."""
+
+    @property
+    def node_name(self) -> str:
+        """This node's name."""
+    @property
+    def node_id(self) -> int:
+        """This instance's stable node id."""
+    @property
+    def path(self) -> str:
+        """The data directory."""
+    @property
+    def engine(self) -> str:
+        """The storage engine."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    @property
+    def listener_errors(self) -> int:
+        """Listener calls that raised (each reported via sys.unraisablehook)."""
+    def close(self) -> None:
+        """Flushes and closes; later calls raise :class:`ClosedError`."""
+    def __enter__(self) -> "Database": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]] = None,
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+    ) -> bool: ...
+    def flush(self) -> None:
+        """Makes every commit so far durable on disk."""
+    def disk_bytes(self) -> int:
+        """Bytes the data directory occupies."""
+
+    # tables
+    def create_table(
+        self,
+        name: str,
+        *,
+        primary_key: str = "id",
+        indexes: Optional[Sequence[str]] = None,
+        expiration: Optional[int] = None,
+    ) -> TableInfo:
+        """Creates a table (raises :class:`TableExistsError` if it exists)."""
+    def ensure_table(
+        self,
+        name: str,
+        *,
+        primary_key: str = "id",
+        indexes: Optional[Sequence[str]] = None,
+        expiration: Optional[int] = None,
+    ) -> bool:
+        """Creates the table unless it exists; returns whether it did."""
+    def drop_table(self, name: str) -> None:
+        """Drops a table locally."""
+    def list_tables(self) -> List[TableInfo]:
+        """Every table, by name."""
+    def describe_table(self, name: str) -> TableInfo:
+        """A table's definition."""
+
+    # writes
+    def insert(self, table: str, record: RecordIn) -> CommitInfo:
+        """Inserts; raises :class:`DuplicateKeyError` if the key exists."""
+    def upsert(self, table: str, record: RecordIn) -> CommitInfo:
+        """Inserts or replaces."""
+    def update(self, table: str, patch: RecordIn) -> CommitInfo:
+        """Merges attributes; raises :class:`RecordNotFoundError` if absent."""
+    def delete(self, table: str, key: Key) -> bool:
+        """Deletes; returns whether a live record was there."""
+    def transaction(self) -> Transaction:
+        """Starts a transaction over any tables."""
+
+    # reads
+    def get(self, table: str, key: Key) -> Optional[Record]:
+        """The record with this key, or None."""
+    def get_many(self, table: str, keys: Iterable[Key]) -> List[Optional[Record]]:
+        """Records for several keys, in order."""
+    def scan(
+        self,
+        table: str,
+        *,
+        start: Optional[Key] = None,
+        end: Optional[Key] = None,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
+        reverse: bool = False,
+        limit: Optional[int] = None,
+    ) -> List[Record]:
+        """Records in primary-key order within a key range."""
+    def find(
+        self,
+        table: str,
+        attribute: str,
+        *,
+        lower: Any = None,
+        upper: Any = None,
+        lower_inclusive: bool = True,
+        upper_inclusive: bool = True,
+        limit: Optional[int] = None,
+    ) -> List[Record]:
+        """Records whose indexed attribute lies in a range."""
+    def find_eq(self, table: str, attribute: str, value: Any) -> List[Record]:
+        """Records whose indexed attribute equals ``value``."""
+    def count(self, table: str) -> int:
+        """Number of live records."""
+
+    # log
+    def log_bounds(self) -> LogBounds:
+        """Oldest and newest sequence in the log."""
+    def read_log(self, from_seq: int = 1, limit: int = 1000) -> List[LogEntry]:
+        """Log entries from a sequence on."""
+    def read_log_since(self, millis: int, limit: int = 1000) -> List[LogEntry]:
+        """Log entries committed at or after a time (ms since the epoch)."""
+
+    # listeners
+    def on_change(self, table: str, callback: Callable[[ChangeEvent], object]) -> int:
+        """Calls ``callback`` on the tidelog-events thread after each change
+        to ``table``; returns a listener id."""
+    def remove_listener(self, listener_id: int) -> bool:
+        """Unregisters a listener; returns whether it was registered."""
+
+    # replication
+    def start_replication(
+        self,
+        *,
+        cert: Optional[StrPath] = None,
+        key: Optional[StrPath] = None,
+        ca: Optional[StrPath] = None,
+        insecure: bool = False,
+        heartbeat_interval: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = None,
+        backoff_initial: Optional[float] = None,
+        backoff_max: Optional[float] = None,
+        max_frame_bytes: Optional[int] = None,
+        batch_max_txns: Optional[int] = None,
+        window_txns: Optional[int] = None,
+        sync_chunk_rows: Optional[int] = None,
+        worker_threads: Optional[int] = None,
+    ) -> None:
+        """Starts replication: mutual TLS from PEM files, or insecure=True."""
+    def listen(self, addr: str) -> str:
+        """Accepts peers on ``addr``; returns the bound "host:port"."""
+    def add_peer(self, name: str, *, address: Optional[str] = None, tables: Optional[Sequence[TableFlow]] = None) -> None:
+        """Adds a peer (dialed if it has an address)."""
+    def update_peer(self, name: str, *, address: Optional[str] = None, tables: Optional[Sequence[TableFlow]] = None) -> None:
+        """Replaces a peer's configuration."""
+    def remove_peer(self, name: str) -> None:
+        """Removes a peer."""
+    def peer_status(self, name: str) -> PeerStatus:
+        """Status of one peer."""
+    def replication_status(self) -> List[PeerStatus]:
+        """Status of every peer."""
+    def wait_for_ack(self, peer: str, seq: int, timeout: float = 30.0) -> None:
+        """Waits until ``peer`` acknowledged ``seq``; raises
+        :class:`TimeoutError` after ``timeout`` seconds."""
+
+# ---- errors ----------------------------------------------------------------
+
+class Error(Exception):
+    """Base class of every tidelog error."""
+
+    kind: str
+
+class InvalidInputError(Error, ValueError):
+    """Malformed input."""
+
+class NotFoundError(Error, LookupError):
+    """A table, record or peer does not exist."""
+
+class TableNotFoundError(NotFoundError):
+    """The table does not exist."""
+
+class RecordNotFoundError(NotFoundError):
+    """No record with that key."""
+
+class PeerNotFoundError(NotFoundError):
+    """The peer is not configured."""
+
+class AlreadyExistsError(Error):
+    """A key, table or peer already exists."""
+
+class DuplicateKeyError(AlreadyExistsError):
+    """insert hit an existing key."""
+
+class TableExistsError(AlreadyExistsError):
+    """The table exists."""
+
+class PeerExistsError(AlreadyExistsError):
+    """The peer is configured."""
+
+class ClosedError(Error):
+    """The database was closed."""
+
+class ForkedError(ClosedError):
+    """The handle came from the parent of a fork."""
+
+class LockedError(Error):
+    """The data directory is in use."""
+
+class StorageError(Error):
+    """Storage engine or file system failure."""
+
+class CorruptError(Error):
+    """Stored data could not be decoded."""
+
+class ClockSkewError(Error):
+    """A stamp is too far ahead of the local clock."""
+
+class TimeoutError(Error, builtins.TimeoutError):
+    """A wait ran out of time."""
+
+class TlsError(Error):
+    """TLS configuration or handshake problem."""
+
+class PeerError(Error):
+    """A peer or the replication link failed."""
+
+class UnsupportedError(Error):
+    """Not allowed in the current state."""

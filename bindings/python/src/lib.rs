@@ -1,0 +1,1176 @@
+//! The `tidelog` Python module (native part, `tidelog._tidelog`).
+//!
+//! Threads: every method may be called from any Python thread. Calls that
+//! can block (opening, closing, commits, scans, finds, log reads, peer calls
+//! and status, delivery waits) release the GIL while they run in Rust.
+//! Change listeners run on tidelog's `tidelog-events` thread, which takes
+//! the GIL for each call.
+//!
+//! Fork: a handle opened before `os.fork()` refuses every call in the child
+//! with `ForkedError` (the parent's background threads do not exist there,
+//! and its locks may be held), and is leaked rather than closed when the
+//! child drops it, so nothing in the child waits for a thread that is gone.
+
+mod convert;
+mod errors;
+mod fork;
+
+use std::ops::Bound as RBound;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+use serde_json::Value;
+use tidelog::{
+    ChangeEvent, CommitInfo as CoreCommit, Durability, EngineKind, Key, ListenerId, LogEntry,
+    OpenOptions, PeerConfig, ReplicationOptions, ScanOptions, TableOptions, WriteOp,
+};
+
+use convert::*;
+use errors::{invalid, IntoPy};
+
+/// One open database as the Python objects share it.
+struct Handle {
+    db: std::mem::ManuallyDrop<tidelog::Database>,
+    fork_gen: u64,
+    listener_errors: Arc<AtomicU64>,
+}
+
+impl Handle {
+    /// The database, unless this is a forked child of the process that
+    /// opened it.
+    #[inline]
+    fn db(&self) -> PyResult<&tidelog::Database> {
+        if fork::generation() != self.fork_gen {
+            return Err(errors::forked());
+        }
+        Ok(&self.db)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if fork::generation() != self.fork_gen {
+            // Forked child: closing would wait for threads that only exist
+            // in the parent. Leak the handle instead.
+            return;
+        }
+        // SAFETY: dropped exactly once, here.
+        let db = unsafe { std::mem::ManuallyDrop::take(&mut self.db) };
+        if !db.is_closed() {
+            // Release the GIL: closing waits for the listener thread, which
+            // may be waiting for the GIL to call a Python listener.
+            let closed = Python::try_attach(|py| py.detach(|| db.close()));
+            if closed.is_none() {
+                let _ = db.close();
+            }
+        }
+    }
+}
+
+/// Every handle opened in this process, for `_close_all` at exit.
+static OPEN: Mutex<Vec<Weak<Handle>>> = Mutex::new(Vec::new());
+
+fn seconds(what: &str, s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        invalid(format!(
+            "{what} must be a finite, non-negative number of seconds, got {s}"
+        ))
+    })
+}
+
+fn non_negative(what: &str, v: i64) -> PyResult<u64> {
+    u64::try_from(v).map_err(|_| invalid(format!("{what} must not be negative, got {v}")))
+}
+
+fn limit_arg(v: Option<i64>) -> PyResult<Option<usize>> {
+    v.map(|l| non_negative("limit", l).map(|l| l as usize))
+        .transpose()
+}
+
+/// What a commit was given.
+#[pyclass(frozen, module = "tidelog", name = "CommitInfo")]
+struct PyCommitInfo {
+    /// Local log sequence number of the transaction (0 if it wrote nothing).
+    #[pyo3(get)]
+    seq: u64,
+    /// Hybrid-logical-clock time of the version stamp.
+    #[pyo3(get)]
+    time: u64,
+    /// Node id of the origin (this instance).
+    #[pyo3(get)]
+    origin: u64,
+}
+
+#[pymethods]
+impl PyCommitInfo {
+    /// Wall-clock milliseconds since the epoch of the stamp
+    /// (the records' `__updatedtime__`).
+    #[getter]
+    fn millis(&self) -> u64 {
+        tidelog::Stamp {
+            time: self.time,
+            node: self.origin,
+        }
+        .millis()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CommitInfo(seq={}, time={}, origin={:#x})",
+            self.seq, self.time, self.origin
+        )
+    }
+}
+
+impl From<CoreCommit> for PyCommitInfo {
+    fn from(c: CoreCommit) -> Self {
+        PyCommitInfo {
+            seq: c.seq,
+            time: c.stamp.time,
+            origin: c.stamp.node,
+        }
+    }
+}
+
+fn table_options(
+    primary_key: &str,
+    indexes: Vec<String>,
+    expiration: Option<i64>,
+) -> PyResult<TableOptions> {
+    Ok(TableOptions {
+        primary_key: primary_key.to_string(),
+        indexes,
+        expiration: expiration
+            .map(|e| non_negative("expiration", e))
+            .transpose()?,
+    })
+}
+
+fn to_py_via_serde<'py, T: serde::Serialize>(
+    py: Python<'py>,
+    v: &T,
+) -> PyResult<Bound<'py, PyAny>> {
+    let value = serde_json::to_value(v).map_err(|e| errors::corrupt(e.to_string()))?;
+    value_to_py(py, &value)
+}
+
+fn millis_of(hlc_time: u64) -> u64 {
+    tidelog::Stamp {
+        time: hlc_time,
+        node: 0,
+    }
+    .millis()
+}
+
+fn log_entry_to_py<'py>(py: Python<'py>, e: &LogEntry) -> PyResult<Bound<'py, PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item("seq", e.seq)?;
+    d.set_item("time", e.stamp.time)?;
+    d.set_item("origin", e.stamp.node)?;
+    d.set_item("millis", e.stamp.millis())?;
+    d.set_item("local_millis", millis_of(e.local_time))?;
+    let writes = PyList::empty(py);
+    for w in &e.writes {
+        let wd = PyDict::new(py);
+        wd.set_item("table", &w.table)?;
+        wd.set_item("key", key_to_py(py, &w.key)?)?;
+        match &w.op {
+            WriteOp::Put { json, created } => {
+                wd.set_item("op", "put")?;
+                let rec = json_to_py(py, json)?;
+                if let Ok(rd) = rec.cast::<PyDict>() {
+                    rd.set_item("__createdtime__", millis_of(*created))?;
+                    rd.set_item("__updatedtime__", e.stamp.millis())?;
+                }
+                wd.set_item("record", rec)?;
+            }
+            WriteOp::Delete => {
+                wd.set_item("op", "delete")?;
+                wd.set_item("record", py.None())?;
+            }
+        }
+        writes.append(wd)?;
+    }
+    d.set_item("writes", writes)?;
+    Ok(d.into_any())
+}
+
+fn event_to_py<'py>(py: Python<'py>, e: &ChangeEvent) -> PyResult<Bound<'py, PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item("table", &e.table)?;
+    d.set_item("seq", e.seq)?;
+    d.set_item("time", e.stamp.time)?;
+    d.set_item("origin", e.origin())?;
+    d.set_item("millis", e.stamp.millis())?;
+    d.set_item("local", e.local)?;
+    let changes = PyList::empty(py);
+    for c in &e.changes {
+        let cd = PyDict::new(py);
+        cd.set_item("key", key_to_py(py, &c.key)?)?;
+        cd.set_item("record", opt_record_to_py(py, c.record.as_ref())?)?;
+        changes.append(cd)?;
+    }
+    d.set_item("changes", changes)?;
+    Ok(d.into_any())
+}
+
+fn peer_config(
+    name: &str,
+    address: Option<String>,
+    tables: &Bound<'_, PyAny>,
+) -> PyResult<PeerConfig> {
+    let tables = if tables.is_none() {
+        Value::Array(vec![])
+    } else {
+        py_to_value(tables, 0)?
+    };
+    if !tables.is_array() {
+        return Err(invalid(
+            "tables must be a list of dicts like {\"table\": \"alerts\", \"publish\": True}",
+        ));
+    }
+    let v = serde_json::json!({"name": name, "address": address, "tables": tables});
+    serde_json::from_value(v).map_err(|e| invalid(format!("peer configuration: {e}")))
+}
+
+/// An open tidelog database. Create one with `tidelog.open()`; use it as a
+/// context manager to close it at the end of a `with` block. Every method
+/// may be called from any thread.
+#[pyclass(frozen, module = "tidelog", name = "Database")]
+struct PyDatabase {
+    h: Arc<Handle>,
+}
+
+impl PyDatabase {
+    fn write(
+        &self,
+        py: Python<'_>,
+        table: &Bound<'_, PyString>,
+        record: &Bound<'_, PyAny>,
+        op: fn(&tidelog::Database, &str, Value) -> tidelog::Result<CoreCommit>,
+    ) -> PyResult<PyCommitInfo> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let v = py_to_record(record)?;
+        let info = py.detach(|| op(db, t, v)).py()?;
+        Ok(info.into())
+    }
+}
+
+#[pymethods]
+impl PyDatabase {
+    /// This node's name (the DNS name in its TLS certificate).
+    #[getter]
+    fn node_name(&self) -> PyResult<String> {
+        Ok(self.h.db()?.node_name().to_string())
+    }
+
+    /// This instance's stable node id (the origin in its version stamps).
+    #[getter]
+    fn node_id(&self) -> PyResult<u64> {
+        Ok(self.h.db()?.node_id())
+    }
+
+    /// The data directory.
+    #[getter]
+    fn path(&self) -> PyResult<String> {
+        Ok(self.h.db()?.path().display().to_string())
+    }
+
+    /// The storage engine: "fjall" or "sled".
+    #[getter]
+    fn engine(&self) -> PyResult<&'static str> {
+        Ok(self.h.db()?.engine().as_str())
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> PyResult<bool> {
+        Ok(self.h.db()?.is_closed())
+    }
+
+    /// How many listener calls raised an exception so far (each one was
+    /// reported through `sys.unraisablehook`).
+    #[getter]
+    fn listener_errors(&self) -> u64 {
+        self.h.listener_errors.load(Ordering::Relaxed)
+    }
+
+    /// Flushes, stops replication and listeners, and releases the data
+    /// directory. Later calls raise `ClosedError`. Closing twice is fine. In
+    /// a forked child it only lets go of the parent's handle.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        match self.h.db() {
+            Ok(db) => py.detach(|| db.close()).py(),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (_exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        match self.h.db() {
+            Ok(db) => format!(
+                "<tidelog.Database node_name={:?} path={:?}{}>",
+                db.node_name(),
+                db.path().display().to_string(),
+                if db.is_closed() { " closed" } else { "" }
+            ),
+            Err(_) => "<tidelog.Database (from the parent process; unusable after fork)>".into(),
+        }
+    }
+
+    /// Makes every commit so far durable on disk.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.h.db()?;
+        py.detach(|| db.flush()).py()
+    }
+
+    /// Bytes the data directory occupies on disk.
+    fn disk_bytes(&self, py: Python<'_>) -> PyResult<u64> {
+        let db = self.h.db()?;
+        py.detach(|| db.disk_bytes()).py()
+    }
+
+    // ---- tables ----------------------------------------------------------
+
+    /// Creates a table. Raises `TableExistsError` if it exists.
+    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None))]
+    fn create_table<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        primary_key: &str,
+        indexes: Option<Vec<String>>,
+        expiration: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.h.db()?;
+        let opts = table_options(primary_key, indexes.unwrap_or_default(), expiration)?;
+        let info = py.detach(|| db.create_table(name, opts)).py()?;
+        to_py_via_serde(py, &info)
+    }
+
+    /// Creates the table unless it exists; returns whether it created it.
+    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None))]
+    fn ensure_table(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        primary_key: &str,
+        indexes: Option<Vec<String>>,
+        expiration: Option<i64>,
+    ) -> PyResult<bool> {
+        let db = self.h.db()?;
+        let opts = table_options(primary_key, indexes.unwrap_or_default(), expiration)?;
+        py.detach(|| db.ensure_table(name, opts)).py()
+    }
+
+    /// Drops a table and its records locally (never replicated).
+    fn drop_table(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let db = self.h.db()?;
+        py.detach(|| db.drop_table(name)).py()
+    }
+
+    /// Every table, by name.
+    fn list_tables<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let tables = self.h.db()?.list_tables().py()?;
+        to_py_via_serde(py, &tables)
+    }
+
+    /// A table's definition.
+    fn describe_table<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let info = self.h.db()?.describe_table(name).py()?;
+        to_py_via_serde(py, &info)
+    }
+
+    // ---- writes ----------------------------------------------------------
+
+    /// Inserts a new record; raises `DuplicateKeyError` if the key exists.
+    fn insert(
+        &self,
+        py: Python<'_>,
+        table: &Bound<'_, PyString>,
+        record: &Bound<'_, PyAny>,
+    ) -> PyResult<PyCommitInfo> {
+        self.write(py, table, record, |db, t, v| db.insert(t, v))
+    }
+
+    /// Inserts or replaces a record.
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        table: &Bound<'_, PyString>,
+        record: &Bound<'_, PyAny>,
+    ) -> PyResult<PyCommitInfo> {
+        self.write(py, table, record, |db, t, v| db.upsert(t, v))
+    }
+
+    /// Merges attributes into an existing record; raises
+    /// `RecordNotFoundError` if there is none.
+    fn update(
+        &self,
+        py: Python<'_>,
+        table: &Bound<'_, PyString>,
+        patch: &Bound<'_, PyAny>,
+    ) -> PyResult<PyCommitInfo> {
+        self.write(py, table, patch, |db, t, v| db.update(t, v))
+    }
+
+    /// Deletes a record (a tombstone replicates); returns whether a live
+    /// record was there.
+    fn delete(
+        &self,
+        py: Python<'_>,
+        table: &Bound<'_, PyString>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let k = py_to_key(key)?;
+        py.detach(|| db.delete(t, k)).py()
+    }
+
+    /// A transaction over one or more tables: use it as a context manager
+    /// (`with db.transaction() as tx:`) to commit on success and discard on
+    /// an exception, or call `commit()` / `rollback()`.
+    fn transaction(&self) -> PyResult<PyTransaction> {
+        let tx = self.h.db()?.transaction();
+        Ok(PyTransaction {
+            h: self.h.clone(),
+            tx: Mutex::new(Some(tx)),
+        })
+    }
+
+    // ---- reads -----------------------------------------------------------
+
+    /// The record with this key as a dict (with `__createdtime__` and
+    /// `__updatedtime__`), or None.
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        table: &Bound<'_, PyString>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let k = py_to_key(key)?;
+        let r = py.detach(|| db.get(t, k)).py()?;
+        opt_record_to_py(py, r.as_ref())
+    }
+
+    /// Records for several keys, in order (None where missing).
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        table: &Bound<'_, PyString>,
+        keys: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let mut ks = Vec::new();
+        for k in keys.try_iter()? {
+            ks.push(py_to_key(&k?)?);
+        }
+        let rs = py.detach(|| db.get_many(t, &ks)).py()?;
+        let list = PyList::empty(py);
+        for r in &rs {
+            list.append(opt_record_to_py(py, r.as_ref())?)?;
+        }
+        Ok(list)
+    }
+
+    /// Records in primary-key order from `start` (inclusive unless
+    /// `start_inclusive=False`) to `end` (exclusive unless
+    /// `end_inclusive=True`); None means unbounded.
+    #[pyo3(signature = (table, *, start=None, end=None, start_inclusive=true, end_inclusive=false, reverse=false, limit=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        table: &Bound<'_, PyString>,
+        start: Option<&Bound<'_, PyAny>>,
+        end: Option<&Bound<'_, PyAny>>,
+        start_inclusive: bool,
+        end_inclusive: bool,
+        reverse: bool,
+        limit: Option<i64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let bound = |k: Option<&Bound<'_, PyAny>>, incl: bool| -> PyResult<RBound<Key>> {
+            Ok(match k {
+                None => RBound::Unbounded,
+                Some(k) if k.is_none() => RBound::Unbounded,
+                Some(k) if incl => RBound::Included(py_to_key(k)?),
+                Some(k) => RBound::Excluded(py_to_key(k)?),
+            })
+        };
+        let opts = ScanOptions {
+            start: bound(start, start_inclusive)?,
+            end: bound(end, end_inclusive)?,
+            reverse,
+            limit: limit_arg(limit)?,
+        };
+        let rs = py.detach(|| db.scan(t, &opts)).py()?;
+        records_to_py(py, &rs)
+    }
+
+    /// Records whose indexed `attribute` lies between `lower` and `upper`
+    /// (inclusive unless told otherwise; None means unbounded), in index
+    /// order. An array attribute matches if any element does.
+    #[pyo3(signature = (table, attribute, *, lower=None, upper=None, lower_inclusive=true, upper_inclusive=true, limit=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn find<'py>(
+        &self,
+        py: Python<'py>,
+        table: &Bound<'_, PyString>,
+        attribute: &str,
+        lower: Option<&Bound<'_, PyAny>>,
+        upper: Option<&Bound<'_, PyAny>>,
+        lower_inclusive: bool,
+        upper_inclusive: bool,
+        limit: Option<i64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let value = |v: Option<&Bound<'_, PyAny>>| -> PyResult<Option<Value>> {
+            match v {
+                Some(v) if !v.is_none() => Ok(Some(py_to_value(v, 0)?)),
+                _ => Ok(None),
+            }
+        };
+        let (lo, hi) = (value(lower)?, value(upper)?);
+        let limit = limit_arg(limit)?;
+        let rs = py
+            .detach(|| {
+                fn b(v: &Option<Value>, incl: bool) -> RBound<&Value> {
+                    match v {
+                        None => RBound::Unbounded,
+                        Some(v) if incl => RBound::Included(v),
+                        Some(v) => RBound::Excluded(v),
+                    }
+                }
+                db.find(
+                    t,
+                    attribute,
+                    b(&lo, lower_inclusive),
+                    b(&hi, upper_inclusive),
+                    limit,
+                )
+            })
+            .py()?;
+        records_to_py(py, &rs)
+    }
+
+    /// Records whose indexed `attribute` equals `value` (None matches null).
+    fn find_eq<'py>(
+        &self,
+        py: Python<'py>,
+        table: &Bound<'_, PyString>,
+        attribute: &str,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let v = py_to_value(value, 0)?;
+        let rs = py.detach(|| db.find_eq(t, attribute, &v)).py()?;
+        records_to_py(py, &rs)
+    }
+
+    /// Number of live records in the table.
+    fn count(&self, py: Python<'_>, table: &Bound<'_, PyString>) -> PyResult<u64> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        py.detach(|| db.count(t)).py()
+    }
+
+    /// The stored JSON text of a record (without the time attributes).
+    /// Internal: used by the benchmark to compare conversion paths.
+    fn _get_json(
+        &self,
+        py: Python<'_>,
+        table: &Bound<'_, PyString>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<String>> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let k = py_to_key(key)?;
+        let r = py.detach(|| db.get(t, k)).py()?;
+        Ok(r.map(|r| r.to_json_string()))
+    }
+
+    // ---- log -------------------------------------------------------------
+
+    /// `{"first": oldest sequence in the log, "last": newest committed}`.
+    fn log_bounds<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let b = self.h.db()?.log_bounds().py()?;
+        let d = PyDict::new(py);
+        d.set_item("first", b.first)?;
+        d.set_item("last", b.last)?;
+        Ok(d)
+    }
+
+    /// Log entries from sequence `from_seq` on, oldest first.
+    #[pyo3(signature = (from_seq=1, limit=1000))]
+    fn read_log<'py>(
+        &self,
+        py: Python<'py>,
+        from_seq: i64,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.h.db()?;
+        let from = non_negative("from_seq", from_seq)?;
+        let limit = non_negative("limit", limit)? as usize;
+        let es = py.detach(|| db.read_log(from, limit)).py()?;
+        let list = PyList::empty(py);
+        for e in &es {
+            list.append(log_entry_to_py(py, e)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Log entries committed at or after `millis` (ms since the epoch).
+    #[pyo3(signature = (millis, limit=1000))]
+    fn read_log_since<'py>(
+        &self,
+        py: Python<'py>,
+        millis: i64,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let db = self.h.db()?;
+        let millis = non_negative("millis", millis)?;
+        let limit = non_negative("limit", limit)? as usize;
+        let es = py.detach(|| db.read_log_since(millis, limit)).py()?;
+        let list = PyList::empty(py);
+        for e in &es {
+            list.append(log_entry_to_py(py, e)?)?;
+        }
+        Ok(list)
+    }
+
+    // ---- listeners -------------------------------------------------------
+
+    /// Calls `callback(event)` after every committed change to `table`,
+    /// local or replicated, in commit order, on the `tidelog-events` thread.
+    /// An exception in the callback is reported through
+    /// `sys.unraisablehook` and counted in `listener_errors`; the listener
+    /// stays registered. Returns an id for `remove_listener`.
+    fn on_change(&self, table: &str, callback: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let db = self.h.db()?;
+        if !callback.is_callable() {
+            return Err(invalid(format!(
+                "callback must be callable, got {}",
+                type_name(callback)
+            )));
+        }
+        let cb: Py<PyAny> = callback.clone().unbind();
+        let errors = self.h.listener_errors.clone();
+        let id = db
+            .on_change(table, move |ev| {
+                // None while the interpreter is shutting down: nothing to call.
+                let _ = Python::try_attach(|py| {
+                    let result = event_to_py(py, ev).and_then(|e| cb.call1(py, (e,)));
+                    if let Err(e) = result {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        e.write_unraisable(py, Some(cb.bind(py)));
+                    }
+                });
+            })
+            .py()?;
+        Ok(id.0)
+    }
+
+    /// Unregisters a listener; returns whether it was registered.
+    fn remove_listener(&self, listener_id: u64) -> PyResult<bool> {
+        Ok(self.h.db()?.remove_listener(ListenerId(listener_id)))
+    }
+
+    // ---- replication -----------------------------------------------------
+
+    /// Starts the replication engine. Give `cert`, `key` and `ca` (PEM file
+    /// paths) for mutual TLS, or `insecure=True` for plaintext (tests on a
+    /// trusted loopback only). Durations are in seconds.
+    #[pyo3(signature = (*, cert=None, key=None, ca=None, insecure=false,
+        heartbeat_interval=None, idle_timeout=None, connect_timeout=None,
+        backoff_initial=None, backoff_max=None, max_frame_bytes=None,
+        batch_max_txns=None, window_txns=None, sync_chunk_rows=None, worker_threads=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_replication(
+        &self,
+        py: Python<'_>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        ca: Option<PathBuf>,
+        insecure: bool,
+        heartbeat_interval: Option<f64>,
+        idle_timeout: Option<f64>,
+        connect_timeout: Option<f64>,
+        backoff_initial: Option<f64>,
+        backoff_max: Option<f64>,
+        max_frame_bytes: Option<i64>,
+        batch_max_txns: Option<i64>,
+        window_txns: Option<i64>,
+        sync_chunk_rows: Option<i64>,
+        worker_threads: Option<i64>,
+    ) -> PyResult<()> {
+        let db = self.h.db()?;
+        let mut o = match (cert, key, ca, insecure) {
+            (Some(c), Some(k), Some(a), false) => ReplicationOptions::mutual_tls(c, k, a),
+            (None, None, None, true) => ReplicationOptions::insecure(),
+            (_, _, _, true) => {
+                return Err(invalid(
+                    "insecure=True takes no cert, key or ca: choose TLS or plaintext",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "give cert, key and ca (PEM file paths) for mutual TLS, or insecure=True",
+                ))
+            }
+        };
+        if let Some(s) = heartbeat_interval {
+            o.heartbeat_interval = seconds("heartbeat_interval", s)?;
+        }
+        if let Some(s) = idle_timeout {
+            o.idle_timeout = seconds("idle_timeout", s)?;
+        }
+        if let Some(s) = connect_timeout {
+            o.connect_timeout = seconds("connect_timeout", s)?;
+        }
+        if let Some(s) = backoff_initial {
+            o.backoff_initial = seconds("backoff_initial", s)?;
+        }
+        if let Some(s) = backoff_max {
+            o.backoff_max = seconds("backoff_max", s)?;
+        }
+        if let Some(v) = max_frame_bytes {
+            o.max_frame_bytes = non_negative("max_frame_bytes", v)? as usize;
+        }
+        if let Some(v) = batch_max_txns {
+            o.batch_max_txns = non_negative("batch_max_txns", v)? as usize;
+        }
+        if let Some(v) = window_txns {
+            o.window_txns = non_negative("window_txns", v)?;
+        }
+        if let Some(v) = sync_chunk_rows {
+            o.sync_chunk_rows = non_negative("sync_chunk_rows", v)? as usize;
+        }
+        if let Some(v) = worker_threads {
+            o.worker_threads = non_negative("worker_threads", v)? as usize;
+        }
+        py.detach(|| db.start_replication(o)).py()
+    }
+
+    /// Accepts peers dialing in on `addr` ("host:port"; port 0 picks a free
+    /// one). Returns the bound address as "host:port".
+    fn listen(&self, py: Python<'_>, addr: &str) -> PyResult<String> {
+        let db = self.h.db()?;
+        Ok(py.detach(|| db.listen(addr)).py()?.to_string())
+    }
+
+    /// Adds a peer. With `address` this instance dials it; without, it
+    /// waits for the peer to dial in. `tables` lists dicts like
+    /// `{"table": "alerts", "publish": True, "subscribe": False}` (and an
+    /// optional `"since_ms"`, and `"priority"` 0-255: higher is sent first).
+    #[pyo3(signature = (name, *, address=None, tables=None))]
+    fn add_peer(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        address: Option<String>,
+        tables: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let db = self.h.db()?;
+        let none = py.None().into_bound(py);
+        let config = peer_config(name, address, tables.unwrap_or(&none))?;
+        py.detach(|| db.add_peer(config)).py()
+    }
+
+    /// Replaces a peer's configuration (same arguments as `add_peer`); its
+    /// link restarts with it.
+    #[pyo3(signature = (name, *, address=None, tables=None))]
+    fn update_peer(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        address: Option<String>,
+        tables: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let db = self.h.db()?;
+        let none = py.None().into_bound(py);
+        let config = peer_config(name, address, tables.unwrap_or(&none))?;
+        py.detach(|| db.update_peer(config)).py()
+    }
+
+    /// Removes a peer and closes its link (its resume point is kept).
+    fn remove_peer(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let db = self.h.db()?;
+        py.detach(|| db.remove_peer(name)).py()
+    }
+
+    /// Status of one peer as a dict (connected, since_ms, last_error,
+    /// tables, sent/acked/received sequences, backlog, lag, refusals...).
+    fn peer_status<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.h.db()?;
+        let s = py.detach(|| db.peer_status(name)).py()?;
+        to_py_via_serde(py, &s)
+    }
+
+    /// Status of every peer, by name.
+    fn replication_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.h.db()?;
+        let s = py.detach(|| db.replication_status()).py()?;
+        to_py_via_serde(py, &s)
+    }
+
+    /// Blocks (without the GIL) until `peer` acknowledged this instance's
+    /// log up to `seq` (e.g. `CommitInfo.seq`); raises `TimeoutError` after
+    /// `timeout` seconds.
+    #[pyo3(signature = (peer, seq, timeout=30.0))]
+    fn wait_for_ack(&self, py: Python<'_>, peer: &str, seq: i64, timeout: f64) -> PyResult<()> {
+        let db = self.h.db()?;
+        let seq = non_negative("seq", seq)?;
+        let timeout = seconds("timeout", timeout)?;
+        // Wait in slices so Ctrl-C (and other signals) get through.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let slice = left.min(Duration::from_millis(200));
+            match py.detach(|| db.wait_for_ack(peer, seq, slice)) {
+                Err(tidelog::Error::Timeout(_)) if !left.is_zero() && left > slice => {
+                    py.check_signals()?;
+                }
+                Err(tidelog::Error::Timeout(_)) => {
+                    return Err(errors::to_py(tidelog::Error::Timeout(timeout)))
+                }
+                other => return other.py(),
+            }
+        }
+    }
+}
+
+/// Writes to one or more tables that commit atomically with one version
+/// stamp, or not at all. Nothing is visible before `commit()`. As a context
+/// manager it commits when the block succeeds and discards everything when
+/// it raises. Reads see committed state, not this transaction's writes.
+#[pyclass(frozen, module = "tidelog", name = "Transaction")]
+struct PyTransaction {
+    h: Arc<Handle>,
+    tx: Mutex<Option<tidelog::Transaction>>,
+}
+
+impl PyTransaction {
+    fn with_tx<R>(&self, f: impl FnOnce(&mut tidelog::Transaction) -> PyResult<R>) -> PyResult<R> {
+        self.h.db()?;
+        let mut g = self.tx.lock();
+        match g.as_mut() {
+            Some(tx) => f(tx),
+            None => Err(invalid(
+                "this transaction was already committed or rolled back: start a new one",
+            )),
+        }
+    }
+}
+
+#[pymethods]
+impl PyTransaction {
+    /// Stages an insert (checked against existing keys at commit).
+    fn insert<'py>(
+        slf: &Bound<'py, Self>,
+        table: &Bound<'_, PyString>,
+        record: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, Self>> {
+        let t = py_str(table)?;
+        let v = py_to_record(record)?;
+        slf.get().with_tx(|tx| tx.insert(t, v).map(|_| ()).py())?;
+        Ok(slf.clone())
+    }
+
+    /// Stages an upsert.
+    fn upsert<'py>(
+        slf: &Bound<'py, Self>,
+        table: &Bound<'_, PyString>,
+        record: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, Self>> {
+        let t = py_str(table)?;
+        let v = py_to_record(record)?;
+        slf.get().with_tx(|tx| tx.upsert(t, v).map(|_| ()).py())?;
+        Ok(slf.clone())
+    }
+
+    /// Stages an update (merge into an existing record).
+    fn update<'py>(
+        slf: &Bound<'py, Self>,
+        table: &Bound<'_, PyString>,
+        patch: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, Self>> {
+        let t = py_str(table)?;
+        let v = py_to_record(patch)?;
+        slf.get().with_tx(|tx| tx.update(t, v).map(|_| ()).py())?;
+        Ok(slf.clone())
+    }
+
+    /// Stages a delete.
+    fn delete<'py>(
+        slf: &Bound<'py, Self>,
+        table: &Bound<'_, PyString>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, Self>> {
+        let t = py_str(table)?;
+        let k = py_to_key(key)?;
+        slf.get().with_tx(|tx| tx.delete(t, k).map(|_| ()).py())?;
+        Ok(slf.clone())
+    }
+
+    /// Commits every staged write atomically; the transaction is then done.
+    fn commit(&self, py: Python<'_>) -> PyResult<PyCommitInfo> {
+        self.h.db()?;
+        let tx = self.tx.lock().take().ok_or_else(|| {
+            invalid("this transaction was already committed or rolled back: start a new one")
+        })?;
+        Ok(py.detach(|| tx.commit()).py()?.into())
+    }
+
+    /// Discards every staged write; the transaction is then done. Calling it
+    /// again is fine.
+    fn rollback(&self) {
+        drop(self.tx.lock().take());
+    }
+
+    /// Whether the transaction can still take writes (not yet committed or
+    /// rolled back).
+    #[getter]
+    fn active(&self) -> bool {
+        self.tx.lock().is_some()
+    }
+
+    /// Number of staged writes.
+    fn __len__(&self) -> usize {
+        self.tx.lock().as_ref().map_or(0, |t| t.len())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let failed = exc_type.is_some_and(|t| !t.is_none());
+        let tx = self.tx.lock().take();
+        if let (Some(tx), false) = (tx, failed) {
+            self.h.db()?;
+            py.detach(|| tx.commit()).py()?;
+        }
+        Ok(false)
+    }
+}
+
+/// Opens (creating if needed) the data directory `path` for node
+/// `node_name`. `durability` is "grouped" (commits reach the disk together
+/// every `flush_interval` seconds) or "sync" (each commit is on disk before
+/// it returns). Use the result as a context manager to close it.
+#[pyfunction]
+#[pyo3(signature = (path, node_name, *, engine="fjall", durability="grouped", flush_interval=0.05,
+    memory_budget=None, max_record_bytes=None, max_clock_skew=None, expiry_interval=None))]
+#[allow(clippy::too_many_arguments)]
+fn open(
+    py: Python<'_>,
+    path: PathBuf,
+    node_name: &str,
+    engine: &str,
+    durability: &str,
+    flush_interval: f64,
+    memory_budget: Option<i64>,
+    max_record_bytes: Option<i64>,
+    max_clock_skew: Option<f64>,
+    expiry_interval: Option<f64>,
+) -> PyResult<PyDatabase> {
+    fork::install();
+    let mut o = OpenOptions::new(node_name).engine(engine.parse::<EngineKind>().py()?);
+    o.durability = match durability {
+        "sync" => Durability::Sync,
+        "grouped" => Durability::Grouped {
+            interval: seconds("flush_interval", flush_interval)?,
+        },
+        other => {
+            return Err(invalid(format!(
+                "durability must be \"grouped\" or \"sync\", got {other:?}"
+            )))
+        }
+    };
+    if let Some(v) = memory_budget {
+        o.memory_budget = non_negative("memory_budget", v)?;
+    }
+    if let Some(v) = max_record_bytes {
+        o.max_record_bytes = non_negative("max_record_bytes", v)? as usize;
+    }
+    if let Some(s) = max_clock_skew {
+        o.max_clock_skew = seconds("max_clock_skew", s)?;
+    }
+    if let Some(s) = expiry_interval {
+        o.expiry_interval = seconds("expiry_interval", s)?;
+    }
+    let db = py.detach(|| tidelog::Database::open(&path, o)).py()?;
+    let h = Arc::new(Handle {
+        db: std::mem::ManuallyDrop::new(db),
+        fork_gen: fork::generation(),
+        listener_errors: Arc::new(AtomicU64::new(0)),
+    });
+    let mut open = OPEN.lock();
+    open.retain(|w| w.strong_count() > 0);
+    open.push(Arc::downgrade(&h));
+    Ok(PyDatabase { h })
+}
+
+/// Closes every database still open in this process (registered with
+/// `atexit` by the package, so listener threads stop before the interpreter
+/// shuts down).
+#[pyfunction]
+fn _close_all(py: Python<'_>) {
+    let handles: Vec<Arc<Handle>> = OPEN.lock().drain(..).filter_map(|w| w.upgrade()).collect();
+    for h in &handles {
+        if let Ok(db) = h.db() {
+            let _ = py.detach(|| db.close());
+        }
+    }
+}
+
+/// Writes a development PKI into `out_dir`: a CA (`ca.pem`, `ca.key`) and a
+/// certificate and key per node name (`<node>.pem`, `<node>.key`). For tests
+/// and trying tidelog out; production clusters use their own PKI. Refuses
+/// to overwrite existing files. Returns the paths.
+#[pyfunction]
+#[pyo3(signature = (out_dir, nodes, *, ca_name="tidelog dev CA"))]
+fn dev_certs<'py>(
+    py: Python<'py>,
+    out_dir: PathBuf,
+    nodes: Vec<String>,
+    ca_name: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let files = py
+        .detach(|| tidelog::net::certs::generate_dev_pki(&out_dir, ca_name, &nodes))
+        .py()?;
+    let (ca, _) = tidelog::net::certs::ca_paths(&out_dir);
+    let out = PyDict::new(py);
+    out.set_item("ca", ca.display().to_string())?;
+    let by_node = PyDict::new(py);
+    for (name, f) in nodes.iter().zip(files) {
+        let d = PyDict::new(py);
+        d.set_item("cert", f.cert_chain.display().to_string())?;
+        d.set_item("key", f.key.display().to_string())?;
+        by_node.set_item(name, d)?;
+    }
+    out.set_item("nodes", by_node)?;
+    Ok(out)
+}
+
+fn process_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain syscall wrapper writing into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Times `f` doing `n` operations: (wall-clock rate, process-CPU rate).
+fn rates(n: u64, f: impl FnOnce() -> tidelog::Result<()>) -> tidelog::Result<(f64, f64)> {
+    let (t, c) = (std::time::Instant::now(), process_cpu_secs());
+    f()?;
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = process_cpu_secs() - c;
+    Ok((n as f64 / wall, n as f64 / cpu.max(1e-9)))
+}
+
+/// The benchmark loop in Rust, on the Rust API, for comparison: `n`
+/// single-record upserts then `n` point gets of the same records as
+/// `bench/bench.py` writes, in a fresh database at `path`. Returns rates
+/// by wall clock and by process CPU time.
+#[pyfunction]
+fn _rust_baseline<'py>(py: Python<'py>, path: PathBuf, n: u64) -> PyResult<Bound<'py, PyDict>> {
+    let out = py
+        .detach(|| -> tidelog::Result<Vec<(&'static str, (f64, f64))>> {
+            let db = tidelog::Database::open(&path, OpenOptions::new("bench"))?;
+            db.create_table("readings", TableOptions::default().index("sensor"))?;
+            let up = rates(n, || {
+                for i in 0..n as i64 {
+                    db.upsert(
+                        "readings",
+                        serde_json::json!({
+                            "id": i,
+                            "sensor": format!("s-{}", i % 100),
+                            "value": i as f64 * 0.5,
+                            "unit": "C",
+                            "ok": true,
+                        }),
+                    )?;
+                }
+                Ok(())
+            })?;
+            // Same work as Python's get: read and materialise the record.
+            let get = rates(n, || {
+                for i in 0..n as i64 {
+                    let r = db.get("readings", i)?;
+                    assert!(r.map(|r| r.to_value()).is_some_and(|v| v.is_object()));
+                }
+                Ok(())
+            })?;
+            // And without materialising: the record stays stored JSON text.
+            let get_raw = rates(n, || {
+                for i in 0..n as i64 {
+                    let r = db.get("readings", i)?;
+                    assert!(r.is_some_and(|r| !r.body_json().is_empty()));
+                }
+                Ok(())
+            })?;
+            db.close()?;
+            Ok(vec![("upserts", up), ("gets", get), ("gets_raw", get_raw)])
+        })
+        .py()?;
+    let d = PyDict::new(py);
+    for (name, (wall, cpu)) in out {
+        d.set_item(name, wall)?;
+        d.set_item(format!("{name}_cpu"), cpu)?;
+    }
+    Ok(d)
+}
+
+#[pymodule]
+fn _tidelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fork::install();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<PyDatabase>()?;
+    m.add_class::<PyTransaction>()?;
+    m.add_class::<PyCommitInfo>()?;
+    m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_function(wrap_pyfunction!(dev_certs, m)?)?;
+    m.add_function(wrap_pyfunction!(_close_all, m)?)?;
+    m.add_function(wrap_pyfunction!(_rust_baseline, m)?)?;
+    Ok(())
+}
