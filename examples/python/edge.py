@@ -106,8 +106,14 @@ def main() -> int:
     say(f"opened {DATA} as {NODE} (node id {db.node_id:016x}); dialing the cloud at {CLOUD}")
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    got: Dict[str, str] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        got["signal"] = signal.Signals(signum).name
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     # Receipts, in alert order, on their own thread (wait_for_ack blocks;
     # it releases the GIL while it waits).
@@ -211,7 +217,7 @@ def main() -> int:
         next_tick += TICK_MS / 1000
         stop.wait(max(0.0, next_tick - time.time()))
 
-    say(f"SIGTERM: sensors stopped; waiting for the cloud to confirm {db.count('alerts') - db.count('receipts')} queued alert(s)")
+    say(f"{got.get('signal', 'SIGTERM')}: sensors stopped; waiting for the cloud to confirm {db.count('alerts') - db.count('receipts')} queued alert(s)")
     receipts.put(None)
     worker.join(15.0)
     gave_up = worker.is_alive()
