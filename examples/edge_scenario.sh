@@ -87,13 +87,14 @@ edge_alive() { kill -0 "$EDGE_PID" 2>/dev/null || die "the edge app exited early
 step "Building what the story needs (cargo debug build of the tidelog binary and the Node.js addon)"
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs)"
 command -v node >/dev/null || die "node not found: install Node.js 20+"
-say "cargo build -p tidelog --bin tidelog   (a first build compiles for a minute or two)"
-cargo build --quiet -p tidelog --bin tidelog
+# One cargo run for the binary and the addon: their shared dependencies
+# build once, in parallel. The first build takes a few minutes on 2 cores.
+say "cargo build -p tidelog -p tidelog-node   (the tidelog binary and the Node.js addon; a first build takes minutes)"
+cargo build --quiet -p tidelog -p tidelog-node
 TIDELOG="$CARGO_TARGET_DIR/debug/tidelog"
 # The operator console and the final check are Node.js programs: the addon
 # is built whatever the edge's language.
-say "node bindings/node/scripts/build.js --debug   (the napi addon, same cargo target dir)"
-TIDELOG_NODE_PROFILE=debug node bindings/node/scripts/build.js >/dev/null
+TIDELOG_NODE_PROFILE=debug node bindings/node/scripts/build.js >/dev/null # copies it next to index.js
 case "$EDGE_LANG" in
   node) EDGE_CMD=(node examples/node/edge.js) ;;
   python)
