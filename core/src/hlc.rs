@@ -23,7 +23,7 @@ pub fn wall_millis() -> u64 {
 /// beyond what 48 bits of milliseconds hold (year 10889), so a "since" far
 /// in the future means "nothing yet" rather than wrapping to the past.
 pub(crate) fn millis_to_hlc(ms: u64) -> u64 {
-    ms.checked_mul(1 << LOGICAL_BITS).unwrap_or(u64::MAX)
+    ms.saturating_mul(1 << LOGICAL_BITS)
 }
 
 pub(crate) struct Hlc {

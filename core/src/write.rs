@@ -187,7 +187,9 @@ impl Transaction {
         };
         let max_bytes = shared.opts.max_record_bytes;
         loop {
-            let mut ctx = Ctx::new(&store, self.writes.len(), w.next_seq);
+            let repeats = self.writes.len() > 1
+                && has_repeats(self.writes.iter().map(|p| (p.table.as_str(), &p.key)));
+            let mut ctx = Ctx::new(&store, repeats, w.next_seq);
             let mut log_writes = Vec::with_capacity(self.writes.len());
             let mut existed = 0;
             let mut restamp = None;
@@ -330,7 +332,12 @@ impl Database {
         let mut w = shared.write.lock();
         let mut outcomes = Vec::with_capacity(txns.len());
         let total: usize = txns.iter().map(|t| t.writes.len()).sum();
-        let mut ctx = Ctx::new(&store, total.max(2), w.next_seq);
+        let repeats = total > 1
+            && has_repeats(
+                txns.iter()
+                    .flat_map(|t| t.writes.iter().map(|w| (w.table.as_str(), &w.key))),
+            );
+        let mut ctx = Ctx::new(&store, repeats, w.next_seq);
         let mut entries = Vec::new();
         let mut next_seq = w.next_seq;
         for t in txns {
@@ -471,6 +478,17 @@ fn last_write_per_record(writes: &[LogWrite]) -> Vec<usize> {
     out
 }
 
+/// Whether any (table, key) occurs twice.
+fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    for k in keys {
+        if !seen.insert(k) {
+            return true;
+        }
+    }
+    false
+}
+
 /// A row as it stands before a write, from storage or from an earlier write
 /// of the same commit.
 #[derive(Clone)]
@@ -512,11 +530,13 @@ struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(store: &'a Store, writes: usize, seq: u64) -> Ctx<'a> {
+    /// `repeats`: whether any record is written more than once in this
+    /// batch; only then do later writes need to see earlier ones.
+    fn new(store: &'a Store, repeats: bool, seq: u64) -> Ctx<'a> {
         Ctx {
             store,
             batch: Batch::default(),
-            overlay: (writes > 1).then(HashMap::new),
+            overlay: repeats.then(HashMap::new),
             repeated: false,
             seq,
         }
