@@ -36,6 +36,11 @@ echo "== C ABI: header drift, C suite under ASan+UBSan+LSan (shared and static)"
 # the `header_is_current` unit test above; this runs the C programs.
 bash ffi/tests/run_c_tests.sh
 
+echo "== edge/cloud scenario, short runs (examples/edge_scenario.sh against a tidelog serve cloud): Node, Python and C edge apps"
+SCENARIO_QUICK=1 EDGE_LANG=node bash examples/edge_scenario.sh
+SCENARIO_QUICK=1 EDGE_LANG=python bash examples/edge_scenario.sh
+SCENARIO_QUICK=1 EDGE_LANG=c bash examples/edge_scenario.sh
+
 echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
 (
   cd bindings/node
