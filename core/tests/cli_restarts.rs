@@ -162,13 +162,17 @@ fn stream_survives_sigkill_and_restarts_of_either_side_exactly_once() {
 
     // Waits until the (re)started cloud applies edge transactions again, so
     // the next kill lands in the middle of the stream, not in a quiet link.
+    // Waits until the cloud acknowledged everything the edge has written
+    // so far. (An ack merely moving forward is not enough: a restarted
+    // cloud first acknowledges where it already was, which the edge may
+    // not have heard before the previous cloud died.)
     let streaming_again = |edge: &Database| {
         let t = Instant::now();
-        let from = edge.peer_status("cloud").unwrap().acked_seq;
-        wait_until("the cloud acknowledging again", T, || {
-            edge.peer_status("cloud").unwrap().acked_seq > from
+        let target = edge.log_bounds().unwrap().last;
+        wait_until("the cloud acknowledging new writes", T, || {
+            edge.peer_status("cloud").unwrap().acked_seq >= target
         });
-        eprintln!("acks flowing after {:?}", t.elapsed());
+        eprintln!("cloud caught up after {:?}", t.elapsed());
     };
     let mut serve = Some(serve);
     let mut cloud_log_seen = 0;
