@@ -10,6 +10,7 @@ listeners run on tidelog's ``tidelog-events`` thread.
 
 import atexit as _atexit
 
+from ._errors import __all__ as _errors_all
 from ._errors import (
     AlreadyExistsError,
     ClockSkewError,
@@ -69,26 +70,6 @@ __all__ = [
     "Database",
     "Transaction",
     "CommitInfo",
-    "Error",
-    "InvalidInputError",
-    "NotFoundError",
-    "TableNotFoundError",
-    "RecordNotFoundError",
-    "PeerNotFoundError",
-    "AlreadyExistsError",
-    "DuplicateKeyError",
-    "TableExistsError",
-    "PeerExistsError",
-    "ClosedError",
-    "ForkedError",
-    "LockedError",
-    "StorageError",
-    "CorruptError",
-    "ClockSkewError",
-    "TimeoutError",
-    "TlsError",
-    "PeerError",
-    "UnsupportedError",
     "__version__",
     "Key",
     "Record",
@@ -106,3 +87,5 @@ __all__ = [
     "NodeCertFiles",
     "DevPki",
 ]
+# Every exception class, as listed once in _errors.
+__all__ += _errors_all

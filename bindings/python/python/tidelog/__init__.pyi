@@ -16,122 +16,25 @@ from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Option
 __version__: str
 
 # ---- data shapes -----------------------------------------------------------
+# Defined once, in _types.py, which is importable at run time too.
 
-Key = Union[int, str]
-"""A primary-key value: a str or a 64-bit int."""
-
-Record = Dict[str, Any]
-"""A record as read: its attributes plus ``__createdtime__`` and
-``__updatedtime__`` (ms since the epoch)."""
-
-RecordIn = Union[Mapping[str, Any], str, bytes]
-"""A record to write: a dict, or JSON object text (str or UTF-8 bytes)."""
-
-StrPath = Union[str, "os.PathLike[str]"]
-
-class TableInfo(TypedDict):
-    """A table definition."""
-
-    name: str
-    primary_key: str
-    indexes: List[str]
-    expiration: Optional[int]
-
-class LogBounds(TypedDict):
-    """Where the transaction log starts and ends."""
-
-    first: int
-    last: int
-
-class LogWrite(TypedDict):
-    """One write of a logged transaction."""
-
-    table: str
-    key: Key
-    op: Literal["put", "delete"]
-    record: Optional[Record]
-
-class LogEntry(TypedDict):
-    """One committed transaction, local or applied from a peer."""
-
-    seq: int
-    time: int
-    origin: int
-    millis: int
-    local_millis: int
-    writes: List[LogWrite]
-
-class Change(TypedDict):
-    """One changed record: its key and the record after the change (None if
-    deleted)."""
-
-    key: Key
-    record: Optional[Record]
-
-class ChangeEvent(TypedDict):
-    """What one transaction changed in one table, as a listener receives
-    it. ``origin`` is the node id where it was first committed; ``local``
-    is False for changes applied from a peer."""
-
-    table: str
-    seq: int
-    time: int
-    origin: int
-    millis: int
-    local: bool
-    changes: List[Change]
-
-class _TableFlowBase(TypedDict):
-    table: str
-
-class TableFlow(_TableFlowBase, total=False):
-    """Which way one table flows with one peer."""
-
-    publish: bool
-    subscribe: bool
-    since_ms: Optional[int]
-    priority: int
-
-class TableStatus(TypedDict):
-    """Replication state of one table with one peer."""
-
-    table: str
-    publish: bool
-    subscribe: bool
-    inbound: str
-    outbound: str
-
-class PeerStatus(TypedDict):
-    """Everything about one peer's link."""
-
-    name: str
-    address: Optional[str]
-    connected: bool
-    since_ms: Optional[int]
-    last_error: Optional[str]
-    node_id: Optional[int]
-    tables: List[TableStatus]
-    sent_seq: int
-    acked_seq: int
-    received_seq: int
-    backlog_txns: int
-    backlog_bytes: int
-    lag_ms: int
-    refused_writes: int
-    syncs_received: int
-    connects: int
-
-class NodeCertFiles(TypedDict):
-    """A node's certificate chain and private key (PEM file paths)."""
-
-    cert: str
-    key: str
-
-class DevPki(TypedDict):
-    """What :func:`dev_certs` wrote."""
-
-    ca: str
-    nodes: Dict[str, NodeCertFiles]
+from ._types import (
+    Change as Change,
+    ChangeEvent as ChangeEvent,
+    DevPki as DevPki,
+    Key as Key,
+    LogBounds as LogBounds,
+    LogEntry as LogEntry,
+    LogWrite as LogWrite,
+    NodeCertFiles as NodeCertFiles,
+    PeerStatus as PeerStatus,
+    Record as Record,
+    RecordIn as RecordIn,
+    StrPath as StrPath,
+    TableFlow as TableFlow,
+    TableInfo as TableInfo,
+    TableStatus as TableStatus,
+)
 
 # ---- API -------------------------------------------------------------------
 
