@@ -219,6 +219,7 @@ impl Stamp {
 }
 
 /// A stored row: a live record or a tombstone, with its version stamp.
+#[derive(Clone)]
 pub(crate) struct RowHeader {
     pub(crate) tombstone: bool,
     pub(crate) stamp: Stamp,

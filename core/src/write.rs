@@ -373,6 +373,7 @@ impl Database {
                 ctx.write(&def, rk, &wr.key, old, t.stamp, &wr.op, parsed[i].as_ref())?;
                 applied.push(wr.clone());
             }
+            let applied_count = applied.len();
             let seq = if applied.is_empty() {
                 0
             } else {
@@ -388,10 +389,7 @@ impl Database {
             };
             outcomes.push(RemoteOutcome::Applied {
                 seq,
-                applied: entries
-                    .last()
-                    .filter(|e| e.seq == seq && seq != 0)
-                    .map_or(0, |e| e.writes.len()),
+                applied: applied_count,
                 superseded,
                 missing_table,
             });
@@ -495,16 +493,6 @@ fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) -> bool {
 struct OldRow {
     header: RowHeader,
     json: Arc<str>,
-}
-
-impl Clone for RowHeader {
-    fn clone(&self) -> Self {
-        RowHeader {
-            tombstone: self.tombstone,
-            stamp: self.stamp,
-            created: self.created,
-        }
-    }
 }
 
 impl OldRow {
