@@ -382,3 +382,151 @@ fn a_delivery_receipt_resolves_only_once_the_cloud_has_the_alert_across_restarts
     edge.wait_for_ack("cloud", info.seq, Duration::from_millis(10))
         .expect("acknowledgement persisted");
 }
+
+#[test]
+fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cloud = open_node(dc.path(), "cloud");
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let addr = cloud.listen("127.0.0.1:0").unwrap().to_string();
+    cloud
+        .add_peer(
+            PeerConfig::new("edge-1")
+                .table(TableFlow::subscribe("bulk"))
+                .table(TableFlow::subscribe("alerts")),
+        )
+        .unwrap();
+    // The cloud records the order in which changes arrive.
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for t in ["bulk", "alerts"] {
+        let a = arrivals.clone();
+        cloud
+            .on_change(t, move |e: &ChangeEvent| {
+                let mut g = a.lock().unwrap();
+                for c in &e.changes {
+                    g.push((e.table.clone(), c.key.clone()));
+                }
+            })
+            .unwrap();
+    }
+    // The edge builds a backlog offline: bulk first, alerts last.
+    let edge = open_node(de.path(), "edge-1");
+    edge.create_table("bulk", TableOptions::default()).unwrap();
+    edge.create_table("alerts", TableOptions::default())
+        .unwrap();
+    for i in 0..3000i64 {
+        edge.upsert("bulk", json!({"id": i})).unwrap();
+    }
+    for i in 0..5i64 {
+        edge.upsert("alerts", json!({"id": i})).unwrap();
+    }
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(
+        PeerConfig::new("cloud")
+            .address(&addr)
+            .table(TableFlow::publish("bulk"))
+            .table(TableFlow::publish("alerts").priority(9)),
+    )
+    .unwrap();
+    wait_until("everything arrived", T, || {
+        arrivals.lock().unwrap().len() == 3005
+    });
+    let got = arrivals.lock().unwrap().clone();
+    let first_bulk = got.iter().position(|(t, _)| t == "bulk").unwrap();
+    let last_alert = got.iter().rposition(|(t, _)| t == "alerts").unwrap();
+    assert!(
+        last_alert < first_bulk,
+        "alerts must overtake the backlog: last alert at {last_alert}, first bulk at {first_bulk}"
+    );
+    for table in ["bulk", "alerts"] {
+        let keys: Vec<&Key> = got
+            .iter()
+            .filter(|(t, _)| t == table)
+            .map(|(_, k)| k)
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "{table} arrived out of order"
+        );
+    }
+}
+
+#[test]
+fn a_higher_priority_backlog_in_the_log_goes_out_first() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cloud = open_node(dc.path(), "cloud");
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let addr = cloud.listen("127.0.0.1:0").unwrap().to_string();
+    cloud
+        .add_peer(
+            PeerConfig::new("edge-1")
+                .table(TableFlow::subscribe("bulk"))
+                .table(TableFlow::subscribe("alerts")),
+        )
+        .unwrap();
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for t in ["bulk", "alerts"] {
+        let a = arrivals.clone();
+        cloud
+            .on_change(t, move |e: &ChangeEvent| {
+                let mut g = a.lock().unwrap();
+                for c in &e.changes {
+                    g.push((e.table.clone(), c.key.clone()));
+                }
+            })
+            .unwrap();
+    }
+    let start_edge = || {
+        let edge = open_node(de.path(), "edge-1");
+        edge.ensure_table("bulk", TableOptions::default()).unwrap();
+        edge.ensure_table("alerts", TableOptions::default())
+            .unwrap();
+        edge.start_replication(pki.options("edge-1")).unwrap();
+        edge.add_peer(
+            PeerConfig::new("cloud")
+                .address(&addr)
+                .table(TableFlow::publish("bulk"))
+                .table(TableFlow::publish("alerts").priority(9)),
+        )
+        .unwrap();
+        edge
+    };
+    // Link up once so both tables are past their initial sync; then the
+    // backlog builds in the edge's log while it is offline.
+    let edge = start_edge();
+    wait_until("link streaming", T, || {
+        let s = edge.peer_status("cloud").unwrap();
+        s.connected && s.tables.iter().all(|t| t.outbound == "streaming")
+    });
+    edge.close().unwrap();
+    let offline = open_node(de.path(), "edge-1");
+    for i in 0..3000i64 {
+        offline.upsert("bulk", json!({"id": i})).unwrap();
+    }
+    for i in 0..5i64 {
+        offline.upsert("alerts", json!({"id": i})).unwrap();
+    }
+    offline.close().unwrap();
+    let _edge = start_edge();
+    wait_until("everything arrived", T, || {
+        arrivals.lock().unwrap().len() == 3005
+    });
+    let got = arrivals.lock().unwrap().clone();
+    let first_bulk = got.iter().position(|(t, _)| t == "bulk").unwrap();
+    let last_alert = got.iter().rposition(|(t, _)| t == "alerts").unwrap();
+    assert!(
+        last_alert < first_bulk,
+        "alerts must overtake the backlog: last alert at {last_alert}, first bulk at {first_bulk}"
+    );
+    let bulk: Vec<&Key> = got
+        .iter()
+        .filter(|(t, _)| t == "bulk")
+        .map(|(_, k)| k)
+        .collect();
+    assert!(
+        bulk.windows(2).all(|w| w[0] < w[1]),
+        "bulk arrived out of log order"
+    );
+}

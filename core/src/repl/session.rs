@@ -344,8 +344,17 @@ impl Sender {
         self.tx.send(m).await.map_err(|_| link_closed())
     }
 
-    async fn run(self, wants: Vec<TableWant>) -> Result<()> {
+    async fn run(self, mut wants: Vec<TableWant>) -> Result<()> {
         let config = self.peer.config();
+        // Initial syncs go out highest priority first, like the log.
+        let priority = |t: &str| {
+            config
+                .tables
+                .iter()
+                .find(|f| f.table == t)
+                .map_or(0, |f| f.priority)
+        };
+        wants.sort_by_key(|w| std::cmp::Reverse(priority(&w.table)));
         let mut starts: HashMap<String, u64> = HashMap::new();
         let mut missing: Vec<String> = Vec::new();
         for want in wants {
