@@ -51,7 +51,7 @@ export interface OpenOptions {
   durability?: 'grouped' | 'sync';
   /** Default 50. */
   flushIntervalMs?: number;
-  /** Bytes for caches and write buffers; default 32 MiB, at least 4 MiB. */
+  /** Bytes for caches and write buffers; default 64 MiB, at least 4 MiB. */
   memoryBudget?: number;
   /** Largest record (JSON bytes); default 1 MiB. */
   maxRecordBytes?: number;

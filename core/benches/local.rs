@@ -160,7 +160,7 @@ fn run_all(cfg: &Config) -> Res<()> {
         workload::INDEXED
     );
     println!(
-        "durability: tidelog Grouped{{{:?}}} (default engine settings, 32 MiB budget); raw floors: \
+        "durability: tidelog Grouped{{{:?}}} (default engine settings, 64 MiB budget); raw floors: \
          each commit written to the OS, fsync every {:?} when dirty; SQLite: WAL, synchronous=NORMAL",
         contenders::GROUP_INTERVAL,
         contenders::GROUP_INTERVAL

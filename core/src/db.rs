@@ -106,7 +106,7 @@ impl OpenOptions {
             node_name: node_name.into(),
             engine: EngineKind::default(),
             durability: Durability::default(),
-            memory_budget: 32 << 20,
+            memory_budget: 64 << 20,
             max_record_bytes: 1 << 20,
             max_clock_skew: Duration::from_secs(60),
             expiry_interval: Duration::from_secs(1),

@@ -67,6 +67,21 @@ impl LogEntry {
     pub(crate) fn decode(bytes: &[u8]) -> Result<LogEntry> {
         postcard::from_bytes(bytes).map_err(|e| Error::Corrupt(format!("log entry: {e}")))
     }
+
+    /// The local commit time alone, read from the front of an encoded entry
+    /// without decoding its writes (log trimming looks at every entry).
+    pub(crate) fn decode_local_time(bytes: &[u8]) -> Result<u64> {
+        /// The leading fields of [`LogEntry`], in its order.
+        #[derive(Deserialize)]
+        struct Head {
+            _seq: u64,
+            _stamp: Stamp,
+            local_time: u64,
+        }
+        postcard::take_from_bytes::<Head>(bytes)
+            .map(|(head, _rest)| head.local_time)
+            .map_err(|e| Error::Corrupt(format!("log entry: {e}")))
+    }
 }
 
 pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
@@ -108,6 +123,7 @@ mod tests {
         };
         let bytes = e.encode();
         assert_eq!(LogEntry::decode(&bytes).unwrap(), e);
+        assert_eq!(LogEntry::decode_local_time(&bytes).unwrap(), 100);
         for cut in 0..bytes.len() {
             assert!(LogEntry::decode(&bytes[..cut]).is_err());
         }

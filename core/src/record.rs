@@ -153,7 +153,92 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
 
 /// Reads the primary key from a record object.
 pub(crate) fn extract_key(table: &str, pk_attr: &str, obj: &Map<String, Value>) -> Result<Key> {
-    let v = obj.get(pk_attr).ok_or_else(|| Error::MissingPrimaryKey {
+    key_of(table, pk_attr, obj.get(pk_attr))
+}
+
+/// Checks that `text` is one JSON object, exactly as [`parse_object`]
+/// would, and returns its primary key, without building the object. A
+/// record from a peer needs no more than that when its table has no
+/// indexes; building and dropping the whole map was a large share of
+/// applying it.
+pub(crate) fn object_key(table: &str, pk_attr: &str, text: &str) -> Result<Key> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = serde::de::DeserializeSeed::deserialize(KeyOfObject(pk_attr), &mut de)
+        .and_then(|found| de.end().map(|()| found));
+    match found {
+        Ok(v) => key_of(table, pk_attr, v.as_ref()),
+        // Not an object, or not JSON: the full parse words the error the
+        // same way a local write would see it.
+        Err(e) => match parse_object(text) {
+            Err(full) => Err(full),
+            Ok(_) => Err(Error::InvalidJson(e.to_string())),
+        },
+    }
+}
+
+/// Deserializes a JSON object, keeping only the value of one attribute
+/// (the last one, if the attribute repeats, as a parsed map would).
+struct KeyOfObject<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyOfObject<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyOfObject<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(is_key) = map.next_key_seed(IsAttr(self.0))? {
+            if is_key {
+                found = Some(map.next_value::<Value>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object's attribute name, compared with one name as it is read.
+struct IsAttr<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for IsAttr<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for IsAttr<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an attribute name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> std::result::Result<bool, E> {
+        Ok(name == self.0)
+    }
+}
+
+fn key_of(table: &str, pk_attr: &str, v: Option<&Value>) -> Result<Key> {
+    let v = v.ok_or_else(|| Error::MissingPrimaryKey {
         table: table.into(),
         attribute: pk_attr.into(),
     })?;
@@ -241,6 +326,44 @@ mod tests {
             extract_key("t", "pk", &obj),
             Err(Error::MissingPrimaryKey { .. })
         ));
+    }
+
+    #[test]
+    fn object_key_agrees_with_the_full_parse() {
+        let cases = [
+            r#"{"id":1,"v":"x"}"#,
+            r#"{"v":{"id":2,"deep":[1,{"id":3}]},"id":"k"}"#,
+            r#"{"id":1,"id":2}"#,
+            r#"{"i\u0064":7}"#,
+            r#" {"id":-9223372036854775808} "#,
+            r#"{"id":9223372036854775808}"#,
+            r#"{"id":1.5}"#,
+            r#"{"id":null}"#,
+            r#"{"id":[1]}"#,
+            r#"{"other":1}"#,
+            r#"{}"#,
+            r#"{"id":1} x"#,
+            r#"{"id":1,}"#,
+            r#"{"id":1"#,
+            r#"[{"id":1}]"#,
+            r#""id""#,
+            r#"12"#,
+            r#"{"id":"\ud800"}"#,
+            "",
+        ];
+        for text in cases {
+            let full = parse_object(text).and_then(|o| extract_key("t", "id", &o));
+            let light = object_key("t", "id", text);
+            match (&full, &light) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                (Err(a), Err(b)) => assert_eq!(
+                    std::mem::discriminant(a),
+                    std::mem::discriminant(b),
+                    "{text}: {a} vs {b}"
+                ),
+                _ => panic!("{text}: full parse {full:?}, key only {light:?}"),
+            }
+        }
     }
 
     #[test]

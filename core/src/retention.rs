@@ -66,7 +66,7 @@ pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<T
             let seq = seq_from_key(&k)?;
             let size = (k.len() + v.len()) as u64;
             let local_time = if age_cutoff.is_some() || keep_after.is_some() {
-                LogEntry::decode(&v)?.local_time
+                LogEntry::decode_local_time(&v)?
             } else {
                 0
             };

@@ -327,6 +327,16 @@ impl Database {
         txns: &[RemoteTxn],
         cursor: Option<(&str, &[u8])>,
     ) -> Result<Vec<RemoteOutcome>> {
+        self.apply_remote_owned(txns.to_vec(), cursor)
+    }
+
+    /// [`Database::apply_remote`] for a caller that hands the transactions
+    /// over: their writes move into the log instead of being copied.
+    pub(crate) fn apply_remote_owned(
+        &self,
+        txns: Vec<RemoteTxn>,
+        cursor: Option<(&str, &[u8])>,
+    ) -> Result<Vec<RemoteOutcome>> {
         let shared = &self.shared;
         let store = self.store()?;
         let mut w = shared.write.lock();
@@ -357,9 +367,12 @@ impl Database {
             shared.hlc.observe(t.stamp.time);
             ctx.seq = next_seq;
             let (mut superseded, mut missing_table) = (0, 0);
-            let mut applied = Vec::new();
-            for i in last_write_per_record(&t.writes) {
-                let wr = &t.writes[i];
+            let mut applied = Vec::with_capacity(t.writes.len());
+            let last = last_write_per_record(&t.writes);
+            for (i, wr) in t.writes.into_iter().enumerate() {
+                if !last[i] {
+                    continue;
+                }
                 let Ok(def) = self.table(&wr.table) else {
                     missing_table += 1;
                     continue;
@@ -371,7 +384,7 @@ impl Database {
                     continue;
                 }
                 ctx.write(&def, rk, &wr.key, old, t.stamp, &wr.op, parsed[i].as_ref())?;
-                applied.push(wr.clone());
+                applied.push(wr);
             }
             let applied_count = applied.len();
             let seq = if applied.is_empty() {
@@ -426,7 +439,8 @@ impl Database {
     /// object within `max_record_bytes` whose primary-key attribute is the
     /// key it is filed under. Anything else would be stored verbatim and
     /// break later reads, updates and index maintenance of that record.
-    /// Returns the parsed records (by write position) for index upkeep.
+    /// Returns the parsed records (by write position) where index upkeep
+    /// needs them.
     fn check_remote_puts(&self, writes: &[LogWrite]) -> Result<Vec<Option<Map<String, Value>>>> {
         let limit = self.shared.opts.max_record_bytes;
         let mut parsed = Vec::with_capacity(writes.len());
@@ -445,8 +459,14 @@ impl Database {
                     limit,
                 });
             }
-            let obj = crate::record::parse_object(json)?;
-            let key = crate::record::extract_key(&w.table, &def.primary_key, &obj)?;
+            let (key, obj) = if def.indexes.is_empty() {
+                let key = crate::record::object_key(&w.table, &def.primary_key, json)?;
+                (key, None)
+            } else {
+                let obj = crate::record::parse_object(json)?;
+                let key = crate::record::extract_key(&w.table, &def.primary_key, &obj)?;
+                (key, Some(obj))
+            };
             if key != w.key {
                 return Err(Error::InvalidPrimaryKey {
                     table: w.table.clone(),
@@ -454,7 +474,7 @@ impl Database {
                     found: format!("{key}, but the write is for key {}", w.key),
                 });
             }
-            parsed.push(Some(obj));
+            parsed.push(obj);
         }
         Ok(parsed)
     }
@@ -462,18 +482,18 @@ impl Database {
 
 /// A transaction's effect on a record is its last write to it; applying
 /// only that keeps "equal stamp means the same write" true inside one
-/// transaction too.
-fn last_write_per_record(writes: &[LogWrite]) -> Vec<usize> {
+/// transaction too. Marks, by position, the writes that are the last to
+/// their record.
+fn last_write_per_record(writes: &[LogWrite]) -> Vec<bool> {
     if writes.len() < 2 {
-        return (0..writes.len()).collect();
+        return vec![true; writes.len()];
     }
     let mut seen = std::collections::HashSet::with_capacity(writes.len());
-    let mut out: Vec<usize> = (0..writes.len())
-        .rev()
-        .filter(|&i| seen.insert((writes[i].table.as_str(), &writes[i].key)))
-        .collect();
-    out.reverse();
-    out
+    let mut last = vec![false; writes.len()];
+    for (i, w) in writes.iter().enumerate().rev() {
+        last[i] = seen.insert((w.table.as_str(), &w.key));
+    }
+    last
 }
 
 /// Whether any (table, key) occurs twice.

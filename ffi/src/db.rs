@@ -30,7 +30,7 @@ use crate::tidelog_status;
 /// - `"durability"`: `"sync"` (every commit on disk before it returns),
 ///   `"grouped"` (default: flushed together every 50 ms) or
 ///   `{"grouped_ms": n}`;
-/// - `"memory_budget"`: bytes for caches (default 32 MiB, at least 4 MiB);
+/// - `"memory_budget"`: bytes for caches (default 64 MiB, at least 4 MiB);
 /// - `"max_record_bytes"` (default 1 MiB), `"max_clock_skew_ms"` (default
 ///   60000), `"expiry_interval_ms"` (default 1000).
 ///

@@ -17,7 +17,7 @@ use crate::workload::{
 };
 
 /// tidelog's default `OpenOptions::memory_budget`.
-const BUDGET: u64 = 32 << 20;
+const BUDGET: u64 = 64 << 20;
 
 pub struct RawFjall {
     // Field order: the flusher stops before the database drops.
@@ -33,23 +33,31 @@ pub struct RawFjall {
 }
 
 impl RawFjall {
-    /// Mirrors `Store::open` in core/src/storage.rs: cache = budget / 2,
-    /// memtable = budget / 2 / 4 per keyspace, journal cap 64 MiB, four
-    /// keyspaces (meta stays idle here, as it does in tidelog's write path).
+    /// Mirrors `Store::open` in core/src/storage.rs: the same cache and
+    /// per-keyspace memtable sizes, journal cap 64 MiB, four keyspaces (meta
+    /// stays idle here, as it does in tidelog's write path).
     /// `db.batch()` hands each commit to the OS (`PersistMode::Buffer`), as
     /// tidelog's do; `Flusher` adds the grouped fsync.
     pub fn open(dir: &Path, wl: Workload) -> Res<RawFjall> {
-        let memtable = (BUDGET / 2 / 4).max(1 << 20);
+        // The same split as tidelog's `FjallSizes::for_budget`: a quarter
+        // (less the metadata memtable) for the cache, the write buffers
+        // mostly for records and log.
+        let sixteenth = BUDGET / 16;
         let db = fjall::Database::builder(dir)
-            .cache_size(BUDGET / 2)
+            .cache_size(4 * sixteenth - (1 << 20))
             .max_journaling_size(64 << 20)
             .open()?;
-        let ks = |name: &str| {
+        let ks = |name: &str, memtable: u64| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable)
             })
         };
-        let (_meta, rows, index, log) = (ks("meta")?, ks("rows")?, ks("index")?, ks("log")?);
+        let (_meta, rows, index, log) = (
+            ks("meta", 1 << 20)?,
+            ks("rows", 5 * sixteenth)?,
+            ks("index", 2 * sixteenth)?,
+            ks("log", 5 * sixteenth)?,
+        );
         let flush_db = db.clone();
         let flusher = Flusher::start(move || {
             let _ = flush_db.persist(PersistMode::SyncData);

@@ -2,7 +2,7 @@
 //! WAL, synchronous=NORMAL (commits reach the OS, fsync at checkpoints),
 //! an integer primary key, the indexed attribute as a column with an index,
 //! the record as JSON text, prepared (cached) statements, and the same
-//! 32 MiB memory budget tidelog gets for its page cache.
+//! 64 MiB memory budget tidelog gets by default for its page cache.
 
 use std::hint::black_box;
 use std::ops::Range;
@@ -33,7 +33,7 @@ impl Sqlite {
         }
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL;
-             PRAGMA cache_size = -32768;
+             PRAGMA cache_size = -65536;
              CREATE TABLE readings (id INTEGER PRIMARY KEY, sensor TEXT NOT NULL, body TEXT NOT NULL);
              CREATE INDEX readings_sensor ON readings (sensor);",
         )?;

@@ -58,7 +58,7 @@ CONFIG (TOML; relative paths are relative to the config file):
     data_dir = \"data\"                # required
     engine = \"fjall\"                 # or \"sled\"
     durability = \"grouped\"           # or \"sync\"; flush_interval_ms = 50
-    memory_budget_mib = 32
+    memory_budget_mib = 64
     max_record_bytes = 1048576
     max_clock_skew_secs = 60
     listen = \"0.0.0.0:7000\"          # accept peers dialing in

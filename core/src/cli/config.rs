@@ -11,7 +11,7 @@
 //! engine = "fjall"               # "fjall" (default) or "sled"; fixed when the directory is created
 //! durability = "grouped"         # "grouped" (default) or "sync" (fdatasync every commit)
 //! flush_interval_ms = 50         # with "grouped": how often commits are flushed together
-//! memory_budget_mib = 32         # storage caches and write buffers (at least 4)
+//! memory_budget_mib = 64         # storage caches and write buffers (at least 4)
 //! max_record_bytes = 1048576     # largest record a write may carry
 //! max_clock_skew_secs = 60       # remote stamps further ahead than this are refused
 //! listen = "0.0.0.0:7000"        # optional: accept peers dialing in here (port 0 = any free port)

@@ -762,7 +762,8 @@ impl Receiver {
 
     async fn apply(&self, txns: Vec<RemoteTxn>) -> Result<()> {
         let (db, name, cursor) = (self.db.clone(), self.name.clone(), self.cursor.encode());
-        let outcomes = blocking(move || db.apply_remote(&txns, Some((&name, &cursor)))).await?;
+        let outcomes =
+            blocking(move || db.apply_remote_owned(txns, Some((&name, &cursor)))).await?;
         let mut c = self.peer.counters.lock();
         for o in outcomes {
             match o {
