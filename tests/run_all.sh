@@ -41,6 +41,15 @@ SCENARIO_QUICK=1 EDGE_LANG=node bash examples/edge_scenario.sh
 SCENARIO_QUICK=1 EDGE_LANG=python bash examples/edge_scenario.sh
 SCENARIO_QUICK=1 EDGE_LANG=c bash examples/edge_scenario.sh
 
+echo "== README: every fenced code block, run for real (tests/readme/run_readme.py)"
+# Doctests (the Rust quick start), the install and build commands (release
+# builds of the C library, the Python wheel and the Node addon), the Python
+# and Node quick starts (the Node one against a real `tidelog serve` cloud
+# on 127.0.0.1), the config reference, and the step-by-step Python edge
+# story. Before the Node section: the README's own `npm install` builds the
+# addon it uses, and node --test below keeps the closing summary.
+python3 tests/readme/run_readme.py
+
 echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
 (
   cd bindings/node

@@ -32,3 +32,9 @@ pub use record::Record;
 pub use repl::{PeerConfig, PeerStatus, ReplicationOptions, Security, TableFlow, TableStatus};
 pub use storage::EngineKind;
 pub use write::{CommitInfo, RemoteOutcome, RemoteTxn, Transaction};
+
+// The README's Rust snippets compile and run as doctests
+// (`cargo test --doc -p tidelog`, run by tests/readme/run_readme.py).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
