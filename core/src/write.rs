@@ -628,11 +628,19 @@ impl<'a> Ctx<'a> {
                 },
                 (WriteOp::Delete, _) => BTreeSet::new(),
             };
-            for gone in old_entries.difference(&new_entries) {
-                self.batch.delete(Space::Index, gone.clone());
-            }
-            for added in new_entries.difference(&old_entries) {
-                self.batch.put(Space::Index, added.clone(), Vec::new());
+            if old_entries.is_empty() {
+                // A new record (the common case when catching up): nothing
+                // to compare, so the entries move into the batch uncopied.
+                for added in new_entries {
+                    self.batch.put(Space::Index, added, Vec::new());
+                }
+            } else {
+                for gone in old_entries.difference(&new_entries) {
+                    self.batch.delete(Space::Index, gone.clone());
+                }
+                for added in new_entries.difference(&old_entries) {
+                    self.batch.put(Space::Index, added.clone(), Vec::new());
+                }
             }
         }
         if def.expiration.is_some() {

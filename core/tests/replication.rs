@@ -292,6 +292,13 @@ fn replication_resumes_after_either_side_restarts_without_loss_or_duplicates() {
         table_state(&edge, "pairs") == table_state(&cloud, "pairs")
     });
     assert_eq!(table_state(&edge, "alerts"), table_state(&cloud, "alerts"));
+    // Listeners run on their own thread: the last events may still be
+    // queued when the data is already visible.
+    wait_until(
+        "the listener saw both tables of every transaction",
+        T,
+        || watch.txns().values().map(Vec::len).sum::<usize>() >= 2 * total,
+    );
     // Each edge transaction was applied exactly once on the cloud, whole.
     assert!(watch.duplicates().is_empty(), "{:?}", watch.duplicates());
     let txns = watch.txns();
