@@ -1,7 +1,7 @@
-//! The database handle: open and close, table management, reads, the log,
-//! listeners. Writes live in `write.rs`, background work in `maintenance.rs`.
+//! The database handle: options, open and close, table management,
+//! listeners, replication metadata. Reads live in `read.rs`, writes in
+//! `write.rs`, background work in `maintenance.rs`.
 
-use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,20 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
-use serde_json::Value;
 
 use crate::catalog::{Catalog, TableDef, TableInfo, TableOptions};
-use crate::codec::{
-    index_value_is_inexact, index_value_len, put_index_value, put_key, take_key, Key,
-};
+use crate::codec::{put_key, Key};
 use crate::dir::{load_or_create_identity, validate_node_name, DirLock};
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::listener::{ChangeEvent, ListenerId, Listeners};
-use crate::log::{seq_from_key, seq_key, LogEntry};
+use crate::log::{seq_from_key, LogEntry};
 use crate::maintenance::Maintenance;
-use crate::record::{cmp_scalar, Record};
-use crate::storage::{prefix_successor, Batch, EngineKind, EngineTuning, Space, Store};
+use crate::storage::{Batch, EngineKind, EngineTuning, Space, Store};
 
 /// When a commit is durable on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,37 +137,6 @@ impl OpenOptions {
         self.retention = r;
         self
     }
-}
-
-/// A key range for [`Database::scan`].
-#[derive(Debug, Clone)]
-pub struct ScanOptions {
-    pub start: Bound<Key>,
-    pub end: Bound<Key>,
-    pub reverse: bool,
-    pub limit: Option<usize>,
-}
-
-impl Default for ScanOptions {
-    fn default() -> Self {
-        ScanOptions {
-            start: Bound::Unbounded,
-            end: Bound::Unbounded,
-            reverse: false,
-            limit: None,
-        }
-    }
-}
-
-/// Where the log's entries start and end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogBounds {
-    /// Oldest sequence still in the log (`last + 1` when empty).
-    pub first: u64,
-    /// Newest committed sequence (0 before the first commit).
-    pub last: u64,
-    /// Bytes the log's entries take (keys and values, before compression).
-    pub bytes: u64,
 }
 
 pub(crate) struct WriteState {
@@ -426,283 +391,6 @@ impl Database {
     pub(crate) fn table(&self, name: &str) -> Result<Arc<TableDef>> {
         Ok(self.shared.catalog.read().get(name)?.clone())
     }
-
-    // ---- reads --------------------------------------------------------
-
-    pub fn get(&self, table: &str, key: impl Into<Key>) -> Result<Option<Record>> {
-        let store = self.store()?;
-        let def = self.table(table)?;
-        let key = key.into();
-        read_record(&store, &def, key)
-    }
-
-    pub fn get_many(&self, table: &str, keys: &[Key]) -> Result<Vec<Option<Record>>> {
-        let store = self.store()?;
-        let def = self.table(table)?;
-        keys.iter()
-            .map(|k| read_record(&store, &def, k.clone()))
-            .collect()
-    }
-
-    /// Records in primary-key order within a key range.
-    pub fn scan(&self, table: &str, opts: &ScanOptions) -> Result<Vec<Record>> {
-        let store = self.store()?;
-        let def = self.table(table)?;
-        let prefix = def.row_prefix();
-        let bound = |b: &Bound<Key>, upper: bool| -> Bound<Vec<u8>> {
-            match b {
-                Bound::Included(k) => Bound::Included(row_key(&def, k)),
-                Bound::Excluded(k) => Bound::Excluded(row_key(&def, k)),
-                Bound::Unbounded if upper => match prefix_successor(&prefix) {
-                    Some(p) => Bound::Excluded(p),
-                    None => Bound::Unbounded,
-                },
-                Bound::Unbounded => Bound::Included(prefix.to_vec()),
-            }
-        };
-        let limit = opts.limit.unwrap_or(usize::MAX);
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        let iter = store.range(
-            Space::Rows,
-            bound(&opts.start, false),
-            bound(&opts.end, true),
-            opts.reverse,
-        );
-        for item in iter {
-            let (k, v) = item?;
-            let (key, _) = take_key(&k[prefix.len()..])?;
-            if let Some(r) = Record::from_row(key, v)? {
-                out.push(r);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Records whose indexed `attribute` lies within `[lower, upper]` (by the
-    /// given bounds), in index order. A record whose attribute is an array
-    /// matches if any element does. Finding by the primary key uses it.
-    pub fn find(
-        &self,
-        table: &str,
-        attribute: &str,
-        lower: Bound<&Value>,
-        upper: Bound<&Value>,
-        limit: Option<usize>,
-    ) -> Result<Vec<Record>> {
-        let store = self.store()?;
-        let def = self.table(table)?;
-        if attribute == def.primary_key {
-            let to_key = |b: Bound<&Value>| -> Result<Bound<Key>> {
-                Ok(match b {
-                    Bound::Included(v) => Bound::Included(scalar_key(&def, v)?),
-                    Bound::Excluded(v) => Bound::Excluded(scalar_key(&def, v)?),
-                    Bound::Unbounded => Bound::Unbounded,
-                })
-            };
-            drop(store);
-            return self.scan(
-                table,
-                &ScanOptions {
-                    start: to_key(lower)?,
-                    end: to_key(upper)?,
-                    reverse: false,
-                    limit,
-                },
-            );
-        }
-        let slot = def.index_slot(attribute).ok_or_else(|| {
-            Error::invalid(
-                "attribute",
-                format!(
-                    "`{attribute}` is not indexed in table `{}`; indexed: {:?} (and the primary key `{}`)",
-                    def.name, def.indexes, def.primary_key
-                ),
-            )
-        })?;
-        let prefix = def.index_prefix(slot);
-        let encode = |v: &Value| -> Result<Vec<u8>> {
-            let mut k = prefix.to_vec();
-            if !put_index_value(&mut k, v) {
-                return Err(Error::invalid(
-                    "find bound",
-                    "must be a JSON scalar (null, boolean, number or string)",
-                ));
-            }
-            Ok(k)
-        };
-        let successor = |k: Vec<u8>| match prefix_successor(&k) {
-            Some(p) => Bound::Excluded(p),
-            None => Bound::Unbounded,
-        };
-        // An excluded bound at or beyond 2^53 shares its slot with other
-        // integers, so it is scanned inclusively and the records decide.
-        let inexact = |k: &[u8]| index_value_is_inexact(&k[prefix.len()..]);
-        let lo = match lower {
-            Bound::Included(v) => Bound::Included(encode(v)?),
-            Bound::Excluded(v) => {
-                let k = encode(v)?;
-                if inexact(&k) {
-                    Bound::Included(k)
-                } else {
-                    successor(k)
-                }
-            }
-            Bound::Unbounded => Bound::Included(prefix.to_vec()),
-        };
-        let hi = match upper {
-            Bound::Included(v) => successor(encode(v)?),
-            Bound::Excluded(v) => {
-                let k = encode(v)?;
-                if inexact(&k) {
-                    successor(k)
-                } else {
-                    Bound::Excluded(k)
-                }
-            }
-            Bound::Unbounded => successor(prefix.to_vec()),
-        };
-        let limit = limit.unwrap_or(usize::MAX);
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for item in store.range(Space::Index, lo, hi, false) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = item?;
-            let rest = &k[prefix.len()..];
-            let vlen = index_value_len(rest)?;
-            let (key, _) = take_key(&rest[vlen..])?;
-            if seen.contains(&key) {
-                continue;
-            }
-            let inexact = index_value_is_inexact(&rest[..vlen]);
-            let Some(rec) = read_record(&store, &def, key.clone())? else {
-                continue;
-            };
-            // Numbers beyond 2^53 may share an index slot with neighbours,
-            // so for those the record itself decides.
-            if !inexact || matches_bounds(rec.to_value().get(attribute), lower, upper) {
-                seen.insert(key);
-                out.push(rec);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Records whose indexed `attribute` equals `value`.
-    pub fn find_eq(&self, table: &str, attribute: &str, value: &Value) -> Result<Vec<Record>> {
-        self.find(
-            table,
-            attribute,
-            Bound::Included(value),
-            Bound::Included(value),
-            None,
-        )
-    }
-
-    /// Number of live records in the table.
-    pub fn count(&self, table: &str) -> Result<u64> {
-        let store = self.store()?;
-        let def = self.table(table)?;
-        let mut n = 0;
-        for item in store.prefix(Space::Rows, &def.row_prefix(), false) {
-            let (_, v) = item?;
-            if v.first() == Some(&0) {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    // ---- log ----------------------------------------------------------
-
-    pub fn log_bounds(&self) -> Result<LogBounds> {
-        let _store = self.store()?;
-        let w = self.shared.write.lock();
-        Ok(LogBounds {
-            first: w.first_seq,
-            last: w.next_seq - 1,
-            bytes: w.log_bytes,
-        })
-    }
-
-    /// Log entries with sequence numbers from `from_seq` on, oldest first.
-    pub fn read_log(&self, from_seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
-        let store = self.store()?;
-        let mut out = Vec::new();
-        let iter = store.range(
-            Space::Log,
-            Bound::Included(seq_key(from_seq).to_vec()),
-            Bound::Unbounded,
-            false,
-        );
-        for item in iter.take(limit) {
-            let (k, v) = item?;
-            let mut e = LogEntry::decode(&v)?;
-            e.seq = seq_from_key(&k)?;
-            out.push(e);
-        }
-        Ok(out)
-    }
-
-    /// Bytes of log from `from_seq` on (at most `limit` entries) and the
-    /// local commit time of the first of them.
-    pub(crate) fn log_backlog(&self, from_seq: u64, limit: usize) -> Result<(u64, Option<u64>)> {
-        let store = self.store()?;
-        let iter = store.range(
-            Space::Log,
-            Bound::Included(seq_key(from_seq).to_vec()),
-            Bound::Unbounded,
-            false,
-        );
-        let (mut bytes, mut first) = (0u64, None);
-        for item in iter.take(limit) {
-            let (_, v) = item?;
-            if first.is_none() {
-                first = Some(LogEntry::decode(&v)?.local_time);
-            }
-            bytes += v.len() as u64;
-        }
-        Ok((bytes, first))
-    }
-
-    /// The first sequence number committed at or after `millis` (local time).
-    pub fn log_seq_at_time(&self, millis: u64) -> Result<u64> {
-        let store = self.store()?;
-        let (mut lo, mut hi) = {
-            let w = self.shared.write.lock();
-            (w.first_seq, w.next_seq)
-        };
-        let target = crate::hlc::millis_to_hlc(millis);
-        // Sequences are dense and local_time grows with them: binary search
-        // with point reads instead of scanning.
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let t = match store.get(Space::Log, &seq_key(mid))? {
-                Some(v) => LogEntry::decode(&v)?.local_time,
-                None => 0, // truncated meanwhile: treat as older than anything
-            };
-            if t < target {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo)
-    }
-
-    /// Log entries committed at or after `millis` (ms since the epoch).
-    pub fn read_log_since(&self, millis: u64, limit: usize) -> Result<Vec<LogEntry>> {
-        let seq = self.log_seq_at_time(millis)?;
-        self.read_log(seq, limit)
-    }
-
     // ---- listeners ----------------------------------------------------
 
     /// Calls `f` after every committed change to `table`, local or from a
@@ -754,69 +442,6 @@ impl Database {
         Ok(())
     }
 
-    /// A slice of a table's state, tombstones included, in key order after
-    /// `after` (exclusive), for initial sync and resync. Rows last written
-    /// before `since_ms` are skipped. Returns the rows and the last key
-    /// looked at (to continue from), `None` at the end of the table. Stops
-    /// early once the rows reach `max_bytes`.
-    pub(crate) fn state_chunk(
-        &self,
-        table: &str,
-        after: Option<&Key>,
-        limit: usize,
-        max_bytes: usize,
-        since_ms: Option<u64>,
-    ) -> Result<(Vec<StateRow>, Option<Key>)> {
-        let store = self.store()?;
-        let def = self.table(table)?;
-        let prefix = def.row_prefix();
-        let lo = match after {
-            Some(k) => Bound::Excluded(row_key(&def, k)),
-            None => Bound::Included(prefix.to_vec()),
-        };
-        let hi = match prefix_successor(&prefix) {
-            Some(p) => Bound::Excluded(p),
-            None => Bound::Unbounded,
-        };
-        let mut rows = Vec::new();
-        let mut last = None;
-        let mut looked_at = 0;
-        let mut bytes = 0;
-        let mut full = false;
-        for item in store.range(Space::Rows, lo, hi, false).take(limit) {
-            if bytes >= max_bytes {
-                full = true;
-                break;
-            }
-            looked_at += 1;
-            let (k, v) = item?;
-            bytes += v.len() + k.len();
-            let (key, _) = take_key(&k[prefix.len()..])?;
-            last = Some(key.clone());
-            let h = crate::codec::decode_row_header(&v)?;
-            if since_ms.is_some_and(|s| h.stamp.millis() < s) {
-                continue;
-            }
-            let json = if h.tombstone {
-                None
-            } else {
-                Some(
-                    std::str::from_utf8(&v[crate::codec::ROW_HEADER_LEN..])
-                        .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
-                        .to_string(),
-                )
-            };
-            rows.push(StateRow {
-                key,
-                stamp: h.stamp,
-                created: h.created,
-                json,
-            });
-        }
-        let more = full || looked_at == limit;
-        Ok((rows, if more { last } else { None }))
-    }
-
     pub(crate) fn sync_commits(&self) -> bool {
         self.shared.opts.durability == Durability::Sync
     }
@@ -859,15 +484,6 @@ impl Drop for Shared {
     }
 }
 
-/// One row of a table's state, as initial sync sends it.
-#[derive(Debug, Clone)]
-pub(crate) struct StateRow {
-    pub(crate) key: Key,
-    pub(crate) stamp: crate::codec::Stamp,
-    pub(crate) created: u64,
-    pub(crate) json: Option<String>,
-}
-
 pub(crate) fn cursor_key(name: &str) -> Vec<u8> {
     let mut k = b"cursor/".to_vec();
     k.extend_from_slice(name.as_bytes());
@@ -879,44 +495,4 @@ pub(crate) fn row_key(def: &TableDef, key: &Key) -> Vec<u8> {
     k.extend_from_slice(&def.row_prefix());
     put_key(&mut k, key);
     k
-}
-
-fn read_record(store: &Store, def: &TableDef, key: Key) -> Result<Option<Record>> {
-    match store.get(Space::Rows, &row_key(def, &key))? {
-        Some(row) => Record::from_row(key, row),
-        None => Ok(None),
-    }
-}
-
-fn scalar_key(def: &TableDef, v: &Value) -> Result<Key> {
-    Key::from_json(v).ok_or_else(|| {
-        Error::invalid(
-            "find bound",
-            format!(
-                "primary key `{}` values are strings or integers",
-                def.primary_key
-            ),
-        )
-    })
-}
-
-fn matches_bounds(v: Option<&Value>, lower: Bound<&Value>, upper: Bound<&Value>) -> bool {
-    let Some(v) = v else { return false };
-    let one = |x: &Value| {
-        let lo_ok = match lower {
-            Bound::Included(b) => matches!(cmp_scalar(x, b), Some(o) if o.is_ge()),
-            Bound::Excluded(b) => matches!(cmp_scalar(x, b), Some(o) if o.is_gt()),
-            Bound::Unbounded => cmp_scalar(x, x).is_some(),
-        };
-        let hi_ok = match upper {
-            Bound::Included(b) => matches!(cmp_scalar(x, b), Some(o) if o.is_le()),
-            Bound::Excluded(b) => matches!(cmp_scalar(x, b), Some(o) if o.is_lt()),
-            Bound::Unbounded => true,
-        };
-        lo_ok && hi_ok
-    };
-    match v {
-        Value::Array(items) => items.iter().any(one),
-        other => one(other),
-    }
 }

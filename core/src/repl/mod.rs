@@ -11,6 +11,8 @@
 mod cursor;
 mod lanes;
 mod peer;
+mod receiver;
+mod sender;
 mod session;
 
 use std::collections::HashMap;

@@ -1,0 +1,315 @@
+//! The receiving half of a link: applies what the peer sends, each frame
+//! in one atomic commit together with the resume cursor, and acknowledges.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::cursor::{store_acked, PeerCursor, TableCursor};
+use super::session::{blocking, link_closed, Reader};
+use super::PeerState;
+use crate::catalog::TableOptions;
+use crate::db::Database;
+use crate::error::{Error, Result};
+use crate::log::{LogWrite, WriteOp};
+use crate::net::wire::{Message, SyncReason, SyncRow, WireTxn};
+use crate::write::{RemoteOutcome, RemoteTxn};
+
+pub(super) struct Receiver {
+    db: Database,
+    peer: Arc<PeerState>,
+    name: String,
+    cursor: PeerCursor,
+    subscribed: HashSet<String>,
+    /// Tables the peer accepted on this link (it sent their `TableInfo`).
+    active: HashSet<String>,
+    tx: mpsc::Sender<Message>,
+}
+
+impl Receiver {
+    pub(super) fn new(
+        db: Database,
+        peer: Arc<PeerState>,
+        cursor: PeerCursor,
+        tx: mpsc::Sender<Message>,
+    ) -> Receiver {
+        let subscribed = peer
+            .config()
+            .tables
+            .iter()
+            .filter(|t| t.subscribe)
+            .map(|t| t.table.clone())
+            .collect();
+        Receiver {
+            db,
+            name: peer.name(),
+            peer,
+            cursor,
+            subscribed,
+            active: HashSet::new(),
+            tx,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut reader: Reader, idle: Duration) -> Result<()> {
+        loop {
+            let msg = match tokio::time::timeout(idle, reader.read_message()).await {
+                Err(_) => {
+                    return Err(Error::Peer(format!(
+                        "nothing received from `{}` for {idle:?} (not even a heartbeat): dropping the link",
+                        self.name
+                    )))
+                }
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => return Err(Error::Peer(format!("`{}` closed the connection", self.name))),
+                Ok(Err(e)) => return Err(e.into()),
+            };
+            match msg {
+                Message::Txns(batch) => {
+                    let upto = batch.last().map_or(0, |t| t.seq);
+                    self.on_txns(batch, upto).await?
+                }
+                Message::TxnsUpTo { txns, upto_seq } => self.on_txns(txns, upto_seq).await?,
+                Message::Progress { upto_seq } => self.on_txns_upto(Vec::new(), upto_seq).await?,
+                Message::TableInfo { table, primary_key } => {
+                    self.on_table_info(table, primary_key).await?
+                }
+                Message::SyncBegin { table, reason } => self.on_sync_begin(table, reason),
+                Message::SyncChunk {
+                    table,
+                    primary_key,
+                    rows,
+                    done,
+                    upto_seq,
+                } => {
+                    self.on_sync_chunk(table, primary_key, rows, done, upto_seq)
+                        .await?
+                }
+                Message::Refused { table, reason } => {
+                    self.peer
+                        .set_table_state(&table, Some(format!("refused: {reason}")), None);
+                    self.peer
+                        .note_error(format!("`{}` refused table `{table}`: {reason}", self.name));
+                }
+                Message::Ack { upto_seq } => {
+                    // A peer cannot acknowledge what was never sent to it:
+                    // that would fake delivery receipts and let retention
+                    // drop entries it still needs.
+                    let sent = self.peer.counters.lock().sent_seq;
+                    if upto_seq > sent {
+                        return Err(Error::Peer(format!(
+                            "`{}` acknowledged sequence {upto_seq}, but only {sent} was sent to it",
+                            self.name
+                        )));
+                    }
+                    // Persisted before anyone waiting is woken, so a receipt
+                    // the app has seen is still known after it restarts.
+                    if upto_seq > *self.peer.acked.borrow() {
+                        let (db, name) = (self.db.clone(), self.name.clone());
+                        blocking(move || store_acked(&db, &name, upto_seq)).await?;
+                        self.peer.set_acked(upto_seq);
+                    }
+                }
+                Message::Heartbeat { .. } => {}
+                Message::Goodbye { reason } => {
+                    return Err(Error::Peer(format!(
+                        "`{}` closed the link: {reason}",
+                        self.name
+                    )))
+                }
+                Message::Hello(_) => {
+                    return Err(Error::Peer(format!("`{}` sent a second hello", self.name)))
+                }
+            }
+        }
+    }
+
+    fn live(&self, table: &str) -> bool {
+        self.subscribed.contains(table)
+            && self.active.contains(table)
+            && self.cursor.tables.get(table).is_some_and(|c| c.synced)
+    }
+
+    async fn on_txns(&mut self, batch: Vec<WireTxn>, upto: u64) -> Result<()> {
+        let mut refused: HashMap<String, u64> = HashMap::new();
+        let mut txns = Vec::with_capacity(batch.len());
+        for t in batch {
+            let mut writes = Vec::with_capacity(t.writes.len());
+            for w in t.writes {
+                if self.live(&w.table) {
+                    // Each table arrives in log order, so this table has
+                    // everything up to this transaction.
+                    if let Some(c) = self.cursor.tables.get_mut(&w.table) {
+                        c.seq = c.seq.max(t.seq);
+                    }
+                    writes.push(w);
+                } else {
+                    *refused.entry(w.table).or_default() += 1;
+                }
+            }
+            if !writes.is_empty() {
+                txns.push(RemoteTxn {
+                    stamp: t.stamp,
+                    writes,
+                });
+            }
+        }
+        for (table, n) in refused {
+            let reason = format!(
+                "`{}` does not subscribe to table `{table}` from `{}`",
+                self.db.node_name(),
+                self.name
+            );
+            {
+                let mut c = self.peer.counters.lock();
+                c.refused_writes += n;
+                c.last_error = Some(format!("refused {n} write(s): {reason}"));
+            }
+            let _ = self.tx.try_send(Message::Refused { table, reason });
+        }
+        self.on_txns_upto(txns, upto).await
+    }
+
+    /// Applies `txns` and moves every live table's cursor to `upto`, in one
+    /// commit, then acknowledges.
+    async fn on_txns_upto(&mut self, txns: Vec<RemoteTxn>, upto: u64) -> Result<()> {
+        let live: Vec<String> = self
+            .cursor
+            .tables
+            .keys()
+            .filter(|t| self.live(t))
+            .cloned()
+            .collect();
+        for t in live {
+            if let Some(c) = self.cursor.tables.get_mut(&t) {
+                c.seq = c.seq.max(upto);
+            }
+        }
+        self.apply(txns).await?;
+        self.peer.counters.lock().received_seq = upto;
+        self.tx
+            .send(Message::Ack { upto_seq: upto })
+            .await
+            .map_err(|_| link_closed())
+    }
+
+    async fn apply(&self, txns: Vec<RemoteTxn>) -> Result<()> {
+        let (db, name, cursor) = (self.db.clone(), self.name.clone(), self.cursor.encode());
+        let outcomes =
+            blocking(move || db.apply_remote_owned(txns, Some((&name, &cursor)))).await?;
+        let mut c = self.peer.counters.lock();
+        for o in outcomes {
+            match o {
+                RemoteOutcome::Refused(e) => {
+                    c.refused_writes += 1;
+                    c.last_error = Some(format!("refused a transaction from `{}`: {e}", self.name));
+                }
+                RemoteOutcome::Applied { superseded, .. } => {
+                    c.duplicates_received += superseded as u64
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_table_info(&mut self, table: String, primary_key: String) -> Result<()> {
+        if !self.subscribed.contains(&table) {
+            return Ok(());
+        }
+        let (db, t) = (self.db.clone(), table.clone());
+        let created =
+            blocking(move || db.ensure_table(&t, TableOptions::default().primary_key(primary_key)))
+                .await?;
+        if created {
+            eprintln!(
+                "tidelog: created table `{table}` for the subscription from `{}`",
+                self.name
+            );
+        }
+        self.active.insert(table.clone());
+        self.cursor.tables.entry(table.clone()).or_default();
+        let state = if self.live(&table) {
+            "streaming"
+        } else {
+            "waiting for sync"
+        };
+        self.peer.set_table_state(&table, Some(state.into()), None);
+        Ok(())
+    }
+
+    fn on_sync_begin(&mut self, table: String, reason: SyncReason) {
+        if !self.active.contains(&table) {
+            return;
+        }
+        if let Some(c) = self.cursor.tables.get_mut(&table) {
+            c.synced = false;
+        }
+        self.peer.counters.lock().syncs_received += 1;
+        if reason == SyncReason::ResumePointTrimmed {
+            let msg = format!(
+                "resync of table `{table}` from `{}`: this node's resume point is no longer in its log; merging its current state",
+                self.name
+            );
+            eprintln!("tidelog: {msg}");
+            self.peer.note_error(msg.clone());
+            self.peer.counters.lock().last_resync_reason = Some(msg);
+        }
+        self.peer
+            .set_table_state(&table, Some("syncing".into()), None);
+    }
+
+    async fn on_sync_chunk(
+        &mut self,
+        table: String,
+        _primary_key: String,
+        rows: Vec<SyncRow>,
+        done: bool,
+        upto: u64,
+    ) -> Result<()> {
+        if !self.active.contains(&table) || !self.subscribed.contains(&table) {
+            let n = rows.len() as u64;
+            let mut c = self.peer.counters.lock();
+            c.refused_writes += n;
+            c.last_error = Some(format!(
+                "refused sync rows for table `{table}` not subscribed from `{}`",
+                self.name
+            ));
+            return Ok(());
+        }
+        let txns = rows
+            .into_iter()
+            .map(|row| RemoteTxn {
+                stamp: row.stamp,
+                writes: vec![LogWrite {
+                    table: table.clone(),
+                    key: row.key,
+                    op: match row.json {
+                        Some(json) => WriteOp::Put {
+                            json,
+                            created: row.created,
+                        },
+                        None => WriteOp::Delete,
+                    },
+                }],
+            })
+            .collect();
+        if done {
+            self.cursor.tables.insert(
+                table.clone(),
+                TableCursor {
+                    seq: upto,
+                    synced: true,
+                },
+            );
+        }
+        // Merged by the stamp rule: rows only this node has stay.
+        self.apply(txns).await?;
+        if done {
+            self.peer
+                .set_table_state(&table, Some("streaming".into()), None);
+        }
+        Ok(())
+    }
+}
