@@ -17,6 +17,7 @@ mod maintenance;
 pub mod net;
 mod read;
 pub mod record;
+mod remote;
 mod repl;
 mod retention;
 pub(crate) mod storage;
@@ -31,9 +32,10 @@ pub use log::{LogEntry, LogWrite, WriteOp};
 pub use net::tls::{PemSource, TlsIdentity};
 pub use read::{LogBounds, ScanOptions};
 pub use record::Record;
+pub use remote::{RemoteOutcome, RemoteTxn};
 pub use repl::{PeerConfig, PeerStatus, ReplicationOptions, Security, TableFlow, TableStatus};
 pub use storage::EngineKind;
-pub use write::{CommitInfo, RemoteOutcome, RemoteTxn, Transaction};
+pub use write::{CommitInfo, Transaction};
 
 // The README's Rust snippets compile and run as doctests
 // (`cargo test --doc -p tidelog`, run by tests/readme/run_readme.py).

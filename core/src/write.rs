@@ -1,7 +1,7 @@
 //! The write path. Every write is a transaction: it takes one HLC stamp,
 //! and its records, index entries and log entry go to storage in one atomic
-//! batch, under the commit lock. Remote transactions go through the same
-//! path under the last-writer-wins rule.
+//! batch, under the commit lock. Remote transactions (`remote`) build their
+//! batch with the same `Ctx` and commit it the same way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -13,7 +13,7 @@ use crate::catalog::{TableDef, EXPIRY_INDEX, TOMBSTONE_INDEX};
 use crate::codec::{
     decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp, ROW_HEADER_LEN,
 };
-use crate::db::{cursor_key, row_key, Database, Durability, WriteState};
+use crate::db::{row_key, Database, Durability, WriteState};
 use crate::error::{Error, Result};
 use crate::listener::{Change, ChangeEvent};
 use crate::log::{seq_key, LogEntry, LogWrite, WriteOp};
@@ -292,212 +292,8 @@ fn to_json(obj: &Map<String, Value>, max_bytes: usize) -> Result<String> {
     Ok(json)
 }
 
-/// A transaction from another node, as replication hands it over.
-#[derive(Debug, Clone)]
-pub struct RemoteTxn {
-    pub stamp: Stamp,
-    pub writes: Vec<LogWrite>,
-}
-
-/// What became of one remote transaction.
-#[derive(Debug)]
-pub enum RemoteOutcome {
-    /// `applied` writes won under last-writer-wins and entered the log at
-    /// `seq` (0 if none did); `superseded` lost to a newer-or-equal stamp;
-    /// `missing_table` named a table this node does not have.
-    Applied {
-        seq: u64,
-        applied: usize,
-        superseded: usize,
-        missing_table: usize,
-    },
-    /// Refused (e.g. a stamp beyond `max_clock_skew`); nothing applied.
-    Refused(Error),
-}
-
-impl Database {
-    /// Applies transactions received from a peer, atomically as one storage
-    /// commit together with `cursor` (a resume point stored under a name),
-    /// under the last-writer-wins rule: a write applies iff its stamp is
-    /// greater than the stored record's (or tombstone's) stamp; an equal
-    /// stamp is the same write and is dropped. Applied writes enter the log
-    /// with their original stamp and origin.
-    pub fn apply_remote(
-        &self,
-        txns: &[RemoteTxn],
-        cursor: Option<(&str, &[u8])>,
-    ) -> Result<Vec<RemoteOutcome>> {
-        self.apply_remote_owned(txns.to_vec(), cursor)
-    }
-
-    /// [`Database::apply_remote`] for a caller that hands the transactions
-    /// over: their writes move into the log instead of being copied.
-    pub(crate) fn apply_remote_owned(
-        &self,
-        txns: Vec<RemoteTxn>,
-        cursor: Option<(&str, &[u8])>,
-    ) -> Result<Vec<RemoteOutcome>> {
-        let shared = &self.shared;
-        let store = self.store()?;
-        let mut w = shared.write.lock();
-        let mut outcomes = Vec::with_capacity(txns.len());
-        let total: usize = txns.iter().map(|t| t.writes.len()).sum();
-        let repeats = total > 1
-            && has_repeats(
-                txns.iter()
-                    .flat_map(|t| t.writes.iter().map(|w| (w.table.as_str(), &w.key))),
-            );
-        let mut ctx = Ctx::new(&store, repeats, w.next_seq);
-        let mut entries = Vec::new();
-        let mut next_seq = w.next_seq;
-        for t in txns {
-            if let Err(e) = shared.hlc.check(t.stamp.time, t.stamp.node) {
-                outcomes.push(RemoteOutcome::Refused(e));
-                continue;
-            }
-            // Checked before anything of the transaction is staged, so a bad
-            // write refuses its whole transaction and nothing else.
-            let parsed = match self.check_remote_puts(&t.writes) {
-                Ok(p) => p,
-                Err(e) => {
-                    outcomes.push(RemoteOutcome::Refused(e));
-                    continue;
-                }
-            };
-            shared.hlc.observe(t.stamp.time);
-            ctx.seq = next_seq;
-            let (mut superseded, mut missing_table) = (0, 0);
-            let mut applied = Vec::with_capacity(t.writes.len());
-            let last = last_write_per_record(&t.writes);
-            for (i, wr) in t.writes.into_iter().enumerate() {
-                if !last[i] {
-                    continue;
-                }
-                let Ok(def) = self.table(&wr.table) else {
-                    missing_table += 1;
-                    continue;
-                };
-                let rk = row_key(&def, &wr.key);
-                let old = ctx.current(&rk)?;
-                if old.as_ref().is_some_and(|o| o.header.stamp >= t.stamp) {
-                    superseded += 1;
-                    continue;
-                }
-                ctx.write(&def, rk, &wr.key, old, t.stamp, &wr.op, parsed[i].as_ref())?;
-                applied.push(wr);
-            }
-            let applied_count = applied.len();
-            let seq = if applied.is_empty() {
-                0
-            } else {
-                let seq = next_seq;
-                next_seq += 1;
-                entries.push(LogEntry {
-                    seq,
-                    stamp: t.stamp,
-                    local_time: shared.hlc.now(),
-                    writes: applied,
-                });
-                seq
-            };
-            outcomes.push(RemoteOutcome::Applied {
-                seq,
-                applied: applied_count,
-                superseded,
-                missing_table,
-            });
-        }
-        let repeated = ctx.repeated;
-        let mut batch = ctx.batch;
-        if let Some((name, value)) = cursor {
-            batch.put(Space::Meta, cursor_key(name), value.to_vec());
-        }
-        let mut log_bytes = 0;
-        for e in &entries {
-            let encoded = e.encode();
-            log_bytes += (encoded.len() + 8) as u64;
-            batch.put(Space::Log, seq_key(e.seq).to_vec(), encoded);
-        }
-        if batch.is_empty() {
-            return Ok(outcomes);
-        }
-        commit_batch(self, &store, batch, repeated)?;
-        w.next_seq = next_seq;
-        w.log_bytes += log_bytes;
-        if let Some(last) = entries.last() {
-            shared.committed.send_replace(last.seq);
-        }
-        for e in entries {
-            queue_events(self, e, false);
-        }
-        Ok(outcomes)
-    }
-}
-
-impl Database {
-    /// A peer's record must be what a local write would have stored: a JSON
-    /// object within `max_record_bytes` whose primary-key attribute is the
-    /// key it is filed under. Anything else would be stored verbatim and
-    /// break later reads, updates and index maintenance of that record.
-    /// Returns the parsed records (by write position) where index upkeep
-    /// needs them.
-    fn check_remote_puts(&self, writes: &[LogWrite]) -> Result<Vec<Option<Map<String, Value>>>> {
-        let limit = self.shared.opts.max_record_bytes;
-        let mut parsed = Vec::with_capacity(writes.len());
-        for w in writes {
-            let WriteOp::Put { json, .. } = &w.op else {
-                parsed.push(None);
-                continue;
-            };
-            let Ok(def) = self.table(&w.table) else {
-                parsed.push(None);
-                continue; // counted as a missing table by the caller
-            };
-            if json.len() > limit {
-                return Err(Error::RecordTooLarge {
-                    size: json.len(),
-                    limit,
-                });
-            }
-            let (key, obj) = if def.indexes.is_empty() {
-                let key = crate::record::object_key(&w.table, &def.primary_key, json)?;
-                (key, None)
-            } else {
-                let obj = crate::record::parse_object(json)?;
-                let key = crate::record::extract_key(&w.table, &def.primary_key, &obj)?;
-                (key, Some(obj))
-            };
-            if key != w.key {
-                return Err(Error::InvalidPrimaryKey {
-                    table: w.table.clone(),
-                    attribute: def.primary_key.clone(),
-                    found: format!("{key}, but the write is for key {}", w.key),
-                });
-            }
-            parsed.push(obj);
-        }
-        Ok(parsed)
-    }
-}
-
-/// A transaction's effect on a record is its last write to it; applying
-/// only that keeps "equal stamp means the same write" true inside one
-/// transaction too. Marks, by position, the writes that are the last to
-/// their record.
-fn last_write_per_record(writes: &[LogWrite]) -> Vec<bool> {
-    if writes.len() < 2 {
-        return vec![true; writes.len()];
-    }
-    let mut seen = std::collections::HashSet::with_capacity(writes.len());
-    let mut last = vec![false; writes.len()];
-    for (i, w) in writes.iter().enumerate().rev() {
-        last[i] = seen.insert((w.table.as_str(), &w.key));
-    }
-    last
-}
-
 /// Whether any (table, key) occurs twice.
-fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) -> bool {
+pub(crate) fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) -> bool {
     let mut seen = std::collections::HashSet::new();
     for k in keys {
         if !seen.insert(k) {
@@ -510,8 +306,8 @@ fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) -> bool {
 /// A row as it stands before a write, from storage or from an earlier write
 /// of the same commit.
 #[derive(Clone)]
-struct OldRow {
-    header: RowHeader,
+pub(crate) struct OldRow {
+    pub(crate) header: RowHeader,
     json: Arc<str>,
 }
 
@@ -526,21 +322,21 @@ impl OldRow {
 
 /// Builds one atomic batch; with several writes it remembers what each one
 /// left behind, so later writes to the same record see it.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     store: &'a Store,
-    batch: Batch,
+    pub(crate) batch: Batch,
     overlay: Option<HashMap<Vec<u8>, OldRow>>,
     /// A record was written twice in this batch, so keys may repeat.
-    repeated: bool,
+    pub(crate) repeated: bool,
     /// Log sequence the current transaction's writes will carry; tombstones
     /// remember it so collection knows when every peer has them.
-    seq: u64,
+    pub(crate) seq: u64,
 }
 
 impl<'a> Ctx<'a> {
     /// `repeats`: whether any record is written more than once in this
     /// batch; only then do later writes need to see earlier ones.
-    fn new(store: &'a Store, repeats: bool, seq: u64) -> Ctx<'a> {
+    pub(crate) fn new(store: &'a Store, repeats: bool, seq: u64) -> Ctx<'a> {
         Ctx {
             store,
             batch: Batch::default(),
@@ -550,7 +346,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn current(&self, rk: &[u8]) -> Result<Option<OldRow>> {
+    pub(crate) fn current(&self, rk: &[u8]) -> Result<Option<OldRow>> {
         if let Some(row) = self.overlay.as_ref().and_then(|o| o.get(rk)) {
             return Ok(Some(row.clone()));
         }
@@ -573,7 +369,7 @@ impl<'a> Ctx<'a> {
     /// Adds the row, index and expiry changes of one write to the batch.
     /// `new_obj` is the parsed form of a put's JSON, where the caller has it.
     #[allow(clippy::too_many_arguments)]
-    fn write(
+    pub(crate) fn write(
         &mut self,
         def: &TableDef,
         rk: Vec<u8>,
@@ -729,7 +525,7 @@ fn finish(
     Ok(seq)
 }
 
-fn commit_batch(
+pub(crate) fn commit_batch(
     db: &Database,
     store: &Store,
     mut batch: Batch,
@@ -760,7 +556,7 @@ fn dedupe_last_wins(batch: &mut Batch) {
     batch.ops = kept;
 }
 
-fn queue_events(db: &Database, entry: LogEntry, local: bool) {
+pub(crate) fn queue_events(db: &Database, entry: LogEntry, local: bool) {
     let listeners = &db.shared.listeners;
     if !listeners.any() {
         return;

@@ -15,7 +15,7 @@ use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::log::{LogWrite, WriteOp};
 use crate::net::wire::{Message, SyncReason, SyncRow, WireTxn};
-use crate::write::{RemoteOutcome, RemoteTxn};
+use crate::remote::{RemoteOutcome, RemoteTxn};
 
 pub(super) struct Receiver {
     db: Database,

@@ -1,0 +1,217 @@
+//! Applying transactions that arrive from peers: the same atomic commit
+//! path as local writes (see `write`), under the last-writer-wins rule, with
+//! every incoming record checked before anything of its transaction is
+//! staged.
+
+use serde_json::{Map, Value};
+
+use crate::codec::Stamp;
+use crate::db::{cursor_key, row_key, Database};
+use crate::error::{Error, Result};
+use crate::log::{seq_key, LogEntry, LogWrite, WriteOp};
+use crate::storage::Space;
+use crate::write::{commit_batch, has_repeats, queue_events, Ctx};
+
+/// A transaction from another node, as replication hands it over.
+#[derive(Debug, Clone)]
+pub struct RemoteTxn {
+    pub stamp: Stamp,
+    pub writes: Vec<LogWrite>,
+}
+
+/// What became of one remote transaction.
+#[derive(Debug)]
+pub enum RemoteOutcome {
+    /// `applied` writes won under last-writer-wins and entered the log at
+    /// `seq` (0 if none did); `superseded` lost to a newer-or-equal stamp;
+    /// `missing_table` named a table this node does not have.
+    Applied {
+        seq: u64,
+        applied: usize,
+        superseded: usize,
+        missing_table: usize,
+    },
+    /// Refused (e.g. a stamp beyond `max_clock_skew`); nothing applied.
+    Refused(Error),
+}
+
+impl Database {
+    /// Applies transactions received from a peer, atomically as one storage
+    /// commit together with `cursor` (a resume point stored under a name),
+    /// under the last-writer-wins rule: a write applies iff its stamp is
+    /// greater than the stored record's (or tombstone's) stamp; an equal
+    /// stamp is the same write and is dropped. Applied writes enter the log
+    /// with their original stamp and origin.
+    pub fn apply_remote(
+        &self,
+        txns: &[RemoteTxn],
+        cursor: Option<(&str, &[u8])>,
+    ) -> Result<Vec<RemoteOutcome>> {
+        self.apply_remote_owned(txns.to_vec(), cursor)
+    }
+
+    /// [`Database::apply_remote`] for a caller that hands the transactions
+    /// over: their writes move into the log instead of being copied.
+    pub(crate) fn apply_remote_owned(
+        &self,
+        txns: Vec<RemoteTxn>,
+        cursor: Option<(&str, &[u8])>,
+    ) -> Result<Vec<RemoteOutcome>> {
+        let shared = &self.shared;
+        let store = self.store()?;
+        let mut w = shared.write.lock();
+        let mut outcomes = Vec::with_capacity(txns.len());
+        let total: usize = txns.iter().map(|t| t.writes.len()).sum();
+        let repeats = total > 1
+            && has_repeats(
+                txns.iter()
+                    .flat_map(|t| t.writes.iter().map(|w| (w.table.as_str(), &w.key))),
+            );
+        let mut ctx = Ctx::new(&store, repeats, w.next_seq);
+        let mut entries = Vec::new();
+        let mut next_seq = w.next_seq;
+        for t in txns {
+            if let Err(e) = shared.hlc.check(t.stamp.time, t.stamp.node) {
+                outcomes.push(RemoteOutcome::Refused(e));
+                continue;
+            }
+            // Checked before anything of the transaction is staged, so a bad
+            // write refuses its whole transaction and nothing else.
+            let parsed = match self.check_remote_puts(&t.writes) {
+                Ok(p) => p,
+                Err(e) => {
+                    outcomes.push(RemoteOutcome::Refused(e));
+                    continue;
+                }
+            };
+            shared.hlc.observe(t.stamp.time);
+            ctx.seq = next_seq;
+            let (mut superseded, mut missing_table) = (0, 0);
+            let mut applied = Vec::with_capacity(t.writes.len());
+            let last = last_write_per_record(&t.writes);
+            for (i, wr) in t.writes.into_iter().enumerate() {
+                if !last[i] {
+                    continue;
+                }
+                let Ok(def) = self.table(&wr.table) else {
+                    missing_table += 1;
+                    continue;
+                };
+                let rk = row_key(&def, &wr.key);
+                let old = ctx.current(&rk)?;
+                if old.as_ref().is_some_and(|o| o.header.stamp >= t.stamp) {
+                    superseded += 1;
+                    continue;
+                }
+                ctx.write(&def, rk, &wr.key, old, t.stamp, &wr.op, parsed[i].as_ref())?;
+                applied.push(wr);
+            }
+            let applied_count = applied.len();
+            let seq = if applied.is_empty() {
+                0
+            } else {
+                let seq = next_seq;
+                next_seq += 1;
+                entries.push(LogEntry {
+                    seq,
+                    stamp: t.stamp,
+                    local_time: shared.hlc.now(),
+                    writes: applied,
+                });
+                seq
+            };
+            outcomes.push(RemoteOutcome::Applied {
+                seq,
+                applied: applied_count,
+                superseded,
+                missing_table,
+            });
+        }
+        let repeated = ctx.repeated;
+        let mut batch = ctx.batch;
+        if let Some((name, value)) = cursor {
+            batch.put(Space::Meta, cursor_key(name), value.to_vec());
+        }
+        let mut log_bytes = 0;
+        for e in &entries {
+            let encoded = e.encode();
+            log_bytes += (encoded.len() + 8) as u64;
+            batch.put(Space::Log, seq_key(e.seq).to_vec(), encoded);
+        }
+        if batch.is_empty() {
+            return Ok(outcomes);
+        }
+        commit_batch(self, &store, batch, repeated)?;
+        w.next_seq = next_seq;
+        w.log_bytes += log_bytes;
+        if let Some(last) = entries.last() {
+            shared.committed.send_replace(last.seq);
+        }
+        for e in entries {
+            queue_events(self, e, false);
+        }
+        Ok(outcomes)
+    }
+}
+
+impl Database {
+    /// A peer's record must be what a local write would have stored: a JSON
+    /// object within `max_record_bytes` whose primary-key attribute is the
+    /// key it is filed under. Anything else would be stored verbatim and
+    /// break later reads, updates and index maintenance of that record.
+    /// Returns the parsed records (by write position) where index upkeep
+    /// needs them.
+    fn check_remote_puts(&self, writes: &[LogWrite]) -> Result<Vec<Option<Map<String, Value>>>> {
+        let limit = self.shared.opts.max_record_bytes;
+        let mut parsed = Vec::with_capacity(writes.len());
+        for w in writes {
+            let WriteOp::Put { json, .. } = &w.op else {
+                parsed.push(None);
+                continue;
+            };
+            let Ok(def) = self.table(&w.table) else {
+                parsed.push(None);
+                continue; // counted as a missing table by the caller
+            };
+            if json.len() > limit {
+                return Err(Error::RecordTooLarge {
+                    size: json.len(),
+                    limit,
+                });
+            }
+            let (key, obj) = if def.indexes.is_empty() {
+                let key = crate::record::object_key(&w.table, &def.primary_key, json)?;
+                (key, None)
+            } else {
+                let obj = crate::record::parse_object(json)?;
+                let key = crate::record::extract_key(&w.table, &def.primary_key, &obj)?;
+                (key, Some(obj))
+            };
+            if key != w.key {
+                return Err(Error::InvalidPrimaryKey {
+                    table: w.table.clone(),
+                    attribute: def.primary_key.clone(),
+                    found: format!("{key}, but the write is for key {}", w.key),
+                });
+            }
+            parsed.push(obj);
+        }
+        Ok(parsed)
+    }
+}
+
+/// A transaction's effect on a record is its last write to it; applying
+/// only that keeps "equal stamp means the same write" true inside one
+/// transaction too. Marks, by position, the writes that are the last to
+/// their record.
+fn last_write_per_record(writes: &[LogWrite]) -> Vec<bool> {
+    if writes.len() < 2 {
+        return vec![true; writes.len()];
+    }
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    let mut last = vec![false; writes.len()];
+    for (i, w) in writes.iter().enumerate().rev() {
+        last[i] = seen.insert((w.table.as_str(), &w.key));
+    }
+    last
+}
