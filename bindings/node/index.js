@@ -3,7 +3,9 @@
 // writes, Promises for what waits, typed errors. The native half
 // (src/lib.rs, built into tidelog.node) takes and returns records as JSON
 // text; this file does JSON.stringify / JSON.parse around it, which measured
-// faster than building objects field by field through napi.
+// faster than building objects field by field through napi. `get` is the
+// exception: most records come back laid out and become objects through a
+// function generated per record shape (see Database#decoder, src/fast.rs).
 
 const path = require('node:path');
 
@@ -314,6 +316,14 @@ function commitTx(n) {
 class Database {
   #n;
   #listeners = new Map();
+  // Raw Node-API functions for the per-record hot paths (src/fast.rs).
+  #getInt;
+  #getStr;
+  #upsert;
+  #shape;
+  #slots;
+  #decoders = [];
+  #nodeId;
 
   /**
    * Opens (creating if needed) the data directory `dir`.
@@ -330,6 +340,13 @@ class Database {
     }
     try {
       this.#n = native.NativeDb.open(dir, o);
+      const fast = this.#n._fast();
+      this.#getInt = fast.getInt;
+      this.#getStr = fast.getStr;
+      this.#upsert = fast.upsert;
+      this.#shape = fast.shape;
+      this.#slots = fast.slots;
+      this.#nodeId = this.#n.nodeId;
     } catch (e) {
       throw toError(e);
     }
@@ -451,11 +468,13 @@ class Database {
 
   upsert(table, record) {
     const json = recordJson(record);
+    let c;
     try {
-      return this.#n.upsert(table, json);
+      c = typeof table === 'string' ? this.#upsert(table, json) : this.#n.upsert(table, json);
     } catch (e) {
       throw toError(e);
     }
+    return Array.isArray(c) ? { seq: c[0], time: c[1], node: c.length > 2 ? c[2] : this.#nodeId } : c;
   }
 
   update(table, patch) {
@@ -561,14 +580,59 @@ class Database {
   get(table, key) {
     let s;
     try {
-      // Typed entry points for the common key types (see src/lib.rs).
-      if (typeof key === 'number' && Number.isSafeInteger(key)) s = this.#n.getInt(table, key);
-      else if (typeof key === 'string' && key.isWellFormed()) s = this.#n.getStr(table, key);
-      else s = this.#n.get(table, checkKey(key));
+      // Raw entry points for the common key types (src/fast.rs); the
+      // rest (bigints, bad arguments) through the napi-rs method.
+      if (typeof table === 'string') {
+        if (typeof key === 'number' && Number.isSafeInteger(key)) s = this.#getInt(table, key);
+        else if (typeof key === 'string' && key.isWellFormed()) s = this.#getStr(table, key);
+      }
+      if (s === undefined) {
+        s = this.#n.get(table, checkKey(key));
+        return s == null ? null : JSON.parse(s);
+      }
     } catch (e) {
       throw toError(e);
     }
-    return s == null ? null : JSON.parse(s);
+    if (s === null) return null;
+    const slots = this.#slots;
+    const shape = slots[0];
+    if (shape < 0) return JSON.parse(s);
+    return (this.#decoders[shape] || this.#decoder(shape))(slots, s);
+  }
+
+  /**
+   * The function that builds a record of this shape (attribute names and
+   * value types) from a laid-out get (see src/fast.rs): an object literal
+   * reading numbers from the slots and string values (and nested values,
+   * as JSON text) from the string. Same object as JSON.parse of the
+   * record's text, without parsing.
+   */
+  #decoder(id) {
+    let spec;
+    try {
+      spec = JSON.parse(this.#shape(id));
+    } catch (e) {
+      throw toError(e);
+    }
+    let n = 3;
+    const props = ['"__createdtime__":F[1]', '"__updatedtime__":F[2]'];
+    for (const [name, kind] of spec) {
+      // A literal `"__proto__": v` would set the prototype; JSON.parse
+      // makes an own property, as a computed key does.
+      const key = name === '__proto__' ? `[${JSON.stringify(name)}]` : JSON.stringify(name);
+      let v;
+      if (kind === 'n') v = `F[${n++}]`;
+      else if (kind === 's') v = `S.slice(F[${n++}],F[${n++}])`;
+      else if (kind === 'j') v = `JSON.parse(S.slice(F[${n++}],F[${n++}]))`;
+      else if (kind === 't') v = 'true';
+      else if (kind === 'f') v = 'false';
+      else v = 'null';
+      props.push(`${key}:${v}`);
+    }
+    // eslint-disable-next-line no-new-func -- names come from JSON.stringify
+    const f = new Function('F', 'S', `return {${props.join(',')}};`);
+    this.#decoders[id] = f;
+    return f;
   }
 
   /** Records for these keys, in order; null where there is none. */

@@ -4,7 +4,9 @@
 //! and turns what these classes return into plain objects and typed errors.
 //! Records cross the boundary as JSON text (`JSON.stringify` / `JSON.parse`
 //! in JavaScript, serde_json here): measured faster than building objects
-//! property by property through napi (see `bench/bench.js`).
+//! property by property through napi (see `bench/bench.js`). The per-record
+//! hot paths, `get` and `upsert`, are raw Node-API functions in fast.rs,
+//! and a get hands most records over laid out rather than as JSON text.
 //!
 //! Errors thrown from here carry `code` = one of the tidelog codes
 //! (`NOT_FOUND`, `INVALID_INPUT`, ...). Rejections of async tasks carry the
@@ -19,6 +21,8 @@
 
 #![allow(clippy::new_without_default)]
 
+mod fast;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::Bound;
@@ -26,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use napi::bindgen_prelude::{AsyncTask, BigInt, Either3, Function};
+use napi::bindgen_prelude::{AsyncTask, BigInt, Either3, Function, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status, Task};
 use napi_derive::napi;
@@ -149,20 +153,41 @@ fn push_stamp(out: &mut String, s: &Stamp) {
 /// `Record::to_json_string` with one allocation instead of two (the hot
 /// path of `get`).
 fn record_text(r: &Record) -> String {
+    let mut out = String::with_capacity(r.body_json().len() + 56);
+    push_record(&mut out, r);
+    out
+}
+
+/// Appends a record's JSON text with `__createdtime__` / `__updatedtime__`
+/// first, as `Record::to_json_string` writes it.
+fn push_record(out: &mut String, r: &Record) {
     let body = r.body_json();
-    let mut out = String::with_capacity(body.len() + 56);
-    let _ = write!(
-        out,
-        "{{\"__createdtime__\":{},\"__updatedtime__\":{}",
-        r.created_ms(),
-        r.updated_ms()
-    );
+    out.push_str("{\"__createdtime__\":");
+    push_u64(out, r.created_ms());
+    out.push_str(",\"__updatedtime__\":");
+    push_u64(out, r.updated_ms());
     let rest = body.strip_prefix('{').unwrap_or("}");
     if rest.trim_start() != "}" {
         out.push(',');
     }
     out.push_str(rest);
-    out
+}
+
+/// Decimal digits of `n`: `core::fmt` measured as a visible part of a
+/// record read (two numbers per record).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
 
 fn records_json(records: &[Record]) -> String {
@@ -736,6 +761,14 @@ pub struct NativeDb {
 
 type Slots = Arc<Mutex<HashMap<u64, Arc<ListenerSlot>>>>;
 
+/// `owe_events` for the raw functions of fast.rs.
+///
+/// # Safety
+/// `env` must be the env of a callback running on the JavaScript thread.
+unsafe fn owe_events_raw(slots: &Slots, env: napi::sys::napi_env, table: &str) {
+    owe_events(slots, &Env::from(env), [table]);
+}
+
 fn owe_events<'a>(slots: &Slots, env: &Env, tables: impl IntoIterator<Item = &'a str>) {
     let slots = lock(slots);
     if slots.is_empty() {
@@ -912,22 +945,12 @@ impl NativeDb {
 
     // ---- reads (records = JSON text)
 
-    /// Any key type (bigints). The hot paths are `get_int` / `get_str`:
-    /// a napi `Either` tries each type in turn and builds an error object
-    /// for every miss, which costs more than the read itself.
+    /// Any key type; index.js calls it for what fast.rs's `getInt` /
+    /// `getStr` do not take (bigints, arguments of the wrong type, which
+    /// napi-rs reports in its usual terms).
     #[napi]
     pub fn get(&self, table: String, key: JsKey) -> napi::Result<Option<String>> {
         self.get_key(&table, key_of(key)?)
-    }
-
-    #[napi]
-    pub fn get_int(&self, table: String, key: i64) -> napi::Result<Option<String>> {
-        self.get_key(&table, Key::Int(key))
-    }
-
-    #[napi]
-    pub fn get_str(&self, table: String, key: String) -> napi::Result<Option<String>> {
-        self.get_key(&table, Key::Str(key))
     }
 
     #[napi]
@@ -1129,6 +1152,16 @@ impl NativeDb {
             seq: uint("seq", seq)?,
             timeout: millis("timeoutMs", timeout_ms)?,
         }))
+    }
+
+    /// `{ getInt, getStr, upsert, shape, slots }`: raw Node-API functions
+    /// bound to this database for index.js's hot paths (see fast.rs).
+    #[napi(js_name = "_fast", ts_return_type = "unknown")]
+    pub fn fast(&self, env: Env) -> napi::Result<Unknown<'_>> {
+        // SAFETY: `env` is this call's env.
+        let v = unsafe { fast::functions(env.raw(), self.db.clone(), self.listeners.clone())? };
+        // SAFETY: `v` is a live value of this call's scope.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) })
     }
 
     // ---- measurement helpers (not public API)

@@ -478,3 +478,106 @@ test('module surface: CommonJS and ES module give the same objects', async () =>
   const e = new TidelogError('m', 'X');
   assert.equal(e.code, 'X');
 });
+
+// `get` hands most records to index.js laid out (numbers in a shared
+// Float64Array, strings in one string, a generated function per shape;
+// src/fast.rs) and the rest as JSON text. Whichever way, the object must be
+// the one JSON.parse makes of the record's text, which getMany returns.
+describe('get builds the same object as JSON.parse of the record', () => {
+  let db;
+  before(() => {
+    db = open(path.join(tmpdir(), 'db'), { nodeName: 'edge-1' });
+    db.createTable('t');
+    db.createTable('s', { primaryKey: 'k' });
+  });
+  after(() => db.close());
+
+  function same(table, key) {
+    const got = db.get(table, key);
+    const want = db.getMany(table, [key])[0];
+    assert.deepStrictEqual(got, want);
+    assert.deepEqual(Object.keys(got), Object.keys(want));
+    assert.equal(Object.getPrototypeOf(got), Object.prototype);
+    assert.equal(JSON.stringify(got), JSON.stringify(want));
+    return got;
+  }
+
+  const records = [
+    {},
+    { a: 1 },
+    { s: 'quote " backslash \\ newline \n tab \t control \u0001 nul \u0000' },
+    { u: 'héllo wörld 😀 日本', after: 'x', n: 3 },
+    { nested: { a: [1, 2, { b: 'ü' }], c: null }, arr: [], obj: {}, x: 'y' },
+    { t: true, f: false, z: null },
+    { ['__proto__']: { polluted: true }, normal: 1 },
+    { big: 12345678901234567890, small: 1e-300, e: 1.5e300, i: -42, f: 0.1, half: 0.5, neg: -0.25, max: Number.MAX_SAFE_INTEGER },
+    { 10: 'a', 2: 'b', b: 'c', a: 'd' },
+    { 'wéird "key"': 1, '': 2, 'a\\b': 3, '\u2028': 4, '😀': '😀' },
+    { long: 'x'.repeat(3000), after: 'é'.repeat(100) },
+    // More values than the shared slots hold: the JSON text path.
+    Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, i % 2 ? i : `v${i}`])),
+  ];
+
+  test('tricky records, both key types, and every record shape twice', () => {
+    records.forEach((r, i) => {
+      db.upsert('t', { ...r, id: i });
+      db.upsert('s', { ...r, k: `key-${i}` });
+    });
+    for (let round = 0; round < 2; round++) {
+      records.forEach((r, i) => {
+        same('t', i);
+        same('s', `key-${i}`);
+      });
+    }
+    const proto = db.get('t', 6);
+    assert.ok(Object.prototype.hasOwnProperty.call(proto, '__proto__'));
+    assert.deepEqual(proto.__proto__, { polluted: true });
+    assert.equal({}.polluted, undefined);
+    assert.equal(db.get('t', 3).u, 'héllo wörld 😀 日本');
+    assert.equal(db.get('t', 999), null);
+    assert.equal(db.get('s', 'nope'), null);
+    assert.deepStrictEqual(db.get('t', 1n), same('t', 1));
+  });
+
+  test('random records', () => {
+    let seed = 7;
+    const rnd = (n) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const bits = ['a', 'é', '😀', '"', '\\', '\n', ' ', '\u00ff', '\u0100', 'zz'];
+    const str = () => Array.from({ length: rnd(6) }, () => bits[rnd(bits.length)]).join('');
+    const value = (depth) => {
+      switch (rnd(depth > 1 ? 5 : 7)) {
+        case 0: return rnd(2000000) - 1000000;
+        case 1: return (rnd(2000000) - 1000000) / (1 + rnd(1000));
+        case 2: return str();
+        case 3: return rnd(2) === 0;
+        case 4: return null;
+        case 5: return Array.from({ length: rnd(3) }, () => value(depth + 1));
+        default: return Object.fromEntries(Array.from({ length: rnd(3) }, () => [str(), value(depth + 1)]));
+      }
+    };
+    for (let i = 0; i < 500; i++) {
+      const r = Object.fromEntries(Array.from({ length: rnd(6) }, () => [str(), value(0)]));
+      r.id = 1000 + i;
+      db.upsert('t', r);
+      same('t', 1000 + i);
+    }
+  });
+
+  test('upsert returns the commit info; bad arguments are still typed errors', () => {
+    const c = db.upsert('t', { id: 5000 });
+    assert.equal(typeof c.seq, 'number');
+    assert.equal(typeof c.time, 'bigint');
+    assert.equal(c.node, db.nodeId);
+    assert.deepEqual(Object.keys(c), ['seq', 'time', 'node']);
+    assert.equal(db.upsert('t', { id: 5000 }).seq, c.seq + 1);
+    throwsCode(() => db.get('missing', 1), NotFoundError, 'NOT_FOUND');
+    throwsCode(() => db.get('missing', 'k'), NotFoundError, 'NOT_FOUND');
+    throwsCode(() => db.upsert('missing', { id: 1 }), NotFoundError, 'NOT_FOUND');
+    throwsCode(() => db.get(42, 1), InvalidInputError, 'INVALID_INPUT');
+    throwsCode(() => db.upsert(42, { id: 1 }), InvalidInputError, 'INVALID_INPUT');
+    throwsCode(() => db.upsert('t', { id: 1.5 }), InvalidInputError, 'INVALID_INPUT', /primary key/);
+  });
+});

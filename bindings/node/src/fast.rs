@@ -1,0 +1,746 @@
+//! Raw Node-API functions for the two calls a program makes once per record
+//! in a loop: `get` and `upsert`.
+//!
+//! Why not `#[napi]` methods: for a point get, napi-rs 3's generated glue
+//! (receiver unwrap, native-borrow scope and barrier, an owned `String` per
+//! argument, the return conversion) cost about as much as the read itself,
+//! and `JSON.parse` of the record text about as much again (most of it
+//! for the six-attribute benchmark record; see bench/bench.js). Together
+//! they held Node's gets at half the Rust API's rate.
+//!
+//! So a get hands a record to index.js "laid out" when it can: the
+//! attribute names and value types (the record's shape) get a small id,
+//! numbers go into a shared `Float64Array` (`slots`), and string values
+//! (and nested objects and arrays, as JSON text) are concatenated into
+//! one JavaScript string. index.js builds the object with a function it
+//! generates once per shape (an object literal: no parsing). A record
+//! that cannot be laid out (more values than slots, too many shapes, a
+//! string with a lone surrogate, anything unexpected) comes back as JSON
+//! text, as before.
+//!
+//! These functions are made per database by [`functions`], with the
+//! database in their callback data: there is no receiver to unwrap and no
+//! way to call them on anything else. index.js keeps them private and
+//! checks arguments before calling; what is checked here again is what
+//! memory safety or a clear error needs. Everything runs on the JavaScript
+//! thread, and no JavaScript runs during a call, so the `RefCell`s are
+//! never borrowed twice.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CString};
+use std::ptr;
+use std::rc::Rc;
+
+use napi::sys;
+use tidelog::{Database, Key, Record};
+
+use crate::{code_of, owe_events_raw, push_record, Slots};
+
+/// Numbers per laid-out record: shape id, the two times, then one per
+/// number and two (start, end) per string or nested value.
+const SLOTS: usize = 256;
+/// Shapes per database; records of further shapes come back as JSON text
+/// (each shape costs index.js one generated function).
+const MAX_SHAPES: usize = 512;
+
+/// What every function of one database shares.
+struct Fast {
+    db: Database,
+    listeners: Slots,
+    /// Argument text (table names, string keys, record JSON).
+    arg: RefCell<Vec<u8>>,
+    /// Result text: a record's JSON, or a laid-out record's strings.
+    out: RefCell<String>,
+    shapes: RefCell<Shapes>,
+    /// The `Float64Array` index.js reads laid-out numbers from: `SLOTS`
+    /// numbers in an ArrayBuffer that `slots_ref` keeps alive (V8 never
+    /// moves an ArrayBuffer's backing store).
+    slots: *const Cell<f64>,
+    slots_ref: sys::napi_ref,
+    env: sys::napi_env,
+}
+
+impl Drop for Fast {
+    fn drop(&mut self) {
+        // SAFETY: `slots_ref` was made in `env`, which outlives its
+        // finalizers (the only place a `Fast` is dropped, apart from a
+        // failed `functions`, also in `env`).
+        unsafe { sys::napi_delete_reference(self.env, self.slots_ref) };
+    }
+}
+
+impl Fast {
+    fn slots(&self) -> &[Cell<f64>] {
+        // SAFETY: `slots` points to `SLOTS` f64s kept alive by `slots_ref`
+        // as long as `self`; `Cell<f64>` has f64's layout, and JavaScript
+        // only reads them between calls (same thread).
+        unsafe { std::slice::from_raw_parts(self.slots, SLOTS) }
+    }
+}
+
+/// Shape signatures (each attribute's raw JSON name, a 0 byte, a type
+/// byte) and their ids.
+#[derive(Default)]
+struct Shapes {
+    ids: HashMap<Box<[u8]>, u32>,
+    list: Vec<Box<[u8]>>,
+    /// The last shape seen: consecutive reads are nearly always the same.
+    last: Option<(Box<[u8]>, u32)>,
+    sig: Vec<u8>,
+}
+
+impl Shapes {
+    /// The id of the signature in `self.sig`, registering it if new.
+    fn id(&mut self) -> Option<u32> {
+        if let Some((sig, id)) = &self.last {
+            if **sig == *self.sig {
+                return Some(*id);
+            }
+        }
+        let id = match self.ids.get(self.sig.as_slice()) {
+            Some(id) => *id,
+            None if self.list.len() < MAX_SHAPES => {
+                let id = self.list.len() as u32;
+                let sig: Box<[u8]> = self.sig.as_slice().into();
+                self.list.push(sig.clone());
+                self.ids.insert(sig, id);
+                id
+            }
+            None => return None,
+        };
+        self.last = Some((self.sig.as_slice().into(), id));
+        Some(id)
+    }
+
+    /// `[["name","n"],...]` for index.js to generate the shape's function.
+    fn describe(&self, id: u32) -> Option<String> {
+        let sig = self.list.get(id as usize)?;
+        let mut out = String::from("[");
+        let mut rest: &[u8] = sig;
+        while !rest.is_empty() {
+            let nul = rest.iter().position(|&b| b == 0)?;
+            let name = std::str::from_utf8(&rest[..nul]).ok()?;
+            let kind = *rest.get(nul + 1)? as char;
+            if out.len() > 1 {
+                out.push(',');
+            }
+            // `name` is the attribute's JSON string token without quotes.
+            out.push_str("[\"");
+            out.push_str(name);
+            out.push_str("\",\"");
+            out.push(kind);
+            out.push_str("\"]");
+            rest = &rest[nul + 2..];
+        }
+        out.push(']');
+        Some(out)
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Index just past the JSON string starting at `b[i] == b'"'`, and
+/// whether it has escapes.
+fn string_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    let mut j = i + 1;
+    let mut escaped = false;
+    while j < b.len() {
+        match b[j] {
+            b'"' => return Some((j + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                j += 2;
+            }
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// Index just past the object or array starting at `b[i]`.
+fn nested_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i = string_end(b, i)?.0;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The JSON number starting at `b[start]` and the index just past it,
+/// correctly rounded as JSON.parse rounds it.
+fn number(b: &[u8], start: usize) -> Option<(f64, usize)> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let neg = b.get(start) == Some(&b'-');
+    let mut i = start + usize::from(neg);
+    let mut m = 0u64;
+    let mut digits = 0usize;
+    let mut fraction = 0usize;
+    let mut point = false;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'0'..=b'9' => {
+                m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                digits += 1;
+                fraction += usize::from(point);
+            }
+            b'.' if !point => point = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    // Up to 15 digits fit an f64 exactly, and so does 10^fraction: one
+    // division of exact operands is correctly rounded (the usual fast
+    // path of decimal conversion). Exponents and longer numbers take the
+    // general conversion.
+    if digits > 0 && digits <= 15 && !matches!(b.get(i), Some(b'e' | b'E')) {
+        let v = m as f64 / POW10[fraction];
+        return Some((if neg { -v } else { v }, i));
+    }
+    while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+        i += 1;
+    }
+    let text = std::str::from_utf8(b.get(start..i)?).ok()?;
+    Some((text.parse::<f64>().ok()?, i))
+}
+
+/// Lays out a record body (see the module docs): the signature into
+/// `sig`, values into `slots[3..]` and `text`. `None` if it cannot.
+fn lay_out(body: &str, sig: &mut Vec<u8>, slots: &[Cell<f64>], text: &mut String) -> Option<()> {
+    let b = body.as_bytes();
+    sig.clear();
+    text.clear();
+    let mut n = 3usize;
+    // Offsets into the JavaScript string are UTF-16 units.
+    let mut units = 0usize;
+    let mut push_text = |text: &mut String, t: &str, n: &mut usize| -> Option<()> {
+        if *n + 2 > slots.len() {
+            return None;
+        }
+        let len = if t.is_ascii() {
+            t.len()
+        } else {
+            t.encode_utf16().count()
+        };
+        slots[*n].set(units as f64);
+        slots[*n + 1].set((units + len) as f64);
+        units += len;
+        *n += 2;
+        text.push_str(t);
+        Some(())
+    };
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let (end, _) = string_end(b, i)?;
+            sig.extend_from_slice(&b[i + 1..end - 1]);
+            sig.push(0);
+            i = skip_ws(b, end);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            let kind = match *b.get(i)? {
+                b'"' => {
+                    let (end, escaped) = string_end(b, i)?;
+                    if escaped {
+                        // Fails on a lone surrogate (not a Rust string).
+                        let s: String = serde_json::from_str(&body[i..end]).ok()?;
+                        push_text(text, &s, &mut n)?;
+                    } else {
+                        push_text(text, &body[i + 1..end - 1], &mut n)?;
+                    }
+                    i = end;
+                    b's'
+                }
+                b'-' | b'0'..=b'9' => {
+                    let (v, end) = number(b, i)?;
+                    slots.get(n)?.set(v);
+                    n += 1;
+                    i = end;
+                    b'n'
+                }
+                b't' if b[i..].starts_with(b"true") => {
+                    i += 4;
+                    b't'
+                }
+                b'f' if b[i..].starts_with(b"false") => {
+                    i += 5;
+                    b'f'
+                }
+                b'n' if b[i..].starts_with(b"null") => {
+                    i += 4;
+                    b'z'
+                }
+                b'{' | b'[' => {
+                    let end = nested_end(b, i)?;
+                    push_text(text, &body[i..end], &mut n)?;
+                    i = end;
+                    b'j'
+                }
+                _ => return None,
+            };
+            sig.push(kind);
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(b, i) == b.len()).then_some(())
+}
+
+const OK: sys::napi_status = sys::Status::napi_ok;
+
+/// Throws `Error` with the `[TIDELOG:<CODE>] ` message prefix index.js
+/// turns into a `TidelogError` subclass; returns the "no value" result.
+unsafe fn throw(env: sys::napi_env, code: &str, msg: &str) -> sys::napi_value {
+    let text = format!("[TIDELOG:{code}] {msg}").replace('\0', " ");
+    let text = CString::new(text).unwrap_or_default();
+    // SAFETY: `env` is the env of the running callback; `text` is a valid
+    // NUL-terminated string that outlives the call.
+    unsafe { sys::napi_throw_error(env, ptr::null(), text.as_ptr()) };
+    ptr::null_mut()
+}
+
+unsafe fn throw_db(env: sys::napi_env, e: tidelog::Error) -> sys::napi_value {
+    // SAFETY: as in `throw`.
+    unsafe { throw(env, code_of(e.kind()), &e.to_string()) }
+}
+
+/// The callback's arguments and its `Fast`.
+unsafe fn args<'a, const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> Option<([sys::napi_value; N], &'a Fast)> {
+    let mut argv = [ptr::null_mut(); N];
+    let mut argc = N;
+    let mut data = ptr::null_mut();
+    // SAFETY: `argv` has room for `argc` values; the out-pointers are valid.
+    let status = unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            ptr::null_mut(),
+            &mut data,
+        )
+    };
+    if status != OK || data.is_null() {
+        return None;
+    }
+    // SAFETY: every function made by `functions` has an `Rc<Fast>` leaked
+    // into its data, released only by its finalizer (after the function is
+    // unreachable, so never during a call). Missing arguments are
+    // `undefined`, which the conversions below reject.
+    Some((argv, unsafe { &*(data as *const Fast) }))
+}
+
+/// Reads a JavaScript string into `buf` as UTF-8 (lone surrogates become
+/// U+FFFD, as everywhere in Node-API). `None` if `v` is not a string.
+unsafe fn read_str(env: sys::napi_env, v: sys::napi_value, buf: &mut Vec<u8>) -> Option<&str> {
+    // Most arguments (table names, keys) fit the buffer's capacity, which
+    // makes this one call; the length query is only for longer text.
+    if buf.capacity() < 256 {
+        buf.reserve(256);
+    }
+    let mut len = 0usize;
+    for _ in 0..2 {
+        let cap = buf.capacity();
+        // SAFETY: `buf` has `cap` writable bytes; Node-API writes at most
+        // `cap - 1` bytes and a NUL, and stores the byte count in `len`.
+        let status = unsafe {
+            sys::napi_get_value_string_utf8(
+                env,
+                v,
+                buf.as_mut_ptr().cast::<c_char>(),
+                cap,
+                &mut len,
+            )
+        };
+        if status != OK {
+            return None;
+        }
+        // Node-API never splits a character when it truncates, so with
+        // fewer than 4 bytes to spare the text may have been cut.
+        if len + 4 < cap {
+            // SAFETY: Node-API wrote `len` initialised bytes.
+            unsafe { buf.set_len(len) };
+            return std::str::from_utf8(buf).ok();
+        }
+        // SAFETY: a null buffer asks for the length only.
+        let status =
+            unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) };
+        if status != OK {
+            return None;
+        }
+        buf.clear();
+        buf.reserve(len + 8);
+    }
+    None
+}
+
+/// A JavaScript string made from `text`: Latin-1 (a plain copy) when it is
+/// ASCII, which record JSON nearly always is, else UTF-8.
+unsafe fn js_string(env: sys::napi_env, text: &str) -> sys::napi_value {
+    let mut v = ptr::null_mut();
+    let p = text.as_ptr().cast::<c_char>();
+    // SAFETY: `p` points to `text.len()` valid bytes; ASCII is Latin-1.
+    let status = unsafe {
+        if text.is_ascii() {
+            sys::napi_create_string_latin1(env, p, text.len() as isize, &mut v)
+        } else {
+            sys::napi_create_string_utf8(env, p, text.len() as isize, &mut v)
+        }
+    };
+    if status != OK {
+        // SAFETY: as in `throw`.
+        return unsafe { throw(env, "STORAGE", "cannot create a JavaScript string") };
+    }
+    v
+}
+
+/// `get`'s result: `null`, a laid-out record's text (`slots[0]` its shape
+/// id) or the record's JSON text (`slots[0]` = -1).
+unsafe fn get_result(
+    env: sys::napi_env,
+    fast: &Fast,
+    found: tidelog::Result<Option<Record>>,
+) -> sys::napi_value {
+    match found {
+        Ok(Some(r)) => {
+            let (Ok(mut out), Ok(mut shapes)) =
+                (fast.out.try_borrow_mut(), fast.shapes.try_borrow_mut())
+            else {
+                // SAFETY: as in `throw`.
+                return unsafe { throw(env, "STORAGE", "reentrant get") };
+            };
+            let slots = fast.slots();
+            let shapes = &mut *shapes;
+            let id =
+                lay_out(r.body_json(), &mut shapes.sig, slots, &mut out).and_then(|()| shapes.id());
+            match id {
+                Some(id) => {
+                    slots[0].set(f64::from(id));
+                    slots[1].set(r.created_ms() as f64);
+                    slots[2].set(r.updated_ms() as f64);
+                }
+                None => {
+                    slots[0].set(-1.0);
+                    out.clear();
+                    push_record(&mut out, &r);
+                }
+            }
+            // SAFETY: `env` is the running callback's.
+            unsafe { js_string(env, &out) }
+        }
+        Ok(None) => {
+            let mut v = ptr::null_mut();
+            // SAFETY: valid out-pointer.
+            unsafe { sys::napi_get_null(env, &mut v) };
+            v
+        }
+        // SAFETY: as in `throw`.
+        Err(e) => unsafe { throw_db(env, e) },
+    }
+}
+
+/// `shape(id)`: `[["name","n"|"s"|"j"|"t"|"f"|"z"],...]` as JSON text.
+unsafe extern "C" fn shape(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node-API with a valid env and callback info.
+    let Some(([id], fast)) = (unsafe { args::<1>(env, info) }) else {
+        return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
+    };
+    let mut n = 0u32;
+    // SAFETY: valid out-pointer.
+    if unsafe { sys::napi_get_value_uint32(env, id, &mut n) } != OK {
+        return unsafe { throw(env, "INVALID_INPUT", "invalid shape id") };
+    }
+    let Ok(shapes) = fast.shapes.try_borrow() else {
+        return unsafe { throw(env, "STORAGE", "reentrant call") };
+    };
+    match shapes.describe(n) {
+        // SAFETY: `env` is the running callback's.
+        Some(text) => unsafe { js_string(env, &text) },
+        None => unsafe { throw(env, "INVALID_INPUT", "unknown shape id") },
+    }
+}
+
+/// `getInt(table, key)`: `key` a number holding a safe integer.
+unsafe extern "C" fn get_int(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node-API with a valid env and callback info.
+    let Some(([table, key], fast)) = (unsafe { args::<2>(env, info) }) else {
+        return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
+    };
+    let mut k = 0i64;
+    // SAFETY: valid out-pointer.
+    if unsafe { sys::napi_get_value_int64(env, key, &mut k) } != OK {
+        return unsafe { throw(env, "INVALID_INPUT", "invalid key: expected an integer") };
+    }
+    let Ok(mut arg) = fast.arg.try_borrow_mut() else {
+        return unsafe { throw(env, "STORAGE", "reentrant call") };
+    };
+    // SAFETY: `table` is an argument of this call.
+    let Some(name) = (unsafe { read_str(env, table, &mut arg) }) else {
+        return unsafe {
+            throw(
+                env,
+                "INVALID_INPUT",
+                "invalid table name: expected a string",
+            )
+        };
+    };
+    let found = fast.db.get(name, Key::Int(k));
+    drop(arg);
+    // SAFETY: `env` is the running callback's.
+    unsafe { get_result(env, fast, found) }
+}
+
+/// `getStr(table, key)`: `key` a string.
+unsafe extern "C" fn get_str(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node-API with a valid env and callback info.
+    let Some(([table, key], fast)) = (unsafe { args::<2>(env, info) }) else {
+        return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
+    };
+    let Ok(mut arg) = fast.arg.try_borrow_mut() else {
+        return unsafe { throw(env, "STORAGE", "reentrant call") };
+    };
+    // SAFETY: `key` is an argument of this call.
+    let Some(k) = (unsafe { read_str(env, key, &mut arg) }) else {
+        return unsafe { throw(env, "INVALID_INPUT", "invalid key: expected a string") };
+    };
+    let k = Key::Str(k.to_owned());
+    // SAFETY: `table` is an argument of this call.
+    let Some(name) = (unsafe { read_str(env, table, &mut arg) }) else {
+        return unsafe {
+            throw(
+                env,
+                "INVALID_INPUT",
+                "invalid table name: expected a string",
+            )
+        };
+    };
+    let found = fast.db.get(name, k);
+    drop(arg);
+    // SAFETY: `env` is the running callback's.
+    unsafe { get_result(env, fast, found) }
+}
+
+/// `upsert(table, json)`: returns `[seq, time]` for index.js to build
+/// the commit info (it knows the node id), or throws.
+unsafe extern "C" fn upsert(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node-API with a valid env and callback info.
+    let Some(([table, json], fast)) = (unsafe { args::<2>(env, info) }) else {
+        return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
+    };
+    let Ok(mut arg) = fast.arg.try_borrow_mut() else {
+        return unsafe { throw(env, "STORAGE", "reentrant call") };
+    };
+    // SAFETY: `json` is an argument of this call.
+    let Some(text) = (unsafe { read_str(env, json, &mut arg) }) else {
+        return unsafe { throw(env, "INVALID_INPUT", "a record must be JSON text") };
+    };
+    let record = match tidelog::record::parse_object(text) {
+        Ok(m) => serde_json::Value::Object(m),
+        Err(e) => return unsafe { throw_db(env, e) },
+    };
+    // SAFETY: `table` is an argument of this call.
+    let Some(name) = (unsafe { read_str(env, table, &mut arg) }) else {
+        return unsafe {
+            throw(
+                env,
+                "INVALID_INPUT",
+                "invalid table name: expected a string",
+            )
+        };
+    };
+    let c = match fast.db.upsert(name, record) {
+        Ok(c) => c,
+        Err(e) => return unsafe { throw_db(env, e) },
+    };
+    // SAFETY: `env` is the running callback's, on the JavaScript thread.
+    unsafe { owe_events_raw(&fast.listeners, env, name) };
+    drop(arg);
+    // SAFETY: `env` is the running callback's.
+    unsafe { commit_result(env, fast, c) }
+}
+
+/// `[seq, time]`, plus the stamp's node id (hex) when it is not this
+/// node's: index.js builds the commit info object from it, which is
+/// cheaper than building it here property by property.
+unsafe fn commit_result(
+    env: sys::napi_env,
+    fast: &Fast,
+    c: tidelog::CommitInfo,
+) -> sys::napi_value {
+    let foreign = c.stamp.node != fast.db.node_id();
+    let mut seq = ptr::null_mut();
+    let mut time = ptr::null_mut();
+    let mut arr = ptr::null_mut();
+    // SAFETY: valid out-pointers; the values live in this callback's scope.
+    unsafe {
+        if sys::napi_create_double(env, c.seq as f64, &mut seq) != OK
+            || sys::napi_create_bigint_uint64(env, c.stamp.time, &mut time) != OK
+            || sys::napi_create_array_with_length(env, 2 + usize::from(foreign), &mut arr) != OK
+            || sys::napi_set_element(env, arr, 0, seq) != OK
+            || sys::napi_set_element(env, arr, 1, time) != OK
+        {
+            return throw(env, "STORAGE", "cannot create the commit info");
+        }
+        if foreign {
+            let node = js_string(env, &crate::hex(c.stamp.node));
+            if node.is_null() || sys::napi_set_element(env, arr, 2, node) != OK {
+                return throw(env, "STORAGE", "cannot create the commit info");
+            }
+        }
+    }
+    arr
+}
+
+unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: `data` is the `Rc<Fast>` leaked for this function in
+    // `functions`; the finalizer runs once.
+    drop(unsafe { Rc::from_raw(data as *const Fast) });
+}
+
+fn fail(what: &str) -> napi::Error {
+    napi::Error::new(
+        napi::Status::GenericFailure,
+        format!("cannot set up the database's functions: {what}"),
+    )
+}
+
+/// `{ getInt, getStr, upsert, shape, slots }` bound to `db`.
+///
+/// # Safety
+/// `env` must be the env of a callback running on the JavaScript thread.
+pub(crate) unsafe fn functions(
+    env: sys::napi_env,
+    db: Database,
+    listeners: Slots,
+) -> napi::Result<sys::napi_value> {
+    let check = |s: sys::napi_status, what: &str| if s == OK { Ok(()) } else { Err(fail(what)) };
+    let mut buffer = ptr::null_mut();
+    let mut data = ptr::null_mut();
+    // SAFETY: valid out-pointers; V8 allocates zeroed, aligned memory.
+    check(
+        unsafe { sys::napi_create_arraybuffer(env, SLOTS * 8, &mut data, &mut buffer) },
+        "arraybuffer",
+    )?;
+    let mut slots_ref = ptr::null_mut();
+    // SAFETY: `buffer` is a live value of this scope.
+    check(
+        unsafe { sys::napi_create_reference(env, buffer, 1, &mut slots_ref) },
+        "reference",
+    )?;
+    let fast = Rc::new(Fast {
+        db,
+        listeners,
+        arg: RefCell::new(Vec::with_capacity(256)),
+        out: RefCell::new(String::with_capacity(256)),
+        shapes: RefCell::new(Shapes::default()),
+        slots: data as *const Cell<f64>,
+        slots_ref,
+        env,
+    });
+    let mut array = ptr::null_mut();
+    // SAFETY: `buffer` holds exactly `SLOTS` f64s.
+    check(
+        unsafe {
+            sys::napi_create_typedarray(
+                env,
+                sys::TypedarrayType::float64_array,
+                SLOTS,
+                buffer,
+                0,
+                &mut array,
+            )
+        },
+        "Float64Array",
+    )?;
+    let mut obj = ptr::null_mut();
+    // SAFETY: valid env and out-pointer.
+    check(unsafe { sys::napi_create_object(env, &mut obj) }, "object")?;
+    // SAFETY: `obj` and `array` are live values of this scope.
+    check(
+        unsafe { sys::napi_set_named_property(env, obj, c"slots".as_ptr(), array) },
+        "slots",
+    )?;
+    type Cb = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
+    let list: [(&std::ffi::CStr, Cb); 4] = [
+        (c"getInt", get_int),
+        (c"getStr", get_str),
+        (c"upsert", upsert),
+        (c"shape", shape),
+    ];
+    for (name, cb) in list {
+        let data = Rc::into_raw(fast.clone()) as *mut c_void;
+        let mut f = ptr::null_mut();
+        // SAFETY: `name` is NUL-terminated (NAPI_AUTO_LENGTH); `data` stays
+        // valid until the finalizer added below releases it.
+        let made =
+            unsafe { sys::napi_create_function(env, name.as_ptr(), -1, Some(cb), data, &mut f) };
+        if made != OK {
+            // SAFETY: `data` was leaked just above and never handed out.
+            drop(unsafe { Rc::from_raw(data as *const Fast) });
+            return Err(fail("function"));
+        }
+        // SAFETY: `f` is the function just made; `release` frees `data`
+        // once it is collected.
+        let added = unsafe {
+            sys::napi_add_finalizer(
+                env,
+                f,
+                data,
+                Some(release),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+        // Without a finalizer `data` leaks (the function may still be
+        // called until it is collected, so it cannot be freed here).
+        check(added, "finalizer")?;
+        // SAFETY: `obj` and `f` are live values of this scope.
+        check(
+            unsafe { sys::napi_set_named_property(env, obj, name.as_ptr(), f) },
+            "property",
+        )?;
+    }
+    Ok(obj)
+}
