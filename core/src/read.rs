@@ -251,8 +251,22 @@ impl Database {
 
     /// Log entries with sequence numbers from `from_seq` on, oldest first.
     pub fn read_log(&self, from_seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        self.read_log_bounded(from_seq, limit, usize::MAX)
+    }
+
+    /// [`Database::read_log`] that also stops once the entries read reach
+    /// `max_bytes` (encoded), always returning at least one entry if there
+    /// is one: a count alone would let a backlog of large transactions fill
+    /// memory.
+    pub(crate) fn read_log_bounded(
+        &self,
+        from_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>> {
         let store = self.store()?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let iter = store.range(
             Space::Log,
             Bound::Included(seq_key(from_seq).to_vec()),
@@ -260,7 +274,11 @@ impl Database {
             false,
         );
         for item in iter.take(limit) {
+            if bytes >= max_bytes && !out.is_empty() {
+                break;
+            }
             let (k, v) = item?;
+            bytes += v.len();
             let mut e = LogEntry::decode(&v)?;
             e.seq = seq_from_key(&k)?;
             out.push(e);
@@ -432,5 +450,33 @@ fn matches_bounds(v: Option<&Value>, lower: Bound<&Value>, upper: Bound<&Value>)
     match v {
         Value::Array(items) => items.iter().any(one),
         other => one(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Database, OpenOptions, TableOptions};
+    use serde_json::json;
+
+    #[test]
+    fn bounded_log_reads_stop_at_the_byte_budget_but_return_at_least_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), OpenOptions::new("n1")).unwrap();
+        db.create_table("t", TableOptions::default()).unwrap();
+        for i in 0..10 {
+            db.upsert("t", json!({"id": i, "pad": "x".repeat(200)}))
+                .unwrap();
+        }
+        let first = db.log_bounds().unwrap().first;
+        let all = db.read_log(first, usize::MAX).unwrap();
+        assert!(all.len() >= 10);
+        let one = db.read_log_bounded(first, usize::MAX, 0).unwrap();
+        assert_eq!(one, all[..1]);
+        // Each entry is over 200 bytes: a 450-byte budget is reached after
+        // the third entry at the latest, and never before the second.
+        let some = db.read_log_bounded(first, usize::MAX, 450).unwrap();
+        assert!((2..=3).contains(&some.len()), "{}", some.len());
+        assert_eq!(some, all[..some.len()]);
+        assert_eq!(db.read_log_bounded(first, 4, usize::MAX).unwrap(), all[..4]);
     }
 }

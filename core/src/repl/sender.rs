@@ -253,7 +253,8 @@ impl Sender {
                 .min(room)
                 .max(1) as usize;
             let (db, from) = (self.db.clone(), pos + 1);
-            let entries = blocking(move || db.read_log(from, limit)).await?;
+            let budget = self.frame_budget;
+            let entries = blocking(move || db.read_log_bounded(from, limit, budget)).await?;
             match entries.first() {
                 Some(e) if e.seq == pos + 1 => {}
                 _ => {
