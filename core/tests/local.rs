@@ -635,3 +635,42 @@ fn finds_stay_exact_for_integers_beyond_f64_precision() {
         .unwrap();
     assert_eq!(above.len(), 1);
 }
+
+/// A peer's record is stored as it arrived; JSON whitespace around the
+/// object must not cost it its contents on the way out.
+#[test]
+fn a_remote_record_with_surrounding_whitespace_reads_back_whole() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), engine);
+        for opts in [TableOptions::default(), TableOptions::default().index("v")] {
+            let table = if opts.indexes.is_empty() {
+                "plain"
+            } else {
+                "indexed"
+            };
+            db.create_table(table, opts).unwrap();
+            let now = hlc::wall_millis() << 16;
+            let txn = RemoteTxn {
+                stamp: Stamp { time: now, node: 7 },
+                writes: vec![LogWrite {
+                    table: table.into(),
+                    key: Key::Int(9),
+                    op: WriteOp::Put {
+                        json: " \n {\"id\": 9, \"v\": \"x\"} \t".into(),
+                        created: now,
+                    },
+                }],
+            };
+            let out = db.apply_remote(&[txn], None).unwrap();
+            assert!(
+                matches!(out[0], RemoteOutcome::Applied { applied: 1, .. }),
+                "{out:?}"
+            );
+            let r = db.get(table, 9).unwrap().unwrap();
+            let text: serde_json::Value = serde_json::from_str(&r.to_json_string()).unwrap();
+            assert_eq!(text["v"], "x", "{engine:?} {table}: {text}");
+            assert_eq!(text, r.to_value());
+        }
+    }
+}

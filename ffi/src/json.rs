@@ -329,47 +329,10 @@ fn push_stamp(out: &mut String, s: &Stamp) {
     );
 }
 
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits only.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
-}
-
-/// Appends a record as JSON text with `__createdtime__` and
-/// `__updatedtime__` first: the same text as `Record::to_json_string`,
-/// written straight into `out` without the formatting machinery (this is
-/// the hot path of every read through the C ABI).
-pub(crate) fn push_record(out: &mut String, r: &Record) {
-    let body = r.body_json();
-    let Some(rest) = body.strip_prefix('{') else {
-        out.push_str(&r.to_json_string());
-        return;
-    };
-    // Two times of at most 20 digits each plus their names: 78 bytes.
-    out.reserve(body.len() + 78);
-    out.push_str("{\"__createdtime__\":");
-    push_u64(out, r.created_ms());
-    out.push_str(",\"__updatedtime__\":");
-    push_u64(out, r.updated_ms());
-    if rest.trim_start() != "}" {
-        out.push(',');
-    }
-    out.push_str(rest);
-}
-
 /// One record as JSON text, with room for the C string's NUL.
 pub(crate) fn record(r: &Record) -> String {
     let mut out = String::with_capacity(r.body_json().len() + 80);
-    push_record(&mut out, r);
+    r.write_json(&mut out);
     out
 }
 
@@ -381,7 +344,7 @@ pub(crate) fn records(rs: &[Record]) -> String {
         if i > 0 {
             out.push(',');
         }
-        push_record(&mut out, r);
+        r.write_json(&mut out);
     }
     out.push(']');
     out
@@ -396,7 +359,7 @@ pub(crate) fn maybe_records(rs: &[Option<Record>]) -> String {
             out.push(',');
         }
         match r {
-            Some(r) => push_record(&mut out, r),
+            Some(r) => r.write_json(&mut out),
             None => out.push_str("null"),
         }
     }
@@ -420,7 +383,7 @@ pub(crate) fn event(e: &ChangeEvent) -> String {
         c.key.write_json(&mut out);
         out.push_str(",\"record\":");
         match &c.record {
-            Some(r) => push_record(&mut out, r),
+            Some(r) => r.write_json(&mut out),
             None => out.push_str("null"),
         }
         out.push('}');

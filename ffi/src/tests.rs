@@ -122,24 +122,3 @@ fn key_text_agrees_with_json() {
         assert_eq!(fast, slow, "{text:?}");
     }
 }
-
-/// The hand-written record JSON is byte for byte `Record::to_json_string`.
-#[test]
-fn record_json_matches_core() {
-    let dir = std::env::temp_dir().join(format!("tidelog-ffi-rec-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = tidelog_core::Database::open(&dir, tidelog_core::OpenOptions::new("n1")).unwrap();
-    db.create_table("t", Default::default()).unwrap();
-    db.upsert("t", serde_json::json!({"id": 1})).unwrap();
-    db.upsert(
-        "t",
-        serde_json::json!({"id": 2, "a": [1, {"b": "\u{0}x"}], "é": null}),
-    )
-    .unwrap();
-    for k in [1i64, 2] {
-        let r = db.get("t", k).unwrap().unwrap();
-        assert_eq!(crate::json::record(&r), r.to_json_string());
-    }
-    db.close().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-}

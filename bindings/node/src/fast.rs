@@ -35,7 +35,7 @@ use std::rc::Rc;
 use napi::sys;
 use tidelog::{Database, Key, Record};
 
-use crate::{code_of, owe_events_raw, push_record, Slots};
+use crate::{code_of, owe_events_raw, Slots};
 
 /// Numbers per laid-out record: shape id, the two times, then one per
 /// number and two (start, end) per string or nested value.
@@ -464,7 +464,7 @@ unsafe fn get_result(
                 None => {
                     slots[0].set(-1.0);
                     out.clear();
-                    push_record(&mut out, &r);
+                    r.write_json(&mut out);
                 }
             }
             // SAFETY: `env` is the running callback's.
@@ -502,6 +502,30 @@ unsafe extern "C" fn shape(env: sys::napi_env, info: sys::napi_callback_info) ->
     }
 }
 
+/// Reads a call's table-name argument; on failure throws and returns what
+/// the callback hands back to Node.
+///
+/// # Safety
+/// `env` is the running callback's and `v` one of its arguments.
+unsafe fn table_arg(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    buf: &mut Vec<u8>,
+) -> Result<&str, sys::napi_value> {
+    // SAFETY: the caller's contract.
+    match unsafe { read_str(env, v, buf) } {
+        Some(name) => Ok(name),
+        // SAFETY: the caller's contract.
+        None => Err(unsafe {
+            throw(
+                env,
+                "INVALID_INPUT",
+                "invalid table name: expected a string",
+            )
+        }),
+    }
+}
+
 /// `getInt(table, key)`: `key` a number holding a safe integer.
 unsafe extern "C" fn get_int(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
@@ -517,14 +541,9 @@ unsafe extern "C" fn get_int(env: sys::napi_env, info: sys::napi_callback_info) 
         return unsafe { throw(env, "STORAGE", "reentrant call") };
     };
     // SAFETY: `table` is an argument of this call.
-    let Some(name) = (unsafe { read_str(env, table, &mut arg) }) else {
-        return unsafe {
-            throw(
-                env,
-                "INVALID_INPUT",
-                "invalid table name: expected a string",
-            )
-        };
+    let name = match unsafe { table_arg(env, table, &mut arg) } {
+        Ok(name) => name,
+        Err(thrown) => return thrown,
     };
     let found = fast.db.get(name, Key::Int(k));
     drop(arg);
@@ -547,14 +566,9 @@ unsafe extern "C" fn get_str(env: sys::napi_env, info: sys::napi_callback_info) 
     };
     let k = Key::Str(k.to_owned());
     // SAFETY: `table` is an argument of this call.
-    let Some(name) = (unsafe { read_str(env, table, &mut arg) }) else {
-        return unsafe {
-            throw(
-                env,
-                "INVALID_INPUT",
-                "invalid table name: expected a string",
-            )
-        };
+    let name = match unsafe { table_arg(env, table, &mut arg) } {
+        Ok(name) => name,
+        Err(thrown) => return thrown,
     };
     let found = fast.db.get(name, k);
     drop(arg);
@@ -581,14 +595,9 @@ unsafe extern "C" fn upsert(env: sys::napi_env, info: sys::napi_callback_info) -
         Err(e) => return unsafe { throw_db(env, e) },
     };
     // SAFETY: `table` is an argument of this call.
-    let Some(name) = (unsafe { read_str(env, table, &mut arg) }) else {
-        return unsafe {
-            throw(
-                env,
-                "INVALID_INPUT",
-                "invalid table name: expected a string",
-            )
-        };
+    let name = match unsafe { table_arg(env, table, &mut arg) } {
+        Ok(name) => name,
+        Err(thrown) => return thrown,
     };
     let c = match fast.db.upsert(name, record) {
         Ok(c) => c,

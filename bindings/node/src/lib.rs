@@ -150,46 +150,6 @@ fn push_stamp(out: &mut String, s: &Stamp) {
     );
 }
 
-/// `Record::to_json_string` with one allocation instead of two (the hot
-/// path of `get`).
-fn record_text(r: &Record) -> String {
-    let mut out = String::with_capacity(r.body_json().len() + 56);
-    push_record(&mut out, r);
-    out
-}
-
-/// Appends a record's JSON text with `__createdtime__` / `__updatedtime__`
-/// first, as `Record::to_json_string` writes it.
-fn push_record(out: &mut String, r: &Record) {
-    let body = r.body_json();
-    out.push_str("{\"__createdtime__\":");
-    push_u64(out, r.created_ms());
-    out.push_str(",\"__updatedtime__\":");
-    push_u64(out, r.updated_ms());
-    let rest = body.strip_prefix('{').unwrap_or("}");
-    if rest.trim_start() != "}" {
-        out.push(',');
-    }
-    out.push_str(rest);
-}
-
-/// Decimal digits of `n`: `core::fmt` measured as a visible part of a
-/// record read (two numbers per record).
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
-}
-
 fn records_json(records: &[Record]) -> String {
     let mut out = String::with_capacity(2 + records.len() * 96);
     out.push('[');
@@ -197,7 +157,7 @@ fn records_json(records: &[Record]) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&record_text(r));
+        r.write_json(&mut out);
     }
     out.push(']');
     out
@@ -284,7 +244,7 @@ fn event_json(ev: &ChangeEvent) -> String {
         c.key.write_json(&mut out);
         out.push_str(",\"record\":");
         match &c.record {
-            Some(r) => out.push_str(&r.to_json_string()),
+            Some(r) => r.write_json(&mut out),
             None => out.push_str("null"),
         }
         out.push('}');
@@ -794,7 +754,7 @@ impl NativeDb {
     }
 
     fn get_key(&self, table: &str, key: Key) -> napi::Result<Option<String>> {
-        Ok(self.db.get(table, key).js()?.map(|r| record_text(&r)))
+        Ok(self.db.get(table, key).js()?.map(|r| r.to_json_string()))
     }
 
     /// JavaScript thread, after a local commit to `tables` (each once):
@@ -963,7 +923,7 @@ impl NativeDb {
                 out.push(',');
             }
             match r {
-                Some(r) => out.push_str(&r.to_json_string()),
+                Some(r) => r.write_json(&mut out),
                 None => out.push_str("null"),
             }
         }
