@@ -482,7 +482,7 @@ unsafe fn get_result(
 }
 
 /// `shape(id)`: `[["name","n"|"s"|"j"|"t"|"f"|"z"],...]` as JSON text.
-unsafe extern "C" fn shape(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+unsafe fn shape_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([id], fast)) = (unsafe { args::<1>(env, info) }) else {
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
@@ -527,7 +527,7 @@ unsafe fn table_arg(
 }
 
 /// `getInt(table, key)`: `key` a number holding a safe integer.
-unsafe extern "C" fn get_int(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+unsafe fn get_int_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([table, key], fast)) = (unsafe { args::<2>(env, info) }) else {
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
@@ -552,7 +552,7 @@ unsafe extern "C" fn get_int(env: sys::napi_env, info: sys::napi_callback_info) 
 }
 
 /// `getStr(table, key)`: `key` a string.
-unsafe extern "C" fn get_str(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+unsafe fn get_str_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([table, key], fast)) = (unsafe { args::<2>(env, info) }) else {
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
@@ -578,7 +578,7 @@ unsafe extern "C" fn get_str(env: sys::napi_env, info: sys::napi_callback_info) 
 
 /// `upsert(table, json)`: returns `[seq, time]` for index.js to build
 /// the commit info (it knows the node id), or throws.
-unsafe extern "C" fn upsert(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+unsafe fn upsert_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([table, json], fast)) = (unsafe { args::<2>(env, info) }) else {
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
@@ -640,6 +640,51 @@ unsafe fn commit_result(
         }
     }
     arr
+}
+
+/// Node-API entry points. An unwinding panic must not reach Node (it would
+/// abort the process, taking the app with it), so each body runs under
+/// `catch_unwind` and a panic becomes a thrown error.
+///
+/// # Safety
+/// `env` and `info` are the ones Node-API passed to this callback.
+unsafe fn guarded(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    body: unsafe fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value,
+) -> sys::napi_value {
+    // SAFETY: the caller's contract, handed on unchanged.
+    match std::panic::catch_unwind(|| unsafe { body(env, info) }) {
+        Ok(v) => v,
+        // SAFETY: `env` is the running callback's.
+        Err(_) => unsafe {
+            throw(
+                env,
+                "STORAGE",
+                "internal error (a bug in tidelog; please report it): the call was abandoned",
+            )
+        },
+    }
+}
+
+unsafe extern "C" fn shape(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node-API with this callback's env and info.
+    unsafe { guarded(env, info, shape_body) }
+}
+
+unsafe extern "C" fn get_int(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node-API with this callback's env and info.
+    unsafe { guarded(env, info, get_int_body) }
+}
+
+unsafe extern "C" fn get_str(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node-API with this callback's env and info.
+    unsafe { guarded(env, info, get_str_body) }
+}
+
+unsafe extern "C" fn upsert(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: called by Node-API with this callback's env and info.
+    unsafe { guarded(env, info, upsert_body) }
 }
 
 unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {

@@ -276,10 +276,10 @@ pub struct TableStatus {
     pub publish: bool,
     pub subscribe: bool,
     /// What this instance receives: "idle", "syncing", "streaming" or
-    /// "refused: <reason>".
+    /// `"refused: <reason>"`.
     pub inbound: String,
     /// What this instance sends: "idle", "syncing", "streaming" or
-    /// "refused: <reason>".
+    /// `"refused: <reason>"`.
     pub outbound: String,
 }
 
