@@ -240,14 +240,7 @@ fn event_json(ev: &ChangeEvent) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str("{\"key\":");
-        c.key.write_json(&mut out);
-        out.push_str(",\"record\":");
-        match &c.record {
-            Some(r) => r.write_json(&mut out),
-            None => out.push_str("null"),
-        }
-        out.push('}');
+        c.write_json(&mut out);
     }
     out.push_str("]}");
     out
