@@ -3,8 +3,11 @@
 //! every incoming record checked before anything of its transaction is
 //! staged.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
+use crate::catalog::TableDef;
 use crate::codec::Stamp;
 use crate::db::{cursor_key, row_key, Database};
 use crate::error::{Error, Result};
@@ -77,8 +80,8 @@ impl Database {
             }
             // Checked before anything of the transaction is staged, so a bad
             // write refuses its whole transaction and nothing else.
-            let parsed = match self.check_remote_puts(&t.writes) {
-                Ok(p) => p,
+            let checked = match self.check_remote_writes(&t.writes) {
+                Ok(c) => c,
                 Err(e) => {
                     outcomes.push(RemoteOutcome::Refused(e));
                     continue;
@@ -93,17 +96,17 @@ impl Database {
                 if !last[i] {
                     continue;
                 }
-                let Ok(def) = self.table(&wr.table) else {
+                let Some(Checked { def, obj }) = &checked[i] else {
                     missing_table += 1;
                     continue;
                 };
-                let rk = row_key(&def, &wr.key);
+                let rk = row_key(def, &wr.key);
                 let old = ctx.current(&rk)?;
                 if old.as_ref().is_some_and(|o| o.header.stamp >= t.stamp) {
                     superseded += 1;
                     continue;
                 }
-                ctx.write(&def, rk, &wr.key, old, t.stamp, &wr.op, parsed[i].as_ref())?;
+                ctx.write(def, rk, &wr.key, old, t.stamp, &wr.op, obj.as_ref())?;
                 applied.push(wr);
             }
             let applied_count = applied.len();
@@ -159,19 +162,20 @@ impl Database {
     /// object within `max_record_bytes` whose primary-key attribute is the
     /// key it is filed under. Anything else would be stored verbatim and
     /// break later reads, updates and index maintenance of that record.
-    /// Returns the parsed records (by write position) where index upkeep
-    /// needs them.
-    fn check_remote_puts(&self, writes: &[LogWrite]) -> Result<Vec<Option<Map<String, Value>>>> {
+    /// Returns, by write position, the table each write goes to (`None`
+    /// where this node has no such table), looked up once so that the
+    /// write is applied against the same definition it was checked with.
+    fn check_remote_writes(&self, writes: &[LogWrite]) -> Result<Vec<Option<Checked>>> {
         let limit = self.shared.opts.max_record_bytes;
-        let mut parsed = Vec::with_capacity(writes.len());
+        let mut checked = Vec::with_capacity(writes.len());
         for w in writes {
-            let WriteOp::Put { json, .. } = &w.op else {
-                parsed.push(None);
-                continue;
-            };
             let Ok(def) = self.table(&w.table) else {
-                parsed.push(None);
+                checked.push(None);
                 continue; // counted as a missing table by the caller
+            };
+            let WriteOp::Put { json, .. } = &w.op else {
+                checked.push(Some(Checked { def, obj: None }));
+                continue;
             };
             if json.len() > limit {
                 return Err(Error::RecordTooLarge {
@@ -194,10 +198,18 @@ impl Database {
                     found: format!("{key}, but the write is for key {}", w.key),
                 });
             }
-            parsed.push(obj);
+            checked.push(Some(Checked { def, obj }));
         }
-        Ok(parsed)
+        Ok(checked)
     }
+}
+
+/// A remote write that passed the checks, with what applying it needs.
+struct Checked {
+    def: Arc<TableDef>,
+    /// The parsed record, where index upkeep needs it (a put to a table
+    /// with indexes).
+    obj: Option<Map<String, Value>>,
 }
 
 /// A transaction's effect on a record is its last write to it; applying
