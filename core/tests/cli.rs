@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cli_common::*;
-use repl_common::{fast, wait_until};
+use repl_common::{fast, raise_alert_with_window, wait_until};
 use serde_json::json;
 use tidelog::*;
 
@@ -139,22 +139,7 @@ fn certs_then_serve_edge_dials_thresholds_down_alerts_up_clean_stop_and_restart(
     );
 
     // Readings stay local; an alert carrying a window of them goes up.
-    for i in 0..50 {
-        edge.upsert("sensor_data", json!({"id": i, "sensor": "s1", "value": i}))
-            .unwrap();
-    }
-    let window: Vec<serde_json::Value> = edge
-        .find_eq("sensor_data", "sensor", &json!("s1"))
-        .unwrap()
-        .iter()
-        .map(|r| r.to_value())
-        .collect();
-    let a1 = edge
-        .insert(
-            "alerts",
-            json!({"id": "a1", "reading": 49, "window": window}),
-        )
-        .unwrap();
+    let a1 = raise_alert_with_window(&edge, 50, "a1");
     edge.wait_for_ack("cloud", a1.seq, T).unwrap();
 
     // The status lines say what is going on.

@@ -93,22 +93,7 @@ fn edge_cloud_scenario_thresholds_down_alerts_up_sensor_data_stays() {
         edge.get("thresholds", "s1").unwrap().unwrap().to_value()["max"] == json!(55)
     });
     // Readings stay local; alerts go up.
-    for i in 0..100 {
-        edge.upsert("sensor_data", json!({"id": i, "sensor": "s1", "value": i}))
-            .unwrap();
-    }
-    let window: Vec<serde_json::Value> = edge
-        .find_eq("sensor_data", "sensor", &json!("s1"))
-        .unwrap()
-        .iter()
-        .map(|r| r.to_value())
-        .collect();
-    let info = edge
-        .insert(
-            "alerts",
-            json!({"id": "a1", "reading": 99, "window": window}),
-        )
-        .unwrap();
+    let info = raise_alert_with_window(edge, 100, "a1");
     wait_until("alert on cloud", T, || {
         cloud.get("alerts", "a1").ok().flatten().is_some()
     });

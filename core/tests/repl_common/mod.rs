@@ -125,3 +125,27 @@ impl DupWatch {
         self.seen.lock().unwrap().1.clone()
     }
 }
+
+/// The edge app's job in SPEC §1: `readings` readings of sensor `s1` go
+/// into the local `sensor_data` table, then alert `id` is raised carrying
+/// the last reading and that window of readings.
+pub fn raise_alert_with_window(edge: &Database, readings: i64, id: &str) -> CommitInfo {
+    for i in 0..readings {
+        edge.upsert(
+            "sensor_data",
+            serde_json::json!({"id": i, "sensor": "s1", "value": i}),
+        )
+        .unwrap();
+    }
+    let window: Vec<serde_json::Value> = edge
+        .find_eq("sensor_data", "sensor", &serde_json::json!("s1"))
+        .unwrap()
+        .iter()
+        .map(|r| r.to_value())
+        .collect();
+    edge.insert(
+        "alerts",
+        serde_json::json!({"id": id, "reading": readings - 1, "window": window}),
+    )
+    .unwrap()
+}
