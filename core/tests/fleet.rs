@@ -383,11 +383,13 @@ fn a_delivery_receipt_resolves_only_once_the_cloud_has_the_alert_across_restarts
         .expect("acknowledgement persisted");
 }
 
-#[test]
-fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() {
-    let pki = Pki::new(&["cloud", "edge-1"]);
-    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let cloud = open_node(dc.path(), "cloud");
+/// Changes as they arrived on a cloud: (table, key), in arrival order.
+type Arrivals = std::sync::Arc<std::sync::Mutex<Vec<(String, Key)>>>;
+
+/// A cloud on 127.0.0.1 that subscribes to `bulk` and `alerts` from
+/// `edge-1` and records the order in which their changes arrive.
+fn cloud_recording_arrivals(dir: &std::path::Path, pki: &Pki) -> (Database, String, Arrivals) {
+    let cloud = open_node(dir, "cloud");
     cloud.start_replication(pki.options("cloud")).unwrap();
     let addr = cloud.listen("127.0.0.1:0").unwrap().to_string();
     cloud
@@ -397,8 +399,7 @@ fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() 
                 .table(TableFlow::subscribe("alerts")),
         )
         .unwrap();
-    // The cloud records the order in which changes arrive.
-    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let arrivals = Arrivals::default();
     for t in ["bulk", "alerts"] {
         let a = arrivals.clone();
         cloud
@@ -410,6 +411,14 @@ fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() 
             })
             .unwrap();
     }
+    (cloud, addr, arrivals)
+}
+
+#[test]
+fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_cloud, addr, arrivals) = cloud_recording_arrivals(dc.path(), &pki);
     // The edge builds a backlog offline: bulk first, alerts last.
     let edge = open_node(de.path(), "edge-1");
     edge.create_table("bulk", TableOptions::default()).unwrap();
@@ -456,28 +465,7 @@ fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() 
 fn a_higher_priority_backlog_in_the_log_goes_out_first() {
     let pki = Pki::new(&["cloud", "edge-1"]);
     let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let cloud = open_node(dc.path(), "cloud");
-    cloud.start_replication(pki.options("cloud")).unwrap();
-    let addr = cloud.listen("127.0.0.1:0").unwrap().to_string();
-    cloud
-        .add_peer(
-            PeerConfig::new("edge-1")
-                .table(TableFlow::subscribe("bulk"))
-                .table(TableFlow::subscribe("alerts")),
-        )
-        .unwrap();
-    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    for t in ["bulk", "alerts"] {
-        let a = arrivals.clone();
-        cloud
-            .on_change(t, move |e: &ChangeEvent| {
-                let mut g = a.lock().unwrap();
-                for c in &e.changes {
-                    g.push((e.table.clone(), c.key.clone()));
-                }
-            })
-            .unwrap();
-    }
+    let (_cloud, addr, arrivals) = cloud_recording_arrivals(dc.path(), &pki);
     let start_edge = || {
         let edge = open_node(de.path(), "edge-1");
         edge.ensure_table("bulk", TableOptions::default()).unwrap();
