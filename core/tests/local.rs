@@ -674,3 +674,48 @@ fn a_remote_record_with_surrounding_whitespace_reads_back_whole() {
         }
     }
 }
+
+/// A double sent as JSON text is stored as the same double: the text
+/// JavaScript's JSON.stringify prints for it must parse back to it
+/// exactly (serde_json's `float_roundtrip`). The stored text is checked
+/// with Rust's own correctly rounded conversion: reading it back through
+/// serde_json could round wrong a second time and hide the first error
+/// (without the feature, 123456789012345680000 was stored one bit low).
+#[test]
+fn doubles_in_json_text_are_stored_bit_for_bit() {
+    let texts = [
+        "123456789012345680000",
+        "0.30000000000000004",
+        "5e-324",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e+308",
+        "9007199254740993",
+        "-0.00012345678901234567",
+        "1e+21",
+        "7.291122019556398e-304",
+    ];
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), engine);
+        db.create_table("d", TableOptions::default()).unwrap();
+        for (i, text) in texts.iter().enumerate() {
+            let want: f64 = text.parse().unwrap();
+            let json = format!("{{\"id\":{i},\"x\":{text}}}");
+            let record = tidelog::record::parse_object(&json).unwrap();
+            db.upsert("d", serde_json::Value::Object(record)).unwrap();
+            let got = db.get("d", i as i64).unwrap().unwrap();
+            let body = got.body_json();
+            let stored = body
+                .split("\"x\":")
+                .nth(1)
+                .and_then(|rest| rest.split(['}', ',']).next())
+                .unwrap_or_else(|| panic!("no x in {body}"));
+            let back: f64 = stored.parse().unwrap();
+            assert_eq!(
+                back.to_bits(),
+                want.to_bits(),
+                "{engine:?}: {text} was stored as {stored}"
+            );
+        }
+    }
+}

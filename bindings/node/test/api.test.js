@@ -566,6 +566,27 @@ describe('get builds the same object as JSON.parse of the record', () => {
     }
   });
 
+  test('numbers of every length read back as JSON.parse reads them', () => {
+    let seed = 11;
+    const rnd = (n) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const digitsOf = (n) => Array.from({ length: n }, (_, k) => (k === 0 ? 1 + rnd(9) : rnd(10))).join('');
+    const numbers = [0, -0, 1, -1, 0.5, 1e21, 1e-7, 123456789012345680000, 2 ** 53, -(2 ** 53) - 2, 0.1 + 0.2];
+    for (let n = 1; n <= 20; n++) {
+      for (let f = 0; f <= 18; f += 3) {
+        const text = f ? `${digitsOf(n)}.${digitsOf(f)}` : digitsOf(n);
+        numbers.push(Number(text), -Number(text), Number(`0.${'0'.repeat(rnd(4))}${digitsOf(n)}`));
+      }
+    }
+    numbers.forEach((x, i) => {
+      db.upsert('t', { id: 20000 + i, x, s: 'after', y: x / 3 });
+      const got = same('t', 20000 + i);
+      assert.ok(Object.is(got.x, JSON.parse(JSON.stringify(x))), `${x}`);
+    });
+  });
+
   test('upsert returns the commit info; bad arguments are still typed errors', () => {
     const c = db.upsert('t', { id: 5000 });
     assert.equal(typeof c.seq, 'number');
