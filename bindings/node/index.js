@@ -317,12 +317,17 @@ class Database {
   #n;
   #listeners = new Map();
   // Raw Node-API functions for the per-record hot paths (src/fast.rs).
+  #tableId;
   #getInt;
   #getStr;
   #upsert;
   #shape;
   #slots;
   #decoders = [];
+  // Table names → the small ids the raw functions take (see #tableIdOf).
+  #tableIds = new Map();
+  #lastTable;
+  #lastTableId = -1;
   #nodeId;
 
   /**
@@ -341,6 +346,7 @@ class Database {
     try {
       this.#n = native.NativeDb.open(dir, o);
       const fast = this.#n._fast();
+      this.#tableId = fast.tableId;
       this.#getInt = fast.getInt;
       this.#getStr = fast.getStr;
       this.#upsert = fast.upsert;
@@ -470,11 +476,15 @@ class Database {
     const json = recordJson(record);
     let c;
     try {
-      c = typeof table === 'string' ? this.#upsert(table, json) : this.#n.upsert(table, json);
+      const t = typeof table === 'string' ? this.#tableIdOf(table) : -1;
+      c = t >= 0 ? this.#upsert(t, json) : this.#n.upsert(table, json);
     } catch (e) {
       throw toError(e);
     }
-    return Array.isArray(c) ? { seq: c[0], time: c[1], node: c.length > 2 ? c[2] : this.#nodeId } : c;
+    // The fast path returns the time, with the sequence number in slots[0]
+    // (src/fast.rs, commit_result); other paths a finished object.
+    if (typeof c === 'bigint') return { seq: this.#slots[0], time: c, node: this.#nodeId };
+    return Array.isArray(c) ? { seq: c[0], time: c[1], node: c[2] } : c;
   }
 
   update(table, patch) {
@@ -582,9 +592,10 @@ class Database {
     try {
       // Raw entry points for the common key types (src/fast.rs); the
       // rest (bigints, bad arguments) through the napi-rs method.
-      if (typeof table === 'string') {
-        if (typeof key === 'number' && Number.isSafeInteger(key)) s = this.#getInt(table, key);
-        else if (typeof key === 'string' && key.isWellFormed()) s = this.#getStr(table, key);
+      const t = typeof table === 'string' ? this.#tableIdOf(table) : -1;
+      if (t >= 0) {
+        if (typeof key === 'number' && Number.isSafeInteger(key)) s = this.#getInt(t, key);
+        else if (typeof key === 'string' && key.isWellFormed()) s = this.#getStr(t, key);
       }
       if (s === undefined) {
         s = this.#n.get(table, checkKey(key));
@@ -598,6 +609,25 @@ class Database {
     const shape = slots[0];
     if (shape < 0) return JSON.parse(s);
     return (this.#decoders[shape] || this.#decoder(shape))(slots, s);
+  }
+
+  /**
+   * The id the raw functions know the table `name` by (src/fast.rs), or -1
+   * once the database has given ids to its limit of names (1024): calls
+   * then take the general path. Reading a small number is much cheaper for
+   * the native side than reading a name; a program nearly always names the
+   * same table many times in a row, hence the one-entry cache in front.
+   */
+  #tableIdOf(name) {
+    if (name === this.#lastTable) return this.#lastTableId;
+    let id = this.#tableIds.get(name);
+    if (id === undefined) {
+      id = this.#tableId(name);
+      if (id >= 0) this.#tableIds.set(name, id);
+    }
+    this.#lastTable = name;
+    this.#lastTableId = id;
+    return id;
   }
 
   /**

@@ -587,6 +587,18 @@ describe('get builds the same object as JSON.parse of the record', () => {
     });
   });
 
+  test('more table names than get ids still work (the general path)', () => {
+    for (let i = 0; i < 1100; i++) {
+      throwsCode(() => db.get(`no_such_table_${i}`, 1), NotFoundError, 'NOT_FOUND');
+    }
+    db.createTable('named_late');
+    const c = db.upsert('named_late', { id: 1, v: 'x' });
+    assert.equal(typeof c.time, 'bigint');
+    assert.equal(db.get('named_late', 1).v, 'x');
+    assert.equal(db.get('named_late', 2), null);
+    throwsCode(() => db.get('no_such_table_0', 1), NotFoundError, 'NOT_FOUND');
+  });
+
   test('upsert returns the commit info; bad arguments are still typed errors', () => {
     const c = db.upsert('t', { id: 5000 });
     assert.equal(typeof c.seq, 'number');
