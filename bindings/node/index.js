@@ -871,8 +871,12 @@ class Database {
 
   // ---- measurement hooks for bench/bench.js (not public API)
 
-  _rustBaseline(table, n) {
-    return this.#n._rustBaseline(table, n);
+  _rustUpserts(table, from, to) {
+    return this.#n._rustUpserts(table, from, to);
+  }
+
+  _rustGets(table, from, to, parse) {
+    return this.#n._rustGets(table, from, to, parse);
   }
 
   _upsertValue(table, record) {

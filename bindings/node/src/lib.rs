@@ -422,14 +422,6 @@ impl From<PeerStatus> for PeerStatusObj {
 }
 
 #[napi(object, object_from_js = false)]
-pub struct BaselineObj {
-    pub upserts_per_sec: f64,
-    pub gets_per_sec: f64,
-    /// Gets that also turn the record into a `serde_json::Value`.
-    pub get_values_per_sec: f64,
-}
-
-#[napi(object, object_from_js = false)]
 pub struct NodeCertObj {
     pub name: String,
     pub cert: String,
@@ -1119,13 +1111,13 @@ impl NativeDb {
 
     // ---- measurement helpers (not public API)
 
-    /// The benchmark's loop in Rust on this same database: `n` upserts of
-    /// the benchmark record shape into `table`, then `n` point gets.
-    #[napi(js_name = "_rustBaseline")]
-    pub fn rust_baseline(&self, table: String, n: u32) -> napi::Result<BaselineObj> {
-        let n = i64::from(n);
+    /// The benchmark's upsert loop in Rust on this same database: records
+    /// `from..to` of the benchmark's shape into `table`, each built inside
+    /// the loop as a JavaScript loop builds its object. Returns seconds.
+    #[napi(js_name = "_rustUpserts")]
+    pub fn rust_upserts(&self, table: String, from: u32, to: u32) -> napi::Result<f64> {
         let t0 = Instant::now();
-        for i in 0..n {
+        for i in i64::from(from)..i64::from(to) {
             let rec = serde_json::json!({
                 "id": i,
                 "sensor": format!("s-{}", i % 100),
@@ -1134,29 +1126,31 @@ impl NativeDb {
             });
             self.db.upsert(&table, rec).js()?;
         }
-        let up = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let mut bytes = 0usize;
-        for i in 0..n {
-            if let Some(r) = self.db.get(&table, i).js()? {
-                bytes += r.body_json().len();
-            }
-        }
-        let get = t1.elapsed().as_secs_f64();
-        let t2 = Instant::now();
+        Ok(t0.elapsed().as_secs_f64())
+    }
+
+    /// The benchmark's point-get loop in Rust: keys `from..to` of `table`,
+    /// each record as the Rust API returns it (its JSON text, unparsed),
+    /// or, with `parse`, also turned into a `serde_json::Value`. Returns
+    /// seconds; fails if a record is missing.
+    #[napi(js_name = "_rustGets")]
+    pub fn rust_gets(&self, table: String, from: u32, to: u32, parse: bool) -> napi::Result<f64> {
+        let t0 = Instant::now();
         let mut sum = 0.0;
-        for i in 0..n {
-            if let Some(r) = self.db.get(&table, i).js()? {
-                sum += r.to_value()["value"].as_f64().unwrap_or(0.0);
-            }
+        for i in i64::from(from)..i64::from(to) {
+            let Some(r) = self.db.get(&table, i).js()? else {
+                return Err(napi::Error::from_reason(format!(
+                    "no record {i} in {table}"
+                )));
+            };
+            sum += if parse {
+                r.to_value()["value"].as_f64().unwrap_or(0.0)
+            } else {
+                r.body_json().len() as f64
+            };
         }
-        let get_value = t2.elapsed().as_secs_f64();
-        std::hint::black_box((bytes, sum));
-        Ok(BaselineObj {
-            upserts_per_sec: n as f64 / up,
-            gets_per_sec: n as f64 / get,
-            get_values_per_sec: n as f64 / get_value,
-        })
+        std::hint::black_box(sum);
+        Ok(t0.elapsed().as_secs_f64())
     }
 
     /// Upsert taking a JS object converted field by field (napi serde-json),
