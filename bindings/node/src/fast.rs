@@ -517,21 +517,27 @@ unsafe fn shape_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::
     }
 }
 
-/// The table a call names by id (see `table_id_body`); on failure throws
-/// and returns what the callback hands back to Node.
+/// Runs `f` with the name of the table a call names by id (see
+/// `table_id_body`); if there is none, throws and returns what the callback
+/// hands back to Node.
 ///
 /// # Safety
-/// `env` is the running callback's and `v` one of its arguments.
-unsafe fn table_of(
+/// `env` is the running callback's and `table` one of its arguments.
+unsafe fn in_table<T>(
     env: sys::napi_env,
-    v: sys::napi_value,
-    tables: &[Box<str>],
-) -> Result<&str, sys::napi_value> {
+    fast: &Fast,
+    table: sys::napi_value,
+    f: impl FnOnce(&str) -> T,
+) -> Result<T, sys::napi_value> {
+    let Ok(tables) = fast.tables.try_borrow() else {
+        // SAFETY: the caller's contract.
+        return Err(unsafe { throw(env, "STORAGE", "reentrant call") });
+    };
     let mut id = 0u32;
     // SAFETY: the caller's contract; valid out-pointer.
-    let read = unsafe { sys::napi_get_value_uint32(env, v, &mut id) } == OK;
+    let read = unsafe { sys::napi_get_value_uint32(env, table, &mut id) } == OK;
     match tables.get(id as usize) {
-        Some(name) if read => Ok(name),
+        Some(name) if read => Ok(f(name)),
         // SAFETY: the caller's contract.
         _ => Err(unsafe { throw(env, "INVALID_INPUT", "invalid table id") }),
     }
@@ -586,18 +592,12 @@ unsafe fn get_int_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys
     if unsafe { sys::napi_get_value_int64(env, key, &mut k) } != OK {
         return unsafe { throw(env, "INVALID_INPUT", "invalid key: expected an integer") };
     }
-    let Ok(tables) = fast.tables.try_borrow() else {
-        return unsafe { throw(env, "STORAGE", "reentrant call") };
-    };
     // SAFETY: `table` is an argument of this call.
-    let name = match unsafe { table_of(env, table, &tables) } {
-        Ok(name) => name,
-        Err(thrown) => return thrown,
-    };
-    let found = fast.db.get(name, Key::Int(k));
-    drop(tables);
-    // SAFETY: `env` is the running callback's.
-    unsafe { get_result(env, fast, found) }
+    match unsafe { in_table(env, fast, table, |name| fast.db.get(name, Key::Int(k))) } {
+        // SAFETY: `env` is the running callback's.
+        Ok(found) => unsafe { get_result(env, fast, found) },
+        Err(thrown) => thrown,
+    }
 }
 
 /// `getStr(tableId, key)`: `key` a string.
@@ -615,18 +615,12 @@ unsafe fn get_str_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys
     };
     let k = Key::Str(k.to_owned());
     drop(arg);
-    let Ok(tables) = fast.tables.try_borrow() else {
-        return unsafe { throw(env, "STORAGE", "reentrant call") };
-    };
     // SAFETY: `table` is an argument of this call.
-    let name = match unsafe { table_of(env, table, &tables) } {
-        Ok(name) => name,
-        Err(thrown) => return thrown,
-    };
-    let found = fast.db.get(name, k);
-    drop(tables);
-    // SAFETY: `env` is the running callback's.
-    unsafe { get_result(env, fast, found) }
+    match unsafe { in_table(env, fast, table, |name| fast.db.get(name, k)) } {
+        // SAFETY: `env` is the running callback's.
+        Ok(found) => unsafe { get_result(env, fast, found) },
+        Err(thrown) => thrown,
+    }
 }
 
 /// `upsert(tableId, json)`: returns what index.js builds the commit info
@@ -648,23 +642,19 @@ unsafe fn upsert_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys:
         Err(e) => return unsafe { throw_db(env, e) },
     };
     drop(arg);
-    let Ok(tables) = fast.tables.try_borrow() else {
-        return unsafe { throw(env, "STORAGE", "reentrant call") };
+    let upserted = |name: &str| {
+        let c = fast.db.upsert(name, record)?;
+        // SAFETY: `env` is the running callback's, on the JavaScript thread.
+        unsafe { owe_events_raw(&fast.listeners, env, name) };
+        Ok(c)
     };
-    // SAFETY: `table` is an argument of this call.
-    let name = match unsafe { table_of(env, table, &tables) } {
-        Ok(name) => name,
-        Err(thrown) => return thrown,
-    };
-    let c = match fast.db.upsert(name, record) {
-        Ok(c) => c,
-        Err(e) => return unsafe { throw_db(env, e) },
-    };
-    // SAFETY: `env` is the running callback's, on the JavaScript thread.
-    unsafe { owe_events_raw(&fast.listeners, env, name) };
-    drop(tables);
-    // SAFETY: `env` is the running callback's.
-    unsafe { commit_result(env, fast, c) }
+    // SAFETY: `table` is an argument of this call; `env` is the running
+    // callback's.
+    match unsafe { in_table(env, fast, table, upserted) } {
+        Ok(Ok(c)) => unsafe { commit_result(env, fast, c) },
+        Ok(Err(e)) => unsafe { throw_db(env, e) },
+        Err(thrown) => thrown,
+    }
 }
 
 /// The commit's time as a BigInt, with its sequence number in `slots[0]`
