@@ -8,15 +8,15 @@
 //! for the six-attribute benchmark record; see bench/bench.js). Together
 //! they held Node's gets at half the Rust API's rate.
 //!
-//! So a get hands a record to index.js "laid out" when it can: the
-//! attribute names and value types (the record's shape) get a small id,
-//! numbers go into a shared `Float64Array` (`slots`), and string values
-//! (and nested objects and arrays, as JSON text) are concatenated into
-//! one JavaScript string. index.js builds the object with a function it
-//! generates once per shape (an object literal: no parsing). A record
-//! that cannot be laid out (more values than slots, too many shapes, a
-//! string with a lone surrogate, anything unexpected) comes back as JSON
-//! text, as before.
+//! So a get hands a record to index.js "laid out" when it can (see
+//! layout.rs): the attribute names and value types (the record's shape)
+//! get a small id, numbers go into a shared `Float64Array` (`slots`), and
+//! string values (and nested objects and arrays, as JSON text) are
+//! concatenated into one JavaScript string. index.js builds the object
+//! with a function it generates once per shape (an object literal: no
+//! parsing). A record that cannot be laid out (more values than slots,
+//! too many shapes, a string with a lone surrogate, anything unexpected)
+//! comes back as JSON text, as before.
 //!
 //! Calls name their table by a small id that `tableId(name)` hands out
 //! once per name (index.js keeps the map): reading a number costs the
@@ -31,7 +31,6 @@
 //! never borrowed twice.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
 use std::rc::Rc;
@@ -39,14 +38,9 @@ use std::rc::Rc;
 use napi::sys;
 use tidelog::{Database, Key, Record};
 
+use crate::layout::{Shapes, SLOTS};
 use crate::{code_of, owe_events_raw, Slots};
 
-/// Numbers per laid-out record: shape id, the two times, then one per
-/// number and two (start, end) per string or nested value.
-const SLOTS: usize = 256;
-/// Shapes per database; records of further shapes come back as JSON text
-/// (each shape costs index.js one generated function).
-const MAX_SHAPES: usize = 512;
 /// Table names per database that calls may name by a small id (see
 /// `table_id_body`); further names take index.js's general path.
 const MAX_TABLE_IDS: usize = 1024;
@@ -88,256 +82,6 @@ impl Fast {
         // only reads them between calls (same thread).
         unsafe { std::slice::from_raw_parts(self.slots, SLOTS) }
     }
-}
-
-/// Shape signatures (each attribute's raw JSON name, a 0 byte, a type
-/// byte) and their ids.
-#[derive(Default)]
-struct Shapes {
-    ids: HashMap<Box<[u8]>, u32>,
-    list: Vec<Box<[u8]>>,
-    /// The last shape seen: consecutive reads are nearly always the same.
-    last: Option<(Box<[u8]>, u32)>,
-    sig: Vec<u8>,
-}
-
-impl Shapes {
-    /// The id of the signature in `self.sig`, registering it if new.
-    fn id(&mut self) -> Option<u32> {
-        if let Some((sig, id)) = &self.last {
-            if **sig == *self.sig {
-                return Some(*id);
-            }
-        }
-        let id = match self.ids.get(self.sig.as_slice()) {
-            Some(id) => *id,
-            None if self.list.len() < MAX_SHAPES => {
-                let id = self.list.len() as u32;
-                let sig: Box<[u8]> = self.sig.as_slice().into();
-                self.list.push(sig.clone());
-                self.ids.insert(sig, id);
-                id
-            }
-            None => return None,
-        };
-        self.last = Some((self.sig.as_slice().into(), id));
-        Some(id)
-    }
-
-    /// `[["name","n"],...]` for index.js to generate the shape's function.
-    fn describe(&self, id: u32) -> Option<String> {
-        let sig = self.list.get(id as usize)?;
-        let mut out = String::from("[");
-        let mut rest: &[u8] = sig;
-        while !rest.is_empty() {
-            let nul = rest.iter().position(|&b| b == 0)?;
-            let name = std::str::from_utf8(&rest[..nul]).ok()?;
-            let kind = *rest.get(nul + 1)? as char;
-            if out.len() > 1 {
-                out.push(',');
-            }
-            // `name` is the attribute's JSON string token without quotes.
-            out.push_str("[\"");
-            out.push_str(name);
-            out.push_str("\",\"");
-            out.push(kind);
-            out.push_str("\"]");
-            rest = &rest[nul + 2..];
-        }
-        out.push(']');
-        Some(out)
-    }
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
-        i += 1;
-    }
-    i
-}
-
-/// Index just past the JSON string starting at `b[i] == b'"'`, and
-/// whether it has escapes.
-fn string_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
-    let mut j = i + 1;
-    let mut escaped = false;
-    while j < b.len() {
-        match b[j] {
-            b'"' => return Some((j + 1, escaped)),
-            b'\\' => {
-                escaped = true;
-                j += 2;
-            }
-            _ => j += 1,
-        }
-    }
-    None
-}
-
-/// Index just past the object or array starting at `b[i]`.
-fn nested_end(b: &[u8], mut i: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                i = string_end(b, i)?.0;
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
-/// The JSON number starting at `b[start]` and the index just past it,
-/// correctly rounded as JSON.parse rounds it.
-fn number(b: &[u8], start: usize) -> Option<(f64, usize)> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
-    let neg = b.get(start) == Some(&b'-');
-    let mut i = start + usize::from(neg);
-    let mut m = 0u64;
-    let mut digits = 0usize;
-    let mut fraction = 0usize;
-    let mut point = false;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'0'..=b'9' => {
-                m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
-                digits += 1;
-                fraction += usize::from(point);
-            }
-            b'.' if !point => point = true,
-            _ => break,
-        }
-        i += 1;
-    }
-    // Up to 15 digits fit an f64 exactly, and so does 10^fraction: one
-    // division of exact operands is correctly rounded (the usual fast
-    // path of decimal conversion). Exponents and longer numbers take the
-    // general conversion.
-    if digits > 0 && digits <= 15 && !matches!(b.get(i), Some(b'e' | b'E')) {
-        // m < 10^15 < 2^63: the signed conversion is one instruction.
-        let mut v = m as i64 as f64;
-        if fraction > 0 {
-            v /= POW10[fraction];
-        }
-        return Some((if neg { -v } else { v }, i));
-    }
-    while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
-        i += 1;
-    }
-    let text = std::str::from_utf8(b.get(start..i)?).ok()?;
-    Some((text.parse::<f64>().ok()?, i))
-}
-
-/// Lays out a record body (see the module docs): the signature into
-/// `sig`, values into `slots[3..]` and `text`. `None` if it cannot.
-fn lay_out(body: &str, sig: &mut Vec<u8>, slots: &[Cell<f64>], text: &mut String) -> Option<()> {
-    let b = body.as_bytes();
-    sig.clear();
-    text.clear();
-    let mut n = 3usize;
-    // Offsets into the JavaScript string are UTF-16 units.
-    let mut units = 0usize;
-    let mut push_text = |text: &mut String, t: &str, n: &mut usize| -> Option<()> {
-        if *n + 2 > slots.len() {
-            return None;
-        }
-        let len = if t.is_ascii() {
-            t.len()
-        } else {
-            t.encode_utf16().count()
-        };
-        slots[*n].set(units as f64);
-        slots[*n + 1].set((units + len) as f64);
-        units += len;
-        *n += 2;
-        text.push_str(t);
-        Some(())
-    };
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i = skip_ws(b, i + 1);
-    if b.get(i) == Some(&b'}') {
-        i += 1;
-    } else {
-        loop {
-            if b.get(i) != Some(&b'"') {
-                return None;
-            }
-            let (end, _) = string_end(b, i)?;
-            sig.extend_from_slice(&b[i + 1..end - 1]);
-            sig.push(0);
-            i = skip_ws(b, end);
-            if b.get(i) != Some(&b':') {
-                return None;
-            }
-            i = skip_ws(b, i + 1);
-            let kind = match *b.get(i)? {
-                b'"' => {
-                    let (end, escaped) = string_end(b, i)?;
-                    if escaped {
-                        // Fails on a lone surrogate (not a Rust string).
-                        let s: String = serde_json::from_str(&body[i..end]).ok()?;
-                        push_text(text, &s, &mut n)?;
-                    } else {
-                        push_text(text, &body[i + 1..end - 1], &mut n)?;
-                    }
-                    i = end;
-                    b's'
-                }
-                b'-' | b'0'..=b'9' => {
-                    let (v, end) = number(b, i)?;
-                    slots.get(n)?.set(v);
-                    n += 1;
-                    i = end;
-                    b'n'
-                }
-                b't' if b[i..].starts_with(b"true") => {
-                    i += 4;
-                    b't'
-                }
-                b'f' if b[i..].starts_with(b"false") => {
-                    i += 5;
-                    b'f'
-                }
-                b'n' if b[i..].starts_with(b"null") => {
-                    i += 4;
-                    b'z'
-                }
-                b'{' | b'[' => {
-                    let end = nested_end(b, i)?;
-                    push_text(text, &body[i..end], &mut n)?;
-                    i = end;
-                    b'j'
-                }
-                _ => return None,
-            };
-            sig.push(kind);
-            i = skip_ws(b, i);
-            match b.get(i) {
-                Some(b',') => i = skip_ws(b, i + 1),
-                Some(b'}') => {
-                    i += 1;
-                    break;
-                }
-                _ => return None,
-            }
-        }
-    }
-    (skip_ws(b, i) == b.len()).then_some(())
 }
 
 const OK: sys::napi_status = sys::Status::napi_ok;
@@ -467,9 +211,7 @@ unsafe fn get_result(
                 return unsafe { throw(env, "STORAGE", "reentrant get") };
             };
             let slots = fast.slots();
-            let shapes = &mut *shapes;
-            let id =
-                lay_out(r.body_json(), &mut shapes.sig, slots, &mut out).and_then(|()| shapes.id());
+            let id = shapes.lay_out(r.body_json(), slots, &mut out);
             match id {
                 Some(id) => {
                     slots[0].set(f64::from(id));

@@ -22,6 +22,7 @@
 #![allow(clippy::new_without_default)]
 
 mod fast;
+mod layout;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
