@@ -21,6 +21,13 @@ struct Pair {
 /// A cloud that listens and an edge that dials it: thresholds flow down,
 /// alerts up, sensor_data stays on the edge.
 fn edge_and_cloud() -> Pair {
+    edge_and_cloud_with(|o| o)
+}
+
+/// [`edge_and_cloud`] with the edge's replication options adjusted.
+fn edge_and_cloud_with(
+    edge_options: impl FnOnce(ReplicationOptions) -> ReplicationOptions,
+) -> Pair {
     let pki = Pki::new(&["cloud", "edge-1"]);
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let cloud = open_node(dirs.0.path(), "cloud");
@@ -50,7 +57,8 @@ fn edge_and_cloud() -> Pair {
     .unwrap();
     edge.create_table("alerts", TableOptions::default())
         .unwrap();
-    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.start_replication(edge_options(pki.options("edge-1")))
+        .unwrap();
     edge.add_peer(
         PeerConfig::new("cloud")
             .address(addr.to_string())
@@ -372,4 +380,45 @@ fn a_published_table_created_after_the_link_came_up_starts_flowing() {
     wait_until("the late table flows", T, || {
         cloud.get("late", 1).ok().flatten().is_some()
     });
+}
+
+/// What `observer` reports about `peer` once `closing` closed and the
+/// link went down.
+fn why_the_link_ended(closing: &Database, observer: &Database, peer: &str) -> String {
+    wait_until("linked", T, || {
+        observer.peer_status(peer).is_ok_and(|s| s.connected)
+    });
+    closing.close().unwrap();
+    wait_until("the link is down", T, || {
+        observer.peer_status(peer).is_ok_and(|s| !s.connected)
+    });
+    observer
+        .peer_status(peer)
+        .unwrap()
+        .last_error
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_database_that_closes_says_goodbye_and_closes_tls_cleanly() {
+    // Not "peer closed connection without sending TLS close_notify", nor
+    // any other broken-link error: the side that closed said why.
+    let p = edge_and_cloud();
+    let why = why_the_link_ended(&p.edge, &p.cloud, "edge-1");
+    assert!(
+        why.ends_with("`edge-1` closed the link: its database is closing"),
+        "{why}"
+    );
+    // The accepting side too. The edge would redial at once and report
+    // the refused connection instead, so it waits a while first.
+    let p = edge_and_cloud_with(|mut o| {
+        o.backoff_initial = Duration::from_secs(60);
+        o.backoff_max = Duration::from_secs(60);
+        o
+    });
+    let why = why_the_link_ended(&p.cloud, &p.edge, "cloud");
+    assert!(
+        why.ends_with("`cloud` closed the link: its database is closing"),
+        "{why}"
+    );
 }

@@ -336,6 +336,9 @@ pub(crate) struct Replicator {
     pub(crate) db: Weak<Shared>,
     pub(crate) node_name: String,
     acceptors: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Set when the database closes: each session then says goodbye and
+    /// ends its TLS stream with close_notify (see `session::write_loop`).
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Replicator {
@@ -384,13 +387,26 @@ impl Replicator {
         }
     }
 
-    /// Stops every task. From a thread of our own runtime (a last handle
-    /// dropped inside a task) it cannot wait, so it lets the runtime go.
+    /// Stops every task. Live sessions first get up to `GOODBYE_WAIT` to
+    /// tell their peers why and close TLS cleanly, so a peer sees "closed
+    /// the link: its database is closing" rather than a broken connection.
+    /// From a thread of our own runtime (a last handle dropped inside a
+    /// task) it cannot wait, so it lets the runtime go.
     pub(crate) fn shutdown(&self) {
+        const GOODBYE_WAIT: Duration = Duration::from_millis(500);
         for a in self.acceptors.lock().drain(..) {
             a.abort();
         }
-        for p in self.peers.lock().values() {
+        // Dialers stop dialing, links say goodbye (see `session::dial_loop`).
+        self.closing.send_replace(true);
+        let peers: Vec<Arc<PeerState>> = self.peers.lock().values().cloned().collect();
+        if tokio::runtime::Handle::try_current().is_err() {
+            let deadline = std::time::Instant::now() + GOODBYE_WAIT;
+            while peers.iter().any(|p| p.has_live_tasks()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        for p in &peers {
             p.stop();
         }
         if let Some(rt) = self.runtime.lock().take() {
@@ -440,6 +456,7 @@ impl Database {
             db: Arc::downgrade(&self.shared),
             node_name: self.shared.node_name.clone(),
             acceptors: Mutex::new(Vec::new()),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         *slot = Some(r);
         Ok(())

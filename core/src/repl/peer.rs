@@ -106,6 +106,22 @@ impl PeerState {
         self.counters.lock().connected = false;
     }
 
+    /// Whether its dialer or an accepted session is still running (they
+    /// may be saying goodbye).
+    pub(crate) fn has_live_tasks(&self) -> bool {
+        let dialing = self
+            .dialer
+            .lock()
+            .as_ref()
+            .is_some_and(|d| !d.is_finished());
+        dialing
+            || self
+                .session
+                .lock()
+                .as_ref()
+                .is_some_and(|(_, s)| !s.is_finished())
+    }
+
     /// Registers a new session, aborting the one it replaces.
     pub(crate) fn set_session(&self, id: u64, handle: AbortHandle) {
         if let Some((_, old)) = self.session.lock().replace((id, handle)) {

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::cursor::PeerCursor;
 use super::receiver::Receiver;
@@ -44,6 +45,7 @@ const STABLE_LINK: Duration = Duration::from_secs(10);
 pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
     let mut backoff = r.opts.backoff_initial;
     let mut generation = peer.generation.subscribe();
+    let mut closing = r.closing.subscribe();
     let mut jitter = Jitter::new(peer.name().len() as u64 ^ wall_millis());
     loop {
         generation.borrow_and_update();
@@ -51,8 +53,18 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
             return;
         };
         let started = Instant::now();
+        // Closing stops a dial (an unreachable peer must not hold up
+        // `close`), not a link: that says goodbye itself (`write_loop`).
         let outcome = tokio::select! {
-            res = dial_once(&r, &peer, &addr) => Some(res),
+            biased;
+            () = until_closing(&mut closing) => return,
+            res = dial_once(&r, &peer, &addr) => match res {
+                Ok(link) => tokio::select! {
+                    res = link.run(&r, &peer) => Some(res),
+                    _ = generation.changed() => None,
+                },
+                Err(e) => Some(Err(e)),
+            },
             _ = generation.changed() => None,
         };
         match outcome {
@@ -69,6 +81,7 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
         }
         let delay = jitter.spread(backoff);
         tokio::select! {
+            () = until_closing(&mut closing) => return,
             _ = tokio::time::sleep(delay) => {}
             _ = generation.changed() => { backoff = r.opts.backoff_initial; continue; }
         }
@@ -76,7 +89,31 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
     }
 }
 
-async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Result<()> {
+/// A link a dial established: both hellos exchanged.
+struct Dialed {
+    db: Database,
+    reader: Reader,
+    writer: Writer,
+    hello: Hello,
+    cursor: PeerCursor,
+}
+
+impl Dialed {
+    async fn run(self, r: &Arc<Replicator>, peer: &Arc<PeerState>) -> Result<()> {
+        run(
+            r,
+            self.db,
+            peer,
+            self.reader,
+            self.writer,
+            self.hello,
+            self.cursor,
+        )
+        .await
+    }
+}
+
+async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Result<Dialed> {
     let name = peer.name();
     let io: BoxIo = match &r.client_tls {
         Some(cfg) => {
@@ -119,7 +156,13 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
             hello.node_name
         )));
     }
-    run(r, db, peer, reader, writer, hello, cursor).await
+    Ok(Dialed {
+        db,
+        reader,
+        writer,
+        hello,
+        cursor,
+    })
 }
 
 /// Accepts links until the listener is aborted.
@@ -279,28 +322,58 @@ async fn run(
     tokio::select! {
         res = sender.run(hello.wants) => res,
         res = receiver.run(reader, idle) => res,
-        res = write_loop(writer, rx, r.opts.heartbeat_interval) => res,
+        res = write_loop(writer, rx, r.opts.heartbeat_interval, r.closing.subscribe()) => res,
     }
 }
 
+/// Sends what the sender and receiver queue, a heartbeat when idle, and a
+/// goodbye when the database closes. A message being written is always
+/// finished first: frames are never cut.
 async fn write_loop(
     mut writer: Writer,
     mut rx: mpsc::Receiver<Message>,
     heartbeat: Duration,
+    mut closing: watch::Receiver<bool>,
 ) -> Result<()> {
     loop {
-        match tokio::time::timeout(heartbeat, rx.recv()).await {
-            Ok(Some(msg)) => writer.write_message(&msg).await?,
-            Ok(None) => return Ok(()),
-            Err(_) => {
-                writer
-                    .write_message(&Message::Heartbeat {
-                        now_ms: wall_millis(),
-                    })
-                    .await?
-            }
+        tokio::select! {
+            biased;
+            () = until_closing(&mut closing) => return say_goodbye(writer).await,
+            next = tokio::time::timeout(heartbeat, rx.recv()) => match next {
+                Ok(Some(msg)) => writer.write_message(&msg).await?,
+                Ok(None) => return Ok(()),
+                Err(_) => {
+                    writer
+                        .write_message(&Message::Heartbeat {
+                            now_ms: wall_millis(),
+                        })
+                        .await?
+                }
+            },
         }
     }
+}
+
+/// Returns once the database is closing, or the replicator is gone
+/// (nothing is left to send for then either).
+async fn until_closing(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+/// Tells the peer why the link ends, then ends the TLS stream with
+/// close_notify: without it the peer can only report a connection that
+/// broke ("peer closed connection without sending TLS close_notify").
+async fn say_goodbye(mut writer: Writer) -> Result<()> {
+    writer
+        .write_message(&Message::Goodbye {
+            reason: "its database is closing".into(),
+        })
+        .await?;
+    writer
+        .get_mut()
+        .shutdown()
+        .await
+        .map_err(|e| Error::Peer(format!("closing the replication link: {e}")))
 }
 
 pub(super) fn link_closed() -> Error {
