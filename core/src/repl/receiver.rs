@@ -53,7 +53,7 @@ impl Receiver {
         }
     }
 
-    pub(super) async fn run(mut self, mut reader: Reader, idle: Duration) -> Result<()> {
+    pub(super) async fn run(mut self, reader: &mut Reader, idle: Duration) -> Result<()> {
         loop {
             let msg = match tokio::time::timeout(idle, reader.read_message()).await {
                 Err(_) => {

@@ -319,11 +319,35 @@ async fn run(
     let sender = Sender::new(r.clone(), db.clone(), peer.clone(), &hello, tx.clone());
     let receiver = Receiver::new(db, peer.clone(), cursor, tx);
     let idle = r.opts.idle_timeout;
-    tokio::select! {
-        res = sender.run(hello.wants) => res,
-        res = receiver.run(reader, idle) => res,
+    let mut reader = reader;
+    let ended = tokio::select! {
+        res = sender.run(hello.wants) => res.map(|()| Ended::Done),
+        res = receiver.run(&mut reader, idle) => res.map(|()| Ended::Done),
         res = write_loop(writer, rx, r.opts.heartbeat_interval, r.closing.subscribe()) => res,
+    }?;
+    if ended == Ended::SaidGoodbye {
+        linger(&mut reader).await;
     }
+    Ok(())
+}
+
+/// How a link's write loop ended without an error.
+#[derive(PartialEq)]
+enum Ended {
+    /// The database is closing: the peer was told, and TLS closed.
+    SaidGoodbye,
+    /// A loop finished with nothing left to do.
+    Done,
+}
+
+/// After our goodbye, reads and drops what the peer still sends until it
+/// hangs up (briefly): closing the socket while data arrives would reset
+/// the connection, and a reset can discard the goodbye before the peer
+/// reads it.
+async fn linger(reader: &mut Reader) {
+    const LINGER: Duration = Duration::from_millis(400);
+    let drain = async { while let Ok(Some(_)) = reader.read_message().await {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Sends what the sender and receiver queue, a heartbeat when idle, and a
@@ -334,14 +358,17 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Message>,
     heartbeat: Duration,
     mut closing: watch::Receiver<bool>,
-) -> Result<()> {
+) -> Result<Ended> {
     loop {
         tokio::select! {
             biased;
-            () = until_closing(&mut closing) => return say_goodbye(writer).await,
+            () = until_closing(&mut closing) => {
+                say_goodbye(writer).await?;
+                return Ok(Ended::SaidGoodbye);
+            }
             next = tokio::time::timeout(heartbeat, rx.recv()) => match next {
                 Ok(Some(msg)) => writer.write_message(&msg).await?,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(Ended::Done),
                 Err(_) => {
                     writer
                         .write_message(&Message::Heartbeat {
