@@ -20,15 +20,16 @@ const MAX_SHAPES: usize = 512;
 /// Slots taken by the shape id and the two times.
 const FIRST_VALUE: usize = 3;
 
-/// One shape: its signature (each attribute's raw JSON name, a 0 byte, a
-/// kind byte) and what a record of it looks like in compact JSON.
+/// One shape: what a record of it looks like in compact JSON.
 struct Shape {
-    sig: Box<[u8]>,
-    /// Per attribute, `"name":` as it appears in the text, and its kind.
+    /// Per attribute, `"name":` as it appears in the text (the name's raw
+    /// JSON string token), and its kind.
     attrs: Box<[(Box<[u8]>, u8)]>,
 }
 
 impl Shape {
+    /// From a signature: each attribute's raw JSON name, a 0 byte, a kind
+    /// byte.
     fn new(sig: &[u8]) -> Shape {
         let mut attrs = Vec::new();
         let mut rest = sig;
@@ -44,7 +45,6 @@ impl Shape {
             rest = &rest[nul + 2..];
         }
         Shape {
-            sig: sig.into(),
             attrs: attrs.into(),
         }
     }
@@ -101,21 +101,17 @@ impl Shapes {
     pub(crate) fn describe(&self, id: u32) -> Option<String> {
         let shape = self.list.get(id as usize)?;
         let mut out = String::from("[");
-        let mut rest: &[u8] = &shape.sig;
-        while !rest.is_empty() {
-            let nul = rest.iter().position(|&b| b == 0)?;
-            let name = std::str::from_utf8(&rest[..nul]).ok()?;
-            let kind = *rest.get(nul + 1)? as char;
+        for (token, kind) in shape.attrs.iter() {
+            // `"name":`: the name's JSON string token and a colon.
+            let name = std::str::from_utf8(token.get(..token.len().checked_sub(1)?)?).ok()?;
             if out.len() > 1 {
                 out.push(',');
             }
-            // `name` is the attribute's JSON string token without quotes.
-            out.push_str("[\"");
+            out.push('[');
             out.push_str(name);
-            out.push_str("\",\"");
-            out.push(kind);
+            out.push_str(",\"");
+            out.push(char::from(*kind));
             out.push_str("\"]");
-            rest = &rest[nul + 2..];
         }
         out.push(']');
         Some(out)
