@@ -60,7 +60,7 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
             () = until_closing(&mut closing) => return,
             res = dial_once(&r, &peer, &addr) => match res {
                 Ok(link) => tokio::select! {
-                    res = link.run(&r, &peer) => Some(res),
+                    res = run(&r, &peer, link) => Some(res),
                     _ = generation.changed() => None,
                 },
                 Err(e) => Some(Err(e)),
@@ -89,8 +89,8 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
     }
 }
 
-/// A link a dial established: both hellos exchanged.
-struct Dialed {
+/// A link both sides said hello on, dialed or accepted, ready to run.
+struct Link {
     db: Database,
     reader: Reader,
     writer: Writer,
@@ -98,22 +98,7 @@ struct Dialed {
     cursor: PeerCursor,
 }
 
-impl Dialed {
-    async fn run(self, r: &Arc<Replicator>, peer: &Arc<PeerState>) -> Result<()> {
-        run(
-            r,
-            self.db,
-            peer,
-            self.reader,
-            self.writer,
-            self.hello,
-            self.cursor,
-        )
-        .await
-    }
-}
-
-async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Result<Dialed> {
+async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Result<Link> {
     let name = peer.name();
     let io: BoxIo = match &r.client_tls {
         Some(cfg) => {
@@ -156,7 +141,7 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
             hello.node_name
         )));
     }
-    Ok(Dialed {
+    Ok(Link {
         db,
         reader,
         writer,
@@ -236,8 +221,15 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
     let peer2 = peer.clone();
     let r2 = r.clone();
+    let link = Link {
+        db,
+        reader,
+        writer,
+        hello,
+        cursor,
+    };
     let task = tokio::spawn(async move {
-        let res = run(&r2, db, &peer2, reader, writer, hello, cursor).await;
+        let res = run(&r2, &peer2, link).await;
         // A link that was replaced by a newer one must not mark the peer
         // disconnected while the newer one is up.
         if peer2.clear_session(id) {
@@ -290,16 +282,14 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Peer(format!("replication worker failed: {e}")))?
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    r: &Arc<Replicator>,
-    db: Database,
-    peer: &Arc<PeerState>,
-    reader: Reader,
-    mut writer: Writer,
-    hello: Hello,
-    mut cursor: PeerCursor,
-) -> Result<()> {
+async fn run(r: &Arc<Replicator>, peer: &Arc<PeerState>, link: Link) -> Result<()> {
+    let Link {
+        db,
+        mut reader,
+        mut writer,
+        hello,
+        mut cursor,
+    } = link;
     let name = peer.name();
     writer.set_max_frame_bytes((hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes));
     if cursor.peer_node_id != hello.node_id {
@@ -319,7 +309,6 @@ async fn run(
     let sender = Sender::new(r.clone(), db.clone(), peer.clone(), &hello, tx.clone());
     let receiver = Receiver::new(db, peer.clone(), cursor, tx);
     let idle = r.opts.idle_timeout;
-    let mut reader = reader;
     let ended = tokio::select! {
         res = sender.run(hello.wants) => res.map(|()| Ended::Done),
         res = receiver.run(&mut reader, idle) => res.map(|()| Ended::Done),
