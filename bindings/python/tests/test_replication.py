@@ -124,6 +124,9 @@ def test_edge_cloud_thresholds_down_alerts_up(
     entry = [e for e in cloud.read_log() if any(w["table"] == "alerts" for w in e["writes"])][-1]
     assert entry["origin"] == edge.node_id
 
+    # Listeners run on their own thread after the commit: the cloud's may
+    # not have run yet when the edge's wait_for_ack returns.
+    wait_until("the raising listeners ran", lambda: edge.listener_errors >= 2 and cloud.listener_errors >= 1)
     assert edge.listener_errors >= 2 and cloud.listener_errors >= 1
     assert all(isinstance(u.exc_value, RuntimeError) for u in reported)
 
