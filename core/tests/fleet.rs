@@ -465,7 +465,7 @@ fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() 
 fn a_higher_priority_backlog_in_the_log_goes_out_first() {
     let pki = Pki::new(&["cloud", "edge-1"]);
     let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_cloud, addr, arrivals) = cloud_recording_arrivals(dc.path(), &pki);
+    let (cloud, addr, arrivals) = cloud_recording_arrivals(dc.path(), &pki);
     let start_edge = || {
         let edge = open_node(de.path(), "edge-1");
         edge.ensure_table("bulk", TableOptions::default()).unwrap();
@@ -482,11 +482,17 @@ fn a_higher_priority_backlog_in_the_log_goes_out_first() {
         edge
     };
     // Link up once so both tables are past their initial sync; then the
-    // backlog builds in the edge's log while it is offline.
+    // backlog builds in the edge's log while it is offline. The edge says
+    // "streaming" once it has sent a table's last sync chunk; only the
+    // cloud knows when it has applied it and recorded the sync as done.
+    // Closing the edge before that makes the next link sync `bulk` again,
+    // ahead of everything streamed.
     let edge = start_edge();
-    wait_until("link streaming", T, || {
-        let s = edge.peer_status("cloud").unwrap();
-        s.connected && s.tables.iter().all(|t| t.outbound == "streaming")
+    wait_until("both tables synced on the cloud", T, || {
+        let Ok(s) = cloud.peer_status("edge-1") else {
+            return false;
+        };
+        s.tables.len() == 2 && s.tables.iter().all(|t| t.inbound == "streaming")
     });
     edge.close().unwrap();
     let offline = open_node(de.path(), "edge-1");

@@ -254,10 +254,15 @@ fn replication_resumes_after_either_side_restarts_without_loss_or_duplicates() {
     };
     let mut edge = start_edge();
     // Initial sync moves rows, not transactions; wait for it to finish so
-    // every transaction below travels whole through the log stream.
-    wait_until("link streaming", T, || {
-        let s = edge.peer_status("cloud").unwrap();
-        s.connected && s.tables.iter().all(|t| t.outbound == "streaming")
+    // every transaction below travels whole through the log stream. The
+    // cloud's side is the one that knows: the edge says "streaming" once
+    // it has sent the last chunk, and a restart before the cloud applied
+    // it would sync the table again.
+    wait_until("both tables synced on the cloud", T, || {
+        let Ok(s) = cloud.peer_status("edge-1") else {
+            return false;
+        };
+        s.tables.len() == 2 && s.tables.iter().all(|t| t.inbound == "streaming")
     });
     let mut cloud = Some(cloud);
     let total = 3000;
