@@ -882,8 +882,12 @@ tidelog_status tidelog_replication_status(tidelog_db *db, tidelog_string **out_j
  * @param seq        a log sequence number of this instance.
  * @param timeout_ms how long to wait at most; UINT64_MAX (anything beyond
  *                   100 years) waits without a practical limit.
- * @return TIDELOG_OK, TIDELOG_TIMEOUT, TIDELOG_NOT_FOUND (no such peer),
- *         TIDELOG_CLOSED (closed while waiting), ...
+ * @return TIDELOG_OK, TIDELOG_TIMEOUT (the last-error message says what
+ *         the link looks like), TIDELOG_PEER (the transaction writes a
+ *         table this instance publishes to `peer` but `peer` does not
+ *         subscribe to: it will never be acknowledged),
+ *         TIDELOG_NOT_FOUND (no such peer), TIDELOG_CLOSED (closed while
+ *         waiting), ...
  */
 tidelog_status tidelog_wait_for_ack(tidelog_db *db,
                                     const char *peer,

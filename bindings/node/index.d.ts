@@ -291,6 +291,12 @@ export declare class Database {
   removePeer(name: string): void;
   peerStatus(name: string): PeerStatus;
   replicationStatus(): PeerStatus[];
+  /**
+   * Resolves once `peer` has acknowledged this instance's log up to `seq`.
+   * Rejects with TimeoutError (saying what the link looks like) after
+   * `timeoutMs` (default 30 s), and with PeerError if the transaction writes
+   * a table this node publishes to `peer` but `peer` does not subscribe to.
+   */
   waitForAck(peer: string, seq: number | CommitInfo, timeoutMs?: number): Promise<void>;
 }
 

@@ -855,7 +855,10 @@ class Database {
   /**
    * Resolves once `peer` has acknowledged this instance's log up to `seq`
    * (a number or a CommitInfo); rejects with TimeoutError after
-   * `timeoutMs` (default 30 s). Waits on the libuv worker pool.
+   * `timeoutMs` (default 30 s), its message saying what the link looks
+   * like, and with PeerError if the transaction writes a table this node
+   * publishes to `peer` but `peer` does not subscribe to (it would never
+   * be acknowledged). Waits on the libuv worker pool.
    */
   waitForAck(peer, seq, timeoutMs = 30_000) {
     try {

@@ -32,7 +32,8 @@ pub enum ErrorKind {
     Timeout = 9,
     /// TLS configuration or handshake problem.
     Tls = 10,
-    /// A peer misbehaved or the replication link failed.
+    /// A peer misbehaved, the replication link failed, or a peer does not
+    /// take what a delivery receipt waits for.
     Peer = 11,
     /// The operation is not allowed in the current configuration.
     Unsupported = 12,
@@ -100,8 +101,21 @@ pub enum Error {
         ahead_ms: u64,
         limit_ms: u64,
     },
-    #[error("timed out after {0:?}")]
-    Timeout(std::time::Duration),
+    #[error("`{peer}` has not acknowledged transaction {seq} within {after:?} (it has acknowledged up to {acked}): {why}")]
+    NotAcknowledged {
+        peer: String,
+        seq: u64,
+        acked: u64,
+        after: std::time::Duration,
+        /// What the link says, and what to check.
+        why: String,
+    },
+    #[error("transaction {seq} writes table `{table}`, which this node publishes to `{peer}` but `{peer}` does not subscribe to, so it will never be acknowledged: subscribe to `{table}` in {peer}'s peer entry for this node, or stop publishing it there")]
+    NotSubscribed {
+        peer: String,
+        table: String,
+        seq: u64,
+    },
     #[error("TLS error: {0}")]
     Tls(String),
     #[error("peer error: {0}")]
@@ -138,9 +152,9 @@ impl Error {
             Error::Storage(_) | Error::Io { .. } => ErrorKind::Storage,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::ClockSkew { .. } => ErrorKind::ClockSkew,
-            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::NotAcknowledged { .. } => ErrorKind::Timeout,
             Error::Tls(_) => ErrorKind::Tls,
-            Error::Peer(_) => ErrorKind::Peer,
+            Error::Peer(_) | Error::NotSubscribed { .. } => ErrorKind::Peer,
             Error::Unsupported(_) => ErrorKind::Unsupported,
         }
     }

@@ -354,17 +354,25 @@ fn a_delivery_receipt_resolves_only_once_the_cloud_has_the_alert_across_restarts
     let info = edge
         .insert("alerts", json!({"id": "fire", "temp": 99}))
         .unwrap();
-    assert!(matches!(
-        edge.wait_for_ack("cloud", info.seq, Duration::from_millis(300)),
-        Err(Error::Timeout(_))
-    ));
+    let e = edge
+        .wait_for_ack("cloud", info.seq, Duration::from_millis(300))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("the link is down") && text.contains(&addr),
+        "a timed-out receipt says what the link looks like: {text}"
+    );
     // The edge restarts while the cloud is down.
     edge.close().unwrap();
     let edge = start_edge(de.path(), &pki, &addr);
-    assert!(matches!(
-        edge.wait_for_delivery(None, Duration::from_millis(300)),
-        Err(Error::Timeout(_))
-    ));
+    let e = edge
+        .wait_for_delivery(None, Duration::from_millis(300))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::NotAcknowledged { after, .. } if after == Duration::from_millis(300)),
+        "{e:?}"
+    );
     let (cloud, _) = start_cloud(dc.path(), &pki, port, 1 << 30);
     edge.wait_for_delivery(Some(info.seq), T).unwrap();
     assert!(
@@ -381,6 +389,80 @@ fn a_delivery_receipt_resolves_only_once_the_cloud_has_the_alert_across_restarts
         .unwrap();
     edge.wait_for_ack("cloud", info.seq, Duration::from_millis(10))
         .expect("acknowledgement persisted");
+}
+
+#[test]
+fn a_receipt_for_a_table_the_peer_does_not_subscribe_to_fails_instead_of_passing() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cloud = open_node(dc.path(), "cloud");
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let addr = cloud.listen("127.0.0.1:0").unwrap().to_string();
+    // The two sides disagree: the edge publishes `bulk`, the cloud only
+    // takes `alerts`.
+    cloud
+        .add_peer(PeerConfig::new("edge-1").table(TableFlow::subscribe("alerts")))
+        .unwrap();
+    let edge = open_node(de.path(), "edge-1");
+    edge.create_table("alerts", TableOptions::default())
+        .unwrap();
+    edge.create_table("bulk", TableOptions::default()).unwrap();
+    edge.create_table("local", TableOptions::default()).unwrap();
+    // Written before the link exists, so the receipt has to notice the
+    // disagreement when the link comes up, not from an earlier link.
+    let bulk = edge.upsert("bulk", json!({"id": 1})).unwrap();
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(
+        PeerConfig::new("cloud")
+            .address(&addr)
+            .table(TableFlow::publish("alerts"))
+            .table(TableFlow::publish("bulk")),
+    )
+    .unwrap();
+    let e = edge.wait_for_ack("cloud", bulk.seq, T).unwrap_err();
+    assert!(
+        matches!(&e, Error::NotSubscribed { peer, table, seq } if peer == "cloud" && table == "bulk" && *seq == bulk.seq),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::Peer);
+    assert!(
+        cloud.get("bulk", 1i64).is_err(),
+        "bulk never reached the cloud"
+    );
+    let status = edge.peer_status("cloud").unwrap();
+    let outbound = |t: &str| {
+        status
+            .tables
+            .iter()
+            .find(|s| s.table == t)
+            .map(|s| s.outbound.clone())
+    };
+    assert_eq!(
+        outbound("bulk").as_deref(),
+        Some("not subscribed by the peer")
+    );
+    assert_eq!(outbound("alerts").as_deref(), Some("streaming"));
+    // A transaction that also writes `alerts` still does not reach the
+    // cloud whole, so its receipt fails too; so does the fleet-wide one.
+    let mut tx = edge.transaction();
+    tx.upsert("alerts", json!({"id": 1})).unwrap();
+    tx.upsert("bulk", json!({"id": 2})).unwrap();
+    let both = tx.commit().unwrap();
+    assert!(matches!(
+        edge.wait_for_ack("cloud", both.seq, T),
+        Err(Error::NotSubscribed { .. })
+    ));
+    assert!(matches!(
+        edge.wait_for_delivery(None, T),
+        Err(Error::NotSubscribed { .. })
+    ));
+    // What the cloud takes gets its receipt; a table not published to it
+    // at all is not part of the receipt.
+    let alert = edge.upsert("alerts", json!({"id": 2})).unwrap();
+    edge.wait_for_ack("cloud", alert.seq, T).unwrap();
+    assert!(cloud.get("alerts", 2i64).unwrap().is_some());
+    let local = edge.upsert("local", json!({"id": 1})).unwrap();
+    edge.wait_for_ack("cloud", local.seq, T).unwrap();
 }
 
 /// Changes as they arrived on a cloud: (table, key), in arrival order.

@@ -632,6 +632,6 @@ fn a_peer_cannot_acknowledge_what_was_never_sent_to_it() {
     assert!(matches!(
         f.cloud
             .wait_for_ack("edge-3", 1, Duration::from_millis(200)),
-        Err(Error::Timeout(_))
+        Err(Error::NotAcknowledged { acked: 0, .. })
     ));
 }

@@ -213,7 +213,10 @@ test('peer management errors and updatePeer / removePeer', async () => {
   let ticks = 0;
   const ticker = setInterval(() => (ticks += 1), 10);
   const t = Date.now();
-  await assert.rejects(edge.waitForAck('offline', c, 300), (e) => e instanceof TimeoutError && e.code === 'TIMEOUT');
+  await assert.rejects(
+    edge.waitForAck('offline', c, 300),
+    (e) => e instanceof TimeoutError && e.code === 'TIMEOUT' && /the link is down.*`offline` dials this node/.test(e.message),
+  );
   clearInterval(ticker);
   assert.ok(Date.now() - t >= 250);
   assert.ok(ticks >= 5, `the event loop ran while waiting (${ticks} ticks)`);
@@ -222,6 +225,30 @@ test('peer management errors and updatePeer / removePeer', async () => {
   assert.equal(edge.peerStatus('offline').address, '127.0.0.1:9');
   edge.removePeer('offline');
   assert.throws(() => edge.peerStatus('offline'), NotFoundError);
+});
+
+test('waitForAck rejects with PeerError for a table the peer does not subscribe to', async () => {
+  const tables = [
+    { table: 'thresholds', subscribe: true },
+    { table: 'alerts', publish: true },
+  ];
+  // The edge starts publishing its readings; the cloud never subscribed.
+  edge.updatePeer({ name: 'cloud', address: cloudAddr, tables: [...tables, { table: 'sensor_data', publish: true }] });
+  try {
+    const c = edge.upsert('sensor_data', { id: 'r-not-taken', sensor: 's-1', value: 1 });
+    await assert.rejects(
+      edge.waitForAck('cloud', c, 20_000),
+      (e) => e instanceof PeerError && e.code === 'PEER' && /`cloud` does not subscribe to/.test(e.message),
+    );
+    const out = Object.fromEntries(edge.peerStatus('cloud').tables.map((t) => [t.table, t.outbound]));
+    assert.equal(out.sensor_data, 'not subscribed by the peer');
+    // What the cloud takes still gets its receipt.
+    const a = edge.upsert('alerts', { id: 'taken' });
+    await edge.waitForAck('cloud', a, 20_000);
+    assert.ok(cloud.get('alerts', 'taken'));
+  } finally {
+    edge.updatePeer({ name: 'cloud', address: cloudAddr, tables });
+  }
 });
 
 test('TLS: bad certificate settings are TlsError; a certificate from another CA never connects', async () => {

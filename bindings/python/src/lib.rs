@@ -844,7 +844,9 @@ impl PyDatabase {
 
     /// Blocks (without the GIL) until `peer` acknowledged this instance's
     /// log up to `seq` (e.g. `CommitInfo.seq`); raises `TimeoutError` after
-    /// `timeout` seconds.
+    /// `timeout` seconds, saying what the link looks like, and `PeerError`
+    /// if the transaction writes a table this instance publishes to `peer`
+    /// but `peer` does not subscribe to (it would never be acknowledged).
     #[pyo3(signature = (peer, seq, timeout=30.0))]
     fn wait_for_ack(&self, py: Python<'_>, peer: &str, seq: i64, timeout: f64) -> PyResult<()> {
         let db = self.h.db()?;
@@ -856,11 +858,25 @@ impl PyDatabase {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let slice = left.min(Duration::from_millis(200));
             match py.detach(|| db.wait_for_ack(peer, seq, slice)) {
-                Err(tidelog::Error::Timeout(_)) if !left.is_zero() && left > slice => {
+                Err(tidelog::Error::NotAcknowledged { .. }) if left > slice => {
                     py.check_signals()?;
                 }
-                Err(tidelog::Error::Timeout(_)) => {
-                    return Err(errors::to_py(tidelog::Error::Timeout(timeout)))
+                // The last slice's account of the link, with the caller's
+                // whole timeout.
+                Err(tidelog::Error::NotAcknowledged {
+                    peer,
+                    seq,
+                    acked,
+                    why,
+                    ..
+                }) => {
+                    return Err(errors::to_py(tidelog::Error::NotAcknowledged {
+                        peer,
+                        seq,
+                        acked,
+                        after: timeout,
+                        why,
+                    }))
                 }
                 other => return other.py(),
             }

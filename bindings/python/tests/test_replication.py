@@ -173,9 +173,34 @@ def test_peer_management_and_errors(pair: Tuple[tidelog.Database, tidelog.Databa
     # A peer can be added while unreachable; waiting for it times out.
     edge.add_peer("ghost", address="127.0.0.1:9", tables=[{"table": "alerts", "publish": True}])
     seq = edge.upsert("alerts", {"id": "late"}).seq
-    with pytest.raises(tidelog.TimeoutError):
+    with pytest.raises(tidelog.TimeoutError, match=r"the link is down.*127\.0\.0\.1:9"):
         edge.wait_for_ack("ghost", seq, timeout=0.3)
     assert edge.peer_status("ghost")["connected"] is False
+
+
+def test_a_receipt_for_a_table_the_peer_does_not_take_raises(
+    pair: Tuple[tidelog.Database, tidelog.Database, str],
+) -> None:
+    cloud, edge, addr = pair
+    # The edge starts publishing its readings; the cloud never subscribed.
+    edge.update_peer(
+        "cloud",
+        address=addr,
+        tables=[
+            {"table": "thresholds", "subscribe": True},
+            {"table": "alerts", "publish": True},
+            {"table": "sensor_data", "publish": True},
+        ],
+    )
+    seq = edge.upsert("sensor_data", {"id": 1, "sensor": "s1", "value": 1}).seq
+    with pytest.raises(tidelog.PeerError, match="`cloud` does not subscribe to"):
+        edge.wait_for_ack("cloud", seq, timeout=20)
+    outbound = {t["table"]: t["outbound"] for t in edge.peer_status("cloud")["tables"]}
+    assert outbound["sensor_data"] == "not subscribed by the peer"
+    # What the cloud takes still gets its receipt.
+    seq = edge.upsert("alerts", {"id": "a1"}).seq
+    edge.wait_for_ack("cloud", seq, timeout=20)
+    assert _get(cloud, "alerts", "a1") is not None
 
 
 def test_replication_setup_errors(tmp_path: Path, pki: tidelog.DevPki) -> None:

@@ -278,8 +278,9 @@ pub struct TableStatus {
     /// What this instance receives: "idle", "syncing", "streaming" or
     /// `"refused: <reason>"`.
     pub inbound: String,
-    /// What this instance sends: "idle", "syncing", "streaming" or
-    /// `"refused: <reason>"`.
+    /// What this instance sends: "idle", "syncing", "streaming",
+    /// `"refused: <reason>"`, or "not subscribed by the peer" (the peer's
+    /// hello on the current link did not ask for this table).
     pub outbound: String,
 }
 
@@ -553,12 +554,18 @@ impl Database {
     /// the log up to `seq` (`None`: everything committed so far). Use it as
     /// a delivery receipt that survives restarts: acknowledgements are
     /// persisted, and a restarted app can wait for "everything up to now".
+    ///
+    /// Fails with [`Error::NotSubscribed`] if transaction `seq` (for `None`,
+    /// the newest one) writes a table this node publishes to a peer that
+    /// does not subscribe to it, and with [`Error::NotAcknowledged`] (kind
+    /// `Timeout`, saying what the link looks like) when time runs out.
     pub fn wait_for_delivery(&self, seq: Option<u64>, timeout: Duration) -> Result<()> {
         let r = self.replicator()?;
         let seq = match seq {
             Some(s) => s,
             None => self.log_bounds()?.last,
         };
+        let tables = self.tables_written_by(seq)?;
         let deadline = std::time::Instant::now().checked_add(timeout);
         let peers: Vec<Arc<PeerState>> = r
             .peers
@@ -571,9 +578,21 @@ impl Database {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(std::time::Instant::now())
             });
-            p.wait_acked(seq, left, || self.is_closed())
+            p.wait_acked(seq, &tables, left, || self.is_closed())
                 .map_err(|e| match e {
-                    Error::Timeout(_) => Error::Timeout(timeout),
+                    Error::NotAcknowledged {
+                        peer,
+                        seq,
+                        acked,
+                        why,
+                        ..
+                    } => Error::NotAcknowledged {
+                        peer,
+                        seq,
+                        acked,
+                        after: timeout,
+                        why,
+                    },
                     other => other,
                 })?;
         }
@@ -582,11 +601,39 @@ impl Database {
 
     /// Waits until `peer` has acknowledged this instance's log up to `seq`
     /// (e.g. the `seq` of a [`crate::CommitInfo`]), or `timeout` passes.
+    ///
+    /// The peer acknowledges positions in this node's log; writes to tables
+    /// it does not take from this node are passed over, not delivered. So
+    /// if transaction `seq` writes a table this node publishes to `peer`
+    /// and the link shows `peer` does not subscribe to it, this fails with
+    /// [`Error::NotSubscribed`] instead of passing. Writes to tables not
+    /// published to `peer` at all are not part of its receipt. When time
+    /// runs out the error is [`Error::NotAcknowledged`] (kind `Timeout`),
+    /// saying what the link looks like and what to check.
     pub fn wait_for_ack(&self, peer: &str, seq: u64, timeout: Duration) -> Result<()> {
         let r = self.replicator()?;
         let state = r
             .peer(peer)
             .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
-        state.wait_acked(seq, timeout, || self.is_closed())
+        let tables = self.tables_written_by(seq)?;
+        state.wait_acked(seq, &tables, timeout, || self.is_closed())
+    }
+
+    /// The tables transaction `seq` writes, or none if the log no longer
+    /// (or does not yet) hold it.
+    fn tables_written_by(&self, seq: u64) -> Result<Vec<String>> {
+        let bounds = self.log_bounds()?;
+        if seq == 0 || seq < bounds.first || seq > bounds.last {
+            return Ok(Vec::new());
+        }
+        let mut tables: Vec<String> = self
+            .read_log(seq, 1)?
+            .into_iter()
+            .filter(|e| e.seq == seq)
+            .flat_map(|e| e.writes.into_iter().map(|w| w.table))
+            .collect();
+        tables.sort_unstable();
+        tables.dedup();
+        Ok(tables)
     }
 }

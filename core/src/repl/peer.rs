@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -13,6 +13,10 @@ use super::{PeerConfig, PeerStatus, Replicator, TableStatus};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::hlc::wall_millis;
+
+/// Outbound state of a table this node publishes to a peer that, on the
+/// current link, did not subscribe to it: none of its writes go there.
+pub(crate) const NOT_SUBSCRIBED_BY_PEER: &str = "not subscribed by the peer";
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -256,6 +260,66 @@ impl PeerState {
         })
     }
 
+    /// The receipt error for transaction `seq` writing `tables`, if one of
+    /// them is published to this peer and the current link shows the peer
+    /// did not subscribe to it.
+    fn not_taken(&self, seq: u64, tables: &[String]) -> Option<Error> {
+        let c = self.counters.lock();
+        let table = tables.iter().find(|t| {
+            c.tables
+                .get(t.as_str())
+                .is_some_and(|(_, outbound)| outbound == NOT_SUBSCRIBED_BY_PEER)
+        })?;
+        Some(Error::NotSubscribed {
+            peer: self.name(),
+            table: table.clone(),
+            seq,
+        })
+    }
+
+    /// What the link says about a missing acknowledgement, and what to
+    /// check, for an app whose receipt timed out.
+    fn why_not_acknowledged(&self) -> String {
+        let config = self.config();
+        let c = self.counters.lock();
+        let last_error = c
+            .last_error
+            .as_deref()
+            .map_or(String::new(), |e| format!(" (last error: {e})"));
+        if !c.connected {
+            return match &config.address {
+                Some(addr) => format!(
+                    "the link is down{last_error}: check that `{}` is running and reachable at {addr}",
+                    config.name
+                ),
+                None => format!(
+                    "the link is down{last_error}: `{}` dials this node, so check that it is running and that its peer entry points at this node's listen address",
+                    config.name
+                ),
+            };
+        }
+        let published = config.tables.iter().filter(|t| t.publish);
+        for t in published {
+            let outbound = c.tables.get(&t.table).map_or("idle", |(_, o)| o.as_str());
+            if let Some(reason) = outbound.strip_prefix("refused: ") {
+                return format!(
+                    "the link is up, but table `{}` was refused: {reason}",
+                    t.table
+                );
+            }
+            if outbound == "syncing" {
+                return format!(
+                    "the link is up and table `{}` is still in its initial sync: wait longer",
+                    t.table
+                );
+            }
+        }
+        format!(
+            "the link is up and `{}` is still catching up: wait longer, or look at its backlog and lag in the peer status",
+            config.name
+        )
+    }
+
     /// Records an acknowledgement; returns whether it moved forward.
     pub(crate) fn set_acked(&self, seq: u64) -> bool {
         let moved = self.acked.send_if_modified(|a| {
@@ -275,9 +339,13 @@ impl PeerState {
 
     /// Blocks the calling thread (never a runtime) until the peer
     /// acknowledged `seq`, the database closes, or `timeout` passes.
+    /// `tables`: the tables transaction `seq` writes, if known; a receipt
+    /// for it fails as soon as the link shows the peer does not take one
+    /// of them that this node publishes to it.
     pub(crate) fn wait_acked(
         &self,
         seq: u64,
+        tables: &[String],
         timeout: Duration,
         closed: impl Fn() -> bool,
     ) -> Result<()> {
@@ -285,6 +353,12 @@ impl PeerState {
         let deadline = Instant::now().checked_add(timeout);
         let mut guard = self.acked_cv.0.lock();
         loop {
+            // Checked before the acknowledgement: the peer acknowledges
+            // positions in this node's log, which pass over writes to
+            // tables it did not ask for.
+            if let Some(e) = MutexGuard::unlocked(&mut guard, || self.not_taken(seq, tables)) {
+                return Err(e);
+            }
             if *self.acked.borrow() >= seq {
                 return Ok(());
             }
@@ -293,7 +367,14 @@ impl PeerState {
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return Err(Error::Timeout(timeout));
+                drop(guard);
+                return Err(Error::NotAcknowledged {
+                    peer: self.name(),
+                    seq,
+                    acked: *self.acked.borrow(),
+                    after: timeout,
+                    why: self.why_not_acknowledged(),
+                });
             }
             // Bounded waits so a close() is noticed even without an ack.
             let left = deadline.map_or(Duration::MAX, |d| d - now);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::lanes::Lanes;
+use super::peer::NOT_SUBSCRIBED_BY_PEER;
 use super::session::{blocking, link_closed};
 use super::{PeerState, Replicator};
 use crate::db::Database;
@@ -58,6 +59,15 @@ impl Sender {
                 .map_or(0, |f| f.priority)
         };
         wants.sort_by_key(|w| std::cmp::Reverse(priority(&w.table)));
+        // Said before anything goes out, so a delivery receipt waiting on
+        // a write to such a table fails before the first acknowledgement
+        // passes over it (see PeerState::wait_acked).
+        for flow in config.tables.iter().filter(|t| t.publish) {
+            if !wants.iter().any(|w| w.table == flow.table) {
+                self.peer
+                    .set_table_state(&flow.table, None, Some(NOT_SUBSCRIBED_BY_PEER.into()));
+            }
+        }
         let mut starts: HashMap<String, u64> = HashMap::new();
         let mut missing: Vec<String> = Vec::new();
         for want in wants {

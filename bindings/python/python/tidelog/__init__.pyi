@@ -263,7 +263,10 @@ class Database:
         """Status of every peer."""
     def wait_for_ack(self, peer: str, seq: int, timeout: float = 30.0) -> None:
         """Waits until ``peer`` acknowledged ``seq``; raises
-        :class:`TimeoutError` after ``timeout`` seconds."""
+        :class:`TimeoutError` after ``timeout`` seconds (saying what the
+        link looks like), and :class:`PeerError` if the transaction writes
+        a table this instance publishes to ``peer`` but ``peer`` does not
+        subscribe to."""
 
 # ---- errors ----------------------------------------------------------------
 
