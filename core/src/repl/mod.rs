@@ -340,6 +340,10 @@ pub(crate) struct Replicator {
     /// Set when the database closes: each session then says goodbye and
     /// ends its TLS stream with close_notify (see `session::write_loop`).
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// Accepted connections not yet done (handshake, hello, and the link
+    /// they become): `shutdown` waits for them as for registered links,
+    /// since the peer may already count such a link as up.
+    pub(crate) accepting: std::sync::atomic::AtomicUsize,
 }
 
 impl Replicator {
@@ -403,7 +407,11 @@ impl Replicator {
         let peers: Vec<Arc<PeerState>> = self.peers.lock().values().cloned().collect();
         if tokio::runtime::Handle::try_current().is_err() {
             let deadline = std::time::Instant::now() + GOODBYE_WAIT;
-            while peers.iter().any(|p| p.has_live_tasks()) && std::time::Instant::now() < deadline {
+            let busy = || {
+                self.accepting.load(std::sync::atomic::Ordering::Acquire) > 0
+                    || peers.iter().any(|p| p.has_live_tasks())
+            };
+            while busy() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -458,6 +466,7 @@ impl Database {
             node_name: self.shared.node_name.clone(),
             acceptors: Mutex::new(Vec::new()),
             closing: tokio::sync::watch::Sender::new(false),
+            accepting: std::sync::atomic::AtomicUsize::new(0),
         });
         *slot = Some(r);
         Ok(())

@@ -38,6 +38,10 @@ type Writer = FrameWriter<WriteHalf<BoxIo>>;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// How long a closing database lets a dial in progress finish, so that a
+/// link the peer already counts as up ends with a goodbye.
+const DIAL_GRACE: Duration = Duration::from_millis(200);
+
 /// A link that stayed up this long resets the redial backoff.
 const STABLE_LINK: Duration = Duration::from_secs(10);
 
@@ -53,12 +57,22 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
             return;
         };
         let started = Instant::now();
+        let dial = dial_once(&r, &peer, &addr);
+        tokio::pin!(dial);
         // Closing stops a dial (an unreachable peer must not hold up
         // `close`), not a link: that says goodbye itself (`write_loop`).
         let outcome = tokio::select! {
             biased;
-            () = until_closing(&mut closing) => return,
-            res = dial_once(&r, &peer, &addr) => match res {
+            () = until_closing(&mut closing) => {
+                // A dial about to finish may be a link the peer already
+                // counts as up (it sent its hello): finish it, so that it
+                // says goodbye instead of vanishing.
+                match tokio::time::timeout(DIAL_GRACE, &mut dial).await {
+                    Ok(Ok(link)) => Some(run(&r, &peer, link).await),
+                    _ => return,
+                }
+            }
+            res = &mut dial => match res {
                 Ok(link) => tokio::select! {
                     res = run(&r, &peer, link) => Some(res),
                     _ = generation.changed() => None,
@@ -156,15 +170,33 @@ pub(crate) async fn accept_loop(r: Arc<Replicator>, listener: TcpListener) {
         match listener.accept().await {
             Ok((tcp, from)) => {
                 let r2 = r.clone();
+                let accepting = Accepting::new(&r);
                 tokio::spawn(async move {
                     if let Err(e) = accept_one(r2, tcp).await {
                         eprintln!("tidelog: refused replication link from {from}: {e}");
                     }
+                    drop(accepting);
                 });
             }
             // Out of file descriptors and the like: wait instead of spinning.
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// Counts an accepted connection in `Replicator::accepting` until dropped.
+struct Accepting(Arc<Replicator>);
+
+impl Accepting {
+    fn new(r: &Arc<Replicator>) -> Accepting {
+        r.accepting.fetch_add(1, Ordering::AcqRel);
+        Accepting(r.clone())
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.accepting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -310,14 +342,25 @@ async fn run(r: &Arc<Replicator>, peer: &Arc<PeerState>, link: Link) -> Result<(
     let receiver = Receiver::new(db, peer.clone(), cursor, tx);
     let idle = r.opts.idle_timeout;
     let ended = tokio::select! {
-        res = sender.run(hello.wants) => res.map(|()| Ended::Done),
-        res = receiver.run(&mut reader, idle) => res.map(|()| Ended::Done),
+        res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
+        res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
         res = write_loop(writer, rx, r.opts.heartbeat_interval, r.closing.subscribe()) => res,
     }?;
     if ended == Ended::SaidGoodbye {
         linger(&mut reader).await;
     }
     Ok(())
+}
+
+/// A closing database fails the sender's and receiver's database calls
+/// with `Closed` a moment before the replicator tells the write loop
+/// (the handle closes first). That is not a broken link: the half waits,
+/// and the write loop says goodbye.
+async fn goodbye_first(half: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    match half.await {
+        Err(Error::Closed) => std::future::pending().await,
+        other => other,
+    }
 }
 
 /// How a link's write loop ended without an error.
