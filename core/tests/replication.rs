@@ -427,3 +427,54 @@ fn a_database_that_closes_says_goodbye_and_closes_tls_cleanly() {
         "{why}"
     );
 }
+
+/// What `observer` last reported about `peer` once `end` made the link go
+/// down.
+fn why_the_link_ended_after(observer: &Database, peer: &str, end: impl FnOnce()) -> String {
+    wait_until("linked", T, || {
+        observer.peer_status(peer).is_ok_and(|s| s.connected)
+    });
+    end();
+    wait_until("the link is down", T, || {
+        observer.peer_status(peer).is_ok_and(|s| !s.connected)
+    });
+    observer
+        .peer_status(peer)
+        .unwrap()
+        .last_error
+        .unwrap_or_default()
+}
+
+#[test]
+fn changing_or_removing_a_peer_ends_its_link_with_a_goodbye() {
+    // The cloud changes its settings for the edge. The edge waits before
+    // redialing, so what it reports stays visible.
+    let p = edge_and_cloud_with(|mut o| {
+        o.backoff_initial = Duration::from_secs(60);
+        o.backoff_max = Duration::from_secs(60);
+        o
+    });
+    let why = why_the_link_ended_after(&p.edge, "cloud", || {
+        p.cloud
+            .update_peer(
+                PeerConfig::new("edge-1")
+                    .table(TableFlow::publish("thresholds"))
+                    .table(TableFlow::subscribe("alerts").priority(3)),
+            )
+            .unwrap()
+    });
+    assert!(
+        why.ends_with("`cloud` closed the link: its settings for this peer changed"),
+        "{why}"
+    );
+    // The edge removes the cloud: the cloud hears why, and nothing redials.
+    let p = edge_and_cloud();
+    let why = why_the_link_ended_after(&p.cloud, "edge-1", || p.edge.remove_peer("cloud").unwrap());
+    assert!(
+        why.ends_with("`edge-1` closed the link: it no longer has this node as a peer"),
+        "{why}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let s = p.cloud.peer_status("edge-1").unwrap();
+    assert!(!s.connected && s.connects == 1, "{s:?}");
+}

@@ -512,7 +512,8 @@ impl Database {
         Ok(())
     }
 
-    /// Replaces a peer's configuration; its link restarts with it.
+    /// Replaces a peer's configuration; its link says goodbye ("its
+    /// settings for this peer changed") and restarts with it.
     pub fn update_peer(&self, config: PeerConfig) -> Result<()> {
         let r = self.replicator()?;
         config.validate(&self.shared.node_name)?;
@@ -521,16 +522,17 @@ impl Database {
             .ok_or_else(|| Error::PeerNotFound(config.name.clone()))?;
         let had_address = state.config().address.is_some();
         state.set_config(config.clone());
+        // The link says goodbye and ends; a dialer whose peer lost its
+        // address then stops by itself.
         state.restart();
         if config.address.is_some() && !had_address {
             state.start_dialer(&r);
-        } else if config.address.is_none() && had_address {
-            state.stop_dialer();
         }
         Ok(())
     }
 
-    /// Removes a peer and closes its link. Its resume cursor stays, so
+    /// Removes a peer; its link says goodbye ("it no longer has this node
+    /// as a peer") and nothing redials it. Its resume cursor stays, so
     /// adding it again resumes where it left off.
     pub fn remove_peer(&self, name: &str) -> Result<()> {
         let r = self.replicator()?;
@@ -539,7 +541,7 @@ impl Database {
             .lock()
             .remove(name)
             .ok_or_else(|| Error::PeerNotFound(name.to_string()))?;
-        state.stop();
+        state.remove();
         Ok(())
     }
 

@@ -48,6 +48,8 @@ pub(crate) struct PeerState {
     acked_cv: (Mutex<()>, Condvar),
     /// Bumped to make the current link end (configuration changed).
     pub(crate) generation: watch::Sender<u64>,
+    /// Removed from the database's peers: links end, nothing redials.
+    removed: std::sync::atomic::AtomicBool,
     dialer: Mutex<Option<AbortHandle>>,
     /// The running session and its id, so a newer accepted link replaces an
     /// older (maybe half-open) one.
@@ -62,6 +64,7 @@ impl PeerState {
             acked: watch::Sender::new(acked),
             acked_cv: (Mutex::new(()), Condvar::new()),
             generation: watch::Sender::new(0),
+            removed: std::sync::atomic::AtomicBool::new(false),
             dialer: Mutex::new(None),
             session: Mutex::new(None),
         })
@@ -79,12 +82,22 @@ impl PeerState {
         *self.config.lock() = c;
     }
 
-    /// Ends the current link so the next one uses the new configuration.
+    /// Ends the current link, with a goodbye, so the next one uses the
+    /// new configuration (or, once removed, there is none).
     pub(crate) fn restart(&self) {
         self.generation.send_modify(|g| *g += 1);
-        if let Some((_, s)) = self.session.lock().take() {
-            s.abort();
-        }
+    }
+
+    /// Takes the peer out of service: its link says goodbye and ends, and
+    /// its dialer stops.
+    pub(crate) fn remove(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.restart();
+    }
+
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn start_dialer(self: &Arc<Self>, r: &Arc<Replicator>) {

@@ -68,27 +68,30 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
                 // counts as up (it sent its hello): finish it, so that it
                 // says goodbye instead of vanishing.
                 match tokio::time::timeout(DIAL_GRACE, &mut dial).await {
-                    Ok(Ok(link)) => Some(run(&r, &peer, link).await),
+                    Ok(Ok(link)) => Some(run(&r, &peer, link, generation.clone()).await),
                     _ => return,
                 }
             }
-            res = &mut dial => match res {
-                Ok(link) => tokio::select! {
-                    res = run(&r, &peer, link) => Some(res),
-                    _ = generation.changed() => None,
-                },
-                Err(e) => Some(Err(e)),
-            },
+            // A link ends itself when the peer's settings change or it is
+            // removed, with a goodbye that says so (see `run`).
+            res = &mut dial => Some(match res {
+                Ok(link) => run(&r, &peer, link, generation.clone()).await,
+                Err(e) => Err(e),
+            }),
             _ = generation.changed() => None,
         };
+        if peer.is_removed() {
+            peer.set_disconnected(None);
+            return;
+        }
+        if outcome.is_none() || generation.has_changed().unwrap_or(false) {
+            peer.set_disconnected(Some("peer settings changed; reconnecting".into()));
+            backoff = r.opts.backoff_initial;
+            continue;
+        }
         match outcome {
-            None => {
-                peer.set_disconnected(Some("configuration changed; reconnecting".into()));
-                backoff = r.opts.backoff_initial;
-                continue;
-            }
-            Some(Ok(())) => peer.set_disconnected(None),
             Some(Err(e)) => peer.set_disconnected(Some(e.to_string())),
+            _ => peer.set_disconnected(None),
         }
         if started.elapsed() >= STABLE_LINK {
             backoff = r.opts.backoff_initial;
@@ -231,7 +234,7 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     };
     let (rd, wr) = tokio::io::split(io);
     let mut writer = FrameWriter::new(wr, max);
-    let Some(peer) = r.peer(&hello.node_name) else {
+    let Some(peer) = r.peer(&hello.node_name).filter(|p| !p.is_removed()) else {
         let reason = format!(
             "`{}` is not a configured peer of `{}`",
             hello.node_name, r.node_name
@@ -243,6 +246,8 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
             .await;
         return Err(Error::Peer(reason));
     };
+    // Seen from here on, a change of the peer's settings ends this link.
+    let generation = peer.generation.subscribe();
     let db = r.db()?;
     let cursor = load_cursor(&db, &hello.node_name).await?;
     writer
@@ -261,7 +266,7 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
         cursor,
     };
     let task = tokio::spawn(async move {
-        let res = run(&r2, &peer2, link).await;
+        let res = run(&r2, &peer2, link, generation).await;
         // A link that was replaced by a newer one must not mark the peer
         // disconnected while the newer one is up.
         if peer2.clear_session(id) {
@@ -314,7 +319,14 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Peer(format!("replication worker failed: {e}")))?
 }
 
-async fn run(r: &Arc<Replicator>, peer: &Arc<PeerState>, link: Link) -> Result<()> {
+/// Runs a link until it fails, or says goodbye because the database is
+/// closing or the peer's settings changed after `generation` was seen.
+async fn run(
+    r: &Arc<Replicator>,
+    peer: &Arc<PeerState>,
+    link: Link,
+    mut generation: watch::Receiver<u64>,
+) -> Result<()> {
     let Link {
         db,
         mut reader,
@@ -341,10 +353,21 @@ async fn run(r: &Arc<Replicator>, peer: &Arc<PeerState>, link: Link) -> Result<(
     let sender = Sender::new(r.clone(), db.clone(), peer.clone(), &hello, tx.clone());
     let receiver = Receiver::new(db, peer.clone(), cursor, tx);
     let idle = r.opts.idle_timeout;
+    let mut closing = r.closing.subscribe();
+    let goodbye = async {
+        tokio::select! {
+            () = until_closing(&mut closing) => "its database is closing".to_string(),
+            _ = generation.changed() => if peer.is_removed() {
+                "it no longer has this node as a peer".to_string()
+            } else {
+                "its settings for this peer changed".to_string()
+            },
+        }
+    };
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
-        res = write_loop(writer, rx, r.opts.heartbeat_interval, r.closing.subscribe()) => res,
+        res = write_loop(writer, rx, r.opts.heartbeat_interval, goodbye) => res,
     }?;
     if ended == Ended::SaidGoodbye {
         linger(&mut reader).await;
@@ -383,19 +406,20 @@ async fn linger(reader: &mut Reader) {
 }
 
 /// Sends what the sender and receiver queue, a heartbeat when idle, and a
-/// goodbye when the database closes. A message being written is always
-/// finished first: frames are never cut.
+/// goodbye with its reason when `goodbye` yields one. A message being
+/// written is always finished first: frames are never cut.
 async fn write_loop(
     mut writer: Writer,
     mut rx: mpsc::Receiver<Message>,
     heartbeat: Duration,
-    mut closing: watch::Receiver<bool>,
+    goodbye: impl std::future::Future<Output = String>,
 ) -> Result<Ended> {
+    tokio::pin!(goodbye);
     loop {
         tokio::select! {
             biased;
-            () = until_closing(&mut closing) => {
-                say_goodbye(writer).await?;
+            reason = &mut goodbye => {
+                say_goodbye(writer, reason).await?;
                 return Ok(Ended::SaidGoodbye);
             }
             next = tokio::time::timeout(heartbeat, rx.recv()) => match next {
@@ -422,12 +446,8 @@ async fn until_closing(closing: &mut watch::Receiver<bool>) {
 /// Tells the peer why the link ends, then ends the TLS stream with
 /// close_notify: without it the peer can only report a connection that
 /// broke ("peer closed connection without sending TLS close_notify").
-async fn say_goodbye(mut writer: Writer) -> Result<()> {
-    writer
-        .write_message(&Message::Goodbye {
-            reason: "its database is closing".into(),
-        })
-        .await?;
+async fn say_goodbye(mut writer: Writer, reason: String) -> Result<()> {
+    writer.write_message(&Message::Goodbye { reason }).await?;
     writer
         .get_mut()
         .shutdown()
