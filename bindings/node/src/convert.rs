@@ -1,0 +1,220 @@
+//! Errors thrown to JavaScript, and the conversions between JavaScript
+//! values, JSON text and tidelog types that every call shares.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use napi::bindgen_prelude::{BigInt, Either3};
+use napi::Status;
+use serde_json::Value;
+use tidelog::log::WriteOp;
+use tidelog::{ChangeEvent, ErrorKind, Key, LogEntry, Record, Stamp};
+
+// ---- errors -------------------------------------------------------------
+
+/// Every error thrown to JavaScript: the tidelog code travels as a
+/// `[TIDELOG:<CODE>] ` prefix of the message (napi-derive only throws
+/// errors with a napi status), which index.js strips into `err.code`.
+pub(crate) type R<T> = napi::Result<T>;
+
+pub(crate) fn code_of(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidInput => "INVALID_INPUT",
+        ErrorKind::NotFound => "NOT_FOUND",
+        ErrorKind::AlreadyExists => "ALREADY_EXISTS",
+        ErrorKind::Closed => "CLOSED",
+        ErrorKind::Locked => "LOCKED",
+        ErrorKind::Storage => "STORAGE",
+        ErrorKind::Corrupt => "CORRUPT",
+        ErrorKind::ClockSkew => "CLOCK_SKEW",
+        ErrorKind::Timeout => "TIMEOUT",
+        ErrorKind::Tls => "TLS",
+        ErrorKind::Peer => "PEER",
+        ErrorKind::Unsupported => "UNSUPPORTED",
+    }
+}
+
+pub(crate) fn err(e: tidelog::Error) -> napi::Error {
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("[TIDELOG:{}] {e}", code_of(e.kind())),
+    )
+}
+
+pub(crate) fn invalid(msg: impl Into<String>) -> napi::Error {
+    napi::Error::new(
+        Status::InvalidArg,
+        format!("[TIDELOG:INVALID_INPUT] {}", msg.into()),
+    )
+}
+
+pub(crate) trait OrJs<T> {
+    fn js(self) -> napi::Result<T>;
+}
+
+impl<T> OrJs<T> for tidelog::Result<T> {
+    fn js(self) -> napi::Result<T> {
+        self.map_err(err)
+    }
+}
+
+// ---- conversions --------------------------------------------------------
+
+pub(crate) type JsKey = Either3<String, i64, BigInt>;
+
+pub(crate) fn key_of(k: JsKey) -> napi::Result<Key> {
+    match k {
+        Either3::A(s) => Ok(Key::Str(s)),
+        Either3::B(i) => Ok(Key::Int(i)),
+        Either3::C(b) => match b.get_i64() {
+            (i, true) => Ok(Key::Int(i)),
+            _ => Err(invalid(
+                "invalid key: a bigint key must fit in a signed 64-bit integer",
+            )),
+        },
+    }
+}
+
+pub(crate) fn key_of_value(v: &Value, what: &str) -> napi::Result<Key> {
+    Key::from_json(v).ok_or_else(|| {
+        invalid(format!(
+            "invalid {what}: primary key values are strings or integers"
+        ))
+    })
+}
+
+pub(crate) fn hex(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// A non-negative integer option given as a JS number.
+pub(crate) fn uint(what: &str, v: f64) -> napi::Result<u64> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
+        Ok(v as u64)
+    } else {
+        Err(invalid(format!(
+            "invalid {what}: must be a non-negative integer, got {v}"
+        )))
+    }
+}
+
+pub(crate) fn millis(what: &str, v: f64) -> napi::Result<Duration> {
+    uint(what, v).map(Duration::from_millis)
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // Serializing a str cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+/// `{"time":"<decimal>","node":"<hex>"}`: the time does not fit a JS
+/// number, so it travels as text and becomes a bigint in index.js.
+fn push_stamp(out: &mut String, s: &Stamp) {
+    let _ = write!(
+        out,
+        "{{\"time\":\"{}\",\"node\":\"{:016x}\"}}",
+        s.time, s.node
+    );
+}
+
+pub(crate) fn records_json(records: &[Record]) -> String {
+    let mut out = String::with_capacity(2 + records.len() * 96);
+    out.push('[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        r.write_json(&mut out);
+    }
+    out.push(']');
+    out
+}
+
+/// A log write's record with the two time attributes reads add.
+fn push_logged_record(out: &mut String, json: &str, created: u64, stamp: &Stamp) {
+    let created_ms = Stamp {
+        time: created,
+        node: 0,
+    }
+    .millis();
+    let _ = write!(
+        out,
+        "{{\"__createdtime__\":{created_ms},\"__updatedtime__\":{}",
+        stamp.millis()
+    );
+    let rest = json.strip_prefix('{').unwrap_or("}");
+    if rest.trim_start() != "}" {
+        out.push(',');
+    }
+    out.push_str(rest);
+}
+
+pub(crate) fn log_json(entries: &[LogEntry]) -> String {
+    let mut out = String::from("[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let local_ms = Stamp {
+            time: e.local_time,
+            node: 0,
+        }
+        .millis();
+        let _ = write!(out, "{{\"seq\":{},\"stamp\":", e.seq);
+        push_stamp(&mut out, &e.stamp);
+        let _ = write!(
+            out,
+            ",\"origin\":\"{:016x}\",\"localTimeMs\":{local_ms},\"writes\":[",
+            e.origin()
+        );
+        for (j, w) in e.writes.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"table\":");
+            push_json_str(&mut out, &w.table);
+            out.push_str(",\"key\":");
+            w.key.write_json(&mut out);
+            match &w.op {
+                WriteOp::Put { json, created } => {
+                    out.push_str(",\"op\":\"put\",\"record\":");
+                    push_logged_record(&mut out, json, *created, &e.stamp);
+                }
+                WriteOp::Delete => out.push_str(",\"op\":\"delete\",\"record\":null"),
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+    out
+}
+
+pub(crate) fn event_json(ev: &ChangeEvent) -> String {
+    let mut out = String::with_capacity(128);
+    out.push_str("{\"table\":");
+    push_json_str(&mut out, &ev.table);
+    let _ = write!(
+        out,
+        ",\"seq\":{},\"origin\":\"{:016x}\",\"local\":{},\"stamp\":",
+        ev.seq,
+        ev.origin(),
+        ev.local
+    );
+    push_stamp(&mut out, &ev.stamp);
+    out.push_str(",\"changes\":[");
+    for (i, c) in ev.changes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        c.write_json(&mut out);
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Parses record JSON text into the value the core API takes, with the
+/// core's typed errors (not an object, invalid JSON).
+pub(crate) fn record_value(json: &str) -> napi::Result<Value> {
+    tidelog::record::parse_object(json).map(Value::Object).js()
+}
