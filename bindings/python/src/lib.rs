@@ -11,232 +11,34 @@
 //! and its locks may be held), and is leaked rather than closed when the
 //! child drops it, so nothing in the child waits for a thread that is gone.
 
+mod baseline;
 mod convert;
 mod errors;
 mod fork;
+mod handle;
+mod objects;
+mod transaction;
 
 use std::ops::Bound as RBound;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 use serde_json::Value;
 use tidelog::{
-    ChangeEvent, CommitInfo as CoreCommit, Durability, EngineKind, Key, ListenerId, LogEntry,
-    OpenOptions, PeerConfig, ReplicationOptions, ScanOptions, TableOptions, WriteOp,
+    CommitInfo as CoreCommit, Durability, EngineKind, Key, ListenerId, OpenOptions,
+    ReplicationOptions, ScanOptions,
 };
 
+use baseline::*;
 use convert::*;
 use errors::{invalid, IntoPy};
-
-/// One open database as the Python objects share it.
-struct Handle {
-    db: std::mem::ManuallyDrop<tidelog::Database>,
-    fork_gen: u64,
-    listener_errors: Arc<AtomicU64>,
-}
-
-impl Handle {
-    /// The database, unless this is a forked child of the process that
-    /// opened it.
-    #[inline]
-    fn db(&self) -> PyResult<&tidelog::Database> {
-        if fork::generation() != self.fork_gen {
-            return Err(errors::forked());
-        }
-        Ok(&self.db)
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        if fork::generation() != self.fork_gen {
-            // Forked child: closing would wait for threads that only exist
-            // in the parent. Leak the handle instead.
-            return;
-        }
-        // SAFETY: dropped exactly once, here.
-        let db = unsafe { std::mem::ManuallyDrop::take(&mut self.db) };
-        if !db.is_closed() {
-            // Release the GIL: closing waits for the listener thread, which
-            // may be waiting for the GIL to call a Python listener.
-            let closed = Python::try_attach(|py| py.detach(|| db.close()));
-            if closed.is_none() {
-                let _ = db.close();
-            }
-        }
-    }
-}
-
-/// Every handle opened in this process, for `_close_all` at exit.
-static OPEN: Mutex<Vec<Weak<Handle>>> = Mutex::new(Vec::new());
-
-fn seconds(what: &str, s: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| {
-        invalid(format!(
-            "{what} must be a finite, non-negative number of seconds, got {s}"
-        ))
-    })
-}
-
-fn non_negative(what: &str, v: i64) -> PyResult<u64> {
-    u64::try_from(v).map_err(|_| invalid(format!("{what} must not be negative, got {v}")))
-}
-
-fn limit_arg(v: Option<i64>) -> PyResult<Option<usize>> {
-    v.map(|l| non_negative("limit", l).map(|l| l as usize))
-        .transpose()
-}
-
-/// What a commit was given.
-#[pyclass(frozen, module = "tidelog", name = "CommitInfo")]
-struct PyCommitInfo {
-    /// Local log sequence number of the transaction (0 if it wrote nothing).
-    #[pyo3(get)]
-    seq: u64,
-    /// Hybrid-logical-clock time of the version stamp.
-    #[pyo3(get)]
-    time: u64,
-    /// Node id of the origin (this instance).
-    #[pyo3(get)]
-    origin: u64,
-}
-
-#[pymethods]
-impl PyCommitInfo {
-    /// Wall-clock milliseconds since the epoch of the stamp
-    /// (the records' `__updatedtime__`).
-    #[getter]
-    fn millis(&self) -> u64 {
-        tidelog::Stamp {
-            time: self.time,
-            node: self.origin,
-        }
-        .millis()
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "CommitInfo(seq={}, time={}, origin={:#x})",
-            self.seq, self.time, self.origin
-        )
-    }
-}
-
-impl From<CoreCommit> for PyCommitInfo {
-    fn from(c: CoreCommit) -> Self {
-        PyCommitInfo {
-            seq: c.seq,
-            time: c.stamp.time,
-            origin: c.stamp.node,
-        }
-    }
-}
-
-fn table_options(
-    primary_key: &str,
-    indexes: Vec<String>,
-    expiration: Option<i64>,
-) -> PyResult<TableOptions> {
-    Ok(TableOptions {
-        primary_key: primary_key.to_string(),
-        indexes,
-        expiration: expiration
-            .map(|e| non_negative("expiration", e))
-            .transpose()?,
-    })
-}
-
-fn to_py_via_serde<'py, T: serde::Serialize>(
-    py: Python<'py>,
-    v: &T,
-) -> PyResult<Bound<'py, PyAny>> {
-    let value = serde_json::to_value(v).map_err(|e| errors::corrupt(e.to_string()))?;
-    value_to_py(py, &value)
-}
-
-fn millis_of(hlc_time: u64) -> u64 {
-    tidelog::Stamp {
-        time: hlc_time,
-        node: 0,
-    }
-    .millis()
-}
-
-fn log_entry_to_py<'py>(py: Python<'py>, e: &LogEntry) -> PyResult<Bound<'py, PyAny>> {
-    let d = PyDict::new(py);
-    d.set_item("seq", e.seq)?;
-    d.set_item("time", e.stamp.time)?;
-    d.set_item("origin", e.stamp.node)?;
-    d.set_item("millis", e.stamp.millis())?;
-    d.set_item("local_millis", millis_of(e.local_time))?;
-    let writes = PyList::empty(py);
-    for w in &e.writes {
-        let wd = PyDict::new(py);
-        wd.set_item("table", &w.table)?;
-        wd.set_item("key", key_to_py(py, &w.key)?)?;
-        match &w.op {
-            WriteOp::Put { json, created } => {
-                wd.set_item("op", "put")?;
-                let rec = json_to_py(py, json)?;
-                if let Ok(rd) = rec.cast::<PyDict>() {
-                    rd.set_item("__createdtime__", millis_of(*created))?;
-                    rd.set_item("__updatedtime__", e.stamp.millis())?;
-                }
-                wd.set_item("record", rec)?;
-            }
-            WriteOp::Delete => {
-                wd.set_item("op", "delete")?;
-                wd.set_item("record", py.None())?;
-            }
-        }
-        writes.append(wd)?;
-    }
-    d.set_item("writes", writes)?;
-    Ok(d.into_any())
-}
-
-fn event_to_py<'py>(py: Python<'py>, e: &ChangeEvent) -> PyResult<Bound<'py, PyAny>> {
-    let d = PyDict::new(py);
-    d.set_item("table", &e.table)?;
-    d.set_item("seq", e.seq)?;
-    d.set_item("time", e.stamp.time)?;
-    d.set_item("origin", e.origin())?;
-    d.set_item("millis", e.stamp.millis())?;
-    d.set_item("local", e.local)?;
-    let changes = PyList::empty(py);
-    for c in &e.changes {
-        let cd = PyDict::new(py);
-        cd.set_item("key", key_to_py(py, &c.key)?)?;
-        cd.set_item("record", opt_record_to_py(py, c.record.as_ref())?)?;
-        changes.append(cd)?;
-    }
-    d.set_item("changes", changes)?;
-    Ok(d.into_any())
-}
-
-fn peer_config(
-    name: &str,
-    address: Option<String>,
-    tables: &Bound<'_, PyAny>,
-) -> PyResult<PeerConfig> {
-    let tables = if tables.is_none() {
-        Value::Array(vec![])
-    } else {
-        py_to_value(tables, 0)?
-    };
-    if !tables.is_array() {
-        return Err(invalid(
-            "tables must be a list of dicts like {\"table\": \"alerts\", \"publish\": True}",
-        ));
-    }
-    let v = serde_json::json!({"name": name, "address": address, "tables": tables});
-    serde_json::from_value(v).map_err(|e| invalid(format!("peer configuration: {e}")))
-}
+use handle::*;
+use objects::*;
+use transaction::*;
 
 /// An open tidelog database. Create one with `tidelog.open()`; use it as a
 /// context manager to close it at the end of a `with` block. Every method
@@ -454,10 +256,7 @@ impl PyDatabase {
     /// an exception, or call `commit()` / `rollback()`.
     fn transaction(&self) -> PyResult<PyTransaction> {
         let tx = self.h.db()?.transaction();
-        Ok(PyTransaction {
-            h: self.h.clone(),
-            tx: Mutex::new(Some(tx)),
-        })
+        Ok(PyTransaction::new(self.h.clone(), tx))
     }
 
     // ---- reads -----------------------------------------------------------
@@ -884,128 +683,6 @@ impl PyDatabase {
     }
 }
 
-/// Writes to one or more tables that commit atomically with one version
-/// stamp, or not at all. Nothing is visible before `commit()`. As a context
-/// manager it commits when the block succeeds and discards everything when
-/// it raises. Reads see committed state, not this transaction's writes.
-#[pyclass(frozen, module = "tidelog", name = "Transaction")]
-struct PyTransaction {
-    h: Arc<Handle>,
-    tx: Mutex<Option<tidelog::Transaction>>,
-}
-
-impl PyTransaction {
-    fn with_tx<R>(&self, f: impl FnOnce(&mut tidelog::Transaction) -> PyResult<R>) -> PyResult<R> {
-        self.h.db()?;
-        let mut g = self.tx.lock();
-        match g.as_mut() {
-            Some(tx) => f(tx),
-            None => Err(invalid(
-                "this transaction was already committed or rolled back: start a new one",
-            )),
-        }
-    }
-}
-
-#[pymethods]
-impl PyTransaction {
-    /// Stages an insert (checked against existing keys at commit).
-    fn insert<'py>(
-        slf: &Bound<'py, Self>,
-        table: &Bound<'_, PyString>,
-        record: &Bound<'_, PyAny>,
-    ) -> PyResult<Bound<'py, Self>> {
-        let t = py_str(table)?;
-        let v = py_to_record(record)?;
-        slf.get().with_tx(|tx| tx.insert(t, v).map(|_| ()).py())?;
-        Ok(slf.clone())
-    }
-
-    /// Stages an upsert.
-    fn upsert<'py>(
-        slf: &Bound<'py, Self>,
-        table: &Bound<'_, PyString>,
-        record: &Bound<'_, PyAny>,
-    ) -> PyResult<Bound<'py, Self>> {
-        let t = py_str(table)?;
-        let v = py_to_record(record)?;
-        slf.get().with_tx(|tx| tx.upsert(t, v).map(|_| ()).py())?;
-        Ok(slf.clone())
-    }
-
-    /// Stages an update (merge into an existing record).
-    fn update<'py>(
-        slf: &Bound<'py, Self>,
-        table: &Bound<'_, PyString>,
-        patch: &Bound<'_, PyAny>,
-    ) -> PyResult<Bound<'py, Self>> {
-        let t = py_str(table)?;
-        let v = py_to_record(patch)?;
-        slf.get().with_tx(|tx| tx.update(t, v).map(|_| ()).py())?;
-        Ok(slf.clone())
-    }
-
-    /// Stages a delete.
-    fn delete<'py>(
-        slf: &Bound<'py, Self>,
-        table: &Bound<'_, PyString>,
-        key: &Bound<'_, PyAny>,
-    ) -> PyResult<Bound<'py, Self>> {
-        let t = py_str(table)?;
-        let k = py_to_key(key)?;
-        slf.get().with_tx(|tx| tx.delete(t, k).map(|_| ()).py())?;
-        Ok(slf.clone())
-    }
-
-    /// Commits every staged write atomically; the transaction is then done.
-    fn commit(&self, py: Python<'_>) -> PyResult<PyCommitInfo> {
-        self.h.db()?;
-        let tx = self.tx.lock().take().ok_or_else(|| {
-            invalid("this transaction was already committed or rolled back: start a new one")
-        })?;
-        Ok(py.detach(|| tx.commit()).py()?.into())
-    }
-
-    /// Discards every staged write; the transaction is then done. Calling it
-    /// again is fine.
-    fn rollback(&self) {
-        drop(self.tx.lock().take());
-    }
-
-    /// Whether the transaction can still take writes (not yet committed or
-    /// rolled back).
-    #[getter]
-    fn active(&self) -> bool {
-        self.tx.lock().is_some()
-    }
-
-    /// Number of staged writes.
-    fn __len__(&self) -> usize {
-        self.tx.lock().as_ref().map_or(0, |t| t.len())
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<&Bound<'_, PyAny>>,
-        _exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let failed = exc_type.is_some_and(|t| !t.is_none());
-        let tx = self.tx.lock().take();
-        if let (Some(tx), false) = (tx, failed) {
-            self.h.db()?;
-            py.detach(|| tx.commit()).py()?;
-        }
-        Ok(false)
-    }
-}
-
 /// Opens (creating if needed) the data directory `path` for node
 /// `node_name`. `durability` is "grouped" (commits reach the disk together
 /// every `flush_interval` seconds) or "sync" (each commit is on disk before
@@ -1052,28 +729,9 @@ fn open(
         o.expiry_interval = seconds("expiry_interval", s)?;
     }
     let db = py.detach(|| tidelog::Database::open(&path, o)).py()?;
-    let h = Arc::new(Handle {
-        db: std::mem::ManuallyDrop::new(db),
-        fork_gen: fork::generation(),
-        listener_errors: Arc::new(AtomicU64::new(0)),
-    });
-    let mut open = OPEN.lock();
-    open.retain(|w| w.strong_count() > 0);
-    open.push(Arc::downgrade(&h));
-    Ok(PyDatabase { h })
-}
-
-/// Closes every database still open in this process (registered with
-/// `atexit` by the package, so listener threads stop before the interpreter
-/// shuts down).
-#[pyfunction]
-fn _close_all(py: Python<'_>) {
-    let handles: Vec<Arc<Handle>> = OPEN.lock().drain(..).filter_map(|w| w.upgrade()).collect();
-    for h in &handles {
-        if let Ok(db) = h.db() {
-            let _ = py.detach(|| db.close());
-        }
-    }
+    Ok(PyDatabase {
+        h: Handle::register(db),
+    })
 }
 
 /// Writes a development PKI into `out_dir`: a CA (`ca.pem`, `ca.key`) and a
@@ -1103,78 +761,6 @@ fn dev_certs<'py>(
     }
     out.set_item("nodes", by_node)?;
     Ok(out)
-}
-
-fn process_cpu_secs() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: plain syscall wrapper writing into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
-/// Times `f` doing `n` operations: (wall-clock rate, process-CPU rate).
-fn rates(n: u64, f: impl FnOnce() -> tidelog::Result<()>) -> tidelog::Result<(f64, f64)> {
-    let (t, c) = (std::time::Instant::now(), process_cpu_secs());
-    f()?;
-    let wall = t.elapsed().as_secs_f64();
-    let cpu = process_cpu_secs() - c;
-    Ok((n as f64 / wall, n as f64 / cpu.max(1e-9)))
-}
-
-/// The benchmark loop in Rust, on the Rust API, for comparison: `n`
-/// single-record upserts then `n` point gets of the same records as
-/// `bench/bench.py` writes, in a fresh database at `path`. Returns rates
-/// by wall clock and by process CPU time.
-#[pyfunction]
-fn _rust_baseline<'py>(py: Python<'py>, path: PathBuf, n: u64) -> PyResult<Bound<'py, PyDict>> {
-    let out = py
-        .detach(|| -> tidelog::Result<Vec<(&'static str, (f64, f64))>> {
-            let db = tidelog::Database::open(&path, OpenOptions::new("bench"))?;
-            db.create_table("readings", TableOptions::default().index("sensor"))?;
-            let up = rates(n, || {
-                for i in 0..n as i64 {
-                    db.upsert(
-                        "readings",
-                        serde_json::json!({
-                            "id": i,
-                            "sensor": format!("s-{}", i % 100),
-                            "value": i as f64 * 0.5,
-                            "unit": "C",
-                            "ok": true,
-                        }),
-                    )?;
-                }
-                Ok(())
-            })?;
-            // Same work as Python's get: read and materialise the record.
-            let get = rates(n, || {
-                for i in 0..n as i64 {
-                    let r = db.get("readings", i)?;
-                    assert!(r.map(|r| r.to_value()).is_some_and(|v| v.is_object()));
-                }
-                Ok(())
-            })?;
-            // And without materialising: the record stays stored JSON text.
-            let get_raw = rates(n, || {
-                for i in 0..n as i64 {
-                    let r = db.get("readings", i)?;
-                    assert!(r.is_some_and(|r| !r.body_json().is_empty()));
-                }
-                Ok(())
-            })?;
-            db.close()?;
-            Ok(vec![("upserts", up), ("gets", get), ("gets_raw", get_raw)])
-        })
-        .py()?;
-    let d = PyDict::new(py);
-    for (name, (wall, cpu)) in out {
-        d.set_item(name, wall)?;
-        d.set_item(format!("{name}_cpu"), cpu)?;
-    }
-    Ok(d)
 }
 
 #[pymodule]
