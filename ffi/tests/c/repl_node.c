@@ -236,6 +236,25 @@ static int run_edge(const char *dir, const char *certs, const char *port_file,
     OK(tidelog_wait_for_ack(db, "cloud", seq, (uint64_t)(WAIT_S * 1000)));
     printf("edge: cloud acknowledged alert a-1 (seq %llu)\n", (unsigned long long)seq);
 
+    /* Publishing readings the cloud does not subscribe to: a receipt for
+     * one fails (TIDELOG_PEER) instead of passing, and says why. */
+    snprintf(json, sizeof json,
+             "{\"name\": \"cloud\", \"address\": \"127.0.0.1:%d\", \"tables\": ["
+             "{\"table\": \"thresholds\", \"subscribe\": true},"
+             "{\"table\": \"alerts\", \"publish\": true},"
+             "{\"table\": \"sensor_data\", \"publish\": true}]}",
+             port);
+    OK(tidelog_update_peer(db, json));
+    OK(tidelog_upsert(db, "sensor_data", "{\"id\": 99, \"sensor\": \"s-1\", \"value\": 1}", &seq));
+    EXPECT(tidelog_wait_for_ack(db, "cloud", seq, (uint64_t)(WAIT_S * 1000)), TIDELOG_PEER);
+    CHECK(strstr(tu_err(), "`cloud` does not subscribe to") != NULL);
+    snprintf(json, sizeof json,
+             "{\"name\": \"cloud\", \"address\": \"127.0.0.1:%d\", \"tables\": ["
+             "{\"table\": \"thresholds\", \"subscribe\": true},"
+             "{\"table\": \"alerts\", \"publish\": true}]}",
+             port);
+    OK(tidelog_update_peer(db, json));
+
     /* The cloud changes the threshold; the listener sees it arrive. */
     deadline = tu_now_s() + WAIT_S;
     for (;;) {

@@ -598,6 +598,8 @@ static void test_replication_errors(tidelog_db *db, const char *base) {
     uint64_t seq = 0;
     OK(tidelog_upsert(db, "alerts", "{\"id\": \"undelivered\"}", &seq));
     EXPECT(tidelog_wait_for_ack(db, "cloud", seq, 50), TIDELOG_TIMEOUT);
+    /* The message says what the link looks like (cloud dials this node). */
+    CHECK(strstr(tu_err(), "the link is down") != NULL);
     EXPECT(tidelog_wait_for_ack(db, "other", seq, 50), TIDELOG_NOT_FOUND);
     EXPECT(tidelog_wait_for_ack(db, NULL, seq, 50), TIDELOG_NULL_ARGUMENT);
     OK(tidelog_wait_for_ack(db, "cloud", 0, UINT64_MAX)); /* nothing to wait for */
