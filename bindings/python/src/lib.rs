@@ -33,7 +33,6 @@ use tidelog::{
     ReplicationOptions, ScanOptions,
 };
 
-use baseline::*;
 use convert::*;
 use errors::{invalid, IntoPy};
 use handle::*;
@@ -681,6 +680,29 @@ impl PyDatabase {
             }
         }
     }
+
+    /// The benchmark's upsert loop in Rust on this database (see
+    /// `bench/bench.py`): records `start..stop` into `table`; returns
+    /// seconds. Not public API.
+    fn _rust_upserts(&self, py: Python<'_>, table: &str, start: i64, stop: i64) -> PyResult<f64> {
+        let db = self.h.db()?;
+        py.detach(|| baseline::upserts(db, table, start, stop)).py()
+    }
+
+    /// The benchmark's point-get loop in Rust (see `baseline::gets`);
+    /// returns seconds. Not public API.
+    fn _rust_gets(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        start: i64,
+        stop: i64,
+        parse: bool,
+    ) -> PyResult<f64> {
+        let db = self.h.db()?;
+        py.detach(|| baseline::gets(db, table, start, stop, parse))
+            .py()
+    }
 }
 
 /// Opens (creating if needed) the data directory `path` for node
@@ -773,6 +795,5 @@ fn _tidelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(dev_certs, m)?)?;
     m.add_function(wrap_pyfunction!(_close_all, m)?)?;
-    m.add_function(wrap_pyfunction!(_rust_baseline, m)?)?;
     Ok(())
 }
