@@ -390,18 +390,7 @@ fn a_published_table_created_after_the_link_came_up_starts_flowing() {
 /// What `observer` reports about `peer` once `closing` closed and the
 /// link went down.
 fn why_the_link_ended(closing: &Database, observer: &Database, peer: &str) -> String {
-    wait_until("linked", T, || {
-        observer.peer_status(peer).is_ok_and(|s| s.connected)
-    });
-    closing.close().unwrap();
-    wait_until("the link is down", T, || {
-        observer.peer_status(peer).is_ok_and(|s| !s.connected)
-    });
-    observer
-        .peer_status(peer)
-        .unwrap()
-        .last_error
-        .unwrap_or_default()
+    why_the_link_ended_after(observer, peer, || closing.close().unwrap())
 }
 
 #[test]
