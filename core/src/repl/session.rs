@@ -234,7 +234,13 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     };
     let (rd, wr) = tokio::io::split(io);
     let mut writer = FrameWriter::new(wr, max);
-    let Some(peer) = r.peer(&hello.node_name).filter(|p| !p.is_removed()) else {
+    // Subscribed before the removal check: `remove` marks the peer removed
+    // and then bumps its generation, so a removal from here on ends this
+    // link with a goodbye, and one before it refuses the link.
+    let found = r
+        .peer(&hello.node_name)
+        .map(|p| (p.generation.subscribe(), p));
+    let Some((generation, peer)) = found.filter(|(_, p)| !p.is_removed()) else {
         let reason = format!(
             "`{}` is not a configured peer of `{}`",
             hello.node_name, r.node_name
@@ -246,8 +252,6 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
             .await;
         return Err(Error::Peer(reason));
     };
-    // Seen from here on, a change of the peer's settings ends this link.
-    let generation = peer.generation.subscribe();
     let db = r.db()?;
     let cursor = load_cursor(&db, &hello.node_name).await?;
     writer
