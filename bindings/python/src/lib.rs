@@ -659,24 +659,18 @@ impl PyDatabase {
                 Err(tidelog::Error::NotAcknowledged { .. }) if left > slice => {
                     py.check_signals()?;
                 }
-                // The last slice's account of the link, with the caller's
-                // whole timeout.
-                Err(tidelog::Error::NotAcknowledged {
-                    peer,
-                    seq,
-                    acked,
-                    why,
-                    ..
-                }) => {
-                    return Err(errors::to_py(tidelog::Error::NotAcknowledged {
-                        peer,
-                        seq,
-                        acked,
-                        after: timeout,
-                        why,
-                    }))
+                other => {
+                    // A timeout keeps the last slice's account of the link,
+                    // with the caller's whole timeout.
+                    return other
+                        .map_err(|mut e| {
+                            if let tidelog::Error::NotAcknowledged { after, .. } = &mut e {
+                                *after = timeout;
+                            }
+                            e
+                        })
+                        .py();
                 }
-                other => return other.py(),
             }
         }
     }

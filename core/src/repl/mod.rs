@@ -590,21 +590,12 @@ impl Database {
                 d.saturating_duration_since(std::time::Instant::now())
             });
             p.wait_acked(seq, &tables, left, || self.is_closed())
-                .map_err(|e| match e {
-                    Error::NotAcknowledged {
-                        peer,
-                        seq,
-                        acked,
-                        why,
-                        ..
-                    } => Error::NotAcknowledged {
-                        peer,
-                        seq,
-                        acked,
-                        after: timeout,
-                        why,
-                    },
-                    other => other,
+                .map_err(|mut e| {
+                    // The caller's whole timeout, not this peer's share.
+                    if let Error::NotAcknowledged { after, .. } = &mut e {
+                        *after = timeout;
+                    }
+                    e
                 })?;
         }
         Ok(())
