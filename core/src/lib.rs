@@ -17,6 +17,7 @@ mod maintenance;
 pub mod net;
 mod read;
 pub mod record;
+mod record_text;
 mod remote;
 mod repl;
 mod retention;

@@ -268,7 +268,7 @@ impl serde::de::Visitor<'_> for IsAttr<'_> {
     }
 }
 
-fn key_of(table: &str, pk_attr: &str, v: Option<&Value>) -> Result<Key> {
+pub(crate) fn key_of(table: &str, pk_attr: &str, v: Option<&Value>) -> Result<Key> {
     let v = v.ok_or_else(|| Error::MissingPrimaryKey {
         table: table.into(),
         attribute: pk_attr.into(),

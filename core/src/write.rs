@@ -28,9 +28,12 @@ pub struct CommitInfo {
     pub stamp: Stamp,
 }
 
+/// `obj` holds at least the record's indexed attributes, the part index
+/// entries are made from; `json` is what is stored, serialized (or read
+/// from the caller's text) at staging, so size errors surface before
+/// commit.
 #[derive(Debug, Clone)]
 enum Op {
-    /// Serialized at staging, so size errors surface before commit.
     Insert {
         obj: Map<String, Value>,
         json: String,
@@ -82,6 +85,22 @@ impl Database {
         tx.commit()
     }
 
+    /// [`Database::insert`] of a record given as JSON text (one object).
+    /// See [`Transaction::upsert_json`] for how it is stored.
+    pub fn insert_json(&self, table: &str, json: &str) -> Result<CommitInfo> {
+        let mut tx = self.transaction();
+        tx.insert_json(table, json)?;
+        tx.commit()
+    }
+
+    /// [`Database::upsert`] of a record given as JSON text (one object).
+    /// See [`Transaction::upsert_json`] for how it is stored.
+    pub fn upsert_json(&self, table: &str, json: &str) -> Result<CommitInfo> {
+        let mut tx = self.transaction();
+        tx.upsert_json(table, json)?;
+        tx.commit()
+    }
+
     /// Merges the given attributes into an existing record; fails with
     /// `RecordNotFound` if there is none.
     pub fn update(&self, table: &str, patch: Value) -> Result<CommitInfo> {
@@ -128,8 +147,47 @@ impl Transaction {
         Ok(())
     }
 
+    /// Stages a record given as JSON text; see [`Transaction::upsert_json`].
+    fn stage_json(&mut self, table: &str, json: &str, kind: u8) -> Result<()> {
+        let def = self.db.table(table)?;
+        let record = crate::record_text::read(&def, json)?;
+        check_size(&record.json, self.db.shared.opts.max_record_bytes)?;
+        let (obj, json) = (record.indexed, record.json);
+        let op = if kind == STAGE_INSERT {
+            Op::Insert { obj, json }
+        } else {
+            Op::Upsert { obj, json }
+        };
+        self.writes.push(Pending {
+            table: table.to_string(),
+            key: record.key,
+            op,
+        });
+        Ok(())
+    }
+
     pub fn insert(&mut self, table: &str, record: Value) -> Result<&mut Self> {
         self.stage(table, record, STAGE_INSERT)?;
+        Ok(self)
+    }
+
+    /// [`Transaction::insert`] of a record given as JSON text; see
+    /// [`Transaction::upsert_json`].
+    pub fn insert_json(&mut self, table: &str, json: &str) -> Result<&mut Self> {
+        self.stage_json(table, json, STAGE_INSERT)?;
+        Ok(self)
+    }
+
+    /// [`Transaction::upsert`] of a record given as JSON text (one
+    /// object), the way for a caller that already has the text: it is
+    /// read once, without building the object and serializing it again.
+    /// The same errors, and the same record to every JSON reader, but the
+    /// stored text keeps the caller's attribute order and the spelling of
+    /// each value (`1e2` stays `1e2`; whitespace between attributes goes,
+    /// inside a nested value it stays), where [`Transaction::upsert`]
+    /// stores attributes sorted, as `serde_json` writes them.
+    pub fn upsert_json(&mut self, table: &str, json: &str) -> Result<&mut Self> {
+        self.stage_json(table, json, STAGE_UPSERT)?;
         Ok(self)
     }
 
@@ -283,13 +341,18 @@ const STAGE_UPDATE: u8 = 2;
 
 fn to_json(obj: &Map<String, Value>, max_bytes: usize) -> Result<String> {
     let json = serde_json::to_string(obj).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    check_size(&json, max_bytes)?;
+    Ok(json)
+}
+
+fn check_size(json: &str, max_bytes: usize) -> Result<()> {
     if json.len() > max_bytes {
         return Err(Error::RecordTooLarge {
             size: json.len(),
             limit: max_bytes,
         });
     }
-    Ok(json)
+    Ok(())
 }
 
 /// Whether any (table, key) occurs twice.
@@ -367,7 +430,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// Adds the row, index and expiry changes of one write to the batch.
-    /// `new_obj` is the parsed form of a put's JSON, where the caller has it.
+    /// `new_obj`: a put's indexed attributes (or its whole object), where
+    /// the caller has them; otherwise its JSON is parsed for them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn write(
         &mut self,

@@ -6,7 +6,8 @@ use serde_json::Value;
 use tidelog_core::{Database, ScanOptions, TableOptions};
 
 use crate::guard::{
-    guard, guard_void, json_arg, opt_json_arg, str_arg, Fail, FfiResult, OptOut, Out,
+    guard, guard_void, json_arg, opt_json_arg, record_text_fail, str_arg, Fail, FfiResult, OptOut,
+    Out,
 };
 use crate::handles::{self, as_ptr, tidelog_db, Object};
 use crate::json;
@@ -279,12 +280,16 @@ unsafe fn write_one(
         // SAFETY: forwarded contract.
         let table = unsafe { str_arg(table, "table") }?;
         // SAFETY: forwarded contract.
-        let record = unsafe { json_arg(record_json, "record_json") }?;
-        let info = match kind {
-            WriteKind::Insert => db.insert(table, record)?,
-            WriteKind::Upsert => db.upsert(table, record)?,
-            WriteKind::Update => db.update(table, record)?,
+        let text = unsafe { str_arg(record_json, "record_json") }?;
+        // Inserts and upserts are read as text (see
+        // `Database::upsert_json`); an update merges a parsed patch.
+        let written = match kind {
+            WriteKind::Insert => db.insert_json(table, text),
+            WriteKind::Upsert => db.upsert_json(table, text),
+            // SAFETY: forwarded contract.
+            WriteKind::Update => db.update(table, unsafe { json_arg(record_json, "record_json") }?),
         };
+        let info = written.map_err(|e| record_text_fail(e, "record_json"))?;
         out.set(info.seq);
         Ok(())
     })

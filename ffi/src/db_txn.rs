@@ -6,7 +6,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tidelog_core::Transaction;
 
-use crate::guard::{guard, guard_void, json_arg, str_arg, Fail, FfiResult, OptOut, Out};
+use crate::guard::{
+    guard, guard_void, json_arg, record_text_fail, str_arg, Fail, FfiResult, OptOut, Out,
+};
 use crate::handles::{self, as_ptr, tidelog_db, tidelog_txn, Object};
 use crate::json;
 use crate::tidelog_status::{self, TIDELOG_INVALID_HANDLE};
@@ -62,6 +64,13 @@ enum Stage {
     Update,
 }
 
+/// Inserts and upserts are read as text (see `Transaction::upsert_json`);
+/// an update merges a parsed patch.
+enum Arg<'a> {
+    Text(&'a str),
+    Patch(serde_json::Value),
+}
+
 /// # Safety
 /// Pointer arguments follow the header contract.
 unsafe fn stage(
@@ -74,13 +83,19 @@ unsafe fn stage(
         // SAFETY: forwarded contract.
         let table = unsafe { str_arg(table, "table") }?;
         // SAFETY: forwarded contract.
-        let record = unsafe { json_arg(record_json, "record_json") }?;
+        let text = unsafe { str_arg(record_json, "record_json") }?;
+        let record = match kind {
+            // SAFETY: forwarded contract.
+            Stage::Update => Arg::Patch(unsafe { json_arg(record_json, "record_json") }?),
+            Stage::Insert | Stage::Upsert => Arg::Text(text),
+        };
         with_open_txn(txn, |t| {
-            match kind {
-                Stage::Insert => t.insert(table, record)?,
-                Stage::Upsert => t.upsert(table, record)?,
-                Stage::Update => t.update(table, record)?,
+            let staged = match (kind, record) {
+                (_, Arg::Patch(patch)) => t.update(table, patch),
+                (Stage::Insert, Arg::Text(text)) => t.insert_json(table, text),
+                (_, Arg::Text(text)) => t.upsert_json(table, text),
             };
+            staged.map_err(|e| record_text_fail(e, "record_json"))?;
             Ok(())
         })
     })

@@ -182,6 +182,19 @@ pub(crate) unsafe fn opt_json_arg(p: *const c_char, what: &str) -> FfiResult<Opt
     }
 }
 
+/// A core error from reading a record argument given as JSON text, worded
+/// as [`json_arg`] words a parse failure, so every call that takes JSON
+/// says it the same way.
+pub(crate) fn record_text_fail(e: Error, what: &str) -> Fail {
+    match e {
+        Error::InvalidJson(why) => Fail::new(
+            TIDELOG_INVALID_JSON,
+            format!("argument `{what}` is not valid JSON: {why}"),
+        ),
+        other => other.into(),
+    }
+}
+
 fn parse_json(text: &str, what: &str) -> FfiResult<Value> {
     serde_json::from_str(text).map_err(|e| {
         Fail::new(

@@ -379,13 +379,8 @@ unsafe fn upsert_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys:
     let Some(text) = (unsafe { read_str(env, json, &mut arg) }) else {
         return unsafe { throw(env, "INVALID_INPUT", "a record must be JSON text") };
     };
-    let record = match tidelog::record::parse_object(text) {
-        Ok(m) => serde_json::Value::Object(m),
-        Err(e) => return unsafe { throw_db(env, e) },
-    };
-    drop(arg);
     let upserted = |name: &str| {
-        let c = fast.db.upsert(name, record)?;
+        let c = fast.db.upsert_json(name, text)?;
         // SAFETY: `env` is the running callback's, on the JavaScript thread.
         unsafe { owe_events_raw(&fast.listeners, env, name) };
         Ok(c)

@@ -179,16 +179,14 @@ impl NativeDb {
 
     #[napi]
     pub fn insert(&self, env: Env, table: String, json: String) -> napi::Result<CommitObj> {
-        let v = record_value(&json)?;
-        let c = self.db.insert(&table, v).js()?;
+        let c = self.db.insert_json(&table, &json).js()?;
         self.owe_events(&env, [table.as_str()]);
         Ok(commit_obj(c))
     }
 
     #[napi]
     pub fn upsert(&self, env: Env, table: String, json: String) -> napi::Result<CommitObj> {
-        let v = record_value(&json)?;
-        let c = self.db.upsert(&table, v).js()?;
+        let c = self.db.upsert_json(&table, &json).js()?;
         self.owe_events(&env, [table.as_str()]);
         Ok(commit_obj(c))
     }

@@ -49,14 +49,18 @@ impl NativeTx {
 
     #[napi]
     pub fn insert(&mut self, table: String, json: String) -> napi::Result<()> {
-        let v = record_value(&json)?;
-        self.open(&table)?.insert(&table, v).js().map(|_| ())
+        self.open(&table)?
+            .insert_json(&table, &json)
+            .js()
+            .map(|_| ())
     }
 
     #[napi]
     pub fn upsert(&mut self, table: String, json: String) -> napi::Result<()> {
-        let v = record_value(&json)?;
-        self.open(&table)?.upsert(&table, v).js().map(|_| ())
+        self.open(&table)?
+            .upsert_json(&table, &json)
+            .js()
+            .map(|_| ())
     }
 
     #[napi]

@@ -156,6 +156,17 @@ describe('tables, writes and reads', () => {
       { id: 1, sensor: 's-7', value: 22, note: 'checked' },
     );
 
+    // Records are stored as JSON.stringify wrote them: in the object's
+    // own attribute order (the short path, the general one, a transaction).
+    const order = (t, k) => Object.keys(db.get(t, k)).filter((a) => !a.startsWith('__'));
+    db.upsert('sensor_data', { value: 1, id: 70, sensor: 's-1' });
+    assert.deepEqual(order('sensor_data', 70), ['value', 'id', 'sensor']);
+    db.insert('sensor_data', { sensor: 's-1', id: 71, value: 1 });
+    assert.deepEqual(order('sensor_data', 71), ['sensor', 'id', 'value']);
+    db.transaction((tx) => tx.upsert('sensor_data', { z: 0, id: 72 }));
+    assert.deepEqual(order('sensor_data', 72), ['z', 'id']);
+    for (const k of [70, 71, 72]) db.delete('sensor_data', k);
+
     db.upsert('thresholds', { sensor: 's-7', max: 90 });
     assert.equal(db.get('thresholds', 's-7').max, 90);
     assert.equal(db.get('thresholds', 'nope'), null);

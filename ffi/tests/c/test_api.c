@@ -226,6 +226,13 @@ static void test_writes(tidelog_db *db) {
     EXPECT(tidelog_update(db, "sensor_data", "{\"value\": 1}", NULL), TIDELOG_INVALID_INPUT);
     EXPECT(tidelog_update(db, "sensor_data", "nope", NULL), TIDELOG_INVALID_JSON);
 
+    /* Stored as written, attribute order included (outer spaces go). */
+    OK(tidelog_upsert(db, "sensor_data", "{ \"sensor\": \"s-8\", \"id\": 51, \"v\": 1e2 }", NULL));
+    OK(tidelog_get(db, "sensor_data", "51", &s));
+    CONTAINS(s, "\"sensor\":\"s-8\",\"id\":51,\"v\":1e2}");
+    tidelog_string_free(s);
+    OK(tidelog_delete(db, "sensor_data", "51", NULL));
+
     bool existed = false;
     OK(tidelog_upsert(db, "sensor_data", "{\"id\": 50, \"sensor\": \"s-9\"}", NULL));
     OK(tidelog_delete(db, "sensor_data", "50", &existed));
