@@ -106,24 +106,7 @@ impl Record {
     /// every binding, so it writes the two times without the formatting
     /// machinery (measured as a visible part of a read).
     pub fn write_json(&self, out: &mut String) {
-        let body = self.body_json();
-        // A peer's record is stored as it arrived, which may start with
-        // whitespace; it was checked to be one JSON object.
-        let rest = body.trim_start().strip_prefix('{').unwrap_or("}");
-        out.reserve(body.len() + 78);
-        out.push('{');
-        out.push('"');
-        out.push_str(CREATED_ATTR);
-        out.push_str("\":");
-        push_decimal(out, self.created_ms());
-        out.push_str(",\"");
-        out.push_str(UPDATED_ATTR);
-        out.push_str("\":");
-        push_decimal(out, self.updated_ms());
-        if rest.trim_start() != "}" {
-            out.push(',');
-        }
-        out.push_str(rest);
+        write_with_times(out, self.body_json(), self.created_ms(), self.updated_ms());
     }
 
     /// The record as a JSON object, with `__createdtime__` and `__updatedtime__`.
@@ -136,6 +119,28 @@ impl Record {
         map.insert(UPDATED_ATTR.into(), Value::from(self.updated_ms()));
         Value::Object(map)
     }
+}
+
+/// Appends a stored record `body` (a JSON object) with `__createdtime__`
+/// and `__updatedtime__` put first, as reads return it.
+pub fn write_with_times(out: &mut String, body: &str, created_ms: u64, updated_ms: u64) {
+    // A peer's record is stored as it arrived, which may start with
+    // whitespace; it was checked to be one JSON object.
+    let rest = body.trim_start().strip_prefix('{').unwrap_or("}");
+    out.reserve(body.len() + 78);
+    out.push('{');
+    out.push('"');
+    out.push_str(CREATED_ATTR);
+    out.push_str("\":");
+    push_decimal(out, created_ms);
+    out.push_str(",\"");
+    out.push_str(UPDATED_ATTR);
+    out.push_str("\":");
+    push_decimal(out, updated_ms);
+    if rest.trim_start() != "}" {
+        out.push(',');
+    }
+    out.push_str(rest);
 }
 
 /// Parses JSON text into a record object.

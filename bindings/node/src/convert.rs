@@ -137,16 +137,7 @@ fn push_logged_record(out: &mut String, json: &str, created: u64, stamp: &Stamp)
         node: 0,
     }
     .millis();
-    let _ = write!(
-        out,
-        "{{\"__createdtime__\":{created_ms},\"__updatedtime__\":{}",
-        stamp.millis()
-    );
-    let rest = json.strip_prefix('{').unwrap_or("}");
-    if rest.trim_start() != "}" {
-        out.push(',');
-    }
-    out.push_str(rest);
+    tidelog::record::write_with_times(out, json, created_ms, stamp.millis());
 }
 
 pub(crate) fn log_json(entries: &[LogEntry]) -> String {

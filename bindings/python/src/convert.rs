@@ -75,6 +75,48 @@ pub fn key_to_py<'py>(py: Python<'py>, key: &Key) -> PyResult<Bound<'py, PyAny>>
     })
 }
 
+/// A record to insert or upsert, as the core takes it.
+pub enum RecordArg<'a> {
+    /// From a dict.
+    Value(Value),
+    /// JSON text, stored as written (see `Database::upsert_json`).
+    Text(&'a str),
+}
+
+impl RecordArg<'_> {
+    pub fn insert(self, tx: &mut tidelog::Transaction, table: &str) -> tidelog::Result<()> {
+        match self {
+            RecordArg::Value(v) => tx.insert(table, v).map(|_| ()),
+            RecordArg::Text(t) => tx.insert_json(table, t).map(|_| ()),
+        }
+    }
+
+    pub fn upsert(self, tx: &mut tidelog::Transaction, table: &str) -> tidelog::Result<()> {
+        match self {
+            RecordArg::Value(v) => tx.upsert(table, v).map(|_| ()),
+            RecordArg::Text(t) => tx.upsert_json(table, t).map(|_| ()),
+        }
+    }
+}
+
+/// A record argument for an insert or upsert: a dict, or JSON object text
+/// as `str` / `bytes`, left as text.
+pub fn py_to_record_arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<RecordArg<'a>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(RecordArg::Text(py_str(s)?));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return match std::str::from_utf8(b.as_bytes()) {
+            Ok(text) => Ok(RecordArg::Text(text)),
+            // Worded by the core, as for a patch.
+            Err(_) => tidelog::record::parse_object_bytes(b.as_bytes())
+                .map(|m| RecordArg::Value(Value::Object(m)))
+                .map_err(crate::errors::to_py),
+        };
+    }
+    py_to_record(obj).map(RecordArg::Value)
+}
+
 /// A record argument: a dict (any `dict` subclass) or JSON object text as
 /// `str` / `bytes`.
 pub fn py_to_record(obj: &Bound<'_, PyAny>) -> PyResult<Value> {

@@ -48,18 +48,21 @@ struct PyDatabase {
 }
 
 impl PyDatabase {
+    /// One write in a transaction of its own, with the GIL released.
     fn write(
         &self,
         py: Python<'_>,
         table: &Bound<'_, PyString>,
-        record: &Bound<'_, PyAny>,
-        op: fn(&tidelog::Database, &str, Value) -> tidelog::Result<CoreCommit>,
+        stage: impl FnOnce(&mut tidelog::Transaction, &str) -> tidelog::Result<()> + Send,
     ) -> PyResult<PyCommitInfo> {
         let db = self.h.db()?;
         let t = py_str(table)?;
-        let v = py_to_record(record)?;
-        let info = py.detach(|| op(db, t, v)).py()?;
-        Ok(info.into())
+        let commit = || -> tidelog::Result<CoreCommit> {
+            let mut tx = db.transaction();
+            stage(&mut tx, t)?;
+            tx.commit()
+        };
+        Ok(py.detach(commit).py()?.into())
     }
 }
 
@@ -212,7 +215,8 @@ impl PyDatabase {
         table: &Bound<'_, PyString>,
         record: &Bound<'_, PyAny>,
     ) -> PyResult<PyCommitInfo> {
-        self.write(py, table, record, |db, t, v| db.insert(t, v))
+        let r = py_to_record_arg(record)?;
+        self.write(py, table, |tx, t| r.insert(tx, t))
     }
 
     /// Inserts or replaces a record.
@@ -222,7 +226,8 @@ impl PyDatabase {
         table: &Bound<'_, PyString>,
         record: &Bound<'_, PyAny>,
     ) -> PyResult<PyCommitInfo> {
-        self.write(py, table, record, |db, t, v| db.upsert(t, v))
+        let r = py_to_record_arg(record)?;
+        self.write(py, table, |tx, t| r.upsert(tx, t))
     }
 
     /// Merges attributes into an existing record; raises
@@ -233,7 +238,8 @@ impl PyDatabase {
         table: &Bound<'_, PyString>,
         patch: &Bound<'_, PyAny>,
     ) -> PyResult<PyCommitInfo> {
-        self.write(py, table, patch, |db, t, v| db.update(t, v))
+        let v = py_to_record(patch)?;
+        self.write(py, table, |tx, t| tx.update(t, v).map(|_| ()))
     }
 
     /// Deletes a record (a tombstone replicates); returns whether a live

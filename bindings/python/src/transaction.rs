@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::convert::{py_str, py_to_key, py_to_record};
+use crate::convert::{py_str, py_to_key, py_to_record, py_to_record_arg};
 use crate::errors::{invalid, IntoPy};
 use crate::handle::Handle;
 use crate::objects::PyCommitInfo;
@@ -50,8 +50,8 @@ impl PyTransaction {
         record: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, Self>> {
         let t = py_str(table)?;
-        let v = py_to_record(record)?;
-        slf.get().with_tx(|tx| tx.insert(t, v).map(|_| ()).py())?;
+        let r = py_to_record_arg(record)?;
+        slf.get().with_tx(|tx| r.insert(tx, t).py())?;
         Ok(slf.clone())
     }
 
@@ -62,8 +62,8 @@ impl PyTransaction {
         record: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, Self>> {
         let t = py_str(table)?;
-        let v = py_to_record(record)?;
-        slf.get().with_tx(|tx| tx.upsert(t, v).map(|_| ()).py())?;
+        let r = py_to_record_arg(record)?;
+        slf.get().with_tx(|tx| r.upsert(tx, t).py())?;
         Ok(slf.clone())
     }
 

@@ -217,6 +217,17 @@ def test_string_keys_and_json_text_input(db: tidelog.Database) -> None:
     assert strip(db.get("k", "a") or {}) == {"id": "a", "v": 1}
     assert strip(db.get("k", "b") or {}) == {"id": "b", "v": 2}
     assert db.get("k", "zzz") is None
+    # Text is stored as written, attribute order included; a dict is
+    # stored with its attributes sorted. Both ways in a transaction too.
+    db.upsert("k", '{"v": 3, "id": "c"}')
+    db.insert("k", b'{"v": 4, "id": "d"}')
+    db.upsert("k", {"v": 5, "id": "e"})
+    with db.transaction() as tx:
+        tx.upsert("k", '{"v": 6, "id": "f"}')
+        tx.insert("k", '{"v": 7, "id": "g"}')
+    for key, order in [("c", ["v", "id"]), ("d", ["v", "id"]), ("e", ["id", "v"]),
+                       ("f", ["v", "id"]), ("g", ["v", "id"])]:
+        assert list(strip(db.get("k", key) or {})) == order, key
 
 
 def test_insert_upsert_update_delete(db: tidelog.Database, table: str) -> None:

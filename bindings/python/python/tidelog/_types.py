@@ -14,7 +14,9 @@ Record = Dict[str, Any]
 ``__updatedtime__`` (ms since the epoch)."""
 
 RecordIn = Union[Mapping[str, Any], str, bytes]
-"""A record to write: a dict, or JSON object text (str or UTF-8 bytes)."""
+"""A record to write: a dict, or JSON object text (str or UTF-8 bytes).
+An insert or upsert stores text as written, attribute order included; a
+dict is stored with its attributes sorted."""
 
 StrPath = Union[str, "os.PathLike[str]"]
 
