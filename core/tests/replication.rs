@@ -417,6 +417,86 @@ fn a_database_that_closes_says_goodbye_and_closes_tls_cleanly() {
     );
 }
 
+#[test]
+fn a_dial_still_in_progress_when_settings_change_ends_with_a_goodbye() {
+    // The cloud's bytes reach the edge late, through a proxy, so the
+    // cloud counts the link as up (it has sent its hello) while the edge
+    // is still dialing. The edge's settings change right then: the dial
+    // must finish and say goodbye, not vanish under the cloud.
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cloud = open_node(dirs.0.path(), "cloud");
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let cloud_addr = cloud.listen("127.0.0.1:0").unwrap();
+    cloud
+        .add_peer(PeerConfig::new("edge-1").table(TableFlow::subscribe("alerts")))
+        .unwrap();
+    let proxy = slow_proxy_for_one_link(cloud_addr, Duration::from_millis(60));
+    let edge = open_node(dirs.1.path(), "edge-1");
+    edge.create_table("alerts", TableOptions::default())
+        .unwrap();
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    let config = PeerConfig::new("cloud").address(proxy.to_string());
+    edge.add_peer(config.clone().table(TableFlow::publish("alerts")))
+        .unwrap();
+    wait_until("the cloud counts the link as up", T, || {
+        cloud.peer_status("edge-1").is_ok_and(|s| s.connected)
+    });
+    assert!(
+        !edge.peer_status("cloud").unwrap().connected,
+        "the edge is still dialing"
+    );
+    edge.update_peer(config.table(TableFlow::publish("alerts").priority(2)))
+        .unwrap();
+    wait_until("the link is down", T, || {
+        cloud.peer_status("edge-1").is_ok_and(|s| !s.connected)
+    });
+    let why = cloud
+        .peer_status("edge-1")
+        .unwrap()
+        .last_error
+        .unwrap_or_default();
+    assert!(
+        why.ends_with("`edge-1` closed the link: its settings for this peer changed"),
+        "{why}"
+    );
+}
+
+/// A TCP proxy on 127.0.0.1 to `target` that passes one connection, the
+/// target's bytes each `delay` late, and refuses any after it.
+fn slow_proxy_for_one_link(target: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pipe = |mut from: TcpStream, mut to: TcpStream, delay: Duration| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                std::thread::sleep(delay);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    };
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        drop(listener);
+        let server = TcpStream::connect(target).unwrap();
+        pipe(
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            Duration::ZERO,
+        );
+        pipe(server, client, delay);
+    });
+    addr
+}
+
 /// What `observer` last reported about `peer` once `end` made the link go
 /// down.
 fn why_the_link_ended_after(observer: &Database, peer: &str, end: impl FnOnce()) -> String {

@@ -38,8 +38,9 @@ type Writer = FrameWriter<WriteHalf<BoxIo>>;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// How long a closing database lets a dial in progress finish, so that a
-/// link the peer already counts as up ends with a goodbye.
+/// How long a dial in progress may finish when the database closes or the
+/// peer's settings change, so that a link the peer already counts as up
+/// ends with a goodbye.
 const DIAL_GRACE: Duration = Duration::from_millis(200);
 
 /// A link that stayed up this long resets the redial backoff.
@@ -57,6 +58,10 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
             return;
         };
         let started = Instant::now();
+        // Still unaware of a settings change that lands during the dial, so
+        // a link the dial finishes afterwards ends at once, with a goodbye.
+        let settings_seen = generation.clone();
+        let mut settings_changed = false;
         let dial = dial_once(&r, &peer, &addr);
         tokio::pin!(dial);
         // Closing stops a dial (an unreachable peer must not hold up
@@ -78,13 +83,20 @@ pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
                 Ok(link) => run(&r, &peer, link, generation.clone()).await,
                 Err(e) => Err(e),
             }),
-            _ = generation.changed() => None,
+            // As when closing: the peer may already count this dial as up.
+            _ = generation.changed() => {
+                settings_changed = true;
+                match tokio::time::timeout(DIAL_GRACE, &mut dial).await {
+                    Ok(Ok(link)) => Some(run(&r, &peer, link, settings_seen).await),
+                    _ => None,
+                }
+            }
         };
         if peer.is_removed() {
             peer.set_disconnected(None);
             return;
         }
-        if outcome.is_none() || generation.has_changed().unwrap_or(false) {
+        if settings_changed || outcome.is_none() || generation.has_changed().unwrap_or(false) {
             peer.set_disconnected(Some("peer settings changed; reconnecting".into()));
             backoff = r.opts.backoff_initial;
             continue;
