@@ -606,3 +606,79 @@ fn a_higher_priority_backlog_in_the_log_goes_out_first() {
         "bulk arrived out of log order"
     );
 }
+
+#[test]
+fn a_table_that_resumes_streams_while_another_is_synced() {
+    // The cloud takes only alerts at first; the edge has a big bulk table.
+    // Then the cloud subscribes to bulk too: the new link syncs bulk, and
+    // an alert raised meanwhile must not wait for that snapshot.
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (cloud, addr, arrivals) = cloud_recording_arrivals(dc.path(), &pki);
+    cloud
+        .update_peer(PeerConfig::new("edge-1").table(TableFlow::subscribe("alerts")))
+        .unwrap();
+    let edge = open_node(de.path(), "edge-1");
+    edge.create_table("bulk", TableOptions::default()).unwrap();
+    edge.create_table("alerts", TableOptions::default())
+        .unwrap();
+    let mut tx = edge.transaction();
+    for i in 0..30_000i64 {
+        tx.upsert("bulk", json!({"id": i, "pad": "x".repeat(40)}))
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(
+        PeerConfig::new("cloud")
+            .address(&addr)
+            .table(TableFlow::publish("bulk"))
+            .table(TableFlow::publish("alerts").priority(9)),
+    )
+    .unwrap();
+    edge.upsert("alerts", json!({"id": 0})).unwrap();
+    wait_until("alerts resumable", T, || {
+        cloud.get("alerts", 0i64).ok().flatten().is_some()
+    });
+
+    cloud
+        .update_peer(
+            PeerConfig::new("edge-1")
+                .table(TableFlow::subscribe("bulk"))
+                .table(TableFlow::subscribe("alerts")),
+        )
+        .unwrap();
+    wait_until("bulk is being synced", T, || {
+        cloud.peer_status("edge-1").is_ok_and(|s| {
+            s.tables
+                .iter()
+                .any(|t| t.table == "bulk" && t.inbound == "syncing")
+        })
+    });
+    let alert = edge.upsert("alerts", json!({"id": 1})).unwrap();
+    let late_bulk = edge.upsert("bulk", json!({"id": -1})).unwrap();
+    // Receipts still wait for the sync: the position the cloud may
+    // acknowledge does not pass a write of a table still being synced.
+    edge.wait_for_ack("cloud", late_bulk.seq, T).unwrap();
+    assert!(
+        cloud.get("bulk", -1i64).unwrap().is_some(),
+        "receipt passed before the cloud had the write"
+    );
+    edge.wait_for_ack("cloud", alert.seq, T).unwrap();
+    wait_until("everything arrived", T, || {
+        arrivals.lock().unwrap().len() == 30_003
+    });
+    let got = arrivals.lock().unwrap().clone();
+    let alert_at = got
+        .iter()
+        .position(|(t, k)| t == "alerts" && *k == Key::Int(1))
+        .unwrap();
+    let last_synced = got
+        .iter()
+        .rposition(|(t, k)| t == "bulk" && *k != Key::Int(-1))
+        .unwrap();
+    assert!(
+        alert_at < last_synced,
+        "the alert waited for the snapshot: it arrived at {alert_at}, the snapshot's last row at {last_synced}"
+    );
+}

@@ -14,8 +14,13 @@
 //!
 //! Positions: each lane has sent everything up to its `pos`; the link's
 //! floor, the lowest lane position, is what the receiver may acknowledge.
+//!
+//! Tables still in their initial sync are `pending`: they have no lane
+//! yet, and a transaction that also writes one is a barrier its lane waits
+//! at until the sync is done and the lanes are made again with that table
+//! (see [`Lanes::positions`]), so that it still goes out whole.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::log::{LogEntry, LogWrite};
 use crate::net::wire::WireTxn;
@@ -26,12 +31,16 @@ struct Lane {
     /// Blocked before this multi-lane transaction until the other lanes
     /// involved have caught up to just before it.
     blocked: Option<(u64, Vec<usize>)>,
+    /// Blocked before a transaction that writes a pending table, until the
+    /// lanes are made again.
+    awaits_sync: bool,
 }
 
 pub(crate) struct Lanes {
     lanes: Vec<Lane>,
     lane_of: HashMap<String, usize>,
     starts: HashMap<String, u64>,
+    pending: HashSet<String>,
     peer_node_id: u64,
     /// Multi-lane transactions already sent, and how many other lanes
     /// still have to step over them.
@@ -41,9 +50,11 @@ pub(crate) struct Lanes {
 impl Lanes {
     /// `starts`: per table, the sequence after which it streams (its resume
     /// point or initial-sync point). `priority`: per table, higher first.
+    /// `pending`: tables whose initial sync is still going on.
     pub(crate) fn new(
         starts: HashMap<String, u64>,
         priority: &HashMap<String, u8>,
+        pending: HashSet<String>,
         peer_node_id: u64,
     ) -> Lanes {
         let mut prios: Vec<u8> = starts
@@ -58,6 +69,7 @@ impl Lanes {
                 priority: p,
                 pos: u64::MAX,
                 blocked: None,
+                awaits_sync: false,
             })
             .collect();
         let mut lane_of = HashMap::new();
@@ -71,9 +83,21 @@ impl Lanes {
             lanes,
             lane_of,
             starts,
+            pending,
             peer_node_id,
             sent_whole: BTreeMap::new(),
         }
+    }
+
+    /// Per table, the sequence after which it still has to stream: what
+    /// [`Lanes::new`] takes to carry on from here. A multi-lane transaction
+    /// sent whole that a lane has not stepped over yet goes out once more
+    /// from that lane, for its tables only: the stamp rule drops it there.
+    pub(crate) fn positions(&self) -> HashMap<String, u64> {
+        self.starts
+            .iter()
+            .map(|(t, s)| (t.clone(), (*s).max(self.lanes[self.lane_of[t]].pos)))
+            .collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -93,6 +117,9 @@ impl Lanes {
     /// The highest-priority lane that has work below `last` and may move.
     pub(crate) fn next_lane(&mut self, last: u64) -> Option<usize> {
         for i in 0..self.lanes.len() {
+            if self.lanes[i].awaits_sync {
+                continue;
+            }
             if let Some((seq, others)) = &self.lanes[i].blocked {
                 if others.iter().all(|&o| self.lanes[o].pos + 1 >= *seq) {
                     self.lanes[i].blocked = None;
@@ -135,6 +162,10 @@ impl Lanes {
             }
             let mut mine = false;
             let mut others: Vec<usize> = Vec::new();
+            let mut syncing = false;
+            for w in &e.writes {
+                syncing |= self.pending.contains(&w.table);
+            }
             for w in e.writes.iter().filter(|w| self.sendable(&e, w)) {
                 match self.lane_of.get(&w.table) {
                     Some(&l) if l == lane => mine = true,
@@ -145,6 +176,10 @@ impl Lanes {
             if !mine {
                 self.lanes[lane].pos = e.seq;
                 continue;
+            }
+            if syncing {
+                self.lanes[lane].awaits_sync = true;
+                break;
             }
             if !others.iter().all(|&o| self.lanes[o].pos + 1 >= e.seq) {
                 self.lanes[lane].blocked = Some((e.seq, others));
@@ -193,6 +228,7 @@ mod tests {
         Lanes::new(
             starts.iter().map(|(t, s)| (t.to_string(), *s)).collect(),
             &prio.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+            HashSet::new(),
             99,
         )
     }
@@ -250,6 +286,51 @@ mod tests {
                 .collect();
             assert!(order.windows(2).all(|w| w[0] < w[1]), "{table}: {order:?}");
         }
+    }
+
+    #[test]
+    fn a_transaction_that_writes_a_table_still_syncing_waits_for_the_sync() {
+        let log = vec![
+            entry(1, &["alerts"]),
+            entry(2, &["alerts", "bulk"]),
+            entry(3, &["alerts"]),
+            entry(4, &["bulk"]),
+        ];
+        let pending = |t: &[&str]| t.iter().map(|t| t.to_string()).collect::<HashSet<_>>();
+        let prio: HashMap<String, u8> = [("alerts".to_string(), 9)].into();
+        let starts = |p: &[(&str, u64)]| p.iter().map(|(t, s)| (t.to_string(), *s)).collect();
+        let mut l = Lanes::new(starts(&[("alerts", 0)]), &prio, pending(&["bulk"]), 99);
+        let sent = drain(&mut l, &log);
+        assert_eq!(sent.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            l.floor(),
+            1,
+            "waits before the transaction that writes bulk"
+        );
+
+        // The sync covered bulk up to 1: transaction 2 goes out whole.
+        let mut at = l.positions();
+        assert_eq!(at, starts(&[("alerts", 1)]));
+        at.insert("bulk".into(), 1);
+        let mut l = Lanes::new(at.clone(), &prio, HashSet::new(), 99);
+        let sent = drain(&mut l, &log);
+        assert_eq!(
+            sent.iter().map(|t| t.seq).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        assert_eq!(sent[0].writes.len(), 2, "sent whole");
+        assert_eq!(l.floor(), 4);
+
+        // The sync covered bulk up to 2: only alerts' part of 2 is left.
+        at.insert("bulk".into(), 2);
+        let mut l = Lanes::new(at, &prio, HashSet::new(), 99);
+        let sent = drain(&mut l, &log);
+        assert_eq!(
+            sent.iter().map(|t| t.seq).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        assert_eq!(sent[0].writes.len(), 1);
+        assert_eq!(sent[0].writes[0].table, "alerts");
     }
 
     #[test]

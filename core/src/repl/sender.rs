@@ -1,15 +1,24 @@
-//! The sending half of a link: an initial sync of each table the peer
-//! needs one for, then this node's log, in priority lanes, within the
-//! peer's acknowledgement window.
+//! The sending half of a link: this node's log, in priority lanes, within
+//! the peer's acknowledgement window, and an initial sync of each table
+//! the peer needs one for.
+//!
+//! Syncs run alongside the log, one table at a time (highest priority
+//! first), as bulk data that goes out only when nothing else waits to (see
+//! `write_loop`): a table that resumes streams at once, however big the
+//! snapshot of another. A table joins the lanes when its sync is written.
+//! Until every sync is done, the position the peer may acknowledge stays
+//! where it was when the link came up: an acknowledgement must not pass a
+//! write whose table is still being synced, or its delivery receipt would
+//! pass early. The window bounds how far the log runs ahead meanwhile.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::lanes::Lanes;
 use super::peer::NOT_SUBSCRIBED_BY_PEER;
-use super::session::{blocking, link_closed};
+use super::session::{blocking, link_closed, BulkMessage};
 use super::{PeerState, Replicator};
 use crate::db::Database;
 use crate::error::{Error, Result};
@@ -22,7 +31,15 @@ pub(super) struct Sender {
     peer: Arc<PeerState>,
     peer_node_id: u64,
     tx: mpsc::Sender<Message>,
+    bulk: mpsc::Sender<BulkMessage>,
     frame_budget: usize,
+}
+
+/// A table to sync, in the order syncs go out.
+struct Sync {
+    want: TableWant,
+    primary_key: String,
+    reason: SyncReason,
 }
 
 impl Sender {
@@ -32,6 +49,7 @@ impl Sender {
         peer: Arc<PeerState>,
         hello: &Hello,
         tx: mpsc::Sender<Message>,
+        bulk: mpsc::Sender<BulkMessage>,
     ) -> Sender {
         let frame_budget = (hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes) / 2;
         Sender {
@@ -40,12 +58,28 @@ impl Sender {
             peer,
             peer_node_id: hello.node_id,
             tx,
+            bulk,
             frame_budget,
         }
     }
 
     async fn send(&self, m: Message) -> Result<()> {
         self.tx.send(m).await.map_err(|_| link_closed())
+    }
+
+    /// Queues bulk data; with `written`, returns once it is on the wire.
+    async fn send_bulk(&self, m: Message, written: bool) -> Result<()> {
+        let (done, wait) = if written {
+            let (done, wait) = oneshot::channel();
+            (Some(done), Some(wait))
+        } else {
+            (None, None)
+        };
+        self.bulk.send((m, done)).await.map_err(|_| link_closed())?;
+        match wait {
+            Some(wait) => wait.await.map_err(|_| link_closed()),
+            None => Ok(()),
+        }
     }
 
     pub(super) async fn run(self, mut wants: Vec<TableWant>) -> Result<()> {
@@ -69,6 +103,7 @@ impl Sender {
             }
         }
         let mut starts: HashMap<String, u64> = HashMap::new();
+        let mut syncs: Vec<Sync> = Vec::new();
         let mut missing: Vec<String> = Vec::new();
         for want in wants {
             let published = config
@@ -124,8 +159,10 @@ impl Sender {
             let resumable = want.initial_sync_done
                 && want.resume_after <= bounds.last
                 && want.resume_after + 1 >= bounds.first;
-            let start = if resumable {
-                want.resume_after
+            if resumable {
+                self.peer
+                    .set_table_state(&want.table, None, Some("streaming".into()));
+                starts.insert(want.table, want.resume_after);
             } else {
                 let reason = if want.initial_sync_done {
                     let why = format!(
@@ -143,14 +180,28 @@ impl Sender {
                 };
                 self.peer
                     .set_table_state(&want.table, None, Some("syncing".into()));
-                self.initial_sync(&want, &info.primary_key, reason).await?
-            };
-            self.peer
-                .set_table_state(&want.table, None, Some("streaming".into()));
-            starts.insert(want.table, start);
+                syncs.push(Sync {
+                    want,
+                    primary_key: info.primary_key,
+                    reason,
+                });
+            }
         }
+        let (synced_tx, synced) = mpsc::unbounded_channel();
+        let pending = syncs.iter().map(|s| s.want.table.clone()).collect();
+        let log_and_syncs = async {
+            let syncing = async {
+                for sync in syncs {
+                    let upto = self.initial_sync(&sync).await?;
+                    // The stream gone means the link is ending anyway.
+                    let _ = synced_tx.send((sync.want.table, upto));
+                }
+                Ok(())
+            };
+            tokio::try_join!(self.stream(starts, pending, synced), syncing).map(|_| ())
+        };
         if missing.is_empty() {
-            return self.stream(starts).await;
+            return log_and_syncs.await;
         }
         // A published table that does not exist yet starts flowing once it
         // is created: the link restarts so the peer's subscription is served.
@@ -168,7 +219,7 @@ impl Sender {
             }
         };
         tokio::select! {
-            res = self.stream(starts) => res,
+            res = log_and_syncs => res,
             table = created => Err(Error::Peer(format!(
                 "table `{table}` was created; restarting the link so it flows to `{peer}`"
             ))),
@@ -179,17 +230,18 @@ impl Sender {
     /// state covers (live streaming continues after it, so nothing falls
     /// in between: a write racing the scan may arrive twice, and the stamp
     /// rule drops the second copy).
-    async fn initial_sync(
-        &self,
-        want: &TableWant,
-        primary_key: &str,
-        reason: SyncReason,
-    ) -> Result<u64> {
+    /// Returns once the last chunk is written, so that the table's log,
+    /// which goes out ahead of bulk data, cannot overtake it.
+    async fn initial_sync(&self, sync: &Sync) -> Result<u64> {
+        let (want, primary_key) = (&sync.want, &sync.primary_key);
         let upto = *self.db.shared.committed.borrow();
-        self.send(Message::SyncBegin {
-            table: want.table.clone(),
-            reason,
-        })
+        self.send_bulk(
+            Message::SyncBegin {
+                table: want.table.clone(),
+                reason: sync.reason,
+            },
+            false,
+        )
         .await?;
         let mut after = None;
         loop {
@@ -211,13 +263,16 @@ impl Sender {
                     json: s.json,
                 })
                 .collect();
-            self.send(Message::SyncChunk {
-                table: want.table.clone(),
-                primary_key: primary_key.to_string(),
-                rows,
+            self.send_bulk(
+                Message::SyncChunk {
+                    table: want.table.clone(),
+                    primary_key: primary_key.to_string(),
+                    rows,
+                    done,
+                    upto_seq: upto,
+                },
                 done,
-                upto_seq: upto,
-            })
+            )
             .await?;
             if done {
                 return Ok(upto);
@@ -226,7 +281,45 @@ impl Sender {
         }
     }
 
-    async fn stream(self, starts: HashMap<String, u64>) -> Result<()> {
+    /// The lanes once `table`, synced up to `upto`, streams too.
+    fn join(
+        &self,
+        lanes: &Lanes,
+        pending: &mut HashSet<String>,
+        priority: &HashMap<String, u8>,
+        table: String,
+        upto: u64,
+    ) -> Lanes {
+        pending.remove(&table);
+        let mut at = lanes.positions();
+        at.insert(table.clone(), upto);
+        self.peer
+            .set_table_state(&table, None, Some("streaming".into()));
+        Lanes::new(at, priority, pending.clone(), self.peer_node_id)
+    }
+
+    /// Tells the peer it may acknowledge `to` if that is past `floor`
+    /// (a sync ending lifts the floor with nothing new to send); returns
+    /// the floor now.
+    async fn progress(&self, floor: u64, to: u64) -> Result<u64> {
+        if to <= floor {
+            return Ok(floor);
+        }
+        // Recorded before sending: the peer may acknowledge it at once.
+        self.peer.counters.lock().sent_seq = to;
+        self.send(Message::Progress { upto_seq: to }).await?;
+        Ok(to)
+    }
+
+    /// Streams the log for the tables in `starts`, and for each table in
+    /// `pending` once `synced` says its sync is written (with the sequence
+    /// the sync covers).
+    async fn stream(
+        &self,
+        starts: HashMap<String, u64>,
+        mut pending: HashSet<String>,
+        mut synced: mpsc::UnboundedReceiver<(String, u64)>,
+    ) -> Result<()> {
         let priority: HashMap<String, u8> = self
             .peer
             .config()
@@ -234,26 +327,63 @@ impl Sender {
             .iter()
             .map(|t| (t.table.clone(), t.priority))
             .collect();
-        let mut lanes = Lanes::new(starts, &priority, self.peer_node_id);
-        if lanes.is_empty() {
+        let mut lanes = Lanes::new(starts, &priority, pending.clone(), self.peer_node_id);
+        if lanes.is_empty() && pending.is_empty() {
             // Nothing flows this way; the other halves keep the link.
             return std::future::pending().await;
         }
         let mut committed = self.db.shared.committed.subscribe();
         let mut acked = self.peer.acked.subscribe();
         let window = self.r.opts.window_txns;
+        // Where acknowledgements stay while a sync is going on.
+        let held = *acked.borrow();
+        let floor_of = |lanes: &Lanes, pending: &HashSet<String>| {
+            let floor = if lanes.is_empty() {
+                held
+            } else {
+                lanes.floor()
+            };
+            if pending.is_empty() {
+                floor
+            } else {
+                floor.min(held)
+            }
+        };
         // Lets the peer acknowledge a position right away, so delivery
         // waits on tables it resumed do not hang until the next write.
-        let mut floor = lanes.floor();
+        let mut floor = floor_of(&lanes, &pending);
         self.peer.counters.lock().sent_seq = floor;
         self.send(Message::Progress { upto_seq: floor }).await?;
         loop {
-            while lanes.front().saturating_sub(*acked.borrow_and_update()) >= window {
-                acked.changed().await.map_err(|_| link_closed())?;
+            let joined = loop {
+                // A synced table joins; otherwise wait for room in the
+                // window, then for work.
+                if let Ok(joined) = synced.try_recv() {
+                    break Some(joined);
+                }
+                if lanes.front().saturating_sub(*acked.borrow_and_update()) >= window {
+                    tokio::select! {
+                        changed = acked.changed() => changed.map_err(|_| link_closed())?,
+                        Some(joined) = synced.recv() => break Some(joined),
+                    }
+                    continue;
+                }
+                break None;
+            };
+            if let Some((table, upto)) = joined {
+                lanes = self.join(&lanes, &mut pending, &priority, table, upto);
+                floor = self.progress(floor, floor_of(&lanes, &pending)).await?;
+                continue;
             }
             let last = *committed.borrow_and_update();
             let Some(lane) = lanes.next_lane(last) else {
-                committed.changed().await.map_err(|_| Error::Closed)?;
+                tokio::select! {
+                    changed = committed.changed() => changed.map_err(|_| Error::Closed)?,
+                    Some((table, upto)) = synced.recv() => {
+                        lanes = self.join(&lanes, &mut pending, &priority, table, upto);
+                        floor = self.progress(floor, floor_of(&lanes, &pending)).await?;
+                    }
+                }
                 continue;
             };
             let pos = lanes.pos(lane);
@@ -278,7 +408,8 @@ impl Sender {
                 }
             }
             let txns = lanes.plan(lane, entries);
-            let new_floor = lanes.floor();
+            // Never lower: the peer may be acknowledging the last one.
+            let new_floor = floor_of(&lanes, &pending).max(floor);
             // Frames carry the floor they complete; one cut short by the
             // frame budget only completes the floor from before this round.
             let mut frame = Vec::new();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cursor::PeerCursor;
 use super::receiver::Receiver;
@@ -366,7 +366,16 @@ async fn run(
     }
     peer.set_connected(hello.node_id);
     let (tx, rx) = mpsc::channel::<Message>(64);
-    let sender = Sender::new(r.clone(), db.clone(), peer.clone(), &hello, tx.clone());
+    // Two deep: an initial sync reads ahead no further than that.
+    let (bulk_tx, bulk_rx) = mpsc::channel::<BulkMessage>(2);
+    let sender = Sender::new(
+        r.clone(),
+        db.clone(),
+        peer.clone(),
+        &hello,
+        tx.clone(),
+        bulk_tx,
+    );
     let receiver = Receiver::new(db, peer.clone(), cursor, tx);
     let idle = r.opts.idle_timeout;
     let mut closing = r.closing.subscribe();
@@ -383,7 +392,7 @@ async fn run(
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
-        res = write_loop(writer, rx, r.opts.heartbeat_interval, goodbye) => res,
+        res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye) => res,
     }?;
     if ended == Ended::SaidGoodbye {
         linger(&mut reader).await;
@@ -424,13 +433,21 @@ async fn linger(reader: &mut Reader) {
 /// Sends what the sender and receiver queue, a heartbeat when idle, and a
 /// goodbye with its reason when `goodbye` yields one. A message being
 /// written is always finished first: frames are never cut.
+/// A message of an initial sync, and who to tell once it is written.
+pub(super) type BulkMessage = (Message, Option<oneshot::Sender<()>>);
+
+/// Writes what the link's halves queue: `rx` first, `bulk` (initial
+/// syncs) only when nothing waits there, so streaming, acknowledgements
+/// and heartbeats never queue behind a table's snapshot.
 async fn write_loop(
     mut writer: Writer,
     mut rx: mpsc::Receiver<Message>,
+    mut bulk: mpsc::Receiver<BulkMessage>,
     heartbeat: Duration,
     goodbye: impl std::future::Future<Output = String>,
 ) -> Result<Ended> {
     tokio::pin!(goodbye);
+    let mut bulk_open = true;
     loop {
         tokio::select! {
             biased;
@@ -438,17 +455,26 @@ async fn write_loop(
                 say_goodbye(writer, reason).await?;
                 return Ok(Ended::SaidGoodbye);
             }
-            next = tokio::time::timeout(heartbeat, rx.recv()) => match next {
-                Ok(Some(msg)) => writer.write_message(&msg).await?,
-                Ok(None) => return Ok(Ended::Done),
-                Err(_) => {
-                    writer
-                        .write_message(&Message::Heartbeat {
-                            now_ms: wall_millis(),
-                        })
-                        .await?
-                }
+            next = rx.recv() => match next {
+                Some(msg) => writer.write_message(&msg).await?,
+                None => return Ok(Ended::Done),
             },
+            next = bulk.recv(), if bulk_open => match next {
+                Some((msg, written)) => {
+                    writer.write_message(&msg).await?;
+                    if let Some(written) = written {
+                        let _ = written.send(());
+                    }
+                }
+                None => bulk_open = false,
+            },
+            () = tokio::time::sleep(heartbeat) => {
+                writer
+                    .write_message(&Message::Heartbeat {
+                        now_ms: wall_millis(),
+                    })
+                    .await?
+            }
         }
     }
 }
