@@ -567,8 +567,8 @@ fn a_higher_priority_backlog_in_the_log_goes_out_first() {
     // backlog builds in the edge's log while it is offline. The edge says
     // "streaming" once it has sent a table's last sync chunk; only the
     // cloud knows when it has applied it and recorded the sync as done.
-    // Closing the edge before that makes the next link sync `bulk` again,
-    // ahead of everything streamed.
+    // Closing the edge before that makes the next link sync `bulk` again
+    // (a snapshot, not the log backlog this test is about).
     let edge = start_edge();
     wait_until("both tables synced on the cloud", T, || {
         let Ok(s) = cloud.peer_status("edge-1") else {
