@@ -229,9 +229,9 @@ impl Sender {
     /// Sends the table's state as of now; returns the log sequence the
     /// state covers (live streaming continues after it, so nothing falls
     /// in between: a write racing the scan may arrive twice, and the stamp
-    /// rule drops the second copy).
-    /// Returns once the last chunk is written, so that the table's log,
-    /// which goes out ahead of bulk data, cannot overtake it.
+    /// rule drops the second copy). Returns once the last chunk is
+    /// written, so that the table's log, which goes out ahead of bulk
+    /// data, cannot overtake it.
     async fn initial_sync(&self, sync: &Sync) -> Result<u64> {
         let (want, primary_key) = (&sync.want, &sync.primary_key);
         let upto = *self.db.shared.committed.borrow();
