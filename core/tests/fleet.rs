@@ -496,6 +496,19 @@ fn cloud_recording_arrivals(dir: &std::path::Path, pki: &Pki) -> (Database, Stri
     (cloud, addr, arrivals)
 }
 
+/// Starts `edge-1`'s replication with a link to the cloud at `addr` that
+/// publishes `bulk` and, at a higher priority, `alerts`.
+fn publish_bulk_and_alerts(edge: &Database, pki: &Pki, addr: &str) {
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(
+        PeerConfig::new("cloud")
+            .address(addr)
+            .table(TableFlow::publish("bulk"))
+            .table(TableFlow::publish("alerts").priority(9)),
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() {
     let pki = Pki::new(&["cloud", "edge-1"]);
@@ -512,14 +525,7 @@ fn a_higher_priority_table_overtakes_a_backlog_and_each_table_keeps_its_order() 
     for i in 0..5i64 {
         edge.upsert("alerts", json!({"id": i})).unwrap();
     }
-    edge.start_replication(pki.options("edge-1")).unwrap();
-    edge.add_peer(
-        PeerConfig::new("cloud")
-            .address(&addr)
-            .table(TableFlow::publish("bulk"))
-            .table(TableFlow::publish("alerts").priority(9)),
-    )
-    .unwrap();
+    publish_bulk_and_alerts(&edge, &pki, &addr);
     wait_until("everything arrived", T, || {
         arrivals.lock().unwrap().len() == 3005
     });
@@ -553,14 +559,7 @@ fn a_higher_priority_backlog_in_the_log_goes_out_first() {
         edge.ensure_table("bulk", TableOptions::default()).unwrap();
         edge.ensure_table("alerts", TableOptions::default())
             .unwrap();
-        edge.start_replication(pki.options("edge-1")).unwrap();
-        edge.add_peer(
-            PeerConfig::new("cloud")
-                .address(&addr)
-                .table(TableFlow::publish("bulk"))
-                .table(TableFlow::publish("alerts").priority(9)),
-        )
-        .unwrap();
+        publish_bulk_and_alerts(&edge, &pki, &addr);
         edge
     };
     // Link up once so both tables are past their initial sync; then the
@@ -628,14 +627,7 @@ fn a_table_that_resumes_streams_while_another_is_synced() {
             .unwrap();
     }
     tx.commit().unwrap();
-    edge.start_replication(pki.options("edge-1")).unwrap();
-    edge.add_peer(
-        PeerConfig::new("cloud")
-            .address(&addr)
-            .table(TableFlow::publish("bulk"))
-            .table(TableFlow::publish("alerts").priority(9)),
-    )
-    .unwrap();
+    publish_bulk_and_alerts(&edge, &pki, &addr);
     edge.upsert("alerts", json!({"id": 0})).unwrap();
     wait_until("alerts resumable", T, || {
         cloud.get("alerts", 0i64).ok().flatten().is_some()
