@@ -430,15 +430,15 @@ async fn linger(reader: &mut Reader) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-/// Sends what the sender and receiver queue, a heartbeat when idle, and a
-/// goodbye with its reason when `goodbye` yields one. A message being
-/// written is always finished first: frames are never cut.
 /// A message of an initial sync, and who to tell once it is written.
 pub(super) type BulkMessage = (Message, Option<oneshot::Sender<()>>);
 
-/// Writes what the link's halves queue: `rx` first, `bulk` (initial
-/// syncs) only when nothing waits there, so streaming, acknowledgements
-/// and heartbeats never queue behind a table's snapshot.
+/// Sends what the sender and receiver queue, a heartbeat when idle, and a
+/// goodbye with its reason when `goodbye` yields one. A message being
+/// written is always finished first: frames are never cut. `rx` goes
+/// first, `bulk` (initial syncs) only when nothing waits there, so
+/// streaming, acknowledgements and heartbeats never queue behind a
+/// table's snapshot.
 async fn write_loop(
     mut writer: Writer,
     mut rx: mpsc::Receiver<Message>,
