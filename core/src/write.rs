@@ -150,7 +150,12 @@ impl Transaction {
     /// Stages a record given as JSON text; see [`Transaction::upsert_json`].
     fn stage_json(&mut self, table: &str, json: &str, kind: u8) -> Result<()> {
         let def = self.db.table(table)?;
-        let record = crate::record_text::read(&def, json)?;
+        let Some(record) = crate::record_text::read(&def, json) else {
+            // What one pass cannot decide, or a parse refuses: staged (or
+            // refused) exactly as the parsed object would be.
+            let obj = crate::record::parse_object(json)?;
+            return self.stage(table, Value::Object(obj), kind);
+        };
         check_size(&record.json, self.db.shared.opts.max_record_bytes)?;
         let (obj, json) = (record.indexed, record.json);
         let op = if kind == STAGE_INSERT {
