@@ -6,8 +6,8 @@ use serde_json::Value;
 use tidelog_core::{Database, ScanOptions, TableOptions};
 
 use crate::guard::{
-    guard, guard_void, json_arg, opt_json_arg, record_text_fail, str_arg, Fail, FfiResult, OptOut,
-    Out,
+    guard, guard_void, json_arg, opt_json_arg, parse_json, record_text_fail, str_arg, Fail,
+    FfiResult, OptOut, Out,
 };
 use crate::handles::{self, as_ptr, tidelog_db, Object};
 use crate::json;
@@ -286,8 +286,7 @@ unsafe fn write_one(
         let written = match kind {
             WriteKind::Insert => db.insert_json(table, text),
             WriteKind::Upsert => db.upsert_json(table, text),
-            // SAFETY: forwarded contract.
-            WriteKind::Update => db.update(table, unsafe { json_arg(record_json, "record_json") }?),
+            WriteKind::Update => db.update(table, parse_json(text, "record_json")?),
         };
         let info = written.map_err(|e| record_text_fail(e, "record_json"))?;
         out.set(info.seq);

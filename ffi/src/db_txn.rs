@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use tidelog_core::Transaction;
 
 use crate::guard::{
-    guard, guard_void, json_arg, record_text_fail, str_arg, Fail, FfiResult, OptOut, Out,
+    guard, guard_void, parse_json, record_text_fail, str_arg, Fail, FfiResult, OptOut, Out,
 };
 use crate::handles::{self, as_ptr, tidelog_db, tidelog_txn, Object};
 use crate::json;
@@ -85,8 +85,7 @@ unsafe fn stage(
         // SAFETY: forwarded contract.
         let text = unsafe { str_arg(record_json, "record_json") }?;
         let record = match kind {
-            // SAFETY: forwarded contract.
-            Stage::Update => Arg::Patch(unsafe { json_arg(record_json, "record_json") }?),
+            Stage::Update => Arg::Patch(parse_json(text, "record_json")?),
             Stage::Insert | Stage::Upsert => Arg::Text(text),
         };
         with_open_txn(txn, |t| {

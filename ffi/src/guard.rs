@@ -195,7 +195,8 @@ pub(crate) fn record_text_fail(e: Error, what: &str) -> Fail {
     }
 }
 
-fn parse_json(text: &str, what: &str) -> FfiResult<Value> {
+/// Parses JSON text already taken from an argument named `what`.
+pub(crate) fn parse_json(text: &str, what: &str) -> FfiResult<Value> {
     serde_json::from_str(text).map_err(|e| {
         Fail::new(
             TIDELOG_INVALID_JSON,
