@@ -1,65 +1,103 @@
 #!/usr/bin/env bash
 # Every test of tidelog, from a fresh clone: formatting, lints, then the Rust
-# unit, integration, property and crash tests. Installs nothing by hand:
-# cargo fetches the crates it needs.
+# unit, integration, property and crash tests, each binding, the scenario and
+# the README. Installs nothing by hand: cargo, pip and npm fetch what they
+# need.
+#
+#   bash tests/run_all.sh            every step, in the order below
+#   bash tests/run_all.sh python c   only the named steps, in the order given
+#
+# Steps: fmt clippy rust python c scenario readme node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
+ALL_STEPS=(fmt clippy rust python c scenario readme node)
 
-echo "== cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets -- -D warnings
+step_fmt() {
+    echo "== cargo fmt --check"
+    cargo fmt --all -- --check
+}
 
-echo "== cargo test"
-# --lib --tests: unit and integration tests; the benchmarks are run with
-# `cargo bench`, not here (they measure, they do not assert). The Python
-# binding is excluded: `--lib` would override its `test = false` and link a
-# test binary against the system libpython; maturin builds it below.
-cargo test --workspace --exclude tidelog-python --lib --tests
+step_clippy() {
+    echo "== cargo clippy (all targets, warnings are errors)"
+    cargo clippy --workspace --all-targets -- -D warnings
+}
 
-echo "== Python binding (bindings/python): build, pytest, mypy --strict, stubtest"
-# A venv in .venv (gitignored) with the pinned build tool and the test tools;
-# maturin builds the pyo3 extension (debug) and installs it editable.
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+step_rust() {
+    echo "== cargo test"
+    # --lib --tests: unit and integration tests; the benchmarks are run with
+    # `cargo bench`, not here (they measure, they do not assert). The Python
+    # binding is excluded: `--lib` would override its `test = false` and link a
+    # test binary against the system libpython; maturin builds it below.
+    cargo test --workspace --exclude tidelog-python --lib --tests
+}
+
+step_python() {
+    echo "== Python binding (bindings/python): build, pytest, mypy --strict, stubtest"
+    # A venv in .venv (gitignored) with the pinned build tool and the test tools;
+    # maturin builds the pyo3 extension (debug) and installs it editable.
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    .venv/bin/pip install --quiet --disable-pip-version-check maturin==1.16.0 pytest==9.2.0 mypy==2.4.1
+    .venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml
+    .venv/bin/python -m pytest -q bindings/python/tests
+    (cd bindings/python && ../../.venv/bin/mypy --strict examples/typed_example.py)
+    # The stubs must describe what the module really has.
+    .venv/bin/python -m mypy.stubtest tidelog --ignore-missing-stub
+}
+
+step_c() {
+    echo "== C ABI: header drift, C suite under ASan+UBSan+LSan (shared and static)"
+    # The committed include/tidelog.h is compared with a fresh cbindgen run by
+    # the `header_is_current` unit test (step rust); this runs the C programs.
+    bash ffi/tests/run_c_tests.sh
+}
+
+step_scenario() {
+    echo "== edge/cloud scenario, short runs (examples/edge_scenario.sh against a tidelog serve cloud): Node, Python and C edge apps"
+    SCENARIO_QUICK=1 EDGE_LANG=node bash examples/edge_scenario.sh
+    SCENARIO_QUICK=1 EDGE_LANG=python bash examples/edge_scenario.sh
+    SCENARIO_QUICK=1 EDGE_LANG=c bash examples/edge_scenario.sh
+}
+
+step_readme() {
+    echo "== README: every fenced code block, run for real (tests/readme/run_readme.py)"
+    # Doctests (the Rust quick start), the install and build commands (release
+    # builds of the C library, the Python wheel and the Node addon), the Python
+    # and Node quick starts (the Node one against a real `tidelog serve` cloud
+    # on 127.0.0.1), the config reference, and the step-by-step Python edge
+    # story. Before the Node section: the README's own `npm install` builds the
+    # addon it uses, and node --test below keeps the closing summary.
+    python3 tests/readme/run_readme.py
+}
+
+step_node() {
+    echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
+    (
+      cd bindings/node
+      # --ignore-scripts: skips better-sqlite3's native build (a devDependency
+      # used only by bench/bench.js) and our own install script, which would
+      # make a release build; the tests use a debug build that shares
+      # target/debug with the cargo steps above.
+      npm ci --ignore-scripts --no-audit --no-fund
+      TIDELOG_NODE_PROFILE=debug node scripts/build.js
+      npx tsc -p tsconfig.json
+      # Last in a full run: node's test runner prints the closing summary.
+      node --test test/*.test.js
+    )
+}
+
+steps=("$@")
+if [ ${#steps[@]} -eq 0 ]; then
+    steps=("${ALL_STEPS[@]}")
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check maturin==1.16.0 pytest==9.2.0 mypy==2.4.1
-.venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml
-.venv/bin/python -m pytest -q bindings/python/tests
-(cd bindings/python && ../../.venv/bin/mypy --strict examples/typed_example.py)
-# The stubs must describe what the module really has.
-.venv/bin/python -m mypy.stubtest tidelog --ignore-missing-stub
-
-echo "== C ABI: header drift, C suite under ASan+UBSan+LSan (shared and static)"
-# The committed include/tidelog.h is compared with a fresh cbindgen run by
-# the `header_is_current` unit test above; this runs the C programs.
-bash ffi/tests/run_c_tests.sh
-
-echo "== edge/cloud scenario, short runs (examples/edge_scenario.sh against a tidelog serve cloud): Node, Python and C edge apps"
-SCENARIO_QUICK=1 EDGE_LANG=node bash examples/edge_scenario.sh
-SCENARIO_QUICK=1 EDGE_LANG=python bash examples/edge_scenario.sh
-SCENARIO_QUICK=1 EDGE_LANG=c bash examples/edge_scenario.sh
-
-echo "== README: every fenced code block, run for real (tests/readme/run_readme.py)"
-# Doctests (the Rust quick start), the install and build commands (release
-# builds of the C library, the Python wheel and the Node addon), the Python
-# and Node quick starts (the Node one against a real `tidelog serve` cloud
-# on 127.0.0.1), the config reference, and the step-by-step Python edge
-# story. Before the Node section: the README's own `npm install` builds the
-# addon it uses, and node --test below keeps the closing summary.
-python3 tests/readme/run_readme.py
-
-echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
-(
-  cd bindings/node
-  # --ignore-scripts: skips better-sqlite3's native build (a devDependency
-  # used only by bench/bench.js) and our own install script, which would
-  # make a release build; the tests use a debug build that shares
-  # target/debug with the cargo steps above.
-  npm ci --ignore-scripts --no-audit --no-fund
-  TIDELOG_NODE_PROFILE=debug node scripts/build.js
-  npx tsc -p tsconfig.json
-  # Last: node's test runner prints the closing summary.
-  node --test test/*.test.js
-)
+for s in "${steps[@]}"; do
+    if ! declare -F "step_$s" >/dev/null; then
+        echo "tests/run_all.sh: unknown step \`$s\`; the steps are: ${ALL_STEPS[*]}" >&2
+        exit 2
+    fi
+done
+for s in "${steps[@]}"; do
+    "step_$s"
+done
