@@ -171,6 +171,7 @@ fn hello(name: &str) -> Message {
         now_ms: tidelog::hlc::wall_millis(),
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
         wants: vec![],
+        relays_accepted: false,
     })
 }
 
@@ -634,4 +635,316 @@ fn a_peer_cannot_acknowledge_what_was_never_sent_to_it() {
             .wait_for_ack("edge-3", 1, Duration::from_millis(200)),
         Err(Error::NotAcknowledged { acked: 0, .. })
     ));
+}
+
+/// Makes `edge-2`'s `alerts` subscription live on a raw link (table
+/// accepted, empty initial sync done).
+async fn make_alerts_live<S: AsyncWrite + Unpin>(s: &mut S) {
+    for m in [
+        Message::TableInfo {
+            table: "alerts".into(),
+            primary_key: "id".into(),
+        },
+        Message::SyncChunk {
+            table: "alerts".into(),
+            primary_key: "id".into(),
+            rows: vec![],
+            done: true,
+            upto_seq: 0,
+        },
+    ] {
+        write_message(s, &m).await.unwrap();
+    }
+}
+
+/// Reads until the cloud says goodbye or closes; returns the reason.
+async fn until_goodbye<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    loop {
+        match tokio::time::timeout(T, read_message(s, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .expect("the cloud kept a link that forged origins")
+        {
+            Ok(Some(Message::Goodbye { reason })) => return reason,
+            Ok(Some(_)) => {}
+            Ok(None) => return "closed without a goodbye".into(),
+            Err(e) => return format!("error: {e}"),
+        }
+    }
+}
+
+/// Reads until the cloud acknowledges `upto`.
+async fn until_acked<S: AsyncRead + Unpin>(s: &mut S, upto: u64) {
+    loop {
+        let m = tokio::time::timeout(T, read_message(s, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .expect("no ack from the cloud")
+            .unwrap()
+            .expect("cloud closed the link instead of acknowledging");
+        match m {
+            Message::Ack { upto_seq } if upto_seq >= upto => return,
+            Message::Goodbye { reason } => panic!("cloud closed the link: {reason}"),
+            _ => {}
+        }
+    }
+}
+
+fn stamp_of(node: u64) -> Stamp {
+    Stamp {
+        time: tidelog::hlc::wall_millis() << 16,
+        node,
+    }
+}
+
+fn txn(seq: u64, stamp: Stamp, key: &str) -> WireTxn {
+    WireTxn {
+        seq,
+        stamp,
+        writes: vec![put("alerts", key, &format!(r#"{{"id":"{key}"}}"#))],
+    }
+}
+
+#[test]
+fn forged_origins_close_the_link_and_apply_nothing_of_the_frame() {
+    let f = fixture();
+    let alerts_before = table_state(&f.cloud, "alerts");
+    let log_before = f.cloud.log_bounds().unwrap().last;
+    let (edge1_id, cloud_id) = (f.edge.node_id(), f.cloud.node_id());
+    // Each frame starts with a good transaction of the peer's own origin:
+    // the whole frame must be refused, not just the forged part.
+    let cases: Vec<(&str, Message, &str)> = vec![
+        (
+            "as edge-1",
+            Message::Txns(vec![
+                txn(1, now_stamp(), "own-1"),
+                txn(2, stamp_of(edge1_id), "forged-1"),
+            ]),
+            "does not accept relayed writes",
+        ),
+        (
+            "as the cloud itself",
+            Message::TxnsUpTo {
+                txns: vec![
+                    txn(1, now_stamp(), "own-2"),
+                    txn(2, stamp_of(cloud_id), "forged-2"),
+                ],
+                upto_seq: 2,
+            },
+            "own node id",
+        ),
+        (
+            "sync row as edge-1",
+            Message::SyncChunk {
+                table: "alerts".into(),
+                primary_key: "id".into(),
+                rows: vec![
+                    SyncRow {
+                        key: Key::Str("own-3".into()),
+                        stamp: now_stamp(),
+                        created: 1,
+                        json: Some(r#"{"id":"own-3"}"#.into()),
+                    },
+                    SyncRow {
+                        key: Key::Str("forged-3".into()),
+                        stamp: stamp_of(edge1_id),
+                        created: 1,
+                        json: Some(r#"{"id":"forged-3"}"#.into()),
+                    },
+                ],
+                done: true,
+                upto_seq: 5,
+            },
+            "does not accept relayed writes",
+        ),
+    ];
+    for (i, (what, frame, needle)) in cases.into_iter().enumerate() {
+        let reason = f.rt.block_on(async {
+            let (mut s, cloud_hello) = f.open_link("edge-2").await;
+            assert!(
+                !cloud_hello.relays_accepted,
+                "an edge relays nothing by default"
+            );
+            make_alerts_live(&mut s).await;
+            write_message(&mut s, &frame).await.unwrap();
+            until_goodbye(&mut s).await
+        });
+        eprintln!("forged {what}: {reason}");
+        assert!(reason.contains(needle), "{what}: {reason}");
+        let err = f.wait_link_error("edge-2", needle);
+        assert!(err.contains("nothing of that frame applied"), "{err}");
+        let s = f.cloud.peer_status("edge-2").unwrap();
+        assert_eq!(s.origin_violations, i as u64 + 1, "{what}: {s:?}");
+    }
+    assert_eq!(
+        table_state(&f.cloud, "alerts"),
+        alerts_before,
+        "a frame with a forged origin was applied (in part)"
+    );
+    assert_eq!(
+        f.cloud.log_bounds().unwrap().last,
+        log_before,
+        "forged entries in the cloud's log"
+    );
+    f.good_edge_unharmed("after-forged-origins");
+}
+
+#[test]
+fn a_peer_cannot_claim_this_nodes_or_another_peers_node_id() {
+    let f = fixture();
+    let (edge1_id, cloud_id) = (f.edge.node_id(), f.cloud.node_id());
+    for (claim, needle) in [
+        (cloud_id, "`cloud`'s own"),
+        (edge1_id, "node id of peer `edge-1`"),
+    ] {
+        let outcome = f.rt.block_on(async {
+            let cfg = f.identity("edge-2").client_config().unwrap();
+            let mut s = tls::connect(&f.addr, "cloud", cfg, T).await.unwrap();
+            let Message::Hello(mut h) = hello("edge-2") else {
+                unreachable!()
+            };
+            h.node_id = claim;
+            write_message(&mut s, &Message::Hello(h)).await.unwrap();
+            expect_refused(&mut s).await
+        });
+        eprintln!("edge-2 claiming {claim:#x}: {outcome}");
+        assert!(outcome.contains(needle), "{outcome}");
+    }
+    let s = f.cloud.peer_status("edge-2").unwrap();
+    assert_eq!((s.connects, s.origin_violations), (0, 2), "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("node id of peer `edge-1`")),
+        "{s:?}"
+    );
+    f.good_edge_unharmed("after-impersonation");
+}
+
+#[test]
+fn a_peer_set_to_relay_may_send_other_origins_but_never_this_nodes_own() {
+    let f = fixture();
+    f.cloud
+        .update_peer(
+            PeerConfig::new("edge-2")
+                .table(TableFlow::subscribe("alerts"))
+                .relays(true),
+        )
+        .unwrap();
+    let relayed = stamp_of(0xABCD);
+    let reason = f.rt.block_on(async {
+        let (mut s, cloud_hello) = f.open_link("edge-2").await;
+        assert!(cloud_hello.relays_accepted, "{cloud_hello:?}");
+        make_alerts_live(&mut s).await;
+        let txns = vec![txn(1, relayed, "relayed"), txn(2, now_stamp(), "own")];
+        write_message(&mut s, &Message::Txns(txns)).await.unwrap();
+        until_acked(&mut s, 2).await;
+        let own = vec![txn(3, stamp_of(f.cloud.node_id()), "forged")];
+        write_message(&mut s, &Message::Txns(own)).await.unwrap();
+        until_goodbye(&mut s).await
+    });
+    assert!(reason.contains("own node id"), "{reason}");
+    assert!(f.cloud.get("alerts", "relayed").unwrap().is_some());
+    assert!(f.cloud.get("alerts", "own").unwrap().is_some());
+    assert!(f.cloud.get("alerts", "forged").unwrap().is_none());
+    let last = f.cloud.log_bounds().unwrap().last;
+    let origins: Vec<u64> = f
+        .cloud
+        .read_log(1, last as usize)
+        .unwrap()
+        .iter()
+        .map(|e| e.origin())
+        .collect();
+    assert!(origins.contains(&0xABCD), "the relay kept its origin");
+    assert_eq!(f.cloud.peer_status("edge-2").unwrap().origin_violations, 1);
+    f.good_edge_unharmed("after-relay");
+}
+
+#[test]
+fn a_node_sends_no_relays_to_a_peer_that_does_not_take_them() {
+    let f = fixture();
+    // The cloud holds an alert of edge-1's origin and one of its own.
+    f.edge
+        .insert("alerts", json!({"id": "from-edge-1"}))
+        .unwrap();
+    wait_until("edge-1's alert on the cloud", T, || {
+        f.cloud
+            .get("alerts", "from-edge-1")
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    f.cloud
+        .insert("alerts", json!({"id": "from-cloud"}))
+        .unwrap();
+    f.cloud
+        .update_peer(PeerConfig::new("edge-2").table(TableFlow::both("alerts")))
+        .unwrap();
+    let (cloud_id, edge1_id) = (f.cloud.node_id(), f.edge.node_id());
+    f.rt.block_on(async {
+        let cfg = f.identity("edge-2").client_config().unwrap();
+        let mut s = tls::connect(&f.addr, "cloud", cfg, T).await.unwrap();
+        let Message::Hello(mut h) = hello("edge-2") else {
+            unreachable!()
+        };
+        h.wants = vec![TableWant {
+            table: "alerts".into(),
+            resume_after: 0,
+            since_ms: None,
+            initial_sync_done: false,
+        }];
+        h.relays_accepted = false;
+        write_message(&mut s, &Message::Hello(h)).await.unwrap();
+        let mut got: Vec<(String, u64)> = Vec::new();
+        let mut synced = false;
+        let mut live_sent = false;
+        loop {
+            let m = tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+                .await
+                .expect("nothing more from the cloud")
+                .unwrap()
+                .expect("cloud closed the link");
+            match m {
+                Message::SyncChunk { rows, done, .. } => {
+                    for r in rows {
+                        got.push((format!("{}", r.key), r.stamp.node));
+                    }
+                    synced |= done;
+                }
+                Message::Txns(txns) | Message::TxnsUpTo { txns, .. } => {
+                    for t in txns {
+                        for w in t.writes {
+                            got.push((format!("{}", w.key), t.stamp.node));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if synced && !live_sent {
+                // Live: one write of each origin after the sync.
+                live_sent = true;
+                f.edge
+                    .insert("alerts", json!({"id": "live-edge-1"}))
+                    .unwrap();
+                wait_until("edge-1's live alert on the cloud", T, || {
+                    f.cloud
+                        .get("alerts", "live-edge-1")
+                        .ok()
+                        .flatten()
+                        .is_some()
+                });
+                f.cloud
+                    .insert("alerts", json!({"id": "live-cloud"}))
+                    .unwrap();
+            }
+            if got.iter().any(|(k, _)| k.contains("live-cloud")) {
+                break;
+            }
+        }
+        eprintln!("edge-2 received: {got:?}");
+        assert!(
+            got.iter().all(|(_, origin)| *origin == cloud_id),
+            "a relay went to a peer that does not take them: {got:?}"
+        );
+        assert!(got.iter().any(|(k, _)| k.contains("from-cloud")), "{got:?}");
+        assert!(!got.iter().any(|(_, o)| *o == edge1_id));
+    });
 }
