@@ -5,6 +5,7 @@
 //! Misbehaving peers are raw clients built from `net::tls` + `net::wire`,
 //! speaking the protocol by hand so they can send what no tidelog node would.
 
+mod cli_common;
 mod repl_common;
 
 use std::sync::Arc;
@@ -947,4 +948,217 @@ fn a_node_sends_no_relays_to_a_peer_that_does_not_take_them() {
         assert!(got.iter().any(|(k, _)| k.contains("from-cloud")), "{got:?}");
         assert!(!got.iter().any(|(_, o)| *o == edge1_id));
     });
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A frame of about `bytes` bytes of `Message::Txns` holding one tiny
+/// delete per transaction: the cheapest entries on the wire, and before
+/// decoding was bounded, about 15 times larger once decoded.
+fn tiny_deletes_frame(bytes: usize, origin: u64) -> Vec<u8> {
+    let one = WireTxn {
+        seq: 1,
+        stamp: Stamp {
+            time: 1,
+            node: origin,
+        },
+        writes: vec![LogWrite {
+            table: "a".into(),
+            key: Key::Int(0),
+            op: WriteOp::Delete,
+        }],
+    };
+    // The encoding of `Txns(vec![one])` is: variant 5, length 1, `one`.
+    let single = encode_frame(&Message::Txns(vec![one])).unwrap();
+    let txn = &single[4 + 2..];
+    let n = (bytes - 16) / txn.len();
+    let mut payload = vec![5u8];
+    varint(n as u64, &mut payload);
+    for _ in 0..n {
+        payload.extend_from_slice(txn);
+    }
+    frame(&payload)
+}
+
+/// A hello of about `bytes` bytes: millions of empty table wants, each 4
+/// bytes on the wire and some 50 in memory.
+fn huge_hello_frame(name: &str, bytes: usize) -> Vec<u8> {
+    let Message::Hello(mut h) = hello(name) else {
+        unreachable!()
+    };
+    let want = TableWant {
+        table: String::new(),
+        resume_after: 0,
+        since_ms: None,
+        initial_sync_done: false,
+    };
+    h.wants = vec![want; bytes / 4];
+    encode_frame(&Message::Hello(h)).unwrap()
+}
+
+/// The memory ceiling of a `tidelog serve` under the hostile frames of an
+/// adversarial run: 16 MiB hellos from a node whose certificate the CA
+/// signed but that is not a configured peer (one connection, then twelve
+/// at once), and a 16 MiB frame of tiny deletes from a configured peer.
+/// Before hellos were bounded and decoding was budgeted, these took the
+/// process to about 216, 511 and 311 MiB.
+#[test]
+fn hostile_frames_stay_within_the_servers_memory_ceiling() {
+    use cli_common::{make_certs, Serve};
+    const MIB: u64 = 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_certs(tmp.path(), &["cloud", "edge-2", "stranger"]);
+    let config = tmp.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        r#"
+node_name = "cloud"
+data_dir = "cloud-data"
+listen = "127.0.0.1:0"
+status_interval_secs = 1
+
+[tls]
+cert = "pki/cloud.pem"
+key = "pki/cloud.key"
+ca = "pki/ca.pem"
+
+[[tables]]
+name = "alerts"
+
+[[peers]]
+name = "edge-2"
+tables = [{ table = "alerts", subscribe = true }]
+"#,
+    )
+    .unwrap();
+    let mut serve = Serve::start(&config);
+    let addr = serve.ready();
+    let pid = serve.pid();
+    let identity = |node: &str| {
+        tls::TlsIdentity::from_files(
+            pki.join(format!("{node}.pem")),
+            pki.join(format!("{node}.key")),
+            pki.join("ca.pem"),
+        )
+        .client_config()
+        .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hello_frame = Arc::new(huge_hello_frame("stranger", 16 * 1024 * 1024 - 64));
+    assert!(hello_frame.len() <= DEFAULT_MAX_FRAME_BYTES + 4);
+    // Sends the huge hello as `stranger`; returns how the server answered.
+    let flood = |conns: usize| {
+        let tasks: Vec<_> = (0..conns)
+            .map(|_| {
+                let (cfg, addr, frame) = (identity("stranger"), addr.clone(), hello_frame.clone());
+                rt.spawn(async move {
+                    let mut s = tls::connect(&addr, "cloud", cfg, T).await.unwrap();
+                    // The server may close mid-write: that is the point.
+                    let _ = s.write_all(&frame).await;
+                    let _ = s.flush().await;
+                    // Patient: a server that does decode such hellos takes
+                    // long on a loaded machine, and its peak must be seen.
+                    let answer = read_message(&mut s, DEFAULT_MAX_FRAME_BYTES);
+                    match tokio::time::timeout(3 * T, answer).await {
+                        Err(_) => panic!("server neither answered nor closed"),
+                        Ok(Ok(Some(Message::Hello(h)))) => panic!("server accepted: {h:?}"),
+                        Ok(Ok(Some(m))) => format!("{m:?}"),
+                        Ok(Ok(None)) => "closed".into(),
+                        Ok(Err(e)) => format!("error: {e}"),
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            let outcome = rt.block_on(t).unwrap();
+            eprintln!("16 MiB hello from a stranger: {outcome}");
+        }
+    };
+    let baseline = peak_rss_kib(pid);
+    // A configured peer's 16 MiB frame of tiny deletes.
+    let deletes = tiny_deletes_frame(16 * 1024 * 1024 - 64, RAW_NODE_ID);
+    assert!(deletes.len() <= DEFAULT_MAX_FRAME_BYTES + 4);
+    let reason = rt.block_on(async {
+        let mut s = tls::connect(&addr, "cloud", identity("edge-2"), T)
+            .await
+            .unwrap();
+        write_message(&mut s, &hello("edge-2")).await.unwrap();
+        let m = tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the cloud accepts edge-2");
+        expect_hello(m).unwrap();
+        make_alerts_live(&mut s).await;
+        let _ = s.write_all(&deletes).await;
+        let _ = s.flush().await;
+        // Until the server has dealt with the frame one way or another
+        // (a server that decodes it acknowledges it), so its peak is seen.
+        loop {
+            let answer = read_message(&mut s, DEFAULT_MAX_FRAME_BYTES);
+            match tokio::time::timeout(3 * T, answer).await {
+                Err(_) => panic!("server neither answered nor closed"),
+                Ok(Ok(Some(Message::Ack { upto_seq }))) if upto_seq > 0 => {
+                    return format!("acknowledged up to {upto_seq}")
+                }
+                Ok(Ok(Some(Message::Goodbye { reason }))) => return reason,
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => return "closed".into(),
+                Ok(Err(e)) => return format!("error: {e}"),
+            }
+        }
+    });
+    drop(deletes);
+    eprintln!("16 MiB of tiny deletes: {reason}");
+    let after_deletes = peak_rss_kib(pid);
+    flood(1);
+    let after_one = peak_rss_kib(pid);
+    flood(12);
+    let after_twelve = peak_rss_kib(pid);
+    eprintln!(
+        "tidelog serve peak RSS: baseline {} MiB, after a 16 MiB frame of tiny deletes {} MiB, after one 16 MiB stranger hello {} MiB, after twelve at once {} MiB",
+        baseline / MIB,
+        after_deletes / MIB,
+        after_one / MIB,
+        after_twelve / MIB,
+    );
+    // Refused for what they were, not for some side effect.
+    serve.wait_line("the stranger's hello refused", T, |l| {
+        l.contains("refused replication link") && l.contains("exceeds the limit of 65536 bytes")
+    });
+    serve.wait_line("the deletes refused", T, |l| {
+        l.contains("edge-2") && l.contains("decodes to more than")
+    });
+    // Unauthorised connections: each reads at most the 64 KiB hello limit.
+    assert!(
+        after_twelve <= after_deletes + 16 * MIB,
+        "stranger hellos took the peak from {after_deletes} KiB to {after_twelve} KiB"
+    );
+    // An authorised link: the 16 MiB frame buffer plus the decode budget
+    // (2 x 16 MiB), and slack for TLS buffers and the allocator.
+    assert!(
+        after_deletes <= baseline + (16 + 32 + 16) * MIB,
+        "tiny deletes took the peak from {baseline} KiB to {after_deletes} KiB"
+    );
+    serve.kill();
 }
