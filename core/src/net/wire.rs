@@ -876,6 +876,99 @@ pub(crate) mod tests {
         assert!(cancelled > 0);
     }
 
+    /// `Txns` of `n` one-delete transactions, built as bytes so a test
+    /// does not hold millions of decoded entries itself.
+    fn tiny_deletes_payload(n: usize) -> Vec<u8> {
+        let one = WireTxn {
+            seq: 1,
+            stamp: stamp(1),
+            writes: vec![LogWrite {
+                table: "a".into(),
+                key: Key::Int(0),
+                op: WriteOp::Delete,
+            }],
+        };
+        let single = encode_frame(&Message::Txns(vec![one])).unwrap();
+        // Frame header, variant 5, length 1, then the transaction.
+        let txn = &single[4 + 2..];
+        let mut p = vec![5u8];
+        let mut len = n as u64;
+        while len >= 0x80 {
+            p.push(len as u8 | 0x80);
+            len >>= 7;
+        }
+        p.push(len as u8);
+        for _ in 0..n {
+            p.extend_from_slice(txn);
+        }
+        p
+    }
+
+    #[test]
+    fn a_frame_of_many_tiny_entries_is_refused_by_its_decode_budget() {
+        // A 16 MiB frame of about 1.5 million tiny deletes: refused, and
+        // before any of it is allocated (the announced count is charged).
+        let n = DEFAULT_MAX_FRAME_BYTES / 11;
+        let payload = tiny_deletes_payload(n);
+        assert!(
+            payload.len() <= DEFAULT_MAX_FRAME_BYTES,
+            "{}",
+            payload.len()
+        );
+        let budget = decode_budget(DEFAULT_MAX_FRAME_BYTES);
+        let e = decode_bounded(&payload, budget).unwrap_err();
+        assert!(matches!(e, WireError::DecodeBudget { .. }), "{e}");
+        assert!(e.to_string().contains("decodes to more than"), "{e}");
+        // Just within the budget decodes; the budget does not leak into the
+        // next decode on this thread.
+        let fits = budget / (element_cost::<WireTxn>() + element_cost::<LogWrite>());
+        match decode_bounded(&tiny_deletes_payload(fits), budget).unwrap() {
+            Message::Txns(t) => assert_eq!(t.len(), fits),
+            m => panic!("{m:?}"),
+        }
+        assert!(decode_bounded(&tiny_deletes_payload(fits + 1), budget).is_err());
+        assert!(decode_payload(&tiny_deletes_payload(10)).is_ok());
+        // The whole 16 MiB frame of them through a reader: refused too.
+        let frame = {
+            let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(&payload);
+            f
+        };
+        let r = read_all(&rt(), &frame, DEFAULT_MAX_FRAME_BYTES);
+        assert!(matches!(r, Err(WireError::DecodeBudget { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_hello_is_small_and_wants_few_tables() {
+        let mut h = match samples().remove(0) {
+            Message::Hello(h) => h,
+            _ => unreachable!(),
+        };
+        // The most wants a peer may be configured with, at the longest
+        // table name, fit the hello limit.
+        h.wants = (0..MAX_HELLO_WANTS)
+            .map(|i| TableWant {
+                table: format!("{i:0>128}"),
+                resume_after: u64::MAX,
+                since_ms: Some(u64::MAX),
+                initial_sync_done: true,
+            })
+            .collect();
+        h.node_name = "n".repeat(253);
+        let frame = encode_frame(&Message::Hello(h.clone())).unwrap();
+        assert!(frame.len() - 4 <= HELLO_MAX_BYTES, "{}", frame.len());
+        let got = read_all(&rt(), &frame, HELLO_MAX_BYTES).unwrap();
+        assert!(expect_hello(got[0].clone()).is_ok());
+        // One more want is refused, and a larger hello is not even read.
+        h.wants.push(h.wants[0].clone());
+        let e = expect_hello(Message::Hello(h.clone())).unwrap_err();
+        assert!(matches!(e, WireError::TooManyWants { .. }), "{e}");
+        h.wants = vec![h.wants[0].clone(); 1000];
+        let frame = encode_frame(&Message::Hello(h)).unwrap();
+        let r = read_all(&rt(), &frame, HELLO_MAX_BYTES);
+        assert!(matches!(r, Err(WireError::FrameTooLarge { .. })), "{r:?}");
+    }
+
     #[test]
     fn version_mismatch_and_protocol_order_are_clear_errors() {
         let mut h = match samples().remove(0) {
