@@ -209,6 +209,8 @@ export interface PeerStatus {
   backlogBytes: number;
   lagMs: number;
   refusedWrites: number;
+  /** Frames refused for an origin the peer may not send (link closed). */
+  originViolations: number;
   syncsReceived: number;
   connects: number;
 }

@@ -121,6 +121,10 @@ fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
     for e in &edges {
         let s = e.peer_status("cloud").unwrap();
         assert_eq!(s.duplicates_received, 0, "{}: {s:?}", e.node_name());
+        // Edges publish and subscribe alerts, but relay nothing to the hub
+        // (it takes only their own writes): the origin rules never tripped.
+        let hub_view = cloud.peer_status(e.node_name()).unwrap();
+        assert_eq!(hub_view.origin_violations, 0, "{hub_view:?}");
     }
     watches.push(cloud_watch);
     for (db, w) in edges.iter().chain([&cloud]).zip(&watches) {

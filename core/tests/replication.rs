@@ -547,3 +547,45 @@ fn changing_or_removing_a_peer_ends_its_link_with_a_goodbye() {
     let s = p.cloud.peer_status("edge-1").unwrap();
     assert!(!s.connected && s.connects == 1, "{s:?}");
 }
+
+/// Receivers bound what one frame may decode to (twice their frame limit);
+/// the sender must cut its batches by that measure too, or a backlog of
+/// tiny transactions is refused and the link never catches up.
+#[test]
+fn a_backlog_of_tiny_transactions_fits_the_receivers_decode_budget() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The smallest frames allowed: a budget that is easy to reach.
+    let small = |node: &str| {
+        let mut o = pki.options(node);
+        o.max_frame_bytes = 64 * 1024;
+        o
+    };
+    let cloud = open_node(dirs.0.path(), "cloud");
+    cloud.start_replication(small("cloud")).unwrap();
+    let addr = cloud.listen("127.0.0.1:0").unwrap();
+    cloud
+        .add_peer(PeerConfig::new("edge-1").table(TableFlow::subscribe("a")))
+        .unwrap();
+    let edge = open_node(dirs.1.path(), "edge-1");
+    edge.create_table("a", TableOptions::default()).unwrap();
+    edge.start_replication(small("edge-1")).unwrap();
+    let to_cloud = PeerConfig::new("cloud")
+        .address(addr.to_string())
+        .table(TableFlow::publish("a"));
+    edge.add_peer(to_cloud.clone()).unwrap();
+    edge.insert("a", json!({ "id": -1 })).unwrap();
+    wait_until("the initial sync done", T, || {
+        cloud.count("a").is_ok_and(|n| n == 1)
+    });
+    // A backlog in the log (not an initial sync): the link is down while
+    // it is written, and resumes from the log afterwards.
+    edge.remove_peer("cloud").unwrap();
+    for i in 0..2000 {
+        edge.insert("a", json!({ "id": i })).unwrap();
+    }
+    edge.add_peer(to_cloud).unwrap();
+    wait_until("the backlog on the cloud", T, || {
+        cloud.count("a").is_ok_and(|n| n == 2001)
+    });
+}

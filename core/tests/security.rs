@@ -5,6 +5,7 @@
 //! Misbehaving peers are raw clients built from `net::tls` + `net::wire`,
 //! speaking the protocol by hand so they can send what no tidelog node would.
 
+mod cli_common;
 mod repl_common;
 
 use std::sync::Arc;
@@ -171,6 +172,7 @@ fn hello(name: &str) -> Message {
         now_ms: tidelog::hlc::wall_millis(),
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
         wants: vec![],
+        relays_accepted: false,
     })
 }
 
@@ -634,4 +636,529 @@ fn a_peer_cannot_acknowledge_what_was_never_sent_to_it() {
             .wait_for_ack("edge-3", 1, Duration::from_millis(200)),
         Err(Error::NotAcknowledged { acked: 0, .. })
     ));
+}
+
+/// Makes `edge-2`'s `alerts` subscription live on a raw link (table
+/// accepted, empty initial sync done).
+async fn make_alerts_live<S: AsyncWrite + Unpin>(s: &mut S) {
+    for m in [
+        Message::TableInfo {
+            table: "alerts".into(),
+            primary_key: "id".into(),
+        },
+        Message::SyncChunk {
+            table: "alerts".into(),
+            primary_key: "id".into(),
+            rows: vec![],
+            done: true,
+            upto_seq: 0,
+        },
+    ] {
+        write_message(s, &m).await.unwrap();
+    }
+}
+
+/// Reads until the cloud says goodbye or closes; returns the reason.
+async fn until_goodbye<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    loop {
+        match tokio::time::timeout(T, read_message(s, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .expect("the cloud kept a link that forged origins")
+        {
+            Ok(Some(Message::Goodbye { reason })) => return reason,
+            Ok(Some(_)) => {}
+            Ok(None) => return "closed without a goodbye".into(),
+            Err(e) => return format!("error: {e}"),
+        }
+    }
+}
+
+/// Reads until the cloud acknowledges `upto`.
+async fn until_acked<S: AsyncRead + Unpin>(s: &mut S, upto: u64) {
+    loop {
+        let m = tokio::time::timeout(T, read_message(s, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .expect("no ack from the cloud")
+            .unwrap()
+            .expect("cloud closed the link instead of acknowledging");
+        match m {
+            Message::Ack { upto_seq } if upto_seq >= upto => return,
+            Message::Goodbye { reason } => panic!("cloud closed the link: {reason}"),
+            _ => {}
+        }
+    }
+}
+
+fn stamp_of(node: u64) -> Stamp {
+    Stamp {
+        time: tidelog::hlc::wall_millis() << 16,
+        node,
+    }
+}
+
+fn txn(seq: u64, stamp: Stamp, key: &str) -> WireTxn {
+    WireTxn {
+        seq,
+        stamp,
+        writes: vec![put("alerts", key, &format!(r#"{{"id":"{key}"}}"#))],
+    }
+}
+
+#[test]
+fn forged_origins_close_the_link_and_apply_nothing_of_the_frame() {
+    let f = fixture();
+    let alerts_before = table_state(&f.cloud, "alerts");
+    let log_before = f.cloud.log_bounds().unwrap().last;
+    let (edge1_id, cloud_id) = (f.edge.node_id(), f.cloud.node_id());
+    // Each frame starts with a good transaction of the peer's own origin:
+    // the whole frame must be refused, not just the forged part.
+    let cases: Vec<(&str, Message, &str)> = vec![
+        (
+            "as edge-1",
+            Message::Txns(vec![
+                txn(1, now_stamp(), "own-1"),
+                txn(2, stamp_of(edge1_id), "forged-1"),
+            ]),
+            "does not accept relayed writes",
+        ),
+        (
+            "as the cloud itself",
+            Message::TxnsUpTo {
+                txns: vec![
+                    txn(1, now_stamp(), "own-2"),
+                    txn(2, stamp_of(cloud_id), "forged-2"),
+                ],
+                upto_seq: 2,
+            },
+            "own node id",
+        ),
+        (
+            "sync row as edge-1",
+            Message::SyncChunk {
+                table: "alerts".into(),
+                primary_key: "id".into(),
+                rows: vec![
+                    SyncRow {
+                        key: Key::Str("own-3".into()),
+                        stamp: now_stamp(),
+                        created: 1,
+                        json: Some(r#"{"id":"own-3"}"#.into()),
+                    },
+                    SyncRow {
+                        key: Key::Str("forged-3".into()),
+                        stamp: stamp_of(edge1_id),
+                        created: 1,
+                        json: Some(r#"{"id":"forged-3"}"#.into()),
+                    },
+                ],
+                done: true,
+                upto_seq: 5,
+            },
+            "does not accept relayed writes",
+        ),
+    ];
+    for (i, (what, frame, needle)) in cases.into_iter().enumerate() {
+        let reason = f.rt.block_on(async {
+            let (mut s, cloud_hello) = f.open_link("edge-2").await;
+            assert!(
+                !cloud_hello.relays_accepted,
+                "an edge relays nothing by default"
+            );
+            make_alerts_live(&mut s).await;
+            write_message(&mut s, &frame).await.unwrap();
+            until_goodbye(&mut s).await
+        });
+        eprintln!("forged {what}: {reason}");
+        assert!(reason.contains(needle), "{what}: {reason}");
+        let err = f.wait_link_error("edge-2", needle);
+        assert!(err.contains("nothing of that frame applied"), "{err}");
+        let s = f.cloud.peer_status("edge-2").unwrap();
+        assert_eq!(s.origin_violations, i as u64 + 1, "{what}: {s:?}");
+    }
+    assert_eq!(
+        table_state(&f.cloud, "alerts"),
+        alerts_before,
+        "a frame with a forged origin was applied (in part)"
+    );
+    assert_eq!(
+        f.cloud.log_bounds().unwrap().last,
+        log_before,
+        "forged entries in the cloud's log"
+    );
+    f.good_edge_unharmed("after-forged-origins");
+}
+
+#[test]
+fn a_peer_cannot_claim_this_nodes_or_another_peers_node_id() {
+    let f = fixture();
+    let (edge1_id, cloud_id) = (f.edge.node_id(), f.cloud.node_id());
+    for (claim, needle) in [
+        (cloud_id, "`cloud`'s own"),
+        (edge1_id, "node id of peer `edge-1`"),
+    ] {
+        let outcome = f.rt.block_on(async {
+            let cfg = f.identity("edge-2").client_config().unwrap();
+            let mut s = tls::connect(&f.addr, "cloud", cfg, T).await.unwrap();
+            let Message::Hello(mut h) = hello("edge-2") else {
+                unreachable!()
+            };
+            h.node_id = claim;
+            write_message(&mut s, &Message::Hello(h)).await.unwrap();
+            expect_refused(&mut s).await
+        });
+        eprintln!("edge-2 claiming {claim:#x}: {outcome}");
+        assert!(outcome.contains(needle), "{outcome}");
+    }
+    let s = f.cloud.peer_status("edge-2").unwrap();
+    assert_eq!((s.connects, s.origin_violations), (0, 2), "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("node id of peer `edge-1`")),
+        "{s:?}"
+    );
+    f.good_edge_unharmed("after-impersonation");
+}
+
+#[test]
+fn a_peer_set_to_relay_may_send_other_origins_but_never_this_nodes_own() {
+    let f = fixture();
+    f.cloud
+        .update_peer(
+            PeerConfig::new("edge-2")
+                .table(TableFlow::subscribe("alerts"))
+                .relays(true),
+        )
+        .unwrap();
+    let relayed = stamp_of(0xABCD);
+    let reason = f.rt.block_on(async {
+        let (mut s, cloud_hello) = f.open_link("edge-2").await;
+        assert!(cloud_hello.relays_accepted, "{cloud_hello:?}");
+        make_alerts_live(&mut s).await;
+        let txns = vec![txn(1, relayed, "relayed"), txn(2, now_stamp(), "own")];
+        write_message(&mut s, &Message::Txns(txns)).await.unwrap();
+        until_acked(&mut s, 2).await;
+        let own = vec![txn(3, stamp_of(f.cloud.node_id()), "forged")];
+        write_message(&mut s, &Message::Txns(own)).await.unwrap();
+        until_goodbye(&mut s).await
+    });
+    assert!(reason.contains("own node id"), "{reason}");
+    assert!(f.cloud.get("alerts", "relayed").unwrap().is_some());
+    assert!(f.cloud.get("alerts", "own").unwrap().is_some());
+    assert!(f.cloud.get("alerts", "forged").unwrap().is_none());
+    let last = f.cloud.log_bounds().unwrap().last;
+    let origins: Vec<u64> = f
+        .cloud
+        .read_log(1, last as usize)
+        .unwrap()
+        .iter()
+        .map(|e| e.origin())
+        .collect();
+    assert!(origins.contains(&0xABCD), "the relay kept its origin");
+    assert_eq!(f.cloud.peer_status("edge-2").unwrap().origin_violations, 1);
+    f.good_edge_unharmed("after-relay");
+}
+
+#[test]
+fn a_node_sends_no_relays_to_a_peer_that_does_not_take_them() {
+    let f = fixture();
+    // The cloud holds an alert of edge-1's origin and one of its own.
+    f.edge
+        .insert("alerts", json!({"id": "from-edge-1"}))
+        .unwrap();
+    wait_until("edge-1's alert on the cloud", T, || {
+        f.cloud
+            .get("alerts", "from-edge-1")
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    f.cloud
+        .insert("alerts", json!({"id": "from-cloud"}))
+        .unwrap();
+    f.cloud
+        .update_peer(PeerConfig::new("edge-2").table(TableFlow::both("alerts")))
+        .unwrap();
+    let (cloud_id, edge1_id) = (f.cloud.node_id(), f.edge.node_id());
+    f.rt.block_on(async {
+        let cfg = f.identity("edge-2").client_config().unwrap();
+        let mut s = tls::connect(&f.addr, "cloud", cfg, T).await.unwrap();
+        let Message::Hello(mut h) = hello("edge-2") else {
+            unreachable!()
+        };
+        h.wants = vec![TableWant {
+            table: "alerts".into(),
+            resume_after: 0,
+            since_ms: None,
+            initial_sync_done: false,
+        }];
+        h.relays_accepted = false;
+        write_message(&mut s, &Message::Hello(h)).await.unwrap();
+        let mut got: Vec<(String, u64)> = Vec::new();
+        let mut synced = false;
+        let mut live_sent = false;
+        loop {
+            let m = tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+                .await
+                .expect("nothing more from the cloud")
+                .unwrap()
+                .expect("cloud closed the link");
+            match m {
+                Message::SyncChunk { rows, done, .. } => {
+                    for r in rows {
+                        got.push((format!("{}", r.key), r.stamp.node));
+                    }
+                    synced |= done;
+                }
+                Message::Txns(txns) | Message::TxnsUpTo { txns, .. } => {
+                    for t in txns {
+                        for w in t.writes {
+                            got.push((format!("{}", w.key), t.stamp.node));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if synced && !live_sent {
+                // Live: one write of each origin after the sync.
+                live_sent = true;
+                f.edge
+                    .insert("alerts", json!({"id": "live-edge-1"}))
+                    .unwrap();
+                wait_until("edge-1's live alert on the cloud", T, || {
+                    f.cloud
+                        .get("alerts", "live-edge-1")
+                        .ok()
+                        .flatten()
+                        .is_some()
+                });
+                f.cloud
+                    .insert("alerts", json!({"id": "live-cloud"}))
+                    .unwrap();
+            }
+            if got.iter().any(|(k, _)| k.contains("live-cloud")) {
+                break;
+            }
+        }
+        eprintln!("edge-2 received: {got:?}");
+        assert!(
+            got.iter().all(|(_, origin)| *origin == cloud_id),
+            "a relay went to a peer that does not take them: {got:?}"
+        );
+        assert!(got.iter().any(|(k, _)| k.contains("from-cloud")), "{got:?}");
+        assert!(!got.iter().any(|(_, o)| *o == edge1_id));
+    });
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A frame of about `bytes` bytes of `Message::Txns` holding one tiny
+/// delete per transaction: the cheapest entries on the wire, and before
+/// decoding was bounded, about 15 times larger once decoded.
+fn tiny_deletes_frame(bytes: usize, origin: u64) -> Vec<u8> {
+    let one = WireTxn {
+        seq: 1,
+        stamp: Stamp {
+            time: 1,
+            node: origin,
+        },
+        writes: vec![LogWrite {
+            table: "a".into(),
+            key: Key::Int(0),
+            op: WriteOp::Delete,
+        }],
+    };
+    // The encoding of `Txns(vec![one])` is: variant 5, length 1, `one`.
+    let single = encode_frame(&Message::Txns(vec![one])).unwrap();
+    let txn = &single[4 + 2..];
+    let n = (bytes - 16) / txn.len();
+    let mut payload = vec![5u8];
+    varint(n as u64, &mut payload);
+    for _ in 0..n {
+        payload.extend_from_slice(txn);
+    }
+    frame(&payload)
+}
+
+/// A hello of about `bytes` bytes: millions of empty table wants, each 4
+/// bytes on the wire and some 50 in memory.
+fn huge_hello_frame(name: &str, bytes: usize) -> Vec<u8> {
+    let Message::Hello(mut h) = hello(name) else {
+        unreachable!()
+    };
+    let want = TableWant {
+        table: String::new(),
+        resume_after: 0,
+        since_ms: None,
+        initial_sync_done: false,
+    };
+    h.wants = vec![want; bytes / 4];
+    encode_frame(&Message::Hello(h)).unwrap()
+}
+
+/// The memory ceiling of a `tidelog serve` under the hostile frames of an
+/// adversarial run: 16 MiB hellos from a node whose certificate the CA
+/// signed but that is not a configured peer (one connection, then twelve
+/// at once), and a 16 MiB frame of tiny deletes from a configured peer.
+/// Before hellos were bounded and decoding was budgeted, these took the
+/// process to about 216, 511 and 311 MiB.
+#[test]
+fn hostile_frames_stay_within_the_servers_memory_ceiling() {
+    use cli_common::{make_certs, Serve};
+    const MIB: u64 = 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_certs(tmp.path(), &["cloud", "edge-2", "stranger"]);
+    let config = tmp.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        r#"
+node_name = "cloud"
+data_dir = "cloud-data"
+listen = "127.0.0.1:0"
+status_interval_secs = 1
+
+[tls]
+cert = "pki/cloud.pem"
+key = "pki/cloud.key"
+ca = "pki/ca.pem"
+
+[[tables]]
+name = "alerts"
+
+[[peers]]
+name = "edge-2"
+tables = [{ table = "alerts", subscribe = true }]
+"#,
+    )
+    .unwrap();
+    let mut serve = Serve::start(&config);
+    let addr = serve.ready();
+    let pid = serve.pid();
+    let identity = |node: &str| {
+        tls::TlsIdentity::from_files(
+            pki.join(format!("{node}.pem")),
+            pki.join(format!("{node}.key")),
+            pki.join("ca.pem"),
+        )
+        .client_config()
+        .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hello_frame = Arc::new(huge_hello_frame("stranger", 16 * 1024 * 1024 - 64));
+    assert!(hello_frame.len() <= DEFAULT_MAX_FRAME_BYTES + 4);
+    // Sends the huge hello as `stranger`; returns how the server answered.
+    let flood = |conns: usize| {
+        let tasks: Vec<_> = (0..conns)
+            .map(|_| {
+                let (cfg, addr, frame) = (identity("stranger"), addr.clone(), hello_frame.clone());
+                rt.spawn(async move {
+                    let mut s = tls::connect(&addr, "cloud", cfg, T).await.unwrap();
+                    // The server may close mid-write: that is the point.
+                    let _ = s.write_all(&frame).await;
+                    let _ = s.flush().await;
+                    // Patient: a server that does decode such hellos takes
+                    // long on a loaded machine, and its peak must be seen.
+                    let answer = read_message(&mut s, DEFAULT_MAX_FRAME_BYTES);
+                    match tokio::time::timeout(3 * T, answer).await {
+                        Err(_) => panic!("server neither answered nor closed"),
+                        Ok(Ok(Some(Message::Hello(h)))) => panic!("server accepted: {h:?}"),
+                        Ok(Ok(Some(m))) => format!("{m:?}"),
+                        Ok(Ok(None)) => "closed".into(),
+                        Ok(Err(e)) => format!("error: {e}"),
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            let outcome = rt.block_on(t).unwrap();
+            eprintln!("16 MiB hello from a stranger: {outcome}");
+        }
+    };
+    let baseline = peak_rss_kib(pid);
+    // A configured peer's 16 MiB frame of tiny deletes.
+    let deletes = tiny_deletes_frame(16 * 1024 * 1024 - 64, RAW_NODE_ID);
+    assert!(deletes.len() <= DEFAULT_MAX_FRAME_BYTES + 4);
+    let reason = rt.block_on(async {
+        let mut s = tls::connect(&addr, "cloud", identity("edge-2"), T)
+            .await
+            .unwrap();
+        write_message(&mut s, &hello("edge-2")).await.unwrap();
+        let m = tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the cloud accepts edge-2");
+        expect_hello(m).unwrap();
+        make_alerts_live(&mut s).await;
+        let _ = s.write_all(&deletes).await;
+        let _ = s.flush().await;
+        // Until the server has dealt with the frame one way or another
+        // (a server that decodes it acknowledges it), so its peak is seen.
+        loop {
+            let answer = read_message(&mut s, DEFAULT_MAX_FRAME_BYTES);
+            match tokio::time::timeout(3 * T, answer).await {
+                Err(_) => panic!("server neither answered nor closed"),
+                Ok(Ok(Some(Message::Ack { upto_seq }))) if upto_seq > 0 => {
+                    return format!("acknowledged up to {upto_seq}")
+                }
+                Ok(Ok(Some(Message::Goodbye { reason }))) => return reason,
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => return "closed".into(),
+                Ok(Err(e)) => return format!("error: {e}"),
+            }
+        }
+    });
+    drop(deletes);
+    eprintln!("16 MiB of tiny deletes: {reason}");
+    let after_deletes = peak_rss_kib(pid);
+    flood(1);
+    let after_one = peak_rss_kib(pid);
+    flood(12);
+    let after_twelve = peak_rss_kib(pid);
+    eprintln!(
+        "tidelog serve peak RSS: baseline {} MiB, after a 16 MiB frame of tiny deletes {} MiB, after one 16 MiB stranger hello {} MiB, after twelve at once {} MiB",
+        baseline / MIB,
+        after_deletes / MIB,
+        after_one / MIB,
+        after_twelve / MIB,
+    );
+    // Refused for what they were, not for some side effect.
+    serve.wait_line("the stranger's hello refused", T, |l| {
+        l.contains("refused replication link") && l.contains("exceeds the limit of 65536 bytes")
+    });
+    serve.wait_line("the deletes refused", T, |l| {
+        l.contains("edge-2") && l.contains("decodes to more than")
+    });
+    // Unauthorised connections: each reads at most the 64 KiB hello limit.
+    assert!(
+        after_twelve <= after_deletes + 16 * MIB,
+        "stranger hellos took the peak from {after_deletes} KiB to {after_twelve} KiB"
+    );
+    // An authorised link: the 16 MiB frame buffer plus the decode budget
+    // (2 x 16 MiB), and slack for TLS buffers and the allocator.
+    assert!(
+        after_deletes <= baseline + (16 + 32 + 16) * MIB,
+        "tiny deletes took the peak from {baseline} KiB to {after_deletes} KiB"
+    );
+    serve.kill();
 }

@@ -88,7 +88,11 @@ fn peer_config(v: Value) -> FfiResult<PeerConfig> {
 ///                  certificate). With an `address` this instance dials
 ///                  the peer; without one it waits for the peer to dial in.
 ///                  Data for a table flows from A to B iff A publishes it
-///                  to B and B subscribes to it from A.
+///                  to B and B subscribes to it from A. Optional
+///                  `"relays": true|false`: whether the peer may forward
+///                  other nodes' writes to this instance (default: true
+///                  with an `address`, false without; see the README's
+///                  origin rules).
 /// @return TIDELOG_OK, TIDELOG_ALREADY_EXISTS, TIDELOG_INVALID_INPUT,
 ///         TIDELOG_UNSUPPORTED (replication not started), ...
 #[no_mangle]
@@ -146,7 +150,8 @@ pub unsafe extern "C" fn tidelog_remove_peer(
 /// "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
 /// "inbound", "outbound"}], "sent_seq", "acked_seq", "received_seq",
 /// "backlog_txns", "backlog_bytes", "lag_ms", "refused_writes",
-/// "syncs_received", "connects"}`.
+/// "origin_violations", "syncs_received", "connects"}` (and more counters;
+/// see the README's replication status).
 ///
 /// @param db       a database handle with replication started.
 /// @param name     the peer's node name.

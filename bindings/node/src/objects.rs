@@ -146,6 +146,8 @@ pub struct PeerStatusObj {
     pub backlog_bytes: f64,
     pub lag_ms: f64,
     pub refused_writes: f64,
+    /// Frames refused for an origin the peer may not send (link closed).
+    pub origin_violations: f64,
     pub syncs_received: f64,
     pub connects: f64,
 }
@@ -177,6 +179,7 @@ impl From<PeerStatus> for PeerStatusObj {
             backlog_bytes: p.backlog_bytes as f64,
             lag_ms: p.lag_ms as f64,
             refused_writes: p.refused_writes as f64,
+            origin_violations: p.origin_violations as f64,
             syncs_received: p.syncs_received as f64,
             connects: p.connects as f64,
         }

@@ -47,6 +47,7 @@
 //! [[peers]]
 //! name = "edge-1"                # the peer's node name (its certificate's DNS name)
 //! # address = "edge-1.example:7000"  # set to dial the peer; leave out to wait for it to dial in
+//! # relays = false               # accept other nodes' writes forwarded by this peer? default: true with an address
 //! tables = [
 //!   { table = "thresholds", publish = true },       # send our changes to the peer
 //!   { table = "alerts", subscribe = true },         # accept the peer's changes
@@ -365,6 +366,20 @@ mod tests {
             e.contains("/etc/tidelog/pki/cloud.pem does not exist"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_peers_relay_flag_is_read_and_defaults_by_who_dials() {
+        let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
+        let c = parse(&format!(
+            "{base}[[peers]]\nname = \"hub\"\naddress = \"h:1\"\n\
+             [[peers]]\nname = \"edge\"\n\
+             [[peers]]\nname = \"edge-relay\"\nrelays = true\n"
+        ))
+        .unwrap();
+        let accepts: Vec<bool> = c.peers.iter().map(|p| p.accepts_relays()).collect();
+        assert_eq!(accepts, [true, false, true]);
+        assert_eq!(c.peers[2].relays, Some(true));
     }
 
     #[test]

@@ -186,6 +186,7 @@ mod tests {
                 now_ms: 0,
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
                 wants: vec![],
+                relays_accepted: false,
             })
         };
         let t = Duration::from_secs(5);

@@ -12,17 +12,53 @@
 //! garbage. New messages are appended; changed layouts bump
 //! [`PROTOCOL_VERSION`].
 
-use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+use serde::de::{SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::{Key, Stamp};
 use crate::log::LogWrite;
 
 /// Version spoken by this build. Both sides must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added `Hello::relays_accepted` (origin rules).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Default largest frame payload accepted or sent (16 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest first frame (the hello) read from a connection: it is read
+/// before the peer is known to be a configured one, so an unconfigured node
+/// with a CA-signed certificate costs at most this much.
+pub const HELLO_MAX_BYTES: usize = 64 * 1024;
+
+/// Most tables one hello may subscribe to; 256 names of the longest
+/// allowed length (128) still fit in [`HELLO_MAX_BYTES`].
+pub const MAX_HELLO_WANTS: usize = 256;
+
+/// Sequences in a frame (transactions, writes, sync rows, wants) may take
+/// at most this many times the reader's frame limit in memory once
+/// decoded, counted as they are decoded (see [`ELEMENT_COST_OVERHEAD`]).
+/// Without a bound, a 16 MiB frame of tiny deletes decodes to ~15 times its
+/// size.
+pub const DECODE_BUDGET_FACTOR: usize = 2;
+
+/// What decoding one element of a sequence is charged on top of its own
+/// size: the small allocations it holds (names, keys, record text; their
+/// contents come from the frame, so they are bounded by its size already).
+pub const ELEMENT_COST_OVERHEAD: usize = 64;
+
+/// The decode budget for a reader that accepts frames up to `max_frame_bytes`.
+pub fn decode_budget(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_mul(DECODE_BUDGET_FACTOR)
+}
+
+/// What one decoded element of type `T` is charged against the budget.
+pub const fn element_cost<T>() -> usize {
+    std::mem::size_of::<T>() + ELEMENT_COST_OVERHEAD
+}
 
 /// Length prefix size.
 const HEADER: usize = 4;
@@ -63,6 +99,10 @@ pub enum WireError {
     },
     #[error("could not encode message: {0}")]
     Encode(String),
+    #[error("a frame of {len} bytes decodes to more than {budget} bytes of entries: the peer sent far more entries than a tidelog node batches into one frame (a single transaction that large cannot be replicated; split it, or raise max_frame_bytes on the receiver)")]
+    DecodeBudget { len: usize, budget: usize },
+    #[error("hello subscribes to {got} tables, more than the {max} allowed")]
+    TooManyWants { got: usize, max: usize },
 }
 
 impl From<WireError> for crate::error::Error {
@@ -109,7 +149,13 @@ pub struct Hello {
     /// batches under this.
     pub max_frame_bytes: u32,
     /// Tables the sender subscribes to from the receiver.
+    #[serde(deserialize_with = "bounded_seq")]
     pub wants: Vec<TableWant>,
+    /// Whether the sender of this hello accepts transactions (and sync
+    /// rows) of origins other than the receiver's own node id from the
+    /// receiver, i.e. lets it relay. The receiver sends nothing of another
+    /// origin when false, and the sender closes the link if it gets some.
+    pub relays_accepted: bool,
 }
 
 /// One transaction from the sender's log, already filtered to the tables the
@@ -120,6 +166,7 @@ pub struct WireTxn {
     pub seq: u64,
     /// Original stamp; `stamp.node` is the origin, which may be a third node.
     pub stamp: Stamp,
+    #[serde(deserialize_with = "bounded_seq")]
     pub writes: Vec<LogWrite>,
 }
 
@@ -165,13 +212,14 @@ pub enum Message {
     SyncChunk {
         table: String,
         primary_key: String,
+        #[serde(deserialize_with = "bounded_seq")]
         rows: Vec<SyncRow>,
         done: bool,
         upto_seq: u64,
     },
     /// Live log transactions in the sender's log order, batched so many small
     /// transactions share one frame.
-    Txns(Vec<WireTxn>),
+    Txns(#[serde(deserialize_with = "bounded_seq")] Vec<WireTxn>),
     /// The sender's log holds nothing more for the receiver up to `upto_seq`
     /// (every entry was filtered out), so the receiver can advance its cursor
     /// and acknowledge; otherwise unrelated traffic would stall log trimming.
@@ -187,7 +235,69 @@ pub enum Message {
     /// now sent everything up to `upto_seq` for every table of the link, so
     /// the receiver may move all its cursors there and acknowledge it. With
     /// priority lanes `upto_seq` can lag behind the transactions' own seqs.
-    TxnsUpTo { txns: Vec<WireTxn>, upto_seq: u64 },
+    TxnsUpTo {
+        #[serde(deserialize_with = "bounded_seq")]
+        txns: Vec<WireTxn>,
+        upto_seq: u64,
+    },
+}
+
+thread_local! {
+    /// Bytes the decode in progress on this thread may still charge
+    /// (`None`: no decode is bounded here), and whether it ran out.
+    static DECODE_LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+    static DECODE_EXCEEDED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn charge<E: serde::de::Error>(bytes: usize) -> Result<(), E> {
+    DECODE_LEFT.with(|left| match left.get() {
+        Some(l) if l >= bytes => {
+            left.set(Some(l - bytes));
+            Ok(())
+        }
+        Some(_) => {
+            DECODE_EXCEEDED.with(|e| e.set(true));
+            // postcard drops a custom error's text; `decode_bounded` reads
+            // the flag instead.
+            Err(E::custom("decode budget exceeded"))
+        }
+        None => Ok(()),
+    })
+}
+
+/// Decodes a sequence, charging every element against the thread's decode
+/// budget before it is allocated, so a frame of many tiny entries is
+/// refused instead of multiplying in memory.
+fn bounded_seq<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let each = element_cost::<T>();
+            // postcard announces the exact length: charged whole, before
+            // anything is allocated for it.
+            let announced = seq.size_hint().unwrap_or(0);
+            charge(announced.saturating_mul(each))?;
+            let mut out = Vec::with_capacity(announced.min(1 << 16));
+            while let Some(x) = seq.next_element()? {
+                if out.len() >= announced {
+                    charge(each)?;
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded(PhantomData))
 }
 
 impl Message {
@@ -213,7 +323,15 @@ impl Message {
 /// version, and returns it.
 pub fn expect_hello(msg: Message) -> Result<Hello, WireError> {
     match msg {
-        Message::Hello(h) if h.version == PROTOCOL_VERSION => Ok(h),
+        Message::Hello(h) if h.version == PROTOCOL_VERSION => {
+            if h.wants.len() > MAX_HELLO_WANTS {
+                return Err(WireError::TooManyWants {
+                    got: h.wants.len(),
+                    max: MAX_HELLO_WANTS,
+                });
+            }
+            Ok(h)
+        }
         Message::Hello(h) => Err(WireError::VersionMismatch {
             ours: PROTOCOL_VERSION,
             theirs: h.version,
@@ -225,12 +343,29 @@ pub fn expect_hello(msg: Message) -> Result<Hello, WireError> {
     }
 }
 
-/// Decodes one frame payload (without the length prefix).
+/// Decodes one frame payload (without the length prefix), within the decode
+/// budget of a [`DEFAULT_MAX_FRAME_BYTES`] reader.
 pub fn decode_payload(payload: &[u8]) -> Result<Message, WireError> {
+    decode_bounded(payload, decode_budget(DEFAULT_MAX_FRAME_BYTES))
+}
+
+/// Decodes one frame payload, refusing it once its sequences would take
+/// more than `budget` bytes in memory (see [`decode_budget`]).
+pub fn decode_bounded(payload: &[u8], budget: usize) -> Result<Message, WireError> {
     if payload.is_empty() {
         return Err(WireError::EmptyFrame);
     }
-    match postcard::take_from_bytes::<Message>(payload) {
+    DECODE_LEFT.with(|l| l.set(Some(budget)));
+    DECODE_EXCEEDED.with(|e| e.set(false));
+    let decoded = postcard::take_from_bytes::<Message>(payload);
+    DECODE_LEFT.with(|l| l.set(None));
+    if DECODE_EXCEEDED.with(|e| e.replace(false)) {
+        return Err(WireError::DecodeBudget {
+            len: payload.len(),
+            budget,
+        });
+    }
+    match decoded {
         Ok((msg, [])) => Ok(msg),
         Ok((_, rest)) => Err(hello_version(payload)
             .map(|theirs| WireError::VersionMismatch {
@@ -317,6 +452,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the largest frame accepted from here on: a connection reads
+    /// its hello under [`HELLO_MAX_BYTES`], and only a configured peer's
+    /// link gets the full limit.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max = clamp_max(max_frame_bytes);
+    }
+
     pub fn get_ref(&self) -> &R {
         &self.inner
     }
@@ -379,7 +521,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         self.header_got = 0;
         self.body_got = 0;
-        let msg = decode_payload(&self.body[..len]);
+        let msg = decode_bounded(&self.body[..len], decode_budget(self.max));
         if self.body.capacity() > RETAIN_BYTES {
             self.body.truncate(RETAIN_BYTES);
             self.body.shrink_to(RETAIN_BYTES);
@@ -494,6 +636,7 @@ pub(crate) mod tests {
                     since_ms: Some(5),
                     initial_sync_done: true,
                 }],
+                relays_accepted: true,
             }),
             Message::TableInfo {
                 table: "thresholds".into(),
@@ -733,6 +876,99 @@ pub(crate) mod tests {
         assert!(cancelled > 0);
     }
 
+    /// `Txns` of `n` one-delete transactions, built as bytes so a test
+    /// does not hold millions of decoded entries itself.
+    fn tiny_deletes_payload(n: usize) -> Vec<u8> {
+        let one = WireTxn {
+            seq: 1,
+            stamp: stamp(1),
+            writes: vec![LogWrite {
+                table: "a".into(),
+                key: Key::Int(0),
+                op: WriteOp::Delete,
+            }],
+        };
+        let single = encode_frame(&Message::Txns(vec![one])).unwrap();
+        // Frame header, variant 5, length 1, then the transaction.
+        let txn = &single[4 + 2..];
+        let mut p = vec![5u8];
+        let mut len = n as u64;
+        while len >= 0x80 {
+            p.push(len as u8 | 0x80);
+            len >>= 7;
+        }
+        p.push(len as u8);
+        for _ in 0..n {
+            p.extend_from_slice(txn);
+        }
+        p
+    }
+
+    #[test]
+    fn a_frame_of_many_tiny_entries_is_refused_by_its_decode_budget() {
+        // A 16 MiB frame of about 1.5 million tiny deletes: refused, and
+        // before any of it is allocated (the announced count is charged).
+        let n = DEFAULT_MAX_FRAME_BYTES / 11;
+        let payload = tiny_deletes_payload(n);
+        assert!(
+            payload.len() <= DEFAULT_MAX_FRAME_BYTES,
+            "{}",
+            payload.len()
+        );
+        let budget = decode_budget(DEFAULT_MAX_FRAME_BYTES);
+        let e = decode_bounded(&payload, budget).unwrap_err();
+        assert!(matches!(e, WireError::DecodeBudget { .. }), "{e}");
+        assert!(e.to_string().contains("decodes to more than"), "{e}");
+        // Just within the budget decodes; the budget does not leak into the
+        // next decode on this thread.
+        let fits = budget / (element_cost::<WireTxn>() + element_cost::<LogWrite>());
+        match decode_bounded(&tiny_deletes_payload(fits), budget).unwrap() {
+            Message::Txns(t) => assert_eq!(t.len(), fits),
+            m => panic!("{m:?}"),
+        }
+        assert!(decode_bounded(&tiny_deletes_payload(fits + 1), budget).is_err());
+        assert!(decode_payload(&tiny_deletes_payload(10)).is_ok());
+        // The whole 16 MiB frame of them through a reader: refused too.
+        let frame = {
+            let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(&payload);
+            f
+        };
+        let r = read_all(&rt(), &frame, DEFAULT_MAX_FRAME_BYTES);
+        assert!(matches!(r, Err(WireError::DecodeBudget { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_hello_is_small_and_wants_few_tables() {
+        let mut h = match samples().remove(0) {
+            Message::Hello(h) => h,
+            _ => unreachable!(),
+        };
+        // The most wants a peer may be configured with, at the longest
+        // table name, fit the hello limit.
+        h.wants = (0..MAX_HELLO_WANTS)
+            .map(|i| TableWant {
+                table: format!("{i:0>128}"),
+                resume_after: u64::MAX,
+                since_ms: Some(u64::MAX),
+                initial_sync_done: true,
+            })
+            .collect();
+        h.node_name = "n".repeat(253);
+        let frame = encode_frame(&Message::Hello(h.clone())).unwrap();
+        assert!(frame.len() - 4 <= HELLO_MAX_BYTES, "{}", frame.len());
+        let got = read_all(&rt(), &frame, HELLO_MAX_BYTES).unwrap();
+        assert!(expect_hello(got[0].clone()).is_ok());
+        // One more want is refused, and a larger hello is not even read.
+        h.wants.push(h.wants[0].clone());
+        let e = expect_hello(Message::Hello(h.clone())).unwrap_err();
+        assert!(matches!(e, WireError::TooManyWants { .. }), "{e}");
+        h.wants = vec![h.wants[0].clone(); 1000];
+        let frame = encode_frame(&Message::Hello(h)).unwrap();
+        let r = read_all(&rt(), &frame, HELLO_MAX_BYTES);
+        assert!(matches!(r, Err(WireError::FrameTooLarge { .. })), "{r:?}");
+    }
+
     #[test]
     fn version_mismatch_and_protocol_order_are_clear_errors() {
         let mut h = match samples().remove(0) {
@@ -740,11 +976,11 @@ pub(crate) mod tests {
             _ => unreachable!(),
         };
         assert!(expect_hello(Message::Hello(h.clone())).is_ok());
-        h.version = 2;
+        h.version = PROTOCOL_VERSION + 1;
         let e = expect_hello(Message::Hello(h.clone())).unwrap_err();
         assert!(matches!(
             e,
-            WireError::VersionMismatch { ours: 1, theirs: 2 }
+            WireError::VersionMismatch { ours: PROTOCOL_VERSION, theirs } if theirs == PROTOCOL_VERSION + 1
         ));
         assert!(e.to_string().contains("upgrade"), "{e}");
         // A future Hello with extra fields still reports the version.
@@ -752,7 +988,7 @@ pub(crate) mod tests {
         payload.extend_from_slice(&[1, 2, 3]);
         assert!(matches!(
             decode_payload(&payload),
-            Err(WireError::VersionMismatch { theirs: 2, .. })
+            Err(WireError::VersionMismatch { theirs, .. }) if theirs == PROTOCOL_VERSION + 1
         ));
         let e = expect_hello(Message::Ack { upto_seq: 1 }).unwrap_err();
         assert!(matches!(e, WireError::UnexpectedMessage { got: "Ack", .. }));

@@ -42,6 +42,8 @@ pub(crate) struct Lanes {
     starts: HashMap<String, u64>,
     pending: HashSet<String>,
     peer_node_id: u64,
+    /// Only transactions of this origin go out (the peer takes no relays).
+    only_origin: Option<u64>,
     /// Multi-lane transactions already sent, and how many other lanes
     /// still have to step over them.
     sent_whole: BTreeMap<u64, usize>,
@@ -85,8 +87,16 @@ impl Lanes {
             starts,
             pending,
             peer_node_id,
+            only_origin: None,
             sent_whole: BTreeMap::new(),
         }
+    }
+
+    /// Sends only transactions of `origin` (when `Some`): passed over like
+    /// filtered tables, so the peer may still acknowledge past them.
+    pub(crate) fn only_origin(mut self, origin: Option<u64>) -> Lanes {
+        self.only_origin = origin;
+        self
     }
 
     /// Per table, the sequence after which it still has to stream: what
@@ -159,6 +169,10 @@ impl Lanes {
             if e.origin() == self.peer_node_id {
                 self.lanes[lane].pos = e.seq;
                 continue; // never back to where it came from
+            }
+            if self.only_origin.is_some_and(|o| o != e.origin()) {
+                self.lanes[lane].pos = e.seq;
+                continue; // a relay the peer does not take from this node
             }
             let mut mine = false;
             let mut others: Vec<usize> = Vec::new();

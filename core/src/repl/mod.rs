@@ -218,6 +218,14 @@ pub struct PeerConfig {
     pub address: Option<String>,
     #[serde(default)]
     pub tables: Vec<TableFlow>,
+    /// Whether this peer forwards (relays) transactions of other origins
+    /// to this instance, i.e. whether this instance accepts from it writes
+    /// that another node made. `None` (the default): true for a peer with
+    /// an `address` (this instance dials it: a hub), false for one without
+    /// (it dials in: an edge). A peer may always send its own writes; no
+    /// peer may send writes stamped with this instance's own node id.
+    #[serde(default)]
+    pub relays: Option<bool>,
 }
 
 impl PeerConfig {
@@ -226,7 +234,19 @@ impl PeerConfig {
             name: name.into(),
             address: None,
             tables: Vec::new(),
+            relays: None,
         }
+    }
+    /// Sets whether the peer may relay other origins' writes to this
+    /// instance (see [`PeerConfig::relays`]).
+    pub fn relays(mut self, relays: bool) -> Self {
+        self.relays = Some(relays);
+        self
+    }
+    /// Whether this instance accepts other origins' writes from the peer,
+    /// with the default applied.
+    pub fn accepts_relays(&self) -> bool {
+        self.relays.unwrap_or(self.address.is_some())
     }
     pub fn address(mut self, addr: impl Into<String>) -> Self {
         self.address = Some(addr.into());
@@ -252,6 +272,17 @@ impl PeerConfig {
                     format!("`{a}` must be host:port"),
                 ));
             }
+        }
+        let wants = self.tables.iter().filter(|t| t.subscribe).count();
+        if wants > crate::net::wire::MAX_HELLO_WANTS {
+            return Err(Error::invalid(
+                "peer tables",
+                format!(
+                    "{wants} tables subscribed from peer `{}`: at most {} fit in a hello",
+                    self.name,
+                    crate::net::wire::MAX_HELLO_WANTS
+                ),
+            ));
         }
         for (i, t) in self.tables.iter().enumerate() {
             crate::catalog::validate_table_name(&t.table)?;
@@ -312,6 +343,11 @@ pub struct PeerStatus {
     /// Writes from the peer that were refused: tables not subscribed from
     /// it, or stamps beyond `max_clock_skew`.
     pub refused_writes: u64,
+    /// Frames from the peer refused because a transaction or sync row in
+    /// them had an origin the peer may not send (this node's own node id,
+    /// or another node's when the peer does not relay to this node); each
+    /// closed the link and applied nothing of its frame.
+    pub origin_violations: u64,
     /// Writes from the peer that this node already had (equal or newer
     /// stamp), dropped by the stamp rule: relays in a mesh, resyncs.
     pub duplicates_received: u64,
@@ -504,6 +540,12 @@ impl Database {
         }
         let acked = cursor::load_acked(self, &config.name)?;
         let state = PeerState::new(config.clone(), acked);
+        // A damaged cursor is reported when the link loads it; here it only
+        // means no node id is known for the peer yet.
+        let known = cursor::PeerCursor::load(self, &config.name).map_or(0, |c| c.peer_node_id);
+        if known != 0 {
+            state.counters.lock().known_node_id = Some(known);
+        }
         peers.insert(config.name.clone(), state.clone());
         drop(peers);
         if config.address.is_some() {

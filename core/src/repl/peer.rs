@@ -27,6 +27,10 @@ pub(crate) struct Counters {
     pub(crate) sent_seq: u64,
     pub(crate) received_seq: u64,
     pub(crate) refused_writes: u64,
+    pub(crate) origin_violations: u64,
+    /// The peer's node id as last known (its hello, or the resume cursor
+    /// stored in an earlier run), so no other peer can claim it.
+    pub(crate) known_node_id: Option<u64>,
     pub(crate) duplicates_received: u64,
     pub(crate) syncs_received: u64,
     pub(crate) connects: u64,
@@ -161,6 +165,7 @@ impl PeerState {
         c.connected = true;
         c.since_ms = Some(wall_millis());
         c.node_id = Some(node_id);
+        c.known_node_id = Some(node_id);
         c.connects += 1;
         c.last_error = None;
     }
@@ -265,6 +270,7 @@ impl PeerState {
             backlog_bytes,
             lag_ms,
             refused_writes: c.refused_writes,
+            origin_violations: c.origin_violations,
             duplicates_received: c.duplicates_received,
             syncs_received: c.syncs_received,
             resyncs_sent: c.resyncs_sent,

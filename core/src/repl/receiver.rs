@@ -5,12 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use super::cursor::{store_acked, PeerCursor, TableCursor};
 use super::session::{blocking, link_closed, Reader};
 use super::PeerState;
 use crate::catalog::TableOptions;
+use crate::codec::Stamp;
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::log::{LogWrite, WriteOp};
@@ -26,7 +28,15 @@ pub(super) struct Receiver {
     /// Tables the peer accepted on this link (it sent their `TableInfo`).
     active: HashSet<String>,
     tx: mpsc::Sender<Message>,
+    /// Whether this node's hello accepted other origins from the peer.
+    relays_accepted: bool,
+    /// Where an origin violation's reason goes, and the signal that makes
+    /// the link say goodbye with it.
+    violation: Option<Violation>,
 }
+
+/// The reason slot and the signal of [`Receiver::new`].
+pub(super) type Violation = (Arc<Mutex<Option<String>>>, oneshot::Sender<()>);
 
 impl Receiver {
     pub(super) fn new(
@@ -34,6 +44,8 @@ impl Receiver {
         peer: Arc<PeerState>,
         cursor: PeerCursor,
         tx: mpsc::Sender<Message>,
+        relays_accepted: bool,
+        violation: Violation,
     ) -> Receiver {
         let subscribed = peer
             .config()
@@ -50,6 +62,51 @@ impl Receiver {
             subscribed,
             active: HashSet::new(),
             tx,
+            relays_accepted,
+            violation: Some(violation),
+        }
+    }
+
+    /// The origin rules: the peer may send writes of its own origin (the
+    /// node id of its hello), writes of other origins only if this node
+    /// accepts relays from it, and never writes of this node's own origin.
+    /// Returns what is wrong with the first stamp that breaks them.
+    fn origin_violation(
+        &self,
+        what: &str,
+        mut stamps: impl Iterator<Item = Stamp>,
+    ) -> Option<String> {
+        let (own, theirs) = (self.db.node_id(), self.cursor.peer_node_id);
+        let bad = stamps.find(|s| s.node == own || (s.node != theirs && !self.relays_accepted))?;
+        let node = self.db.node_name();
+        Some(if bad.node == own {
+            format!(
+                "`{}` sent {what} whose origin is `{node}`'s own node id {own:#x}: a peer never sends a node its own writes; link closed, nothing of that frame applied",
+                self.name
+            )
+        } else {
+            format!(
+                "`{}` sent {what} whose origin is node {:#x}, not its own ({theirs:#x}), but `{node}` does not accept relayed writes from it (set `relays = true` for this peer to allow it); link closed, nothing of that frame applied",
+                self.name, bad.node
+            )
+        })
+    }
+
+    /// Reports an origin violation and has the link say goodbye with it;
+    /// reads nothing more.
+    async fn violated(&mut self, reason: String) -> Result<()> {
+        {
+            let mut c = self.peer.counters.lock();
+            c.origin_violations += 1;
+            c.last_error = Some(reason.clone());
+        }
+        match self.violation.take() {
+            Some((slot, signal)) => {
+                *slot.lock() = Some(reason);
+                let _ = signal.send(());
+                std::future::pending().await
+            }
+            None => Err(Error::Peer(reason)),
         }
     }
 
@@ -66,6 +123,18 @@ impl Receiver {
                 Ok(Ok(None)) => return Err(Error::Peer(format!("`{}` closed the connection", self.name))),
                 Ok(Err(e)) => return Err(e.into()),
             };
+            let violation = match &msg {
+                Message::Txns(txns) | Message::TxnsUpTo { txns, .. } => {
+                    self.origin_violation("a transaction", txns.iter().map(|t| t.stamp))
+                }
+                Message::SyncChunk { rows, .. } => {
+                    self.origin_violation("a sync row", rows.iter().map(|r| r.stamp))
+                }
+                _ => None,
+            };
+            if let Some(reason) = violation {
+                return self.violated(reason).await;
+            }
             match msg {
                 Message::Txns(batch) => {
                     let upto = batch.last().map_or(0, |t| t.seq);

@@ -23,13 +23,16 @@ use super::{PeerState, Replicator};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::log::{LogWrite, WriteOp};
-use crate::net::wire::{Hello, Message, SyncReason, SyncRow, TableWant};
+use crate::net::wire::{element_cost, Hello, Message, SyncReason, SyncRow, TableWant, WireTxn};
 
 pub(super) struct Sender {
     r: Arc<Replicator>,
     db: Database,
     peer: Arc<PeerState>,
     peer_node_id: u64,
+    /// `Some(this node's id)` when the peer's hello does not accept relays:
+    /// only this node's own writes go to it then.
+    only_origin: Option<u64>,
     tx: mpsc::Sender<Message>,
     bulk: mpsc::Sender<BulkMessage>,
     frame_budget: usize,
@@ -54,9 +57,10 @@ impl Sender {
         let frame_budget = (hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes) / 2;
         Sender {
             r,
-            db,
+            db: db.clone(),
             peer,
             peer_node_id: hello.node_id,
+            only_origin: (!hello.relays_accepted).then(|| db.node_id()),
             tx,
             bulk,
             frame_budget,
@@ -246,16 +250,26 @@ impl Sender {
         let mut after = None;
         loop {
             let (db, table, since) = (self.db.clone(), want.table.clone(), want.since_ms);
-            let rows_per_chunk = self.r.opts.sync_chunk_rows;
             let budget = self.frame_budget;
+            // Within what the peer may decode, however small the rows.
+            let rows_per_chunk = self
+                .r
+                .opts
+                .sync_chunk_rows
+                .min(budget / element_cost::<SyncRow>())
+                .max(1);
             let from = after.clone();
             let (rows, next) = blocking(move || {
                 db.state_chunk(&table, from.as_ref(), rows_per_chunk, budget, since)
             })
             .await?;
             let done = next.is_none();
+            // The origin rules hold for syncs too: never the peer's own
+            // writes back (it has them, or newer), and no other origins to a
+            // peer that does not take relays from this node.
             let rows = rows
                 .into_iter()
+                .filter(|s| self.may_send_origin(s.stamp.node))
                 .map(|s| SyncRow {
                     key: s.key,
                     stamp: s.stamp,
@@ -281,6 +295,19 @@ impl Sender {
         }
     }
 
+    fn may_send_origin(&self, origin: u64) -> bool {
+        origin != self.peer_node_id && self.only_origin.is_none_or(|o| o == origin)
+    }
+
+    fn lanes(
+        &self,
+        starts: HashMap<String, u64>,
+        priority: &HashMap<String, u8>,
+        pending: HashSet<String>,
+    ) -> Lanes {
+        Lanes::new(starts, priority, pending, self.peer_node_id).only_origin(self.only_origin)
+    }
+
     /// The lanes once `table`, synced up to `upto`, streams too.
     fn join(
         &self,
@@ -295,7 +322,7 @@ impl Sender {
         at.insert(table.clone(), upto);
         self.peer
             .set_table_state(&table, None, Some("streaming".into()));
-        Lanes::new(at, priority, pending.clone(), self.peer_node_id)
+        self.lanes(at, priority, pending.clone())
     }
 
     /// Tells the peer it may acknowledge `to` if that is past `floor`
@@ -327,7 +354,7 @@ impl Sender {
             .iter()
             .map(|t| (t.table.clone(), t.priority))
             .collect();
-        let mut lanes = Lanes::new(starts, &priority, pending.clone(), self.peer_node_id);
+        let mut lanes = self.lanes(starts, &priority, pending.clone());
         if lanes.is_empty() && pending.is_empty() {
             // Nothing flows this way; the other halves keep the link.
             return std::future::pending().await;
@@ -415,7 +442,7 @@ impl Sender {
             let mut frame = Vec::new();
             let mut bytes = 0;
             for t in txns {
-                bytes += t.writes.iter().map(write_size).sum::<usize>() + 32;
+                bytes += t.writes.iter().map(write_size).sum::<usize>() + element_cost::<WireTxn>();
                 frame.push(t);
                 if bytes >= self.frame_budget {
                     let txns = std::mem::take(&mut frame);
@@ -442,9 +469,12 @@ impl Sender {
     }
 }
 
+/// What a write costs the peer: its bytes, and what decoding it is charged
+/// (see `wire::bounded_seq`), so a frame of many tiny writes is cut before
+/// the peer's decode budget refuses it.
 fn write_size(w: &LogWrite) -> usize {
     w.table.len()
-        + 16
+        + element_cost::<LogWrite>()
         + match &w.op {
             WriteOp::Put { json, .. } => json.len(),
             WriteOp::Delete => 0,

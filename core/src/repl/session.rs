@@ -27,8 +27,9 @@ use crate::hlc::wall_millis;
 use crate::net::tls;
 use crate::net::wire::{
     expect_hello, read_message, FrameReader, FrameWriter, Hello, Message, TableWant,
-    PROTOCOL_VERSION,
+    HELLO_MAX_BYTES, PROTOCOL_VERSION,
 };
+use parking_lot::Mutex;
 
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -125,6 +126,9 @@ struct Link {
     writer: Writer,
     hello: Hello,
     cursor: PeerCursor,
+    /// What this node's hello said: whether it accepts other origins'
+    /// writes from the peer on this link.
+    relays_accepted: bool,
 }
 
 async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Result<Link> {
@@ -144,12 +148,13 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
     };
     let db = r.db()?;
     let (rd, wr) = tokio::io::split(io);
-    let mut reader = FrameReader::new(rd, r.opts.max_frame_bytes);
+    // The hello is small; the full limit only once it checked out.
+    let mut reader = FrameReader::new(rd, HELLO_MAX_BYTES);
     let mut writer = FrameWriter::new(wr, r.opts.max_frame_bytes);
     let cursor = load_cursor(&db, &name).await?;
-    writer
-        .write_message(&Message::Hello(our_hello(r, &db, peer, &cursor)))
-        .await?;
+    let ours = our_hello(r, &db, peer, &cursor);
+    let relays_accepted = ours.relays_accepted;
+    writer.write_message(&Message::Hello(ours)).await?;
     let hello = tokio::time::timeout(r.opts.connect_timeout, reader.read_message())
         .await
         .map_err(|_| {
@@ -170,13 +175,60 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
             hello.node_name
         )));
     }
+    if let Err(e) = check_node_id(r, &db, peer, hello.node_id) {
+        let _ = writer
+            .write_message(&Message::Goodbye {
+                reason: e.to_string(),
+            })
+            .await;
+        return Err(e);
+    }
+    reader.set_max_frame_bytes(r.opts.max_frame_bytes);
     Ok(Link {
         db,
         reader,
         writer,
         hello,
         cursor,
+        relays_accepted,
     })
+}
+
+/// A peer may not claim this node's own node id, nor one another configured
+/// peer is known by: its writes would pass for that node's (see the origin
+/// rules in `receiver.rs`), and copies would diverge for good. Counted as an
+/// origin violation on `peer` and noted as its last error.
+fn check_node_id(r: &Replicator, db: &Database, peer: &PeerState, node_id: u64) -> Result<()> {
+    let name = peer.name();
+    let reason = if node_id == db.node_id() {
+        Some(format!(
+            "`{name}` says its node id is {node_id:#x}, which is `{}`'s own: each node needs a data directory of its own (was one copied?)",
+            db.node_name()
+        ))
+    } else {
+        let peers: Vec<Arc<PeerState>> = r.peers.lock().values().cloned().collect();
+        peers
+            .iter()
+            .filter(|p| p.name() != name && !p.is_removed())
+            .find(|p| p.counters.lock().known_node_id == Some(node_id))
+            .map(|p| {
+                format!(
+                    "`{name}` says its node id is {node_id:#x}, which is the node id of peer `{}`: one node cannot pose as another (if `{}`'s data directory now runs as `{name}`, remove peer `{}` first)",
+                    p.name(),
+                    p.name(),
+                    p.name()
+                )
+            })
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => {
+            let mut c = peer.counters.lock();
+            c.origin_violations += 1;
+            c.last_error = Some(reason.clone());
+            Err(Error::Peer(reason))
+        }
+    }
 }
 
 /// Accepts links until the listener is aborted.
@@ -227,7 +279,9 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     let (io, hello): (BoxIo, Hello) = match &r.server_tls {
         Some(cfg) => {
             let mut s = tls::accept(tcp, cfg.clone(), deadline).await?;
-            let msg = tokio::time::timeout(deadline, read_message(&mut s, max))
+            // Small until the peer list says who this is: a node with a
+            // CA-signed certificate that is not a peer costs no more.
+            let msg = tokio::time::timeout(deadline, read_message(&mut s, HELLO_MAX_BYTES))
                 .await
                 .map_err(|_| Error::Peer("no hello after the TLS handshake".into()))?
                 .map_err(Error::from)?;
@@ -238,7 +292,7 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
         }
         None => {
             let mut tcp = tcp;
-            let msg = tokio::time::timeout(deadline, read_message(&mut tcp, max))
+            let msg = tokio::time::timeout(deadline, read_message(&mut tcp, HELLO_MAX_BYTES))
                 .await
                 .map_err(|_| Error::Peer("no hello".into()))??;
             (Box::new(tcp), first_hello(msg)?)
@@ -265,10 +319,18 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
         return Err(Error::Peer(reason));
     };
     let db = r.db()?;
+    if let Err(e) = check_node_id(&r, &db, &peer, hello.node_id) {
+        let _ = writer
+            .write_message(&Message::Goodbye {
+                reason: e.to_string(),
+            })
+            .await;
+        return Err(e);
+    }
     let cursor = load_cursor(&db, &hello.node_name).await?;
-    writer
-        .write_message(&Message::Hello(our_hello(&r, &db, &peer, &cursor)))
-        .await?;
+    let ours = our_hello(&r, &db, &peer, &cursor);
+    let relays_accepted = ours.relays_accepted;
+    writer.write_message(&Message::Hello(ours)).await?;
     let reader = FrameReader::new(rd, max);
     // A newer link from the same peer replaces an older (maybe half-open) one.
     let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
@@ -280,6 +342,7 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
         writer,
         hello,
         cursor,
+        relays_accepted,
     };
     let task = tokio::spawn(async move {
         let res = run(&r2, &peer2, link, generation).await;
@@ -300,8 +363,8 @@ async fn load_cursor(db: &Database, peer: &str) -> Result<PeerCursor> {
 }
 
 fn our_hello(r: &Replicator, db: &Database, peer: &PeerState, cursor: &PeerCursor) -> Hello {
-    let wants = peer
-        .config()
+    let config = peer.config();
+    let wants = config
         .tables
         .iter()
         .filter(|t| t.subscribe)
@@ -322,6 +385,7 @@ fn our_hello(r: &Replicator, db: &Database, peer: &PeerState, cursor: &PeerCurso
         now_ms: wall_millis(),
         max_frame_bytes: r.opts.max_frame_bytes as u32,
         wants,
+        relays_accepted: config.accepts_relays(),
     }
 }
 
@@ -349,6 +413,7 @@ async fn run(
         mut writer,
         hello,
         mut cursor,
+        relays_accepted,
     } = link;
     let name = peer.name();
     writer.set_max_frame_bytes((hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes));
@@ -376,11 +441,22 @@ async fn run(
         tx.clone(),
         bulk_tx,
     );
-    let receiver = Receiver::new(db, peer.clone(), cursor, tx);
+    // An origin violation ends the link with a goodbye that says why.
+    let violation = Arc::new(Mutex::new(None::<String>));
+    let (violated_tx, violated) = oneshot::channel::<()>();
+    let receiver = Receiver::new(
+        db,
+        peer.clone(),
+        cursor,
+        tx,
+        relays_accepted,
+        (violation.clone(), violated_tx),
+    );
     let idle = r.opts.idle_timeout;
     let mut closing = r.closing.subscribe();
     let goodbye = async {
         tokio::select! {
+            Ok(()) = violated => violation.lock().clone().unwrap_or_default(),
             () = until_closing(&mut closing) => "its database is closing".to_string(),
             _ = generation.changed() => if peer.is_removed() {
                 "it no longer has this node as a peer".to_string()
@@ -397,7 +473,11 @@ async fn run(
     if ended == Ended::SaidGoodbye {
         linger(&mut reader).await;
     }
-    Ok(())
+    let violated = violation.lock().take();
+    match violated {
+        Some(reason) => Err(Error::Peer(reason)),
+        None => Ok(()),
+    }
 }
 
 /// A closing database fails the sender's and receiver's database calls

@@ -118,6 +118,10 @@ impl Serve {
             .to_string()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }

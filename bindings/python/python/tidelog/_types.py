@@ -109,6 +109,7 @@ class PeerStatus(TypedDict):
     backlog_bytes: int
     lag_ms: int
     refused_writes: int
+    origin_violations: int
     syncs_received: int
     connects: int
 
