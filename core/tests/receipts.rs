@@ -26,6 +26,12 @@ struct Pair {
 /// A cloud that subscribes to the edge's `alerts` and publishes
 /// `thresholds` to it, both links streaming.
 fn pair(pki: &Pki) -> Pair {
+    pair_after(pki, |_| {})
+}
+
+/// [`pair`], with `before_link` run on the edge before it has the cloud as
+/// a peer.
+fn pair_after(pki: &Pki, before_link: impl FnOnce(&Database)) -> Pair {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let cloud = open_node(dirs.0.path(), "cloud");
     cloud
@@ -43,6 +49,7 @@ fn pair(pki: &Pki) -> Pair {
     let edge = open_node(dirs.1.path(), "edge-1");
     edge.create_table("alerts", TableOptions::default())
         .unwrap();
+    before_link(&edge);
     edge.start_replication(pki.options("edge-1")).unwrap();
     edge.add_peer(edge_peer(&addr.to_string())).unwrap();
     wait_streaming(&cloud, "edge-1");
@@ -242,6 +249,37 @@ fn writes_from_a_clock_too_far_ahead_fail_their_receipts_both_ways() {
         .unwrap();
     cloud.wait_for_ack("edge-1", fine.seq, T).unwrap();
     assert!(edge.get("thresholds", "s-now").unwrap().is_some());
+}
+
+#[test]
+fn a_row_of_an_initial_sync_that_is_refused_fails_the_receipt_of_its_write() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let mut written = Vec::new();
+    // Written before the edge ever linked: they reach the cloud as rows of
+    // the initial sync, which carry stamps but no log sequence.
+    let p = pair_after(&pki, |edge| {
+        edge.skew_clock_for_tests(TEN_MIN_MS);
+        written.push(
+            edge.insert("alerts", json!({"id": "early-future"}))
+                .unwrap(),
+        );
+        edge.skew_clock_for_tests(0);
+        written.push(edge.insert("alerts", json!({"id": "early-fine"})).unwrap());
+    });
+    let (future, fine) = (&written[0], &written[1]);
+    assert_refused(
+        "receipt of a write refused in the initial sync",
+        |t| p.edge.wait_for_ack("cloud", future.seq, t),
+        "cloud",
+        "alerts",
+        future.seq,
+        RefusalKind::ClockSkew,
+    );
+    p.edge.wait_for_ack("cloud", fine.seq, T).unwrap();
+    assert!(p.cloud.get("alerts", "early-fine").unwrap().is_some());
+    assert!(p.cloud.get("alerts", "early-future").unwrap().is_none());
+    let out = wait_refusal(&p.edge, "cloud", "outbound", "alerts");
+    assert_eq!((out.seq, out.stamp), (0, future.stamp.time), "{out:?}");
 }
 
 #[test]

@@ -293,7 +293,7 @@ impl Receiver {
                         Error::ClockSkew { .. } => RefusalKind::ClockSkew,
                         _ => RefusalKind::InvalidRecord,
                     };
-                    let reason = format!("`{}`: {e}", self.db.node_name());
+                    let reason = e.to_string();
                     for table in tables {
                         refusals.push(TxnRefusal {
                             seq,
