@@ -168,6 +168,7 @@ fn writes_from_a_clock_too_far_ahead_fail_their_receipts_both_ways() {
         second.seq,
         RefusalKind::ClockSkew,
     );
+    eprintln!("the receipt error: {text}");
     assert!(text.contains("max_clock_skew"), "{text}");
     assert_refused(
         "edge's delivery receipt",

@@ -176,7 +176,9 @@ impl RefusalKind {
     /// What the sender's side can do about it.
     pub fn advice(self) -> &'static str {
         match self {
-            RefusalKind::ClockSkew => "fix the clock of the node that stamped it, then write the record again",
+            RefusalKind::ClockSkew => {
+                "write the record again once the clock of the node that stamped it is right"
+            }
             RefusalKind::NotSubscribed => "subscribe to the table in the peer's entry for this node, then write the record again",
             RefusalKind::InvalidRecord => "write a record the peer accepts (within its max_record_bytes, a JSON object filed under its primary key)",
             RefusalKind::MissingTable => "create the table on the peer, then write the record again",

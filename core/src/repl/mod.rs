@@ -597,8 +597,10 @@ impl Database {
     ///
     /// Fails with [`Error::NotSubscribed`] if transaction `seq` (for `None`,
     /// the newest one) writes a table this node publishes to a peer that
-    /// does not subscribe to it, and with [`Error::NotAcknowledged`] (kind
-    /// `Timeout`, saying what the link looks like) when time runs out.
+    /// does not subscribe to it, with [`Error::Refused`] as soon as a peer
+    /// refused it (see [`Database::wait_for_ack`]), and with
+    /// [`Error::NotAcknowledged`] (kind `Timeout`, saying what the link
+    /// looks like) when time runs out.
     pub fn wait_for_delivery(&self, seq: Option<u64>, timeout: Duration) -> Result<()> {
         let r = self.replicator()?;
         let seq = match seq {
@@ -638,9 +640,19 @@ impl Database {
     /// if transaction `seq` writes a table this node publishes to `peer`
     /// and the link shows `peer` does not subscribe to it, this fails with
     /// [`Error::NotSubscribed`] instead of passing. Writes to tables not
-    /// published to `peer` at all are not part of its receipt. When time
-    /// runs out the error is [`Error::NotAcknowledged`] (kind `Timeout`),
-    /// saying what the link looks like and what to check.
+    /// published to `peer` at all are not part of its receipt.
+    ///
+    /// A receipt means `peer` applied the transaction. If it refused it, or
+    /// part of it (a stamp beyond its `max_clock_skew`, a table it does not
+    /// take, a record breaking its rules, a table it no longer has), this
+    /// fails at once with [`Error::Refused`] (kind `ClockSkew` for a stamp
+    /// too far ahead, `Peer` otherwise), also after a restart, though
+    /// `peer` acknowledges positions past it so that later writes flow. A
+    /// receipt is for transaction `seq` alone: it passes if `seq` was
+    /// applied even when an earlier one of the same table was refused
+    /// (those show in [`PeerStatus::refusals`]). When time runs out the
+    /// error is [`Error::NotAcknowledged`] (kind `Timeout`), saying what
+    /// the link looks like and what to check.
     pub fn wait_for_ack(&self, peer: &str, seq: u64, timeout: Duration) -> Result<()> {
         let r = self.replicator()?;
         let state = r

@@ -288,8 +288,15 @@ impl PeerState {
     ) -> Result<()> {
         let now = wall_millis();
         let name = self.name();
+        // A transaction sent again after a reconnect and refused again is
+        // still one refused transaction.
+        let fresh: Vec<bool>;
         {
             let mut map = self.refused.lock();
+            fresh = refusals
+                .iter()
+                .map(|r| !map.contains_key(&(r.seq, r.stamp, r.table.clone())))
+                .collect();
             let add: Vec<(RefusalKey, RefusalRecord)> = refusals
                 .iter()
                 .map(|r| {
@@ -313,8 +320,8 @@ impl PeerState {
         }
         {
             let mut c = self.counters.lock();
-            for r in &refusals {
-                c.note_refusal(OUTBOUND, r, now, 1);
+            for (r, fresh) in refusals.iter().zip(fresh) {
+                c.note_refusal(OUTBOUND, r, now, u64::from(fresh));
             }
         }
         let _g = self.acked_cv.0.lock();
