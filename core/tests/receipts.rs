@@ -120,6 +120,7 @@ fn assert_refused(
             };
             assert_eq!(e.kind(), expected_kind, "{what}: {e}");
             // Generous: it must come from the refusal, not the timeout.
+            eprintln!("{what}: failed after {took:?}");
             assert!(took < T / 2, "{what}: failed only after {took:?}: {e}");
             e.to_string()
         }
