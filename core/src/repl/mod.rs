@@ -310,7 +310,8 @@ pub struct PeerStatus {
     /// Age of the oldest unacknowledged transaction, in ms.
     pub lag_ms: u64,
     /// Writes from the peer that were refused: tables not subscribed from
-    /// it, or stamps beyond `max_clock_skew`.
+    /// it, stamps beyond `max_clock_skew`, records breaking the rules,
+    /// tables this node does not have (see `refusals` for which and why).
     pub refused_writes: u64,
     /// Writes from the peer that this node already had (equal or newer
     /// stamp), dropped by the stamp rule: relays in a mesh, resyncs.

@@ -259,7 +259,7 @@ impl PeerState {
     /// Shows in status what this node refused from the peer; `writes`
     /// of them, by table, are added to `refused_writes`.
     pub(crate) fn note_inbound_refusals(&self, refusals: &[TxnRefusal], writes: u64) {
-        let now = wall_millis();
+        let (now, name) = (wall_millis(), self.name());
         let mut c = self.counters.lock();
         c.refused_writes += writes;
         for r in refusals {
@@ -268,11 +268,7 @@ impl PeerState {
         if let Some(r) = refusals.last() {
             c.last_error = Some(format!(
                 "refused transaction {} of `{}` (table `{}`, {}): {}",
-                r.seq,
-                self.name(),
-                r.table,
-                r.kind,
-                r.reason
+                r.seq, name, r.table, r.kind, r.reason
             ));
         }
     }
