@@ -890,9 +890,12 @@ tidelog_status tidelog_replication_status(tidelog_db *db, tidelog_string **out_j
  * @return TIDELOG_OK, TIDELOG_TIMEOUT (the last-error message says what
  *         the link looks like), TIDELOG_PEER (the transaction writes a
  *         table this instance publishes to `peer` but `peer` does not
- *         subscribe to: it will never be acknowledged),
- *         TIDELOG_NOT_FOUND (no such peer), TIDELOG_CLOSED (closed while
- *         waiting), ...
+ *         subscribe to: it will never be acknowledged; or `peer` refused
+ *         it, the message names the table and why), TIDELOG_CLOCK_SKEW
+ *         (`peer` refused it: its stamp is beyond `peer`'s max clock
+ *         skew), TIDELOG_NOT_FOUND (no such peer), TIDELOG_CLOSED (closed
+ *         while waiting), ... A refusal fails the wait at once, also when
+ *         `peer` acknowledged later transactions.
  */
 tidelog_status tidelog_wait_for_ack(tidelog_db *db,
                                     const char *peer,

@@ -267,6 +267,17 @@ impl Database {
         &self.shared.node_name
     }
 
+    /// Test hook, not part of the API: from now on this instance's clock
+    /// reads `offset_ms` off the wall clock (stamps of new writes, and the
+    /// `max_clock_skew` check of incoming ones), and it is set to that time
+    /// even if that is earlier than stamps it already issued, which a real
+    /// clock never is. Lets a test run a node with a wrong clock, then fix
+    /// it, without sleeping. Not read from the environment or from files.
+    #[doc(hidden)]
+    pub fn skew_clock_for_tests(&self, offset_ms: i64) {
+        self.shared.hlc.set_offset_for_tests(offset_ms);
+    }
+
     /// This instance's stable node id (the origin in its version stamps).
     pub fn node_id(&self) -> u64 {
         self.shared.node_id
@@ -440,6 +451,37 @@ impl Database {
         store.commit(batch, false)?;
         self.shared.dirty.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Puts and deletes in the meta space, as one commit.
+    pub(crate) fn meta_commit(
+        &self,
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let store = self.store()?;
+        let mut batch = Batch::default();
+        for (k, v) in puts {
+            batch.put(Space::Meta, k, v);
+        }
+        for k in deletes {
+            batch.delete(Space::Meta, k);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        store.commit(batch, false)?;
+        self.shared.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Every meta entry whose key starts with `prefix`, in key order.
+    pub(crate) fn meta_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let store = self.store()?;
+        store
+            .prefix(Space::Meta, prefix, false)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect()
     }
 
     pub(crate) fn sync_commits(&self) -> bool {

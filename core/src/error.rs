@@ -116,6 +116,15 @@ pub enum Error {
         table: String,
         seq: u64,
     },
+    #[error("`{peer}` refused transaction {seq} (table `{table}`, {kind}), so it was not applied there and never will be: {reason}: {}", .kind.advice())]
+    Refused {
+        peer: String,
+        table: String,
+        seq: u64,
+        kind: crate::net::wire::RefusalKind,
+        /// What `peer` said was wrong.
+        reason: String,
+    },
     #[error("TLS error: {0}")]
     Tls(String),
     #[error("peer error: {0}")]
@@ -152,6 +161,10 @@ impl Error {
             Error::Storage(_) | Error::Io { .. } => ErrorKind::Storage,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::ClockSkew { .. } => ErrorKind::ClockSkew,
+            Error::Refused { kind, .. } => match kind {
+                crate::net::wire::RefusalKind::ClockSkew => ErrorKind::ClockSkew,
+                _ => ErrorKind::Peer,
+            },
             Error::NotAcknowledged { .. } => ErrorKind::Timeout,
             Error::Tls(_) => ErrorKind::Tls,
             Error::Peer(_) | Error::NotSubscribed { .. } => ErrorKind::Peer,

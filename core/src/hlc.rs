@@ -4,7 +4,7 @@
 //! does. Seeing a remote stamp pulls the clock forward, which is what makes a
 //! local write made after a remote one win over it under any clock skew.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -30,6 +30,9 @@ pub(crate) struct Hlc {
     last: AtomicU64,
     max_skew_ms: u64,
     wall: fn() -> u64,
+    /// Added to the wall clock: zero except under the test hook
+    /// [`crate::Database::skew_clock_for_tests`].
+    offset_ms: AtomicI64,
 }
 
 impl Hlc {
@@ -42,12 +45,29 @@ impl Hlc {
             last: AtomicU64::new(0),
             max_skew_ms: max_skew.as_millis() as u64,
             wall,
+            offset_ms: AtomicI64::new(0),
         }
+    }
+
+    fn wall_ms(&self) -> u64 {
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        (self.wall)().saturating_add_signed(offset)
+    }
+
+    /// Test hook: this clock runs `offset_ms` off the wall clock from now
+    /// on, and is set back to that time even if it already went past it.
+    /// Real clocks never go back (that is what the HLC is for); a test
+    /// needs it to model a node whose clock was wrong and then fixed
+    /// without waiting out the difference.
+    pub(crate) fn set_offset_for_tests(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+        self.last
+            .store(millis_to_hlc(self.wall_ms()), Ordering::Relaxed);
     }
 
     /// A new stamp, greater than every stamp issued or observed before.
     pub(crate) fn now(&self) -> u64 {
-        let wall = millis_to_hlc((self.wall)());
+        let wall = millis_to_hlc(self.wall_ms());
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = wall.max(last + 1);
@@ -64,7 +84,7 @@ impl Hlc {
     /// Checks that `remote` is not too far ahead of the wall clock, without
     /// advancing anything.
     pub(crate) fn check(&self, remote: u64, origin: u64) -> Result<()> {
-        let wall = (self.wall)();
+        let wall = self.wall_ms();
         let remote_ms = remote >> LOGICAL_BITS;
         if remote_ms > wall.saturating_add(self.max_skew_ms) {
             return Err(Error::ClockSkew {

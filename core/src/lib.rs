@@ -34,7 +34,9 @@ pub use net::tls::{PemSource, TlsIdentity};
 pub use read::{LogBounds, ScanOptions};
 pub use record::Record;
 pub use remote::{RemoteOutcome, RemoteTxn};
-pub use repl::{PeerConfig, PeerStatus, ReplicationOptions, Security, TableFlow, TableStatus};
+pub use repl::{
+    PeerConfig, PeerStatus, RefusalStatus, ReplicationOptions, Security, TableFlow, TableStatus,
+};
 pub use storage::EngineKind;
 pub use write::{CommitInfo, Transaction};
 

@@ -230,8 +230,9 @@ fn put(table: &str, key: &str, json: &str) -> LogWrite {
 }
 
 /// Sends `txns` on an `edge-2` link whose `alerts` subscription is live
-/// (table accepted, empty initial sync done) and waits for their ack.
-async fn send_as_edge2(f: &Fixture, txns: Vec<WireTxn>) {
+/// (table accepted, empty initial sync done) and waits for their ack;
+/// returns what the cloud sent before that ack.
+async fn send_as_edge2(f: &Fixture, txns: Vec<WireTxn>) -> Vec<Message> {
     let (mut s, cloud_hello) = f.open_link("edge-2").await;
     assert_eq!(cloud_hello.wants.len(), 1, "{cloud_hello:?}");
     assert_eq!(cloud_hello.wants[0].table, "alerts");
@@ -252,6 +253,7 @@ async fn send_as_edge2(f: &Fixture, txns: Vec<WireTxn>) {
     ] {
         write_message(&mut s, &m).await.unwrap();
     }
+    let mut before_ack = Vec::new();
     loop {
         let m = tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
             .await
@@ -261,8 +263,10 @@ async fn send_as_edge2(f: &Fixture, txns: Vec<WireTxn>) {
         if matches!(m, Message::Ack { upto_seq } if upto_seq >= upto) {
             break;
         }
+        before_ack.push(m);
     }
     let _ = s.shutdown().await;
+    before_ack
 }
 
 #[test]
@@ -1161,4 +1165,217 @@ tables = [{ table = "alerts", subscribe = true }]
         "tiny deletes took the peak from {baseline} KiB to {after_deletes} KiB"
     );
     serve.kill();
+}
+
+#[test]
+fn every_refused_write_is_named_to_the_sender_before_the_ack_that_covers_it() {
+    let f = fixture();
+    let ahead = Stamp {
+        time: (tidelog::hlc::wall_millis() + 600_000) << 16,
+        node: RAW_NODE_ID,
+    };
+    let txns = vec![
+        WireTxn {
+            seq: 1,
+            stamp: now_stamp(),
+            writes: vec![put("thresholds", "s1", r#"{"id":"s1","max":0}"#)],
+        },
+        WireTxn {
+            seq: 2,
+            stamp: now_stamp(),
+            writes: vec![put("alerts", "fine", r#"{"id":"fine"}"#)],
+        },
+        WireTxn {
+            seq: 3,
+            stamp: ahead,
+            writes: vec![put("alerts", "ahead", r#"{"id":"ahead"}"#)],
+        },
+        WireTxn {
+            seq: 4,
+            stamp: now_stamp(),
+            writes: vec![put("alerts", "bad-key", r#"{"id":"other"}"#)],
+        },
+    ];
+    let before_ack = f.rt.block_on(send_as_edge2(&f, txns));
+    let refused: Vec<(u64, String, RefusalKind)> = before_ack
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Refusals(rs) => Some(rs),
+            _ => None,
+        })
+        .flatten()
+        .map(|r| (r.seq, r.table, r.kind))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (1, "thresholds".to_string(), RefusalKind::NotSubscribed),
+            (3, "alerts".to_string(), RefusalKind::ClockSkew),
+            (4, "alerts".to_string(), RefusalKind::InvalidRecord),
+        ]
+    );
+    assert!(f.cloud.get("alerts", "fine").unwrap().is_some());
+    // The cloud's status keeps them per table, apart from `last_error`.
+    let s = f.cloud.peer_status("edge-2").unwrap();
+    let shown: Vec<(&str, &str, &str, u64)> = s
+        .refusals
+        .iter()
+        .map(|r| {
+            (
+                r.direction.as_str(),
+                r.table.as_str(),
+                r.kind.as_str(),
+                r.count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("inbound", "alerts", "invalid_record", 2),
+            ("inbound", "thresholds", "not_subscribed", 1),
+        ],
+        "{s:?}"
+    );
+    f.good_edge_unharmed("after-refusals");
+}
+
+/// The sending half: a receiver (here a raw one, saying what a tidelog
+/// receiver says when it does not take a table) refuses one transaction
+/// and acknowledges past it; the cloud's receipt for it fails with the
+/// reason, a later transaction's receipt passes.
+#[test]
+fn a_receipt_fails_for_a_transaction_the_receiver_refused_though_it_acknowledged_past_it() {
+    let f = fixture();
+    f.cloud
+        .update_peer(PeerConfig::new("edge-3").table(TableFlow::publish("thresholds")))
+        .unwrap();
+    let wants = |m: &Message| match m {
+        Message::Txns(t) => t.iter().map(|t| t.seq).max().map(|s| (s, s)),
+        Message::TxnsUpTo { txns, upto_seq } => {
+            txns.iter().map(|t| t.seq).max().map(|s| (s, *upto_seq))
+        }
+        _ => None,
+    };
+    // Reads until a frame carries transaction `seq`; returns the position
+    // that frame lets the receiver acknowledge.
+    async fn read_until<S: AsyncRead + Unpin>(
+        s: &mut S,
+        seq: u64,
+        wants: impl Fn(&Message) -> Option<(u64, u64)>,
+    ) -> u64 {
+        loop {
+            let m = tokio::time::timeout(T, read_message(s, DEFAULT_MAX_FRAME_BYTES))
+                .await
+                .expect("the cloud sent nothing")
+                .unwrap()
+                .expect("the cloud closed the link");
+            if let Some((last, upto)) = wants(&m) {
+                if last >= seq {
+                    return upto.max(seq);
+                }
+            }
+        }
+    }
+    let (mut s, refused) = f.rt.block_on(async {
+        let cfg = f.identity("edge-3").client_config().unwrap();
+        let mut s = tls::connect(&f.addr, "cloud", cfg, T).await.unwrap();
+        let mut h = match hello("edge-3") {
+            Message::Hello(h) => h,
+            _ => unreachable!(),
+        };
+        h.wants = vec![TableWant {
+            table: "thresholds".into(),
+            resume_after: 0,
+            since_ms: None,
+            initial_sync_done: false,
+        }];
+        write_message(&mut s, &Message::Hello(h)).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("the cloud closed the link");
+            if matches!(m, Message::SyncChunk { done: true, .. }) {
+                break;
+            }
+        }
+        let refused = f
+            .cloud
+            .upsert("thresholds", json!({"id": "s9", "max": 9}))
+            .unwrap();
+        let upto = read_until(&mut s, refused.seq, wants).await;
+        let r = TxnRefusal {
+            seq: refused.seq,
+            table: "thresholds".into(),
+            stamp: refused.stamp,
+            kind: RefusalKind::NotSubscribed,
+            reason: "`edge-3` does not subscribe to table `thresholds` from `cloud`".into(),
+        };
+        write_message(&mut s, &Message::Refusals(vec![r]))
+            .await
+            .unwrap();
+        write_message(&mut s, &Message::Ack { upto_seq: upto })
+            .await
+            .unwrap();
+        (s, refused)
+    });
+    match f.cloud.wait_for_ack("edge-3", refused.seq, T) {
+        Err(Error::Refused {
+            peer,
+            table,
+            seq,
+            kind: RefusalKind::NotSubscribed,
+            reason,
+        }) => {
+            assert_eq!(
+                (peer.as_str(), table.as_str(), seq),
+                ("edge-3", "thresholds", refused.seq)
+            );
+            assert!(reason.contains("does not subscribe"), "{reason}");
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    wait_until("the ack past the refused transaction", T, || {
+        f.cloud.peer_status("edge-3").unwrap().acked_seq >= refused.seq
+    });
+    let st = f.cloud.peer_status("edge-3").unwrap();
+    let out: Vec<_> = st
+        .refusals
+        .iter()
+        .filter(|r| r.direction == "outbound")
+        .collect();
+    assert_eq!(out.len(), 1, "{st:?}");
+    assert_eq!(
+        (
+            out[0].table.as_str(),
+            out[0].kind.as_str(),
+            out[0].seq,
+            out[0].stamp
+        ),
+        (
+            "thresholds",
+            "not_subscribed",
+            refused.seq,
+            refused.stamp.time
+        )
+    );
+    // A later transaction the receiver takes gets its receipt.
+    let later = f
+        .cloud
+        .upsert("thresholds", json!({"id": "s10", "max": 10}))
+        .unwrap();
+    f.rt.block_on(async {
+        let upto = read_until(&mut s, later.seq, wants).await;
+        write_message(&mut s, &Message::Ack { upto_seq: upto })
+            .await
+            .unwrap();
+    });
+    f.cloud.wait_for_ack("edge-3", later.seq, T).unwrap();
+    assert!(matches!(
+        f.cloud.wait_for_ack("edge-3", refused.seq, T),
+        Err(Error::Refused { .. })
+    ));
+    f.good_edge_unharmed("after-refused-receipt");
 }

@@ -205,9 +205,12 @@ pub unsafe extern "C" fn tidelog_replication_status(
 /// @return TIDELOG_OK, TIDELOG_TIMEOUT (the last-error message says what
 ///         the link looks like), TIDELOG_PEER (the transaction writes a
 ///         table this instance publishes to `peer` but `peer` does not
-///         subscribe to: it will never be acknowledged),
-///         TIDELOG_NOT_FOUND (no such peer), TIDELOG_CLOSED (closed while
-///         waiting), ...
+///         subscribe to: it will never be acknowledged; or `peer` refused
+///         it, the message names the table and why), TIDELOG_CLOCK_SKEW
+///         (`peer` refused it: its stamp is beyond `peer`'s max clock
+///         skew), TIDELOG_NOT_FOUND (no such peer), TIDELOG_CLOSED (closed
+///         while waiting), ... A refusal fails the wait at once, also when
+///         `peer` acknowledged later transactions.
 #[no_mangle]
 pub unsafe extern "C" fn tidelog_wait_for_ack(
     db: *mut tidelog_db,

@@ -194,8 +194,20 @@ pub fn status_line(p: &PeerStatus, now_ms: u64) -> String {
             format!("{}[{}]", t.table, dirs.join(","))
         })
         .collect();
+    // Refusals either way, by table: `last error` only holds the latest
+    // link event.
+    let refusals: String = p
+        .refusals
+        .iter()
+        .map(|r| {
+            format!(
+                " [{} {} x{} {} seq {}]",
+                r.table, r.direction, r.count, r.kind, r.seq
+            )
+        })
+        .collect();
     format!(
-        "peer `{}` {link} | sent {} acked {} received {} | backlog {} txns {} bytes | lag {} ms | refused {} | syncs {} | tables {} | last error: {}",
+        "peer `{}` {link} | sent {} acked {} received {} | backlog {} txns {} bytes | lag {} ms | refused {}{refusals} | syncs {} | tables {} | last error: {}",
         p.name,
         p.sent_seq,
         p.acked_seq,

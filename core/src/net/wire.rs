@@ -23,7 +23,8 @@ use crate::codec::{Key, Stamp};
 use crate::log::LogWrite;
 
 /// Version spoken by this build. Both sides must speak the same one.
-/// Version 2 added `Hello::relays_accepted` (origin rules).
+/// Version 2 added `Hello::relays_accepted` (origin rules) and `Refusals`
+/// (an acknowledgement never stands for a refused write).
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Default largest frame payload accepted or sent (16 MiB).
@@ -191,6 +192,66 @@ pub enum SyncReason {
     ResumePointTrimmed,
 }
 
+/// Why a receiver refused (part of) a transaction; machine-readable, so the
+/// sender can tell its app and operator what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// The stamp is further ahead of the receiver's clock than its
+    /// `max_clock_skew`: the origin's clock (or the sender's) is wrong.
+    ClockSkew,
+    /// The receiver does not take this table from the sender (not
+    /// subscribed, or not accepted on this link).
+    NotSubscribed,
+    /// The record breaks the receiver's rules: too large, not a JSON
+    /// object, or filed under a key other than its primary key.
+    InvalidRecord,
+    /// The receiver has no such table and does not create it.
+    MissingTable,
+}
+
+impl RefusalKind {
+    /// Stable lower-case name, as status and errors show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::ClockSkew => "clock_skew",
+            RefusalKind::NotSubscribed => "not_subscribed",
+            RefusalKind::InvalidRecord => "invalid_record",
+            RefusalKind::MissingTable => "missing_table",
+        }
+    }
+
+    /// What the sender's side can do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            RefusalKind::ClockSkew => {
+                "write the record again once the clock of the node that stamped it is right"
+            }
+            RefusalKind::NotSubscribed => "subscribe to the table in the peer's entry for this node, then write the record again",
+            RefusalKind::InvalidRecord => "write a record the peer accepts (within its max_record_bytes, a JSON object filed under its primary key)",
+            RefusalKind::MissingTable => "create the table on the peer, then write the record again",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a receiver refused of one transaction, for one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRefusal {
+    /// The sender's log sequence of the transaction; 0 for a row of an
+    /// initial sync or resync, which the sender matches by `stamp`.
+    pub seq: u64,
+    pub table: String,
+    pub stamp: Stamp,
+    pub kind: RefusalKind,
+    /// What was wrong, for people.
+    pub reason: String,
+}
+
 /// Everything that travels on a replication connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -240,6 +301,11 @@ pub enum Message {
         txns: Vec<WireTxn>,
         upto_seq: u64,
     },
+    /// The receiver refused these (parts of) transactions: nothing of the
+    /// named table in them was applied. Sent before the `Ack` that covers
+    /// them (frames keep their order), so the sender never counts an
+    /// acknowledged position as delivery of a refused write.
+    Refusals(#[serde(deserialize_with = "bounded_seq")] Vec<TxnRefusal>),
 }
 
 thread_local! {
@@ -315,6 +381,7 @@ impl Message {
             Message::Heartbeat { .. } => "Heartbeat",
             Message::Goodbye { .. } => "Goodbye",
             Message::TxnsUpTo { .. } => "TxnsUpTo",
+            Message::Refusals(_) => "Refusals",
         }
     }
 }
@@ -696,6 +763,13 @@ pub(crate) mod tests {
                 }],
                 upto_seq: 7,
             },
+            Message::Refusals(vec![TxnRefusal {
+                seq: 5,
+                table: "alerts".into(),
+                stamp: stamp(13),
+                kind: RefusalKind::ClockSkew,
+                reason: "ahead".into(),
+            }]),
         ]
     }
 

@@ -7,14 +7,17 @@
 //! what was applied: nothing lost, nothing applied twice.
 //!
 //! Sending side: per peer, the highest sequence it acknowledged, for
-//! delivery receipts and log retention.
+//! delivery receipts and log retention, and what it refused of this node's
+//! log (so a receipt for a refused write still fails after a restart).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Stamp;
 use crate::db::Database;
 use crate::error::{Error, Result};
+use crate::net::wire::RefusalKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub(crate) struct TableCursor {
@@ -67,4 +70,85 @@ pub(crate) fn load_acked(db: &Database, peer: &str) -> Result<u64> {
 
 pub(crate) fn store_acked(db: &Database, peer: &str, seq: u64) -> Result<()> {
     db.meta_put(&acked_key(peer), &seq.to_be_bytes())
+}
+
+/// Most refusal records kept per peer; past it the lowest sequences go
+/// first (their receipts then only see the acknowledgement). About 300
+/// bytes each, so at most a few MB per peer.
+pub(crate) const MAX_REFUSALS_PER_PEER: usize = 10_000;
+
+/// Identifies what was refused: the transaction (its sequence in this
+/// node's log, 0 for a row of a sync), its stamp, and the table.
+pub(crate) type RefusalKey = (u64, Stamp, String);
+
+/// Why a peer refused (part of) a transaction of this node's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RefusalRecord {
+    pub(crate) kind: RefusalKind,
+    pub(crate) reason: String,
+    /// When this node learned of it, ms since the epoch.
+    pub(crate) at_ms: u64,
+}
+
+fn refusals_prefix(peer: &str) -> Vec<u8> {
+    let mut k = b"refused/".to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    // Node names never hold a NUL, so `a` never scans over `a-2`'s records.
+    k.push(0);
+    k
+}
+
+fn refusal_key(peer: &str, key: &RefusalKey) -> Vec<u8> {
+    let mut k = refusals_prefix(peer);
+    k.extend_from_slice(&key.0.to_be_bytes());
+    k.extend_from_slice(&key.1.time.to_be_bytes());
+    k.extend_from_slice(&key.1.node.to_be_bytes());
+    k.extend_from_slice(key.2.as_bytes());
+    k
+}
+
+pub(crate) fn load_refusals(
+    db: &Database,
+    peer: &str,
+) -> Result<BTreeMap<RefusalKey, RefusalRecord>> {
+    let prefix = refusals_prefix(peer);
+    let corrupt = || Error::Corrupt(format!("refusal record of `{peer}`"));
+    let mut out = BTreeMap::new();
+    for (k, v) in db.meta_prefix(&prefix)? {
+        let rest = k.get(prefix.len()..).ok_or_else(corrupt)?;
+        if rest.len() < 24 {
+            return Err(corrupt());
+        }
+        let num = |i: usize| {
+            let b: [u8; 8] = rest[i..i + 8].try_into().map_err(|_| corrupt())?;
+            Ok::<u64, Error>(u64::from_be_bytes(b))
+        };
+        let table = String::from_utf8(rest[24..].to_vec()).map_err(|_| corrupt())?;
+        let stamp = Stamp {
+            time: num(8)?,
+            node: num(16)?,
+        };
+        let rec: RefusalRecord = postcard::from_bytes(&v).map_err(|_| corrupt())?;
+        out.insert((num(0)?, stamp, table), rec);
+    }
+    Ok(out)
+}
+
+/// Adds `add` and removes `drop` in one commit.
+pub(crate) fn store_refusals(
+    db: &Database,
+    peer: &str,
+    add: &[(RefusalKey, RefusalRecord)],
+    drop: &[RefusalKey],
+) -> Result<()> {
+    let puts = add
+        .iter()
+        .map(|(k, r)| {
+            postcard::to_stdvec(r)
+                .map(|v| (refusal_key(peer, k), v))
+                .map_err(|e| Error::Storage(format!("encoding a refusal record: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let deletes = drop.iter().map(|k| refusal_key(peer, k)).collect();
+    db.meta_commit(puts, deletes)
 }

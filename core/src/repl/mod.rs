@@ -341,7 +341,8 @@ pub struct PeerStatus {
     /// Age of the oldest unacknowledged transaction, in ms.
     pub lag_ms: u64,
     /// Writes from the peer that were refused: tables not subscribed from
-    /// it, or stamps beyond `max_clock_skew`.
+    /// it, stamps beyond `max_clock_skew`, records breaking the rules,
+    /// tables this node does not have (see `refusals` for which and why).
     pub refused_writes: u64,
     /// Frames from the peer refused because a transaction or sync row in
     /// them had an origin the peer may not send (this node's own node id,
@@ -360,6 +361,34 @@ pub struct PeerStatus {
     pub last_resync_reason: Option<String>,
     /// Successful connections so far.
     pub connects: u64,
+    /// Writes refused either way on this link, one entry per direction and
+    /// table that had any, kept until the database closes (this node's
+    /// writes the peer refused are also kept across restarts). Unlike
+    /// `last_error`, later link events do not overwrite them.
+    pub refusals: Vec<RefusalStatus>,
+}
+
+/// Refused writes of one table in one direction, with the latest refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusalStatus {
+    pub table: String,
+    /// "inbound": this node refused writes from the peer; "outbound": the
+    /// peer refused writes of this node (their receipts fail).
+    pub direction: String,
+    /// Transactions refused (per table); outbound, of those still kept.
+    pub count: u64,
+    /// Why the latest was refused: "clock_skew", "not_subscribed",
+    /// "invalid_record" or "missing_table".
+    pub kind: String,
+    /// The latest refusal, as the refusing node put it.
+    pub reason: String,
+    /// When the latest refusal happened (was learned of, outbound), ms
+    /// since the epoch.
+    pub at_ms: u64,
+    /// The refused transaction's stamp (HLC time: ms << 16 | counter).
+    pub stamp: u64,
+    /// Its sequence in the sender's log (0: a row of a sync).
+    pub seq: u64,
 }
 
 /// The running replication engine of one database.
@@ -539,7 +568,8 @@ impl Database {
             return Err(Error::PeerExists(config.name));
         }
         let acked = cursor::load_acked(self, &config.name)?;
-        let state = PeerState::new(config.clone(), acked);
+        let refused = cursor::load_refusals(self, &config.name)?;
+        let state = PeerState::new(config.clone(), acked, refused);
         // A damaged cursor is reported when the link loads it; here it only
         // means no node id is known for the peer yet.
         let known = cursor::PeerCursor::load(self, &config.name).map_or(0, |c| c.peer_node_id);
@@ -610,15 +640,17 @@ impl Database {
     ///
     /// Fails with [`Error::NotSubscribed`] if transaction `seq` (for `None`,
     /// the newest one) writes a table this node publishes to a peer that
-    /// does not subscribe to it, and with [`Error::NotAcknowledged`] (kind
-    /// `Timeout`, saying what the link looks like) when time runs out.
+    /// does not subscribe to it, with [`Error::Refused`] as soon as a peer
+    /// refused it (see [`Database::wait_for_ack`]), and with
+    /// [`Error::NotAcknowledged`] (kind `Timeout`, saying what the link
+    /// looks like) when time runs out.
     pub fn wait_for_delivery(&self, seq: Option<u64>, timeout: Duration) -> Result<()> {
         let r = self.replicator()?;
         let seq = match seq {
             Some(s) => s,
             None => self.log_bounds()?.last,
         };
-        let tables = self.tables_written_by(seq)?;
+        let (tables, stamp) = self.tables_written_by(seq)?;
         let deadline = std::time::Instant::now().checked_add(timeout);
         let peers: Vec<Arc<PeerState>> = r
             .peers
@@ -631,7 +663,7 @@ impl Database {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(std::time::Instant::now())
             });
-            p.wait_acked(seq, &tables, left, || self.is_closed())
+            p.wait_acked(seq, stamp, &tables, left, || self.is_closed())
                 .map_err(|mut e| {
                     // The caller's whole timeout, not this peer's share.
                     if let Error::NotAcknowledged { after, .. } = &mut e {
@@ -651,33 +683,41 @@ impl Database {
     /// if transaction `seq` writes a table this node publishes to `peer`
     /// and the link shows `peer` does not subscribe to it, this fails with
     /// [`Error::NotSubscribed`] instead of passing. Writes to tables not
-    /// published to `peer` at all are not part of its receipt. When time
-    /// runs out the error is [`Error::NotAcknowledged`] (kind `Timeout`),
-    /// saying what the link looks like and what to check.
+    /// published to `peer` at all are not part of its receipt.
+    ///
+    /// A receipt means `peer` applied the transaction. If it refused it, or
+    /// part of it (a stamp beyond its `max_clock_skew`, a table it does not
+    /// take, a record breaking its rules, a table it no longer has), this
+    /// fails at once with [`Error::Refused`] (kind `ClockSkew` for a stamp
+    /// too far ahead, `Peer` otherwise), also after a restart, though
+    /// `peer` acknowledges positions past it so that later writes flow. A
+    /// receipt is for transaction `seq` alone: it passes if `seq` was
+    /// applied even when an earlier one of the same table was refused
+    /// (those show in [`PeerStatus::refusals`]). When time runs out the
+    /// error is [`Error::NotAcknowledged`] (kind `Timeout`), saying what
+    /// the link looks like and what to check.
     pub fn wait_for_ack(&self, peer: &str, seq: u64, timeout: Duration) -> Result<()> {
         let r = self.replicator()?;
         let state = r
             .peer(peer)
             .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
-        let tables = self.tables_written_by(seq)?;
-        state.wait_acked(seq, &tables, timeout, || self.is_closed())
+        let (tables, stamp) = self.tables_written_by(seq)?;
+        state.wait_acked(seq, stamp, &tables, timeout, || self.is_closed())
     }
 
-    /// The tables transaction `seq` writes, or none if the log no longer
-    /// (or does not yet) hold it.
-    fn tables_written_by(&self, seq: u64) -> Result<Vec<String>> {
+    /// The tables transaction `seq` writes and its stamp, or none if the
+    /// log no longer (or does not yet) hold it.
+    fn tables_written_by(&self, seq: u64) -> Result<(Vec<String>, Option<crate::codec::Stamp>)> {
         let bounds = self.log_bounds()?;
         if seq == 0 || seq < bounds.first || seq > bounds.last {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
-        let mut tables: Vec<String> = self
-            .read_log(seq, 1)?
-            .into_iter()
-            .filter(|e| e.seq == seq)
-            .flat_map(|e| e.writes.into_iter().map(|w| w.table))
-            .collect();
+        let Some(entry) = self.read_log(seq, 1)?.into_iter().find(|e| e.seq == seq) else {
+            return Ok((Vec::new(), None));
+        };
+        let mut tables: Vec<String> = entry.writes.into_iter().map(|w| w.table).collect();
         tables.sort_unstable();
         tables.dedup();
-        Ok(tables)
+        Ok((tables, Some(entry.stamp)))
     }
 }

@@ -9,10 +9,18 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::{PeerConfig, PeerStatus, Replicator, TableStatus};
+use super::cursor::{RefusalKey, RefusalRecord, MAX_REFUSALS_PER_PEER};
+use super::{PeerConfig, PeerStatus, RefusalStatus, Replicator, TableStatus};
+use crate::codec::Stamp;
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::hlc::wall_millis;
+use crate::net::wire::TxnRefusal;
+
+/// `RefusalStatus::direction` of writes from the peer this node refused.
+pub(crate) const INBOUND: &str = "inbound";
+/// `RefusalStatus::direction` of this node's writes the peer refused.
+pub(crate) const OUTBOUND: &str = "outbound";
 
 /// Outbound state of a table this node publishes to a peer that, on the
 /// current link, did not subscribe to it: none of its writes go there.
@@ -41,6 +49,36 @@ pub(crate) struct Counters {
     pub(crate) last_resync_reason: Option<String>,
     /// Per table: (inbound state, outbound state).
     pub(crate) tables: BTreeMap<String, (String, String)>,
+    /// Refusals either way, by (direction, table): kept apart from
+    /// `last_error`, which the next link event overwrites.
+    pub(crate) refusals: BTreeMap<(&'static str, String), RefusalStatus>,
+}
+
+impl Counters {
+    /// Counts one refusal of `table` in `direction` as the latest.
+    fn note_refusal(&mut self, direction: &'static str, r: &TxnRefusal, at_ms: u64, count: u64) {
+        let s = self
+            .refusals
+            .entry((direction, r.table.clone()))
+            .or_insert_with(|| RefusalStatus {
+                table: r.table.clone(),
+                direction: direction.to_string(),
+                count: 0,
+                kind: String::new(),
+                reason: String::new(),
+                at_ms: 0,
+                stamp: 0,
+                seq: 0,
+            });
+        s.count += count;
+        if at_ms >= s.at_ms {
+            s.kind = r.kind.as_str().to_string();
+            s.reason = r.reason.clone();
+            s.at_ms = at_ms;
+            s.stamp = r.stamp.time;
+            s.seq = r.seq;
+        }
+    }
 }
 
 pub(crate) struct PeerState {
@@ -50,6 +88,9 @@ pub(crate) struct PeerState {
     /// threads blocked in `wait_acked`.
     pub(crate) acked: watch::Sender<u64>,
     acked_cv: (Mutex<()>, Condvar),
+    /// What the peer refused of this node's log (persisted, bounded by
+    /// `MAX_REFUSALS_PER_PEER`): receipts for these fail.
+    refused: Mutex<BTreeMap<RefusalKey, RefusalRecord>>,
     /// Bumped to make the current link end (configuration changed).
     pub(crate) generation: watch::Sender<u64>,
     /// Removed from the database's peers: links end, nothing redials.
@@ -61,12 +102,28 @@ pub(crate) struct PeerState {
 }
 
 impl PeerState {
-    pub(crate) fn new(config: PeerConfig, acked: u64) -> Arc<PeerState> {
+    pub(crate) fn new(
+        config: PeerConfig,
+        acked: u64,
+        refused: BTreeMap<RefusalKey, RefusalRecord>,
+    ) -> Arc<PeerState> {
+        let mut counters = Counters::default();
+        for ((seq, stamp, table), rec) in &refused {
+            let r = TxnRefusal {
+                seq: *seq,
+                table: table.clone(),
+                stamp: *stamp,
+                kind: rec.kind,
+                reason: rec.reason.clone(),
+            };
+            counters.note_refusal(OUTBOUND, &r, rec.at_ms, 1);
+        }
         Arc::new(PeerState {
             config: Mutex::new(config),
-            counters: Mutex::new(Counters::default()),
+            counters: Mutex::new(counters),
             acked: watch::Sender::new(acked),
             acked_cv: (Mutex::new(()), Condvar::new()),
+            refused: Mutex::new(refused),
             generation: watch::Sender::new(0),
             removed: std::sync::atomic::AtomicBool::new(false),
             dialer: Mutex::new(None),
@@ -204,6 +261,101 @@ impl PeerState {
         }
     }
 
+    /// Shows in status what this node refused from the peer; `writes`
+    /// of them, by table, are added to `refused_writes`.
+    pub(crate) fn note_inbound_refusals(&self, refusals: &[TxnRefusal], writes: u64) {
+        let (now, name) = (wall_millis(), self.name());
+        let mut c = self.counters.lock();
+        c.refused_writes += writes;
+        for r in refusals {
+            c.note_refusal(INBOUND, r, now, 1);
+        }
+        if let Some(r) = refusals.last() {
+            c.last_error = Some(format!(
+                "refused transaction {} of `{}` (table `{}`, {}): {}",
+                r.seq, name, r.table, r.kind, r.reason
+            ));
+        }
+    }
+
+    /// Records what the peer refused of this node's log, durably, before
+    /// the acknowledgement that follows it on the link is stored (the
+    /// caller handles frames in order), so no receipt passes for it, even
+    /// after a restart. Wakes receipts waiting on them.
+    pub(crate) fn add_outbound_refusals(
+        &self,
+        db: &Database,
+        refusals: Vec<TxnRefusal>,
+    ) -> Result<()> {
+        let now = wall_millis();
+        let name = self.name();
+        // A transaction sent again after a reconnect and refused again is
+        // still one refused transaction.
+        let fresh: Vec<bool>;
+        {
+            let mut map = self.refused.lock();
+            fresh = refusals
+                .iter()
+                .map(|r| !map.contains_key(&(r.seq, r.stamp, r.table.clone())))
+                .collect();
+            let add: Vec<(RefusalKey, RefusalRecord)> = refusals
+                .iter()
+                .map(|r| {
+                    (
+                        (r.seq, r.stamp, r.table.clone()),
+                        RefusalRecord {
+                            kind: r.kind,
+                            reason: r.reason.clone(),
+                            at_ms: now,
+                        },
+                    )
+                })
+                .collect();
+            let over = (map.len() + add.len()).saturating_sub(MAX_REFUSALS_PER_PEER);
+            let drop: Vec<RefusalKey> = map.keys().take(over).cloned().collect();
+            super::cursor::store_refusals(db, &name, &add, &drop)?;
+            for k in &drop {
+                map.remove(k);
+            }
+            map.extend(add);
+        }
+        {
+            let mut c = self.counters.lock();
+            for (r, fresh) in refusals.iter().zip(fresh) {
+                c.note_refusal(OUTBOUND, r, now, u64::from(fresh));
+            }
+        }
+        let _g = self.acked_cv.0.lock();
+        self.acked_cv.1.notify_all();
+        Ok(())
+    }
+
+    /// The receipt error for transaction `seq` (stamped `stamp`, if the
+    /// log still holds it) if the peer refused any of it.
+    fn refusal_of(&self, seq: u64, stamp: Option<Stamp>) -> Option<Error> {
+        let map = self.refused.lock();
+        let lo = (seq, Stamp::default(), String::new());
+        let by_seq = map
+            .range(lo..)
+            .take_while(|((s, _, _), _)| seq > 0 && *s == seq)
+            .next();
+        // A row of a sync has no sequence: it is matched by its stamp.
+        let by_stamp = || {
+            let stamp = stamp?;
+            map.range((0, stamp, String::new())..)
+                .take_while(|((s, st, _), _)| *s == 0 && *st == stamp)
+                .next()
+        };
+        let ((_, _, table), rec) = by_seq.or_else(by_stamp)?;
+        Some(Error::Refused {
+            peer: self.name(),
+            table: table.clone(),
+            seq,
+            kind: rec.kind,
+            reason: rec.reason.clone(),
+        })
+    }
+
     pub(crate) fn note_error(&self, e: impl Into<String>) {
         self.counters.lock().last_error = Some(e.into());
     }
@@ -276,6 +428,7 @@ impl PeerState {
             resyncs_sent: c.resyncs_sent,
             last_resync_reason: c.last_resync_reason.clone(),
             connects: c.connects,
+            refusals: c.refusals.values().cloned().collect(),
         })
     }
 
@@ -360,10 +513,13 @@ impl PeerState {
     /// acknowledged `seq`, the database closes, or `timeout` passes.
     /// `tables`: the tables transaction `seq` writes, if known; a receipt
     /// for it fails as soon as the link shows the peer does not take one
-    /// of them that this node publishes to it.
+    /// of them that this node publishes to it. It also fails as soon as
+    /// the peer refused (part of) it; `stamp`, the transaction's stamp if
+    /// the log still holds it, matches refused rows of a sync.
     pub(crate) fn wait_acked(
         &self,
         seq: u64,
+        stamp: Option<Stamp>,
         tables: &[String],
         timeout: Duration,
         closed: impl Fn() -> bool,
@@ -375,7 +531,12 @@ impl PeerState {
             // Checked before the acknowledgement: the peer acknowledges
             // positions in this node's log, which pass over writes to
             // tables it did not ask for.
-            if let Some(e) = MutexGuard::unlocked(&mut guard, || self.not_taken(seq, tables)) {
+            // Refusals arrive before the acknowledgement that covers them.
+            let refused = || {
+                self.refusal_of(seq, stamp)
+                    .or_else(|| self.not_taken(seq, tables))
+            };
+            if let Some(e) = MutexGuard::unlocked(&mut guard, refused) {
                 return Err(e);
             }
             if *self.acked.borrow() >= seq {

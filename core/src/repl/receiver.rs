@@ -1,7 +1,7 @@
 //! The receiving half of a link: applies what the peer sends, each frame
 //! in one atomic commit together with the resume cursor, and acknowledges.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::codec::Stamp;
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::log::{LogWrite, WriteOp};
-use crate::net::wire::{Message, SyncReason, SyncRow, WireTxn};
+use crate::net::wire::{Message, RefusalKind, SyncReason, SyncRow, TxnRefusal, WireTxn};
 use crate::remote::{RemoteOutcome, RemoteTxn};
 
 pub(super) struct Receiver {
@@ -33,10 +33,16 @@ pub(super) struct Receiver {
     /// Where an origin violation's reason goes, and the signal that makes
     /// the link say goodbye with it.
     violation: Option<Violation>,
+    /// What this node refused and has not yet told the peer; goes out
+    /// before the next acknowledgement.
+    refusals: Vec<TxnRefusal>,
 }
 
 /// The reason slot and the signal of [`Receiver::new`].
 pub(super) type Violation = (Arc<Mutex<Option<String>>>, oneshot::Sender<()>);
+
+/// Refusals per frame: well under any frame limit, whatever the reasons say.
+const REFUSALS_PER_FRAME: usize = 1000;
 
 impl Receiver {
     pub(super) fn new(
@@ -62,6 +68,7 @@ impl Receiver {
             subscribed,
             active: HashSet::new(),
             tx,
+            refusals: Vec::new(),
             relays_accepted,
             violation: Some(violation),
         }
@@ -162,6 +169,7 @@ impl Receiver {
                     self.peer
                         .note_error(format!("`{}` refused table `{table}`: {reason}", self.name));
                 }
+                Message::Refusals(refusals) => self.on_refusals(refusals).await?,
                 Message::Ack { upto_seq } => {
                     // A peer cannot acknowledge what was never sent to it:
                     // that would fake delivery receipts and let retention
@@ -201,11 +209,30 @@ impl Receiver {
             && self.cursor.tables.get(table).is_some_and(|c| c.synced)
     }
 
+    /// Why a write to `table` is not taken on this link.
+    fn not_live_reason(&self, table: &str) -> String {
+        if !self.subscribed.contains(table) {
+            format!(
+                "`{}` does not subscribe to table `{table}` from `{}`",
+                self.db.node_name(),
+                self.name
+            )
+        } else {
+            format!(
+                "`{}` has not accepted table `{table}` from `{}` on this link yet (no table info, or its sync is not done)",
+                self.db.node_name(),
+                self.name
+            )
+        }
+    }
+
     async fn on_txns(&mut self, batch: Vec<WireTxn>, upto: u64) -> Result<()> {
-        let mut refused: HashMap<String, u64> = HashMap::new();
+        let mut refusals = Vec::new();
+        let mut refused_writes = 0;
         let mut txns = Vec::with_capacity(batch.len());
         for t in batch {
             let mut writes = Vec::with_capacity(t.writes.len());
+            let mut cut: Vec<String> = Vec::new();
             for w in t.writes {
                 if self.live(&w.table) {
                     // Each table arrives in log order, so this table has
@@ -215,35 +242,45 @@ impl Receiver {
                     }
                     writes.push(w);
                 } else {
-                    *refused.entry(w.table).or_default() += 1;
+                    refused_writes += 1;
+                    if !cut.contains(&w.table) {
+                        cut.push(w.table);
+                    }
                 }
             }
-            if !writes.is_empty() {
-                txns.push(RemoteTxn {
+            for table in cut {
+                refusals.push(TxnRefusal {
+                    seq: t.seq,
+                    reason: self.not_live_reason(&table),
+                    table,
                     stamp: t.stamp,
-                    writes,
+                    kind: RefusalKind::NotSubscribed,
                 });
             }
-        }
-        for (table, n) in refused {
-            let reason = format!(
-                "`{}` does not subscribe to table `{table}` from `{}`",
-                self.db.node_name(),
-                self.name
-            );
-            {
-                let mut c = self.peer.counters.lock();
-                c.refused_writes += n;
-                c.last_error = Some(format!("refused {n} write(s): {reason}"));
+            if !writes.is_empty() {
+                txns.push((
+                    t.seq,
+                    RemoteTxn {
+                        stamp: t.stamp,
+                        writes,
+                    },
+                ));
             }
-            let _ = self.tx.try_send(Message::Refused { table, reason });
+        }
+        if !refusals.is_empty() {
+            self.peer.note_inbound_refusals(&refusals, refused_writes);
+            self.refusals.extend(refusals);
         }
         self.on_txns_upto(txns, upto).await
     }
 
-    /// Applies `txns` and moves every live table's cursor to `upto`, in one
-    /// commit, then acknowledges.
-    async fn on_txns_upto(&mut self, txns: Vec<RemoteTxn>, upto: u64) -> Result<()> {
+    /// Applies `txns` (each with the peer's sequence) and moves every live
+    /// table's cursor to `upto`, in one commit, then tells the peer what
+    /// was refused and acknowledges. The acknowledgement still moves past
+    /// refused writes, so later ones flow and get their receipts; the
+    /// refusals go first, so the peer never takes the acknowledgement as
+    /// delivery of a refused write.
+    async fn on_txns_upto(&mut self, txns: Vec<(u64, RemoteTxn)>, upto: u64) -> Result<()> {
         let live: Vec<String> = self
             .cursor
             .tables
@@ -258,27 +295,116 @@ impl Receiver {
         }
         self.apply(txns).await?;
         self.peer.counters.lock().received_seq = upto;
+        self.send_refusals().await?;
         self.tx
             .send(Message::Ack { upto_seq: upto })
             .await
             .map_err(|_| link_closed())
     }
 
-    async fn apply(&self, txns: Vec<RemoteTxn>) -> Result<()> {
+    async fn send_refusals(&mut self) -> Result<()> {
+        while !self.refusals.is_empty() {
+            let n = self.refusals.len().min(REFUSALS_PER_FRAME);
+            let chunk: Vec<TxnRefusal> = self.refusals.drain(..n).collect();
+            self.tx
+                .send(Message::Refusals(chunk))
+                .await
+                .map_err(|_| link_closed())?;
+        }
+        Ok(())
+    }
+
+    /// The peer refused writes of this node's log: recorded durably before
+    /// the acknowledgement that follows (this loop handles frames in
+    /// order), so that acknowledgement never makes their receipts pass.
+    async fn on_refusals(&self, refusals: Vec<TxnRefusal>) -> Result<()> {
+        // A peer cannot refuse what this node never wrote; such a claim
+        // would only fail receipts of writes to come.
+        let last = *self.db.shared.committed.borrow();
+        if let Some(r) = refusals.iter().find(|r| r.seq > last) {
+            return Err(Error::Peer(format!(
+                "`{}` refused transaction {}, but this node's log ends at {last}",
+                self.name, r.seq
+            )));
+        }
+        let (db, peer) = (self.db.clone(), self.peer.clone());
+        blocking(move || peer.add_outbound_refusals(&db, refusals)).await
+    }
+
+    /// Applies `txns`, each with the peer's sequence (0 for sync rows), and
+    /// queues a refusal for what of them was not applied.
+    async fn apply(&mut self, txns: Vec<(u64, RemoteTxn)>) -> Result<()> {
+        let mut about = Vec::with_capacity(txns.len());
+        let txns: Vec<RemoteTxn> = txns
+            .into_iter()
+            .map(|(seq, t)| {
+                let mut tables: Vec<String> = Vec::new();
+                for w in &t.writes {
+                    if !tables.contains(&w.table) {
+                        tables.push(w.table.clone());
+                    }
+                }
+                about.push((seq, t.stamp, tables));
+                t
+            })
+            .collect();
         let (db, name, cursor) = (self.db.clone(), self.name.clone(), self.cursor.encode());
         let outcomes =
             blocking(move || db.apply_remote_owned(txns, Some((&name, &cursor)))).await?;
-        let mut c = self.peer.counters.lock();
-        for o in outcomes {
+        let mut refusals = Vec::new();
+        let (mut refused_writes, mut duplicates) = (0, 0);
+        // One outcome per transaction, in order.
+        for (o, (seq, stamp, tables)) in outcomes.into_iter().zip(about) {
             match o {
                 RemoteOutcome::Refused(e) => {
-                    c.refused_writes += 1;
-                    c.last_error = Some(format!("refused a transaction from `{}`: {e}", self.name));
+                    refused_writes += 1;
+                    let kind = match e {
+                        Error::ClockSkew { .. } => RefusalKind::ClockSkew,
+                        _ => RefusalKind::InvalidRecord,
+                    };
+                    let reason = e.to_string();
+                    for table in tables {
+                        refusals.push(TxnRefusal {
+                            seq,
+                            table,
+                            stamp,
+                            kind,
+                            reason: reason.clone(),
+                        });
+                    }
                 }
-                RemoteOutcome::Applied { superseded, .. } => {
-                    c.duplicates_received += superseded as u64
+                RemoteOutcome::Applied {
+                    superseded,
+                    missing_table,
+                    ..
+                } => {
+                    duplicates += superseded as u64;
+                    if missing_table == 0 {
+                        continue;
+                    }
+                    refused_writes += missing_table as u64;
+                    for table in tables {
+                        if self.db.table(&table).is_ok() {
+                            continue;
+                        }
+                        refusals.push(TxnRefusal {
+                            seq,
+                            reason: format!(
+                                "`{}` has no table `{table}` (dropped since it subscribed?)",
+                                self.db.node_name()
+                            ),
+                            table,
+                            stamp,
+                            kind: RefusalKind::MissingTable,
+                        });
+                    }
                 }
             }
+        }
+        self.peer.counters.lock().duplicates_received += duplicates;
+        if !refusals.is_empty() || refused_writes > 0 {
+            self.peer.note_inbound_refusals(&refusals, refused_writes);
+            self.refusals.extend(refusals);
         }
         Ok(())
     }
@@ -339,29 +465,43 @@ impl Receiver {
     ) -> Result<()> {
         if !self.active.contains(&table) || !self.subscribed.contains(&table) {
             let n = rows.len() as u64;
-            let mut c = self.peer.counters.lock();
-            c.refused_writes += n;
-            c.last_error = Some(format!(
-                "refused sync rows for table `{table}` not subscribed from `{}`",
-                self.name
-            ));
-            return Ok(());
+            let reason = self.not_live_reason(&table);
+            let refusals: Vec<TxnRefusal> = rows
+                .iter()
+                .map(|row| TxnRefusal {
+                    seq: 0,
+                    table: table.clone(),
+                    stamp: row.stamp,
+                    kind: RefusalKind::NotSubscribed,
+                    reason: reason.clone(),
+                })
+                .collect();
+            self.peer.note_inbound_refusals(&refusals, n);
+            self.refusals.extend(refusals);
+            return self.send_refusals().await;
         }
         let txns = rows
             .into_iter()
-            .map(|row| RemoteTxn {
-                stamp: row.stamp,
-                writes: vec![LogWrite {
-                    table: table.clone(),
-                    key: row.key,
-                    op: match row.json {
-                        Some(json) => WriteOp::Put {
-                            json,
-                            created: row.created,
-                        },
-                        None => WriteOp::Delete,
+            .map(|row| {
+                (
+                    // A sync row has no sequence; the peer matches a
+                    // refusal of it by its stamp.
+                    0,
+                    RemoteTxn {
+                        stamp: row.stamp,
+                        writes: vec![LogWrite {
+                            table: table.clone(),
+                            key: row.key,
+                            op: match row.json {
+                                Some(json) => WriteOp::Put {
+                                    json,
+                                    created: row.created,
+                                },
+                                None => WriteOp::Delete,
+                            },
+                        }],
                     },
-                }],
+                )
             })
             .collect();
         if done {
@@ -375,6 +515,7 @@ impl Receiver {
         }
         // Merged by the stamp rule: rows only this node has stay.
         self.apply(txns).await?;
+        self.send_refusals().await?;
         if done {
             self.peer
                 .set_table_state(&table, Some("streaming".into()), None);
