@@ -109,7 +109,10 @@ class PeerStatus(TypedDict):
     backlog_bytes: int
     lag_ms: int
     refused_writes: int
+    duplicates_received: int
     syncs_received: int
+    resyncs_sent: int
+    last_resync_reason: Optional[str]
     connects: int
 
 class NodeCertFiles(TypedDict):
