@@ -127,11 +127,13 @@ fn python_fields(text: &str, class: &str) -> Fields {
     let mut in_doc = false;
     for line in block(text, &start, |l| !l.is_empty() && !l.starts_with(' ')) {
         let t = line.trim();
-        if t.starts_with("\"\"\"") {
-            in_doc = !(t.len() > 3 && t.ends_with("\"\"\"")) && !in_doc;
+        // Docstrings: a line with an odd number of quotes opens or closes one.
+        let quotes = t.matches("\"\"\"").count();
+        if in_doc || quotes > 0 {
+            in_doc ^= quotes % 2 == 1;
             continue;
         }
-        if in_doc || t.is_empty() || t.starts_with('#') {
+        if t.is_empty() || t.starts_with('#') {
             continue;
         }
         let (name, ty) = t
@@ -303,9 +305,8 @@ fn readme_fields(readme: &str) -> Fields {
     let mut top = Fields::new();
     let mut depth = 0;
     let mut last_top: Option<String> = None;
-    let mut parts = item.split('`');
     let mut outside = true;
-    while let Some(part) = parts.next() {
+    for part in item.split('`') {
         if outside {
             for ch in part.chars() {
                 match ch {
@@ -436,6 +437,9 @@ fn the_parsers_see_what_is_declared() {
             .map(|t| t.contains_key("outbound")),
         Some(true)
     );
+    let doc =
+        "class A(TypedDict):\n    \"\"\"One\n    a: int\n    \"\"\"\n\n    b: Optional[str]\n";
+    assert_eq!(python_fields(doc, "A").keys().collect::<Vec<_>>(), ["b"]);
     let node = node_fields(&read("bindings/node/index.d.ts"), "PeerStatus");
     assert_eq!(node["node_id"].ty, Some("int"));
     assert_eq!(

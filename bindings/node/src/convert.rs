@@ -225,6 +225,7 @@ pub(crate) fn record_value(json: &str) -> napi::Result<Value> {
 ///   that index.js turns into a bigint;
 /// - every other integer (counters, sequences, ms times) stays a JSON
 ///   number, a JS number: exact below 2^53, which they do not reach.
+///
 /// Takes `serde_json::to_value(&status)`.
 pub(crate) fn status_json(status: serde_json::Result<Value>) -> napi::Result<String> {
     let v = status.map_err(|e| invalid(format!("cannot serialize the status: {e}")))?;
