@@ -156,6 +156,7 @@ fn python_fields(text: &str, class: &str) -> Fields {
                 )
             }
             t if typed_dict(text, t) => ("object", Some(python_fields(text, t))),
+            t if t.starts_with("Dict[") => ("object", None),
             t => panic!("{class}.{name}: unexpected type `{t}`"),
         };
         fields.insert(
@@ -220,6 +221,7 @@ fn node_fields(text: &str, iface: &str) -> Fields {
             t if text.contains(&format!("export interface {t} {{")) => {
                 ("object", Some(node_fields(text, t)))
             }
+            t if t.starts_with("Record<") => ("object", None),
             t => panic!("{iface}.{name}: unexpected type `{t}`"),
         };
         fields.insert(
