@@ -858,15 +858,22 @@ tidelog_status tidelog_remove_peer(tidelog_db *db, const char *name);
  * "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
  * "inbound", "outbound"}], "sent_seq", "acked_seq", "received_seq",
  * "backlog_txns", "backlog_bytes", "lag_ms", "refused_writes",
- * "origin_violations", "syncs_received", "connects"}` (and more counters;
- * see the README's replication status).
+ * "origin_violations", "duplicates_received", "syncs_received", "resyncs_sent",
+ * "last_resync_reason", "connects", "refusals": [{"table", "direction",
+ * "count", "kind", "reason", "at_ms", "stamp": {"time", "node"}, "seq"}]}`: the fields and meanings of the
+ * README's status list. Counters, sequences, times (ms since the epoch)
+ * and `node_id` are unsigned 64-bit integers; a field with nothing to say
+ * yet (`address`, `since_ms`, `last_error`, `node_id`,
+ * `last_resync_reason`) is `null`.
  *
  * @param db       a database handle with replication started.
  * @param name     the peer's node name.
  * @param out_json receives the JSON text; free it with tidelog_string_free().
  * @return TIDELOG_OK, TIDELOG_NOT_FOUND, TIDELOG_UNSUPPORTED, ...
  */
-tidelog_status tidelog_peer_status(tidelog_db *db, const char *name, tidelog_string **out_json);
+tidelog_status tidelog_peer_status(tidelog_db *db,
+                                   const char *name,
+                                   tidelog_string **out_json);
 
 /**
  * Status of every peer: a JSON array of the objects tidelog_peer_status()
@@ -901,6 +908,26 @@ tidelog_status tidelog_wait_for_ack(tidelog_db *db,
                                     const char *peer,
                                     uint64_t seq,
                                     uint64_t timeout_ms);
+
+/**
+ * Waits until every peer this instance publishes to has acknowledged its
+ * log up to `seq`, i.e. has applied it: the delivery receipt of a write
+ * that must reach all its destinations; works across restarts. Blocks the
+ * calling thread (not the database); other threads may use `db` meanwhile.
+ *
+ * @param db         a database handle with replication started.
+ * @param seq        a log sequence number of this instance (the sequence a
+ *                   write or commit returned), or UINT64_MAX for everything
+ *                   committed when the call starts.
+ * @param timeout_ms how long to wait at most; UINT64_MAX (anything beyond
+ *                   100 years) waits without a practical limit.
+ * @return TIDELOG_OK, TIDELOG_TIMEOUT (the last-error message says what
+ *         the link to the first peer still missing it looks like),
+ *         TIDELOG_PEER (the transaction writes a table this instance
+ *         publishes to a peer that does not subscribe to it: it will never
+ *         be acknowledged), TIDELOG_CLOSED (closed while waiting), ...
+ */
+tidelog_status tidelog_wait_for_delivery(tidelog_db *db, uint64_t seq, uint64_t timeout_ms);
 
 /**
  * The text of a string handed out by tidelog: NUL-terminated UTF-8,

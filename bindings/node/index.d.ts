@@ -183,15 +183,43 @@ export interface PeerConfig {
   tables?: TableFlow[];
 }
 
+/**
+ * Replication state of one table with one peer. The fields of the core's
+ * status, camelCased; test/status_fields checks they stay the same.
+ */
 export interface TableStatus {
   table: string;
   publish: boolean;
   subscribe: boolean;
   /** "idle", "syncing", "streaming" or "refused: <reason>". */
   inbound: string;
+  /** As inbound, or "not subscribed by the peer". */
   outbound: string;
 }
 
+/** Refused writes of one table in one direction, with the latest one. */
+export interface RefusalStatus {
+  table: string;
+  /** "inbound": this node refused the peer's writes; "outbound": the peer refused this node's. */
+  direction: string;
+  count: number;
+  /** Why the latest was refused: "clock_skew", "not_subscribed", "invalid_record" or "missing_table". */
+  kind: string;
+  reason: string;
+  /** When the latest refusal happened (was learned of, outbound), ms since the epoch. */
+  atMs: number;
+  /** The refused transaction's stamp. */
+  stamp: Stamp;
+  /** Its sequence in the sender's log (0: a row of an initial sync). */
+  seq: number;
+}
+
+/**
+ * Everything about one peer's link: the core's status fields (README,
+ * "Status"), camelCased. Counters, sequences and times are numbers (exact:
+ * they stay below 2^53), node ids 16 hex digits, and a field with nothing
+ * to say yet is null.
+ */
 export interface PeerStatus {
   name: string;
   address: string | null;
@@ -202,17 +230,32 @@ export interface PeerStatus {
   /** The peer's node id once it said hello. */
   nodeId: string | null;
   tables: TableStatus[];
+  /** Highest local log sequence sent to the peer. */
   sentSeq: number;
+  /** Highest local log sequence the peer acknowledged as applied. */
   ackedSeq: number;
+  /** Highest peer log sequence this instance applied. */
   receivedSeq: number;
   backlogTxns: number;
   backlogBytes: number;
+  /** Age of the oldest unacknowledged transaction, in ms. */
   lagMs: number;
+  /** Writes from the peer that were refused (not subscribed, clock skew). */
   refusedWrites: number;
   /** Frames refused for an origin the peer may not send (link closed). */
   originViolations: number;
+  /** Writes from the peer this node already had (equal or newer stamp). */
+  duplicatesReceived: number;
+  /** Initial syncs and resyncs received from the peer. */
   syncsReceived: number;
+  /** Resyncs sent to the peer because the log no longer held its resume point. */
+  resyncsSent: number;
+  /** Why the last resync (either way) happened. */
+  lastResyncReason: string | null;
+  /** Successful connections so far. */
   connects: number;
+  /** Refusals per table and direction; kept across link events. */
+  refusals: RefusalStatus[];
 }
 
 export interface DevCertsOptions {
@@ -300,6 +343,12 @@ export declare class Database {
    * a table this node publishes to `peer` but `peer` does not subscribe to.
    */
   waitForAck(peer: string, seq: number | CommitInfo, timeoutMs?: number): Promise<void>;
+  /**
+   * Resolves once every peer this instance publishes to has acknowledged its
+   * log up to `seq` (omitted or null: everything committed so far). Rejects
+   * as waitForAck does.
+   */
+  waitForDelivery(seq?: number | CommitInfo | null, timeoutMs?: number): Promise<void>;
 }
 
 export declare function open(dir: string, options: OpenOptions): Database;

@@ -167,7 +167,24 @@ function recordJson(record) {
     throw new InvalidInputError(`a record must be JSON-serializable: ${e.message}`, { cause: e });
   }
   if (typeof json !== 'string') throw invalid('a record must be a JSON object');
+  // JSON.stringify writes NaN and ±Infinity as null, which would store a
+  // value the caller never wrote. Only a text with "null" in it can hide
+  // one, so the common record pays one substring search, not a replacer.
+  if (json.includes('null')) JSON.stringify(record, refuseNonFinite);
   return json;
+}
+
+/** A JSON.stringify replacer that throws on the numbers JSON cannot hold. */
+function refuseNonFinite(key, value) {
+  // Number objects reach the replacer boxed; stringify unboxes them later.
+  const n = value instanceof Number ? Number(value) : value;
+  if (typeof n === 'number' && !Number.isFinite(n)) {
+    const where = Array.isArray(this) ? `list element ${key}` : `attribute ${JSON.stringify(key)}`;
+    throw invalid(
+      `invalid record: ${where} is ${n}; NaN and infinite numbers are not JSON numbers (store null, or a string)`,
+    );
+  }
+  return value;
 }
 
 function checkFunction(f, what) {
@@ -221,12 +238,15 @@ function tableInfo(t) {
   };
 }
 
-function peerStatus(p) {
-  p.address = orNull(p.address);
-  p.sinceMs = orNull(p.sinceMs);
-  p.lastError = orNull(p.lastError);
-  p.nodeId = orNull(p.nodeId);
-  return p;
+/**
+ * Peer status from the core's own serialization (src/convert.rs,
+ * status_json): camelCased names, null for "nothing yet", node ids as hex,
+ * a stamp's time (decimal text there) as a bigint.
+ */
+function parseStatus(json) {
+  return JSON.parse(json, (key, value) =>
+    key === 'time' && typeof value === 'string' ? BigInt(value) : value,
+  );
 }
 
 function reportListenerError(db, table, err) {
@@ -838,7 +858,7 @@ class Database {
 
   peerStatus(name) {
     try {
-      return peerStatus(this.#n.peerStatus(name));
+      return parseStatus(this.#n.peerStatus(name));
     } catch (e) {
       throw toError(e);
     }
@@ -846,7 +866,7 @@ class Database {
 
   replicationStatus() {
     try {
-      return this.#n.replicationStatus().map(peerStatus);
+      return parseStatus(this.#n.replicationStatus());
     } catch (e) {
       throw toError(e);
     }
@@ -865,6 +885,25 @@ class Database {
       const s = seq !== null && typeof seq === 'object' ? seq.seq : seq;
       return this.#n
         .waitForAck(peer, optNumber(s, 'seq'), optNumber(timeoutMs, 'timeoutMs'))
+        .catch((e) => {
+          throw toError(e);
+        });
+    } catch (e) {
+      return Promise.reject(toError(e));
+    }
+  }
+
+  /**
+   * Resolves once every peer this instance publishes to has acknowledged
+   * its log up to `seq` (a number or a CommitInfo; omitted or null:
+   * everything committed so far); rejects as waitForAck does. Waits on the
+   * libuv worker pool.
+   */
+  waitForDelivery(seq = null, timeoutMs = 30_000) {
+    try {
+      const s = seq !== null && typeof seq === 'object' ? seq.seq : seq;
+      return this.#n
+        .waitForDelivery(s === null || s === undefined ? null : optNumber(s, 'seq'), optNumber(timeoutMs, 'timeoutMs'))
         .catch((e) => {
           throw toError(e);
         });

@@ -167,4 +167,6 @@ pub extern "C" fn tidelog_selftest_panic() -> tidelog_status {
 #[cfg(test)]
 mod bench;
 #[cfg(test)]
+mod status_fields;
+#[cfg(test)]
 mod tests;

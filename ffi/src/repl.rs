@@ -150,8 +150,13 @@ pub unsafe extern "C" fn tidelog_remove_peer(
 /// "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
 /// "inbound", "outbound"}], "sent_seq", "acked_seq", "received_seq",
 /// "backlog_txns", "backlog_bytes", "lag_ms", "refused_writes",
-/// "origin_violations", "syncs_received", "connects"}` (and more counters;
-/// see the README's replication status).
+/// "origin_violations", "duplicates_received", "syncs_received", "resyncs_sent",
+/// "last_resync_reason", "connects", "refusals": [{"table", "direction",
+/// "count", "kind", "reason", "at_ms", "stamp": {"time", "node"}, "seq"}]}`: the fields and meanings of the
+/// README's status list. Counters, sequences, times (ms since the epoch)
+/// and `node_id` are unsigned 64-bit integers; a field with nothing to say
+/// yet (`address`, `since_ms`, `last_error`, `node_id`,
+/// `last_resync_reason`) is `null`.
 ///
 /// @param db       a database handle with replication started.
 /// @param name     the peer's node name.
@@ -225,5 +230,36 @@ pub unsafe extern "C" fn tidelog_wait_for_ack(
         // The core adds the timeout to Instant::now(), which must not overflow.
         let timeout_ms = timeout_ms.min(MAX_WAIT_MS);
         Ok(db.wait_for_ack(peer, seq, Duration::from_millis(timeout_ms))?)
+    })
+}
+
+/// Waits until every peer this instance publishes to has acknowledged its
+/// log up to `seq`, i.e. has applied it: the delivery receipt of a write
+/// that must reach all its destinations; works across restarts. Blocks the
+/// calling thread (not the database); other threads may use `db` meanwhile.
+///
+/// @param db         a database handle with replication started.
+/// @param seq        a log sequence number of this instance (the sequence a
+///                   write or commit returned), or UINT64_MAX for everything
+///                   committed when the call starts.
+/// @param timeout_ms how long to wait at most; UINT64_MAX (anything beyond
+///                   100 years) waits without a practical limit.
+/// @return TIDELOG_OK, TIDELOG_TIMEOUT (the last-error message says what
+///         the link to the first peer still missing it looks like),
+///         TIDELOG_PEER (the transaction writes a table this instance
+///         publishes to a peer that does not subscribe to it: it will never
+///         be acknowledged), TIDELOG_CLOSED (closed while waiting), ...
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_wait_for_delivery(
+    db: *mut tidelog_db,
+    seq: u64,
+    timeout_ms: u64,
+) -> tidelog_status {
+    guard(|| {
+        let db = handles::db(db)?;
+        let seq = (seq != u64::MAX).then_some(seq);
+        // The core adds the timeout to Instant::now(), which must not overflow.
+        let timeout_ms = timeout_ms.min(MAX_WAIT_MS);
+        Ok(db.wait_for_delivery(seq, Duration::from_millis(timeout_ms))?)
     })
 }

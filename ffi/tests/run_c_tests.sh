@@ -3,6 +3,7 @@
 # -Werror -pedantic) and run under AddressSanitizer + UndefinedBehavior-
 # Sanitizer + LeakSanitizer, against BOTH libtidelog.so and libtidelog.a:
 #   test_api      every function and every error path of the boundary
+#   test_bad_values  the shared list of bad records, refused by every write
 #   test_threads  4 threads on one handle while a listener runs
 #   repl_node     cloud and edge as two processes over mutual TLS
 # No sanitizer suppressions. Needs gcc, pkg-config and openssl (certs).
@@ -85,7 +86,7 @@ for variant in shared static; do
     echo "== C tests against libtidelog ($variant)"
     bin="$out/bin/$variant"
     mkdir -p "$bin"
-    for prog in test_api test_threads repl_node; do
+    for prog in test_api test_bad_values test_threads repl_node; do
         # shellcheck disable=SC2046
         gcc "${cflags[@]}" $(pkg-config --cflags tidelog) "$src/$prog.c" -o "$bin/$prog" \
             $(link_flags "$variant")
@@ -104,6 +105,8 @@ for variant in shared static; do
     echo "-- test_api"
     "$bin/test_api" "$scratch" 2> >(grep -v -e 'deliberate panic' -e '^thread .* panicked at' \
         -e 'RUST_BACKTRACE' -e '^$' >&2)
+    echo "-- test_bad_values (tests/bad_values.txt, shared with Python and Node)"
+    "$bin/test_bad_values" "$scratch" "$root/tests/bad_values.txt"
     echo "-- test_threads"
     "$bin/test_threads" "$scratch"
 

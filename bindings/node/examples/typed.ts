@@ -174,9 +174,13 @@ async function main(): Promise<void> {
   const alert = edge.insert('alerts', { id: 'a-2', reading: 2 });
   await edge.waitForAck('cloud', alert, 10_000);
   await edge.waitForAck('cloud', alert.seq);
+  await edge.waitForDelivery(alert, 10_000);
+  await edge.waitForDelivery();
   const status: PeerStatus = edge.peerStatus('cloud');
   const all: PeerStatus[] = cloud.replicationStatus();
   void status.connected;
+  const reason: string | null = status.lastResyncReason;
+  void reason;
   void all;
   edge.removeListener(id);
   edge.removePeer('cloud');

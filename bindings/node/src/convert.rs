@@ -209,3 +209,92 @@ pub(crate) fn event_json(ev: &ChangeEvent) -> String {
 pub(crate) fn record_value(json: &str) -> napi::Result<Value> {
     tidelog::record::parse_object(json).map(Value::Object).js()
 }
+
+// ---- status -------------------------------------------------------------
+
+/// Peer status (or a list of them) as JSON text for index.js, derived from
+/// the core's own serialization so that a field the core adds reaches Node
+/// without a change here. The rules, the same for every field:
+/// - names are camelCased (`since_ms` -> `sinceMs`), as everywhere in the
+///   Node API;
+/// - `None` is `null` (serde writes it), never a missing key;
+/// - node ids (`node_id`, `node`, `*_node_id`) become 16 hex digits, as
+///   `Database.nodeId` and stamps show them: a u64 id does not fit a JS
+///   number exactly;
+/// - a stamp (`{time, node}`) takes the log's shape: `time` as decimal text
+///   that index.js turns into a bigint;
+/// - every other integer (counters, sequences, ms times) stays a JSON
+///   number, a JS number: exact below 2^53, which they do not reach.
+///
+/// Takes `serde_json::to_value(&status)`.
+pub(crate) fn status_json(status: serde_json::Result<Value>) -> napi::Result<String> {
+    let v = status.map_err(|e| invalid(format!("cannot serialize the status: {e}")))?;
+    Ok(node_shape("", v).to_string())
+}
+
+fn is_node_id(key: &str) -> bool {
+    key == "node" || key == "node_id" || key.ends_with("_node_id")
+}
+
+fn node_shape(key: &str, v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let stamp = m.len() == 2 && m.contains_key("time") && m.contains_key("node");
+            Value::Object(
+                m.into_iter()
+                    .map(|(k, v)| {
+                        let v = match (stamp && k == "time", v) {
+                            (true, Value::Number(n)) => Value::String(n.to_string()),
+                            (_, v) => node_shape(&k, v),
+                        };
+                        (camel_case(&k), v)
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(|v| node_shape(key, v)).collect()),
+        Value::Number(n) if is_node_id(key) => match n.as_u64() {
+            Some(id) => Value::String(hex(id)),
+            None => Value::Number(n),
+        },
+        v => v,
+    }
+}
+
+pub(crate) fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn status_shape_for_node() {
+        let v = serde_json::json!({
+            "since_ms": 5, "node_id": 255u64, "last_error": null,
+            "tables": [{"table": "t", "last_refused_stamp": {"time": u64::MAX, "node": 1}}]
+        });
+        let out: Value = serde_json::from_str(&node_shape("", v).to_string()).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({
+                "sinceMs": 5, "nodeId": "00000000000000ff", "lastError": null,
+                "tables": [{"table": "t", "lastRefusedStamp": {
+                    "time": u64::MAX.to_string(), "node": "0000000000000001"}}]
+            })
+        );
+    }
+}

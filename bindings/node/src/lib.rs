@@ -360,20 +360,15 @@ impl NativeDb {
         self.db.remove_peer(&name).js()
     }
 
+    /// The peer's status as JSON text (see `status_json`); index.js parses it.
     #[napi]
-    pub fn peer_status(&self, name: String) -> napi::Result<PeerStatusObj> {
-        self.db.peer_status(&name).js().map(Into::into)
+    pub fn peer_status(&self, name: String) -> napi::Result<String> {
+        status_json(serde_json::to_value(self.db.peer_status(&name).js()?))
     }
 
     #[napi]
-    pub fn replication_status(&self) -> napi::Result<Vec<PeerStatusObj>> {
-        Ok(self
-            .db
-            .replication_status()
-            .js()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+    pub fn replication_status(&self) -> napi::Result<String> {
+        status_json(serde_json::to_value(self.db.replication_status().js()?))
     }
 
     /// Resolves once `peer` acknowledged this instance's log up to `seq`.
@@ -387,8 +382,30 @@ impl NativeDb {
     ) -> napi::Result<AsyncTask<WaitAck>> {
         Ok(AsyncTask::new(WaitAck::new(
             self.db.clone(),
-            peer,
-            uint("seq", seq)?,
+            Some(peer),
+            Some(uint("seq", seq)?),
+            millis("timeoutMs", timeout_ms)?,
+        )))
+    }
+
+    /// Resolves once every peer this node publishes to acknowledged its log
+    /// up to `seq` (None: everything committed when the call starts).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait_for_delivery(
+        &self,
+        seq: Option<f64>,
+        timeout_ms: f64,
+    ) -> napi::Result<AsyncTask<WaitAck>> {
+        let seq = match seq {
+            Some(s) => uint("seq", s)?,
+            // Fixed here, on the caller's thread: what "so far" means when
+            // the call is made, not when a worker gets to it.
+            None => self.db.log_bounds().js()?.last,
+        };
+        Ok(AsyncTask::new(WaitAck::new(
+            self.db.clone(),
+            None,
+            Some(seq),
             millis("timeoutMs", timeout_ms)?,
         )))
     }

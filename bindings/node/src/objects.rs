@@ -8,8 +8,8 @@ use std::time::Duration;
 use napi_derive::napi;
 use serde_json::Value;
 use tidelog::{
-    CommitInfo, Durability, EngineKind, Key, OpenOptions, PeerConfig, PeerStatus,
-    ReplicationOptions, Security, TableFlow, TableInfo, TableOptions, TlsIdentity,
+    CommitInfo, Durability, EngineKind, Key, OpenOptions, PeerConfig, ReplicationOptions, Security,
+    TableFlow, TableInfo, TableOptions, TlsIdentity,
 };
 
 use crate::convert::{hex, invalid, key_of_value, millis, uint};
@@ -119,71 +119,6 @@ pub struct PeerOpts {
     pub name: String,
     pub address: Option<String>,
     pub tables: Option<Vec<TableFlowObj>>,
-}
-
-#[napi(object, object_from_js = false)]
-pub struct TableStatusObj {
-    pub table: String,
-    pub publish: bool,
-    pub subscribe: bool,
-    pub inbound: String,
-    pub outbound: String,
-}
-
-#[napi(object, object_from_js = false)]
-pub struct PeerStatusObj {
-    pub name: String,
-    pub address: Option<String>,
-    pub connected: bool,
-    pub since_ms: Option<f64>,
-    pub last_error: Option<String>,
-    pub node_id: Option<String>,
-    pub tables: Vec<TableStatusObj>,
-    pub sent_seq: f64,
-    pub acked_seq: f64,
-    pub received_seq: f64,
-    pub backlog_txns: f64,
-    pub backlog_bytes: f64,
-    pub lag_ms: f64,
-    pub refused_writes: f64,
-    /// Frames refused for an origin the peer may not send (link closed).
-    pub origin_violations: f64,
-    pub syncs_received: f64,
-    pub connects: f64,
-}
-
-impl From<PeerStatus> for PeerStatusObj {
-    fn from(p: PeerStatus) -> Self {
-        PeerStatusObj {
-            name: p.name,
-            address: p.address,
-            connected: p.connected,
-            since_ms: p.since_ms.map(|v| v as f64),
-            last_error: p.last_error,
-            node_id: p.node_id.map(hex),
-            tables: p
-                .tables
-                .into_iter()
-                .map(|t| TableStatusObj {
-                    table: t.table,
-                    publish: t.publish,
-                    subscribe: t.subscribe,
-                    inbound: t.inbound,
-                    outbound: t.outbound,
-                })
-                .collect(),
-            sent_seq: p.sent_seq as f64,
-            acked_seq: p.acked_seq as f64,
-            received_seq: p.received_seq as f64,
-            backlog_txns: p.backlog_txns as f64,
-            backlog_bytes: p.backlog_bytes as f64,
-            lag_ms: p.lag_ms as f64,
-            refused_writes: p.refused_writes as f64,
-            origin_violations: p.origin_violations as f64,
-            syncs_received: p.syncs_received as f64,
-            connects: p.connects as f64,
-        }
-    }
 }
 
 #[napi(object, object_from_js = false)]

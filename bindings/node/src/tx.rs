@@ -121,15 +121,23 @@ impl NativeTx {
 
 // ---- async tasks --------------------------------------------------------
 
+/// A delivery wait: for one peer (`waitForAck`), or for every peer this
+/// node publishes to (`waitForDelivery`, `peer` None; `seq` None there
+/// means everything committed so far).
 pub struct WaitAck {
     db: Database,
-    peer: String,
-    seq: u64,
+    peer: Option<String>,
+    seq: Option<u64>,
     timeout: Duration,
 }
 
 impl WaitAck {
-    pub(crate) fn new(db: Database, peer: String, seq: u64, timeout: Duration) -> WaitAck {
+    pub(crate) fn new(
+        db: Database,
+        peer: Option<String>,
+        seq: Option<u64>,
+        timeout: Duration,
+    ) -> WaitAck {
         WaitAck {
             db,
             peer,
@@ -144,9 +152,13 @@ impl Task for WaitAck {
     type JsValue = ();
 
     fn compute(&mut self) -> napi::Result<()> {
-        self.db
-            .wait_for_ack(&self.peer, self.seq, self.timeout)
-            .map_err(err)
+        match &self.peer {
+            Some(peer) => self
+                .db
+                .wait_for_ack(peer, self.seq.unwrap_or(0), self.timeout),
+            None => self.db.wait_for_delivery(self.seq, self.timeout),
+        }
+        .map_err(err)
     }
 
     fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {

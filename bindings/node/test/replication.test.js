@@ -19,6 +19,18 @@ const {
 } = require('..');
 const { tmpdir, waitUntil } = require('./helpers');
 
+/** The field names index.d.ts declares for `interface name`. */
+function declared(name) {
+  const dts = fs.readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8');
+  const body = dts.split(`export interface ${name} {\n`)[1].split('\n}\n')[0];
+  return body
+    .split('\n')
+    .map((l) => /^  (\w+)\??:/.exec(l))
+    .filter(Boolean)
+    .map((m) => m[1])
+    .sort();
+}
+
 const FAST = { heartbeatIntervalMs: 200, idleTimeoutMs: 3000, backoffInitialMs: 50, backoffMaxMs: 500 };
 
 let dir;
@@ -184,10 +196,30 @@ test('peerStatus and replicationStatus report the link', async () => {
     [['alerts', true, false], ['thresholds', false, true]],
   );
   assert.equal(typeof s.tables[0].inbound, 'string');
+  // Exactly the fields index.d.ts declares (which a Rust test holds to the core's).
+  assert.deepEqual(Object.keys(s).sort(), declared('PeerStatus'));
+  for (const t of s.tables) assert.deepEqual(Object.keys(t).sort(), declared('TableStatus'));
+  for (const k of ['duplicatesReceived', 'resyncsSent']) assert.equal(typeof s[k], 'number', k);
+  assert.equal(s.lastResyncReason, null);
   const all = cloud.replicationStatus();
   assert.deepEqual(all.map((p) => p.name), ['edge-1']);
   assert.equal(all[0].address, null, 'the cloud does not dial the edge');
   assert.equal(all[0].nodeId, edge.nodeId);
+  assert.deepEqual(Object.keys(all[0]).sort(), declared('PeerStatus'));
+});
+
+test('waitForDelivery resolves once every peer it publishes to applied the write', async () => {
+  const c = edge.insert('alerts', { id: 'delivered' });
+  await edge.waitForDelivery(c, 20_000);
+  assert.ok(cloud.get('alerts', 'delivered'), 'applied on the cloud when the receipt passes');
+  // By number, and "everything committed so far".
+  const d = edge.insert('alerts', { id: 'delivered-2' });
+  await edge.waitForDelivery();
+  assert.ok(cloud.get('alerts', 'delivered-2'));
+  await edge.waitForDelivery(d.seq, 1000);
+  await edge.waitForDelivery(null, 1000);
+  await assert.rejects(edge.waitForDelivery(-1, 10), InvalidInputError);
+  await assert.rejects(edge.waitForDelivery(1, 'soon'), InvalidInputError);
 });
 
 test('peer management errors and updatePeer / removePeer', async () => {
@@ -220,6 +252,11 @@ test('peer management errors and updatePeer / removePeer', async () => {
   clearInterval(ticker);
   assert.ok(Date.now() - t >= 250);
   assert.ok(ticks >= 5, `the event loop ran while waiting (${ticks} ticks)`);
+  // Delivery waits for every peer the edge publishes to: the offline one too.
+  await assert.rejects(
+    edge.waitForDelivery(c, 300),
+    (e) => e instanceof TimeoutError && e.code === 'TIMEOUT' && /`offline`/.test(e.message),
+  );
   assert.equal(edge.peerStatus('offline').connected, false);
   edge.updatePeer({ name: 'offline', address: '127.0.0.1:9', tables: [] });
   assert.equal(edge.peerStatus('offline').address, '127.0.0.1:9');
@@ -240,11 +277,16 @@ test('waitForAck rejects with PeerError for a table the peer does not subscribe 
       edge.waitForAck('cloud', c, 20_000),
       (e) => e instanceof PeerError && e.code === 'PEER' && /`cloud` does not subscribe to/.test(e.message),
     );
+    await assert.rejects(
+      edge.waitForDelivery(c, 20_000),
+      (e) => e instanceof PeerError && e.code === 'PEER' && /`cloud` does not subscribe to/.test(e.message),
+    );
     const out = Object.fromEntries(edge.peerStatus('cloud').tables.map((t) => [t.table, t.outbound]));
     assert.equal(out.sensor_data, 'not subscribed by the peer');
     // What the cloud takes still gets its receipt.
     const a = edge.upsert('alerts', { id: 'taken' });
     await edge.waitForAck('cloud', a, 20_000);
+    await edge.waitForDelivery(a, 20_000);
     assert.ok(cloud.get('alerts', 'taken'));
   } finally {
     edge.updatePeer({ name: 'cloud', address: cloudAddr, tables });

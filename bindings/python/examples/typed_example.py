@@ -67,10 +67,12 @@ def main() -> None:
         if seq is not None:
             try:
                 edge.wait_for_ack("cloud", seq, timeout=20)
+                edge.wait_for_delivery(seq, timeout=20)  # every peer it publishes to
             except tidelog.TimeoutError as e:
                 print("not delivered yet:", e)
         status: tidelog.PeerStatus = edge.peer_status("cloud")
-        print("connected:", status["connected"], "acked:", status["acked_seq"])
+        print("connected:", status["connected"], "acked:", status["acked_seq"],
+              "last resync:", status["last_resync_reason"])
         alert = cloud.get("alerts", "alert-3")
         print("alert at the cloud:", alert["window"] if alert else None)
         info: tidelog.CommitInfo = edge.upsert("sensor_data", {"id": 99, "sensor": "s-2", "value": 1.0})

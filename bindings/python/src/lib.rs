@@ -681,6 +681,45 @@ impl PyDatabase {
         }
     }
 
+    /// Blocks (without the GIL) until every peer this instance publishes to
+    /// acknowledged this instance's log up to `seq` (`None`: everything
+    /// committed when the call starts); raises `TimeoutError` after
+    /// `timeout` seconds, saying what the link looks like, and `PeerError`
+    /// if the transaction writes a table published to a peer that does not
+    /// subscribe to it.
+    #[pyo3(signature = (seq=None, timeout=30.0))]
+    fn wait_for_delivery(&self, py: Python<'_>, seq: Option<i64>, timeout: f64) -> PyResult<()> {
+        let db = self.h.db()?;
+        let timeout = seconds("timeout", timeout)?;
+        // Fixed once: each slice below must wait for the same position, not
+        // for whatever was committed by the time it starts.
+        let seq = match seq {
+            Some(s) => non_negative("seq", s)?,
+            None => py.detach(|| db.log_bounds()).py()?.last,
+        };
+        // Wait in slices so Ctrl-C (and other signals) get through.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let slice = left.min(Duration::from_millis(200));
+            match py.detach(|| db.wait_for_delivery(Some(seq), slice)) {
+                Err(tidelog::Error::NotAcknowledged { .. }) if left > slice => {
+                    py.check_signals()?;
+                }
+                other => {
+                    return other
+                        .map_err(|mut e| {
+                            if let tidelog::Error::NotAcknowledged { after, .. } = &mut e {
+                                *after = timeout;
+                            }
+                            e
+                        })
+                        .py();
+                }
+            }
+        }
+    }
+
     /// The benchmark's upsert loop in Rust on this database (see
     /// `bench/bench.py`): records `start..stop` into `table`; returns
     /// seconds. Not public API.

@@ -143,6 +143,42 @@ def test_edge_cloud_thresholds_down_alerts_up(
     assert cloud.peer_status("edge-1")["received_seq"] >= 1
 
 
+def test_status_has_exactly_the_declared_fields(pair: Tuple[tidelog.Database, tidelog.Database, str]) -> None:
+    # The stubs' TypedDicts (which a Rust test holds to the core's status)
+    # are exactly what the live dicts carry.
+    cloud, edge, _ = pair
+    wait_until("connected", lambda: edge.peer_status("cloud")["connected"])
+    for st in [edge.peer_status("cloud"), *cloud.replication_status()]:
+        assert set(st) == set(tidelog.PeerStatus.__annotations__)
+        assert st["tables"]
+        for t in st["tables"]:
+            assert set(t) == set(tidelog.TableStatus.__annotations__)
+        assert isinstance(st["duplicates_received"], int) and isinstance(st["resyncs_sent"], int)
+        assert st["last_resync_reason"] is None
+
+
+def test_wait_for_delivery(pair: Tuple[tidelog.Database, tidelog.Database, str]) -> None:
+    cloud, edge, _ = pair
+    seq = edge.insert("alerts", {"id": "d-1"}).seq
+    edge.wait_for_delivery(seq, timeout=20)
+    assert _get(cloud, "alerts", "d-1") is not None, "applied on the cloud when the receipt passes"
+    edge.insert("alerts", {"id": "d-2"})
+    edge.wait_for_delivery(timeout=20)  # everything so far
+    assert _get(cloud, "alerts", "d-2") is not None
+    edge.wait_for_delivery(seq, timeout=0.1)  # already delivered
+    with pytest.raises(tidelog.InvalidInputError):
+        edge.wait_for_delivery(-1)
+    with pytest.raises(tidelog.InvalidInputError):
+        edge.wait_for_delivery(seq, timeout=-1)
+    # Every peer the edge publishes to: one that never connects holds it back.
+    edge.add_peer("ghost", address="127.0.0.1:9", tables=[{"table": "alerts", "publish": True}])
+    seq = edge.upsert("alerts", {"id": "d-3"}).seq
+    with pytest.raises(tidelog.TimeoutError, match=r"ghost"):
+        edge.wait_for_delivery(seq, timeout=0.5)
+    edge.remove_peer("ghost")
+    edge.wait_for_delivery(seq, timeout=20)
+
+
 def test_peer_management_and_errors(pair: Tuple[tidelog.Database, tidelog.Database, str]) -> None:
     cloud, edge, addr = pair
     with pytest.raises(tidelog.PeerExistsError):
@@ -195,11 +231,14 @@ def test_a_receipt_for_a_table_the_peer_does_not_take_raises(
     seq = edge.upsert("sensor_data", {"id": 1, "sensor": "s1", "value": 1}).seq
     with pytest.raises(tidelog.PeerError, match="`cloud` does not subscribe to"):
         edge.wait_for_ack("cloud", seq, timeout=20)
+    with pytest.raises(tidelog.PeerError, match="`cloud` does not subscribe to"):
+        edge.wait_for_delivery(seq, timeout=20)
     outbound = {t["table"]: t["outbound"] for t in edge.peer_status("cloud")["tables"]}
     assert outbound["sensor_data"] == "not subscribed by the peer"
     # What the cloud takes still gets its receipt.
     seq = edge.upsert("alerts", {"id": "a1"}).seq
     edge.wait_for_ack("cloud", seq, timeout=20)
+    edge.wait_for_delivery(seq, timeout=20)
     assert _get(cloud, "alerts", "a1") is not None
 
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Stamp;
 use crate::db::{Database, Shared};
 use crate::error::{Error, Result};
 use crate::net::tls::TlsIdentity;
@@ -385,8 +386,9 @@ pub struct RefusalStatus {
     /// When the latest refusal happened (was learned of, outbound), ms
     /// since the epoch.
     pub at_ms: u64,
-    /// The refused transaction's stamp (HLC time: ms << 16 | counter).
-    pub stamp: u64,
+    /// The refused transaction's stamp: its HLC time (ms << 16 | counter)
+    /// and origin node id.
+    pub stamp: Stamp,
     /// Its sequence in the sender's log (0: a row of a sync).
     pub seq: u64,
 }

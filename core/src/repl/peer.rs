@@ -67,7 +67,7 @@ impl Counters {
                 kind: String::new(),
                 reason: String::new(),
                 at_ms: 0,
-                stamp: 0,
+                stamp: Stamp::default(),
                 seq: 0,
             });
         s.count += count;
@@ -75,7 +75,7 @@ impl Counters {
             s.kind = r.kind.as_str().to_string();
             s.reason = r.reason.clone();
             s.at_ms = at_ms;
-            s.stamp = r.stamp.time;
+            s.stamp = r.stamp;
             s.seq = r.seq;
         }
     }

@@ -245,6 +245,8 @@ static int run_edge(const char *dir, const char *certs, const char *port_file,
     tidelog_txn_free(t);
     OK(tidelog_wait_for_ack(db, "cloud", seq, (uint64_t)(WAIT_S * 1000)));
     printf("edge: cloud acknowledged alert a-1 (seq %llu)\n", (unsigned long long)seq);
+    /* The cloud is the only peer the edge publishes to: delivered. */
+    OK(tidelog_wait_for_delivery(db, seq, (uint64_t)(WAIT_S * 1000)));
 
     /* Publishing readings the cloud does not subscribe to: a receipt for
      * one fails (TIDELOG_PEER) instead of passing, and says why. */
@@ -257,6 +259,8 @@ static int run_edge(const char *dir, const char *certs, const char *port_file,
     OK(tidelog_update_peer(db, json));
     OK(tidelog_upsert(db, "sensor_data", "{\"id\": 99, \"sensor\": \"s-1\", \"value\": 1}", &seq));
     EXPECT(tidelog_wait_for_ack(db, "cloud", seq, (uint64_t)(WAIT_S * 1000)), TIDELOG_PEER);
+    CHECK(strstr(tu_err(), "`cloud` does not subscribe to") != NULL);
+    EXPECT(tidelog_wait_for_delivery(db, seq, (uint64_t)(WAIT_S * 1000)), TIDELOG_PEER);
     CHECK(strstr(tu_err(), "`cloud` does not subscribe to") != NULL);
     snprintf(json, sizeof json,
              "{\"name\": \"cloud\", \"address\": \"127.0.0.1:%d\", \"tables\": ["
@@ -282,6 +286,8 @@ static int run_edge(const char *dir, const char *certs, const char *port_file,
     OK(tidelog_upsert(db, "alerts", "{\"id\": \"a-2\", \"kind\": \"threshold-seen\", \"max\": 60}",
                       &seq));
     OK(tidelog_wait_for_ack(db, "cloud", seq, (uint64_t)(WAIT_S * 1000)));
+    /* Everything committed so far has reached every peer it goes to. */
+    OK(tidelog_wait_for_delivery(db, UINT64_MAX, (uint64_t)(WAIT_S * 1000)));
 
     OK(tidelog_peer_status(db, "cloud", &s));
     CONTAINS(s, "\"connected\":true");

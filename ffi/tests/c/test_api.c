@@ -543,6 +543,7 @@ static void test_replication_errors(tidelog_db *db, const char *base) {
     EXPECT(tidelog_replication_status(db, &s), TIDELOG_UNSUPPORTED);
     EXPECT(tidelog_listen(db, "127.0.0.1:0", NULL), TIDELOG_UNSUPPORTED);
     EXPECT(tidelog_wait_for_ack(db, "cloud", 1, 10), TIDELOG_UNSUPPORTED);
+    EXPECT(tidelog_wait_for_delivery(db, 1, 10), TIDELOG_UNSUPPORTED);
 
     EXPECT(tidelog_start_replication(db, "{\"insecure\": tru"), TIDELOG_INVALID_JSON);
     EXPECT(tidelog_start_replication(db, "{}"), TIDELOG_INVALID_INPUT);
@@ -594,6 +595,9 @@ static void test_replication_errors(tidelog_db *db, const char *base) {
     CONTAINS(s, "\"name\":\"cloud\"");
     CONTAINS(s, "\"connected\":false");
     CONTAINS(s, "\"table\":\"alerts\"");
+    CONTAINS(s, "\"duplicates_received\":0");
+    CONTAINS(s, "\"resyncs_sent\":0");
+    CONTAINS(s, "\"last_resync_reason\":null");
     tidelog_string_free(s);
     EXPECT(tidelog_peer_status(db, "other", &s), TIDELOG_NOT_FOUND);
     EXPECT(tidelog_peer_status(db, "cloud", NULL), TIDELOG_NULL_ARGUMENT);
@@ -610,6 +614,12 @@ static void test_replication_errors(tidelog_db *db, const char *base) {
     EXPECT(tidelog_wait_for_ack(db, "other", seq, 50), TIDELOG_NOT_FOUND);
     EXPECT(tidelog_wait_for_ack(db, NULL, seq, 50), TIDELOG_NULL_ARGUMENT);
     OK(tidelog_wait_for_ack(db, "cloud", 0, UINT64_MAX)); /* nothing to wait for */
+    /* Delivery: every peer this node publishes to, here the one offline. */
+    EXPECT(tidelog_wait_for_delivery(db, seq, 50), TIDELOG_TIMEOUT);
+    CHECK(strstr(tu_err(), "cloud") != NULL);
+    EXPECT(tidelog_wait_for_delivery(db, UINT64_MAX, 50), TIDELOG_TIMEOUT); /* all so far */
+    EXPECT(tidelog_wait_for_delivery(NULL, seq, 50), TIDELOG_NULL_ARGUMENT);
+    OK(tidelog_wait_for_delivery(db, 0, UINT64_MAX)); /* nothing to wait for */
 
     OK(tidelog_remove_peer(db, "cloud"));
     EXPECT(tidelog_remove_peer(db, "cloud"), TIDELOG_NOT_FOUND);

@@ -44,6 +44,8 @@ from ._types import (
     NodeCertFiles,
     PeerStatus,
     Record,
+    RefusalStatus,
+    Stamp,
     RecordIn,
     StrPath,
     TableFlow,
@@ -84,6 +86,8 @@ __all__ = [
     "TableFlow",
     "TableStatus",
     "PeerStatus",
+    "RefusalStatus",
+    "Stamp",
     "NodeCertFiles",
     "DevPki",
 ]

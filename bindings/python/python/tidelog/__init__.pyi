@@ -29,6 +29,8 @@ from ._types import (
     NodeCertFiles as NodeCertFiles,
     PeerStatus as PeerStatus,
     Record as Record,
+    RefusalStatus as RefusalStatus,
+    Stamp as Stamp,
     RecordIn as RecordIn,
     StrPath as StrPath,
     TableFlow as TableFlow,
@@ -267,6 +269,11 @@ class Database:
         link looks like), and :class:`PeerError` if the transaction writes
         a table this instance publishes to ``peer`` but ``peer`` does not
         subscribe to."""
+    def wait_for_delivery(self, seq: Optional[int] = None, timeout: float = 30.0) -> None:
+        """Waits until every peer this instance publishes to acknowledged
+        ``seq`` (``None``: everything committed so far); raises
+        :class:`TimeoutError` after ``timeout`` seconds and
+        :class:`PeerError` as :meth:`wait_for_ack` does."""
 
 # ---- errors ----------------------------------------------------------------
 

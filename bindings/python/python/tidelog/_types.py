@@ -92,6 +92,26 @@ class TableStatus(TypedDict):
     inbound: str
     outbound: str
 
+class Stamp(TypedDict):
+    """A version stamp: hybrid-logical-clock time, then origin node id."""
+
+    time: int
+    node: int
+
+class RefusalStatus(TypedDict):
+    """Refused writes of one table in one direction, with the latest one."""
+
+    table: str
+    # "inbound" (this node refused the peer's writes) or "outbound".
+    direction: str
+    count: int
+    # "clock_skew", "not_subscribed", "invalid_record" or "missing_table".
+    kind: str
+    reason: str
+    at_ms: int
+    stamp: Stamp
+    seq: int
+
 class PeerStatus(TypedDict):
     """Everything about one peer's link."""
 
@@ -110,8 +130,12 @@ class PeerStatus(TypedDict):
     lag_ms: int
     refused_writes: int
     origin_violations: int
+    duplicates_received: int
     syncs_received: int
+    resyncs_sent: int
+    last_resync_reason: Optional[str]
     connects: int
+    refusals: List[RefusalStatus]
 
 class NodeCertFiles(TypedDict):
     """A node's certificate chain and private key (PEM file paths)."""
