@@ -205,9 +205,14 @@ export interface PeerStatus {
   sentSeq: number;
   ackedSeq: number;
   receivedSeq: number;
+  /** Transactions still in this node's log after ackedSeq (trimmed ones are not counted). */
   backlogTxns: number;
+  /** Their bytes (keys and values, as the log byte cap counts them); exact. */
   backlogBytes: number;
+  /** Age of the oldest of them, in ms. */
   lagMs: number;
+  /** The log no longer holds what follows ackedSeq: the peer's tables are synced from their rows instead. */
+  resyncNeeded: boolean;
   refusedWrites: number;
   syncsReceived: number;
   connects: number;

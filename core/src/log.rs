@@ -123,7 +123,7 @@ impl LogSizes {
     /// Counts entry `seq` of `bytes`; entries come in sequence order.
     pub(crate) fn appended(&mut self, seq: u64, bytes: u64) {
         self.total += bytes;
-        if seq % MARK_EVERY == 0 {
+        if seq.is_multiple_of(MARK_EVERY) {
             self.marks.push_back((seq, self.total));
         }
     }

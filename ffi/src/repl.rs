@@ -145,8 +145,11 @@ pub unsafe extern "C" fn tidelog_remove_peer(
 /// Status of one peer: `{"name", "address", "connected", "since_ms",
 /// "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
 /// "inbound", "outbound"}], "sent_seq", "acked_seq", "received_seq",
-/// "backlog_txns", "backlog_bytes", "lag_ms", "refused_writes",
-/// "syncs_received", "connects"}`.
+/// "backlog_txns", "backlog_bytes", "lag_ms", "resync_needed",
+/// "refused_writes", "syncs_received", "connects"}`. The backlog counts the
+/// transactions (and their bytes) still in this node's log after
+/// "acked_seq"; "resync_needed" is true once the log no longer holds what
+/// follows "acked_seq" (the peer's tables are then synced from their rows).
 ///
 /// @param db       a database handle with replication started.
 /// @param name     the peer's node name.

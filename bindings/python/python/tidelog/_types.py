@@ -108,6 +108,7 @@ class PeerStatus(TypedDict):
     backlog_txns: int
     backlog_bytes: int
     lag_ms: int
+    resync_needed: bool
     refused_writes: int
     syncs_received: int
     connects: int
