@@ -857,14 +857,17 @@ tidelog_status tidelog_remove_peer(tidelog_db *db, const char *name);
  * Status of one peer: `{"name", "address", "connected", "since_ms",
  * "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
  * "inbound", "outbound"}], "sent_seq", "acked_seq", "received_seq",
- * "backlog_txns", "backlog_bytes", "lag_ms", "refused_writes",
+ * "backlog_txns", "backlog_bytes", "lag_ms", "resync_needed", "refused_writes",
  * "origin_violations", "duplicates_received", "syncs_received", "resyncs_sent",
  * "last_resync_reason", "connects", "refusals": [{"table", "direction",
  * "count", "kind", "reason", "at_ms", "stamp": {"time", "node"}, "seq"}]}`: the fields and meanings of the
  * README's status list. Counters, sequences, times (ms since the epoch)
  * and `node_id` are unsigned 64-bit integers; a field with nothing to say
  * yet (`address`, `since_ms`, `last_error`, `node_id`,
- * `last_resync_reason`) is `null`.
+ * `last_resync_reason`) is `null`. The backlog counts the transactions
+ * (and their bytes) still in this node's log after "acked_seq";
+ * "resync_needed" is true once the log no longer holds what follows
+ * "acked_seq" (the peer's tables are then synced from their rows).
  *
  * @param db       a database handle with replication started.
  * @param name     the peer's node name.

@@ -236,10 +236,14 @@ export interface PeerStatus {
   ackedSeq: number;
   /** Highest peer log sequence this instance applied. */
   receivedSeq: number;
+  /** Transactions still in this node's log after ackedSeq (trimmed ones are not counted). */
   backlogTxns: number;
+  /** Their bytes (keys and values, as the log byte cap counts them); exact. */
   backlogBytes: number;
-  /** Age of the oldest unacknowledged transaction, in ms. */
+  /** Age of the oldest of them, in ms. */
   lagMs: number;
+  /** The log no longer holds what follows ackedSeq: the peer's tables are synced from their rows instead. */
+  resyncNeeded: boolean;
   /** Writes from the peer that were refused (not subscribed, clock skew). */
   refusedWrites: number;
   /** Frames refused for an origin the peer may not send (link closed). */

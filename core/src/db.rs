@@ -145,6 +145,8 @@ pub(crate) struct WriteState {
     pub(crate) first_seq: u64,
     /// Sum of the log's key and value sizes, for the byte cap.
     pub(crate) log_bytes: u64,
+    /// Where in the log those bytes lie, for peers' backlogs.
+    pub(crate) log_sizes: crate::log::LogSizes,
 }
 
 pub(crate) struct Shared {
@@ -209,13 +211,15 @@ impl Database {
         )?;
         let catalog = Catalog::load(&store)?;
         let hlc = Hlc::new(opts.max_clock_skew);
-        let log_bytes = {
-            let mut n = 0u64;
+        let (log_bytes, log_sizes) = {
+            let (mut n, mut sizes) = (0u64, crate::log::LogSizes::default());
             for item in store.range(Space::Log, Bound::Unbounded, Bound::Unbounded, false) {
                 let (k, v) = item?;
-                n += (k.len() + v.len()) as u64;
+                let size = (k.len() + v.len()) as u64;
+                n += size;
+                sizes.appended(seq_from_key(&k)?, size);
             }
-            n
+            (n, sizes)
         };
         let (first_seq, next_seq) = {
             let first = store
@@ -247,6 +251,7 @@ impl Database {
                 next_seq,
                 first_seq,
                 log_bytes,
+                log_sizes,
             }),
             catalog: RwLock::new(catalog),
             hlc,

@@ -95,6 +95,57 @@ pub(crate) fn seq_from_key(k: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// What one log entry counts for in the log's size: its value and its
+/// 8-byte key, as the byte cap measures it.
+pub(crate) fn entry_size(encoded_len: usize) -> u64 {
+    encoded_len as u64 + 8
+}
+
+/// Sequences between two size marks: the most entries a backlog count
+/// reads.
+pub(crate) const MARK_EVERY: u64 = 1024;
+
+/// The log's running byte total with a mark every [`MARK_EVERY`]
+/// sequences, so that the bytes after any position still in the log are
+/// known by reading at most `MARK_EVERY` entries: a peer's backlog is
+/// counted exactly without scanning the log behind it, however long.
+#[derive(Debug, Default)]
+pub(crate) struct LogSizes {
+    /// Bytes of every entry appended since open (or found at open),
+    /// trimmed or not.
+    total: u64,
+    /// `(seq, total once seq was appended)` for each `seq` that is a
+    /// multiple of `MARK_EVERY`, from just before the log's first entry on.
+    marks: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl LogSizes {
+    /// Counts entry `seq` of `bytes`; entries come in sequence order.
+    pub(crate) fn appended(&mut self, seq: u64, bytes: u64) {
+        self.total += bytes;
+        if seq.is_multiple_of(MARK_EVERY) {
+            self.marks.push_back((seq, self.total));
+        }
+    }
+
+    /// Forgets marks no position in the log can use once `first` is the
+    /// first entry.
+    pub(crate) fn trimmed(&mut self, first: u64) {
+        while self.marks.front().is_some_and(|(s, _)| s + 1 < first) {
+            self.marks.pop_front();
+        }
+    }
+
+    /// The first mark at or after `seq`, and the bytes of every entry
+    /// after it: `None` if no entry from `seq` on has a mark yet.
+    pub(crate) fn after_mark(&self, seq: u64) -> Option<(u64, u64)> {
+        let i = self.marks.partition_point(|(s, _)| *s < seq);
+        self.marks
+            .get(i)
+            .map(|(s, at)| (*s, self.total.saturating_sub(*at)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

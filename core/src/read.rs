@@ -45,6 +45,16 @@ pub struct LogBounds {
     pub bytes: u64,
 }
 
+/// What the log still holds after a position (see
+/// [`Database::log_backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LogBacklog {
+    pub(crate) txns: u64,
+    pub(crate) bytes: u64,
+    /// Local commit time (HLC) of the first of them.
+    pub(crate) oldest_local_time: Option<u64>,
+}
+
 impl Database {
     pub fn get(&self, table: &str, key: impl Into<Key>) -> Result<Option<Record>> {
         let store = self.store()?;
@@ -286,25 +296,63 @@ impl Database {
         Ok(out)
     }
 
-    /// Bytes of log from `from_seq` on (at most `limit` entries) and the
-    /// local commit time of the first of them.
-    pub(crate) fn log_backlog(&self, from_seq: u64, limit: usize) -> Result<(u64, Option<u64>)> {
+    /// What the log still holds from `from_seq` on: entries, bytes (as the
+    /// byte cap counts them) and the local commit time of the first. Exact,
+    /// reading at most [`crate::log::MARK_EVERY`] entries whatever the
+    /// log's length (see [`crate::log::LogSizes`]).
+    pub(crate) fn log_backlog(&self, from_seq: u64) -> Result<LogBacklog> {
         let store = self.store()?;
-        let iter = store.range(
-            Space::Log,
-            Bound::Included(seq_key(from_seq).to_vec()),
-            Bound::Unbounded,
-            false,
-        );
-        let (mut bytes, mut first) = (0u64, None);
-        for item in iter.take(limit) {
-            let (_, v) = item?;
-            if first.is_none() {
-                first = Some(LogEntry::decode(&v)?.local_time);
+        let mut backlog = LogBacklog::default();
+        // Trimming removes entries from the front without the commit lock
+        // held throughout: a count it overtook is taken again.
+        for _ in 0..3 {
+            let (from, last, mark) = {
+                let w = self.shared.write.lock();
+                let from = from_seq.max(w.first_seq);
+                (from, w.next_seq - 1, w.log_sizes.after_mark(from - 1))
+            };
+            if from > last {
+                return Ok(LogBacklog::default());
             }
-            bytes += v.len() as u64;
+            // Entries past the mark are in the running total; only those
+            // between `from` and the mark are read.
+            let (scan_to, after) = match mark {
+                Some((s, after)) if s <= last => (s, after),
+                _ => (last, 0),
+            };
+            backlog = LogBacklog {
+                txns: last - from + 1,
+                bytes: after,
+                oldest_local_time: None,
+            };
+            let mut read = 0;
+            let iter = (scan_to >= from).then(|| {
+                store.range(
+                    Space::Log,
+                    Bound::Included(seq_key(from).to_vec()),
+                    Bound::Included(seq_key(scan_to).to_vec()),
+                    false,
+                )
+            });
+            for item in iter.into_iter().flatten() {
+                let (k, v) = item?;
+                if read == 0 {
+                    backlog.oldest_local_time = Some(LogEntry::decode_local_time(&v)?);
+                }
+                backlog.bytes += (k.len() + v.len()) as u64;
+                read += 1;
+            }
+            if backlog.oldest_local_time.is_none() {
+                backlog.oldest_local_time = match store.get(Space::Log, &seq_key(from))? {
+                    Some(v) => Some(LogEntry::decode_local_time(&v)?),
+                    None => continue,
+                };
+            }
+            if read == (scan_to + 1).saturating_sub(from) {
+                return Ok(backlog);
+            }
         }
-        Ok((bytes, first))
+        Ok(backlog)
     }
 
     /// The first sequence number committed at or after `millis` (local time).

@@ -135,10 +135,10 @@ impl Database {
         if let Some((name, value)) = cursor {
             batch.put(Space::Meta, cursor_key(name), value.to_vec());
         }
-        let mut log_bytes = 0;
+        let mut sizes = Vec::with_capacity(entries.len());
         for e in &entries {
             let encoded = e.encode();
-            log_bytes += (encoded.len() + 8) as u64;
+            sizes.push((e.seq, crate::log::entry_size(encoded.len())));
             batch.put(Space::Log, seq_key(e.seq).to_vec(), encoded);
         }
         if batch.is_empty() {
@@ -146,7 +146,10 @@ impl Database {
         }
         commit_batch(self, &store, batch, repeated)?;
         w.next_seq = next_seq;
-        w.log_bytes += log_bytes;
+        for (seq, bytes) in sizes {
+            w.log_bytes += bytes;
+            w.log_sizes.appended(seq, bytes);
+        }
         if let Some(last) = entries.last() {
             shared.committed.send_replace(last.seq);
         }

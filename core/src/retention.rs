@@ -91,6 +91,7 @@ pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<T
             store.commit(batch, false)?;
             w.first_seq = next_first;
             w.log_bytes = w.log_bytes.saturating_sub(freed);
+            w.log_sizes.trimmed(next_first);
         }
         db.shared.dirty.store(true, Ordering::Release);
         report.removed += n;
@@ -314,5 +315,92 @@ mod tests {
         let now = crate::hlc::wall_millis();
         assert_eq!(trim_log(&db, u64::MAX, now).unwrap().removed, 0);
         assert_eq!(trim_log(&db, u64::MAX, now + 700_000).unwrap().removed, 9);
+    }
+
+    /// The log's bytes from `from` on, by reading every entry.
+    fn scanned(db: &Database, from: u64) -> (u64, u64) {
+        let store = db.store().unwrap();
+        let (mut n, mut bytes) = (0, 0);
+        for item in store.range(Space::Log, Bound::Unbounded, Bound::Unbounded, false) {
+            let (k, v) = item.unwrap();
+            if seq_from_key(&k).unwrap() >= from {
+                n += 1;
+                bytes += (k.len() + v.len()) as u64;
+            }
+        }
+        (n, bytes)
+    }
+
+    fn assert_backlogs_exact(db: &Database) {
+        let b = db.log_bounds().unwrap();
+        let mut froms: Vec<u64> = (0..=b.last + 2).step_by(97).collect();
+        froms.extend([0, 1, b.first - 1, b.first, b.first + 1, b.last, b.last + 1]);
+        for m in (0..=b.last / 1024).map(|k| k * 1024) {
+            froms.extend([m.saturating_sub(1), m, m + 1, m + 2]);
+        }
+        for from in froms {
+            let got = db.log_backlog(from).unwrap();
+            let (n, bytes) = scanned(db, from);
+            assert_eq!((got.txns, got.bytes), (n, bytes), "from {from}, log {b:?}");
+            assert_eq!(got.oldest_local_time.is_some(), n > 0, "from {from}");
+        }
+        assert_eq!(db.log_backlog(0).unwrap().bytes, b.bytes);
+    }
+
+    #[test]
+    fn backlogs_count_only_what_the_log_still_holds_exactly() {
+        use crate::{Key, LogWrite, RemoteTxn, Stamp, WriteOp};
+        let (_d, db) = db_with(Default::default());
+        // Entries of different sizes, local and applied from a peer in
+        // batches, across several size marks.
+        for i in 0..2500 {
+            db.upsert("t", json!({"id": i, "pad": "x".repeat(i % 40)}))
+                .unwrap();
+        }
+        let remote: Vec<RemoteTxn> = (0..1500)
+            .map(|i| RemoteTxn {
+                stamp: Stamp {
+                    time: (crate::hlc::wall_millis() << 16) + i,
+                    node: 7,
+                },
+                writes: vec![LogWrite {
+                    table: "t".into(),
+                    key: Key::Int(10_000 + i as i64),
+                    op: WriteOp::Put {
+                        json: format!("{{\"id\":{}}}", 10_000 + i),
+                        created: 1 << 16,
+                    },
+                }],
+            })
+            .collect();
+        db.apply_remote(&remote, None).unwrap();
+        assert_eq!(db.log_bounds().unwrap().last, 4000);
+        assert_backlogs_exact(&db);
+        // Trimmed by acknowledgement, then by the byte cap.
+        trim_log(&db, 1500, crate::hlc::wall_millis()).unwrap();
+        assert_eq!(db.log_bounds().unwrap().first, 1501);
+        assert_backlogs_exact(&db);
+        // Reopen finds the same sizes on disk; a small cap makes the
+        // background trim cut into them.
+        let dir = db.path().to_path_buf();
+        db.close().unwrap();
+        let cap = crate::db::Retention {
+            log_max_bytes: 60_000,
+            ..Default::default()
+        };
+        let db = Database::open(&dir, OpenOptions::new("n1").retention(cap)).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while db.log_bounds().unwrap().bytes > 60_000 {
+            assert!(std::time::Instant::now() < deadline, "never trimmed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(db.log_bounds().unwrap().first > 1501);
+        assert_backlogs_exact(&db);
+        db.close().unwrap();
+        let db = Database::open(&dir, OpenOptions::new("n1")).unwrap();
+        for i in 0..1100 {
+            db.upsert("t", json!({"id": i})).unwrap();
+        }
+        assert_backlogs_exact(&db);
     }
 }

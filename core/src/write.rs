@@ -583,11 +583,12 @@ fn finish(
     local: bool,
 ) -> Result<u64> {
     let encoded = entry.encode();
-    let bytes = (encoded.len() + 8) as u64;
+    let bytes = crate::log::entry_size(encoded.len());
     batch.put(Space::Log, seq_key(entry.seq).to_vec(), encoded);
     commit_batch(db, store, batch, repeated)?;
     w.next_seq = entry.seq + 1;
     w.log_bytes += bytes;
+    w.log_sizes.appended(entry.seq, bytes);
     let seq = entry.seq;
     db.shared.committed.send_replace(seq);
     queue_events(db, entry, local);

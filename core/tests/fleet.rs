@@ -312,6 +312,60 @@ fn an_edge_overtaken_by_the_log_cap_is_resynced_and_its_own_rows_survive() {
 }
 
 #[test]
+fn status_counts_the_backlog_the_log_still_holds_once_a_cap_trimmed_it() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cap = 64 * 1024;
+    let (cloud, addr) = start_cloud(dc.path(), &pki, 0, cap);
+    let edge = start_edge(de.path(), &pki, &addr);
+    let before = cloud.upsert("thresholds", json!({"id": "before"})).unwrap();
+    wait_until("the edge acknowledged the first write", T, || {
+        cloud.peer_status("edge-1").unwrap().acked_seq >= before.seq
+    });
+    let s = cloud.peer_status("edge-1").unwrap();
+    assert_eq!(
+        (s.backlog_txns, s.backlog_bytes, s.resync_needed),
+        (0, 0, false),
+        "{s:?}"
+    );
+    edge.close().unwrap();
+    // The edge is away while the cloud writes far more than its cap holds.
+    let written = 20_000;
+    for i in 0..written {
+        cloud.upsert("thresholds", json!({"id": i})).unwrap();
+    }
+    wait_until("cloud log trimmed under its cap", T, || {
+        cloud.log_bounds().unwrap().bytes <= cap
+    });
+    // Writes stopped; a status taken while the log did not move is
+    // compared with the log read back entry by entry.
+    let (s, bounds) = loop {
+        let b = cloud.log_bounds().unwrap();
+        let s = cloud.peer_status("edge-1").unwrap();
+        if cloud.log_bounds().unwrap() == b {
+            break (s, b);
+        }
+    };
+    let pending = cloud.read_log(s.acked_seq + 1, usize::MAX).unwrap();
+    assert!(pending.len() < written / 2, "the cap trimmed most of it");
+    assert_eq!(pending.first().map(|e| e.seq), Some(bounds.first));
+    assert_eq!(s.backlog_txns, pending.len() as u64, "{s:?} {bounds:?}");
+    assert_eq!(s.backlog_txns, bounds.last - bounds.first + 1);
+    // All that is left of its backlog is the whole log, as the cap counts it.
+    assert_eq!(s.backlog_bytes, bounds.bytes, "{s:?} {bounds:?}");
+    assert!(s.backlog_bytes <= cap);
+    assert!(s.acked_seq + 1 < bounds.first);
+    assert!(s.resync_needed, "{s:?}");
+    // Back, the edge is resynced, and the flag goes with the backlog.
+    let edge = start_edge(de.path(), &pki, &addr);
+    wait_until("edge resynced and caught up", T, || {
+        let s = cloud.peer_status("edge-1").unwrap();
+        !s.resync_needed && s.backlog_txns == 0 && s.backlog_bytes == 0
+    });
+    assert_eq!(edge.count("thresholds").unwrap(), written as u64 + 1);
+}
+
+#[test]
 fn the_log_stays_under_its_byte_cap_when_a_peer_is_gone_for_good() {
     let pki = Pki::new(&["cloud", "edge-1"]);
     let dc = tempfile::tempdir().unwrap();

@@ -355,6 +355,51 @@ fn unsubscribed_tables_are_refused_and_reported() {
 }
 
 #[test]
+fn a_peer_that_takes_nothing_acknowledges_the_log_so_it_is_trimmed() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cloud = open_node(dc.path(), "cloud");
+    cloud.create_table("t", TableOptions::default()).unwrap();
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let addr = cloud.listen("127.0.0.1:0").unwrap();
+    // The hub publishes `t` to the edge, which subscribes to nothing.
+    cloud
+        .add_peer(PeerConfig::new("edge-1").table(TableFlow::publish("t")))
+        .unwrap();
+    let edge = open_node(de.path(), "edge-1");
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(PeerConfig::new("cloud").address(addr.to_string()))
+        .unwrap();
+    wait_until("the cloud sees `t` is not taken", T, || {
+        let s = cloud.peer_status("edge-1").unwrap();
+        s.connected
+            && s.tables
+                .iter()
+                .any(|t| t.outbound == "not subscribed by the peer")
+    });
+    let mut last = 0;
+    for i in 0..500 {
+        last = cloud.upsert("t", json!({"id": i})).unwrap().seq;
+    }
+    wait_until("the edge acknowledged the log it passes over", T, || {
+        let s = cloud.peer_status("edge-1").unwrap();
+        s.acked_seq == last && s.backlog_txns == 0
+    });
+    // Retention follows: trimmed by acknowledgement, far below any cap.
+    wait_until("the log trimmed to its newest entry", T, || {
+        cloud.log_bounds().unwrap().first == last
+    });
+    let bounds = cloud.log_bounds().unwrap();
+    assert!(bounds.bytes < Retention::default().log_max_bytes / 1000);
+    // A receipt for a write the edge never gets still fails, not passes.
+    let e = cloud
+        .wait_for_ack("edge-1", last, Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(e, Error::NotSubscribed { .. }), "{e}");
+    assert!(edge.describe_table("t").is_err());
+}
+
+#[test]
 fn a_published_table_created_after_the_link_came_up_starts_flowing() {
     let pki = Pki::new(&["cloud", "edge-1"]);
     let (dc, de) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -1354,12 +1354,7 @@ fn a_receipt_fails_for_a_transaction_the_receiver_refused_though_it_acknowledged
             out[0].seq,
             out[0].stamp
         ),
-        (
-            "thresholds",
-            "not_subscribed",
-            refused.seq,
-            refused.stamp.time
-        )
+        ("thresholds", "not_subscribed", refused.seq, refused.stamp)
     );
     // A later transaction the receiver takes gets its receipt.
     let later = f

@@ -207,13 +207,18 @@ pub fn status_line(p: &PeerStatus, now_ms: u64) -> String {
         })
         .collect();
     format!(
-        "peer `{}` {link} | sent {} acked {} received {} | backlog {} txns {} bytes | lag {} ms | refused {}{refusals} | syncs {} | tables {} | last error: {}",
+        "peer `{}` {link} | sent {} acked {} received {} | backlog {} txns {} bytes{} | lag {} ms | refused {}{refusals} | syncs {} | tables {} | last error: {}",
         p.name,
         p.sent_seq,
         p.acked_seq,
         p.received_seq,
         p.backlog_txns,
         p.backlog_bytes,
+        if p.resync_needed {
+            ", resync needed"
+        } else {
+            ""
+        },
         p.lag_ms,
         p.refused_writes,
         p.syncs_received,

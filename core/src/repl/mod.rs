@@ -335,12 +335,23 @@ pub struct PeerStatus {
     pub acked_seq: u64,
     /// Highest peer log sequence this instance applied.
     pub received_seq: u64,
-    /// Local transactions after `acked_seq` (some may not concern the peer).
+    /// Transactions still in this node's log after `acked_seq`: entries
+    /// trimmed away are not counted. Every entry counts, including those
+    /// the peer will not receive (writes to tables it does not take, its
+    /// own writes coming back): the link passes over them as it catches up.
+    /// Always 0 for a peer this node publishes nothing to.
     pub backlog_txns: u64,
-    /// Log bytes after `acked_seq` (counted up to 100,000 entries).
+    /// The bytes of those entries, as `log_max_bytes` counts them (keys and
+    /// values, before compression). Exact, however long the log.
     pub backlog_bytes: u64,
-    /// Age of the oldest unacknowledged transaction, in ms.
+    /// Age of the oldest of those entries, in ms; 0 without a backlog.
     pub lag_ms: u64,
+    /// The log no longer holds the entries right after `acked_seq` (a cap
+    /// trimmed them, or the peer was added after they were trimmed): the
+    /// peer's tables are synced from their current rows when it next
+    /// connects (or are being synced now) instead of being streamed from
+    /// the log, and the backlog then counts only what the log still holds.
+    pub resync_needed: bool,
     /// Writes from the peer that were refused: tables not subscribed from
     /// it, stamps beyond `max_clock_skew`, records breaking the rules,
     /// tables this node does not have (see `refusals` for which and why).

@@ -363,23 +363,19 @@ impl PeerState {
     pub(crate) fn status(&self, db: &Database) -> Result<PeerStatus> {
         let config = self.config();
         let acked = *self.acked.borrow();
-        let bounds = db.log_bounds()?;
         // A peer this node publishes nothing to has no backlog here.
         let publishes = config.tables.iter().any(|t| t.publish);
-        let backlog_txns = if publishes {
-            bounds.last.saturating_sub(acked)
+        let (backlog, resync_needed) = if publishes {
+            let backlog = db.log_backlog(acked + 1)?;
+            // Checked after the count: the log only loses entries, so a
+            // trim racing it can only make this say yes sooner.
+            (backlog, acked + 1 < db.log_bounds()?.first)
         } else {
-            0
+            Default::default()
         };
-        let (mut backlog_bytes, mut lag_ms) = (0, 0);
-        if backlog_txns > 0 {
-            let from = (acked + 1).max(bounds.first);
-            let (bytes, oldest) = db.log_backlog(from, 100_000)?;
-            backlog_bytes = bytes;
-            if let Some(t) = oldest {
-                lag_ms = wall_millis().saturating_sub(t >> crate::hlc::LOGICAL_BITS);
-            }
-        }
+        let lag_ms = backlog.oldest_local_time.map_or(0, |t| {
+            wall_millis().saturating_sub(t >> crate::hlc::LOGICAL_BITS)
+        });
         let c = self.counters.lock();
         let tables = config
             .tables
@@ -418,9 +414,10 @@ impl PeerState {
             sent_seq: c.sent_seq,
             acked_seq: acked,
             received_seq: c.received_seq,
-            backlog_txns,
-            backlog_bytes,
+            backlog_txns: backlog.txns,
+            backlog_bytes: backlog.bytes,
             lag_ms,
+            resync_needed,
             refused_writes: c.refused_writes,
             origin_violations: c.origin_violations,
             duplicates_received: c.duplicates_received,

@@ -338,6 +338,26 @@ impl Sender {
         Ok(to)
     }
 
+    /// For a link on which the peer takes nothing from this node: every
+    /// entry is passed over, so the peer may acknowledge the log as it
+    /// grows. Its acknowledgement would otherwise stay where the link came
+    /// up, holding back log retention and tombstone collection for a peer
+    /// that needs none of it. One position is outstanding at a time, so a
+    /// busy log costs a round trip now and then, not one per commit.
+    async fn pass_over(&self) -> Result<()> {
+        let mut committed = self.db.shared.committed.subscribe();
+        let mut acked = self.peer.acked.subscribe();
+        let mut floor = *acked.borrow_and_update();
+        loop {
+            let last = *committed.borrow_and_update();
+            floor = self.progress(floor, last).await?;
+            while *acked.borrow_and_update() < floor {
+                acked.changed().await.map_err(|_| link_closed())?;
+            }
+            committed.changed().await.map_err(|_| Error::Closed)?;
+        }
+    }
+
     /// Streams the log for the tables in `starts`, and for each table in
     /// `pending` once `synced` says its sync is written (with the sequence
     /// the sync covers).
@@ -356,8 +376,7 @@ impl Sender {
             .collect();
         let mut lanes = self.lanes(starts, &priority, pending.clone());
         if lanes.is_empty() && pending.is_empty() {
-            // Nothing flows this way; the other halves keep the link.
-            return std::future::pending().await;
+            return self.pass_over().await;
         }
         let mut committed = self.db.shared.committed.subscribe();
         let mut acked = self.peer.acked.subscribe();

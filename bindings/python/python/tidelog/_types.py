@@ -128,6 +128,7 @@ class PeerStatus(TypedDict):
     backlog_txns: int
     backlog_bytes: int
     lag_ms: int
+    resync_needed: bool
     refused_writes: int
     origin_violations: int
     duplicates_received: int
