@@ -96,7 +96,7 @@ impl std::fmt::Debug for Bytes {
 }
 
 /// A set of writes that commit atomically or not at all.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub(crate) struct Batch {
     pub(crate) ops: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
 }
@@ -309,22 +309,38 @@ impl Store {
     }
 
     /// Applies every write of `batch` atomically; with `sync` it is durable
-    /// on disk before this returns.
-    pub(crate) fn commit(&self, batch: Batch, sync: bool) -> Result<()> {
+    /// on disk before this returns. A failure says whether the batch may
+    /// have reached the engine (see [`WriteFailure::applied`]).
+    pub(crate) fn commit(&self, batch: Batch, sync: bool) -> Result<(), WriteFailure> {
         match self {
             Store::Fjall { db, spaces } => {
                 let mut b = db.batch();
-                if sync {
-                    b = b.durability(Some(fjall::PersistMode::SyncData));
-                }
-                for (space, key, value) in batch.ops {
-                    let ks = &spaces[space as usize];
+                // fjall copies keys and values into its own buffers either
+                // way; borrowing them keeps the batch for a failure.
+                for (space, key, value) in &batch.ops {
+                    let ks = &spaces[*space as usize];
                     match value {
-                        Some(v) => b.insert(ks, key, v),
-                        None => b.remove(ks, key),
+                        Some(v) => b.insert(ks, key.as_slice(), v.as_slice()),
+                        None => b.remove(ks, key.as_slice()),
                     }
                 }
-                b.commit()?;
+                // fjall writes a batch to its journal before it touches a
+                // memtable, so after a failed commit reads still see the
+                // state before it; but what of the batch reached the
+                // journal's buffer may still be written out whole, so it
+                // can turn up when the engine reopens. The batch comes back
+                // with the failure for the caller to undo it then.
+                // Persisting is a separate step so that its failure (the
+                // batch is then in the memtables) can be told apart.
+                if let Err(e) = b.commit() {
+                    let mut f = WriteFailure::fjall(e, true);
+                    f.batch = Some(batch);
+                    return Err(f);
+                }
+                if sync {
+                    db.persist(fjall::PersistMode::SyncData)
+                        .map_err(|e| WriteFailure::fjall(e, true))?;
+                }
                 Ok(())
             }
             Store::Sled { db } => {
@@ -336,9 +352,11 @@ impl Store {
                         None => b.remove(k),
                     }
                 }
-                db.apply_batch(b)?;
+                // sled can fail part way through applying a batch in
+                // memory, so any failure may have left some of it there.
+                db.apply_batch(b).map_err(|e| WriteFailure::sled(e, true))?;
                 if sync {
-                    db.flush()?;
+                    db.flush().map_err(|e| WriteFailure::sled(e, true))?;
                 }
                 Ok(())
             }
@@ -346,11 +364,13 @@ impl Store {
     }
 
     /// Makes every commit so far durable on disk.
-    pub(crate) fn flush(&self) -> Result<()> {
+    pub(crate) fn flush(&self) -> Result<(), WriteFailure> {
         match self {
-            Store::Fjall { db, .. } => db.persist(fjall::PersistMode::SyncData)?,
+            Store::Fjall { db, .. } => db
+                .persist(fjall::PersistMode::SyncData)
+                .map_err(|e| WriteFailure::fjall(e, false))?,
             Store::Sled { db } => {
-                db.flush()?;
+                db.flush().map_err(|e| WriteFailure::sled(e, false))?;
             }
         }
         Ok(())
@@ -363,6 +383,59 @@ impl Store {
             Store::Sled { .. } => dir_size(dir),
         }
     }
+}
+
+/// A write or flush the engine refused. Both engines stop taking writes
+/// after one (fjall poisons itself, sled keeps the error), so the database
+/// reopens the engine before the next write.
+#[derive(Debug)]
+pub(crate) struct WriteFailure {
+    pub(crate) error: Error,
+    /// The batch may turn up after the engine is reopened (unless it is
+    /// undone then, see `batch`). `false` means it is certainly not
+    /// committed.
+    pub(crate) applied: bool,
+    /// The file system said it has no space (ENOSPC) or the quota is spent.
+    pub(crate) disk_full: bool,
+    /// The batch, where reads still show the state before it (fjall): it
+    /// can then be undone after the engine reopens.
+    pub(crate) batch: Option<Batch>,
+}
+
+impl WriteFailure {
+    fn fjall(e: fjall::Error, applied: bool) -> WriteFailure {
+        let disk_full = matches!(&e, fjall::Error::Io(io) if is_disk_full(io));
+        WriteFailure {
+            error: e.into(),
+            applied,
+            disk_full,
+            batch: None,
+        }
+    }
+
+    fn sled(e: sled::Error, applied: bool) -> WriteFailure {
+        let disk_full = matches!(&e, sled::Error::Io(io) if is_disk_full(io));
+        WriteFailure {
+            error: e.into(),
+            applied,
+            disk_full,
+            batch: None,
+        }
+    }
+}
+
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || e.raw_os_error() == Some(28)
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `path`
+/// (`None` if it cannot be asked).
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn sled_key(space: Space, key: &[u8]) -> Vec<u8> {
