@@ -205,6 +205,9 @@ pub(crate) struct Fault {
 /// so that what it still holds in memory can be written out when it closes.
 pub(crate) const RESUME_FREE_BYTES: u64 = 4 << 20;
 
+/// How long a reopen waits for readers to let go of the engine.
+const RECOVER_WAIT: Duration = Duration::from_secs(2);
+
 /// The highest log sequence known to be durable, written after each
 /// successful flush. The engines recover a damaged or cut journal silently
 /// (the longest valid prefix); a log ending below this mark is how such a
@@ -321,7 +324,7 @@ impl Database {
             dropped = mark - last;
             if !opts.recover_prefix {
                 return Err(Error::Corrupt(format!(
-                    "the transaction log ends at seq {last}, but transactions up to seq {mark} were on disk at the last flush or close, so {dropped} are missing: the storage engine's journal under {} was damaged or cut short (the engine has already cut it at the damage). Restore the data directory from a backup, resync it from a peer, or open it with recover_prefix to keep the {last} transactions before the damage",
+                    "the transaction log ends at seq {last}, but seq {mark} was on disk at the last flush or close: {dropped} transactions are missing, so the storage engine's journal under {} was damaged or cut short (the engine may already have cut it at the damage); to keep the {last} transactions before the damage instead, open with recover_prefix",
                     dir.join("data").display()
                 )));
             }
@@ -559,8 +562,55 @@ impl Database {
 
 impl Shared {
     pub(crate) fn store(&self) -> Result<StoreGuard<'_>> {
-        let guard = self.store.read();
-        RwLockReadGuard::try_map(guard, |s| s.as_ref()).map_err(|_| self.no_store())
+        match RwLockReadGuard::try_map(self.store.read(), |s| s.as_ref()) {
+            Ok(guard) if !guard.refuses_writes() => return Ok(guard),
+            Ok(guard) => {
+                drop(guard);
+                self.reopen_for_reads();
+            }
+            Err(guard) => {
+                drop(guard);
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(Error::Closed);
+                }
+                // A reopen after a failure failed: try again (once there
+                // is room), or say why not.
+                self.recover(false)?;
+            }
+        }
+        RwLockReadGuard::try_map(self.store.read(), |s| s.as_ref()).map_err(|_| self.no_store())
+    }
+
+    /// sled, once a write failed, fails reads that need its log as well,
+    /// and can no longer write out anything it holds: reopening it at once
+    /// loses nothing more and serves reads again. Writes stay refused (the
+    /// fault stands) until [`Shared::recover`] finds room on the disk.
+    fn reopen_for_reads(&self) {
+        // Timed: a thread that already holds a read guard must not wait on
+        // itself; the next read tries again.
+        let Some(mut slot) = self.store.try_write_for(RECOVER_WAIT) else {
+            return;
+        };
+        if self.closed.load(Ordering::Acquire) || !slot.as_ref().is_some_and(|s| s.refuses_writes()) {
+            return;
+        }
+        let disk_full = free_bytes(&self.dir.join("data")).is_some_and(|b| b < RESUME_FREE_BYTES);
+        self.fault.lock().get_or_insert_with(|| Fault {
+            cause: "the storage engine failed a read with an I/O error".into(),
+            disk_full,
+            unknown: Vec::new(),
+            undo: Vec::new(),
+        });
+        drop(slot.take());
+        if let Ok(store) = Store::open(
+            self.opts.engine,
+            &self.dir.join("data"),
+            EngineTuning {
+                memory_budget: self.opts.memory_budget,
+            },
+        ) {
+            *slot = Some(store);
+        }
     }
 
     /// Why there is no engine: closed, or a reopen after a failure failed.
@@ -594,6 +644,10 @@ impl Shared {
     /// more (fjall poisons itself, sled keeps its error), so it is first
     /// reopened here, once there is room on the disk again.
     pub(crate) fn writable_store(&self) -> Result<StoreGuard<'_>> {
+        if self.fault.lock().is_none() {
+            // Notes an engine that refuses writes as a fault.
+            drop(self.store()?);
+        }
         if self.fault.lock().is_some() {
             self.recover(false)?;
         }
@@ -701,8 +755,19 @@ impl Shared {
     /// room. Dropping it writes out what it still buffers; what it could
     /// not keep, the reopened engine's recovery cuts cleanly.
     fn recover(&self, closing: bool) -> Result<()> {
-        let mut slot = self.store.write();
-        let mut w = self.write.lock();
+        let Some(mut slot) = self.store.try_write_for(RECOVER_WAIT) else {
+            // Readers held on (or this thread holds one): next write.
+            return match self.fault.lock().as_ref() {
+                Some(f) => Err(self.refusal(f)),
+                None => Ok(()),
+            };
+        };
+        let Some(mut w) = self.write.try_lock_for(RECOVER_WAIT) else {
+            return match self.fault.lock().as_ref() {
+                Some(f) => Err(self.refusal(f)),
+                None => Ok(()),
+            };
+        };
         let Some(fault) = self.fault.lock().clone() else {
             return Ok(()); // another writer got here first
         };

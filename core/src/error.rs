@@ -93,7 +93,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("no space left on the disk holding {path}: {what}; reads keep working, and writes resume by themselves (no reopen needed) once at least {need} bytes are free there: free space or grow the disk")]
+    #[error("no space left on the disk holding {path}: {what}; writes resume by themselves (no reopen needed) once at least {need} bytes are free there: free space or grow the disk")]
     DiskFull {
         path: PathBuf,
         /// What happened to the write that met the full disk.

@@ -179,6 +179,12 @@ pub(crate) enum Store {
     },
     Sled {
         db: sled::Db,
+        /// sled keeps a failed write's error and returns it from later
+        /// reads too; set when a read got one, so that the next write
+        /// reopens the engine.
+        failed: std::sync::atomic::AtomicBool,
+        /// The data directory (for errors).
+        dir: PathBuf,
     },
 }
 
@@ -230,8 +236,32 @@ impl Store {
                 // a reopen right after a close waits for it briefly.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
                 loop {
-                    match config.open() {
-                        Ok(db) => return Ok(Store::Sled { db }),
+                    // sled 0.34 panics on some damaged files (a zeroed block
+                    // in its log: "tried to serialize Uninitialized") where
+                    // it should fail; that is a corrupt directory, not a
+                    // reason to take the process down.
+                    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        config.open()
+                    }))
+                    .map_err(|panic| {
+                        let why = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "no message".into());
+                        Error::Corrupt(format!(
+                            "sled failed while reading its files under {}: {why}",
+                            dir.display()
+                        ))
+                    })?;
+                    match opened {
+                        Ok(db) => {
+                            return Ok(Store::Sled {
+                                db,
+                                failed: Default::default(),
+                                dir: dir.parent().unwrap_or(dir).to_path_buf(),
+                            })
+                        }
                         Err(sled::Error::Io(e))
                             if e.to_string().contains("could not acquire lock")
                                 && std::time::Instant::now() < deadline =>
@@ -248,7 +278,10 @@ impl Store {
     pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>> {
         match self {
             Store::Fjall { spaces, .. } => Ok(spaces[space as usize].get(key)?.map(Bytes::Fjall)),
-            Store::Sled { db } => Ok(db.get(sled_key(space, key))?.map(Bytes::Sled)),
+            Store::Sled { db, failed, dir } => Ok(db
+                .get(sled_key(space, key))
+                .map_err(|e| sled_read_error(failed, dir, e))?
+                .map(Bytes::Sled)),
         }
     }
 
@@ -274,7 +307,7 @@ impl Store {
                     Box::new(iter.map(map))
                 }
             }
-            Store::Sled { db } => {
+            Store::Sled { db, failed, dir } => {
                 let lo = match lo {
                     Bound::Included(k) => Bound::Included(sled_key(space, &k)),
                     Bound::Excluded(k) => Bound::Excluded(sled_key(space, &k)),
@@ -286,9 +319,9 @@ impl Store {
                     Bound::Unbounded => Bound::Excluded(vec![space as u8 + 1]),
                 };
                 let iter = db.range::<Vec<u8>, _>((lo, hi));
-                let map = |r: sled::Result<(sled::IVec, sled::IVec)>| {
+                let map = move |r: sled::Result<(sled::IVec, sled::IVec)>| {
                     r.map(|(k, v)| (Bytes::Sled(k.subslice(1, k.len() - 1)), Bytes::Sled(v)))
-                        .map_err(Error::from)
+                        .map_err(|e| sled_read_error(failed, dir, e))
                 };
                 if reverse {
                     Box::new(iter.rev().map(map))
@@ -343,7 +376,7 @@ impl Store {
                 }
                 Ok(())
             }
-            Store::Sled { db } => {
+            Store::Sled { db, .. } => {
                 let mut b = sled::Batch::default();
                 for (space, key, value) in batch.ops {
                     let k = sled_key(space, &key);
@@ -369,11 +402,20 @@ impl Store {
             Store::Fjall { db, .. } => db
                 .persist(fjall::PersistMode::SyncData)
                 .map_err(|e| WriteFailure::fjall(e, false))?,
-            Store::Sled { db } => {
+            Store::Sled { db, .. } => {
                 db.flush().map_err(|e| WriteFailure::sled(e, false))?;
             }
         }
         Ok(())
+    }
+
+    /// Whether the engine reported, on a read, that it stopped taking
+    /// writes (sled after a failed write); fjall says so on writes only.
+    pub(crate) fn refuses_writes(&self) -> bool {
+        match self {
+            Store::Fjall { .. } => false,
+            Store::Sled { failed, .. } => failed.load(std::sync::atomic::Ordering::Acquire),
+        }
     }
 
     /// Bytes the engine occupies on disk.
@@ -422,6 +464,20 @@ impl WriteFailure {
             batch: None,
         }
     }
+}
+
+fn sled_read_error(failed: &std::sync::atomic::AtomicBool, dir: &Path, e: sled::Error) -> Error {
+    if let sled::Error::Io(io) = &e {
+        failed.store(true, std::sync::atomic::Ordering::Release);
+        if is_disk_full(io) {
+            return Error::DiskFull {
+                path: dir.to_path_buf(),
+                what: format!("sled stopped after a write failed ({io}) and fails reads that need its log too, until it is reopened"),
+                need: crate::db::RESUME_FREE_BYTES,
+            };
+        }
+    }
+    e.into()
 }
 
 pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
