@@ -591,7 +591,8 @@ impl Shared {
         let Some(mut slot) = self.store.try_write_for(RECOVER_WAIT) else {
             return;
         };
-        if self.closed.load(Ordering::Acquire) || !slot.as_ref().is_some_and(|s| s.refuses_writes()) {
+        if self.closed.load(Ordering::Acquire) || !slot.as_ref().is_some_and(|s| s.refuses_writes())
+        {
             return;
         }
         let disk_full = free_bytes(&self.dir.join("data")).is_some_and(|b| b < RESUME_FREE_BYTES);
@@ -877,7 +878,12 @@ impl Shared {
             // still buffers where it can; what it cannot keep whole, the
             // engine's recovery at the next open cuts.
             (_, Some(f)) => {
-                let first = f.undo.iter().filter_map(|u| u.0).chain(f.unknown.iter().copied()).min();
+                let first = f
+                    .undo
+                    .iter()
+                    .filter_map(|u| u.0)
+                    .chain(f.unknown.iter().copied())
+                    .min();
                 Err(match first {
                     Some((seq, _)) => Error::OutcomeUnknown {
                         seq,

@@ -144,7 +144,10 @@ impl Database {
         if batch.is_empty() {
             return Ok(outcomes);
         }
-        let seqs = entries.first().zip(entries.last()).map(|(a, b)| (a.seq, b.seq));
+        let seqs = entries
+            .first()
+            .zip(entries.last())
+            .map(|(a, b)| (a.seq, b.seq));
         commit_batch(self, &store, batch, repeated, seqs)?;
         w.next_seq = next_seq;
         w.log_bytes += log_bytes;

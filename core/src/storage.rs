@@ -240,20 +240,19 @@ impl Store {
                     // in its log: "tried to serialize Uninitialized") where
                     // it should fail; that is a corrupt directory, not a
                     // reason to take the process down.
-                    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        config.open()
-                    }))
-                    .map_err(|panic| {
-                        let why = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "no message".into());
-                        Error::Corrupt(format!(
-                            "sled failed while reading its files under {}: {why}",
-                            dir.display()
-                        ))
-                    })?;
+                    let opened =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+                            .map_err(|panic| {
+                                let why = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_else(|| "no message".into());
+                                Error::Corrupt(format!(
+                                    "sled failed while reading its files under {}: {why}",
+                                    dir.display()
+                                ))
+                            })?;
                     match opened {
                         Ok(db) => {
                             return Ok(Store::Sled {
