@@ -59,6 +59,12 @@ export interface OpenOptions {
   maxClockSkewMs?: number;
   /** How often expired records are looked for; default 1000. */
   expiryIntervalMs?: number;
+  /**
+   * Open a directory whose engine journal was damaged by keeping its longest
+   * valid prefix (the count dropped goes to stderr) instead of throwing
+   * CorruptError. Default false.
+   */
+  recoverPrefix?: boolean;
 }
 
 export interface TableOptions {
