@@ -312,6 +312,70 @@ fn sled_full_disk_sync_recovers_without_reopen() {
     full_disk(EngineKind::Sled, Durability::Sync);
 }
 
+/// Closing while the disk is still full releases the directory, and says
+/// so where a failed commit could not be undone yet.
+fn close_while_full(engine: EngineKind) {
+    let fs = Tmpfs::mount(20);
+    let dir = fs.path.join("db");
+    let filler = fs.path.join("filler");
+    let db = Database::open(&dir, options(engine, Durability::Sync)).expect("open");
+    db.create_table("t", TableOptions::default())
+        .expect("table");
+    fill_file(&filler, 6 << 20, 0);
+    let pad = "x".repeat(4000);
+    let mut acked = Vec::new();
+    let mut key = 0u64;
+    let refused = loop {
+        key += 1;
+        match db.insert("t", json!({"id": key, "pad": pad})) {
+            Ok(_) => acked.push(key),
+            Err(e) => break check_refusal(engine, key, &e),
+        }
+    };
+    let closed = db.close();
+    eprintln!("{engine:?}: close while full: {closed:?}");
+    let unknown = match &closed {
+        Ok(()) => false,
+        Err(Error::OutcomeUnknown { seq, .. }) => {
+            assert!(*seq > 0);
+            true
+        }
+        Err(e @ Error::DiskFull { .. }) => {
+            assert_eq!(e.kind(), ErrorKind::Storage);
+            false
+        }
+        Err(e) => panic!("{engine:?}: close while full: {e:?}"),
+    };
+    assert!(db.is_closed());
+    std::fs::remove_file(&filler).expect("free space");
+    let db = Database::open(&dir, options(engine, Durability::Sync))
+        .expect("the directory was released and opens again");
+    for k in &acked {
+        assert!(
+            db.get("t", *k as i64).expect("get").is_some(),
+            "{engine:?}: acknowledged write {k} lost"
+        );
+    }
+    if let (Refused::Not(k), false) = (&refused, unknown) {
+        assert!(
+            db.get("t", *k as i64).expect("get").is_none(),
+            "{engine:?}: write {k} returned an error, close said nothing, and it is present"
+        );
+    }
+    db.insert("t", json!({"id": key + 1})).expect("write");
+    db.close().expect("close");
+}
+
+#[test]
+fn fjall_close_while_the_disk_is_full() {
+    close_while_full(EngineKind::Fjall);
+}
+
+#[test]
+fn sled_close_while_the_disk_is_full() {
+    close_while_full(EngineKind::Sled);
+}
+
 // ---- damaged journal ----------------------------------------------------
 
 const ROWS: u64 = 5000;
