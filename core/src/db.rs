@@ -646,12 +646,13 @@ impl Shared {
     /// reopened here, once there is room on the disk again.
     pub(crate) fn writable_store(&self) -> Result<StoreGuard<'_>> {
         if self.fault.lock().is_none() {
-            // Notes an engine that refuses writes as a fault.
-            drop(self.store()?);
+            // store() also notes an engine that refuses writes as a fault.
+            let store = self.store()?;
+            if self.fault.lock().is_none() {
+                return Ok(store);
+            }
         }
-        if self.fault.lock().is_some() {
-            self.recover(false)?;
-        }
+        self.recover(false)?;
         self.store()
     }
 
@@ -873,7 +874,14 @@ impl Shared {
         let fault = self.fault.lock().clone();
         let durable = *self.committed.borrow();
         let result = match (&store, fault) {
-            (Some(s), None) => s.flush().map_err(|f| f.error),
+            (Some(s), None) => s.flush().map_err(|f| {
+                self.failed(
+                    f,
+                    None,
+                    None,
+                    "the last commits could not be written to disk",
+                )
+            }),
             // The refusing engine is only dropped, which writes out what it
             // still buffers where it can; what it cannot keep whole, the
             // engine's recovery at the next open cuts.
