@@ -340,8 +340,11 @@ void tidelog_db_free(tidelog_db *db);
 /**
  * Describes this instance: `{"node_name": "...", "node_id": <u64>,
  * "node_id_hex": "...", "path": "...", "engine": "fjall"|"sled",
- * "closed": false}`. `node_id` is the origin in version stamps; compare it
- * as `node_id_hex` if your JSON parser keeps numbers as doubles.
+ * "closed": false, "dropped_transactions": 0}`. `node_id` is the origin in
+ * version stamps; compare it as `node_id_hex` if your JSON parser keeps
+ * numbers as doubles. `dropped_transactions`: transactions this handle
+ * lost, at open to a damaged journal (with `"recover_prefix": true`) or to
+ * a failed write the engine could not keep (sled, grouped durability).
  *
  * @param db       a database handle (also works when closed).
  * @param out_json receives the JSON text; free it with tidelog_string_free().

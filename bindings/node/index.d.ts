@@ -252,6 +252,12 @@ export declare class Database {
   close(): void;
   readonly nodeName: string;
   readonly nodeId: string;
+  /**
+   * Transactions this handle lost: at open to a damaged journal (with
+   * `recoverPrefix: true`), or to a failed write the engine could not keep
+   * (sled, grouped durability).
+   */
+  readonly droppedTransactions: number;
   readonly path: string;
   readonly engine: 'fjall' | 'sled';
   readonly closed: boolean;

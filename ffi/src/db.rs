@@ -98,8 +98,11 @@ pub extern "C" fn tidelog_db_free(db: *mut tidelog_db) {
 
 /// Describes this instance: `{"node_name": "...", "node_id": <u64>,
 /// "node_id_hex": "...", "path": "...", "engine": "fjall"|"sled",
-/// "closed": false}`. `node_id` is the origin in version stamps; compare it
-/// as `node_id_hex` if your JSON parser keeps numbers as doubles.
+/// "closed": false, "dropped_transactions": 0}`. `node_id` is the origin in
+/// version stamps; compare it as `node_id_hex` if your JSON parser keeps
+/// numbers as doubles. `dropped_transactions`: transactions this handle
+/// lost, at open to a damaged journal (with `"recover_prefix": true`) or to
+/// a failed write the engine could not keep (sled, grouped durability).
 ///
 /// @param db       a database handle (also works when closed).
 /// @param out_json receives the JSON text; free it with tidelog_string_free().
@@ -119,6 +122,7 @@ pub unsafe extern "C" fn tidelog_node_info(
             "path": db.path().to_string_lossy(),
             "engine": db.engine().as_str(),
             "closed": db.is_closed(),
+            "dropped_transactions": db.dropped_transactions(),
         });
         out.set(new_string(info.to_string())?);
         Ok(())
