@@ -749,6 +749,10 @@ impl Shared {
         }
     }
 
+    pub(crate) fn has_fault(&self) -> bool {
+        self.fault.lock().is_some()
+    }
+
     pub(crate) fn durable_mark(&self) -> u64 {
         *self.mark.lock()
     }

@@ -86,6 +86,8 @@ fn run(
     let mut next_mark = Instant::now() + MARK_EVERY;
     // The highest log sequence a background flush made durable.
     let mut flushed = 0u64;
+    // A full disk is reported once, not on every tick until space is freed.
+    let mut muted = false;
     loop {
         {
             let mut stopped = stop.0.lock();
@@ -98,17 +100,16 @@ fn run(
         }
         let Some(shared) = weak.upgrade() else { return };
         let db = Database { shared };
+        if !db.shared.has_fault() {
+            muted = false;
+        }
         if grouped && db.shared.dirty.load(Ordering::Acquire) {
             // Through the same path as a write: after a failed write it
             // reopens the engine once there is room, so the flusher never
             // keeps calling an engine that refuses everything.
             match db.shared.flush() {
                 Ok(durable) => flushed = flushed.max(durable),
-                Err(e) => {
-                    if !db.is_closed() && !matches!(e, crate::Error::DiskFull { .. }) {
-                        eprintln!("tidelog: background flush failed: {e}");
-                    }
-                }
+                Err(e) => report(&db, "background flush", &e, &mut muted),
             }
         }
         // The mark costs a file sync of its own, so it follows the flushes
@@ -128,23 +129,32 @@ fn run(
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + sweep_every;
             if let Err(e) = sweep_expired(&db, crate::hlc::wall_millis()) {
-                if !db.is_closed() {
-                    eprintln!("tidelog: expiry sweep failed: {e}");
-                }
+                report(&db, "expiry sweep", &e, &mut muted);
             }
         }
         if Instant::now() >= next_trim {
             next_trim = Instant::now() + TRIM_EVERY;
             if let Err(e) = trim(&db) {
-                if !db.is_closed() {
-                    eprintln!("tidelog: log trimming failed: {e}");
-                }
+                report(&db, "log trimming", &e, &mut muted);
             }
         }
         // Dropping the last handle here runs close() on this thread, which
         // then skips joining itself.
         drop(db);
     }
+}
+
+fn report(db: &Database, what: &str, e: &crate::Error, muted: &mut bool) {
+    if db.is_closed() {
+        return;
+    }
+    if matches!(e, crate::Error::DiskFull { .. }) {
+        if *muted {
+            return;
+        }
+        *muted = true;
+    }
+    eprintln!("tidelog: {what} failed: {e}");
 }
 
 /// Evicts, without logging, every record and tombstone of an expiring table
