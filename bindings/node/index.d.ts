@@ -59,6 +59,12 @@ export interface OpenOptions {
   maxClockSkewMs?: number;
   /** How often expired records are looked for; default 1000. */
   expiryIntervalMs?: number;
+  /**
+   * Open a directory whose engine journal was damaged by keeping its longest
+   * valid prefix (the count dropped goes to stderr) instead of throwing
+   * CorruptError. Default false.
+   */
+  recoverPrefix?: boolean;
 }
 
 export interface TableOptions {
@@ -295,6 +301,12 @@ export declare class Database {
   close(): void;
   readonly nodeName: string;
   readonly nodeId: string;
+  /**
+   * Transactions this handle lost: at open to a damaged journal (with
+   * `recoverPrefix: true`), or to a failed write the engine could not keep
+   * (sled, grouped durability).
+   */
+  readonly droppedTransactions: number;
   readonly path: string;
   readonly engine: 'fjall' | 'sled';
   readonly closed: boolean;

@@ -414,6 +414,15 @@ class Database {
     return this.#n.path;
   }
 
+  /**
+   * Transactions this handle lost: at open to a damaged journal (with
+   * `recoverPrefix: true`), or to a failed write the engine could not keep
+   * (sled, grouped durability).
+   */
+  get droppedTransactions() {
+    return this.#n.droppedTransactions;
+  }
+
   get engine() {
     return this.#n.engine;
   }

@@ -4,7 +4,7 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::hlc::Hlc;
 use crate::listener::{ChangeEvent, ListenerId, Listeners};
 use crate::log::{seq_from_key, LogEntry};
 use crate::maintenance::Maintenance;
-use crate::storage::{Batch, EngineKind, EngineTuning, Space, Store};
+use crate::storage::{free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure};
 
 /// When a commit is durable on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,11 @@ pub struct OpenOptions {
     pub expiry_interval: Duration,
     /// How long the transaction log keeps entries.
     pub retention: Retention,
+    /// Open a directory whose engine journal was damaged or cut short by
+    /// keeping the longest valid prefix of its transactions, instead of
+    /// failing with [`Error::Corrupt`]. How many were dropped is in
+    /// [`Database::dropped_transactions`] and on stderr.
+    pub recover_prefix: bool,
 }
 
 /// How long transaction-log entries and tombstones are kept.
@@ -107,6 +112,7 @@ impl OpenOptions {
             max_clock_skew: Duration::from_secs(60),
             expiry_interval: Duration::from_secs(1),
             retention: Retention::default(),
+            recover_prefix: false,
         }
     }
     pub fn engine(mut self, engine: EngineKind) -> Self {
@@ -135,6 +141,10 @@ impl OpenOptions {
     }
     pub fn retention(mut self, r: Retention) -> Self {
         self.retention = r;
+        self
+    }
+    pub fn recover_prefix(mut self, recover: bool) -> Self {
+        self.recover_prefix = recover;
         self
     }
 }
@@ -168,6 +178,101 @@ pub(crate) struct Shared {
     pub(crate) replication: Mutex<Option<Arc<crate::repl::Replicator>>>,
     maintenance: Mutex<Option<Maintenance>>,
     lock: Mutex<Option<DirLock>>,
+    /// Set when the engine refused a write; the engine is reopened before
+    /// the next write (see [`Shared::writable_store`]).
+    fault: Mutex<Option<Fault>>,
+    /// The highest log sequence recorded as durable in [`MARK_FILE`].
+    mark: Mutex<u64>,
+    /// Transactions lost at open to a damaged journal (with
+    /// `recover_prefix`), or when the engine was reopened after a failure.
+    dropped: AtomicU64,
+}
+
+/// Why writes are refused until the engine is reopened.
+#[derive(Debug, Clone)]
+pub(crate) struct Fault {
+    cause: String,
+    disk_full: bool,
+    /// Log sequences (first, last) of commits whose outcome was reported
+    /// unknown; looked up once the engine is back.
+    unknown: Vec<(u64, u64)>,
+    /// Batches that restore what failed commits wrote to the state before
+    /// them, with the log sequences those carried: applied, newest first,
+    /// right after the engine reopens, so that a commit that returned an
+    /// error is never kept even where the engine wrote it out whole.
+    undo: Vec<(Option<(u64, u64)>, Batch)>,
+}
+
+/// The engine is reopened after a full disk only once this much is free,
+/// so that what it still holds in memory can be written out when it closes.
+pub(crate) const RESUME_FREE_BYTES: u64 = 4 << 20;
+
+/// How long a reopen waits for readers to let go of the engine.
+const RECOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// The highest log sequence known to be durable, written after each
+/// successful flush. The engines recover a damaged or cut journal silently
+/// (the longest valid prefix); a log ending below this mark is how such a
+/// loss is noticed.
+const MARK_FILE: &str = "tidelog.durable";
+
+fn read_mark(dir: &Path) -> Result<u64> {
+    let path = dir.join(MARK_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|_| {
+            Error::Corrupt(format!(
+                "{} does not hold a log sequence number",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Replaces the mark so that a crash leaves the old or the new one; the
+/// old one is only ever lower, which is safe (less is checked).
+fn write_mark(dir: &Path, seq: u64) -> Result<()> {
+    use std::io::Write;
+    let path = dir.join(MARK_FILE);
+    let tmp = dir.join("tidelog.durable.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(format!("{seq}\n").as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+/// What the log holds: (first seq, next seq, bytes, newest entry's time).
+fn log_state(store: &Store) -> Result<(u64, u64, u64, Option<u64>, crate::log::LogSizes)> {
+    let (mut bytes, mut sizes) = (0u64, crate::log::LogSizes::default());
+    for item in store.range(Space::Log, Bound::Unbounded, Bound::Unbounded, false) {
+        let (k, v) = item?;
+        let size = (k.len() + v.len()) as u64;
+        bytes += size;
+        sizes.appended(seq_from_key(&k)?, size);
+    }
+    let first = store
+        .range(Space::Log, Bound::Unbounded, Bound::Unbounded, false)
+        .next();
+    let last = store
+        .range(Space::Log, Bound::Unbounded, Bound::Unbounded, true)
+        .next();
+    match (first, last) {
+        (Some(first), Some(last)) => {
+            let (fk, _) = first?;
+            let (lk, lv) = last?;
+            let tail = LogEntry::decode(&lv)?;
+            Ok((
+                seq_from_key(&fk)?,
+                seq_from_key(&lk)? + 1,
+                bytes,
+                Some(tail.local_time.max(tail.stamp.time)),
+                sizes,
+            ))
+        }
+        _ => Ok((1, 1, bytes, None, sizes)),
+    }
 }
 
 /// An open tidelog database. Cheap to clone; every clone is the same
@@ -211,36 +316,30 @@ impl Database {
         )?;
         let catalog = Catalog::load(&store)?;
         let hlc = Hlc::new(opts.max_clock_skew);
-        let (log_bytes, log_sizes) = {
-            let (mut n, mut sizes) = (0u64, crate::log::LogSizes::default());
-            for item in store.range(Space::Log, Bound::Unbounded, Bound::Unbounded, false) {
-                let (k, v) = item?;
-                let size = (k.len() + v.len()) as u64;
-                n += size;
-                sizes.appended(seq_from_key(&k)?, size);
+        let (first_seq, next_seq, log_bytes, tail_time, log_sizes) = log_state(&store)?;
+        if let Some(t) = tail_time {
+            // Stamps must never go backwards across a restart, even if the
+            // wall clock did.
+            hlc.observe(t);
+        }
+        let last = next_seq - 1;
+        let mark = read_mark(&dir)?;
+        let mut dropped = 0;
+        if mark > last {
+            dropped = mark - last;
+            if !opts.recover_prefix {
+                return Err(Error::Corrupt(format!(
+                    "the transaction log ends at seq {last}, but seq {mark} was on disk at the last flush or close: {dropped} transactions are missing, so the storage engine's journal under {} was damaged or cut short (the engine may already have cut it at the damage); to keep the {last} transactions before the damage instead, open with recover_prefix",
+                    dir.join("data").display()
+                )));
             }
-            (n, sizes)
-        };
-        let (first_seq, next_seq) = {
-            let first = store
-                .range(Space::Log, Bound::Unbounded, Bound::Unbounded, false)
-                .next();
-            let last = store
-                .range(Space::Log, Bound::Unbounded, Bound::Unbounded, true)
-                .next();
-            match (first, last) {
-                (Some(first), Some(last)) => {
-                    let (fk, _) = first?;
-                    let (lk, lv) = last?;
-                    // Stamps must never go backwards across a restart, even if
-                    // the wall clock did.
-                    let tail = LogEntry::decode(&lv)?;
-                    hlc.observe(tail.local_time.max(tail.stamp.time));
-                    (seq_from_key(&fk)?, seq_from_key(&lk)? + 1)
-                }
-                _ => (1, 1),
-            }
-        };
+            eprintln!(
+                "tidelog: {}: the storage engine's journal was damaged or cut short; kept the transactions up to seq {last} and dropped {dropped} (seq {} to {mark}), as recover_prefix asked",
+                dir.display(),
+                last + 1
+            );
+            write_mark(&dir, last)?;
+        }
         let shared = Arc::new(Shared {
             dir,
             node_name: identity.node_name,
@@ -263,6 +362,9 @@ impl Database {
             replication: Mutex::new(None),
             maintenance: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
+            fault: Mutex::new(None),
+            mark: Mutex::new(mark.min(last)),
+            dropped: AtomicU64::new(dropped),
         });
         *shared.maintenance.lock() = Some(Maintenance::start(&shared));
         Ok(Database { shared })
@@ -304,6 +406,16 @@ impl Database {
         self.shared.closed.load(Ordering::Acquire)
     }
 
+    /// How many transactions this handle has lost: at open, those a damaged
+    /// or cut journal dropped (only with
+    /// [`OpenOptions::recover_prefix`]; without it such an open fails), and
+    /// any committed but not yet flushed that an engine could not keep
+    /// when it was reopened after a failed write (sled with grouped
+    /// durability). Each loss is also reported on stderr.
+    pub fn dropped_transactions(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Acquire)
+    }
+
     /// Flushes, stops background work and listeners, and releases the data
     /// directory. Every later call on any clone fails with [`Error::Closed`].
     /// Closing twice is fine.
@@ -317,9 +429,9 @@ impl Database {
 
     /// Makes every commit so far durable on disk.
     pub fn flush(&self) -> Result<()> {
-        let store = self.store()?;
-        self.shared.dirty.store(false, Ordering::Release);
-        store.flush()
+        let durable = self.shared.flush()?;
+        self.shared.note_durable(durable);
+        Ok(())
     }
 
     /// Bytes the data directory occupies on disk.
@@ -331,7 +443,7 @@ impl Database {
     // ---- tables -------------------------------------------------------
 
     pub fn create_table(&self, name: &str, opts: TableOptions) -> Result<TableInfo> {
-        let store = self.store()?;
+        let store = self.shared.writable_store()?;
         let _w = self.shared.write.lock();
         let mut batch = Batch::default();
         let def = self
@@ -339,7 +451,8 @@ impl Database {
             .catalog
             .read()
             .prepare_create(name, &opts, &mut batch)?;
-        store.commit(batch, self.sync_commits())?;
+        self.shared
+            .commit(&store, batch, self.sync_commits(), None)?;
         let info = def.info();
         self.shared.catalog.write().insert(def);
         self.shared.tables_changed.send_modify(|v| *v += 1);
@@ -357,13 +470,14 @@ impl Database {
 
     /// Drops a table and all its records locally. Not replicated.
     pub fn drop_table(&self, name: &str) -> Result<()> {
-        let store = self.store()?;
+        let store = self.shared.writable_store()?;
         let def = {
             let _w = self.shared.write.lock();
             let def = self.shared.catalog.read().get(name)?.clone();
             let mut batch = Batch::default();
             batch.delete(Space::Meta, crate::catalog::table_key(name));
-            store.commit(batch, self.sync_commits())?;
+            self.shared
+                .commit(&store, batch, self.sync_commits(), None)?;
             self.shared.catalog.write().remove(name);
             def
         };
@@ -379,7 +493,7 @@ impl Database {
                 if batch.is_empty() {
                     break;
                 }
-                store.commit(batch, false)?;
+                self.shared.commit(&store, batch, false, None)?;
             }
         }
         Ok(())
@@ -450,10 +564,10 @@ impl Database {
     }
 
     pub(crate) fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let store = self.store()?;
+        let store = self.shared.writable_store()?;
         let mut batch = Batch::default();
         batch.put(Space::Meta, key.to_vec(), value.to_vec());
-        store.commit(batch, false)?;
+        self.shared.commit(&store, batch, false, None)?;
         self.shared.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -464,7 +578,6 @@ impl Database {
         puts: Vec<(Vec<u8>, Vec<u8>)>,
         deletes: Vec<Vec<u8>>,
     ) -> Result<()> {
-        let store = self.store()?;
         let mut batch = Batch::default();
         for (k, v) in puts {
             batch.put(Space::Meta, k, v);
@@ -475,7 +588,8 @@ impl Database {
         if batch.is_empty() {
             return Ok(());
         }
-        store.commit(batch, false)?;
+        let store = self.shared.writable_store()?;
+        self.shared.commit(&store, batch, false, None)?;
         self.shared.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -496,8 +610,296 @@ impl Database {
 
 impl Shared {
     pub(crate) fn store(&self) -> Result<StoreGuard<'_>> {
-        let guard = self.store.read();
-        RwLockReadGuard::try_map(guard, |s| s.as_ref()).map_err(|_| Error::Closed)
+        match RwLockReadGuard::try_map(self.store.read(), |s| s.as_ref()) {
+            Ok(guard) if !guard.refuses_writes() => return Ok(guard),
+            Ok(guard) => {
+                drop(guard);
+                self.reopen_for_reads();
+            }
+            Err(guard) => {
+                drop(guard);
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(Error::Closed);
+                }
+                // A reopen after a failure failed: try again (once there
+                // is room), or say why not.
+                self.recover(false)?;
+            }
+        }
+        RwLockReadGuard::try_map(self.store.read(), |s| s.as_ref()).map_err(|_| self.no_store())
+    }
+
+    /// sled, once a write failed, fails reads that need its log as well,
+    /// and can no longer write out anything it holds: reopening it at once
+    /// loses nothing more and serves reads again. Writes stay refused (the
+    /// fault stands) until [`Shared::recover`] finds room on the disk.
+    fn reopen_for_reads(&self) {
+        // Timed: a thread that already holds a read guard must not wait on
+        // itself; the next read tries again.
+        let Some(mut slot) = self.store.try_write_for(RECOVER_WAIT) else {
+            return;
+        };
+        if self.closed.load(Ordering::Acquire) || !slot.as_ref().is_some_and(|s| s.refuses_writes())
+        {
+            return;
+        }
+        let disk_full = free_bytes(&self.dir.join("data")).is_some_and(|b| b < RESUME_FREE_BYTES);
+        self.fault.lock().get_or_insert_with(|| Fault {
+            cause: "the storage engine failed a read with an I/O error".into(),
+            disk_full,
+            unknown: Vec::new(),
+            undo: Vec::new(),
+        });
+        drop(slot.take());
+        if let Ok(store) = Store::open(
+            self.opts.engine,
+            &self.dir.join("data"),
+            EngineTuning {
+                memory_budget: self.opts.memory_budget,
+            },
+        ) {
+            *slot = Some(store);
+        }
+    }
+
+    /// Why there is no engine: closed, or a reopen after a failure failed.
+    fn no_store(&self) -> Error {
+        if self.closed.load(Ordering::Acquire) {
+            return Error::Closed;
+        }
+        match &*self.fault.lock() {
+            Some(f) => self.refusal(f),
+            None => Error::Closed,
+        }
+    }
+
+    /// The error a write gets while a fault stands.
+    fn refusal(&self, f: &Fault) -> Error {
+        if f.disk_full {
+            Error::DiskFull {
+                path: self.dir.clone(),
+                what: format!("writes are refused since a write failed ({})", f.cause),
+                need: RESUME_FREE_BYTES,
+            }
+        } else {
+            Error::Storage(format!(
+                "writes are refused since a write failed ({}), until the storage engine reopens; it is tried again on the next write",
+                f.cause
+            ))
+        }
+    }
+
+    /// The engine, for a write. After a failed write the engine takes no
+    /// more (fjall poisons itself, sled keeps its error), so it is first
+    /// reopened here, once there is room on the disk again.
+    pub(crate) fn writable_store(&self) -> Result<StoreGuard<'_>> {
+        if self.fault.lock().is_none() {
+            // store() also notes an engine that refuses writes as a fault.
+            let store = self.store()?;
+            if self.fault.lock().is_none() {
+                return Ok(store);
+            }
+        }
+        self.recover(false)?;
+        self.store()
+    }
+
+    /// Commits through the engine; a failure stops writes until the engine
+    /// is reopened, and says whether the commit is certainly not applied.
+    /// `seqs`: the log sequences (first, last) the batch carries, if any.
+    pub(crate) fn commit(
+        &self,
+        store: &Store,
+        batch: Batch,
+        sync: bool,
+        seqs: Option<(u64, u64)>,
+    ) -> Result<()> {
+        store.commit(batch, sync).map_err(|mut f| {
+            // Reads still show the state before the batch: remember it, to
+            // put back after the reopen.
+            let undo = f.batch.take().and_then(|b| undo_batch(store, &b).ok());
+            if undo.is_some() {
+                f.applied = false;
+            }
+            self.failed(f, seqs, undo, "the write was not committed")
+        })
+    }
+
+    /// Records a fault and says what became of the write.
+    fn failed(
+        &self,
+        f: WriteFailure,
+        seqs: Option<(u64, u64)>,
+        undo: Option<Batch>,
+        not_applied: &str,
+    ) -> Error {
+        let disk_full = f.disk_full
+            || free_bytes(&self.dir.join("data")).is_some_and(|b| b < RESUME_FREE_BYTES);
+        let cause = f.error.to_string();
+        let mut fault = self.fault.lock();
+        let fault = fault.get_or_insert_with(|| Fault {
+            cause: cause.clone(),
+            disk_full,
+            unknown: Vec::new(),
+            undo: Vec::new(),
+        });
+        if let Some(undo) = undo {
+            fault.undo.push((seqs, undo));
+        }
+        match seqs {
+            Some((seq, last)) if f.applied => {
+                fault.unknown.push((seq, last));
+                Error::OutcomeUnknown {
+                    seq,
+                    more: if last > seq {
+                        format!(" to {last}")
+                    } else {
+                        String::new()
+                    },
+                    why: format!(
+                        "the storage engine took it but could not write it to disk ({cause}); the engine is reopened once {RESUME_FREE_BYTES} bytes are free, and the outcome is reported on stderr then"
+                    ),
+                }
+            }
+            _ if f.applied => Error::Storage(format!(
+                "{cause}: the write reached the storage engine but may not be on disk; check for it once writes resume"
+            )),
+            _ if disk_full => Error::DiskFull {
+                path: self.dir.clone(),
+                what: format!("{not_applied} ({cause})"),
+                need: RESUME_FREE_BYTES,
+            },
+            _ => Error::Storage(format!(
+                "{cause}: {not_applied}; the storage engine is reopened before the next write"
+            )),
+        }
+    }
+
+    /// Makes every commit so far durable; returns the log sequence that is
+    /// durable now, for [`Shared::note_durable`].
+    pub(crate) fn flush(&self) -> Result<u64> {
+        let store = self.writable_store()?;
+        let durable = *self.committed.borrow();
+        self.dirty.store(false, Ordering::Release);
+        store.flush().map_err(|f| {
+            self.dirty.store(true, Ordering::Release);
+            self.failed(f, None, None, "recent commits are not yet on disk")
+        })?;
+        Ok(durable)
+    }
+
+    /// Records that the log is durable up to `seq`. Best effort: a mark
+    /// that stays lower only checks less at the next open.
+    pub(crate) fn note_durable(&self, seq: u64) {
+        let mut mark = self.mark.lock();
+        if seq > *mark && write_mark(&self.dir, seq).is_ok() {
+            *mark = seq;
+        }
+    }
+
+    pub(crate) fn has_fault(&self) -> bool {
+        self.fault.lock().is_some()
+    }
+
+    pub(crate) fn durable_mark(&self) -> u64 {
+        *self.mark.lock()
+    }
+
+    /// Drops the refusing engine and opens it again, once the disk has
+    /// room. Dropping it writes out what it still buffers; what it could
+    /// not keep, the reopened engine's recovery cuts cleanly.
+    fn recover(&self, closing: bool) -> Result<()> {
+        let Some(mut slot) = self.store.try_write_for(RECOVER_WAIT) else {
+            // Readers held on (or this thread holds one): next write.
+            return match self.fault.lock().as_ref() {
+                Some(f) => Err(self.refusal(f)),
+                None => Ok(()),
+            };
+        };
+        let Some(mut w) = self.write.try_lock_for(RECOVER_WAIT) else {
+            return match self.fault.lock().as_ref() {
+                Some(f) => Err(self.refusal(f)),
+                None => Ok(()),
+            };
+        };
+        let Some(fault) = self.fault.lock().clone() else {
+            return Ok(()); // another writer got here first
+        };
+        if !closing && self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let data = self.dir.join("data");
+        if free_bytes(&data).is_some_and(|b| b < RESUME_FREE_BYTES) {
+            return Err(self.refusal(&fault));
+        }
+        drop(slot.take());
+        let store = Store::open(
+            self.opts.engine,
+            &data,
+            EngineTuning {
+                memory_budget: self.opts.memory_budget,
+            },
+        )
+        .map_err(|e| {
+            Error::Storage(format!(
+                "reopening the storage engine after a failed write ({}) failed: {e}; it is tried again on the next write",
+                fault.cause
+            ))
+        })?;
+        for (seqs, undo) in fault.undo.iter().rev() {
+            let reached = match seqs {
+                Some((seq, _)) => store.get(Space::Log, &crate::log::seq_key(*seq))?.is_some(),
+                None => false,
+            };
+            store.commit(undo.clone(), true).map_err(|f| {
+                Error::Storage(format!(
+                    "undoing a write that failed ({}) after reopening the storage engine failed: {}; it is tried again on the next write",
+                    fault.cause, f.error
+                ))
+            })?;
+            if let (true, Some((seq, _))) = (reached, seqs) {
+                eprintln!(
+                    "tidelog: {}: transaction {seq}, which returned an error, had reached the engine's journal whole; it is undone",
+                    self.dir.display()
+                );
+            }
+        }
+        let (first_seq, next_seq, log_bytes, _, log_sizes) = log_state(&store)?;
+        let catalog = Catalog::load(&store)?;
+        let last = next_seq - 1;
+        for (seq, end) in &fault.unknown {
+            let kept = store.get(Space::Log, &crate::log::seq_key(*seq))?.is_some();
+            eprintln!(
+                "tidelog: {}: transaction {seq}{} whose outcome was unknown after a failed write is {}",
+                self.dir.display(),
+                if end > seq { format!(" to {end}") } else { String::new() },
+                if kept { "committed" } else { "not committed" }
+            );
+        }
+        let committed = *self.committed.borrow();
+        if committed > last {
+            // Committed, not yet flushed, and not kept by the engine.
+            let lost = committed - last;
+            self.dropped.fetch_add(lost, Ordering::AcqRel);
+            eprintln!(
+                "tidelog: {}: the storage engine lost {lost} committed transactions (seq {} to {committed}) that were not yet flushed when a write failed",
+                self.dir.display(),
+                last + 1
+            );
+        } else if last > committed {
+            self.committed.send_replace(last);
+        }
+        // Sequences already handed out are never reused: a peer may have
+        // them.
+        w.next_seq = next_seq.max(committed + 1);
+        w.first_seq = first_seq;
+        w.log_bytes = log_bytes;
+        w.log_sizes = log_sizes;
+        *self.catalog.write() = catalog;
+        self.dirty.store(false, Ordering::Release);
+        *slot = Some(store);
+        *self.fault.lock() = None;
+        Ok(())
     }
 
     fn close(&self) -> Result<()> {
@@ -513,13 +915,56 @@ impl Shared {
             m.stop();
         }
         self.listeners.shutdown();
+        // After a failed write, reopen the engine (and undo what failed)
+        // if there is room, so that the next open finds a clean state.
+        let recovered = if self.fault.lock().is_some() {
+            self.recover(true)
+        } else {
+            Ok(())
+        };
         let _w = self.write.lock();
         let store = self.store.write().take();
-        let result = match &store {
-            Some(s) => s.flush(),
-            None => Ok(()),
+        let fault = self.fault.lock().clone();
+        let durable = *self.committed.borrow();
+        let result = match (&store, fault) {
+            (Some(s), None) => s.flush().map_err(|f| {
+                self.failed(
+                    f,
+                    None,
+                    None,
+                    "the last commits could not be written to disk",
+                )
+            }),
+            // The refusing engine is only dropped, which writes out what it
+            // still buffers where it can; what it cannot keep whole, the
+            // engine's recovery at the next open cuts.
+            (_, Some(f)) => {
+                let first = f
+                    .undo
+                    .iter()
+                    .filter_map(|u| u.0)
+                    .chain(f.unknown.iter().copied())
+                    .min();
+                Err(match first {
+                    Some((seq, _)) => Error::OutcomeUnknown {
+                        seq,
+                        more: String::new(),
+                        why: format!(
+                            "it returned an error ({}), and the database was closed before the storage engine could be reopened to undo it ({}), so it may be present when the directory is opened again",
+                            f.cause,
+                            recovered.err().map_or_else(|| "no engine".to_string(), |e| e.to_string())
+                        ),
+                    },
+                    None => recovered.err().unwrap_or_else(|| self.refusal(&f)),
+                })
+            }
+            (None, None) => Ok(()),
         };
+        let clean = result.is_ok() && self.fault.lock().is_none();
         drop(store);
+        if clean {
+            self.note_durable(durable);
+        }
         drop(self.lock.lock().take());
         result
     }
@@ -529,6 +974,22 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// A batch that puts back what `batch` overwrites, read from `store`.
+fn undo_batch(store: &Store, batch: &Batch) -> Result<Batch> {
+    let mut undo = Batch::default();
+    let mut seen = std::collections::HashSet::new();
+    for (space, key, _) in &batch.ops {
+        if !seen.insert((*space as u8, key.as_slice())) {
+            continue;
+        }
+        match store.get(*space, key)? {
+            Some(old) => undo.put(*space, key.clone(), old.to_vec()),
+            None => undo.delete(*space, key.clone()),
+        }
+    }
+    Ok(undo)
 }
 
 pub(crate) fn cursor_key(name: &str) -> Vec<u8> {

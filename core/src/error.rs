@@ -93,6 +93,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("no space left on the disk holding {path}: {what}; writes resume by themselves (no reopen needed) once at least {need} bytes are free there: free space or grow the disk")]
+    DiskFull {
+        path: PathBuf,
+        /// What happened to the write that met the full disk.
+        what: String,
+        /// Free bytes the database waits for before it writes again.
+        need: u64,
+    },
+    #[error("transaction {seq}{more} may or may not be committed: {why}; once writes work again, read its records (or the transaction log at seq {seq}) to find out: it is kept or lost as a whole")]
+    OutcomeUnknown {
+        /// Local log sequence of the (first) transaction concerned.
+        seq: u64,
+        /// `" to {last}"` when several transactions went in one commit.
+        more: String,
+        why: String,
+    },
     #[error("stored data is corrupt ({0}): restore the data directory from a backup or resync it from a peer")]
     Corrupt(String),
     #[error("stamp from node {origin:#x} is {ahead_ms} ms ahead of this node's clock, more than max_clock_skew ({limit_ms} ms): fix that node's clock")]
@@ -158,7 +174,10 @@ impl Error {
             | Error::NodeNameMismatch { .. } => ErrorKind::InvalidInput,
             Error::Closed => ErrorKind::Closed,
             Error::Locked { .. } => ErrorKind::Locked,
-            Error::Storage(_) | Error::Io { .. } => ErrorKind::Storage,
+            Error::Storage(_)
+            | Error::Io { .. }
+            | Error::DiskFull { .. }
+            | Error::OutcomeUnknown { .. } => ErrorKind::Storage,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::ClockSkew { .. } => ErrorKind::ClockSkew,
             Error::Refused { kind, .. } => match kind {

@@ -19,6 +19,10 @@ use crate::write::{index_entries, tombstone_key};
 /// How often the log is trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the durable mark (see `db::MARK_FILE`) catches up with what
+/// the background flushes made durable.
+const MARK_EVERY: Duration = Duration::from_secs(1);
+
 fn trim(db: &Database) -> Result<()> {
     let replicator = db.shared.replication.lock().clone();
     let floor = replicator.as_ref().map_or(0, |r| r.acked_floor());
@@ -79,6 +83,11 @@ fn run(
 ) {
     let mut next_sweep = Instant::now() + sweep_every;
     let mut next_trim = Instant::now() + TRIM_EVERY;
+    let mut next_mark = Instant::now() + MARK_EVERY;
+    // The highest log sequence a background flush made durable.
+    let mut flushed = 0u64;
+    // A full disk is reported once, not on every tick until space is freed.
+    let mut muted = false;
     loop {
         {
             let mut stopped = stop.0.lock();
@@ -91,34 +100,61 @@ fn run(
         }
         let Some(shared) = weak.upgrade() else { return };
         let db = Database { shared };
-        if grouped && db.shared.dirty.swap(false, Ordering::AcqRel) {
-            if let Ok(store) = db.store() {
-                if let Err(e) = store.flush() {
-                    db.shared.dirty.store(true, Ordering::Release);
-                    eprintln!("tidelog: background flush failed: {e}");
-                }
+        if !db.shared.has_fault() {
+            muted = false;
+        }
+        if grouped && db.shared.dirty.load(Ordering::Acquire) {
+            // Through the same path as a write: after a failed write it
+            // reopens the engine once there is room, so the flusher never
+            // keeps calling an engine that refuses everything.
+            match db.shared.flush() {
+                Ok(durable) => flushed = flushed.max(durable),
+                Err(e) => report(&db, "background flush", &e, &mut muted),
+            }
+        }
+        // The mark costs a file sync of its own, so it follows the flushes
+        // at a slower pace. With sync durability every commit is on disk
+        // already.
+        if Instant::now() >= next_mark {
+            next_mark = Instant::now() + MARK_EVERY;
+            let durable = if grouped {
+                flushed
+            } else {
+                *db.shared.committed.borrow()
+            };
+            if durable > db.shared.durable_mark() {
+                db.shared.note_durable(durable);
             }
         }
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + sweep_every;
             if let Err(e) = sweep_expired(&db, crate::hlc::wall_millis()) {
-                if !db.is_closed() {
-                    eprintln!("tidelog: expiry sweep failed: {e}");
-                }
+                report(&db, "expiry sweep", &e, &mut muted);
             }
         }
         if Instant::now() >= next_trim {
             next_trim = Instant::now() + TRIM_EVERY;
             if let Err(e) = trim(&db) {
-                if !db.is_closed() {
-                    eprintln!("tidelog: log trimming failed: {e}");
-                }
+                report(&db, "log trimming", &e, &mut muted);
             }
         }
         // Dropping the last handle here runs close() on this thread, which
         // then skips joining itself.
         drop(db);
     }
+}
+
+fn report(db: &Database, what: &str, e: &crate::Error, muted: &mut bool) {
+    if db.is_closed() {
+        return;
+    }
+    if matches!(e, crate::Error::DiskFull { .. }) {
+        if *muted {
+            return;
+        }
+        *muted = true;
+    }
+    eprintln!("tidelog: {what} failed: {e}");
 }
 
 /// Evicts, without logging, every record and tombstone of an expiring table
@@ -149,7 +185,7 @@ pub(crate) fn sweep_expired(db: &Database, now_ms: u64) -> Result<u64> {
 }
 
 fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
-    let store = db.store()?;
+    let store = db.shared.writable_store()?;
     let _w = db.shared.write.lock();
     if !db.shared.catalog.read().tables.contains_key(&def.name) {
         return Ok(0);
@@ -183,7 +219,7 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
         }
     }
     if !batch.is_empty() {
-        store.commit(batch, false)?;
+        db.shared.commit(&store, batch, false, None)?;
         db.shared.dirty.store(true, Ordering::Release);
     }
     Ok(n)

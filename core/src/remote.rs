@@ -61,7 +61,7 @@ impl Database {
         cursor: Option<(&str, &[u8])>,
     ) -> Result<Vec<RemoteOutcome>> {
         let shared = &self.shared;
-        let store = self.store()?;
+        let store = shared.writable_store()?;
         let mut w = shared.write.lock();
         let mut outcomes = Vec::with_capacity(txns.len());
         let total: usize = txns.iter().map(|t| t.writes.len()).sum();
@@ -144,7 +144,11 @@ impl Database {
         if batch.is_empty() {
             return Ok(outcomes);
         }
-        commit_batch(self, &store, batch, repeated)?;
+        let seqs = entries
+            .first()
+            .zip(entries.last())
+            .map(|(a, b)| (a.seq, b.seq));
+        commit_batch(self, &store, batch, repeated, seqs)?;
         w.next_seq = next_seq;
         for (seq, bytes) in sizes {
             w.log_bytes += bytes;

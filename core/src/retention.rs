@@ -51,7 +51,7 @@ pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<T
         if first >= last {
             return Ok(report);
         }
-        let store = db.store()?;
+        let store = db.shared.writable_store()?;
         let mut over = bytes.saturating_sub(retention.log_max_bytes);
         let mut batch = Batch::default();
         let (mut freed, mut next_first, mut forced) = (0u64, first, 0u64);
@@ -88,7 +88,7 @@ pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<T
         let n = next_first - first;
         {
             let mut w = db.shared.write.lock();
-            store.commit(batch, false)?;
+            db.shared.commit(&store, batch, false, None)?;
             w.first_seq = next_first;
             w.log_bytes = w.log_bytes.saturating_sub(freed);
             w.log_sizes.trimmed(next_first);
@@ -122,7 +122,7 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
         let mut hi = prefix.to_vec();
         hi.extend_from_slice(&min_cut.to_be_bytes());
         loop {
-            let store = db.store()?;
+            let store = db.shared.writable_store()?;
             let _w = db.shared.write.lock();
             if !db.shared.catalog.read().tables.contains_key(&def.name) {
                 break;
@@ -170,7 +170,7 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
                 }
             }
             if !batch.is_empty() {
-                store.commit(batch, false)?;
+                db.shared.commit(&store, batch, false, None)?;
                 db.shared.dirty.store(true, Ordering::Release);
             }
             if looked < TRIM_CHUNK {

@@ -96,7 +96,7 @@ impl std::fmt::Debug for Bytes {
 }
 
 /// A set of writes that commit atomically or not at all.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub(crate) struct Batch {
     pub(crate) ops: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
 }
@@ -179,6 +179,12 @@ pub(crate) enum Store {
     },
     Sled {
         db: sled::Db,
+        /// sled keeps a failed write's error and returns it from later
+        /// reads too; set when a read got one, so that the next write
+        /// reopens the engine.
+        failed: std::sync::atomic::AtomicBool,
+        /// The data directory (for errors).
+        dir: PathBuf,
     },
 }
 
@@ -230,8 +236,31 @@ impl Store {
                 // a reopen right after a close waits for it briefly.
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
                 loop {
-                    match config.open() {
-                        Ok(db) => return Ok(Store::Sled { db }),
+                    // sled 0.34 panics on some damaged files (a zeroed block
+                    // in its log: "tried to serialize Uninitialized") where
+                    // it should fail; that is a corrupt directory, not a
+                    // reason to take the process down.
+                    let opened =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+                            .map_err(|panic| {
+                                let why = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_else(|| "no message".into());
+                                Error::Corrupt(format!(
+                                    "sled failed while reading its files under {}: {why}",
+                                    dir.display()
+                                ))
+                            })?;
+                    match opened {
+                        Ok(db) => {
+                            return Ok(Store::Sled {
+                                db,
+                                failed: Default::default(),
+                                dir: dir.parent().unwrap_or(dir).to_path_buf(),
+                            })
+                        }
                         Err(sled::Error::Io(e))
                             if e.to_string().contains("could not acquire lock")
                                 && std::time::Instant::now() < deadline =>
@@ -248,7 +277,10 @@ impl Store {
     pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>> {
         match self {
             Store::Fjall { spaces, .. } => Ok(spaces[space as usize].get(key)?.map(Bytes::Fjall)),
-            Store::Sled { db } => Ok(db.get(sled_key(space, key))?.map(Bytes::Sled)),
+            Store::Sled { db, failed, dir } => Ok(db
+                .get(sled_key(space, key))
+                .map_err(|e| sled_read_error(failed, dir, e))?
+                .map(Bytes::Sled)),
         }
     }
 
@@ -274,7 +306,7 @@ impl Store {
                     Box::new(iter.map(map))
                 }
             }
-            Store::Sled { db } => {
+            Store::Sled { db, failed, dir } => {
                 let lo = match lo {
                     Bound::Included(k) => Bound::Included(sled_key(space, &k)),
                     Bound::Excluded(k) => Bound::Excluded(sled_key(space, &k)),
@@ -286,9 +318,9 @@ impl Store {
                     Bound::Unbounded => Bound::Excluded(vec![space as u8 + 1]),
                 };
                 let iter = db.range::<Vec<u8>, _>((lo, hi));
-                let map = |r: sled::Result<(sled::IVec, sled::IVec)>| {
+                let map = move |r: sled::Result<(sled::IVec, sled::IVec)>| {
                     r.map(|(k, v)| (Bytes::Sled(k.subslice(1, k.len() - 1)), Bytes::Sled(v)))
-                        .map_err(Error::from)
+                        .map_err(|e| sled_read_error(failed, dir, e))
                 };
                 if reverse {
                     Box::new(iter.rev().map(map))
@@ -309,25 +341,41 @@ impl Store {
     }
 
     /// Applies every write of `batch` atomically; with `sync` it is durable
-    /// on disk before this returns.
-    pub(crate) fn commit(&self, batch: Batch, sync: bool) -> Result<()> {
+    /// on disk before this returns. A failure says whether the batch may
+    /// have reached the engine (see [`WriteFailure::applied`]).
+    pub(crate) fn commit(&self, batch: Batch, sync: bool) -> Result<(), WriteFailure> {
         match self {
             Store::Fjall { db, spaces } => {
                 let mut b = db.batch();
-                if sync {
-                    b = b.durability(Some(fjall::PersistMode::SyncData));
-                }
-                for (space, key, value) in batch.ops {
-                    let ks = &spaces[space as usize];
+                // fjall copies keys and values into its own buffers either
+                // way; borrowing them keeps the batch for a failure.
+                for (space, key, value) in &batch.ops {
+                    let ks = &spaces[*space as usize];
                     match value {
-                        Some(v) => b.insert(ks, key, v),
-                        None => b.remove(ks, key),
+                        Some(v) => b.insert(ks, key.as_slice(), v.as_slice()),
+                        None => b.remove(ks, key.as_slice()),
                     }
                 }
-                b.commit()?;
+                // fjall writes a batch to its journal before it touches a
+                // memtable, so after a failed commit reads still see the
+                // state before it; but what of the batch reached the
+                // journal's buffer may still be written out whole, so it
+                // can turn up when the engine reopens. The batch comes back
+                // with the failure for the caller to undo it then.
+                // Persisting is a separate step so that its failure (the
+                // batch is then in the memtables) can be told apart.
+                if let Err(e) = b.commit() {
+                    let mut f = WriteFailure::fjall(e, true);
+                    f.batch = Some(batch);
+                    return Err(f);
+                }
+                if sync {
+                    db.persist(fjall::PersistMode::SyncData)
+                        .map_err(|e| WriteFailure::fjall(e, true))?;
+                }
                 Ok(())
             }
-            Store::Sled { db } => {
+            Store::Sled { db, .. } => {
                 let mut b = sled::Batch::default();
                 for (space, key, value) in batch.ops {
                     let k = sled_key(space, &key);
@@ -336,9 +384,11 @@ impl Store {
                         None => b.remove(k),
                     }
                 }
-                db.apply_batch(b)?;
+                // sled can fail part way through applying a batch in
+                // memory, so any failure may have left some of it there.
+                db.apply_batch(b).map_err(|e| WriteFailure::sled(e, true))?;
                 if sync {
-                    db.flush()?;
+                    db.flush().map_err(|e| WriteFailure::sled(e, true))?;
                 }
                 Ok(())
             }
@@ -346,14 +396,25 @@ impl Store {
     }
 
     /// Makes every commit so far durable on disk.
-    pub(crate) fn flush(&self) -> Result<()> {
+    pub(crate) fn flush(&self) -> Result<(), WriteFailure> {
         match self {
-            Store::Fjall { db, .. } => db.persist(fjall::PersistMode::SyncData)?,
-            Store::Sled { db } => {
-                db.flush()?;
+            Store::Fjall { db, .. } => db
+                .persist(fjall::PersistMode::SyncData)
+                .map_err(|e| WriteFailure::fjall(e, false))?,
+            Store::Sled { db, .. } => {
+                db.flush().map_err(|e| WriteFailure::sled(e, false))?;
             }
         }
         Ok(())
+    }
+
+    /// Whether the engine reported, on a read, that it stopped taking
+    /// writes (sled after a failed write); fjall says so on writes only.
+    pub(crate) fn refuses_writes(&self) -> bool {
+        match self {
+            Store::Fjall { .. } => false,
+            Store::Sled { failed, .. } => failed.load(std::sync::atomic::Ordering::Acquire),
+        }
     }
 
     /// Bytes the engine occupies on disk.
@@ -363,6 +424,73 @@ impl Store {
             Store::Sled { .. } => dir_size(dir),
         }
     }
+}
+
+/// A write or flush the engine refused. Both engines stop taking writes
+/// after one (fjall poisons itself, sled keeps the error), so the database
+/// reopens the engine before the next write.
+#[derive(Debug)]
+pub(crate) struct WriteFailure {
+    pub(crate) error: Error,
+    /// The batch may turn up after the engine is reopened (unless it is
+    /// undone then, see `batch`). `false` means it is certainly not
+    /// committed.
+    pub(crate) applied: bool,
+    /// The file system said it has no space (ENOSPC) or the quota is spent.
+    pub(crate) disk_full: bool,
+    /// The batch, where reads still show the state before it (fjall): it
+    /// can then be undone after the engine reopens.
+    pub(crate) batch: Option<Batch>,
+}
+
+impl WriteFailure {
+    fn fjall(e: fjall::Error, applied: bool) -> WriteFailure {
+        let disk_full = matches!(&e, fjall::Error::Io(io) if is_disk_full(io));
+        WriteFailure {
+            error: e.into(),
+            applied,
+            disk_full,
+            batch: None,
+        }
+    }
+
+    fn sled(e: sled::Error, applied: bool) -> WriteFailure {
+        let disk_full = matches!(&e, sled::Error::Io(io) if is_disk_full(io));
+        WriteFailure {
+            error: e.into(),
+            applied,
+            disk_full,
+            batch: None,
+        }
+    }
+}
+
+fn sled_read_error(failed: &std::sync::atomic::AtomicBool, dir: &Path, e: sled::Error) -> Error {
+    if let sled::Error::Io(io) = &e {
+        failed.store(true, std::sync::atomic::Ordering::Release);
+        if is_disk_full(io) {
+            return Error::DiskFull {
+                path: dir.to_path_buf(),
+                what: format!("sled stopped after a write failed ({io}) and fails reads that need its log too, until it is reopened"),
+                need: crate::db::RESUME_FREE_BYTES,
+            };
+        }
+    }
+    e.into()
+}
+
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || e.raw_os_error() == Some(28)
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `path`
+/// (`None` if it cannot be asked).
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn sled_key(space: Space, key: &[u8]) -> Vec<u8> {

@@ -233,7 +233,7 @@ impl Transaction {
     fn commit_inner(self) -> Result<(CommitInfo, usize)> {
         let db = self.db;
         let shared = &db.shared;
-        let store = db.store()?;
+        let store = shared.writable_store()?;
         if self.writes.is_empty() {
             return Ok((
                 CommitInfo {
@@ -585,7 +585,7 @@ fn finish(
     let encoded = entry.encode();
     let bytes = crate::log::entry_size(encoded.len());
     batch.put(Space::Log, seq_key(entry.seq).to_vec(), encoded);
-    commit_batch(db, store, batch, repeated)?;
+    commit_batch(db, store, batch, repeated, Some((entry.seq, entry.seq)))?;
     w.next_seq = entry.seq + 1;
     w.log_bytes += bytes;
     w.log_sizes.appended(entry.seq, bytes);
@@ -600,12 +600,13 @@ pub(crate) fn commit_batch(
     store: &Store,
     mut batch: Batch,
     may_repeat_keys: bool,
+    seqs: Option<(u64, u64)>,
 ) -> Result<()> {
     if may_repeat_keys {
         dedupe_last_wins(&mut batch);
     }
     let sync = db.shared.opts.durability == Durability::Sync;
-    store.commit(batch, sync)?;
+    db.shared.commit(store, batch, sync, seqs)?;
     if !sync {
         db.shared.dirty.store(true, Ordering::Release);
     }

@@ -33,13 +33,17 @@ use crate::tidelog_status;
 ///   `{"grouped_ms": n}`;
 /// - `"memory_budget"`: bytes for caches (default 64 MiB, at least 4 MiB);
 /// - `"max_record_bytes"` (default 1 MiB), `"max_clock_skew_ms"` (default
-///   60000), `"expiry_interval_ms"` (default 1000).
+///   60000), `"expiry_interval_ms"` (default 1000);
+/// - `"recover_prefix"`: `true` opens a directory whose engine journal was
+///   damaged by keeping its longest valid prefix (the count dropped goes to
+///   stderr) instead of failing with TIDELOG_CORRUPT (default `false`).
 ///
 /// @param dir          path of the data directory (UTF-8).
 /// @param options_json the options above, e.g. `{"node_name": "edge-1"}`.
 /// @param out_db       receives the new handle (NULL on failure). Release it
 ///                     with tidelog_db_free().
-/// @return TIDELOG_OK, TIDELOG_LOCKED, TIDELOG_INVALID_INPUT, TIDELOG_STORAGE, ...
+/// @return TIDELOG_OK, TIDELOG_LOCKED, TIDELOG_INVALID_INPUT, TIDELOG_STORAGE,
+///         TIDELOG_CORRUPT, ...
 #[no_mangle]
 pub unsafe extern "C" fn tidelog_open(
     dir: *const c_char,
@@ -94,8 +98,11 @@ pub extern "C" fn tidelog_db_free(db: *mut tidelog_db) {
 
 /// Describes this instance: `{"node_name": "...", "node_id": <u64>,
 /// "node_id_hex": "...", "path": "...", "engine": "fjall"|"sled",
-/// "closed": false}`. `node_id` is the origin in version stamps; compare it
-/// as `node_id_hex` if your JSON parser keeps numbers as doubles.
+/// "closed": false, "dropped_transactions": 0}`. `node_id` is the origin in
+/// version stamps; compare it as `node_id_hex` if your JSON parser keeps
+/// numbers as doubles. `dropped_transactions`: transactions this handle
+/// lost, at open to a damaged journal (with `"recover_prefix": true`) or to
+/// a failed write the engine could not keep (sled, grouped durability).
 ///
 /// @param db       a database handle (also works when closed).
 /// @param out_json receives the JSON text; free it with tidelog_string_free().
@@ -115,6 +122,7 @@ pub unsafe extern "C" fn tidelog_node_info(
             "path": db.path().to_string_lossy(),
             "engine": db.engine().as_str(),
             "closed": db.is_closed(),
+            "dropped_transactions": db.dropped_transactions(),
         });
         out.set(new_string(info.to_string())?);
         Ok(())

@@ -35,6 +35,8 @@ struct OpenJson {
     max_clock_skew_ms: Option<u64>,
     #[serde(default)]
     expiry_interval_ms: Option<u64>,
+    #[serde(default)]
+    recover_prefix: bool,
 }
 
 pub(crate) fn open_options(v: Value) -> FfiResult<OpenOptions> {
@@ -65,7 +67,7 @@ pub(crate) fn open_options(v: Value) -> FfiResult<OpenOptions> {
         }
         o = o.expiry_interval(Duration::from_millis(ms));
     }
-    Ok(o)
+    Ok(o.recover_prefix(j.recover_prefix))
 }
 
 fn durability(v: &Value) -> FfiResult<Durability> {

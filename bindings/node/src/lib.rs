@@ -113,6 +113,11 @@ impl NativeDb {
     }
 
     #[napi(getter)]
+    pub fn dropped_transactions(&self) -> f64 {
+        self.db.dropped_transactions() as f64
+    }
+
+    #[napi(getter)]
     pub fn engine(&self) -> String {
         match self.db.engine() {
             EngineKind::Sled => "sled".into(),

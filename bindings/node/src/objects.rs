@@ -28,6 +28,7 @@ pub struct OpenOpts {
     pub max_record_bytes: Option<f64>,
     pub max_clock_skew_ms: Option<f64>,
     pub expiry_interval_ms: Option<f64>,
+    pub recover_prefix: Option<bool>,
 }
 
 #[napi(object)]
@@ -182,7 +183,7 @@ pub(crate) fn open_options(o: OpenOpts) -> napi::Result<OpenOptions> {
         }
         opts = opts.expiry_interval(d);
     }
-    Ok(opts)
+    Ok(opts.recover_prefix(o.recover_prefix.unwrap_or(false)))
 }
 
 pub(crate) fn table_options(o: Option<TableOpts>) -> napi::Result<TableOptions> {

@@ -80,6 +80,14 @@ impl PyDatabase {
         Ok(self.h.db()?.node_id())
     }
 
+    /// Transactions this handle lost: at open to a damaged journal (with
+    /// `recover_prefix=True`), or to a failed write the engine could not
+    /// keep (sled, grouped durability).
+    #[getter]
+    fn dropped_transactions(&self) -> PyResult<u64> {
+        Ok(self.h.db()?.dropped_transactions())
+    }
+
     /// The data directory.
     #[getter]
     fn path(&self) -> PyResult<String> {
@@ -750,7 +758,8 @@ impl PyDatabase {
 /// it returns). Use the result as a context manager to close it.
 #[pyfunction]
 #[pyo3(signature = (path, node_name, *, engine="fjall", durability="grouped", flush_interval=0.05,
-    memory_budget=None, max_record_bytes=None, max_clock_skew=None, expiry_interval=None))]
+    memory_budget=None, max_record_bytes=None, max_clock_skew=None, expiry_interval=None,
+    recover_prefix=false))]
 #[allow(clippy::too_many_arguments)]
 fn open(
     py: Python<'_>,
@@ -763,6 +772,7 @@ fn open(
     max_record_bytes: Option<i64>,
     max_clock_skew: Option<f64>,
     expiry_interval: Option<f64>,
+    recover_prefix: bool,
 ) -> PyResult<PyDatabase> {
     fork::install();
     let mut o = OpenOptions::new(node_name).engine(engine.parse::<EngineKind>().py()?);
@@ -789,6 +799,7 @@ fn open(
     if let Some(s) = expiry_interval {
         o.expiry_interval = seconds("expiry_interval", s)?;
     }
+    o.recover_prefix = recover_prefix;
     let db = py.detach(|| tidelog::Database::open(&path, o)).py()?;
     Ok(PyDatabase {
         h: Handle::register(db),

@@ -61,6 +61,7 @@ CONFIG (TOML; relative paths are relative to the config file):
     memory_budget_mib = 64
     max_record_bytes = 1048576
     max_clock_skew_secs = 60
+    recover_prefix = false            # true: keep a damaged journal's valid prefix
     listen = \"0.0.0.0:7000\"          # accept peers dialing in
     status_interval_secs = 10         # 0 = no status lines
     insecure = false                  # true: plaintext, tests only, no [tls]

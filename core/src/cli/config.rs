@@ -14,6 +14,7 @@
 //! memory_budget_mib = 64         # storage caches and write buffers (at least 4)
 //! max_record_bytes = 1048576     # largest record a write may carry
 //! max_clock_skew_secs = 60       # remote stamps further ahead than this are refused
+//! recover_prefix = false         # true: open a damaged journal by keeping its valid prefix
 //! listen = "0.0.0.0:7000"        # optional: accept peers dialing in here (port 0 = any free port)
 //! status_interval_secs = 10      # one status line per peer this often on stderr; 0 = never
 //!
@@ -78,6 +79,8 @@ pub struct Config {
     pub memory_budget_mib: Option<u64>,
     pub max_record_bytes: Option<usize>,
     pub max_clock_skew_secs: Option<u64>,
+    #[serde(default)]
+    pub recover_prefix: bool,
     pub listen: Option<String>,
     #[serde(default = "default_status_interval")]
     pub status_interval_secs: u64,
@@ -281,6 +284,7 @@ impl Config {
         if let Some(s) = self.max_clock_skew_secs {
             o.max_clock_skew = Duration::from_secs(s);
         }
+        o.recover_prefix = self.recover_prefix;
         let r = &self.retention;
         let secs = Duration::from_secs;
         if let Some(mib) = r.log_max_mib {

@@ -51,10 +51,14 @@ def open(
     max_record_bytes: Optional[int] = None,
     max_clock_skew: Optional[float] = None,
     expiry_interval: Optional[float] = None,
+    recover_prefix: bool = False,
 ) -> "Database":
     """Opens (creating if needed) the data directory ``path`` for node
     ``node_name``. Raises :class:`LockedError` if another handle or process
-    has it open. Use the result as a context manager to close it."""
+    has it open, :class:`CorruptError` if the engine's journal was damaged
+    (unless ``recover_prefix`` keeps its longest valid prefix; see
+    ``Database.dropped_transactions``). Use the result as a context manager
+    to close it."""
 
 def dev_certs(out_dir: StrPath, nodes: Sequence[str], *, ca_name: str = "tidelog dev CA") -> DevPki:
     """Writes a development CA and a certificate and key per node into
@@ -118,6 +122,11 @@ class Database:
     @property
     def node_id(self) -> int:
         """This instance's stable node id."""
+    @property
+    def dropped_transactions(self) -> int:
+        """Transactions this handle lost: at open to a damaged journal (with
+        ``recover_prefix=True``), or to a failed write the engine could not
+        keep (sled, grouped durability)."""
     @property
     def path(self) -> str:
         """The data directory."""
