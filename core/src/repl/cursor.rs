@@ -8,9 +8,11 @@
 //!
 //! Sending side: per peer, the highest sequence it acknowledged, for
 //! delivery receipts and log retention, and what it refused of this node's
-//! log (so a receipt for a refused write still fails after a restart).
+//! log (so a receipt for a refused write still fails after a restart), and
+//! which published tables it did not ask for on the last link (so a
+//! receipt for a write to one fails with the link down or after a restart).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -151,4 +153,26 @@ pub(crate) fn store_refusals(
         .collect::<Result<_>>()?;
     let deletes = drop.iter().map(|k| refusal_key(peer, k)).collect();
     db.meta_commit(puts, deletes)
+}
+
+fn not_wanted_key(peer: &str) -> Vec<u8> {
+    let mut k = b"notwanted/".to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    k
+}
+
+/// The tables this node published to `peer` that its hello on the last
+/// link did not ask for (so the link passed over their writes).
+pub(crate) fn load_not_wanted(db: &Database, peer: &str) -> Result<BTreeSet<String>> {
+    match db.meta_get(&not_wanted_key(peer))? {
+        Some(v) => postcard::from_bytes(&v)
+            .map_err(|_| Error::Corrupt(format!("tables not taken by `{peer}`"))),
+        None => Ok(BTreeSet::new()),
+    }
+}
+
+pub(crate) fn store_not_wanted(db: &Database, peer: &str, tables: &BTreeSet<String>) -> Result<()> {
+    let v = postcard::to_stdvec(tables)
+        .map_err(|e| Error::Storage(format!("encoding the tables `{peer}` does not take: {e}")))?;
+    db.meta_put(&not_wanted_key(peer), &v)
 }

@@ -582,7 +582,8 @@ impl Database {
         }
         let acked = cursor::load_acked(self, &config.name)?;
         let refused = cursor::load_refusals(self, &config.name)?;
-        let state = PeerState::new(config.clone(), acked, refused);
+        let not_wanted = cursor::load_not_wanted(self, &config.name)?;
+        let state = PeerState::new(config.clone(), acked, refused, not_wanted);
         // A damaged cursor is reported when the link loads it; here it only
         // means no node id is known for the peer yet.
         let known = cursor::PeerCursor::load(self, &config.name).map_or(0, |c| c.peer_node_id);
@@ -676,7 +677,7 @@ impl Database {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(std::time::Instant::now())
             });
-            p.wait_acked(seq, stamp, &tables, left, || self.is_closed())
+            p.wait_acked(seq, stamp, tables.as_deref(), left, || self.is_closed())
                 .map_err(|mut e| {
                     // The caller's whole timeout, not this peer's share.
                     if let Error::NotAcknowledged { after, .. } = &mut e {
@@ -715,22 +716,31 @@ impl Database {
             .peer(peer)
             .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
         let (tables, stamp) = self.tables_written_by(seq)?;
-        state.wait_acked(seq, stamp, &tables, timeout, || self.is_closed())
+        state.wait_acked(seq, stamp, tables.as_deref(), timeout, || self.is_closed())
     }
 
-    /// The tables transaction `seq` writes and its stamp, or none if the
-    /// log no longer (or does not yet) hold it.
-    fn tables_written_by(&self, seq: u64) -> Result<(Vec<String>, Option<crate::codec::Stamp>)> {
+    /// The tables transaction `seq` writes and its stamp; no tables (and
+    /// no stamp) if the log does not hold it yet, `None` for the tables if
+    /// it no longer does (trimmed: which tables it wrote is unknown).
+    #[allow(clippy::type_complexity)]
+    fn tables_written_by(
+        &self,
+        seq: u64,
+    ) -> Result<(Option<Vec<String>>, Option<crate::codec::Stamp>)> {
         let bounds = self.log_bounds()?;
-        if seq == 0 || seq < bounds.first || seq > bounds.last {
-            return Ok((Vec::new(), None));
+        if seq == 0 || seq > bounds.last {
+            return Ok((Some(Vec::new()), None));
         }
+        if seq < bounds.first {
+            return Ok((None, None));
+        }
+        // Gone between the bounds and the read: trimmed meanwhile.
         let Some(entry) = self.read_log(seq, 1)?.into_iter().find(|e| e.seq == seq) else {
-            return Ok((Vec::new(), None));
+            return Ok((None, None));
         };
         let mut tables: Vec<String> = entry.writes.into_iter().map(|w| w.table).collect();
         tables.sort_unstable();
         tables.dedup();
-        Ok((tables, Some(entry.stamp)))
+        Ok((Some(tables), Some(entry.stamp)))
     }
 }

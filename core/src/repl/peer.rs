@@ -1,7 +1,7 @@
 //! One configured peer: its configuration, its live counters, and the tasks
 //! that keep its link up (the dialer, or the session of an accepted link).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,10 @@ pub(crate) struct PeerState {
     /// What the peer refused of this node's log (persisted, bounded by
     /// `MAX_REFUSALS_PER_PEER`): receipts for these fail.
     refused: Mutex<BTreeMap<RefusalKey, RefusalRecord>>,
+    /// Tables published to the peer that its hello on the last link did
+    /// not ask for (persisted): the link passes over their writes, so
+    /// receipts for those fail, with the link up or down.
+    not_wanted: Mutex<BTreeSet<String>>,
     /// Bumped to make the current link end (configuration changed).
     pub(crate) generation: watch::Sender<u64>,
     /// Removed from the database's peers: links end, nothing redials.
@@ -106,6 +110,7 @@ impl PeerState {
         config: PeerConfig,
         acked: u64,
         refused: BTreeMap<RefusalKey, RefusalRecord>,
+        not_wanted: BTreeSet<String>,
     ) -> Arc<PeerState> {
         let mut counters = Counters::default();
         for ((seq, stamp, table), rec) in &refused {
@@ -124,6 +129,7 @@ impl PeerState {
             acked: watch::Sender::new(acked),
             acked_cv: (Mutex::new(()), Condvar::new()),
             refused: Mutex::new(refused),
+            not_wanted: Mutex::new(not_wanted),
             generation: watch::Sender::new(0),
             removed: std::sync::atomic::AtomicBool::new(false),
             dialer: Mutex::new(None),
@@ -429,21 +435,55 @@ impl PeerState {
         })
     }
 
-    /// The receipt error for transaction `seq` writing `tables`, if one of
-    /// them is published to this peer and the current link shows the peer
-    /// did not subscribe to it.
-    fn not_taken(&self, seq: u64, tables: &[String]) -> Option<Error> {
-        let c = self.counters.lock();
-        let table = tables.iter().find(|t| {
-            c.tables
-                .get(t.as_str())
-                .is_some_and(|(_, outbound)| outbound == NOT_SUBSCRIBED_BY_PEER)
-        })?;
-        Some(Error::NotSubscribed {
-            peer: self.name(),
-            table: table.clone(),
-            seq,
-        })
+    /// Records which tables published to the peer its hello on a new link
+    /// did not ask for, durably and before anything goes out on that link,
+    /// so the acknowledgements that pass over their writes never make a
+    /// receipt pass, even once the link is down or after a restart. Written
+    /// only when the set changes, once per link: not per transaction.
+    pub(crate) fn set_not_wanted(&self, db: &Database, tables: BTreeSet<String>) -> Result<()> {
+        let mut cur = self.not_wanted.lock();
+        if *cur != tables {
+            super::cursor::store_not_wanted(db, &self.name(), &tables)?;
+            *cur = tables;
+        }
+        Ok(())
+    }
+
+    /// The receipt error for transaction `seq` writing `tables` (`None`:
+    /// the log no longer holds it), if one of them is published to this
+    /// peer and the peer did not ask for it on its last link. Without the
+    /// entry, nothing proves the transaction did not write such a table,
+    /// so the receipt fails unless the peer takes every published table.
+    fn not_taken(&self, seq: u64, tables: Option<&[String]>) -> Option<Error> {
+        let config = self.config();
+        let not_wanted = self.not_wanted.lock();
+        // A table this node no longer publishes to the peer is not part of
+        // its receipts, whatever the last link said.
+        let published_not_wanted = |t: &str| {
+            not_wanted.contains(t) && config.tables.iter().any(|f| f.table == t && f.publish)
+        };
+        match tables {
+            Some(tables) => {
+                let table = tables.iter().find(|t| published_not_wanted(t))?;
+                Some(Error::NotSubscribed {
+                    peer: config.name.clone(),
+                    table: table.clone(),
+                    seq,
+                })
+            }
+            None => {
+                let tables: Vec<String> = not_wanted
+                    .iter()
+                    .filter(|t| published_not_wanted(t))
+                    .cloned()
+                    .collect();
+                (!tables.is_empty()).then(|| Error::DeliveryUnproven {
+                    peer: config.name.clone(),
+                    seq,
+                    tables,
+                })
+            }
+        }
     }
 
     /// What the link says about a missing acknowledgement, and what to
@@ -508,16 +548,17 @@ impl PeerState {
 
     /// Blocks the calling thread (never a runtime) until the peer
     /// acknowledged `seq`, the database closes, or `timeout` passes.
-    /// `tables`: the tables transaction `seq` writes, if known; a receipt
-    /// for it fails as soon as the link shows the peer does not take one
-    /// of them that this node publishes to it. It also fails as soon as
+    /// `tables`: the tables transaction `seq` writes (`None`: the log no
+    /// longer holds it); a receipt for it fails if the peer, on its last
+    /// link, did not take one of them that this node publishes to it (or,
+    /// without the entry, any such table: see `not_taken`). It also fails as soon as
     /// the peer refused (part of) it; `stamp`, the transaction's stamp if
     /// the log still holds it, matches refused rows of a sync.
     pub(crate) fn wait_acked(
         &self,
         seq: u64,
         stamp: Option<Stamp>,
-        tables: &[String],
+        tables: Option<&[String]>,
         timeout: Duration,
         closed: impl Fn() -> bool,
     ) -> Result<()> {

@@ -11,7 +11,7 @@
 //! write whose table is still being synced, or its delivery receipt would
 //! pass early. The window bounds how far the log runs ahead meanwhile.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -97,15 +97,23 @@ impl Sender {
                 .map_or(0, |f| f.priority)
         };
         wants.sort_by_key(|w| std::cmp::Reverse(priority(&w.table)));
-        // Said before anything goes out, so a delivery receipt waiting on
+        // Stored before anything goes out, so a delivery receipt waiting on
         // a write to such a table fails before the first acknowledgement
-        // passes over it (see PeerState::wait_acked).
-        for flow in config.tables.iter().filter(|t| t.publish) {
-            if !wants.iter().any(|w| w.table == flow.table) {
-                self.peer
-                    .set_table_state(&flow.table, None, Some(NOT_SUBSCRIBED_BY_PEER.into()));
-            }
+        // passes over it, and still does once this link is down or after a
+        // restart (see PeerState::wait_acked). It replaces what the last
+        // link said: a peer that now subscribes gets receipts again.
+        let not_wanted: BTreeSet<String> = config
+            .tables
+            .iter()
+            .filter(|t| t.publish && !wants.iter().any(|w| w.table == t.table))
+            .map(|t| t.table.clone())
+            .collect();
+        for table in &not_wanted {
+            self.peer
+                .set_table_state(table, None, Some(NOT_SUBSCRIBED_BY_PEER.into()));
         }
+        let (db, peer) = (self.db.clone(), self.peer.clone());
+        blocking(move || peer.set_not_wanted(&db, not_wanted)).await?;
         let mut starts: HashMap<String, u64> = HashMap::new();
         let mut syncs: Vec<Sync> = Vec::new();
         let mut missing: Vec<String> = Vec::new();
