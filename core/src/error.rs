@@ -176,7 +176,7 @@ impl Error {
             Error::Tls(_) => ErrorKind::Tls,
             Error::Peer(_) | Error::NotSubscribed { .. } | Error::DeliveryUnproven { .. } => {
                 ErrorKind::Peer
-            },
+            }
             Error::Unsupported(_) => ErrorKind::Unsupported,
         }
     }

@@ -654,8 +654,10 @@ impl Database {
     ///
     /// Fails with [`Error::NotSubscribed`] if transaction `seq` (for `None`,
     /// the newest one) writes a table this node publishes to a peer that
-    /// does not subscribe to it, with [`Error::Refused`] as soon as a peer
-    /// refused it (see [`Database::wait_for_ack`]), and with
+    /// did not subscribe to it on its last link, with
+    /// [`Error::DeliveryUnproven`] if the log no longer holds `seq` and such
+    /// a peer skips a published table, with [`Error::Refused`] as soon as a
+    /// peer refused it (see [`Database::wait_for_ack`]), and with
     /// [`Error::NotAcknowledged`] (kind `Timeout`, saying what the link
     /// looks like) when time runs out.
     pub fn wait_for_delivery(&self, seq: Option<u64>, timeout: Duration) -> Result<()> {
@@ -695,9 +697,17 @@ impl Database {
     /// The peer acknowledges positions in this node's log; writes to tables
     /// it does not take from this node are passed over, not delivered. So
     /// if transaction `seq` writes a table this node publishes to `peer`
-    /// and the link shows `peer` does not subscribe to it, this fails with
-    /// [`Error::NotSubscribed`] instead of passing. Writes to tables not
-    /// published to `peer` at all are not part of its receipt.
+    /// and `peer`'s hello on the last link did not ask for it, this fails
+    /// with [`Error::NotSubscribed`] instead of passing, with the link up or
+    /// down and after a restart: this node stores, per peer, which published
+    /// tables the last link did not ask for (replaced when a link comes up,
+    /// so a peer that now subscribes gets receipts again). Which tables `seq`
+    /// wrote is read from the log; once retention trimmed the entry, it is
+    /// unknown, so if `peer` skips any published table the receipt fails
+    /// with [`Error::DeliveryUnproven`] rather than pass for a write that
+    /// may never have reached it (keep entries longer with
+    /// [`crate::Retention::log_min_age`] to check receipts later). Writes to
+    /// tables not published to `peer` at all are not part of its receipt.
     ///
     /// A receipt means `peer` applied the transaction. If it refused it, or
     /// part of it (a stamp beyond its `max_clock_skew`, a table it does not
@@ -722,7 +732,6 @@ impl Database {
     /// The tables transaction `seq` writes and its stamp; no tables (and
     /// no stamp) if the log does not hold it yet, `None` for the tables if
     /// it no longer does (trimmed: which tables it wrote is unknown).
-    #[allow(clippy::type_complexity)]
     fn tables_written_by(
         &self,
         seq: u64,
