@@ -654,6 +654,19 @@ fn a_peer_that_now_subscribes_replaces_what_the_last_link_said() {
     wait_until("the edge has the `bulk` row", T, || {
         p.edge.get("bulk", "b1").ok().flatten().is_some()
     });
+    // The acknowledgement passed over `bulk` before; only one past what
+    // was committed when the new link came up shows the edge caught up.
+    match p
+        .cloud
+        .wait_for_ack("edge-1", bulk.seq, Duration::from_millis(300))
+    {
+        Err(Error::NotAcknowledged { why, .. }) => {
+            assert!(why.contains("catching up on `bulk`"), "{why}")
+        }
+        other => panic!("expected the receipt to wait for the catch-up, got {other:?}"),
+    }
+    let later = p.cloud.insert("thresholds", json!({"id": "t2"})).unwrap();
+    p.cloud.wait_for_ack("edge-1", later.seq, T).unwrap();
     p.cloud.wait_for_ack("edge-1", bulk.seq, T).unwrap();
     p.cloud.wait_for_delivery(Some(bulk.seq), T).unwrap();
     // What the new link said is what is stored: it holds after a restart.

@@ -161,18 +161,32 @@ fn not_wanted_key(peer: &str) -> Vec<u8> {
     k
 }
 
-/// The tables this node published to `peer` that its hello on the last
-/// link did not ask for (so the link passed over their writes).
-pub(crate) fn load_not_wanted(db: &Database, peer: &str) -> Result<BTreeSet<String>> {
+/// Which tables published to a peer its last link passed over.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) struct Skipped {
+    /// Published tables the peer's hello on the last link did not ask for.
+    pub(crate) not_wanted: BTreeSet<String>,
+    /// Tables an earlier link passed over that the peer asks for since the
+    /// last link: until it acknowledges a position past `mark`, their
+    /// earlier writes may still be on their way (a sync, or a stream from
+    /// the peer's old resume point).
+    pub(crate) catching_up: BTreeSet<String>,
+    /// The last sequence committed when that link came up. Nothing past it
+    /// goes out before every sync of the link is written and every table
+    /// it streams got past it, so an acknowledgement beyond it covers them.
+    pub(crate) mark: u64,
+}
+
+pub(crate) fn load_skipped(db: &Database, peer: &str) -> Result<Skipped> {
     match db.meta_get(&not_wanted_key(peer))? {
         Some(v) => postcard::from_bytes(&v)
             .map_err(|_| Error::Corrupt(format!("tables not taken by `{peer}`"))),
-        None => Ok(BTreeSet::new()),
+        None => Ok(Skipped::default()),
     }
 }
 
-pub(crate) fn store_not_wanted(db: &Database, peer: &str, tables: &BTreeSet<String>) -> Result<()> {
-    let v = postcard::to_stdvec(tables)
+pub(crate) fn store_skipped(db: &Database, peer: &str, skipped: &Skipped) -> Result<()> {
+    let v = postcard::to_stdvec(skipped)
         .map_err(|e| Error::Storage(format!("encoding the tables `{peer}` does not take: {e}")))?;
     db.meta_put(&not_wanted_key(peer), &v)
 }

@@ -582,8 +582,8 @@ impl Database {
         }
         let acked = cursor::load_acked(self, &config.name)?;
         let refused = cursor::load_refusals(self, &config.name)?;
-        let not_wanted = cursor::load_not_wanted(self, &config.name)?;
-        let state = PeerState::new(config.clone(), acked, refused, not_wanted);
+        let skipped = cursor::load_skipped(self, &config.name)?;
+        let state = PeerState::new(config.clone(), acked, refused, skipped);
         // A damaged cursor is reported when the link loads it; here it only
         // means no node id is known for the peer yet.
         let known = cursor::PeerCursor::load(self, &config.name).map_or(0, |c| c.peer_node_id);
@@ -700,8 +700,10 @@ impl Database {
     /// and `peer`'s hello on the last link did not ask for it, this fails
     /// with [`Error::NotSubscribed`] instead of passing, with the link up or
     /// down and after a restart: this node stores, per peer, which published
-    /// tables the last link did not ask for (replaced when a link comes up,
-    /// so a peer that now subscribes gets receipts again). Which tables `seq`
+    /// tables the last link did not ask for (replaced when a link comes up;
+    /// for a peer that now subscribes, such receipts wait until it
+    /// acknowledges a write committed after that link came up, which covers
+    /// the table's sync or renewed stream). Which tables `seq`
     /// wrote is read from the log; once retention trimmed the entry, it is
     /// unknown, so if `peer` skips any published table the receipt fails
     /// with [`Error::DeliveryUnproven`] rather than pass for a write that

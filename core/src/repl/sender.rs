@@ -112,8 +112,11 @@ impl Sender {
             self.peer
                 .set_table_state(table, None, Some(NOT_SUBSCRIBED_BY_PEER.into()));
         }
+        let wanted: BTreeSet<String> = wants.iter().map(|w| w.table.clone()).collect();
+        // Read before any sync starts: see `Skipped::mark`.
+        let mark = *self.db.shared.committed.borrow();
         let (db, peer) = (self.db.clone(), self.peer.clone());
-        blocking(move || peer.set_not_wanted(&db, not_wanted)).await?;
+        let catching_up = blocking(move || peer.link_wants(&db, not_wanted, &wanted, mark)).await?;
         let mut starts: HashMap<String, u64> = HashMap::new();
         let mut syncs: Vec<Sync> = Vec::new();
         let mut missing: Vec<String> = Vec::new();
@@ -210,7 +213,12 @@ impl Sender {
                 }
                 Ok(())
             };
-            tokio::try_join!(self.stream(starts, pending, synced), syncing).map(|_| ())
+            tokio::try_join!(
+                self.stream(starts, pending, synced),
+                syncing,
+                self.catch_up(catching_up, mark)
+            )
+            .map(|_| ())
         };
         if missing.is_empty() {
             return log_and_syncs.await;
@@ -301,6 +309,20 @@ impl Sender {
             }
             after = next;
         }
+    }
+
+    /// Once the peer acknowledges past `mark`, the tables it caught up on
+    /// on this link no longer hold receipts back.
+    async fn catch_up(&self, catching_up: bool, mark: u64) -> Result<()> {
+        if !catching_up {
+            return Ok(());
+        }
+        let mut acked = self.peer.acked.subscribe();
+        while *acked.borrow_and_update() <= mark {
+            acked.changed().await.map_err(|_| link_closed())?;
+        }
+        let (db, peer) = (self.db.clone(), self.peer.clone());
+        blocking(move || peer.caught_up(&db, mark)).await
     }
 
     fn may_send_origin(&self, origin: u64) -> bool {
