@@ -101,7 +101,8 @@ impl Sender {
         // a write to such a table fails before the first acknowledgement
         // passes over it, and still does once this link is down or after a
         // restart (see PeerState::wait_acked). It replaces what the last
-        // link said: a peer that now subscribes gets receipts again.
+        // link said: a peer that now subscribes gets those receipts again
+        // once it caught up (see `catch_up`).
         let not_wanted: BTreeSet<String> = config
             .tables
             .iter()
