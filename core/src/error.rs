@@ -132,6 +132,13 @@ pub enum Error {
         table: String,
         seq: u64,
     },
+    #[error("this node's log no longer holds transaction {seq}, so which tables it wrote is unknown, and `{peer}` did not take {} that this node publishes to it on its last link: the receipt cannot prove delivery. Ask for receipts before retention trims the entry (raise retention.log_min_age to keep acknowledged entries longer), or subscribe `{peer}` to those tables", .tables.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "))]
+    DeliveryUnproven {
+        peer: String,
+        seq: u64,
+        /// The published tables `peer` did not take on its last link.
+        tables: Vec<String>,
+    },
     #[error("`{peer}` refused transaction {seq} (table `{table}`, {kind}), so it was not applied there and never will be: {reason}: {}", .kind.advice())]
     Refused {
         peer: String,
@@ -186,7 +193,9 @@ impl Error {
             },
             Error::NotAcknowledged { .. } => ErrorKind::Timeout,
             Error::Tls(_) => ErrorKind::Tls,
-            Error::Peer(_) | Error::NotSubscribed { .. } => ErrorKind::Peer,
+            Error::Peer(_) | Error::NotSubscribed { .. } | Error::DeliveryUnproven { .. } => {
+                ErrorKind::Peer
+            }
             Error::Unsupported(_) => ErrorKind::Unsupported,
         }
     }

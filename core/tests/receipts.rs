@@ -466,3 +466,216 @@ fn a_relay_never_forwards_what_it_refused_and_reports_what_it_forwarded_in_vain(
     let hub_last = hub_seq_of(&hub, "marker-2").unwrap();
     hub.wait_for_ack("operator", hub_last, T).unwrap();
 }
+
+/// Opens the cloud of a not-taken pair; with `keep_log`, acknowledged
+/// entries stay in its log for an hour (so receipts can read them).
+fn open_publishing_cloud(dir: &std::path::Path, keep_log: bool) -> Database {
+    let mut o = OpenOptions::new("cloud");
+    if keep_log {
+        o.retention.log_min_age = Duration::from_secs(3600);
+    }
+    Database::open(dir, o).unwrap()
+}
+
+/// The cloud publishes `thresholds` and `bulk` to the edge; the edge
+/// subscribes only to `thresholds`.
+fn cloud_peer() -> PeerConfig {
+    PeerConfig::new("edge-1")
+        .table(TableFlow::publish("thresholds"))
+        .table(TableFlow::publish("bulk"))
+}
+
+struct NotTaken {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    cloud: Database,
+    edge: Database,
+    addr: String,
+}
+
+fn not_taken_pair(pki: &Pki, keep_log: bool) -> NotTaken {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cloud = open_publishing_cloud(dirs.0.path(), keep_log);
+    for t in ["thresholds", "bulk"] {
+        cloud.create_table(t, TableOptions::default()).unwrap();
+    }
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    let addr = cloud.listen("127.0.0.1:0").unwrap();
+    cloud.add_peer(cloud_peer()).unwrap();
+    let edge = open_node(dirs.1.path(), "edge-1");
+    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.add_peer(
+        PeerConfig::new("cloud")
+            .address(addr.to_string())
+            .table(TableFlow::subscribe("thresholds")),
+    )
+    .unwrap();
+    wait_until("the cloud streams `thresholds`, not `bulk`", T, || {
+        let s = cloud.peer_status("edge-1").unwrap();
+        let out = |t: &str| {
+            s.tables
+                .iter()
+                .find(|x| x.table == t)
+                .map(|x| x.outbound.clone())
+        };
+        s.connected
+            && out("thresholds").as_deref() == Some("streaming")
+            && out("bulk").as_deref() == Some("not subscribed by the peer")
+    });
+    NotTaken {
+        _dirs: dirs,
+        cloud,
+        edge,
+        addr: addr.to_string(),
+    }
+}
+
+/// Writes `bulk` (not taken) then `thresholds` (taken), and waits until
+/// the edge acknowledged both positions; returns their commits.
+fn write_both_and_wait(cloud: &Database) -> (CommitInfo, CommitInfo) {
+    let bulk = cloud.insert("bulk", json!({"id": "b1"})).unwrap();
+    let thr = cloud.insert("thresholds", json!({"id": "t1"})).unwrap();
+    cloud.wait_for_ack("edge-1", thr.seq, T).unwrap();
+    assert!(cloud.peer_status("edge-1").unwrap().acked_seq >= bulk.seq);
+    (bulk, thr)
+}
+
+/// The receipt of `seq` fails with `NotSubscribed` for `bulk`, through
+/// `wait_for_ack` and `wait_for_delivery` alike (not with a timeout).
+fn assert_not_subscribed(what: &str, cloud: &Database, seq: u64) {
+    for r in [
+        cloud.wait_for_ack("edge-1", seq, T),
+        cloud.wait_for_delivery(Some(seq), T),
+    ] {
+        match r {
+            Err(e @ Error::NotSubscribed { .. }) => {
+                assert!(
+                    matches!(&e, Error::NotSubscribed { peer, table, seq: s }
+                        if peer == "edge-1" && table == "bulk" && *s == seq),
+                    "{what}: {e}"
+                );
+                assert_eq!(e.kind(), ErrorKind::Peer, "{what}: {e}");
+            }
+            other => panic!("{what}: expected NotSubscribed for `bulk` {seq}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_receipt_for_a_table_the_peer_does_not_take_fails_with_the_link_down() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let p = not_taken_pair(&pki, true);
+    let (bulk, thr) = write_both_and_wait(&p.cloud);
+    assert_not_subscribed("link up", &p.cloud, bulk.seq);
+
+    p.edge.close().unwrap();
+    wait_until("the cloud sees the link down", T, || {
+        !p.cloud.peer_status("edge-1").unwrap().connected
+    });
+    assert_not_subscribed("link down", &p.cloud, bulk.seq);
+    // A write to the table the edge does take keeps its receipt.
+    p.cloud.wait_for_ack("edge-1", thr.seq, T).unwrap();
+    p.cloud.wait_for_delivery(Some(thr.seq), T).unwrap();
+}
+
+#[test]
+fn a_receipt_for_a_table_the_peer_does_not_take_fails_after_the_sender_restarts() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let p = not_taken_pair(&pki, true);
+    let (bulk, thr) = write_both_and_wait(&p.cloud);
+    let cloud_dir = p._dirs.0.path().to_path_buf();
+    p.cloud.close().unwrap();
+
+    // Reopened and not listening: nothing but what it stored says the
+    // edge does not take `bulk`.
+    let cloud = open_publishing_cloud(&cloud_dir, true);
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    cloud.add_peer(cloud_peer()).unwrap();
+    let s = cloud.peer_status("edge-1").unwrap();
+    assert!(!s.connected && s.acked_seq >= thr.seq, "{s:?}");
+    assert_not_subscribed("after a restart", &cloud, bulk.seq);
+    cloud.wait_for_ack("edge-1", thr.seq, T).unwrap();
+    cloud.wait_for_delivery(Some(thr.seq), T).unwrap();
+    cloud.close().unwrap();
+    p.edge.close().unwrap();
+}
+
+#[test]
+fn a_receipt_whose_log_entry_was_trimmed_cannot_pass_if_the_peer_skips_a_published_table() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    // Default retention: acknowledged entries leave the log within about a
+    // second, the newest one excepted.
+    let p = not_taken_pair(&pki, false);
+    let (bulk, thr) = write_both_and_wait(&p.cloud);
+    wait_until("the log trimmed the `bulk` write", T, || {
+        p.cloud.log_bounds().unwrap().first > bulk.seq
+    });
+    p.edge.close().unwrap();
+    wait_until("the cloud sees the link down", T, || {
+        !p.cloud.peer_status("edge-1").unwrap().connected
+    });
+    for r in [
+        p.cloud.wait_for_ack("edge-1", bulk.seq, T),
+        p.cloud.wait_for_delivery(Some(bulk.seq), T),
+    ] {
+        match r {
+            Err(e @ Error::DeliveryUnproven { .. }) => {
+                assert!(
+                    matches!(&e, Error::DeliveryUnproven { peer, seq, tables }
+                        if peer == "edge-1" && *seq == bulk.seq && tables == &["bulk".to_string()]),
+                    "{e}"
+                );
+                assert_eq!(e.kind(), ErrorKind::Peer, "{e}");
+                let text = e.to_string();
+                assert!(text.contains("log_min_age"), "{text}");
+            }
+            other => panic!("expected DeliveryUnproven for {}, got {other:?}", bulk.seq),
+        }
+    }
+    // The newest entry stays in the log: its receipt is still decided.
+    p.cloud.wait_for_ack("edge-1", thr.seq, T).unwrap();
+}
+
+#[test]
+fn a_peer_that_now_subscribes_replaces_what_the_last_link_said() {
+    let pki = Pki::new(&["cloud", "edge-1"]);
+    let p = not_taken_pair(&pki, true);
+    let (bulk, _) = write_both_and_wait(&p.cloud);
+    assert_not_subscribed("before the edge subscribes", &p.cloud, bulk.seq);
+    // The edge now asks for `bulk` too: its next link syncs it, and the
+    // receipt passes once that sync is acknowledged.
+    p.edge
+        .update_peer(
+            PeerConfig::new("cloud")
+                .address(p.addr.clone())
+                .table(TableFlow::subscribe("thresholds"))
+                .table(TableFlow::subscribe("bulk")),
+        )
+        .unwrap();
+    wait_until("the edge has the `bulk` row", T, || {
+        p.edge.get("bulk", "b1").ok().flatten().is_some()
+    });
+    // The acknowledgement passed over `bulk` before; only one past what
+    // was committed when the new link came up shows the edge caught up.
+    match p
+        .cloud
+        .wait_for_ack("edge-1", bulk.seq, Duration::from_millis(300))
+    {
+        Err(Error::NotAcknowledged { why, .. }) => {
+            assert!(why.contains("catching up on `bulk`"), "{why}")
+        }
+        other => panic!("expected the receipt to wait for the catch-up, got {other:?}"),
+    }
+    let later = p.cloud.insert("thresholds", json!({"id": "t2"})).unwrap();
+    p.cloud.wait_for_ack("edge-1", later.seq, T).unwrap();
+    p.cloud.wait_for_ack("edge-1", bulk.seq, T).unwrap();
+    p.cloud.wait_for_delivery(Some(bulk.seq), T).unwrap();
+    // What the new link said is what is stored: it holds after a restart.
+    let cloud_dir = p._dirs.0.path().to_path_buf();
+    p.cloud.close().unwrap();
+    let cloud = open_publishing_cloud(&cloud_dir, true);
+    cloud.start_replication(pki.options("cloud")).unwrap();
+    cloud.add_peer(cloud_peer()).unwrap();
+    cloud.wait_for_ack("edge-1", bulk.seq, T).unwrap();
+    cloud.close().unwrap();
+    p.edge.close().unwrap();
+}

@@ -8,9 +8,11 @@
 //!
 //! Sending side: per peer, the highest sequence it acknowledged, for
 //! delivery receipts and log retention, and what it refused of this node's
-//! log (so a receipt for a refused write still fails after a restart).
+//! log (so a receipt for a refused write still fails after a restart), and
+//! which published tables it did not ask for on the last link (so a
+//! receipt for a write to one fails with the link down or after a restart).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -151,4 +153,40 @@ pub(crate) fn store_refusals(
         .collect::<Result<_>>()?;
     let deletes = drop.iter().map(|k| refusal_key(peer, k)).collect();
     db.meta_commit(puts, deletes)
+}
+
+fn not_wanted_key(peer: &str) -> Vec<u8> {
+    let mut k = b"notwanted/".to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    k
+}
+
+/// Which tables published to a peer its last link passed over.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) struct Skipped {
+    /// Published tables the peer's hello on the last link did not ask for.
+    pub(crate) not_wanted: BTreeSet<String>,
+    /// Tables an earlier link passed over that the peer asks for since the
+    /// last link: until it acknowledges a position past `mark`, their
+    /// earlier writes may still be on their way (a sync, or a stream from
+    /// the peer's old resume point).
+    pub(crate) catching_up: BTreeSet<String>,
+    /// The last sequence committed when that link came up. Nothing past it
+    /// goes out before every sync of the link is written and every table
+    /// it streams got past it, so an acknowledgement beyond it covers them.
+    pub(crate) mark: u64,
+}
+
+pub(crate) fn load_skipped(db: &Database, peer: &str) -> Result<Skipped> {
+    match db.meta_get(&not_wanted_key(peer))? {
+        Some(v) => postcard::from_bytes(&v)
+            .map_err(|_| Error::Corrupt(format!("tables not taken by `{peer}`"))),
+        None => Ok(Skipped::default()),
+    }
+}
+
+pub(crate) fn store_skipped(db: &Database, peer: &str, skipped: &Skipped) -> Result<()> {
+    let v = postcard::to_stdvec(skipped)
+        .map_err(|e| Error::Storage(format!("encoding the tables `{peer}` does not take: {e}")))?;
+    db.meta_put(&not_wanted_key(peer), &v)
 }

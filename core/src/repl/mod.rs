@@ -582,7 +582,8 @@ impl Database {
         }
         let acked = cursor::load_acked(self, &config.name)?;
         let refused = cursor::load_refusals(self, &config.name)?;
-        let state = PeerState::new(config.clone(), acked, refused);
+        let skipped = cursor::load_skipped(self, &config.name)?;
+        let state = PeerState::new(config.clone(), acked, refused, skipped);
         // A damaged cursor is reported when the link loads it; here it only
         // means no node id is known for the peer yet.
         let known = cursor::PeerCursor::load(self, &config.name).map_or(0, |c| c.peer_node_id);
@@ -653,8 +654,10 @@ impl Database {
     ///
     /// Fails with [`Error::NotSubscribed`] if transaction `seq` (for `None`,
     /// the newest one) writes a table this node publishes to a peer that
-    /// does not subscribe to it, with [`Error::Refused`] as soon as a peer
-    /// refused it (see [`Database::wait_for_ack`]), and with
+    /// did not subscribe to it on its last link, with
+    /// [`Error::DeliveryUnproven`] if the log no longer holds `seq` and such
+    /// a peer skips a published table, with [`Error::Refused`] as soon as a
+    /// peer refused it (see [`Database::wait_for_ack`]), and with
     /// [`Error::NotAcknowledged`] (kind `Timeout`, saying what the link
     /// looks like) when time runs out.
     pub fn wait_for_delivery(&self, seq: Option<u64>, timeout: Duration) -> Result<()> {
@@ -676,7 +679,7 @@ impl Database {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(std::time::Instant::now())
             });
-            p.wait_acked(seq, stamp, &tables, left, || self.is_closed())
+            p.wait_acked(seq, stamp, tables.as_deref(), left, || self.is_closed())
                 .map_err(|mut e| {
                     // The caller's whole timeout, not this peer's share.
                     if let Error::NotAcknowledged { after, .. } = &mut e {
@@ -694,9 +697,19 @@ impl Database {
     /// The peer acknowledges positions in this node's log; writes to tables
     /// it does not take from this node are passed over, not delivered. So
     /// if transaction `seq` writes a table this node publishes to `peer`
-    /// and the link shows `peer` does not subscribe to it, this fails with
-    /// [`Error::NotSubscribed`] instead of passing. Writes to tables not
-    /// published to `peer` at all are not part of its receipt.
+    /// and `peer`'s hello on the last link did not ask for it, this fails
+    /// with [`Error::NotSubscribed`] instead of passing, with the link up or
+    /// down and after a restart: this node stores, per peer, which published
+    /// tables the last link did not ask for (replaced when a link comes up;
+    /// for a peer that now subscribes, such receipts wait until it
+    /// acknowledges a write committed after that link came up, which covers
+    /// the table's sync or renewed stream). Which tables `seq`
+    /// wrote is read from the log; once retention trimmed the entry, it is
+    /// unknown, so if `peer` skips any published table the receipt fails
+    /// with [`Error::DeliveryUnproven`] rather than pass for a write that
+    /// may never have reached it (keep entries longer with
+    /// [`crate::Retention::log_min_age`] to check receipts later). Writes to
+    /// tables not published to `peer` at all are not part of its receipt.
     ///
     /// A receipt means `peer` applied the transaction. If it refused it, or
     /// part of it (a stamp beyond its `max_clock_skew`, a table it does not
@@ -715,22 +728,30 @@ impl Database {
             .peer(peer)
             .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
         let (tables, stamp) = self.tables_written_by(seq)?;
-        state.wait_acked(seq, stamp, &tables, timeout, || self.is_closed())
+        state.wait_acked(seq, stamp, tables.as_deref(), timeout, || self.is_closed())
     }
 
-    /// The tables transaction `seq` writes and its stamp, or none if the
-    /// log no longer (or does not yet) hold it.
-    fn tables_written_by(&self, seq: u64) -> Result<(Vec<String>, Option<crate::codec::Stamp>)> {
+    /// The tables transaction `seq` writes and its stamp; no tables (and
+    /// no stamp) if the log does not hold it yet, `None` for the tables if
+    /// it no longer does (trimmed: which tables it wrote is unknown).
+    fn tables_written_by(
+        &self,
+        seq: u64,
+    ) -> Result<(Option<Vec<String>>, Option<crate::codec::Stamp>)> {
         let bounds = self.log_bounds()?;
-        if seq == 0 || seq < bounds.first || seq > bounds.last {
-            return Ok((Vec::new(), None));
+        if seq == 0 || seq > bounds.last {
+            return Ok((Some(Vec::new()), None));
         }
+        if seq < bounds.first {
+            return Ok((None, None));
+        }
+        // Gone between the bounds and the read: trimmed meanwhile.
         let Some(entry) = self.read_log(seq, 1)?.into_iter().find(|e| e.seq == seq) else {
-            return Ok((Vec::new(), None));
+            return Ok((None, None));
         };
         let mut tables: Vec<String> = entry.writes.into_iter().map(|w| w.table).collect();
         tables.sort_unstable();
         tables.dedup();
-        Ok((tables, Some(entry.stamp)))
+        Ok((Some(tables), Some(entry.stamp)))
     }
 }

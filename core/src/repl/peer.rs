@@ -1,7 +1,7 @@
 //! One configured peer: its configuration, its live counters, and the tasks
 //! that keep its link up (the dialer, or the session of an accepted link).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::cursor::{RefusalKey, RefusalRecord, MAX_REFUSALS_PER_PEER};
+use super::cursor::{RefusalKey, RefusalRecord, Skipped, MAX_REFUSALS_PER_PEER};
 use super::{PeerConfig, PeerStatus, RefusalStatus, Replicator, TableStatus};
 use crate::codec::Stamp;
 use crate::db::Database;
@@ -91,6 +91,11 @@ pub(crate) struct PeerState {
     /// What the peer refused of this node's log (persisted, bounded by
     /// `MAX_REFUSALS_PER_PEER`): receipts for these fail.
     refused: Mutex<BTreeMap<RefusalKey, RefusalRecord>>,
+    /// Tables published to the peer that its hello on the last link did
+    /// not ask for, and those it asks for again but may not have caught up
+    /// on (persisted): the link passes over their writes, so receipts for
+    /// those fail or wait, with the link up or down.
+    skipped: Mutex<Skipped>,
     /// Bumped to make the current link end (configuration changed).
     pub(crate) generation: watch::Sender<u64>,
     /// Removed from the database's peers: links end, nothing redials.
@@ -106,6 +111,7 @@ impl PeerState {
         config: PeerConfig,
         acked: u64,
         refused: BTreeMap<RefusalKey, RefusalRecord>,
+        skipped: Skipped,
     ) -> Arc<PeerState> {
         let mut counters = Counters::default();
         for ((seq, stamp, table), rec) in &refused {
@@ -124,6 +130,7 @@ impl PeerState {
             acked: watch::Sender::new(acked),
             acked_cv: (Mutex::new(()), Condvar::new()),
             refused: Mutex::new(refused),
+            skipped: Mutex::new(skipped),
             generation: watch::Sender::new(0),
             removed: std::sync::atomic::AtomicBool::new(false),
             dialer: Mutex::new(None),
@@ -429,21 +436,107 @@ impl PeerState {
         })
     }
 
-    /// The receipt error for transaction `seq` writing `tables`, if one of
-    /// them is published to this peer and the current link shows the peer
-    /// did not subscribe to it.
-    fn not_taken(&self, seq: u64, tables: &[String]) -> Option<Error> {
-        let c = self.counters.lock();
-        let table = tables.iter().find(|t| {
-            c.tables
-                .get(t.as_str())
-                .is_some_and(|(_, outbound)| outbound == NOT_SUBSCRIBED_BY_PEER)
-        })?;
-        Some(Error::NotSubscribed {
-            peer: self.name(),
-            table: table.clone(),
-            seq,
-        })
+    /// Records which tables published to the peer its hello on a new link
+    /// did not ask for, durably and before anything goes out on that link,
+    /// so the acknowledgements that pass over their writes never make a
+    /// receipt pass, even once the link is down or after a restart. A
+    /// table passed over before that the peer asks for now is catching up
+    /// until the peer acknowledges past `mark` (see [`Skipped`]). Written
+    /// only when this changes, once per link: not per transaction. Returns
+    /// whether some table is catching up.
+    pub(crate) fn link_wants(
+        &self,
+        db: &Database,
+        not_wanted: BTreeSet<String>,
+        wanted: &BTreeSet<String>,
+        mark: u64,
+    ) -> Result<bool> {
+        let mut cur = self.skipped.lock();
+        let catching_up: BTreeSet<String> = cur
+            .not_wanted
+            .union(&cur.catching_up)
+            .filter(|t| wanted.contains(*t))
+            .cloned()
+            .collect();
+        let next = Skipped {
+            mark: if catching_up.is_empty() { 0 } else { mark },
+            not_wanted,
+            catching_up,
+        };
+        let catching = !next.catching_up.is_empty();
+        if *cur != next {
+            super::cursor::store_skipped(db, &self.name(), &next)?;
+            *cur = next;
+        }
+        Ok(catching)
+    }
+
+    /// The peer acknowledged past `mark`: the tables catching up since the
+    /// link that set it have caught up.
+    pub(crate) fn caught_up(&self, db: &Database, mark: u64) -> Result<()> {
+        let mut cur = self.skipped.lock();
+        if cur.catching_up.is_empty() || cur.mark != mark {
+            return Ok(());
+        }
+        let next = Skipped {
+            not_wanted: cur.not_wanted.clone(),
+            ..Skipped::default()
+        };
+        super::cursor::store_skipped(db, &self.name(), &next)?;
+        *cur = next;
+        drop(cur);
+        let _g = self.acked_cv.0.lock();
+        self.acked_cv.1.notify_all();
+        Ok(())
+    }
+
+    /// What the peer's last link says of a receipt for transaction `seq`
+    /// writing `tables` (`None`: the log no longer holds it): `Err` if one
+    /// of them is published to this peer and the peer did not ask for it,
+    /// `Ok(true)` if one may still be on its way (catching up), whatever
+    /// the acknowledgement says. Without the entry, nothing proves the
+    /// transaction did not write such a table, so the receipt fails unless
+    /// the peer takes every published table.
+    fn skipped_check(&self, seq: u64, tables: Option<&[String]>) -> Result<bool> {
+        let config = self.config();
+        let skipped = self.skipped.lock();
+        // A table this node no longer publishes to the peer is not part of
+        // its receipts, whatever the last link said.
+        let published = |t: &str| config.tables.iter().any(|f| f.table == t && f.publish);
+        let acked = *self.acked.borrow();
+        let catching =
+            |t: &str| skipped.catching_up.contains(t) && published(t) && acked <= skipped.mark;
+        match tables {
+            Some(tables) => {
+                if let Some(table) = tables
+                    .iter()
+                    .find(|t| skipped.not_wanted.contains(*t) && published(t))
+                {
+                    return Err(Error::NotSubscribed {
+                        peer: config.name.clone(),
+                        table: table.clone(),
+                        seq,
+                    });
+                }
+                Ok(tables.iter().any(|t| catching(t)))
+            }
+            None => {
+                let tables: Vec<String> = skipped
+                    .not_wanted
+                    .iter()
+                    .filter(|t| published(t))
+                    .cloned()
+                    .collect();
+                if !tables.is_empty() {
+                    return Err(Error::DeliveryUnproven {
+                        peer: config.name.clone(),
+                        seq,
+                        tables,
+                    });
+                }
+                Ok(skipped.catching_up.iter().any(|t| catching(t)))
+            }
+        }
     }
 
     /// What the link says about a missing acknowledgement, and what to
@@ -483,6 +576,20 @@ impl PeerState {
                 );
             }
         }
+        drop(c);
+        let skipped = self.skipped.lock();
+        if !skipped.catching_up.is_empty() && *self.acked.borrow() <= skipped.mark {
+            let tables: Vec<String> = skipped
+                .catching_up
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect();
+            return format!(
+                "the link is up and `{}` is catching up on {}, which an earlier link passed over (it did not subscribe then): the receipt passes once it acknowledges a write committed after this link came up",
+                config.name,
+                tables.join(", ")
+            );
+        }
         format!(
             "the link is up and `{}` is still catching up: wait longer, or look at its backlog and lag in the peer status",
             config.name
@@ -508,16 +615,18 @@ impl PeerState {
 
     /// Blocks the calling thread (never a runtime) until the peer
     /// acknowledged `seq`, the database closes, or `timeout` passes.
-    /// `tables`: the tables transaction `seq` writes, if known; a receipt
-    /// for it fails as soon as the link shows the peer does not take one
-    /// of them that this node publishes to it. It also fails as soon as
+    /// `tables`: the tables transaction `seq` writes (`None`: the log no
+    /// longer holds it); a receipt for it fails if the peer, on its last
+    /// link, did not take one of them that this node publishes to it (or,
+    /// without the entry, any such table), and waits while one of them is
+    /// catching up (see `skipped_check`). It also fails as soon as
     /// the peer refused (part of) it; `stamp`, the transaction's stamp if
     /// the log still holds it, matches refused rows of a sync.
     pub(crate) fn wait_acked(
         &self,
         seq: u64,
         stamp: Option<Stamp>,
-        tables: &[String],
+        tables: Option<&[String]>,
         timeout: Duration,
         closed: impl Fn() -> bool,
     ) -> Result<()> {
@@ -529,14 +638,12 @@ impl PeerState {
             // positions in this node's log, which pass over writes to
             // tables it did not ask for.
             // Refusals arrive before the acknowledgement that covers them.
-            let refused = || {
-                self.refusal_of(seq, stamp)
-                    .or_else(|| self.not_taken(seq, tables))
+            let check = || match self.refusal_of(seq, stamp) {
+                Some(e) => Err(e),
+                None => self.skipped_check(seq, tables),
             };
-            if let Some(e) = MutexGuard::unlocked(&mut guard, refused) {
-                return Err(e);
-            }
-            if *self.acked.borrow() >= seq {
+            let catching_up = MutexGuard::unlocked(&mut guard, check)?;
+            if !catching_up && *self.acked.borrow() >= seq {
                 return Ok(());
             }
             if closed() {

@@ -11,7 +11,7 @@
 //! write whose table is still being synced, or its delivery receipt would
 //! pass early. The window bounds how far the log runs ahead meanwhile.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -97,15 +97,27 @@ impl Sender {
                 .map_or(0, |f| f.priority)
         };
         wants.sort_by_key(|w| std::cmp::Reverse(priority(&w.table)));
-        // Said before anything goes out, so a delivery receipt waiting on
+        // Stored before anything goes out, so a delivery receipt waiting on
         // a write to such a table fails before the first acknowledgement
-        // passes over it (see PeerState::wait_acked).
-        for flow in config.tables.iter().filter(|t| t.publish) {
-            if !wants.iter().any(|w| w.table == flow.table) {
-                self.peer
-                    .set_table_state(&flow.table, None, Some(NOT_SUBSCRIBED_BY_PEER.into()));
-            }
+        // passes over it, and still does once this link is down or after a
+        // restart (see PeerState::wait_acked). It replaces what the last
+        // link said: a peer that now subscribes gets those receipts again
+        // once it caught up (see `catch_up`).
+        let not_wanted: BTreeSet<String> = config
+            .tables
+            .iter()
+            .filter(|t| t.publish && !wants.iter().any(|w| w.table == t.table))
+            .map(|t| t.table.clone())
+            .collect();
+        for table in &not_wanted {
+            self.peer
+                .set_table_state(table, None, Some(NOT_SUBSCRIBED_BY_PEER.into()));
         }
+        let wanted: BTreeSet<String> = wants.iter().map(|w| w.table.clone()).collect();
+        // Read before any sync starts: see `Skipped::mark`.
+        let mark = *self.db.shared.committed.borrow();
+        let (db, peer) = (self.db.clone(), self.peer.clone());
+        let catching_up = blocking(move || peer.link_wants(&db, not_wanted, &wanted, mark)).await?;
         let mut starts: HashMap<String, u64> = HashMap::new();
         let mut syncs: Vec<Sync> = Vec::new();
         let mut missing: Vec<String> = Vec::new();
@@ -202,7 +214,12 @@ impl Sender {
                 }
                 Ok(())
             };
-            tokio::try_join!(self.stream(starts, pending, synced), syncing).map(|_| ())
+            tokio::try_join!(
+                self.stream(starts, pending, synced),
+                syncing,
+                self.catch_up(catching_up, mark)
+            )
+            .map(|_| ())
         };
         if missing.is_empty() {
             return log_and_syncs.await;
@@ -293,6 +310,20 @@ impl Sender {
             }
             after = next;
         }
+    }
+
+    /// Once the peer acknowledges past `mark`, the tables it caught up on
+    /// on this link no longer hold receipts back.
+    async fn catch_up(&self, catching_up: bool, mark: u64) -> Result<()> {
+        if !catching_up {
+            return Ok(());
+        }
+        let mut acked = self.peer.acked.subscribe();
+        while *acked.borrow_and_update() <= mark {
+            acked.changed().await.map_err(|_| link_closed())?;
+        }
+        let (db, peer) = (self.db.clone(), self.peer.clone());
+        blocking(move || peer.caught_up(&db, mark)).await
     }
 
     fn may_send_origin(&self, origin: u64) -> bool {
