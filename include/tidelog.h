@@ -907,8 +907,11 @@ tidelog_status tidelog_replication_status(tidelog_db *db, tidelog_string **out_j
  * @return TIDELOG_OK, TIDELOG_TIMEOUT (the last-error message says what
  *         the link looks like), TIDELOG_PEER (the transaction writes a
  *         table this instance publishes to `peer` but `peer` does not
- *         subscribe to: it will never be acknowledged; or `peer` refused
- *         it, the message names the table and why), TIDELOG_CLOCK_SKEW
+ *         subscribe to: it will never be acknowledged, also with the link
+ *         down or after a restart; or `peer` refused it, the message names
+ *         the table and why; or its log entry was trimmed while `peer`
+ *         skips a table this instance publishes to it, so delivery cannot
+ *         be proven), TIDELOG_CLOCK_SKEW
  *         (`peer` refused it: its stamp is beyond `peer`'s max clock
  *         skew), TIDELOG_NOT_FOUND (no such peer), TIDELOG_CLOSED (closed
  *         while waiting), ... A refusal fails the wait at once, also when
@@ -933,9 +936,9 @@ tidelog_status tidelog_wait_for_ack(tidelog_db *db,
  *                   100 years) waits without a practical limit.
  * @return TIDELOG_OK, TIDELOG_TIMEOUT (the last-error message says what
  *         the link to the first peer still missing it looks like),
- *         TIDELOG_PEER (the transaction writes a table this instance
- *         publishes to a peer that does not subscribe to it: it will never
- *         be acknowledged), TIDELOG_CLOSED (closed while waiting), ...
+ *         TIDELOG_PEER and TIDELOG_CLOCK_SKEW as tidelog_wait_for_ack
+ *         (not subscribed, refused, or delivery that cannot be proven),
+ *         TIDELOG_CLOSED (closed while waiting), ...
  */
 tidelog_status tidelog_wait_for_delivery(tidelog_db *db, uint64_t seq, uint64_t timeout_ms);
 

@@ -355,8 +355,11 @@ export declare class Database {
   /**
    * Resolves once `peer` has acknowledged this instance's log up to `seq`.
    * Rejects with TimeoutError (saying what the link looks like) after
-   * `timeoutMs` (default 30 s), and with PeerError if the transaction writes
-   * a table this node publishes to `peer` but `peer` does not subscribe to.
+   * `timeoutMs` (default 30 s); with PeerError if the transaction writes
+   * a table this node publishes to `peer` but `peer` does not subscribe to,
+   * if `peer` refused it (the message names the table and why), or if its
+   * log entry was trimmed while `peer` skips a published table (delivery
+   * cannot be proven); with ClockSkewError if `peer` refused its stamp.
    */
   waitForAck(peer: string, seq: number | CommitInfo, timeoutMs?: number): Promise<void>;
   /**

@@ -275,14 +275,19 @@ class Database:
     def wait_for_ack(self, peer: str, seq: int, timeout: float = 30.0) -> None:
         """Waits until ``peer`` acknowledged ``seq``; raises
         :class:`TimeoutError` after ``timeout`` seconds (saying what the
-        link looks like), and :class:`PeerError` if the transaction writes
+        link looks like), :class:`PeerError` if the transaction writes
         a table this instance publishes to ``peer`` but ``peer`` does not
-        subscribe to."""
+        subscribe to, if ``peer`` refused it (the message names the table
+        and why), or if its log entry was trimmed while ``peer`` skips a
+        published table (delivery cannot be proven), and
+        :class:`ClockSkewError` if ``peer`` refused its stamp as too far
+        ahead."""
     def wait_for_delivery(self, seq: Optional[int] = None, timeout: float = 30.0) -> None:
         """Waits until every peer this instance publishes to acknowledged
         ``seq`` (``None``: everything committed so far); raises
         :class:`TimeoutError` after ``timeout`` seconds and
-        :class:`PeerError` as :meth:`wait_for_ack` does."""
+        :class:`PeerError` or :class:`ClockSkewError` as
+        :meth:`wait_for_ack` does."""
 
 # ---- errors ----------------------------------------------------------------
 
