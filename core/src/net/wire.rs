@@ -19,8 +19,8 @@ use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::codec::{Key, Stamp};
-use crate::log::LogWrite;
+use crate::local::codec::{Key, Stamp};
+use crate::local::log::LogWrite;
 
 /// Version spoken by this build. Both sides must speak the same one.
 /// Version 2 added `Hello::relays_accepted` (origin rules) and `Refusals`
@@ -669,7 +669,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::log::WriteOp;
+    use crate::local::log::WriteOp;
 
     fn stamp(t: u64) -> Stamp {
         Stamp { time: t, node: 7 }

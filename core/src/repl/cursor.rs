@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Stamp;
-use crate::db::Database;
 use crate::error::{Error, Result};
+use crate::local::codec::Stamp;
+use crate::local::db::Database;
 use crate::net::wire::RefusalKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

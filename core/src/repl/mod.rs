@@ -23,9 +23,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Stamp;
-use crate::db::{Database, Shared};
 use crate::error::{Error, Result};
+use crate::local::codec::Stamp;
+use crate::local::db::{Database, Shared};
 use crate::net::tls::TlsIdentity;
 use crate::net::wire::DEFAULT_MAX_FRAME_BYTES;
 
@@ -259,7 +259,7 @@ impl PeerConfig {
     }
 
     fn validate(&self, own_name: &str) -> Result<()> {
-        crate::dir::validate_node_name(&self.name)?;
+        crate::local::dir::validate_node_name(&self.name)?;
         if self.name == own_name {
             return Err(Error::invalid("peer name", "a node cannot be its own peer"));
         }
@@ -286,7 +286,7 @@ impl PeerConfig {
             ));
         }
         for (i, t) in self.tables.iter().enumerate() {
-            crate::catalog::validate_table_name(&t.table)?;
+            crate::local::catalog::validate_table_name(&t.table)?;
             if self.tables[..i].iter().any(|o| o.table == t.table) {
                 return Err(Error::invalid(
                     "peer tables",
@@ -720,7 +720,10 @@ impl Database {
 
     /// The tables transaction `seq` writes and its stamp, or none if the
     /// log no longer (or does not yet) hold it.
-    fn tables_written_by(&self, seq: u64) -> Result<(Vec<String>, Option<crate::codec::Stamp>)> {
+    fn tables_written_by(
+        &self,
+        seq: u64,
+    ) -> Result<(Vec<String>, Option<crate::local::codec::Stamp>)> {
         let bounds = self.log_bounds()?;
         if seq == 0 || seq < bounds.first || seq > bounds.last {
             return Ok((Vec::new(), None));

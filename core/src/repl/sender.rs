@@ -20,9 +20,9 @@ use super::lanes::Lanes;
 use super::peer::NOT_SUBSCRIBED_BY_PEER;
 use super::session::{blocking, link_closed, BulkMessage};
 use super::{PeerState, Replicator};
-use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::log::{LogWrite, WriteOp};
+use crate::local::db::Database;
+use crate::local::log::{LogWrite, WriteOp};
 use crate::net::wire::{element_cost, Hello, Message, SyncReason, SyncRow, TableWant, WireTxn};
 
 pub(super) struct Sender {

@@ -21,9 +21,9 @@ use super::cursor::PeerCursor;
 use super::receiver::Receiver;
 use super::sender::Sender;
 use super::{PeerState, Replicator};
-use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::hlc::wall_millis;
+use crate::local::db::Database;
+use crate::local::hlc::wall_millis;
 use crate::net::tls;
 use crate::net::wire::{
     expect_hello, read_message, FrameReader, FrameWriter, Hello, Message, TableWant,

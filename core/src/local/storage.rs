@@ -472,7 +472,7 @@ fn sled_read_error(failed: &std::sync::atomic::AtomicBool, dir: &Path, e: sled::
             return Error::DiskFull {
                 path: dir.to_path_buf(),
                 what: format!("sled stopped after a write failed ({io}) and fails reads that need its log too, until it is reopened"),
-                need: crate::db::RESUME_FREE_BYTES,
+                need: crate::local::db::RESUME_FREE_BYTES,
             };
         }
     }

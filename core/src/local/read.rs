@@ -6,13 +6,15 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
-use crate::catalog::TableDef;
-use crate::codec::{index_value_is_inexact, index_value_len, put_index_value, take_key, Key};
-use crate::db::{row_key, Database};
 use crate::error::{Error, Result};
-use crate::log::{seq_from_key, seq_key, LogEntry};
-use crate::record::{cmp_scalar, Record};
-use crate::storage::{prefix_successor, Space, Store};
+use crate::local::catalog::TableDef;
+use crate::local::codec::{
+    index_value_is_inexact, index_value_len, put_index_value, take_key, Key,
+};
+use crate::local::db::{row_key, Database};
+use crate::local::log::{seq_from_key, seq_key, LogEntry};
+use crate::local::record::{cmp_scalar, Record};
+use crate::local::storage::{prefix_successor, Space, Store};
 
 /// A key range for [`Database::scan`].
 #[derive(Debug, Clone)]
@@ -298,8 +300,8 @@ impl Database {
 
     /// What the log still holds from `from_seq` on: entries, bytes (as the
     /// byte cap counts them) and the local commit time of the first. Exact,
-    /// reading at most [`crate::log::MARK_EVERY`] entries whatever the
-    /// log's length (see [`crate::log::LogSizes`]).
+    /// reading at most [`crate::local::log::MARK_EVERY`] entries whatever the
+    /// log's length (see [`crate::local::log::LogSizes`]).
     pub(crate) fn log_backlog(&self, from_seq: u64) -> Result<LogBacklog> {
         let store = self.store()?;
         let mut backlog = LogBacklog::default();
@@ -362,7 +364,7 @@ impl Database {
             let w = self.shared.write.lock();
             (w.first_seq, w.next_seq)
         };
-        let target = crate::hlc::millis_to_hlc(millis);
+        let target = crate::local::hlc::millis_to_hlc(millis);
         // Sequences are dense and local_time grows with them: binary search
         // with point reads instead of scanning.
         while lo < hi {
@@ -427,7 +429,7 @@ impl Database {
             bytes += v.len() + k.len();
             let (key, _) = take_key(&k[prefix.len()..])?;
             last = Some(key.clone());
-            let h = crate::codec::decode_row_header(&v)?;
+            let h = crate::local::codec::decode_row_header(&v)?;
             if since_ms.is_some_and(|s| h.stamp.millis() < s) {
                 continue;
             }
@@ -435,7 +437,7 @@ impl Database {
                 None
             } else {
                 Some(
-                    std::str::from_utf8(&v[crate::codec::ROW_HEADER_LEN..])
+                    std::str::from_utf8(&v[crate::local::codec::ROW_HEADER_LEN..])
                         .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
                         .to_string(),
                 )
@@ -456,7 +458,7 @@ impl Database {
 #[derive(Debug, Clone)]
 pub(crate) struct StateRow {
     pub(crate) key: Key,
-    pub(crate) stamp: crate::codec::Stamp,
+    pub(crate) stamp: crate::local::codec::Stamp,
     pub(crate) created: u64,
     pub(crate) json: Option<String>,
 }

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Key, Stamp};
 use crate::error::{Error, Result};
+use crate::local::codec::{Key, Stamp};
 
 /// What a write did to one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,15 +10,17 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use crate::catalog::{Catalog, TableDef, TableInfo, TableOptions};
-use crate::codec::{put_key, Key};
-use crate::dir::{load_or_create_identity, validate_node_name, DirLock};
 use crate::error::{Error, Result};
-use crate::hlc::Hlc;
-use crate::listener::{ChangeEvent, ListenerId, Listeners};
-use crate::log::{seq_from_key, LogEntry};
-use crate::maintenance::Maintenance;
-use crate::storage::{free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure};
+use crate::local::catalog::{Catalog, TableDef, TableInfo, TableOptions};
+use crate::local::codec::{put_key, Key};
+use crate::local::dir::{load_or_create_identity, validate_node_name, DirLock};
+use crate::local::hlc::Hlc;
+use crate::local::listener::{ChangeEvent, ListenerId, Listeners};
+use crate::local::log::{seq_from_key, LogEntry};
+use crate::local::maintenance::Maintenance;
+use crate::local::storage::{
+    free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure,
+};
 
 /// When a commit is durable on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +158,7 @@ pub(crate) struct WriteState {
     /// Sum of the log's key and value sizes, for the byte cap.
     pub(crate) log_bytes: u64,
     /// Where in the log those bytes lie, for peers' backlogs.
-    pub(crate) log_sizes: crate::log::LogSizes,
+    pub(crate) log_sizes: crate::local::log::LogSizes,
 }
 
 pub(crate) struct Shared {
@@ -244,8 +246,8 @@ fn write_mark(dir: &Path, seq: u64) -> Result<()> {
 }
 
 /// What the log holds: (first seq, next seq, bytes, newest entry's time).
-fn log_state(store: &Store) -> Result<(u64, u64, u64, Option<u64>, crate::log::LogSizes)> {
-    let (mut bytes, mut sizes) = (0u64, crate::log::LogSizes::default());
+fn log_state(store: &Store) -> Result<(u64, u64, u64, Option<u64>, crate::local::log::LogSizes)> {
+    let (mut bytes, mut sizes) = (0u64, crate::local::log::LogSizes::default());
     for item in store.range(Space::Log, Bound::Unbounded, Bound::Unbounded, false) {
         let (k, v) = item?;
         let size = (k.len() + v.len()) as u64;
@@ -475,7 +477,7 @@ impl Database {
             let _w = self.shared.write.lock();
             let def = self.shared.catalog.read().get(name)?.clone();
             let mut batch = Batch::default();
-            batch.delete(Space::Meta, crate::catalog::table_key(name));
+            batch.delete(Space::Meta, crate::local::catalog::table_key(name));
             self.shared
                 .commit(&store, batch, self.sync_commits(), None)?;
             self.shared.catalog.write().remove(name);
@@ -534,7 +536,7 @@ impl Database {
         f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
     ) -> Result<ListenerId> {
         let _store = self.store()?;
-        crate::catalog::validate_table_name(table)?;
+        crate::local::catalog::validate_table_name(table)?;
         Ok(self.shared.listeners.add(table, Arc::new(f)))
     }
 
@@ -848,7 +850,9 @@ impl Shared {
         })?;
         for (seqs, undo) in fault.undo.iter().rev() {
             let reached = match seqs {
-                Some((seq, _)) => store.get(Space::Log, &crate::log::seq_key(*seq))?.is_some(),
+                Some((seq, _)) => store
+                    .get(Space::Log, &crate::local::log::seq_key(*seq))?
+                    .is_some(),
                 None => false,
             };
             store.commit(undo.clone(), true).map_err(|f| {
@@ -868,7 +872,9 @@ impl Shared {
         let catalog = Catalog::load(&store)?;
         let last = next_seq - 1;
         for (seq, end) in &fault.unknown {
-            let kept = store.get(Space::Log, &crate::log::seq_key(*seq))?.is_some();
+            let kept = store
+                .get(Space::Log, &crate::local::log::seq_key(*seq))?
+                .is_some();
             eprintln!(
                 "tidelog: {}: transaction {seq}{} whose outcome was unknown after a failed write is {}",
                 self.dir.display(),

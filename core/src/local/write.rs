@@ -9,16 +9,16 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{TableDef, EXPIRY_INDEX, TOMBSTONE_INDEX};
-use crate::codec::{
+use crate::error::{Error, Result};
+use crate::local::catalog::{TableDef, EXPIRY_INDEX, TOMBSTONE_INDEX};
+use crate::local::codec::{
     decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp, ROW_HEADER_LEN,
 };
-use crate::db::{row_key, Database, Durability, WriteState};
-use crate::error::{Error, Result};
-use crate::listener::{Change, ChangeEvent};
-use crate::log::{seq_key, LogEntry, LogWrite, WriteOp};
-use crate::record::{extract_key, strip_computed, Record};
-use crate::storage::{Batch, Space, Store};
+use crate::local::db::{row_key, Database, Durability, WriteState};
+use crate::local::listener::{Change, ChangeEvent};
+use crate::local::log::{seq_key, LogEntry, LogWrite, WriteOp};
+use crate::local::record::{extract_key, strip_computed, Record};
+use crate::local::storage::{Batch, Space, Store};
 
 /// What a committed transaction was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +124,11 @@ impl Transaction {
         let def = self.db.table(table)?;
         let mut obj = match record {
             Value::Object(m) => m,
-            other => return Err(Error::NotAnObject(crate::record::json_type(&other).into())),
+            other => {
+                return Err(Error::NotAnObject(
+                    crate::local::record::json_type(&other).into(),
+                ))
+            }
         };
         strip_computed(&mut obj);
         let key = extract_key(table, &def.primary_key, &obj)?;
@@ -150,10 +154,10 @@ impl Transaction {
     /// Stages a record given as JSON text; see [`Transaction::upsert_json`].
     fn stage_json(&mut self, table: &str, json: &str, kind: u8) -> Result<()> {
         let def = self.db.table(table)?;
-        let Some(record) = crate::record_text::read(&def, json) else {
+        let Some(record) = crate::local::record_text::read(&def, json) else {
             // What one pass cannot decide, or a parse refuses: staged (or
             // refused) exactly as the parsed object would be.
-            let obj = crate::record::parse_object(json)?;
+            let obj = crate::local::record::parse_object(json)?;
             return self.stage(table, Value::Object(obj), kind);
         };
         check_size(&record.json, self.db.shared.opts.max_record_bytes)?;
@@ -583,7 +587,7 @@ fn finish(
     local: bool,
 ) -> Result<u64> {
     let encoded = entry.encode();
-    let bytes = crate::log::entry_size(encoded.len());
+    let bytes = crate::local::log::entry_size(encoded.len());
     batch.put(Space::Log, seq_key(entry.seq).to_vec(), encoded);
     commit_batch(db, store, batch, repeated, Some((entry.seq, entry.seq)))?;
     w.next_seq = entry.seq + 1;

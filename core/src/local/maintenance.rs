@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::catalog::{TableDef, EXPIRY_INDEX};
-use crate::codec::{decode_row_header, take_key};
-use crate::db::{row_key, Database, Durability, Shared};
 use crate::error::Result;
-use crate::storage::{Batch, Space};
-use crate::write::{index_entries, tombstone_key};
+use crate::local::catalog::{TableDef, EXPIRY_INDEX};
+use crate::local::codec::{decode_row_header, take_key};
+use crate::local::db::{row_key, Database, Durability, Shared};
+use crate::local::storage::{Batch, Space};
+use crate::local::write::{index_entries, tombstone_key};
 
 /// How often the log is trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
@@ -26,9 +26,9 @@ const MARK_EVERY: Duration = Duration::from_secs(1);
 fn trim(db: &Database) -> Result<()> {
     let replicator = db.shared.replication.lock().clone();
     let floor = replicator.as_ref().map_or(0, |r| r.acked_floor());
-    let now = crate::hlc::wall_millis();
-    let report = crate::retention::trim_log(db, floor, now)?;
-    crate::retention::collect_tombstones(db, floor, now)?;
+    let now = crate::local::hlc::wall_millis();
+    let report = crate::local::retention::trim_log(db, floor, now)?;
+    crate::local::retention::collect_tombstones(db, floor, now)?;
     if report.forced > 0 {
         if let Some(r) = replicator {
             r.note_trimmed(report.first);
@@ -128,7 +128,7 @@ fn run(
         }
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + sweep_every;
-            if let Err(e) = sweep_expired(&db, crate::hlc::wall_millis()) {
+            if let Err(e) = sweep_expired(&db, crate::local::hlc::wall_millis()) {
                 report(&db, "expiry sweep", &e, &mut muted);
             }
         }
@@ -208,7 +208,7 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
             if h.tombstone {
                 batch.delete(Space::Index, tombstone_key(def, h.stamp.millis(), &key));
             } else if !def.indexes.is_empty() {
-                let body = &row[crate::codec::ROW_HEADER_LEN..];
+                let body = &row[crate::local::codec::ROW_HEADER_LEN..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
                     for k in index_entries(def, &key, &obj) {
                         batch.delete(Space::Index, k);

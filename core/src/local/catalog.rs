@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{Batch, Space, Store};
+use crate::local::storage::{Batch, Space, Store};
 
 /// How to create a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
