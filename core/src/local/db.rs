@@ -19,7 +19,7 @@ use crate::local::listener::{ChangeEvent, ListenerId, Listeners};
 use crate::local::log::{seq_from_key, LogEntry};
 use crate::local::maintenance::Maintenance;
 use crate::local::storage::{
-    free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure,
+    free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure, RESUME_FREE_BYTES,
 };
 
 /// When a commit is durable on disk.
@@ -161,6 +161,21 @@ pub(crate) struct WriteState {
     pub(crate) log_sizes: crate::local::log::LogSizes,
 }
 
+/// What the database needs from the replication engine it carries. The
+/// engine (`repl`) is built on the database; the database only holds it
+/// through this trait, so it never names (or imports) the engine's type,
+/// and the import graph stays one way: repl -> local.
+pub(crate) trait ReplicationHook: Send + Sync {
+    /// Lowest log sequence every publishing peer has acknowledged.
+    fn acked_floor(&self) -> u64;
+    /// Retention removed log entries below `first` that a peer still needed.
+    fn note_trimmed(&self, first: u64);
+    /// Stops links and the runtime; called first when the database closes.
+    fn shutdown(&self);
+    /// Lets the engine get its own type back from the slot.
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
+}
+
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) node_name: String,
@@ -177,7 +192,7 @@ pub(crate) struct Shared {
     pub(crate) committed: tokio::sync::watch::Sender<u64>,
     /// Bumped whenever a table is created, for links waiting on one.
     pub(crate) tables_changed: tokio::sync::watch::Sender<u64>,
-    pub(crate) replication: Mutex<Option<Arc<crate::repl::Replicator>>>,
+    pub(crate) replication: Mutex<Option<Arc<dyn ReplicationHook>>>,
     maintenance: Mutex<Option<Maintenance>>,
     lock: Mutex<Option<DirLock>>,
     /// Set when the engine refused a write; the engine is reopened before
@@ -204,10 +219,6 @@ pub(crate) struct Fault {
     /// error is never kept even where the engine wrote it out whole.
     undo: Vec<(Option<(u64, u64)>, Batch)>,
 }
-
-/// The engine is reopened after a full disk only once this much is free,
-/// so that what it still holds in memory can be written out when it closes.
-pub(crate) const RESUME_FREE_BYTES: u64 = 4 << 20;
 
 /// How long a reopen waits for readers to let go of the engine.
 const RECOVER_WAIT: Duration = Duration::from_secs(2);

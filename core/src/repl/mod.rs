@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
-use crate::local::db::{Database, Shared};
+use crate::local::db::{Database, ReplicationHook, Shared};
 use crate::net::tls::TlsIdentity;
 use crate::net::wire::DEFAULT_MAX_FRAME_BYTES;
 
@@ -506,12 +506,34 @@ impl Replicator {
     }
 }
 
+impl ReplicationHook for Replicator {
+    fn acked_floor(&self) -> u64 {
+        Replicator::acked_floor(self)
+    }
+
+    fn note_trimmed(&self, first: u64) {
+        Replicator::note_trimmed(self, first)
+    }
+
+    fn shutdown(&self) {
+        Replicator::shutdown(self)
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+}
+
 impl Database {
     fn replicator(&self) -> Result<Arc<Replicator>> {
         let _store = self.store()?;
-        self.shared.replication.lock().clone().ok_or_else(|| {
-            Error::Unsupported("replication is not started: call start_replication first".into())
-        })
+        let hook = self.shared.replication.lock().clone();
+        hook.and_then(|h| h.as_any().downcast::<Replicator>().ok())
+            .ok_or_else(|| {
+                Error::Unsupported(
+                    "replication is not started: call start_replication first".into(),
+                )
+            })
     }
 
     /// Starts the replication engine (its runtime and TLS configuration).
