@@ -80,6 +80,8 @@ def resolve(mods, here, kind, rest):
     segs = [s for s in rest.split("::") if s]
     if kind == "crate":
         base = []
+    elif kind == "self":
+        base = list(here)
     else:
         base = list(here[:-1])
         while segs and segs[0] == "super":
@@ -101,6 +103,10 @@ def graph(src):
             text = strip(fh.read())
         found = [(m.group(1), m.group(2)) for m in PATH_RE.finditer(text)]
         found += list(group_paths(text))
+        # A parent naming its own child module (`mod x;` then `x::Y`).
+        for child in re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", text, re.M):
+            if re.search(r"(?<![:\w])" + child + r"::", text):
+                found.append(("self", "::" + child))
         for kind, rest in found:
             target = resolve(mods, mod, kind, rest)
             if target is not None and target != mod:

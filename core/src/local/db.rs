@@ -1,6 +1,7 @@
 //! The database handle: options, open and close, table management,
 //! listeners, replication metadata. Reads live in `read.rs`, writes in
-//! `write.rs`, background work in `maintenance.rs`.
+//! `write.rs`, background work in `maintenance.rs`, and `open.rs` puts the
+//! handle and its background work together.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,11 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::{Error, Result};
 use crate::local::catalog::{Catalog, TableDef, TableInfo, TableOptions};
-use crate::local::codec::{put_key, Key};
 use crate::local::dir::{load_or_create_identity, validate_node_name, DirLock};
 use crate::local::hlc::Hlc;
+use crate::local::keys::{cursor_key, seq_from_key};
 use crate::local::listener::{ChangeEvent, ListenerId, Listeners};
-use crate::local::log::{seq_from_key, LogEntry};
-use crate::local::maintenance::Maintenance;
+use crate::local::log::LogEntry;
 use crate::local::storage::{
     free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure, RESUME_FREE_BYTES,
 };
@@ -193,7 +193,9 @@ pub(crate) struct Shared {
     /// Bumped whenever a table is created, for links waiting on one.
     pub(crate) tables_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) replication: Mutex<Option<Arc<dyn ReplicationHook>>>,
-    maintenance: Mutex<Option<Maintenance>>,
+    /// Stops background maintenance; set by `Database::open` (open.rs), so
+    /// this module needs nothing of the maintenance module that builds on it.
+    pub(crate) stop_maintenance: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     lock: Mutex<Option<DirLock>>,
     /// Set when the engine refused a write; the engine is reopened before
     /// the next write (see [`Shared::writable_store`]).
@@ -307,8 +309,9 @@ impl std::fmt::Debug for Database {
 pub(crate) type StoreGuard<'a> = parking_lot::MappedRwLockReadGuard<'a, Store>;
 
 impl Database {
-    /// Opens (creating if needed) the data directory `dir`.
-    pub fn open(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
+    /// Opens the engine and state of `dir` without background work; the
+    /// public `Database::open` (open.rs) starts that on top.
+    pub(crate) fn open_engine(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
         let dir = dir.as_ref().to_path_buf();
         validate_node_name(&opts.node_name)?;
         if opts.memory_budget < (4 << 20) {
@@ -373,13 +376,12 @@ impl Database {
             committed: tokio::sync::watch::Sender::new(next_seq - 1),
             tables_changed: tokio::sync::watch::Sender::new(0),
             replication: Mutex::new(None),
-            maintenance: Mutex::new(None),
+            stop_maintenance: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
             fault: Mutex::new(None),
             mark: Mutex::new(mark.min(last)),
             dropped: AtomicU64::new(dropped),
         });
-        *shared.maintenance.lock() = Some(Maintenance::start(&shared));
         Ok(Database { shared })
     }
 
@@ -488,7 +490,7 @@ impl Database {
             let _w = self.shared.write.lock();
             let def = self.shared.catalog.read().get(name)?.clone();
             let mut batch = Batch::default();
-            batch.delete(Space::Meta, crate::local::catalog::table_key(name));
+            batch.delete(Space::Meta, crate::local::keys::table_key(name));
             self.shared
                 .commit(&store, batch, self.sync_commits(), None)?;
             self.shared.catalog.write().remove(name);
@@ -862,7 +864,7 @@ impl Shared {
         for (seqs, undo) in fault.undo.iter().rev() {
             let reached = match seqs {
                 Some((seq, _)) => store
-                    .get(Space::Log, &crate::local::log::seq_key(*seq))?
+                    .get(Space::Log, &crate::local::keys::seq_key(*seq))?
                     .is_some(),
                 None => false,
             };
@@ -884,7 +886,7 @@ impl Shared {
         let last = next_seq - 1;
         for (seq, end) in &fault.unknown {
             let kept = store
-                .get(Space::Log, &crate::local::log::seq_key(*seq))?
+                .get(Space::Log, &crate::local::keys::seq_key(*seq))?
                 .is_some();
             eprintln!(
                 "tidelog: {}: transaction {seq}{} whose outcome was unknown after a failed write is {}",
@@ -928,8 +930,9 @@ impl Shared {
         if let Some(r) = replicator {
             r.shutdown();
         }
-        if let Some(m) = self.maintenance.lock().take() {
-            m.stop();
+        let stop_maintenance = self.stop_maintenance.lock().take();
+        if let Some(stop) = stop_maintenance {
+            stop();
         }
         self.listeners.shutdown();
         // After a failed write, reopen the engine (and undo what failed)
@@ -1007,17 +1010,4 @@ fn undo_batch(store: &Store, batch: &Batch) -> Result<Batch> {
         }
     }
     Ok(undo)
-}
-
-pub(crate) fn cursor_key(name: &str) -> Vec<u8> {
-    let mut k = b"cursor/".to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
-}
-
-pub(crate) fn row_key(def: &TableDef, key: &Key) -> Vec<u8> {
-    let mut k = Vec::with_capacity(24);
-    k.extend_from_slice(&def.row_prefix());
-    put_key(&mut k, key);
-    k
 }

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::Result;
-use crate::local::catalog::{TableDef, EXPIRY_INDEX};
+use crate::local::catalog::TableDef;
 use crate::local::codec::{decode_row_header, take_key};
-use crate::local::db::{row_key, Database, Durability, Shared};
+use crate::local::db::{Database, Durability, Shared};
+use crate::local::keys::{row_key, tombstone_key, EXPIRY_INDEX};
 use crate::local::storage::{Batch, Space};
-use crate::local::write::{index_entries, tombstone_key};
+use crate::local::write::index_entries;
 
 /// How often the log is trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
@@ -202,11 +203,11 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
         n += 1;
         let (key, _) = take_key(&ek[prefix.len() + 8..])?;
         batch.delete(Space::Index, ek.to_vec());
-        let rk = row_key(def, &key);
+        let rk = row_key(def.id, &key);
         if let Some(row) = store.get(Space::Rows, &rk)? {
             let h = decode_row_header(&row)?;
             if h.tombstone {
-                batch.delete(Space::Index, tombstone_key(def, h.stamp.millis(), &key));
+                batch.delete(Space::Index, tombstone_key(def.id, h.stamp.millis(), &key));
             } else if !def.indexes.is_empty() {
                 let body = &row[crate::local::codec::ROW_HEADER_LEN..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {

@@ -11,8 +11,9 @@ use crate::local::catalog::TableDef;
 use crate::local::codec::{
     index_value_is_inexact, index_value_len, put_index_value, take_key, Key,
 };
-use crate::local::db::{row_key, Database};
-use crate::local::log::{seq_from_key, seq_key, LogEntry};
+use crate::local::db::Database;
+use crate::local::keys::{row_key, seq_from_key, seq_key};
+use crate::local::log::LogEntry;
 use crate::local::record::{cmp_scalar, Record};
 use crate::local::storage::{prefix_successor, Space, Store};
 
@@ -80,8 +81,8 @@ impl Database {
         let prefix = def.row_prefix();
         let bound = |b: &Bound<Key>, upper: bool| -> Bound<Vec<u8>> {
             match b {
-                Bound::Included(k) => Bound::Included(row_key(&def, k)),
-                Bound::Excluded(k) => Bound::Excluded(row_key(&def, k)),
+                Bound::Included(k) => Bound::Included(row_key(def.id, k)),
+                Bound::Excluded(k) => Bound::Excluded(row_key(def.id, k)),
                 Bound::Unbounded if upper => match prefix_successor(&prefix) {
                     Some(p) => Bound::Excluded(p),
                     None => Bound::Unbounded,
@@ -407,7 +408,7 @@ impl Database {
         let def = self.table(table)?;
         let prefix = def.row_prefix();
         let lo = match after {
-            Some(k) => Bound::Excluded(row_key(&def, k)),
+            Some(k) => Bound::Excluded(row_key(def.id, k)),
             None => Bound::Included(prefix.to_vec()),
         };
         let hi = match prefix_successor(&prefix) {
@@ -464,7 +465,7 @@ pub(crate) struct StateRow {
 }
 
 fn read_record(store: &Store, def: &TableDef, key: Key) -> Result<Option<Record>> {
-    match store.get(Space::Rows, &row_key(def, &key))? {
+    match store.get(Space::Rows, &row_key(def.id, &key))? {
         Some(row) => Record::from_row(key, row),
         None => Ok(None),
     }

@@ -10,8 +10,9 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::local::catalog::TableDef;
 use crate::local::codec::Stamp;
-use crate::local::db::{cursor_key, row_key, Database};
-use crate::local::log::{seq_key, LogEntry, LogWrite, WriteOp};
+use crate::local::db::Database;
+use crate::local::keys::{cursor_key, row_key, seq_key};
+use crate::local::log::{LogEntry, LogWrite, WriteOp};
 use crate::local::storage::Space;
 use crate::local::write::{commit_batch, has_repeats, queue_events, Ctx};
 
@@ -100,7 +101,7 @@ impl Database {
                     missing_table += 1;
                     continue;
                 };
-                let rk = row_key(def, &wr.key);
+                let rk = row_key(def.id, &wr.key);
                 let old = ctx.current(&rk)?;
                 if old.as_ref().is_some_and(|o| o.header.stamp >= t.stamp) {
                     superseded += 1;

@@ -11,12 +11,11 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use crate::error::Result;
-use crate::local::catalog::TOMBSTONE_INDEX;
 use crate::local::codec::{decode_row_header, take_key, ROW_HEADER_LEN};
-use crate::local::db::{row_key, Database};
-use crate::local::log::{seq_from_key, seq_key, LogEntry};
+use crate::local::db::Database;
+use crate::local::keys::{expiry_key, row_key, seq_from_key, seq_key, TOMBSTONE_INDEX};
+use crate::local::log::LogEntry;
 use crate::local::storage::{Batch, Space};
-use crate::local::write::expiry_key;
 
 const TRIM_CHUNK: usize = 1000;
 
@@ -146,7 +145,7 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
                         .map_err(|_| crate::Error::Corrupt("tombstone index key".into()))?,
                 );
                 let (key, _) = take_key(&ik[prefix.len() + 8..])?;
-                let rk = row_key(&def, &key);
+                let rk = row_key(def.id, &key);
                 let Some(row) = store.get(Space::Rows, &rk)? else {
                     batch.delete(Space::Index, ik.to_vec());
                     continue;
@@ -166,7 +165,7 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
                     batch.delete(Space::Index, ik.to_vec());
                     batch.delete(Space::Rows, rk);
                     if def.expiration.is_some() {
-                        batch.delete(Space::Index, expiry_key(&def, millis, &key));
+                        batch.delete(Space::Index, expiry_key(def.id, millis, &key));
                     }
                     purged += 1;
                 }
