@@ -8,6 +8,13 @@ as the file (tests importing a module are still an import). Paths that name
 a child module declared by the file itself (`mod x;` then `x::Y`) are the
 parent using its child, which is an edge too.
 
+Only modules in the library's tree count (reached through `mod` from
+lib.rs); a program's modules pulled in with `#[path]` are the program's.
+
+KNOWN lists cycles that are still there on purpose, as a ratchet: a cycle
+within one of those sets is reported but passes; one that reaches outside
+it, or any other cycle, fails.
+
 Usage: tests/import_cycles.py [--print] [SRC_DIR ...]
   default SRC_DIRs: core/src ffi/src (relative to the repository root).
   --print   print each crate's graph (one `module -> deps` line per module).
@@ -40,6 +47,38 @@ def modules(src):
                 continue
             out[tuple(parts)] = full
     return out
+
+
+# The replication runtime: the Replicator (repl/mod.rs) spawns the dial
+# and accept loops (session) of each peer (peer), which run a sender and a
+# receiver that call back into the Replicator and the peer's state. Breaking
+# it means passing the runtime's services to the links as a trait or
+# context; not done yet (issue 18 leaves it for the repl rework).
+KNOWN = {
+    "core/src": [
+        {"repl", "repl::peer", "repl::receiver", "repl::sender", "repl::session"},
+    ],
+}
+
+
+def declared(text):
+    return re.findall(
+        r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", text, re.M
+    )
+
+
+def library_tree(mods):
+    """The modules reached from the crate root through `mod x;`."""
+    seen, todo = set(), [()]
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in mods:
+            continue
+        seen.add(m)
+        with open(mods[m], encoding="utf-8") as fh:
+            text = strip(fh.read())
+        todo.extend(m + (c,) for c in declared(text))
+    return {m: f for m, f in mods.items() if m in seen}
 
 
 def strip(text):
@@ -96,7 +135,7 @@ def resolve(mods, here, kind, rest):
 
 
 def graph(src):
-    mods = modules(src)
+    mods = library_tree(modules(src))
     edges = {m: set() for m in mods}
     for mod, file in mods.items():
         with open(file, encoding="utf-8") as fh:
@@ -104,7 +143,7 @@ def graph(src):
         found = [(m.group(1), m.group(2)) for m in PATH_RE.finditer(text)]
         found += list(group_paths(text))
         # A parent naming its own child module (`mod x;` then `x::Y`).
-        for child in re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", text, re.M):
+        for child in declared(text):
             if re.search(r"(?<![:\w])" + child + r"::", text):
                 found.append(("self", "::" + child))
         for kind, rest in found:
@@ -171,9 +210,11 @@ def main(argv):
             for m in sorted(edges):
                 deps = ", ".join(name(d) for d in sorted(edges[m]))
                 print(f"{name(m)} -> {deps}")
+        rel = os.path.relpath(src, root)
         for comp in cycles(edges):
-            bad = True
             members = set(comp)
+            known = any({name(m) for m in comp} <= k for k in KNOWN.get(rel, []))
+            bad = bad or not known
             inner = [
                 f"{name(a)} -> {name(b)}"
                 for a in comp
@@ -181,7 +222,8 @@ def main(argv):
                 if b in members
             ]
             print(
-                f"import cycle in {os.path.relpath(src, root)} among "
+                ("known " if known else "")
+                + f"import cycle in {rel} among "
                 f"{', '.join(name(m) for m in comp)}:\n  " + "\n  ".join(inner),
                 file=sys.stderr,
             )
@@ -190,7 +232,7 @@ def main(argv):
               "pass it in (trait, context struct, hook)", file=sys.stderr)
         return 1
     if not show:
-        print("no import cycles")
+        print("no import cycles (but the known ones above)" if any(KNOWN.values()) else "no import cycles")
     return 0
 
 

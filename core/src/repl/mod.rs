@@ -10,6 +10,7 @@
 
 mod cursor;
 mod lanes;
+mod link;
 mod peer;
 mod receiver;
 mod sender;

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cursor::{store_acked, PeerCursor, TableCursor};
-use super::session::{blocking, link_closed, Reader};
+use super::link::{blocking, link_closed, Reader};
 use super::PeerState;
 use crate::error::{Error, Result};
 use crate::local::catalog::TableOptions;

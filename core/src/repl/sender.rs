@@ -17,8 +17,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::lanes::Lanes;
+use super::link::{blocking, link_closed, BulkMessage};
 use super::peer::NOT_SUBSCRIBED_BY_PEER;
-use super::session::{blocking, link_closed, BulkMessage};
 use super::{PeerState, Replicator};
 use crate::error::{Error, Result};
 use crate::local::db::Database;
