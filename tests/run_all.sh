@@ -24,6 +24,8 @@ step_clippy() {
 }
 
 step_rust() {
+    echo "== import cycles (core, ffi)"
+    python3 tests/import_cycles.py
     echo "== cargo test"
     # --lib --tests: unit and integration tests; the benchmarks are run with
     # `cargo bench`, not here (they measure, they do not assert). The Python

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 /// Result alias used throughout tidelog.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -144,7 +146,7 @@ pub enum Error {
         peer: String,
         table: String,
         seq: u64,
-        kind: crate::net::wire::RefusalKind,
+        kind: RefusalKind,
         /// What `peer` said was wrong.
         reason: String,
     },
@@ -188,7 +190,7 @@ impl Error {
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::ClockSkew { .. } => ErrorKind::ClockSkew,
             Error::Refused { kind, .. } => match kind {
-                crate::net::wire::RefusalKind::ClockSkew => ErrorKind::ClockSkew,
+                RefusalKind::ClockSkew => ErrorKind::ClockSkew,
                 _ => ErrorKind::Peer,
             },
             Error::NotAcknowledged { .. } => ErrorKind::Timeout,
@@ -224,5 +226,52 @@ impl From<fjall::Error> for Error {
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
         Error::Storage(format!("sled: {e}"))
+    }
+}
+
+/// Why a receiver refused (part of) a transaction; machine-readable, so the
+/// sender can tell its app and operator what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// The stamp is further ahead of the receiver's clock than its
+    /// `max_clock_skew`: the origin's clock (or the sender's) is wrong.
+    ClockSkew,
+    /// The receiver does not take this table from the sender (not
+    /// subscribed, or not accepted on this link).
+    NotSubscribed,
+    /// The record breaks the receiver's rules: too large, not a JSON
+    /// object, or filed under a key other than its primary key.
+    InvalidRecord,
+    /// The receiver has no such table and does not create it.
+    MissingTable,
+}
+
+impl RefusalKind {
+    /// Stable lower-case name, as status and errors show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::ClockSkew => "clock_skew",
+            RefusalKind::NotSubscribed => "not_subscribed",
+            RefusalKind::InvalidRecord => "invalid_record",
+            RefusalKind::MissingTable => "missing_table",
+        }
+    }
+
+    /// What the sender's side can do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            RefusalKind::ClockSkew => {
+                "write the record again once the clock of the node that stamped it is right"
+            }
+            RefusalKind::NotSubscribed => "subscribe to the table in the peer's entry for this node, then write the record again",
+            RefusalKind::InvalidRecord => "write a record the peer accepts (within its max_record_bytes, a JSON object filed under its primary key)",
+            RefusalKind::MissingTable => "create the table on the peer, then write the record again",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

@@ -5,40 +5,28 @@
 //! reads, the transaction log and change listeners need no runtime and no
 //! network. Replication runs on a tokio runtime the library owns.
 
-mod catalog;
-pub mod codec;
-mod db;
-mod dir;
 pub mod error;
-pub mod hlc;
-mod listener;
-pub mod log;
-mod maintenance;
+mod local;
 pub mod net;
-mod read;
-pub mod record;
-mod record_text;
-mod remote;
 mod repl;
-mod retention;
-pub(crate) mod storage;
-mod write;
 
-pub use catalog::{TableInfo, TableOptions};
-pub use codec::{Key, Stamp};
-pub use db::{Database, Durability, OpenOptions, Retention};
+pub use local::{codec, hlc, log, record};
+
 pub use error::{Error, ErrorKind, Result};
-pub use listener::{Change, ChangeEvent, ListenerId};
-pub use log::{LogEntry, LogWrite, WriteOp};
+pub use local::catalog::{TableInfo, TableOptions};
+pub use local::codec::{Key, Stamp};
+pub use local::db::{Database, Durability, OpenOptions, Retention};
+pub use local::listener::{Change, ChangeEvent, ListenerId};
+pub use local::log::{LogEntry, LogWrite, WriteOp};
+pub use local::read::{LogBounds, ScanOptions};
+pub use local::record::Record;
+pub use local::remote::{RemoteOutcome, RemoteTxn};
+pub use local::storage::EngineKind;
+pub use local::write::{CommitInfo, Transaction};
 pub use net::tls::{PemSource, TlsIdentity};
-pub use read::{LogBounds, ScanOptions};
-pub use record::Record;
-pub use remote::{RemoteOutcome, RemoteTxn};
 pub use repl::{
     PeerConfig, PeerStatus, RefusalStatus, ReplicationOptions, Security, TableFlow, TableStatus,
 };
-pub use storage::EngineKind;
-pub use write::{CommitInfo, Transaction};
 
 // The README's Rust snippets compile and run as doctests
 // (`cargo test --doc -p tidelog`, run by tests/readme/run_readme.py).

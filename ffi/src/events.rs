@@ -219,7 +219,7 @@ pub unsafe extern "C" fn tidelog_next_event(
     guard(|| {
         // SAFETY: out pointer follows the header contract.
         let out = unsafe { Out::new(out_json, "out_json", std::ptr::null_mut()) }?;
-        let sub = handles::sub(sub)?;
+        let sub = handles::sub::<Subscription>(sub)?;
         let Delivery::Queue(rx) = &sub.delivery else {
             return Err(Fail::new(
                 TIDELOG_UNSUPPORTED,
@@ -260,7 +260,7 @@ pub unsafe extern "C" fn tidelog_next_event(
 #[no_mangle]
 pub extern "C" fn tidelog_unsubscribe(sub: *mut tidelog_subscription) -> tidelog_status {
     guard(|| {
-        handles::sub(sub)?.stop();
+        handles::sub::<Subscription>(sub)?.stop();
         Ok(())
     })
 }
@@ -274,7 +274,9 @@ pub extern "C" fn tidelog_unsubscribe(sub: *mut tidelog_subscription) -> tidelog
 pub extern "C" fn tidelog_subscription_free(sub: *mut tidelog_subscription) {
     guard_void(|| {
         if let Some(Object::Sub(s)) = handles::take(sub as usize, |o| matches!(o, Object::Sub(_))) {
-            s.stop();
+            if let Ok(s) = s.downcast::<Subscription>() {
+                s.stop();
+            }
         }
     })
 }

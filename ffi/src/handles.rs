@@ -4,6 +4,7 @@
 //! `TIDELOG_INVALID_HANDLE`. Ids are never reused, so a handle freed and
 //! then used again cannot reach a newer object either.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tidelog_core::{Database, Transaction};
 
-use crate::events::Subscription;
 use crate::guard::{Fail, FfiResult};
 use crate::tidelog_status::*;
 
@@ -39,7 +39,10 @@ pub(crate) type TxnSlot = Arc<Mutex<Option<Transaction>>>;
 pub(crate) enum Object {
     Db(Database),
     Txn(TxnSlot),
-    Sub(Arc<Subscription>),
+    // Held as `Any` so that the registry does not name the events module's
+    // type (events builds on handles, not the other way round); `sub`
+    // downcasts it back.
+    Sub(Arc<dyn Any + Send + Sync>),
 }
 
 impl Object {
@@ -101,12 +104,15 @@ pub(crate) fn txn(h: *const tidelog_txn) -> FfiResult<TxnSlot> {
     }
 }
 
-pub(crate) fn sub(h: *const tidelog_subscription) -> FfiResult<Arc<Subscription>> {
+pub(crate) fn sub<T: Any + Send + Sync>(h: *const tidelog_subscription) -> FfiResult<Arc<T>> {
     if h.is_null() {
         return Err(null_handle("the subscription handle"));
     }
     match OBJECTS.read().get(&(h as usize)) {
-        Some(Object::Sub(s)) => Ok(s.clone()),
+        Some(found @ Object::Sub(s)) => s
+            .clone()
+            .downcast::<T>()
+            .map_err(|_| wrong_handle("a subscription handle", Some(found))),
         other => Err(wrong_handle("a subscription handle", other)),
     }
 }

@@ -33,7 +33,7 @@ pub struct RawFjall {
 }
 
 impl RawFjall {
-    /// Mirrors `Store::open` in core/src/storage.rs: the same cache and
+    /// Mirrors `Store::open` in core/src/local/storage.rs: the same cache and
     /// per-keyspace memtable sizes, journal cap 64 MiB, four keyspaces (meta
     /// stays idle here, as it does in tidelog's write path).
     /// `db.batch()` hands each commit to the OS (`PersistMode::Buffer`), as

@@ -19,8 +19,8 @@ use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::codec::{Key, Stamp};
-use crate::log::LogWrite;
+use crate::local::codec::{Key, Stamp};
+use crate::local::log::LogWrite;
 
 /// Version spoken by this build. Both sides must speak the same one.
 /// Version 2 added `Hello::relays_accepted` (origin rules) and `Refusals`
@@ -192,52 +192,8 @@ pub enum SyncReason {
     ResumePointTrimmed,
 }
 
-/// Why a receiver refused (part of) a transaction; machine-readable, so the
-/// sender can tell its app and operator what to fix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RefusalKind {
-    /// The stamp is further ahead of the receiver's clock than its
-    /// `max_clock_skew`: the origin's clock (or the sender's) is wrong.
-    ClockSkew,
-    /// The receiver does not take this table from the sender (not
-    /// subscribed, or not accepted on this link).
-    NotSubscribed,
-    /// The record breaks the receiver's rules: too large, not a JSON
-    /// object, or filed under a key other than its primary key.
-    InvalidRecord,
-    /// The receiver has no such table and does not create it.
-    MissingTable,
-}
-
-impl RefusalKind {
-    /// Stable lower-case name, as status and errors show it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalKind::ClockSkew => "clock_skew",
-            RefusalKind::NotSubscribed => "not_subscribed",
-            RefusalKind::InvalidRecord => "invalid_record",
-            RefusalKind::MissingTable => "missing_table",
-        }
-    }
-
-    /// What the sender's side can do about it.
-    pub fn advice(self) -> &'static str {
-        match self {
-            RefusalKind::ClockSkew => {
-                "write the record again once the clock of the node that stamped it is right"
-            }
-            RefusalKind::NotSubscribed => "subscribe to the table in the peer's entry for this node, then write the record again",
-            RefusalKind::InvalidRecord => "write a record the peer accepts (within its max_record_bytes, a JSON object filed under its primary key)",
-            RefusalKind::MissingTable => "create the table on the peer, then write the record again",
-        }
-    }
-}
-
-impl std::fmt::Display for RefusalKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// Lives in `error` (errors carry it); re-exported so the wire names it too.
+pub use crate::error::RefusalKind;
 
 /// What a receiver refused of one transaction, for one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -669,7 +625,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::log::WriteOp;
+    use crate::local::log::WriteOp;
 
     fn stamp(t: u64) -> Stamp {
         Stamp { time: t, node: 7 }

@@ -16,9 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Stamp;
-use crate::db::Database;
 use crate::error::{Error, Result};
+use crate::local::codec::Stamp;
+use crate::local::db::Database;
+use crate::local::keys::{acked_key, not_wanted_key, refusal_key, refusals_prefix};
 use crate::net::wire::RefusalKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -49,12 +50,6 @@ impl PeerCursor {
     pub(crate) fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).unwrap_or_default()
     }
-}
-
-fn acked_key(peer: &str) -> Vec<u8> {
-    let mut k = b"acked/".to_vec();
-    k.extend_from_slice(peer.as_bytes());
-    k
 }
 
 pub(crate) fn load_acked(db: &Database, peer: &str) -> Result<u64> {
@@ -90,23 +85,6 @@ pub(crate) struct RefusalRecord {
     pub(crate) reason: String,
     /// When this node learned of it, ms since the epoch.
     pub(crate) at_ms: u64,
-}
-
-fn refusals_prefix(peer: &str) -> Vec<u8> {
-    let mut k = b"refused/".to_vec();
-    k.extend_from_slice(peer.as_bytes());
-    // Node names never hold a NUL, so `a` never scans over `a-2`'s records.
-    k.push(0);
-    k
-}
-
-fn refusal_key(peer: &str, key: &RefusalKey) -> Vec<u8> {
-    let mut k = refusals_prefix(peer);
-    k.extend_from_slice(&key.0.to_be_bytes());
-    k.extend_from_slice(&key.1.time.to_be_bytes());
-    k.extend_from_slice(&key.1.node.to_be_bytes());
-    k.extend_from_slice(key.2.as_bytes());
-    k
 }
 
 pub(crate) fn load_refusals(
@@ -153,12 +131,6 @@ pub(crate) fn store_refusals(
         .collect::<Result<_>>()?;
     let deletes = drop.iter().map(|k| refusal_key(peer, k)).collect();
     db.meta_commit(puts, deletes)
-}
-
-fn not_wanted_key(peer: &str) -> Vec<u8> {
-    let mut k = b"notwanted/".to_vec();
-    k.extend_from_slice(peer.as_bytes());
-    k
 }
 
 /// Which tables published to a peer its last link passed over.

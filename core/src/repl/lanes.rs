@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::log::{LogEntry, LogWrite};
+use crate::local::log::{LogEntry, LogWrite};
 use crate::net::wire::WireTxn;
 
 struct Lane {
@@ -219,8 +219,8 @@ impl Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Key, Stamp};
-    use crate::log::WriteOp;
+    use crate::local::codec::{Key, Stamp};
+    use crate::local::log::WriteOp;
 
     fn entry(seq: u64, tables: &[&str]) -> LogEntry {
         LogEntry {

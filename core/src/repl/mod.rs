@@ -10,6 +10,7 @@
 
 mod cursor;
 mod lanes;
+mod link;
 mod peer;
 mod receiver;
 mod sender;
@@ -23,9 +24,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Stamp;
-use crate::db::{Database, Shared};
 use crate::error::{Error, Result};
+use crate::local::codec::Stamp;
+use crate::local::db::{Database, ReplicationHook, Shared};
 use crate::net::tls::TlsIdentity;
 use crate::net::wire::DEFAULT_MAX_FRAME_BYTES;
 
@@ -259,7 +260,7 @@ impl PeerConfig {
     }
 
     fn validate(&self, own_name: &str) -> Result<()> {
-        crate::dir::validate_node_name(&self.name)?;
+        crate::local::dir::validate_node_name(&self.name)?;
         if self.name == own_name {
             return Err(Error::invalid("peer name", "a node cannot be its own peer"));
         }
@@ -286,7 +287,7 @@ impl PeerConfig {
             ));
         }
         for (i, t) in self.tables.iter().enumerate() {
-            crate::catalog::validate_table_name(&t.table)?;
+            crate::local::catalog::validate_table_name(&t.table)?;
             if self.tables[..i].iter().any(|o| o.table == t.table) {
                 return Err(Error::invalid(
                     "peer tables",
@@ -506,12 +507,34 @@ impl Replicator {
     }
 }
 
+impl ReplicationHook for Replicator {
+    fn acked_floor(&self) -> u64 {
+        Replicator::acked_floor(self)
+    }
+
+    fn note_trimmed(&self, first: u64) {
+        Replicator::note_trimmed(self, first)
+    }
+
+    fn shutdown(&self) {
+        Replicator::shutdown(self)
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+}
+
 impl Database {
     fn replicator(&self) -> Result<Arc<Replicator>> {
         let _store = self.store()?;
-        self.shared.replication.lock().clone().ok_or_else(|| {
-            Error::Unsupported("replication is not started: call start_replication first".into())
-        })
+        let hook = self.shared.replication.lock().clone();
+        hook.and_then(|h| h.as_any().downcast::<Replicator>().ok())
+            .ok_or_else(|| {
+                Error::Unsupported(
+                    "replication is not started: call start_replication first".into(),
+                )
+            })
     }
 
     /// Starts the replication engine (its runtime and TLS configuration).
@@ -737,7 +760,7 @@ impl Database {
     fn tables_written_by(
         &self,
         seq: u64,
-    ) -> Result<(Option<Vec<String>>, Option<crate::codec::Stamp>)> {
+    ) -> Result<(Option<Vec<String>>, Option<crate::local::codec::Stamp>)> {
         let bounds = self.log_bounds()?;
         if seq == 0 || seq > bounds.last {
             return Ok((Some(Vec::new()), None));

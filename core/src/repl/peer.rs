@@ -11,10 +11,10 @@ use tokio::task::AbortHandle;
 
 use super::cursor::{RefusalKey, RefusalRecord, Skipped, MAX_REFUSALS_PER_PEER};
 use super::{PeerConfig, PeerStatus, RefusalStatus, Replicator, TableStatus};
-use crate::codec::Stamp;
-use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::hlc::wall_millis;
+use crate::local::codec::Stamp;
+use crate::local::db::Database;
+use crate::local::hlc::wall_millis;
 use crate::net::wire::TxnRefusal;
 
 /// `RefusalStatus::direction` of writes from the peer this node refused.
@@ -381,7 +381,7 @@ impl PeerState {
             Default::default()
         };
         let lag_ms = backlog.oldest_local_time.map_or(0, |t| {
-            wall_millis().saturating_sub(t >> crate::hlc::LOGICAL_BITS)
+            wall_millis().saturating_sub(t >> crate::local::hlc::LOGICAL_BITS)
         });
         let c = self.counters.lock();
         let tables = config

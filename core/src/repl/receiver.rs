@@ -9,15 +9,15 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cursor::{store_acked, PeerCursor, TableCursor};
-use super::session::{blocking, link_closed, Reader};
+use super::link::{blocking, link_closed, Reader};
 use super::PeerState;
-use crate::catalog::TableOptions;
-use crate::codec::Stamp;
-use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::log::{LogWrite, WriteOp};
+use crate::local::catalog::TableOptions;
+use crate::local::codec::Stamp;
+use crate::local::db::Database;
+use crate::local::log::{LogWrite, WriteOp};
+use crate::local::remote::{RemoteOutcome, RemoteTxn};
 use crate::net::wire::{Message, RefusalKind, SyncReason, SyncRow, TxnRefusal, WireTxn};
-use crate::remote::{RemoteOutcome, RemoteTxn};
 
 pub(super) struct Receiver {
     db: Database,

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::lanes::Lanes;
+use super::link::{blocking, link_closed, BulkMessage};
 use super::peer::NOT_SUBSCRIBED_BY_PEER;
-use super::session::{blocking, link_closed, BulkMessage};
 use super::{PeerState, Replicator};
-use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::log::{LogWrite, WriteOp};
+use crate::local::db::Database;
+use crate::local::log::{LogWrite, WriteOp};
 use crate::net::wire::{element_cost, Hello, Message, SyncReason, SyncRow, TableWant, WireTxn};
 
 pub(super) struct Sender {

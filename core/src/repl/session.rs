@@ -13,29 +13,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cursor::PeerCursor;
+use super::link::{blocking, BoxIo, BulkMessage, Reader, Writer};
 use super::receiver::Receiver;
 use super::sender::Sender;
 use super::{PeerState, Replicator};
-use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::hlc::wall_millis;
+use crate::local::db::Database;
+use crate::local::hlc::wall_millis;
 use crate::net::tls;
 use crate::net::wire::{
     expect_hello, read_message, FrameReader, FrameWriter, Hello, Message, TableWant,
     HELLO_MAX_BYTES, PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
-
-pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-type BoxIo = Box<dyn Io>;
-pub(super) type Reader = FrameReader<ReadHalf<BoxIo>>;
-type Writer = FrameWriter<WriteHalf<BoxIo>>;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -389,16 +383,6 @@ fn our_hello(r: &Replicator, db: &Database, peer: &PeerState, cursor: &PeerCurso
     }
 }
 
-/// Runs a database call off the runtime's worker threads: commits may
-/// fsync and scans may read from disk.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Peer(format!("replication worker failed: {e}")))?
-}
-
 /// Runs a link until it fails, or says goodbye because the database is
 /// closing or the peer's settings changed after `generation` was seen.
 async fn run(
@@ -510,9 +494,6 @@ async fn linger(reader: &mut Reader) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-/// A message of an initial sync, and who to tell once it is written.
-pub(super) type BulkMessage = (Message, Option<oneshot::Sender<()>>);
-
 /// Sends what the sender and receiver queue, a heartbeat when idle, and a
 /// goodbye with its reason when `goodbye` yields one. A message being
 /// written is always finished first: frames are never cut. `rx` goes
@@ -575,10 +556,6 @@ async fn say_goodbye(mut writer: Writer, reason: String) -> Result<()> {
         .shutdown()
         .await
         .map_err(|e| Error::Peer(format!("closing the replication link: {e}")))
-}
-
-pub(super) fn link_closed() -> Error {
-    Error::Peer("replication link closed".into())
 }
 
 /// Spreads redial delays so a fleet does not redial in lockstep.

@@ -11,8 +11,8 @@ use std::thread::{JoinHandle, ThreadId};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::codec::{Key, Stamp};
-use crate::record::Record;
+use crate::local::codec::{Key, Stamp};
+use crate::local::record::Record;
 
 /// One committed change to one record.
 #[derive(Debug, Clone)]
@@ -172,7 +172,7 @@ impl Listeners {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Stamp;
+    use crate::local::codec::Stamp;
 
     #[test]
     fn a_change_as_json_has_its_key_and_record_or_null() {

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::catalog::TableDef;
-use crate::codec::Stamp;
-use crate::db::{cursor_key, row_key, Database};
 use crate::error::{Error, Result};
-use crate::log::{seq_key, LogEntry, LogWrite, WriteOp};
-use crate::storage::Space;
-use crate::write::{commit_batch, has_repeats, queue_events, Ctx};
+use crate::local::catalog::TableDef;
+use crate::local::codec::Stamp;
+use crate::local::db::Database;
+use crate::local::keys::{cursor_key, row_key, seq_key};
+use crate::local::log::{LogEntry, LogWrite, WriteOp};
+use crate::local::storage::Space;
+use crate::local::write::{commit_batch, has_repeats, queue_events, Ctx};
 
 /// A transaction from another node, as replication hands it over.
 #[derive(Debug, Clone)]
@@ -100,7 +101,7 @@ impl Database {
                     missing_table += 1;
                     continue;
                 };
-                let rk = row_key(def, &wr.key);
+                let rk = row_key(def.id, &wr.key);
                 let old = ctx.current(&rk)?;
                 if old.as_ref().is_some_and(|o| o.header.stamp >= t.stamp) {
                     superseded += 1;
@@ -138,7 +139,7 @@ impl Database {
         let mut sizes = Vec::with_capacity(entries.len());
         for e in &entries {
             let encoded = e.encode();
-            sizes.push((e.seq, crate::log::entry_size(encoded.len())));
+            sizes.push((e.seq, crate::local::log::entry_size(encoded.len())));
             batch.put(Space::Log, seq_key(e.seq).to_vec(), encoded);
         }
         if batch.is_empty() {
@@ -191,11 +192,11 @@ impl Database {
                 });
             }
             let (key, obj) = if def.indexes.is_empty() {
-                let key = crate::record::object_key(&w.table, &def.primary_key, json)?;
+                let key = crate::local::record::object_key(&w.table, &def.primary_key, json)?;
                 (key, None)
             } else {
-                let obj = crate::record::parse_object(json)?;
-                let key = crate::record::extract_key(&w.table, &def.primary_key, &obj)?;
+                let obj = crate::local::record::parse_object(json)?;
+                let key = crate::local::record::extract_key(&w.table, &def.primary_key, &obj)?;
                 (key, Some(obj))
             };
             if key != w.key {

@@ -9,16 +9,17 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{TableDef, EXPIRY_INDEX, TOMBSTONE_INDEX};
-use crate::codec::{
+use crate::error::{Error, Result};
+use crate::local::catalog::TableDef;
+use crate::local::codec::{
     decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp, ROW_HEADER_LEN,
 };
-use crate::db::{row_key, Database, Durability, WriteState};
-use crate::error::{Error, Result};
-use crate::listener::{Change, ChangeEvent};
-use crate::log::{seq_key, LogEntry, LogWrite, WriteOp};
-use crate::record::{extract_key, strip_computed, Record};
-use crate::storage::{Batch, Space, Store};
+use crate::local::db::{Database, Durability, WriteState};
+use crate::local::keys::{expiry_key, row_key, seq_key, tombstone_key};
+use crate::local::listener::{Change, ChangeEvent};
+use crate::local::log::{LogEntry, LogWrite, WriteOp};
+use crate::local::record::{extract_key, strip_computed, Record};
+use crate::local::storage::{Batch, Space, Store};
 
 /// What a committed transaction was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +125,11 @@ impl Transaction {
         let def = self.db.table(table)?;
         let mut obj = match record {
             Value::Object(m) => m,
-            other => return Err(Error::NotAnObject(crate::record::json_type(&other).into())),
+            other => {
+                return Err(Error::NotAnObject(
+                    crate::local::record::json_type(&other).into(),
+                ))
+            }
         };
         strip_computed(&mut obj);
         let key = extract_key(table, &def.primary_key, &obj)?;
@@ -150,10 +155,10 @@ impl Transaction {
     /// Stages a record given as JSON text; see [`Transaction::upsert_json`].
     fn stage_json(&mut self, table: &str, json: &str, kind: u8) -> Result<()> {
         let def = self.db.table(table)?;
-        let Some(record) = crate::record_text::read(&def, json) else {
+        let Some(record) = crate::local::record_text::read(&def, json) else {
             // What one pass cannot decide, or a parse refuses: staged (or
             // refused) exactly as the parsed object would be.
-            let obj = crate::record::parse_object(json)?;
+            let obj = crate::local::record::parse_object(json)?;
             return self.stage(table, Value::Object(obj), kind);
         };
         check_size(&record.json, self.db.shared.opts.max_record_bytes)?;
@@ -258,7 +263,7 @@ impl Transaction {
             let mut restamp = None;
             for p in &self.writes {
                 let def = db.table(&p.table)?;
-                let rk = row_key(&def, &p.key);
+                let rk = row_key(def.id, &p.key);
                 let old = ctx.current(&rk)?;
                 if let Some(o) = &old {
                     // Equal is this commit's own earlier write to the record.
@@ -470,13 +475,13 @@ impl<'a> Ctx<'a> {
         if let Some(o) = old.as_ref().filter(|o| o.header.tombstone) {
             self.batch.delete(
                 Space::Index,
-                tombstone_key(def, o.header.stamp.millis(), key),
+                tombstone_key(def.id, o.header.stamp.millis(), key),
             );
         }
         if header.tombstone {
             self.batch.put(
                 Space::Index,
-                tombstone_key(def, stamp.millis(), key),
+                tombstone_key(def.id, stamp.millis(), key),
                 Vec::new(),
             );
         }
@@ -509,9 +514,9 @@ impl<'a> Ctx<'a> {
             }
         }
         if def.expiration.is_some() {
-            let new_exp = expiry_key(def, stamp.millis(), key);
+            let new_exp = expiry_key(def.id, stamp.millis(), key);
             if let Some(o) = &old {
-                let old_exp = expiry_key(def, o.header.stamp.millis(), key);
+                let old_exp = expiry_key(def.id, o.header.stamp.millis(), key);
                 if old_exp != new_exp {
                     self.batch.delete(Space::Index, old_exp);
                 }
@@ -529,21 +534,6 @@ impl<'a> Ctx<'a> {
         }
         Ok(())
     }
-}
-
-/// Entry of the tombstone index: tombstones by stamp time, for collection.
-pub(crate) fn tombstone_key(def: &TableDef, millis: u64, key: &Key) -> Vec<u8> {
-    let mut k = def.index_prefix(TOMBSTONE_INDEX).to_vec();
-    k.extend_from_slice(&millis.to_be_bytes());
-    put_key(&mut k, key);
-    k
-}
-
-pub(crate) fn expiry_key(def: &TableDef, millis: u64, key: &Key) -> Vec<u8> {
-    let mut k = def.index_prefix(EXPIRY_INDEX).to_vec();
-    k.extend_from_slice(&millis.to_be_bytes());
-    put_key(&mut k, key);
-    k
 }
 
 /// Every index key a record has: one per indexed scalar attribute, one per
@@ -583,7 +573,7 @@ fn finish(
     local: bool,
 ) -> Result<u64> {
     let encoded = entry.encode();
-    let bytes = crate::log::entry_size(encoded.len());
+    let bytes = crate::local::log::entry_size(encoded.len());
     batch.put(Space::Log, seq_key(entry.seq).to_vec(), encoded);
     commit_batch(db, store, batch, repeated, Some((entry.seq, entry.seq)))?;
     w.next_seq = entry.seq + 1;

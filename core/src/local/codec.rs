@@ -214,7 +214,7 @@ pub struct Stamp {
 impl Stamp {
     /// Wall-clock milliseconds part of the stamp.
     pub fn millis(&self) -> u64 {
-        self.time >> crate::hlc::LOGICAL_BITS
+        self.time >> crate::local::hlc::LOGICAL_BITS
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::EngineKind;
+use crate::local::storage::EngineKind;
 
 const IDENTITY_FILE: &str = "tidelog.json";
 const LOCK_FILE: &str = "LOCK";

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{Batch, Space, Store};
+use crate::local::keys::{table_key, NEXT_TABLE_ID, TABLE_PREFIX, TOMBSTONE_INDEX};
+use crate::local::storage::{Batch, Space, Store};
 
 /// How to create a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,11 +66,6 @@ pub(crate) struct TableDef {
     pub(crate) expiration: Option<u64>,
 }
 
-/// Index slot reserved for the expiry index (by update time).
-pub(crate) const EXPIRY_INDEX: u16 = u16::MAX;
-/// Index slot reserved for the tombstone index (by stamp time).
-pub(crate) const TOMBSTONE_INDEX: u16 = u16::MAX - 1;
-
 impl TableDef {
     pub(crate) fn info(&self) -> TableInfo {
         TableInfo {
@@ -82,15 +78,12 @@ impl TableDef {
 
     /// Prefix of every row key of this table.
     pub(crate) fn row_prefix(&self) -> [u8; 4] {
-        self.id.to_be_bytes()
+        crate::local::keys::row_prefix(self.id)
     }
 
     /// Prefix of every entry of index `slot` (1-based; `EXPIRY_INDEX` too).
     pub(crate) fn index_prefix(&self, slot: u16) -> [u8; 6] {
-        let mut p = [0u8; 6];
-        p[..4].copy_from_slice(&self.id.to_be_bytes());
-        p[4..].copy_from_slice(&slot.to_be_bytes());
-        p
+        crate::local::keys::index_prefix(self.id, slot)
     }
 
     pub(crate) fn index_slot(&self, attribute: &str) -> Option<u16> {
@@ -100,9 +93,6 @@ impl TableDef {
             .map(|i| i as u16 + 1)
     }
 }
-
-const TABLE_PREFIX: &[u8] = b"table/";
-const NEXT_TABLE_ID: &[u8] = b"next_table_id";
 
 #[derive(Default)]
 pub(crate) struct Catalog {
@@ -227,10 +217,4 @@ impl Catalog {
     pub(crate) fn remove(&mut self, name: &str) -> Option<Arc<TableDef>> {
         self.tables.remove(name)
     }
-}
-
-pub(crate) fn table_key(name: &str) -> Vec<u8> {
-    let mut k = TABLE_PREFIX.to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
 }

@@ -10,13 +10,12 @@
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
-use crate::catalog::TOMBSTONE_INDEX;
-use crate::codec::{decode_row_header, take_key, ROW_HEADER_LEN};
-use crate::db::{row_key, Database};
 use crate::error::Result;
-use crate::log::{seq_from_key, seq_key, LogEntry};
-use crate::storage::{Batch, Space};
-use crate::write::expiry_key;
+use crate::local::codec::{decode_row_header, take_key, ROW_HEADER_LEN};
+use crate::local::db::Database;
+use crate::local::keys::{expiry_key, row_key, seq_from_key, seq_key, TOMBSTONE_INDEX};
+use crate::local::log::LogEntry;
+use crate::local::storage::{Batch, Space};
 
 const TRIM_CHUNK: usize = 1000;
 
@@ -37,9 +36,11 @@ pub(crate) fn trim_log(db: &Database, acked_floor: u64, now_ms: u64) -> Result<T
     let retention = db.options().retention;
     let age_cutoff = retention
         .log_max_age
-        .map(|a| crate::hlc::millis_to_hlc(now_ms.saturating_sub(a.as_millis() as u64)));
+        .map(|a| crate::local::hlc::millis_to_hlc(now_ms.saturating_sub(a.as_millis() as u64)));
     let keep_after = (!retention.log_min_age.is_zero()).then(|| {
-        crate::hlc::millis_to_hlc(now_ms.saturating_sub(retention.log_min_age.as_millis() as u64))
+        crate::local::hlc::millis_to_hlc(
+            now_ms.saturating_sub(retention.log_min_age.as_millis() as u64),
+        )
     });
     let mut report = TrimReport::default();
     loop {
@@ -144,7 +145,7 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
                         .map_err(|_| crate::Error::Corrupt("tombstone index key".into()))?,
                 );
                 let (key, _) = take_key(&ik[prefix.len() + 8..])?;
-                let rk = row_key(&def, &key);
+                let rk = row_key(def.id, &key);
                 let Some(row) = store.get(Space::Rows, &rk)? else {
                     batch.delete(Space::Index, ik.to_vec());
                     continue;
@@ -164,7 +165,7 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
                     batch.delete(Space::Index, ik.to_vec());
                     batch.delete(Space::Rows, rk);
                     if def.expiration.is_some() {
-                        batch.delete(Space::Index, expiry_key(&def, millis, &key));
+                        batch.delete(Space::Index, expiry_key(def.id, millis, &key));
                     }
                     purged += 1;
                 }
@@ -187,7 +188,7 @@ mod tests {
     use crate::{OpenOptions, TableOptions};
     use serde_json::json;
 
-    fn db_with(retention: crate::db::Retention) -> (tempfile::TempDir, Database) {
+    fn db_with(retention: crate::local::db::Retention) -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path(), OpenOptions::new("n1").retention(retention)).unwrap();
         db.create_table("t", TableOptions::default()).unwrap();
@@ -200,10 +201,10 @@ mod tests {
         for i in 0..2500 {
             db.upsert("t", json!({"id": i})).unwrap();
         }
-        let r = trim_log(&db, 1200, crate::hlc::wall_millis()).unwrap();
+        let r = trim_log(&db, 1200, crate::local::hlc::wall_millis()).unwrap();
         assert_eq!((r.removed, r.first, r.forced), (1200, 1201, 0));
         assert_eq!(db.read_log(1, 10).unwrap()[0].seq, 1201);
-        let r = trim_log(&db, u64::MAX, crate::hlc::wall_millis()).unwrap();
+        let r = trim_log(&db, u64::MAX, crate::local::hlc::wall_millis()).unwrap();
         assert_eq!(r.first, 2500, "the newest entry stays");
         assert_eq!(db.log_bounds().unwrap().first, 2500);
         // Sequence numbers and data are unaffected.
@@ -213,7 +214,7 @@ mod tests {
 
     #[test]
     fn the_byte_cap_trims_unacknowledged_entries_and_says_so() {
-        let (_d, db) = db_with(crate::db::Retention {
+        let (_d, db) = db_with(crate::local::db::Retention {
             log_max_bytes: 20_000,
             ..Default::default()
         });
@@ -223,7 +224,7 @@ mod tests {
         }
         let before = db.log_bounds().unwrap().bytes;
         assert!(before > 20_000);
-        let r = trim_log(&db, 0, crate::hlc::wall_millis()).unwrap();
+        let r = trim_log(&db, 0, crate::local::hlc::wall_millis()).unwrap();
         let after = db.log_bounds().unwrap();
         assert!(after.bytes <= 20_000, "{after:?}");
         assert_eq!(r.forced, r.removed);
@@ -238,14 +239,14 @@ mod tests {
 
     #[test]
     fn the_age_cap_trims_old_entries() {
-        let (_d, db) = db_with(crate::db::Retention {
+        let (_d, db) = db_with(crate::local::db::Retention {
             log_max_age: Some(std::time::Duration::from_secs(60)),
             ..Default::default()
         });
         for i in 0..10 {
             db.upsert("t", json!({"id": i})).unwrap();
         }
-        let now = crate::hlc::wall_millis();
+        let now = crate::local::hlc::wall_millis();
         assert_eq!(trim_log(&db, 0, now).unwrap().removed, 0);
         let r = trim_log(&db, 0, now + 120_000).unwrap();
         assert_eq!((r.removed, r.forced), (9, 9));
@@ -275,7 +276,7 @@ mod tests {
             };
             db.apply_remote(&[t], None).unwrap();
         };
-        let now = crate::hlc::wall_millis();
+        let now = crate::local::hlc::wall_millis();
         // Young, or not acknowledged: the tombstone stays and wins.
         assert_eq!(collect_tombstones(&db, u64::MAX, now).unwrap(), 0);
         assert_eq!(
@@ -305,14 +306,14 @@ mod tests {
 
     #[test]
     fn a_minimum_age_keeps_acknowledged_entries_for_local_readers() {
-        let (_d, db) = db_with(crate::db::Retention {
+        let (_d, db) = db_with(crate::local::db::Retention {
             log_min_age: std::time::Duration::from_secs(600),
             ..Default::default()
         });
         for i in 0..10 {
             db.upsert("t", json!({"id": i})).unwrap();
         }
-        let now = crate::hlc::wall_millis();
+        let now = crate::local::hlc::wall_millis();
         assert_eq!(trim_log(&db, u64::MAX, now).unwrap().removed, 0);
         assert_eq!(trim_log(&db, u64::MAX, now + 700_000).unwrap().removed, 9);
     }
@@ -360,7 +361,7 @@ mod tests {
         let remote: Vec<RemoteTxn> = (0..1500)
             .map(|i| RemoteTxn {
                 stamp: Stamp {
-                    time: (crate::hlc::wall_millis() << 16) + i,
+                    time: (crate::local::hlc::wall_millis() << 16) + i,
                     node: 7,
                 },
                 writes: vec![LogWrite {
@@ -377,14 +378,14 @@ mod tests {
         assert_eq!(db.log_bounds().unwrap().last, 4000);
         assert_backlogs_exact(&db);
         // Trimmed by acknowledgement, then by the byte cap.
-        trim_log(&db, 1500, crate::hlc::wall_millis()).unwrap();
+        trim_log(&db, 1500, crate::local::hlc::wall_millis()).unwrap();
         assert_eq!(db.log_bounds().unwrap().first, 1501);
         assert_backlogs_exact(&db);
         // Reopen finds the same sizes on disk; a small cap makes the
         // background trim cut into them.
         let dir = db.path().to_path_buf();
         db.close().unwrap();
-        let cap = crate::db::Retention {
+        let cap = crate::local::db::Retention {
             log_max_bytes: 60_000,
             ..Default::default()
         };

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::catalog::{TableDef, EXPIRY_INDEX};
-use crate::codec::{decode_row_header, take_key};
-use crate::db::{row_key, Database, Durability, Shared};
 use crate::error::Result;
-use crate::storage::{Batch, Space};
-use crate::write::{index_entries, tombstone_key};
+use crate::local::catalog::TableDef;
+use crate::local::codec::{decode_row_header, take_key};
+use crate::local::db::{Database, Durability, Shared};
+use crate::local::keys::{row_key, tombstone_key, EXPIRY_INDEX};
+use crate::local::storage::{Batch, Space};
+use crate::local::write::index_entries;
 
 /// How often the log is trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
@@ -26,9 +27,9 @@ const MARK_EVERY: Duration = Duration::from_secs(1);
 fn trim(db: &Database) -> Result<()> {
     let replicator = db.shared.replication.lock().clone();
     let floor = replicator.as_ref().map_or(0, |r| r.acked_floor());
-    let now = crate::hlc::wall_millis();
-    let report = crate::retention::trim_log(db, floor, now)?;
-    crate::retention::collect_tombstones(db, floor, now)?;
+    let now = crate::local::hlc::wall_millis();
+    let report = crate::local::retention::trim_log(db, floor, now)?;
+    crate::local::retention::collect_tombstones(db, floor, now)?;
     if report.forced > 0 {
         if let Some(r) = replicator {
             r.note_trimmed(report.first);
@@ -128,7 +129,7 @@ fn run(
         }
         if Instant::now() >= next_sweep {
             next_sweep = Instant::now() + sweep_every;
-            if let Err(e) = sweep_expired(&db, crate::hlc::wall_millis()) {
+            if let Err(e) = sweep_expired(&db, crate::local::hlc::wall_millis()) {
                 report(&db, "expiry sweep", &e, &mut muted);
             }
         }
@@ -202,13 +203,13 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
         n += 1;
         let (key, _) = take_key(&ek[prefix.len() + 8..])?;
         batch.delete(Space::Index, ek.to_vec());
-        let rk = row_key(def, &key);
+        let rk = row_key(def.id, &key);
         if let Some(row) = store.get(Space::Rows, &rk)? {
             let h = decode_row_header(&row)?;
             if h.tombstone {
-                batch.delete(Space::Index, tombstone_key(def, h.stamp.millis(), &key));
+                batch.delete(Space::Index, tombstone_key(def.id, h.stamp.millis(), &key));
             } else if !def.indexes.is_empty() {
-                let body = &row[crate::codec::ROW_HEADER_LEN..];
+                let body = &row[crate::local::codec::ROW_HEADER_LEN..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
                     for k in index_entries(def, &key, &obj) {
                         batch.delete(Space::Index, k);

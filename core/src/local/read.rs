@@ -6,13 +6,16 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
-use crate::catalog::TableDef;
-use crate::codec::{index_value_is_inexact, index_value_len, put_index_value, take_key, Key};
-use crate::db::{row_key, Database};
 use crate::error::{Error, Result};
-use crate::log::{seq_from_key, seq_key, LogEntry};
-use crate::record::{cmp_scalar, Record};
-use crate::storage::{prefix_successor, Space, Store};
+use crate::local::catalog::TableDef;
+use crate::local::codec::{
+    index_value_is_inexact, index_value_len, put_index_value, take_key, Key,
+};
+use crate::local::db::Database;
+use crate::local::keys::{row_key, seq_from_key, seq_key};
+use crate::local::log::LogEntry;
+use crate::local::record::{cmp_scalar, Record};
+use crate::local::storage::{prefix_successor, Space, Store};
 
 /// A key range for [`Database::scan`].
 #[derive(Debug, Clone)]
@@ -78,8 +81,8 @@ impl Database {
         let prefix = def.row_prefix();
         let bound = |b: &Bound<Key>, upper: bool| -> Bound<Vec<u8>> {
             match b {
-                Bound::Included(k) => Bound::Included(row_key(&def, k)),
-                Bound::Excluded(k) => Bound::Excluded(row_key(&def, k)),
+                Bound::Included(k) => Bound::Included(row_key(def.id, k)),
+                Bound::Excluded(k) => Bound::Excluded(row_key(def.id, k)),
                 Bound::Unbounded if upper => match prefix_successor(&prefix) {
                     Some(p) => Bound::Excluded(p),
                     None => Bound::Unbounded,
@@ -298,8 +301,8 @@ impl Database {
 
     /// What the log still holds from `from_seq` on: entries, bytes (as the
     /// byte cap counts them) and the local commit time of the first. Exact,
-    /// reading at most [`crate::log::MARK_EVERY`] entries whatever the
-    /// log's length (see [`crate::log::LogSizes`]).
+    /// reading at most [`crate::local::log::MARK_EVERY`] entries whatever the
+    /// log's length (see [`crate::local::log::LogSizes`]).
     pub(crate) fn log_backlog(&self, from_seq: u64) -> Result<LogBacklog> {
         let store = self.store()?;
         let mut backlog = LogBacklog::default();
@@ -362,7 +365,7 @@ impl Database {
             let w = self.shared.write.lock();
             (w.first_seq, w.next_seq)
         };
-        let target = crate::hlc::millis_to_hlc(millis);
+        let target = crate::local::hlc::millis_to_hlc(millis);
         // Sequences are dense and local_time grows with them: binary search
         // with point reads instead of scanning.
         while lo < hi {
@@ -405,7 +408,7 @@ impl Database {
         let def = self.table(table)?;
         let prefix = def.row_prefix();
         let lo = match after {
-            Some(k) => Bound::Excluded(row_key(&def, k)),
+            Some(k) => Bound::Excluded(row_key(def.id, k)),
             None => Bound::Included(prefix.to_vec()),
         };
         let hi = match prefix_successor(&prefix) {
@@ -427,7 +430,7 @@ impl Database {
             bytes += v.len() + k.len();
             let (key, _) = take_key(&k[prefix.len()..])?;
             last = Some(key.clone());
-            let h = crate::codec::decode_row_header(&v)?;
+            let h = crate::local::codec::decode_row_header(&v)?;
             if since_ms.is_some_and(|s| h.stamp.millis() < s) {
                 continue;
             }
@@ -435,7 +438,7 @@ impl Database {
                 None
             } else {
                 Some(
-                    std::str::from_utf8(&v[crate::codec::ROW_HEADER_LEN..])
+                    std::str::from_utf8(&v[crate::local::codec::ROW_HEADER_LEN..])
                         .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
                         .to_string(),
                 )
@@ -456,13 +459,13 @@ impl Database {
 #[derive(Debug, Clone)]
 pub(crate) struct StateRow {
     pub(crate) key: Key,
-    pub(crate) stamp: crate::codec::Stamp,
+    pub(crate) stamp: crate::local::codec::Stamp,
     pub(crate) created: u64,
     pub(crate) json: Option<String>,
 }
 
 fn read_record(store: &Store, def: &TableDef, key: Key) -> Result<Option<Record>> {
-    match store.get(Space::Rows, &row_key(def, &key))? {
+    match store.get(Space::Rows, &row_key(def.id, &key))? {
         Some(row) => Record::from_row(key, row),
         None => Ok(None),
     }

@@ -1,6 +1,7 @@
 //! The database handle: options, open and close, table management,
 //! listeners, replication metadata. Reads live in `read.rs`, writes in
-//! `write.rs`, background work in `maintenance.rs`.
+//! `write.rs`, background work in `maintenance.rs`, and `open.rs` puts the
+//! handle and its background work together.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -10,15 +11,16 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use crate::catalog::{Catalog, TableDef, TableInfo, TableOptions};
-use crate::codec::{put_key, Key};
-use crate::dir::{load_or_create_identity, validate_node_name, DirLock};
 use crate::error::{Error, Result};
-use crate::hlc::Hlc;
-use crate::listener::{ChangeEvent, ListenerId, Listeners};
-use crate::log::{seq_from_key, LogEntry};
-use crate::maintenance::Maintenance;
-use crate::storage::{free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure};
+use crate::local::catalog::{Catalog, TableDef, TableInfo, TableOptions};
+use crate::local::dir::{load_or_create_identity, validate_node_name, DirLock};
+use crate::local::hlc::Hlc;
+use crate::local::keys::{cursor_key, seq_from_key};
+use crate::local::listener::{ChangeEvent, ListenerId, Listeners};
+use crate::local::log::LogEntry;
+use crate::local::storage::{
+    free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure, RESUME_FREE_BYTES,
+};
 
 /// When a commit is durable on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +158,22 @@ pub(crate) struct WriteState {
     /// Sum of the log's key and value sizes, for the byte cap.
     pub(crate) log_bytes: u64,
     /// Where in the log those bytes lie, for peers' backlogs.
-    pub(crate) log_sizes: crate::log::LogSizes,
+    pub(crate) log_sizes: crate::local::log::LogSizes,
+}
+
+/// What the database needs from the replication engine it carries. The
+/// engine (`repl`) is built on the database; the database only holds it
+/// through this trait, so it never names (or imports) the engine's type,
+/// and the import graph stays one way: repl -> local.
+pub(crate) trait ReplicationHook: Send + Sync {
+    /// Lowest log sequence every publishing peer has acknowledged.
+    fn acked_floor(&self) -> u64;
+    /// Retention removed log entries below `first` that a peer still needed.
+    fn note_trimmed(&self, first: u64);
+    /// Stops links and the runtime; called first when the database closes.
+    fn shutdown(&self);
+    /// Lets the engine get its own type back from the slot.
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
 
 pub(crate) struct Shared {
@@ -175,8 +192,10 @@ pub(crate) struct Shared {
     pub(crate) committed: tokio::sync::watch::Sender<u64>,
     /// Bumped whenever a table is created, for links waiting on one.
     pub(crate) tables_changed: tokio::sync::watch::Sender<u64>,
-    pub(crate) replication: Mutex<Option<Arc<crate::repl::Replicator>>>,
-    maintenance: Mutex<Option<Maintenance>>,
+    pub(crate) replication: Mutex<Option<Arc<dyn ReplicationHook>>>,
+    /// Stops background maintenance; set by `Database::open` (open.rs), so
+    /// this module needs nothing of the maintenance module that builds on it.
+    pub(crate) stop_maintenance: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     lock: Mutex<Option<DirLock>>,
     /// Set when the engine refused a write; the engine is reopened before
     /// the next write (see [`Shared::writable_store`]).
@@ -202,10 +221,6 @@ pub(crate) struct Fault {
     /// error is never kept even where the engine wrote it out whole.
     undo: Vec<(Option<(u64, u64)>, Batch)>,
 }
-
-/// The engine is reopened after a full disk only once this much is free,
-/// so that what it still holds in memory can be written out when it closes.
-pub(crate) const RESUME_FREE_BYTES: u64 = 4 << 20;
 
 /// How long a reopen waits for readers to let go of the engine.
 const RECOVER_WAIT: Duration = Duration::from_secs(2);
@@ -244,8 +259,8 @@ fn write_mark(dir: &Path, seq: u64) -> Result<()> {
 }
 
 /// What the log holds: (first seq, next seq, bytes, newest entry's time).
-fn log_state(store: &Store) -> Result<(u64, u64, u64, Option<u64>, crate::log::LogSizes)> {
-    let (mut bytes, mut sizes) = (0u64, crate::log::LogSizes::default());
+fn log_state(store: &Store) -> Result<(u64, u64, u64, Option<u64>, crate::local::log::LogSizes)> {
+    let (mut bytes, mut sizes) = (0u64, crate::local::log::LogSizes::default());
     for item in store.range(Space::Log, Bound::Unbounded, Bound::Unbounded, false) {
         let (k, v) = item?;
         let size = (k.len() + v.len()) as u64;
@@ -294,8 +309,9 @@ impl std::fmt::Debug for Database {
 pub(crate) type StoreGuard<'a> = parking_lot::MappedRwLockReadGuard<'a, Store>;
 
 impl Database {
-    /// Opens (creating if needed) the data directory `dir`.
-    pub fn open(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
+    /// Opens the engine and state of `dir` without background work; the
+    /// public `Database::open` (open.rs) starts that on top.
+    pub(crate) fn open_engine(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
         let dir = dir.as_ref().to_path_buf();
         validate_node_name(&opts.node_name)?;
         if opts.memory_budget < (4 << 20) {
@@ -360,13 +376,12 @@ impl Database {
             committed: tokio::sync::watch::Sender::new(next_seq - 1),
             tables_changed: tokio::sync::watch::Sender::new(0),
             replication: Mutex::new(None),
-            maintenance: Mutex::new(None),
+            stop_maintenance: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
             fault: Mutex::new(None),
             mark: Mutex::new(mark.min(last)),
             dropped: AtomicU64::new(dropped),
         });
-        *shared.maintenance.lock() = Some(Maintenance::start(&shared));
         Ok(Database { shared })
     }
 
@@ -475,7 +490,7 @@ impl Database {
             let _w = self.shared.write.lock();
             let def = self.shared.catalog.read().get(name)?.clone();
             let mut batch = Batch::default();
-            batch.delete(Space::Meta, crate::catalog::table_key(name));
+            batch.delete(Space::Meta, crate::local::keys::table_key(name));
             self.shared
                 .commit(&store, batch, self.sync_commits(), None)?;
             self.shared.catalog.write().remove(name);
@@ -534,7 +549,7 @@ impl Database {
         f: impl Fn(&ChangeEvent) + Send + Sync + 'static,
     ) -> Result<ListenerId> {
         let _store = self.store()?;
-        crate::catalog::validate_table_name(table)?;
+        crate::local::catalog::validate_table_name(table)?;
         Ok(self.shared.listeners.add(table, Arc::new(f)))
     }
 
@@ -848,7 +863,9 @@ impl Shared {
         })?;
         for (seqs, undo) in fault.undo.iter().rev() {
             let reached = match seqs {
-                Some((seq, _)) => store.get(Space::Log, &crate::log::seq_key(*seq))?.is_some(),
+                Some((seq, _)) => store
+                    .get(Space::Log, &crate::local::keys::seq_key(*seq))?
+                    .is_some(),
                 None => false,
             };
             store.commit(undo.clone(), true).map_err(|f| {
@@ -868,7 +885,9 @@ impl Shared {
         let catalog = Catalog::load(&store)?;
         let last = next_seq - 1;
         for (seq, end) in &fault.unknown {
-            let kept = store.get(Space::Log, &crate::log::seq_key(*seq))?.is_some();
+            let kept = store
+                .get(Space::Log, &crate::local::keys::seq_key(*seq))?
+                .is_some();
             eprintln!(
                 "tidelog: {}: transaction {seq}{} whose outcome was unknown after a failed write is {}",
                 self.dir.display(),
@@ -911,8 +930,9 @@ impl Shared {
         if let Some(r) = replicator {
             r.shutdown();
         }
-        if let Some(m) = self.maintenance.lock().take() {
-            m.stop();
+        let stop_maintenance = self.stop_maintenance.lock().take();
+        if let Some(stop) = stop_maintenance {
+            stop();
         }
         self.listeners.shutdown();
         // After a failed write, reopen the engine (and undo what failed)
@@ -990,17 +1010,4 @@ fn undo_batch(store: &Store, batch: &Batch) -> Result<Batch> {
         }
     }
     Ok(undo)
-}
-
-pub(crate) fn cursor_key(name: &str) -> Vec<u8> {
-    let mut k = b"cursor/".to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
-}
-
-pub(crate) fn row_key(def: &TableDef, key: &Key) -> Vec<u8> {
-    let mut k = Vec::with_capacity(24);
-    k.extend_from_slice(&def.row_prefix());
-    put_key(&mut k, key);
-    k
 }

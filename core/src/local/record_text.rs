@@ -23,9 +23,9 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::catalog::TableDef;
-use crate::codec::Key;
-use crate::record::{key_of, CREATED_ATTR, UPDATED_ATTR};
+use crate::local::catalog::TableDef;
+use crate::local::codec::Key;
+use crate::local::record::{key_of, CREATED_ATTR, UPDATED_ATTR};
 
 /// Above this many top-level attributes, checking names for repeats one
 /// by one costs more than it saves: such records go the `Value` way.
@@ -270,7 +270,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::record::{extract_key, parse_object, strip_computed};
+    use crate::local::record::{extract_key, parse_object, strip_computed};
 
     fn def() -> TableDef {
         TableDef {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::codec::{decode_row_header, Key, Stamp, ROW_HEADER_LEN};
 use crate::error::{Error, Result};
-use crate::storage::Bytes;
+use crate::local::codec::{decode_row_header, Key, Stamp, ROW_HEADER_LEN};
+use crate::local::storage::Bytes;
 
 /// Attribute names tidelog adds to every record it returns.
 pub const CREATED_ATTR: &str = "__createdtime__";
@@ -77,7 +77,7 @@ impl Record {
 
     /// `__createdtime__`: milliseconds since the epoch of the first write.
     pub fn created_ms(&self) -> u64 {
-        self.created >> crate::hlc::LOGICAL_BITS
+        self.created >> crate::local::hlc::LOGICAL_BITS
     }
 
     /// `__updatedtime__`: milliseconds since the epoch of the latest write.

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The engine is reopened after a full disk only once this much is free,
+/// so that what it still holds in memory can be written out when it closes.
+pub(crate) const RESUME_FREE_BYTES: u64 = 4 << 20;
+
 /// Which storage engine a data directory uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineKind {
@@ -472,7 +476,7 @@ fn sled_read_error(failed: &std::sync::atomic::AtomicBool, dir: &Path, e: sled::
             return Error::DiskFull {
                 path: dir.to_path_buf(),
                 what: format!("sled stopped after a write failed ({io}) and fails reads that need its log too, until it is reopened"),
-                need: crate::db::RESUME_FREE_BYTES,
+                need: RESUME_FREE_BYTES,
             };
         }
     }

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Key, Stamp};
 use crate::error::{Error, Result};
+use crate::local::codec::{Key, Stamp};
 
 /// What a write did to one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,17 +82,6 @@ impl LogEntry {
             .map(|(head, _rest)| head.local_time)
             .map_err(|e| Error::Corrupt(format!("log entry: {e}")))
     }
-}
-
-pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
-}
-
-pub(crate) fn seq_from_key(k: &[u8]) -> Result<u64> {
-    let b: [u8; 8] = k
-        .try_into()
-        .map_err(|_| Error::Corrupt("log key length".into()))?;
-    Ok(u64::from_be_bytes(b))
 }
 
 /// What one log entry counts for in the log's size: its value and its
@@ -178,6 +167,9 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(LogEntry::decode(&bytes[..cut]).is_err());
         }
-        assert!(matches!(seq_from_key(b"abc"), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            crate::local::keys::seq_from_key(b"abc"),
+            Err(Error::Corrupt(_))
+        ));
     }
 }

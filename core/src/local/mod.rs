@@ -1,0 +1,20 @@
+//! The local engine: storage, the catalog, transactions, reads, the
+//! transaction log, listeners and background maintenance.
+
+pub(crate) mod catalog;
+pub mod codec;
+pub(crate) mod db;
+pub(crate) mod dir;
+pub mod hlc;
+pub(crate) mod keys;
+pub(crate) mod listener;
+pub mod log;
+pub(crate) mod maintenance;
+pub(crate) mod open;
+pub(crate) mod read;
+pub mod record;
+pub(crate) mod record_text;
+pub(crate) mod remote;
+pub(crate) mod retention;
+pub(crate) mod storage;
+pub(crate) mod write;
