@@ -462,7 +462,7 @@ impl Replicator {
                 );
                 let mut c = p.counters.lock();
                 if !c.overtaken {
-                    eprintln!("tidelog: {msg}");
+                    log::warn!(target: "tidelog::repl", "{msg}");
                     c.overtaken = true;
                 }
                 c.last_error = Some(msg);
