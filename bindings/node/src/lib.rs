@@ -25,6 +25,7 @@ mod convert;
 mod fast;
 mod layout;
 mod listeners;
+mod logging;
 mod objects;
 mod tx;
 
@@ -59,6 +60,9 @@ pub struct NativeDb {
 impl NativeDb {
     #[napi(factory)]
     pub fn open(dir: String, opts: OpenOpts) -> napi::Result<NativeDb> {
+        // From the first database on, warnings reach stderr even without a
+        // log callback.
+        logging::install();
         let db = Database::open(dir, open_options(opts)?).js()?;
         Ok(NativeDb {
             node_hex: hex(db.node_id()),
