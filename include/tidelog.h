@@ -233,6 +233,22 @@ typedef struct tidelog_txn tidelog_txn;
  */
 typedef void (*tidelog_change_fn)(const char *event_json, void *user_data);
 
+/**
+ * A log callback.
+ *
+ * @param level     1 error, 2 warn, 3 info, 4 debug, 5 trace.
+ * @param target    where the record comes from, e.g. "tidelog::repl"
+ *                  (links and syncs), "tidelog::storage",
+ *                  "tidelog::maintenance", "tidelog::listener".
+ * @param message   the record's text. Both strings are NUL-terminated and
+ *                  valid only during the call (copy them to keep them).
+ * @param user_data the pointer given to tidelog_set_log_callback().
+ */
+typedef void (*tidelog_log_fn)(int32_t level,
+                               const char *target,
+                               const char *message,
+                               void *user_data);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -784,6 +800,33 @@ tidelog_status tidelog_unsubscribe(tidelog_subscription *sub);
  * @param sub a subscription handle, or NULL.
  */
 void tidelog_subscription_free(tidelog_subscription *sub);
+
+/**
+ * Sends the library's log records to `callback`: refused replication
+ * links, resyncs, failed background flushes, a change listener that
+ * panicked. Without a callback (the default) they are dropped; nothing is
+ * written to stderr.
+ *
+ * Threading: the callback runs on whichever thread logs (the replication
+ * threads, the maintenance thread, the `tidelog-events` thread, or the
+ * caller's own thread inside a tidelog call), possibly on several at once,
+ * so it must be thread-safe; it should return quickly. A record logged
+ * while the callback runs on the same thread is dropped.
+ *
+ * Replacing or removing the callback waits until calls in progress have
+ * returned: after this returns, the previous `user_data` may be released.
+ * It applies to every database in the process.
+ *
+ * @param callback  the function to call, or NULL to stop logging.
+ * @param user_data passed back to `callback` untouched (may be NULL).
+ * @param min_level the least severe level delivered: 1 error, 2 warn,
+ *                  3 info, 4 debug, 5 trace (0: none).
+ * @return TIDELOG_OK; TIDELOG_INVALID_INPUT for a level outside 0..=5;
+ *         TIDELOG_UNSUPPORTED when called from inside the log callback.
+ */
+tidelog_status tidelog_set_log_callback(tidelog_log_fn callback,
+                                        void *user_data,
+                                        int32_t min_level);
 
 /**
  * Starts the replication engine (its threads and TLS configuration). Call

@@ -373,6 +373,24 @@ export declare class Database {
 export declare function open(dir: string, options: OpenOptions): Database;
 export declare function devCerts(outDir: string, nodes: string[], options?: DevCertsOptions): DevCerts;
 
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/** One of tidelog's log records. */
+export interface LogRecord {
+  level: LogLevel;
+  /** Where it comes from: 'tidelog::repl', 'tidelog::storage', 'tidelog::maintenance', 'tidelog::listener'. */
+  target: string;
+  message: string;
+}
+
+/**
+ * Routes tidelog's log records (refused replication links, resyncs, failed
+ * background work) to `callback` on this thread, from `minLevel` up
+ * (default 'info'). `null` restores the default: warnings and errors to
+ * stderr. The callback never keeps the process alive.
+ */
+export declare function setLogCallback(callback: ((record: LogRecord) => void) | null, minLevel?: LogLevel): void;
+
 export type ErrorCodeName =
   | 'INVALID_INPUT'
   | 'NOT_FOUND'

@@ -969,11 +969,34 @@ function devCerts(outDir, nodes, options) {
   return { ca: r.ca, nodes: byName };
 }
 
+const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'trace'];
+
+/**
+ * Routes tidelog's log records (refused replication links, resyncs, failed
+ * background work) to `callback({ level, target, message })` on this
+ * thread, from `minLevel` up (default 'info'). `null` restores the default:
+ * warnings and errors to stderr. The callback never keeps the process alive.
+ */
+function setLogCallback(callback, minLevel) {
+  if (callback !== null && typeof callback !== 'function') {
+    throw invalid(`setLogCallback: callback must be a function or null, got ${describe(callback)}`);
+  }
+  if (minLevel !== undefined && !LOG_LEVELS.includes(minLevel)) {
+    throw invalid(`setLogCallback: minLevel must be one of ${LOG_LEVELS.map((l) => `'${l}'`).join(', ')}, got ${describe(minLevel)}`);
+  }
+  try {
+    native.setLogCallback(callback ?? undefined, minLevel);
+  } catch (e) {
+    throw toError(e);
+  }
+}
+
 module.exports = {
   open,
   Database,
   Transaction,
   devCerts,
+  setLogCallback,
   ErrorCode,
   TidelogError,
   InvalidInputError,

@@ -9,6 +9,7 @@ export const {
   Database,
   Transaction,
   devCerts,
+  setLogCallback,
   ErrorCode,
   TidelogError,
   InvalidInputError,

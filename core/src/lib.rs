@@ -4,6 +4,14 @@
 //! The local API is synchronous: [`Database::open`], tables, transactions,
 //! reads, the transaction log and change listeners need no runtime and no
 //! network. Replication runs on a tokio runtime the library owns.
+//!
+//! What the library cannot return to a caller (a refused replication link, a
+//! resync, a failed background flush, a panicking change listener) goes
+//! through the [`log`](https://docs.rs/log) facade, never to stderr: the host
+//! installs a logger to see it. Targets: `tidelog::repl` (links, syncs),
+//! `tidelog::storage` (journal recovery, failed writes undone),
+//! `tidelog::maintenance` (background flush, retention, sweeps) and
+//! `tidelog::listener` (change listeners).
 
 pub mod error;
 mod local;

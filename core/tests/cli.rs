@@ -268,3 +268,27 @@ fn help_and_bad_configs_fail_clearly() {
     let (status, log) = first.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
 }
+
+/// `TIDELOG_LOG` sets serve's log filter; a value that is not one stops the
+/// program before it opens anything, naming the variable and the levels.
+#[test]
+fn serve_refuses_a_bad_log_filter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = cloud_config(dir);
+    for bad in ["loud", "tidelog::repl=chatty", "=info"] {
+        let out = std::process::Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .current_dir(dir)
+            .env("TIDELOG_LOG", bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "TIDELOG_LOG={bad}: {err}");
+        assert!(err.contains("TIDELOG_LOG"), "TIDELOG_LOG={bad}: {err}");
+    }
+    assert!(
+        !dir.join("cloud-data").exists(),
+        "nothing is opened before the filter is read"
+    );
+}

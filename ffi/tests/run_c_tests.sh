@@ -6,6 +6,7 @@
 #   test_bad_values  the shared list of bad records, refused by every write
 #   test_threads  4 threads on one handle while a listener runs
 #   repl_node     cloud and edge as two processes over mutual TLS
+#   test_log      the log callback sees a hub refuse a node it does not know
 # No sanitizer suppressions. Needs gcc, pkg-config and openssl (certs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -86,7 +87,7 @@ for variant in shared static; do
     echo "== C tests against libtidelog ($variant)"
     bin="$out/bin/$variant"
     mkdir -p "$bin"
-    for prog in test_api test_bad_values test_threads repl_node; do
+    for prog in test_api test_bad_values test_threads repl_node test_log; do
         # shellcheck disable=SC2046
         gcc "${cflags[@]}" $(pkg-config --cflags tidelog) "$src/$prog.c" -o "$bin/$prog" \
             $(link_flags "$variant")
@@ -109,6 +110,10 @@ for variant in shared static; do
     "$bin/test_bad_values" "$scratch" "$root/tests/bad_values.txt"
     echo "-- test_threads"
     "$bin/test_threads" "$scratch"
+
+    echo "-- test_log: a refused link reaches the log callback"
+    "$src/make_certs.sh" "$scratch/log_certs" hub stranger
+    "$bin/test_log" "$scratch" "$scratch/log_certs"
 
     echo "-- repl_node: cloud and edge processes over mutual TLS"
     repl="$scratch/repl"

@@ -242,19 +242,23 @@ unsafe fn get_result(
 unsafe fn shape_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([id], fast)) = (unsafe { args::<1>(env, info) }) else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
     };
     let mut n = 0u32;
     // SAFETY: valid out-pointer.
     if unsafe { sys::napi_get_value_uint32(env, id, &mut n) } != OK {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "invalid shape id") };
     }
     let Ok(shapes) = fast.shapes.try_borrow() else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "STORAGE", "reentrant call") };
     };
     match shapes.describe(n) {
         // SAFETY: `env` is the running callback's.
         Some(text) => unsafe { js_string(env, &text) },
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         None => unsafe { throw(env, "INVALID_INPUT", "unknown shape id") },
     }
 }
@@ -291,14 +295,17 @@ unsafe fn in_table<T>(
 unsafe fn table_id_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([name], fast)) = (unsafe { args::<1>(env, info) }) else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
     };
     let (Ok(mut arg), Ok(mut tables)) = (fast.arg.try_borrow_mut(), fast.tables.try_borrow_mut())
     else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "STORAGE", "reentrant call") };
     };
     // SAFETY: `name` is an argument of this call.
     let Some(name) = (unsafe { read_str(env, name, &mut arg) }) else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe {
             throw(
                 env,
@@ -318,6 +325,7 @@ unsafe fn table_id_body(env: sys::napi_env, info: sys::napi_callback_info) -> sy
     let mut v = ptr::null_mut();
     // SAFETY: valid out-pointer.
     if unsafe { sys::napi_create_int32(env, id, &mut v) } != OK {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "STORAGE", "cannot create a number") };
     }
     v
@@ -327,11 +335,13 @@ unsafe fn table_id_body(env: sys::napi_env, info: sys::napi_callback_info) -> sy
 unsafe fn get_int_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([table, key], fast)) = (unsafe { args::<2>(env, info) }) else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
     };
     let mut k = 0i64;
     // SAFETY: valid out-pointer.
     if unsafe { sys::napi_get_value_int64(env, key, &mut k) } != OK {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "invalid key: expected an integer") };
     }
     // SAFETY: `table` is an argument of this call.
@@ -346,13 +356,16 @@ unsafe fn get_int_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys
 unsafe fn get_str_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([table, key], fast)) = (unsafe { args::<2>(env, info) }) else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
     };
     let Ok(mut arg) = fast.arg.try_borrow_mut() else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "STORAGE", "reentrant call") };
     };
     // SAFETY: `key` is an argument of this call.
     let Some(k) = (unsafe { read_str(env, key, &mut arg) }) else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "invalid key: expected a string") };
     };
     let k = Key::Str(k.to_owned());
@@ -370,13 +383,16 @@ unsafe fn get_str_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys
 unsafe fn upsert_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     // SAFETY: called by Node-API with a valid env and callback info.
     let Some(([table, json], fast)) = (unsafe { args::<2>(env, info) }) else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "invalid call") };
     };
     let Ok(mut arg) = fast.arg.try_borrow_mut() else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "STORAGE", "reentrant call") };
     };
     // SAFETY: `json` is an argument of this call.
     let Some(text) = (unsafe { read_str(env, json, &mut arg) }) else {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "INVALID_INPUT", "a record must be JSON text") };
     };
     let upserted = |name: &str| {
@@ -388,7 +404,9 @@ unsafe fn upsert_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys:
     // SAFETY: `table` is an argument of this call; `env` is the running
     // callback's.
     match unsafe { in_table(env, fast, table, upserted) } {
+        // SAFETY: `env` and `fast` are this callback's, as `commit_result` requires.
         Ok(Ok(c)) => unsafe { commit_result(env, fast, c) },
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         Ok(Err(e)) => unsafe { throw_db(env, e) },
         Err(thrown) => thrown,
     }
@@ -408,6 +426,7 @@ unsafe fn commit_result(
     let mut time = ptr::null_mut();
     // SAFETY: valid out-pointer; the value lives in this callback's scope.
     if unsafe { sys::napi_create_bigint_uint64(env, c.stamp.time, &mut time) } != OK {
+        // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "STORAGE", "cannot create the commit info") };
     }
     if c.stamp.node == fast.db.node_id() {
@@ -510,14 +529,14 @@ pub(crate) unsafe fn functions(
     let check = |s: sys::napi_status, what: &str| if s == OK { Ok(()) } else { Err(fail(what)) };
     let mut buffer = ptr::null_mut();
     let mut data = ptr::null_mut();
-    // SAFETY: valid out-pointers; V8 allocates zeroed, aligned memory.
     check(
+        // SAFETY: valid out-pointers; V8 allocates zeroed, aligned memory.
         unsafe { sys::napi_create_arraybuffer(env, SLOTS * 8, &mut data, &mut buffer) },
         "arraybuffer",
     )?;
     let mut slots_ref = ptr::null_mut();
-    // SAFETY: `buffer` is a live value of this scope.
     check(
+        // SAFETY: `buffer` is a live value of this scope.
         unsafe { sys::napi_create_reference(env, buffer, 1, &mut slots_ref) },
         "reference",
     )?;
@@ -533,8 +552,8 @@ pub(crate) unsafe fn functions(
         env,
     });
     let mut array = ptr::null_mut();
-    // SAFETY: `buffer` holds exactly `SLOTS` f64s.
     check(
+        // SAFETY: `buffer` holds exactly `SLOTS` f64s.
         unsafe {
             sys::napi_create_typedarray(
                 env,
@@ -550,8 +569,8 @@ pub(crate) unsafe fn functions(
     let mut obj = ptr::null_mut();
     // SAFETY: valid env and out-pointer.
     check(unsafe { sys::napi_create_object(env, &mut obj) }, "object")?;
-    // SAFETY: `obj` and `array` are live values of this scope.
     check(
+        // SAFETY: `obj` and `array` are live values of this scope.
         unsafe { sys::napi_set_named_property(env, obj, c"slots".as_ptr(), array) },
         "slots",
     )?;
@@ -590,8 +609,8 @@ pub(crate) unsafe fn functions(
         // Without a finalizer `data` leaks (the function may still be
         // called until it is collected, so it cannot be freed here).
         check(added, "finalizer")?;
-        // SAFETY: `obj` and `f` are live values of this scope.
         check(
+            // SAFETY: `obj` and `f` are live values of this scope.
             unsafe { sys::napi_set_named_property(env, obj, name.as_ptr(), f) },
             "property",
         )?;

@@ -25,6 +25,7 @@ mod convert;
 mod fast;
 mod layout;
 mod listeners;
+mod logging;
 mod objects;
 mod tx;
 
@@ -42,6 +43,9 @@ use tidelog::{Database, EngineKind, Key, ListenerId, ScanOptions};
 
 use convert::*;
 use listeners::*;
+// Registered with napi by its attribute; re-exported so the test build,
+// which has no registration, does not count it as dead.
+pub use logging::set_log_callback;
 use objects::*;
 use tx::*;
 
@@ -59,6 +63,9 @@ pub struct NativeDb {
 impl NativeDb {
     #[napi(factory)]
     pub fn open(dir: String, opts: OpenOpts) -> napi::Result<NativeDb> {
+        // From the first database on, warnings reach stderr even without a
+        // log callback.
+        logging::install();
         let db = Database::open(dir, open_options(opts)?).js()?;
         Ok(NativeDb {
             node_hex: hex(db.node_id()),

@@ -16,6 +16,7 @@ mod convert;
 mod errors;
 mod fork;
 mod handle;
+mod logging;
 mod objects;
 mod transaction;
 
@@ -838,6 +839,7 @@ fn dev_certs<'py>(
 #[pymodule]
 fn _tidelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install();
+    logging::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PyDatabase>()?;
     m.add_class::<PyTransaction>()?;
@@ -845,5 +847,6 @@ fn _tidelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(dev_certs, m)?)?;
     m.add_function(wrap_pyfunction!(_close_all, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_stop_logging, m)?)?;
     Ok(())
 }

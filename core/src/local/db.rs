@@ -349,8 +349,9 @@ impl Database {
                     dir.join("data").display()
                 )));
             }
-            eprintln!(
-                "tidelog: {}: the storage engine's journal was damaged or cut short; kept the transactions up to seq {last} and dropped {dropped} (seq {} to {mark}), as recover_prefix asked",
+            log::warn!(
+                target: "tidelog::storage",
+                "{}: the storage engine's journal was damaged or cut short; kept the transactions up to seq {last} and dropped {dropped} (seq {} to {mark}), as recover_prefix asked",
                 dir.display(),
                 last + 1
             );
@@ -875,8 +876,9 @@ impl Shared {
                 ))
             })?;
             if let (true, Some((seq, _))) = (reached, seqs) {
-                eprintln!(
-                    "tidelog: {}: transaction {seq}, which returned an error, had reached the engine's journal whole; it is undone",
+                log::warn!(
+                    target: "tidelog::storage",
+                    "{}: transaction {seq}, which returned an error, had reached the engine's journal whole; it is undone",
                     self.dir.display()
                 );
             }
@@ -888,8 +890,9 @@ impl Shared {
             let kept = store
                 .get(Space::Log, &crate::local::keys::seq_key(*seq))?
                 .is_some();
-            eprintln!(
-                "tidelog: {}: transaction {seq}{} whose outcome was unknown after a failed write is {}",
+            log::warn!(
+                target: "tidelog::storage",
+                "{}: transaction {seq}{} whose outcome was unknown after a failed write is {}",
                 self.dir.display(),
                 if end > seq { format!(" to {end}") } else { String::new() },
                 if kept { "committed" } else { "not committed" }
@@ -900,8 +903,9 @@ impl Shared {
             // Committed, not yet flushed, and not kept by the engine.
             let lost = committed - last;
             self.dropped.fetch_add(lost, Ordering::AcqRel);
-            eprintln!(
-                "tidelog: {}: the storage engine lost {lost} committed transactions (seq {} to {committed}) that were not yet flushed when a write failed",
+            log::error!(
+                target: "tidelog::storage",
+                "{}: the storage engine lost {lost} committed transactions (seq {} to {committed}) that were not yet flushed when a write failed",
                 self.dir.display(),
                 last + 1
             );

@@ -139,8 +139,9 @@ impl Listeners {
                         let call = std::panic::AssertUnwindSafe(|| f(&event));
                         if std::panic::catch_unwind(call).is_err() {
                             listeners.panics.fetch_add(1, Ordering::Relaxed);
-                            eprintln!(
-                                "tidelog: a change listener for table `{}` panicked; the panic was contained and the listener stays registered",
+                            log::error!(
+                                target: "tidelog::listener",
+                                "a change listener for table `{}` panicked; the panic was contained and the listener stays registered",
                                 event.table
                             );
                         }

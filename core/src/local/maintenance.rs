@@ -155,7 +155,7 @@ fn report(db: &Database, what: &str, e: &crate::Error, muted: &mut bool) {
         }
         *muted = true;
     }
-    eprintln!("tidelog: {what} failed: {e}");
+    log::error!(target: "tidelog::maintenance", "{what} failed: {e}");
 }
 
 /// Evicts, without logging, every record and tombstone of an expiring table

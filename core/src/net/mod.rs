@@ -1,8 +1,8 @@
 //! Networking groundwork for replication: the framed wire protocol, mutual
-//! TLS setup and peer identity, and (with the `cli` feature) development
+//! TLS setup and peer identity, and (with the `dev-certs` feature) development
 //! certificates. The replication engine builds on these.
 
-#[cfg(feature = "cli")]
+#[cfg(feature = "dev-certs")]
 pub mod certs;
 pub mod tls;
 pub mod wire;
@@ -165,7 +165,7 @@ mod tests {
 
     /// The connection opening the replication engine will do: TLS, then
     /// `Hello` both ways, with the acceptor checking the claimed name.
-    #[cfg(feature = "cli")]
+    #[cfg(feature = "dev-certs")]
     #[tokio::test]
     async fn hello_exchange_over_mutual_tls_checks_claimed_identity() {
         use super::{certs, tls};

@@ -461,12 +461,18 @@ impl Replicator {
                     first - 1,
                     p.name()
                 );
-                let mut c = p.counters.lock();
-                if !c.overtaken {
-                    eprintln!("tidelog: {msg}");
+                let first = {
+                    let mut c = p.counters.lock();
+                    let first = !c.overtaken;
                     c.overtaken = true;
+                    c.last_error = Some(msg.clone());
+                    first
+                };
+                // Logged outside the lock: a host's logger may be slow or
+                // call back into status, which takes it.
+                if first {
+                    log::warn!(target: "tidelog::repl", "{msg}");
                 }
-                c.last_error = Some(msg);
             }
         }
     }

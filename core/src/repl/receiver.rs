@@ -418,8 +418,9 @@ impl Receiver {
             blocking(move || db.ensure_table(&t, TableOptions::default().primary_key(primary_key)))
                 .await?;
         if created {
-            eprintln!(
-                "tidelog: created table `{table}` for the subscription from `{}`",
+            log::info!(
+                target: "tidelog::repl",
+                "created table `{table}` for the subscription from `{}`",
                 self.name
             );
         }
@@ -447,7 +448,7 @@ impl Receiver {
                 "resync of table `{table}` from `{}`: this node's resume point is no longer in its log; merging its current state",
                 self.name
             );
-            eprintln!("tidelog: {msg}");
+            log::warn!(target: "tidelog::repl", "{msg}");
             self.peer.note_error(msg.clone());
             self.peer.counters.lock().last_resync_reason = Some(msg);
         }

@@ -185,7 +185,7 @@ impl Sender {
                         "resyncing table `{}` to `{}`: its resume point {} is not in this log ({}..={})",
                         want.table, config.name, want.resume_after, bounds.first, bounds.last
                     );
-                    eprintln!("tidelog: {why}");
+                    log::warn!(target: "tidelog::repl", "{why}");
                     let mut c = self.peer.counters.lock();
                     c.resyncs_sent += 1;
                     c.overtaken = false;

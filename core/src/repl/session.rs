@@ -234,7 +234,7 @@ pub(crate) async fn accept_loop(r: Arc<Replicator>, listener: TcpListener) {
                 let accepting = Accepting::new(&r);
                 tokio::spawn(async move {
                     if let Err(e) = accept_one(r2, tcp).await {
-                        eprintln!("tidelog: refused replication link from {from}: {e}");
+                        log::warn!(target: "tidelog::repl", "refused replication link from {from}: {e}");
                     }
                     drop(accepting);
                 });
@@ -403,8 +403,9 @@ async fn run(
     writer.set_max_frame_bytes((hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes));
     if cursor.peer_node_id != hello.node_id {
         if cursor.peer_node_id != 0 {
-            eprintln!(
-                "tidelog: peer `{name}` now has node id {:#x} (was {:#x}): its log restarted, so its tables are synced afresh",
+            log::info!(
+                target: "tidelog::repl",
+                "peer `{name}` now has node id {:#x} (was {:#x}): its log restarted, so its tables are synced afresh",
                 hello.node_id, cursor.peer_node_id
             );
         }

@@ -6,6 +6,12 @@ transaction log, listen to changes, and replicate chosen tables with other
 instances over mutual TLS. See ``tidelog/__init__.pyi`` for the full typed
 API. Every call is thread-safe; blocking calls release the GIL. Change
 listeners run on tidelog's ``tidelog-events`` thread.
+
+Log records (refused replication links, resyncs, failed background work)
+go to the standard :mod:`logging` module: logger ``tidelog``, with a child
+per source (``tidelog.repl``, ``tidelog.storage``, ``tidelog.maintenance``,
+``tidelog.listener``). They are emitted from tidelog's ``tidelog-log``
+thread, shortly after they happen.
 """
 
 import atexit as _atexit
@@ -58,12 +64,15 @@ from ._tidelog import (
     Transaction,
     __version__,
     _close_all,
+    _stop_logging,
     dev_certs,
     open,
 )
 
 # Close what is still open before the interpreter shuts down, so no listener
-# thread tries to call into a finalizing interpreter.
+# thread tries to call into a finalizing interpreter; then (atexit runs in
+# reverse order) stop handing log records to the `logging` module.
+_atexit.register(_stop_logging)
 _atexit.register(_close_all)
 
 __all__ = [

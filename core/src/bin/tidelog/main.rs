@@ -1,10 +1,20 @@
-//! The `tidelog` command-line program's pieces. They live outside the
-//! library (the bin target includes them by path) so the library keeps no
-//! CLI code and bindings never compile it.
+//! `tidelog`: development certificates and a config-file-driven instance
+//! (the cloud side of the edge/cloud scenario). See `tidelog --help`; the
+//! config format is documented in `config.rs` and shown in
+//! `examples/cloud.toml`.
+//!
+//! The program is a module tree of the `tidelog` package's bin target, not
+//! part of the library: bindings never compile it, and the tests that run it
+//! (`core/tests/cli*.rs`, `security.rs`) get its path from cargo.
 
-pub mod args;
-pub mod config;
-pub mod serve;
+mod args;
+mod config;
+mod logger;
+mod serve;
+
+use std::process::ExitCode;
+
+use args::{parse, Command};
 
 /// What went wrong, sorted by who has to act: the person typing the command
 /// (usage), the config file's author (config) or the environment (runtime).
@@ -83,4 +93,26 @@ pub fn certs(cmd: &args::Certs) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = parse(std::env::args_os().skip(1).collect()).and_then(|cmd| match cmd {
+        Command::Help(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("tidelog {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Certs(c) => certs(&c),
+        Command::Serve { config } => serve::serve(&config),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidelog: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

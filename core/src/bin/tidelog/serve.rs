@@ -17,6 +17,7 @@ macro_rules! log {
 }
 
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
+    super::logger::init()?;
     let cfg = Config::load(config_path)?;
     let open = cfg.open_options()?;
     // A small runtime of our own only waits for signals and ticks the

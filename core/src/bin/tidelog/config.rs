@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn examples_cloud_toml_parses() {
-        let text = include_str!("../../../examples/cloud.toml");
+        let text = include_str!("../../../../examples/cloud.toml");
         let mut c: Config = toml::from_str(text).unwrap();
         c.resolve_paths(Path::new("/repo/examples"));
         assert_eq!(c.data_dir, Path::new("/repo/examples/cloud-data"));
