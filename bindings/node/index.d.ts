@@ -20,21 +20,28 @@ export type StoredRecord<T extends object = JsonObject> = T & {
 /** A primary-key value: a string or an integer (bigint for 64-bit keys beyond 2^53). */
 export type Key = string | number | bigint;
 
-/** A version stamp: hybrid-logical-clock time, then origin node id. */
+/**
+ * A version stamp, the same on every replica. Both 64-bit, so bigints (as
+ * every node id and stamp tidelog hands out; counters, sequences and ms
+ * times are numbers).
+ */
 export interface Stamp {
+  /** Hybrid logical clock: ms since the epoch << 16 | a counter. */
   time: bigint;
-  /** Node id (16 hex digits). */
-  node: string;
+  /** Node id of the instance that made the write. */
+  node: bigint;
 }
 
-/** What a committed write or transaction was given. */
+/** What a committed write or transaction was given (the core's CommitInfoView). */
 export interface CommitInfo {
   /** Local log sequence number (0 if the transaction wrote nothing); pass it to waitForAck. */
   seq: number;
-  /** HLC time of the version stamp. */
-  time: bigint;
-  /** Node id of the stamp (this node), 16 hex digits. */
-  node: string;
+  /** Node id of this instance, where it was committed (= stamp.node). */
+  origin: bigint;
+  /** The transaction's version stamp. */
+  stamp: Stamp;
+  /** Wall-clock ms of stamp.time (the records' __updatedtime__). */
+  stampMs: number;
 }
 
 export type TransactionResult<T> = CommitInfo & {
@@ -113,13 +120,23 @@ export interface LogWrite {
   record: StoredRecord | null;
 }
 
+/**
+ * One committed transaction, local or applied from a peer: the same fields
+ * as the C ABI's and Python's log entries (the core's LogEntryView).
+ */
 export interface LogEntry {
+  /** This instance's log sequence number of the transaction. */
   seq: number;
+  /** Node id where the transaction was first committed (= stamp.node). */
+  origin: bigint;
+  /** Its version stamp, the same on every replica. */
   stamp: Stamp;
-  /** Node id where the transaction was first committed. */
-  origin: string;
-  /** When this instance committed it, ms since the epoch. */
-  localTimeMs: number;
+  /** Wall-clock ms of stamp.time (the records' __updatedtime__). */
+  stampMs: number;
+  /** True if this instance wrote it, false if it was applied from a peer. */
+  local: boolean;
+  /** When this instance wrote it to its log, ms since the epoch (what readLogSince compares). */
+  loggedMs: number;
   writes: LogWrite[];
 }
 
@@ -133,11 +150,14 @@ export interface ChangeEvent {
   table: string;
   /** Local log sequence of the transaction. */
   seq: number;
-  /** Node id where the change was first committed. */
-  origin: string;
+  /** Node id where the change was first committed (= stamp.node). */
+  origin: bigint;
+  /** Its version stamp. */
+  stamp: Stamp;
+  /** Wall-clock ms of stamp.time. */
+  stampMs: number;
   /** True if committed on this instance, false if applied from a peer. */
   local: boolean;
-  stamp: Stamp;
   changes: Change[];
 }
 
@@ -223,7 +243,7 @@ export interface RefusalStatus {
 /**
  * Everything about one peer's link: the core's status fields (README,
  * "Status"), camelCased. Counters, sequences and times are numbers (exact:
- * they stay below 2^53), node ids 16 hex digits, and a field with nothing
+ * they stay below 2^53), node ids and stamp times bigints, and a field with nothing
  * to say yet is null.
  */
 export interface PeerStatus {
@@ -234,7 +254,7 @@ export interface PeerStatus {
   sinceMs: number | null;
   lastError: string | null;
   /** The peer's node id once it said hello. */
-  nodeId: string | null;
+  nodeId: bigint | null;
   tables: TableStatus[];
   /** Highest local log sequence sent to the peer. */
   sentSeq: number;
@@ -300,7 +320,8 @@ export declare class Database {
 
   close(): void;
   readonly nodeName: string;
-  readonly nodeId: string;
+  /** This instance's node id (the origin of its changes). */
+  readonly nodeId: bigint;
   /**
    * Transactions this handle lost: at open to a damaged journal (with
    * `recoverPrefix: true`), or to a failed write the engine could not keep

@@ -209,22 +209,6 @@ function optNumber(v, what, dflt) {
 
 // ---- conversions of what comes back ----------------------------------------
 
-function stampOf(s) {
-  return { time: BigInt(s.time), node: s.node };
-}
-
-function parseEvent(json) {
-  const ev = JSON.parse(json);
-  ev.stamp = stampOf(ev.stamp);
-  return ev;
-}
-
-function parseLog(json) {
-  const entries = JSON.parse(json);
-  for (const e of entries) e.stamp = stampOf(e.stamp);
-  return entries;
-}
-
 function orNull(v) {
   return v === undefined ? null : v;
 }
@@ -240,12 +224,15 @@ function tableInfo(t) {
 
 /**
  * Peer status from the core's own serialization (src/convert.rs,
- * status_json): camelCased names, null for "nothing yet", node ids as hex,
- * a stamp's time (decimal text there) as a bigint.
+ * status_json): camelCased names, null for "nothing yet", 64-bit node ids
+ * and stamp times (decimal text there) as bigints, as in every other object
+ * tidelog hands out (src/views.rs).
  */
 function parseStatus(json) {
   return JSON.parse(json, (key, value) =>
-    key === 'time' && typeof value === 'string' ? BigInt(value) : value,
+    typeof value === 'string' && (key === 'time' || key === 'node' || key === 'nodeId' || key.endsWith('NodeId'))
+      ? BigInt(value)
+      : value,
   );
 }
 
@@ -343,6 +330,9 @@ class Database {
   #upsert;
   #shape;
   #slots;
+  // Names of the times the core adds to every record, in the slots after
+  // the shape id (src/fast.rs, recordTimes).
+  #recordTimes;
   #decoders = [];
   // Table names → the small ids the raw functions take (see #tableIdOf).
   #tableIds = new Map();
@@ -372,6 +362,7 @@ class Database {
       this.#upsert = fast.upsert;
       this.#shape = fast.shape;
       this.#slots = fast.slots;
+      this.#recordTimes = fast.recordTimes;
       this.#nodeId = this.#n.nodeId;
     } catch (e) {
       throw toError(e);
@@ -405,7 +396,7 @@ class Database {
     return this.#n.nodeName;
   }
 
-  /** This instance's stable node id, as 16 hex digits (the `origin` of its changes). */
+  /** This instance's stable node id, a bigint (the `origin` of its changes). */
   get nodeId() {
     return this.#n.nodeId;
   }
@@ -510,10 +501,13 @@ class Database {
     } catch (e) {
       throw toError(e);
     }
-    // The fast path returns the time, with the sequence number in slots[0]
-    // (src/fast.rs, commit_result); other paths a finished object.
-    if (typeof c === 'bigint') return { seq: this.#slots[0], time: c, node: this.#nodeId };
-    return Array.isArray(c) ? { seq: c[0], time: c[1], node: c[2] } : c;
+    // The fast path returns the stamp's time, with seq and stampMs in the
+    // slots (src/fast.rs, commit_result); other paths a finished object.
+    if (typeof c === 'bigint') {
+      const id = this.#nodeId;
+      return { seq: this.#slots[0], origin: id, stamp: { time: c, node: id }, stampMs: this.#slots[1] };
+    }
+    return c;
   }
 
   update(table, patch) {
@@ -674,8 +668,8 @@ class Database {
     } catch (e) {
       throw toError(e);
     }
-    let n = 3;
-    const props = ['"__createdtime__":F[1]', '"__updatedtime__":F[2]'];
+    const props = this.#recordTimes.map((name, i) => `${JSON.stringify(name)}:F[${i + 1}]`);
+    let n = 1 + props.length;
     for (const [name, kind] of spec) {
       // A literal `"__proto__": v` would set the prototype; JSON.parse
       // makes an own property, as a computed key does.
@@ -754,7 +748,7 @@ class Database {
   /** Log entries from sequence `fromSeq` on, oldest first, at most `limit`. */
   readLog(fromSeq = 1, limit = 1000) {
     try {
-      return parseLog(this.#n.readLog(optNumber(fromSeq, 'fromSeq'), optNumber(limit, 'limit')));
+      return this.#n.readLog(optNumber(fromSeq, 'fromSeq'), optNumber(limit, 'limit'));
     } catch (e) {
       throw toError(e);
     }
@@ -763,7 +757,7 @@ class Database {
   /** Log entries committed at or after `sinceMs` (ms since the epoch). */
   readLogSince(sinceMs, limit = 1000) {
     try {
-      return parseLog(this.#n.readLogSince(optNumber(sinceMs, 'sinceMs'), optNumber(limit, 'limit')));
+      return this.#n.readLogSince(optNumber(sinceMs, 'sinceMs'), optNumber(limit, 'limit'));
     } catch (e) {
       throw toError(e);
     }
@@ -782,11 +776,9 @@ class Database {
   onChange(table, listener) {
     checkFunction(listener, 'the listener');
     let active = true;
-    const dispatch = (json) => {
+    const dispatch = (ev) => {
       if (!active) return;
-      let ev;
       try {
-        ev = parseEvent(json);
         const r = listener(ev);
         if (r !== null && typeof r === 'object' && typeof r.then === 'function') {
           Promise.resolve(r).catch((err) => reportListenerError(this, table, err));

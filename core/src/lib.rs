@@ -17,6 +17,7 @@ pub mod error;
 mod local;
 pub mod net;
 mod repl;
+pub mod view;
 
 pub use local::{codec, hlc, log, record};
 
@@ -32,6 +33,9 @@ pub use local::remote::{RemoteOutcome, RemoteTxn};
 pub use local::storage::EngineKind;
 pub use local::write::{CommitInfo, Transaction};
 pub use net::tls::{PemSource, TlsIdentity};
+pub use view::{
+    ChangeEventView, ChangeView, CommitInfoView, LogEntryView, LogWriteView, OpKind, RecordView,
+};
 pub use repl::{
     PeerConfig, PeerStatus, RefusalStatus, ReplicationOptions, Security, TableFlow, TableStatus,
 };

@@ -624,11 +624,21 @@ pub unsafe extern "C" fn tidelog_log_bounds(
 
 /// Reads the transaction log from a sequence number on, oldest first.
 ///
-/// Each entry: `{"seq", "local": bool, "local_time", "committed_ms",
-/// "origin", "origin_hex", "stamp": {"time", "node"}, "writes": [{"table",
-/// "key", "op": "put", "record": {...}} or {"table", "key", "op":
-/// "delete"}]}`. Local transactions and ones applied from peers (with
-/// their origin and original stamp) both appear.
+/// Each entry: `{"seq": n, "origin": <u64>, "stamp": {"time": <u64>,
+/// "node": <u64>}, "stamp_ms": ms, "local": bool, "logged_ms": ms,
+/// "writes": [{"table": "t", "key": k, "op": "put", "record": {...}} or
+/// {"table": "t", "key": k, "op": "delete", "record": null}]}`.
+/// `seq`: this instance's log sequence number; `origin`: node id of the
+/// instance where the transaction was first committed (= `stamp.node`);
+/// `stamp`: its version stamp, the same on every replica (`time`: hybrid
+/// logical clock, ms since the epoch << 16 | counter); `stamp_ms`: the
+/// stamp's milliseconds (the records' `__updatedtime__`); `local`: whether
+/// this instance wrote it (false: applied from a peer); `logged_ms`: when
+/// this instance wrote it to its log (what tidelog_read_log_since()
+/// compares); `record`: the record after the write, with
+/// `__createdtime__`/`__updatedtime__`. 64-bit values are exact JSON
+/// integers: read them as integers, not doubles. Python and Node hand out
+/// the same fields (tidelog_core::view::LogEntryView).
 ///
 /// @param db       a database handle.
 /// @param from_seq first sequence number wanted.
@@ -647,7 +657,7 @@ pub unsafe extern "C" fn tidelog_read_log(
         let out = unsafe { Out::new(out_json, "out_json", std::ptr::null_mut()) }?;
         let db = handles::db(db)?;
         let entries = db.read_log(from_seq, limit as usize)?;
-        out.set(new_string(json::log_entries(&entries, db.node_id()))?);
+        out.set(new_string(json::log_entries(&entries, db.node_id())?)?);
         Ok(())
     })
 }
@@ -676,7 +686,7 @@ pub unsafe extern "C" fn tidelog_read_log_since(
         // in the core's conversion and select everything instead of nothing.
         let since_ms = since_ms.min((1 << 48) - 1);
         let entries = db.read_log_since(since_ms, limit as usize)?;
-        out.set(new_string(json::log_entries(&entries, db.node_id()))?);
+        out.set(new_string(json::log_entries(&entries, db.node_id())?)?);
         Ok(())
     })
 }

@@ -20,12 +20,21 @@ use crate::tidelog_status::{self, *};
 /// A change callback.
 ///
 /// @param event_json the event as NUL-terminated JSON text, valid only
-///                   during the call (copy it to keep it): `{"table": "t",
-///                   "seq": 12, "local": true, "origin": <u64>, "origin_hex":
-///                   "...", "stamp": {"time", "node"}, "updated_ms": ms,
+///                   during the call (copy it to keep it):
+///                   `{"table": "t", "seq": 12, "origin": <u64>,
+///                   "stamp": {"time": <u64>, "node": <u64>},
+///                   "stamp_ms": ms, "local": true,
 ///                   "changes": [{"key": k, "record": {...} or null}]}`.
-///                   `local` is false for changes applied from a peer;
-///                   `record` is null for a delete.
+///                   `seq`: this instance's log sequence number of the
+///                   transaction; `origin`: node id where it was first
+///                   committed (= `stamp.node`); `stamp.time`: hybrid logical
+///                   clock (ms since the epoch << 16 | counter); `stamp_ms`:
+///                   its milliseconds; `local`: false for changes applied
+///                   from a peer; `record`: the record after the change with
+///                   `__createdtime__`/`__updatedtime__`, null for a delete.
+///                   64-bit values are exact JSON integers: read them as
+///                   integers, not doubles. The same fields as a Python or
+///                   Node event (tidelog_core::view::ChangeEventView).
 /// @param user_data  the pointer given to tidelog_subscribe().
 pub type tidelog_change_fn =
     Option<unsafe extern "C" fn(event_json: *const c_char, user_data: *mut c_void)>;
@@ -66,8 +75,12 @@ impl CallbackTarget {
         if self.cancelled.load(Ordering::Acquire) {
             return;
         }
-        // Event JSON never contains NUL (serde_json escapes it); skip if so.
-        let Ok(text) = CString::new(json::event(event)) else {
+        // Event JSON never contains NUL (serde_json escapes it) and stored
+        // records always serialise; an event that did not is skipped.
+        let Some(text) = json::event(event)
+            .ok()
+            .and_then(|t| CString::new(t).ok())
+        else {
             return;
         };
         let outer = IN_CALLBACK.with(|c| c.replace(self.token));
@@ -185,7 +198,9 @@ pub unsafe extern "C" fn tidelog_subscribe_queue(
         let table = unsafe { str_arg(table, "table") }?;
         let (tx, rx) = mpsc::channel::<String>();
         let id = db.on_change(table, move |e| {
-            let _ = tx.send(json::event(e));
+            if let Ok(text) = json::event(e) {
+                let _ = tx.send(text);
+            }
         })?;
         let sub = Subscription {
             db,

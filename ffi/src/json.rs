@@ -1,14 +1,14 @@
 //! JSON in (options, keys, ranges) and JSON out (records, events, log).
 
-use std::fmt::Write as _;
 use std::ops::Bound;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use tidelog_core::view::{self, ChangeEventView, LogEntryView, RecordView};
 use tidelog_core::{
     ChangeEvent, Durability, EngineKind, Key, LogEntry, OpenOptions, PemSource, Record,
-    ReplicationOptions, Security, Stamp, TlsIdentity, WriteOp,
+    ReplicationOptions, Security, TlsIdentity,
 };
 
 use crate::guard::{Fail, FfiResult};
@@ -317,118 +317,42 @@ pub(crate) fn key_bound(b: Bound<&Value>) -> FfiResult<Bound<Key>> {
 }
 
 // ---- output ---------------------------------------------------------------
+//
+// What C receives is the core's view of it (tidelog_core::view), serialised
+// as it is: the header's descriptions of records, events and log entries
+// are those structs' field docs.
 
-fn push_json_str(out: &mut String, s: &str) {
-    // Serializing a str cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
-}
-
-fn push_stamp(out: &mut String, s: &Stamp) {
-    let _ = write!(
-        out,
-        "\"origin\":{},\"origin_hex\":\"{:016x}\",\"stamp\":{{\"time\":{},\"node\":{}}}",
-        s.node, s.node, s.time, s.node
-    );
-}
-
-/// One record as JSON text, with room for the C string's NUL.
+/// One record as JSON text (with `__createdtime__`/`__updatedtime__`).
 pub(crate) fn record(r: &Record) -> String {
     let mut out = String::with_capacity(r.body_json().len() + 80);
-    r.write_json(&mut out);
+    // The view's own serialisation, written without a parser: a point read
+    // is the C ABI's hottest path.
+    RecordView::of(r).write_json(&mut out);
     out
 }
 
-/// `[record, ...]` (each with `__createdtime__`/`__updatedtime__`).
+/// `[record, ...]`.
 pub(crate) fn records(rs: &[Record]) -> String {
-    let mut out = String::with_capacity(2 + rs.len() * 64);
-    out.push('[');
-    for (i, r) in rs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        r.write_json(&mut out);
-    }
-    out.push(']');
-    out
+    view::records_json(rs.iter().map(Some))
 }
 
 /// `[record or null, ...]`.
 pub(crate) fn maybe_records(rs: &[Option<Record>]) -> String {
-    let mut out = String::with_capacity(2 + rs.len() * 64);
-    out.push('[');
-    for (i, r) in rs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        match r {
-            Some(r) => r.write_json(&mut out),
-            None => out.push_str("null"),
-        }
-    }
-    out.push(']');
-    out
+    view::records_json(rs.iter().map(Option::as_ref))
 }
 
 /// One change event, as listeners receive it.
-pub(crate) fn event(e: &ChangeEvent) -> String {
-    let mut out = String::with_capacity(128);
-    out.push_str("{\"table\":");
-    push_json_str(&mut out, &e.table);
-    let _ = write!(out, ",\"seq\":{},\"local\":{},", e.seq, e.local);
-    push_stamp(&mut out, &e.stamp);
-    let _ = write!(out, ",\"updated_ms\":{},\"changes\":[", e.stamp.millis());
-    for (i, c) in e.changes.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        c.write_json(&mut out);
-    }
-    out.push_str("]}");
-    out
+pub(crate) fn event(e: &ChangeEvent) -> FfiResult<String> {
+    to_text(&ChangeEventView::of(e))
 }
 
 /// `[entry, ...]` for the log readers.
-pub(crate) fn log_entries(entries: &[LogEntry], own_node: u64) -> String {
-    let mut out = String::from("[");
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(
-            out,
-            "{{\"seq\":{},\"local\":{},\"local_time\":{},\"committed_ms\":{},",
-            e.seq,
-            e.origin() == own_node,
-            e.local_time,
-            Stamp {
-                time: e.local_time,
-                node: 0
-            }
-            .millis()
-        );
-        push_stamp(&mut out, &e.stamp);
-        out.push_str(",\"writes\":[");
-        for (j, w) in e.writes.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"table\":");
-            push_json_str(&mut out, &w.table);
-            out.push_str(",\"key\":");
-            w.key.write_json(&mut out);
-            match &w.op {
-                WriteOp::Put { json, .. } => {
-                    out.push_str(",\"op\":\"put\",\"record\":");
-                    out.push_str(json);
-                }
-                WriteOp::Delete => out.push_str(",\"op\":\"delete\""),
-            }
-            out.push('}');
-        }
-        out.push_str("]}");
-    }
-    out.push(']');
-    out
+pub(crate) fn log_entries(entries: &[LogEntry], own_node: u64) -> FfiResult<String> {
+    let views: Vec<LogEntryView<'_>> = entries
+        .iter()
+        .map(|e| LogEntryView::of(e, own_node))
+        .collect();
+    to_text(&views)
 }
 
 pub(crate) fn to_text<T: serde::Serialize>(v: &T) -> FfiResult<String> {

@@ -1,14 +1,12 @@
 //! Errors thrown to JavaScript, and the conversions between JavaScript
 //! values, JSON text and tidelog types that every call shares.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use napi::bindgen_prelude::{BigInt, Either3};
 use napi::Status;
 use serde_json::Value;
-use tidelog::log::WriteOp;
-use tidelog::{ChangeEvent, ErrorKind, Key, LogEntry, Record, Stamp};
+use tidelog::{ErrorKind, Key};
 
 // ---- errors -------------------------------------------------------------
 
@@ -83,10 +81,6 @@ pub(crate) fn key_of_value(v: &Value, what: &str) -> napi::Result<Key> {
     })
 }
 
-pub(crate) fn hex(id: u64) -> String {
-    format!("{id:016x}")
-}
-
 /// A non-negative integer option given as a JS number.
 pub(crate) fn uint(what: &str, v: f64) -> napi::Result<u64> {
     if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
@@ -102,108 +96,6 @@ pub(crate) fn millis(what: &str, v: f64) -> napi::Result<Duration> {
     uint(what, v).map(Duration::from_millis)
 }
 
-fn push_json_str(out: &mut String, s: &str) {
-    // Serializing a str cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
-}
-
-/// `{"time":"<decimal>","node":"<hex>"}`: the time does not fit a JS
-/// number, so it travels as text and becomes a bigint in index.js.
-fn push_stamp(out: &mut String, s: &Stamp) {
-    let _ = write!(
-        out,
-        "{{\"time\":\"{}\",\"node\":\"{:016x}\"}}",
-        s.time, s.node
-    );
-}
-
-pub(crate) fn records_json(records: &[Record]) -> String {
-    let mut out = String::with_capacity(2 + records.len() * 96);
-    out.push('[');
-    for (i, r) in records.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        r.write_json(&mut out);
-    }
-    out.push(']');
-    out
-}
-
-/// A log write's record with the two time attributes reads add.
-fn push_logged_record(out: &mut String, json: &str, created: u64, stamp: &Stamp) {
-    let created_ms = Stamp {
-        time: created,
-        node: 0,
-    }
-    .millis();
-    tidelog::record::write_with_times(out, json, created_ms, stamp.millis());
-}
-
-pub(crate) fn log_json(entries: &[LogEntry]) -> String {
-    let mut out = String::from("[");
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let local_ms = Stamp {
-            time: e.local_time,
-            node: 0,
-        }
-        .millis();
-        let _ = write!(out, "{{\"seq\":{},\"stamp\":", e.seq);
-        push_stamp(&mut out, &e.stamp);
-        let _ = write!(
-            out,
-            ",\"origin\":\"{:016x}\",\"localTimeMs\":{local_ms},\"writes\":[",
-            e.origin()
-        );
-        for (j, w) in e.writes.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"table\":");
-            push_json_str(&mut out, &w.table);
-            out.push_str(",\"key\":");
-            w.key.write_json(&mut out);
-            match &w.op {
-                WriteOp::Put { json, created } => {
-                    out.push_str(",\"op\":\"put\",\"record\":");
-                    push_logged_record(&mut out, json, *created, &e.stamp);
-                }
-                WriteOp::Delete => out.push_str(",\"op\":\"delete\",\"record\":null"),
-            }
-            out.push('}');
-        }
-        out.push_str("]}");
-    }
-    out.push(']');
-    out
-}
-
-pub(crate) fn event_json(ev: &ChangeEvent) -> String {
-    let mut out = String::with_capacity(128);
-    out.push_str("{\"table\":");
-    push_json_str(&mut out, &ev.table);
-    let _ = write!(
-        out,
-        ",\"seq\":{},\"origin\":\"{:016x}\",\"local\":{},\"stamp\":",
-        ev.seq,
-        ev.origin(),
-        ev.local
-    );
-    push_stamp(&mut out, &ev.stamp);
-    out.push_str(",\"changes\":[");
-    for (i, c) in ev.changes.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        c.write_json(&mut out);
-    }
-    out.push_str("]}");
-    out
-}
-
 /// Parses record JSON text into the value the core API takes, with the
 /// core's typed errors (not an object, invalid JSON).
 pub(crate) fn record_value(json: &str) -> napi::Result<Value> {
@@ -214,15 +106,14 @@ pub(crate) fn record_value(json: &str) -> napi::Result<Value> {
 
 /// Peer status (or a list of them) as JSON text for index.js, derived from
 /// the core's own serialization so that a field the core adds reaches Node
-/// without a change here. The rules, the same for every field:
+/// without a change here. The rules, the same for every field, and the
+/// same as for the other views (views.rs):
 /// - names are camelCased (`since_ms` -> `sinceMs`), as everywhere in the
 ///   Node API;
 /// - `None` is `null` (serde writes it), never a missing key;
-/// - node ids (`node_id`, `node`, `*_node_id`) become 16 hex digits, as
-///   `Database.nodeId` and stamps show them: a u64 id does not fit a JS
-///   number exactly;
-/// - a stamp (`{time, node}`) takes the log's shape: `time` as decimal text
-///   that index.js turns into a bigint;
+/// - 64-bit identifiers and stamps (`node_id`, `node`, `*_node_id`, a
+///   stamp's `time`) travel as decimal text that index.js turns into
+///   bigints: a JS number would round them;
 /// - every other integer (counters, sequences, ms times) stays a JSON
 ///   number, a JS number: exact below 2^53, which they do not reach.
 ///
@@ -253,10 +144,7 @@ fn node_shape(key: &str, v: Value) -> Value {
             )
         }
         Value::Array(a) => Value::Array(a.into_iter().map(|v| node_shape(key, v)).collect()),
-        Value::Number(n) if is_node_id(key) => match n.as_u64() {
-            Some(id) => Value::String(hex(id)),
-            None => Value::Number(n),
-        },
+        Value::Number(n) if is_node_id(key) => Value::String(n.to_string()),
         v => v,
     }
 }
@@ -291,9 +179,9 @@ mod status_tests {
         assert_eq!(
             out,
             serde_json::json!({
-                "sinceMs": 5, "nodeId": "00000000000000ff", "lastError": null,
+                "sinceMs": 5, "nodeId": "255", "lastError": null,
                 "tables": [{"table": "t", "lastRefusedStamp": {
-                    "time": u64::MAX.to_string(), "node": "0000000000000001"}}]
+                    "time": u64::MAX.to_string(), "node": "1"}}]
             })
         );
     }

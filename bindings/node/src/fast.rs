@@ -35,10 +35,13 @@ use std::ffi::{c_char, c_void, CString};
 use std::ptr;
 use std::rc::Rc;
 
+use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
+use tidelog::view::{CommitInfoView, RecordView};
 use tidelog::{Database, Key, Record};
 
-use crate::layout::{Shapes, SLOTS};
+use crate::layout::{Shapes, FIRST_VALUE, SLOTS};
+use crate::views::commit_obj;
 use crate::{code_of, owe_events_raw, Slots};
 
 /// Table names per database that calls may name by a small id (see
@@ -210,18 +213,22 @@ unsafe fn get_result(
                 // SAFETY: as in `throw`.
                 return unsafe { throw(env, "STORAGE", "reentrant get") };
             };
+            // The record as the core's view has it: its attributes laid
+            // out, its computed times in the slots after the shape id.
+            let view = RecordView::of(&r);
             let slots = fast.slots();
-            let id = shapes.lay_out(r.body_json(), slots, &mut out);
+            let id = shapes.lay_out(view.body, slots, &mut out);
             match id {
                 Some(id) => {
                     slots[0].set(f64::from(id));
-                    slots[1].set(r.created_ms() as f64);
-                    slots[2].set(r.updated_ms() as f64);
+                    for (slot, t) in slots[1..FIRST_VALUE].iter().zip(view.times()) {
+                        slot.set(t as f64);
+                    }
                 }
                 None => {
                     slots[0].set(-1.0);
                     out.clear();
-                    r.write_json(&mut out);
+                    view.write_json(&mut out);
                 }
             }
             // SAFETY: `env` is the running callback's.
@@ -412,43 +419,38 @@ unsafe fn upsert_body(env: sys::napi_env, info: sys::napi_callback_info) -> sys:
     }
 }
 
-/// The commit's time as a BigInt, with its sequence number in `slots[0]`
-/// (exact: sequence numbers stay far below 2^53); index.js builds the
-/// commit info object, which is cheaper than building it here property by
-/// property (an array and two elements cost about a third of a
-/// microsecond). A stamp from another node (not expected from a local
-/// commit, but the type allows it) comes back as `[seq, time, node]`.
+/// The commit's stamp time as a BigInt, with the rest of the core's
+/// `CommitInfoView` in the slots (`seq` in `slots[0]`, `stamp_ms` in
+/// `slots[1]`; exact: both stay far below 2^53); index.js builds the
+/// commit info object from them and the database's node id (`origin`),
+/// which is cheaper than building it here property by property (an object
+/// costs about a third of a microsecond). A stamp from another node (not
+/// expected from a local commit, but the type allows it) comes back as the
+/// whole object.
 unsafe fn commit_result(
     env: sys::napi_env,
     fast: &Fast,
     c: tidelog::CommitInfo,
 ) -> sys::napi_value {
+    let v = CommitInfoView::of(c);
+    if v.origin != fast.db.node_id() {
+        // SAFETY: `env` is the running callback's.
+        return match unsafe { ToNapiValue::to_napi_value(env, commit_obj(c)) } {
+            Ok(obj) => obj,
+            // SAFETY: as in `throw`.
+            Err(_) => unsafe { throw(env, "STORAGE", "cannot create the commit info") },
+        };
+    }
     let mut time = ptr::null_mut();
     // SAFETY: valid out-pointer; the value lives in this callback's scope.
-    if unsafe { sys::napi_create_bigint_uint64(env, c.stamp.time, &mut time) } != OK {
+    if unsafe { sys::napi_create_bigint_uint64(env, v.stamp.time, &mut time) } != OK {
         // SAFETY: `env` is the env of the running callback, as `throw` requires.
         return unsafe { throw(env, "STORAGE", "cannot create the commit info") };
     }
-    if c.stamp.node == fast.db.node_id() {
-        fast.slots()[0].set(c.seq as f64);
-        return time;
-    }
-    let mut seq = ptr::null_mut();
-    let mut arr = ptr::null_mut();
-    // SAFETY: valid out-pointers; the values live in this callback's scope.
-    unsafe {
-        let node = js_string(env, &crate::hex(c.stamp.node));
-        if node.is_null()
-            || sys::napi_create_double(env, c.seq as f64, &mut seq) != OK
-            || sys::napi_create_array_with_length(env, 3, &mut arr) != OK
-            || sys::napi_set_element(env, arr, 0, seq) != OK
-            || sys::napi_set_element(env, arr, 1, time) != OK
-            || sys::napi_set_element(env, arr, 2, node) != OK
-        {
-            return throw(env, "STORAGE", "cannot create the commit info");
-        }
-    }
-    arr
+    let slots = fast.slots();
+    slots[0].set(v.seq as f64);
+    slots[1].set(v.stamp_ms as f64);
+    time
 }
 
 /// Node-API entry points. An unwinding panic must not reach Node (it would
@@ -517,7 +519,8 @@ fn fail(what: &str) -> napi::Error {
     )
 }
 
-/// `{ tableId, getInt, getStr, upsert, shape, slots }` bound to `db`.
+/// `{ tableId, getInt, getStr, upsert, shape, slots, recordTimes }` bound
+/// to `db`.
 ///
 /// # Safety
 /// `env` must be the env of a callback running on the JavaScript thread.
@@ -573,6 +576,24 @@ pub(crate) unsafe fn functions(
         // SAFETY: `obj` and `array` are live values of this scope.
         unsafe { sys::napi_set_named_property(env, obj, c"slots".as_ptr(), array) },
         "slots",
+    )?;
+    // The names of the times in `slots[1..FIRST_VALUE]`, for index.js's
+    // record builders: the core's list, not a copy of it.
+    let mut times = ptr::null_mut();
+    // SAFETY: valid env and out-pointer.
+    check(unsafe { sys::napi_create_array(env, &mut times) }, "array")?;
+    for (i, name) in RecordView::TIME_ATTRS.iter().enumerate() {
+        // SAFETY: `env` is the running callback's; `times` is live.
+        let set = unsafe {
+            let v = js_string(env, name);
+            !v.is_null() && sys::napi_set_element(env, times, i as u32, v) == OK
+        };
+        check(if set { OK } else { sys::Status::napi_generic_failure }, "recordTimes")?;
+    }
+    check(
+        // SAFETY: `obj` and `times` are live values of this scope.
+        unsafe { sys::napi_set_named_property(env, obj, c"recordTimes".as_ptr(), times) },
+        "recordTimes",
     )?;
     type Cb = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
     let list: [(&std::ffi::CStr, Cb); 5] = [

@@ -11,14 +11,16 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
-/// Numbers per laid-out record: shape id, the two times, then one per
+/// Numbers per laid-out record: shape id, the record's times, then one per
 /// number and two (start, end) per string or nested value.
 pub(crate) const SLOTS: usize = 256;
 /// Shapes per database; records of further shapes come back as JSON text
 /// (each shape costs index.js one generated function).
 const MAX_SHAPES: usize = 512;
-/// Slots taken by the shape id and the two times.
-const FIRST_VALUE: usize = 3;
+/// Slots taken by the shape id and the times the core's record view adds
+/// (`RecordView::TIME_ATTRS`, in that order; fast.rs fills them from
+/// `RecordView::times` and index.js names them from the same list).
+pub(crate) const FIRST_VALUE: usize = 1 + tidelog::RecordView::TIME_ATTRS.len();
 
 /// One shape: what a record of it looks like in compact JSON.
 struct Shape {

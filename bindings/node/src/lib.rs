@@ -16,7 +16,7 @@
 //!
 //! Threads: every call here runs on the JavaScript thread except the
 //! `AsyncTask`s (libuv worker pool) and the change-listener closures, which
-//! run on tidelog's `tidelog-events` thread and only queue JSON text onto a
+//! run on tidelog's `tidelog-events` thread and only queue events onto a
 //! threadsafe function.
 
 #![allow(clippy::new_without_default)]
@@ -28,17 +28,19 @@ mod listeners;
 mod logging;
 mod objects;
 mod tx;
+mod views;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use napi::bindgen_prelude::{AsyncTask, Function, Unknown};
+use napi::bindgen_prelude::{AsyncTask, BigInt, Function, Unknown};
 use napi::Env;
 use napi_derive::napi;
 use serde_json::Value;
 
+use tidelog::view::records_json;
 use tidelog::{Database, EngineKind, Key, ListenerId, ScanOptions};
 
 use convert::*;
@@ -48,6 +50,7 @@ use listeners::*;
 pub use logging::set_log_callback;
 use objects::*;
 use tx::*;
+use views::*;
 
 // ---- the database -------------------------------------------------------
 
@@ -55,7 +58,6 @@ use tx::*;
 #[napi]
 pub struct NativeDb {
     db: Database,
-    node_hex: String,
     listeners: Slots,
 }
 
@@ -68,7 +70,6 @@ impl NativeDb {
         logging::install();
         let db = Database::open(dir, open_options(opts)?).js()?;
         Ok(NativeDb {
-            node_hex: hex(db.node_id()),
             db,
             listeners: Arc::new(Mutex::new(HashMap::new())),
         })
@@ -110,8 +111,8 @@ impl NativeDb {
     }
 
     #[napi(getter)]
-    pub fn node_id(&self) -> String {
-        self.node_hex.clone()
+    pub fn node_id(&self) -> BigInt {
+        BigInt::from(self.db.node_id())
     }
 
     #[napi(getter)]
@@ -237,18 +238,7 @@ impl NativeDb {
     pub fn get_many(&self, table: String, keys: Vec<JsKey>) -> napi::Result<String> {
         let keys = keys.into_iter().map(key_of).collect::<R<Vec<Key>>>()?;
         let found = self.db.get_many(&table, &keys).js()?;
-        let mut out = String::from("[");
-        for (i, r) in found.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            match r {
-                Some(r) => r.write_json(&mut out),
-                None => out.push_str("null"),
-            }
-        }
-        out.push(']');
-        Ok(out)
+        Ok(records_json(found.iter().map(Option::as_ref)))
     }
 
     #[napi]
@@ -260,7 +250,7 @@ impl NativeDb {
             reverse: opts.reverse.unwrap_or(false),
             limit: limit_of(opts.limit)?,
         };
-        Ok(records_json(&self.db.scan(&table, &scan).js()?))
+        Ok(records_json(self.db.scan(&table, &scan).js()?.iter().map(Some)))
     }
 
     #[napi]
@@ -273,14 +263,13 @@ impl NativeDb {
             .db
             .find(&table, &attribute, lo, hi, limit_of(opts.limit)?)
             .js()?;
-        Ok(records_json(&found))
+        Ok(records_json(found.iter().map(Some)))
     }
 
     #[napi]
     pub fn find_eq(&self, table: String, attribute: String, value: Value) -> napi::Result<String> {
-        Ok(records_json(
-            &self.db.find_eq(&table, &attribute, &value).js()?,
-        ))
+        let found = self.db.find_eq(&table, &attribute, &value).js()?;
+        Ok(records_json(found.iter().map(Some)))
     }
 
     #[napi]
@@ -300,26 +289,29 @@ impl NativeDb {
     }
 
     #[napi]
-    pub fn read_log(&self, from_seq: f64, limit: f64) -> napi::Result<String> {
+    pub fn read_log(&self, from_seq: f64, limit: f64) -> napi::Result<Vec<LogEntryObj>> {
         let from = uint("fromSeq", from_seq)?;
         let limit = uint("limit", limit)? as usize;
-        Ok(log_json(&self.db.read_log(from, limit).js()?))
+        Ok(log_objs(&self.db.read_log(from, limit).js()?, self.db.node_id()))
     }
 
     #[napi]
-    pub fn read_log_since(&self, since_ms: f64, limit: f64) -> napi::Result<String> {
+    pub fn read_log_since(&self, since_ms: f64, limit: f64) -> napi::Result<Vec<LogEntryObj>> {
         let since = uint("sinceMs", since_ms)?;
         let limit = uint("limit", limit)? as usize;
-        Ok(log_json(&self.db.read_log_since(since, limit).js()?))
+        Ok(log_objs(
+            &self.db.read_log_since(since, limit).js()?,
+            self.db.node_id(),
+        ))
     }
 
     // ---- listeners
 
-    /// Registers `callback(eventJson)` for changes to `table`. The
+    /// Registers `callback(event)` for changes to `table`. The
     /// threadsafe function is weak: it never keeps the process alive (apart
     /// from delivering the events of this script's own commits, see `Keep`).
     #[napi]
-    pub fn on_change(&self, table: String, callback: Function<String, ()>) -> napi::Result<f64> {
+    pub fn on_change(&self, table: String, callback: Function<ChangeEventObj, ()>) -> napi::Result<f64> {
         let slot = ListenerSlot::new(&table, callback)?;
         let target = slot.clone();
         let id = self.db.on_change(&table, move |ev| target.send(ev));

@@ -9,19 +9,20 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use tidelog::ChangeEvent;
 
-use crate::convert::{event_json, invalid};
+use crate::convert::invalid;
+use crate::views::{event_obj, ChangeEventObj};
 
 // ---- listeners ----------------------------------------------------------
 
 /// One event on its way to JavaScript.
 pub struct Ev {
     local: bool,
-    json: String,
+    event: ChangeEventObj,
 }
 
 /// Weak (unreferenced) threadsafe function: by itself it never keeps the
 /// event loop alive. See [`Keep`] for the one time it does.
-type EventFn = ThreadsafeFunction<Ev, (), String, Status, false, true, 0>;
+type EventFn = ThreadsafeFunction<Ev, (), ChangeEventObj, Status, false, true, 0>;
 
 /// Keep-alive state of one listener, touched only on the JavaScript thread.
 ///
@@ -54,8 +55,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ListenerSlot {
     /// A listener for `table` whose threadsafe function is weak and calls
-    /// `callback(eventJson)` on the JavaScript thread.
-    pub(crate) fn new(table: &str, callback: Function<String, ()>) -> napi::Result<Arc<Self>> {
+    /// `callback(event)` on the JavaScript thread.
+    pub(crate) fn new(table: &str, callback: Function<ChangeEventObj, ()>) -> napi::Result<Arc<Self>> {
         let slot = Arc::new(ListenerSlot {
             table: table.to_string(),
             tsfn: Mutex::new(None),
@@ -71,7 +72,7 @@ impl ListenerSlot {
                     if let Some(slot) = weak.upgrade() {
                         slot.delivered(&ctx.env, ctx.value.local);
                     }
-                    Ok(ctx.value.json)
+                    Ok(ctx.value.event)
                 },
             )
             .map_err(|e| invalid(e.reason.clone()))?;
@@ -87,7 +88,7 @@ impl ListenerSlot {
         if let Some(tsfn) = guard.as_ref() {
             let ev = Ev {
                 local: ev.local,
-                json: event_json(ev),
+                event: event_obj(ev),
             };
             let _ = tsfn.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
         }

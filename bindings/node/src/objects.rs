@@ -8,11 +8,11 @@ use std::time::Duration;
 use napi_derive::napi;
 use serde_json::Value;
 use tidelog::{
-    CommitInfo, Durability, EngineKind, Key, OpenOptions, PeerConfig, ReplicationOptions, Security,
+    Durability, EngineKind, Key, OpenOptions, PeerConfig, ReplicationOptions, Security,
     TableFlow, TableInfo, TableOptions, TlsIdentity,
 };
 
-use crate::convert::{hex, invalid, key_of_value, millis, uint};
+use crate::convert::{invalid, key_of_value, millis, uint};
 
 // ---- plain objects ------------------------------------------------------
 
@@ -57,12 +57,6 @@ impl From<TableInfo> for TableInfoObj {
     }
 }
 
-#[napi(object, object_from_js = false)]
-pub struct CommitObj {
-    pub seq: f64,
-    pub time: u64,
-    pub node: String,
-}
 
 #[napi(object)]
 pub struct RangeOpts {
@@ -135,13 +129,6 @@ pub struct DevCertsObj {
     pub nodes: Vec<NodeCertObj>,
 }
 
-pub(crate) fn commit_obj(c: CommitInfo) -> CommitObj {
-    CommitObj {
-        seq: c.seq as f64,
-        time: c.stamp.time,
-        node: hex(c.stamp.node),
-    }
-}
 
 pub(crate) fn open_options(o: OpenOpts) -> napi::Result<OpenOptions> {
     let mut opts = OpenOptions::new(o.node_name);

@@ -10,7 +10,7 @@ use tidelog::{CommitInfo, Database, Transaction};
 
 use crate::convert::{err, invalid, key_of, record_value, JsKey, OrJs};
 use crate::listeners::{owe_events, Slots};
-use crate::objects::{commit_obj, CommitObj};
+use crate::views::{commit_obj, CommitObj};
 
 // ---- transactions -------------------------------------------------------
 

@@ -76,7 +76,7 @@ def main() -> None:
         alert = cloud.get("alerts", "alert-3")
         print("alert at the cloud:", alert["window"] if alert else None)
         info: tidelog.CommitInfo = edge.upsert("sensor_data", {"id": 99, "sensor": "s-2", "value": 1.0})
-        print("seq", info.seq, "at", info.millis)
+        print("seq", info.seq, "at", info.stamp_ms)
         try:
             edge.insert("sensor_data", {"id": 99})
         except tidelog.DuplicateKeyError as e:

@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
-use tidelog::{Key, Record};
+use tidelog::record::{CREATED_ATTR, UPDATED_ATTR};
+use tidelog::{Key, Record, RecordView};
 
 use crate::errors::invalid;
 
@@ -258,28 +259,36 @@ pub fn json_to_py<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny
         .map_err(|e| crate::errors::corrupt(format!("stored record is not valid JSON: {e}")))
 }
 
-/// A record as a dict, with `__createdtime__` and `__updatedtime__`.
-pub fn record_to_py<'py>(py: Python<'py>, r: &Record) -> PyResult<Bound<'py, PyAny>> {
-    let obj = json_to_py(py, r.body_json())?;
+/// A record as a dict: the core's `RecordView` (its attributes, then the
+/// two times).
+pub fn record_view_to_py<'py>(py: Python<'py>, r: &RecordView<'_>) -> PyResult<Bound<'py, PyAny>> {
+    let obj = json_to_py(py, r.body)?;
     let d = obj
         .cast::<PyDict>()
         .map_err(|_| crate::errors::corrupt("stored record is not a JSON object".to_string()))?;
-    d.set_item(pyo3::intern!(py, "__createdtime__"), r.created_ms())?;
-    d.set_item(pyo3::intern!(py, "__updatedtime__"), r.updated_ms())?;
+    d.set_item(pyo3::intern!(py, CREATED_ATTR), r.created_ms)?;
+    d.set_item(pyo3::intern!(py, UPDATED_ATTR), r.updated_ms)?;
     Ok(obj)
 }
 
-pub fn opt_record_to_py<'py>(py: Python<'py>, r: Option<&Record>) -> PyResult<Bound<'py, PyAny>> {
+pub fn opt_record_view_to_py<'py>(
+    py: Python<'py>,
+    r: Option<&RecordView<'_>>,
+) -> PyResult<Bound<'py, PyAny>> {
     match r {
-        Some(r) => record_to_py(py, r),
+        Some(r) => record_view_to_py(py, r),
         None => Ok(py.None().into_bound(py)),
     }
+}
+
+pub fn opt_record_to_py<'py>(py: Python<'py>, r: Option<&Record>) -> PyResult<Bound<'py, PyAny>> {
+    opt_record_view_to_py(py, r.map(RecordView::of).as_ref())
 }
 
 pub fn records_to_py<'py>(py: Python<'py>, rs: &[Record]) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for r in rs {
-        list.append(record_to_py(py, r)?)?;
+        list.append(record_view_to_py(py, &RecordView::of(r))?)?;
     }
     Ok(list)
 }

@@ -456,7 +456,7 @@ impl PyDatabase {
         let es = py.detach(|| db.read_log(from, limit)).py()?;
         let list = PyList::empty(py);
         for e in &es {
-            list.append(log_entry_to_py(py, e)?)?;
+            list.append(log_entry_to_py(py, e, db.node_id())?)?;
         }
         Ok(list)
     }
@@ -475,7 +475,7 @@ impl PyDatabase {
         let es = py.detach(|| db.read_log_since(millis, limit)).py()?;
         let list = PyList::empty(py);
         for e in &es {
-            list.append(log_entry_to_py(py, e)?)?;
+            list.append(log_entry_to_py(py, e, db.node_id())?)?;
         }
         Ok(list)
     }

@@ -6,9 +6,10 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
-use tidelog::{ChangeEvent, CommitInfo as CoreCommit, LogEntry, PeerConfig, TableOptions, WriteOp};
+use tidelog::view::{ChangeEventView, CommitInfoView, LogEntryView, OpKind};
+use tidelog::{ChangeEvent, CommitInfo as CoreCommit, LogEntry, PeerConfig, Stamp, TableOptions};
 
-use crate::convert::{json_to_py, key_to_py, opt_record_to_py, py_to_value, value_to_py};
+use crate::convert::{key_to_py, opt_record_view_to_py, py_to_value, value_to_py};
 use crate::errors::{self, invalid};
 
 pub(crate) fn seconds(what: &str, s: f64) -> PyResult<Duration> {
@@ -28,37 +29,58 @@ pub(crate) fn limit_arg(v: Option<i64>) -> PyResult<Option<usize>> {
         .transpose()
 }
 
-/// What a commit was given.
+/// What a commit was given: the fields of the core's `CommitInfoView`.
 #[pyclass(frozen, module = "tidelog", name = "CommitInfo")]
 pub(crate) struct PyCommitInfo {
-    /// Local log sequence number of the transaction (0 if it wrote nothing).
-    #[pyo3(get)]
-    seq: u64,
-    /// Hybrid-logical-clock time of the version stamp.
-    #[pyo3(get)]
-    time: u64,
-    /// Node id of the origin (this instance).
-    #[pyo3(get)]
-    origin: u64,
+    view: CommitInfoView,
 }
 
 #[pymethods]
 impl PyCommitInfo {
-    /// Wall-clock milliseconds since the epoch of the stamp
-    /// (the records' `__updatedtime__`).
+    /// Local log sequence number of the transaction (0 if it wrote nothing).
+    #[getter]
+    fn seq(&self) -> u64 {
+        self.view.seq
+    }
+
+    /// Node id of this instance, where the transaction was committed (the
+    /// same as `stamp["node"]`).
+    #[getter]
+    fn origin(&self) -> u64 {
+        self.view.origin
+    }
+
+    /// The version stamp: `{"time": hybrid-logical-clock time, "node": origin}`.
+    #[getter]
+    fn stamp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stamp_to_py(py, &self.view.stamp)
+    }
+
+    /// Wall-clock milliseconds since the epoch of the stamp (the records'
+    /// `__updatedtime__`).
+    #[getter]
+    fn stamp_ms(&self) -> u64 {
+        self.view.stamp_ms
+    }
+
+    /// The stamp's hybrid-logical-clock time (`stamp["time"]`); kept for one
+    /// release, use `stamp`.
+    #[getter]
+    fn time(&self) -> u64 {
+        self.view.stamp.time
+    }
+
+    /// The same as `stamp_ms`; kept for one release.
     #[getter]
     fn millis(&self) -> u64 {
-        tidelog::Stamp {
-            time: self.time,
-            node: self.origin,
-        }
-        .millis()
+        self.view.stamp_ms
     }
 
     fn __repr__(&self) -> String {
+        let v = &self.view;
         format!(
-            "CommitInfo(seq={}, time={}, origin={:#x})",
-            self.seq, self.time, self.origin
+            "CommitInfo(seq={}, origin={:#x}, stamp={{'time': {}, 'node': {:#x}}}, stamp_ms={})",
+            v.seq, v.origin, v.stamp.time, v.stamp.node, v.stamp_ms
         )
     }
 }
@@ -66,9 +88,7 @@ impl PyCommitInfo {
 impl From<CoreCommit> for PyCommitInfo {
     fn from(c: CoreCommit) -> Self {
         PyCommitInfo {
-            seq: c.seq,
-            time: c.stamp.time,
-            origin: c.stamp.node,
+            view: CommitInfoView::of(c),
         }
     }
 }
@@ -95,60 +115,63 @@ pub(crate) fn to_py_via_serde<'py, T: serde::Serialize>(
     value_to_py(py, &value)
 }
 
-fn millis_of(hlc_time: u64) -> u64 {
-    tidelog::Stamp {
-        time: hlc_time,
-        node: 0,
-    }
-    .millis()
+fn stamp_to_py<'py>(py: Python<'py>, s: &Stamp) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("time", s.time)?;
+    d.set_item("node", s.node)?;
+    Ok(d)
 }
 
-pub(crate) fn log_entry_to_py<'py>(py: Python<'py>, e: &LogEntry) -> PyResult<Bound<'py, PyAny>> {
+/// A log entry as a dict: the fields of the core's `LogEntryView`, one by
+/// one.
+pub(crate) fn log_entry_to_py<'py>(
+    py: Python<'py>,
+    e: &LogEntry,
+    own_node: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let v = LogEntryView::of(e, own_node);
     let d = PyDict::new(py);
-    d.set_item("seq", e.seq)?;
-    d.set_item("time", e.stamp.time)?;
-    d.set_item("origin", e.stamp.node)?;
-    d.set_item("millis", e.stamp.millis())?;
-    d.set_item("local_millis", millis_of(e.local_time))?;
+    d.set_item("seq", v.seq)?;
+    d.set_item("origin", v.origin)?;
+    d.set_item("stamp", stamp_to_py(py, &v.stamp)?)?;
+    d.set_item("stamp_ms", v.stamp_ms)?;
+    d.set_item("local", v.local)?;
+    d.set_item("logged_ms", v.logged_ms)?;
     let writes = PyList::empty(py);
-    for w in &e.writes {
+    for w in &v.writes {
         let wd = PyDict::new(py);
-        wd.set_item("table", &w.table)?;
-        wd.set_item("key", key_to_py(py, &w.key)?)?;
-        match &w.op {
-            WriteOp::Put { json, created } => {
-                wd.set_item("op", "put")?;
-                let rec = json_to_py(py, json)?;
-                if let Ok(rd) = rec.cast::<PyDict>() {
-                    rd.set_item("__createdtime__", millis_of(*created))?;
-                    rd.set_item("__updatedtime__", e.stamp.millis())?;
-                }
-                wd.set_item("record", rec)?;
-            }
-            WriteOp::Delete => {
-                wd.set_item("op", "delete")?;
-                wd.set_item("record", py.None())?;
-            }
-        }
+        wd.set_item("table", w.table)?;
+        wd.set_item("key", key_to_py(py, w.key)?)?;
+        wd.set_item(
+            "op",
+            match w.op {
+                OpKind::Put => "put",
+                OpKind::Delete => "delete",
+            },
+        )?;
+        wd.set_item("record", opt_record_view_to_py(py, w.record.as_ref())?)?;
         writes.append(wd)?;
     }
     d.set_item("writes", writes)?;
     Ok(d.into_any())
 }
 
+/// A change event as a dict: the fields of the core's `ChangeEventView`,
+/// one by one.
 pub(crate) fn event_to_py<'py>(py: Python<'py>, e: &ChangeEvent) -> PyResult<Bound<'py, PyAny>> {
+    let v = ChangeEventView::of(e);
     let d = PyDict::new(py);
-    d.set_item("table", &e.table)?;
-    d.set_item("seq", e.seq)?;
-    d.set_item("time", e.stamp.time)?;
-    d.set_item("origin", e.origin())?;
-    d.set_item("millis", e.stamp.millis())?;
-    d.set_item("local", e.local)?;
+    d.set_item("table", v.table)?;
+    d.set_item("seq", v.seq)?;
+    d.set_item("origin", v.origin)?;
+    d.set_item("stamp", stamp_to_py(py, &v.stamp)?)?;
+    d.set_item("stamp_ms", v.stamp_ms)?;
+    d.set_item("local", v.local)?;
     let changes = PyList::empty(py);
-    for c in &e.changes {
+    for c in &v.changes {
         let cd = PyDict::new(py);
-        cd.set_item("key", key_to_py(py, &c.key)?)?;
-        cd.set_item("record", opt_record_to_py(py, c.record.as_ref())?)?;
+        cd.set_item("key", key_to_py(py, c.key)?)?;
+        cd.set_item("record", opt_record_view_to_py(py, c.record.as_ref())?)?;
         changes.append(cd)?;
     }
     d.set_item("changes", changes)?;

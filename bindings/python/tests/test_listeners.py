@@ -28,7 +28,8 @@ def test_listener_gets_events_on_the_events_thread(db: tidelog.Database, table: 
     wait_until("two events", lambda: len(events) == 2)
     ev = events[0]
     assert ev["table"] == table and ev["seq"] == 1 and ev["local"] is True
-    assert ev["origin"] == db.node_id and ev["time"] > 0 and ev["millis"] > 0
+    assert ev["origin"] == ev["stamp"]["node"] == db.node_id and ev["stamp"]["time"] > 0
+    assert ev["stamp_ms"] == ev["stamp"]["time"] >> 16
     assert [c["key"] for c in ev["changes"]] == [1, 2]
     assert ev["changes"][0]["record"]["sensor"] == "a"
     assert events[1]["changes"] == [{"key": 1, "record": None}]

@@ -196,8 +196,9 @@ def test_write_read_round_trip(db: tidelog.Database, table: str) -> None:
     }
     info = db.insert(table, rec)
     assert isinstance(info, tidelog.CommitInfo)
-    assert info.seq == 1 and info.origin == db.node_id and info.time > 0
-    assert abs(info.millis - time.time() * 1000) < 60_000
+    assert info.seq == 1 and info.origin == db.node_id
+    assert info.stamp == {"time": info.time, "node": db.node_id} and info.time > 0
+    assert info.stamp_ms == info.millis and abs(info.stamp_ms - time.time() * 1000) < 60_000
     assert "CommitInfo(seq=1" in repr(info)
     got = db.get(table, 1)
     assert got is not None
@@ -445,7 +446,9 @@ def test_read_log(db: tidelog.Database, table: str) -> None:
     log = db.read_log()
     assert [e["seq"] for e in log] == [1, 2, 3]
     e1 = log[0]
-    assert e1["origin"] == db.node_id and e1["millis"] >= t0 - 5 and e1["local_millis"] >= e1["millis"] - 1
+    assert e1["origin"] == e1["stamp"]["node"] == db.node_id and e1["local"] is True
+    assert e1["stamp_ms"] >= t0 - 5 and e1["logged_ms"] >= e1["stamp_ms"] - 1
+    assert e1["stamp_ms"] == e1["stamp"]["time"] >> 16 == e1["writes"][0]["record"]["__updatedtime__"]
     assert e1["writes"][0]["table"] == table and e1["writes"][0]["key"] == 1
     assert e1["writes"][0]["op"] == "put"
     assert strip(e1["writes"][0]["record"] or {}) == {"id": 1, "v": "a"}

@@ -22,21 +22,6 @@ pub struct Change {
     pub record: Option<Record>,
 }
 
-impl Change {
-    /// Appends `{"key":...,"record":...}` (`null` for a delete), the shape
-    /// every binding hands its listeners.
-    pub fn write_json(&self, out: &mut String) {
-        out.push_str("{\"key\":");
-        self.key.write_json(out);
-        out.push_str(",\"record\":");
-        match &self.record {
-            Some(r) => r.write_json(out),
-            None => out.push_str("null"),
-        }
-        out.push('}');
-    }
-}
-
 /// What one transaction changed in one table.
 #[derive(Debug, Clone)]
 pub struct ChangeEvent {
@@ -167,43 +152,5 @@ impl Listeners {
         }
         self.by_table.write().clear();
         self.any.store(false, Ordering::Release);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::local::codec::Stamp;
-
-    #[test]
-    fn a_change_as_json_has_its_key_and_record_or_null() {
-        let stamp = Stamp {
-            time: 7 << 16,
-            node: 1,
-        };
-        let put = Change {
-            key: Key::Str("a\"b".into()),
-            record: Some(Record::from_parts(
-                Key::Str("a\"b".into()),
-                stamp,
-                5 << 16,
-                "{\"id\":\"a\\\"b\",\"v\":1}".into(),
-            )),
-        };
-        let delete = Change {
-            key: Key::Int(-3),
-            record: None,
-        };
-        let mut out = String::new();
-        put.write_json(&mut out);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"key": "a\"b", "record": {"id": "a\"b", "v": 1,
-                "__createdtime__": 5, "__updatedtime__": 7}})
-        );
-        out.clear();
-        delete.write_json(&mut out);
-        assert_eq!(out, "{\"key\":-3,\"record\":null}");
     }
 }

@@ -351,6 +351,8 @@ static void test_log(tidelog_db *db) {
     NOT_CONTAINS(s, "\"seq\":3,");
     CONTAINS(s, "\"op\":\"put\"");
     CONTAINS(s, "\"local\":true");
+    CONTAINS(s, "\"logged_ms\":");
+    CONTAINS(s, "\"__createdtime__\":"); /* logged records carry their times */
     tidelog_string_free(s);
     OK(tidelog_read_log(db, last + 1, 10, &s));
     CHECK(strcmp(tidelog_string_data(s), "[]") == 0);
@@ -464,7 +466,8 @@ static void test_events(tidelog_db *db) {
     CHECK(strstr(st.last, "\"table\":\"sensor_data\"") != NULL);
     CHECK(strstr(st.last, "\"local\":true") != NULL);
     CHECK(strstr(st.last, "\"record\":null") != NULL); /* the delete */
-    CHECK(strstr(st.last, "\"origin_hex\":\"") != NULL);
+    CHECK(strstr(st.last, "\"origin\":") != NULL);
+    CHECK(strstr(st.last, "\"stamp_ms\":") != NULL);
     pthread_mutex_unlock(&st.mu);
 
     /* A callback may write into the database. */

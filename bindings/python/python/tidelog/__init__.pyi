@@ -66,20 +66,26 @@ def dev_certs(out_dir: StrPath, nodes: Sequence[str], *, ca_name: str = "tidelog
 
 @final
 class CommitInfo:
-    """What a commit was given."""
+    """What a commit was given (the core's ``CommitInfoView``)."""
 
     @property
     def seq(self) -> int:
         """Local log sequence number (0 if the transaction wrote nothing)."""
     @property
-    def time(self) -> int:
-        """Hybrid-logical-clock time of the version stamp."""
-    @property
     def origin(self) -> int:
-        """Node id of this instance."""
+        """Node id of this instance (= ``stamp["node"]``)."""
+    @property
+    def stamp(self) -> Stamp:
+        """The version stamp: hybrid-logical-clock ``time`` and ``node``."""
+    @property
+    def stamp_ms(self) -> int:
+        """Milliseconds since the epoch of the stamp (the records' ``__updatedtime__``)."""
+    @property
+    def time(self) -> int:
+        """``stamp["time"]``; kept for one release."""
     @property
     def millis(self) -> int:
-        """Milliseconds since the epoch of the stamp."""
+        """``stamp_ms``; kept for one release."""
 
 @final
 class Transaction:

@@ -34,6 +34,14 @@ class LogBounds(TypedDict):
     first: int
     last: int
 
+class Stamp(TypedDict):
+    """A version stamp, the same on every replica: ``time`` is the hybrid
+    logical clock (milliseconds since the epoch << 16 | a counter), ``node``
+    the node id of the instance that made the write."""
+
+    time: int
+    node: int
+
 class LogWrite(TypedDict):
     """One write of a logged transaction."""
 
@@ -41,15 +49,24 @@ class LogWrite(TypedDict):
     key: Key
     op: Literal["put", "delete"]
     record: Optional[Record]
+    """The record after the write (with its two times); None for a delete."""
 
 class LogEntry(TypedDict):
-    """One committed transaction, local or applied from a peer."""
+    """One committed transaction, local or applied from a peer. The same
+    fields as the C ABI's and Node's log entries (the core's
+    ``LogEntryView``)."""
 
     seq: int
-    time: int
+    """This instance's log sequence number of the transaction."""
     origin: int
-    millis: int
-    local_millis: int
+    """Node id of the instance where it was first committed (= ``stamp["node"]``)."""
+    stamp: Stamp
+    stamp_ms: int
+    """Wall-clock ms of ``stamp["time"]`` (the records' ``__updatedtime__``)."""
+    local: bool
+    """True when this instance wrote it, False when applied from a peer."""
+    logged_ms: int
+    """When this instance wrote it to its log (what ``read_log_since`` compares)."""
     writes: List[LogWrite]
 
 class Change(TypedDict):
@@ -61,14 +78,15 @@ class Change(TypedDict):
 
 class ChangeEvent(TypedDict):
     """What one transaction changed in one table, as a listener receives
-    it. ``origin`` is the node id where it was first committed; ``local``
-    is False for changes applied from a peer."""
+    it (the core's ``ChangeEventView``). ``origin`` is the node id where it
+    was first committed; ``local`` is False for changes applied from a
+    peer."""
 
     table: str
     seq: int
-    time: int
     origin: int
-    millis: int
+    stamp: Stamp
+    stamp_ms: int
     local: bool
     changes: List[Change]
 
@@ -91,12 +109,6 @@ class TableStatus(TypedDict):
     subscribe: bool
     inbound: str
     outbound: str
-
-class Stamp(TypedDict):
-    """A version stamp: hybrid-logical-clock time, then origin node id."""
-
-    time: int
-    node: int
 
 class RefusalStatus(TypedDict):
     """Refused writes of one table in one direction, with the latest one."""
