@@ -33,11 +33,11 @@ pub use local::remote::{RemoteOutcome, RemoteTxn};
 pub use local::storage::EngineKind;
 pub use local::write::{CommitInfo, Transaction};
 pub use net::tls::{PemSource, TlsIdentity};
-pub use view::{
-    ChangeEventView, ChangeView, CommitInfoView, LogEntryView, LogWriteView, OpKind, RecordView,
-};
 pub use repl::{
     PeerConfig, PeerStatus, RefusalStatus, ReplicationOptions, Security, TableFlow, TableStatus,
+};
+pub use view::{
+    ChangeEventView, ChangeView, CommitInfoView, LogEntryView, LogWriteView, OpKind, RecordView,
 };
 
 // The README's Rust snippets compile and run as doctests

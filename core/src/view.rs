@@ -203,7 +203,11 @@ impl<'a> LogEntryView<'a> {
             stamp_ms: e.stamp.millis(),
             local: e.origin() == own_node,
             logged_ms: hlc_ms(e.local_time),
-            writes: e.writes.iter().map(|w| LogWriteView::of(w, &e.stamp)).collect(),
+            writes: e
+                .writes
+                .iter()
+                .map(|w| LogWriteView::of(w, &e.stamp))
+                .collect(),
         }
     }
 }

@@ -77,10 +77,7 @@ impl CallbackTarget {
         }
         // Event JSON never contains NUL (serde_json escapes it) and stored
         // records always serialise; an event that did not is skipped.
-        let Some(text) = json::event(event)
-            .ok()
-            .and_then(|t| CString::new(t).ok())
-        else {
+        let Some(text) = json::event(event).ok().and_then(|t| CString::new(t).ok()) else {
             return;
         };
         let outer = IN_CALLBACK.with(|c| c.replace(self.token));

@@ -588,7 +588,14 @@ pub(crate) unsafe fn functions(
             let v = js_string(env, name);
             !v.is_null() && sys::napi_set_element(env, times, i as u32, v) == OK
         };
-        check(if set { OK } else { sys::Status::napi_generic_failure }, "recordTimes")?;
+        check(
+            if set {
+                OK
+            } else {
+                sys::Status::napi_generic_failure
+            },
+            "recordTimes",
+        )?;
     }
     check(
         // SAFETY: `obj` and `times` are live values of this scope.

@@ -250,7 +250,9 @@ impl NativeDb {
             reverse: opts.reverse.unwrap_or(false),
             limit: limit_of(opts.limit)?,
         };
-        Ok(records_json(self.db.scan(&table, &scan).js()?.iter().map(Some)))
+        Ok(records_json(
+            self.db.scan(&table, &scan).js()?.iter().map(Some),
+        ))
     }
 
     #[napi]
@@ -292,7 +294,10 @@ impl NativeDb {
     pub fn read_log(&self, from_seq: f64, limit: f64) -> napi::Result<Vec<LogEntryObj>> {
         let from = uint("fromSeq", from_seq)?;
         let limit = uint("limit", limit)? as usize;
-        Ok(log_objs(&self.db.read_log(from, limit).js()?, self.db.node_id()))
+        Ok(log_objs(
+            &self.db.read_log(from, limit).js()?,
+            self.db.node_id(),
+        ))
     }
 
     #[napi]
@@ -311,7 +316,11 @@ impl NativeDb {
     /// threadsafe function is weak: it never keeps the process alive (apart
     /// from delivering the events of this script's own commits, see `Keep`).
     #[napi]
-    pub fn on_change(&self, table: String, callback: Function<ChangeEventObj, ()>) -> napi::Result<f64> {
+    pub fn on_change(
+        &self,
+        table: String,
+        callback: Function<ChangeEventObj, ()>,
+    ) -> napi::Result<f64> {
         let slot = ListenerSlot::new(&table, callback)?;
         let target = slot.clone();
         let id = self.db.on_change(&table, move |ev| target.send(ev));

@@ -56,7 +56,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ListenerSlot {
     /// A listener for `table` whose threadsafe function is weak and calls
     /// `callback(event)` on the JavaScript thread.
-    pub(crate) fn new(table: &str, callback: Function<ChangeEventObj, ()>) -> napi::Result<Arc<Self>> {
+    pub(crate) fn new(
+        table: &str,
+        callback: Function<ChangeEventObj, ()>,
+    ) -> napi::Result<Arc<Self>> {
         let slot = Arc::new(ListenerSlot {
             table: table.to_string(),
             tsfn: Mutex::new(None),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use napi_derive::napi;
 use serde_json::Value;
 use tidelog::{
-    Durability, EngineKind, Key, OpenOptions, PeerConfig, ReplicationOptions, Security,
-    TableFlow, TableInfo, TableOptions, TlsIdentity,
+    Durability, EngineKind, Key, OpenOptions, PeerConfig, ReplicationOptions, Security, TableFlow,
+    TableInfo, TableOptions, TlsIdentity,
 };
 
 use crate::convert::{invalid, key_of_value, millis, uint};
@@ -56,7 +56,6 @@ impl From<TableInfo> for TableInfoObj {
         }
     }
 }
-
 
 #[napi(object)]
 pub struct RangeOpts {
@@ -128,7 +127,6 @@ pub struct DevCertsObj {
     pub ca: String,
     pub nodes: Vec<NodeCertObj>,
 }
-
 
 pub(crate) fn open_options(o: OpenOpts) -> napi::Result<OpenOptions> {
     let mut opts = OpenOptions::new(o.node_name);
