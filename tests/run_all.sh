@@ -21,6 +21,8 @@ step_fmt() {
 step_clippy() {
     echo "== cargo clippy (all targets, warnings are errors)"
     cargo clippy --workspace --all-targets -- -D warnings
+    # The bindings' benchmark hooks are behind the `bench` feature.
+    cargo clippy -p tidelog-python -p tidelog-node --features bench --all-targets -- -D warnings
 }
 
 step_rust() {
@@ -42,7 +44,9 @@ step_python() {
         python3 -m venv .venv
     fi
     .venv/bin/pip install --quiet --disable-pip-version-check maturin==1.16.0 pytest==9.2.0 mypy==2.4.1
-    .venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml
+    # --features bench: the benchmark's Rust loops are tested too (a release
+    # build leaves them out; test_local.py checks both ways).
+    .venv/bin/maturin develop --quiet --features bench -m bindings/python/Cargo.toml
     .venv/bin/python -m pytest -q bindings/python/tests
     (cd bindings/python && ../../.venv/bin/mypy --strict examples/typed_example.py)
     # The stubs must describe what the module really has.

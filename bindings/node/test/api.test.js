@@ -625,3 +625,32 @@ describe('get builds the same object as JSON.parse of the record', () => {
     throwsCode(() => db.upsert('t', { id: 1.5 }), InvalidInputError, 'INVALID_INPUT', /primary key/);
   });
 });
+
+test('the benchmark hooks exist only in a build with the bench feature', () => {
+  const dir = tmpdir();
+  const db = open(path.join(dir, 'bench'), { nodeName: 'n1' });
+  try {
+    db.createTable('rust', { indexes: ['sensor'] });
+    let built = true;
+    try {
+      db._rustUpserts('rust', 0, 20);
+    } catch (e) {
+      built = false;
+      assert.ok(e instanceof UnsupportedError, `${e && e.name}: ${e && e.message}`);
+      assert.match(e.message, /_rustUpserts is a benchmark hook.*npm run build:bench/);
+    }
+    if (built) {
+      // A bench build (npm run build:bench): the hooks write and read.
+      assert.equal(db.count('rust'), 20);
+      assert.ok(db._rustGets('rust', 0, 20, true) >= 0);
+    } else {
+      // The tests' debug build and every release addon leave them out.
+      assert.equal(db.count('rust'), 0);
+      for (const hook of [() => db._rustGets('rust', 0, 1, false), () => db._getValue('rust', 1)]) {
+        throwsCode(hook, UnsupportedError, 'UNSUPPORTED', /npm run build:bench/);
+      }
+    }
+  } finally {
+    db.close();
+  }
+});

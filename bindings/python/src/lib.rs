@@ -11,9 +11,10 @@
 //! and its locks may be held), and is leaked rather than closed when the
 //! child drops it, so nothing in the child waits for a thread that is gone.
 
-mod baseline;
+#[cfg(feature = "bench")]
+mod bench;
 mod convert;
-mod errors;
+mod error;
 mod fork;
 mod handle;
 mod logging;
@@ -35,7 +36,7 @@ use tidelog::{
 };
 
 use convert::*;
-use errors::{invalid, IntoPy};
+use error::{invalid, IntoPy};
 use handle::*;
 use objects::*;
 use transaction::*;
@@ -731,14 +732,16 @@ impl PyDatabase {
 
     /// The benchmark's upsert loop in Rust on this database (see
     /// `bench/bench.py`): records `start..stop` into `table`; returns
-    /// seconds. Not public API.
+    /// seconds. Not public API; only in a build with the `bench` feature.
+    #[cfg(feature = "bench")]
     fn _rust_upserts(&self, py: Python<'_>, table: &str, start: i64, stop: i64) -> PyResult<f64> {
         let db = self.h.db()?;
-        py.detach(|| baseline::upserts(db, table, start, stop)).py()
+        py.detach(|| bench::upserts(db, table, start, stop)).py()
     }
 
-    /// The benchmark's point-get loop in Rust (see `baseline::gets`);
-    /// returns seconds. Not public API.
+    /// The benchmark's point-get loop in Rust (see `bench::gets`);
+    /// returns seconds. Not public API; only with the `bench` feature.
+    #[cfg(feature = "bench")]
     fn _rust_gets(
         &self,
         py: Python<'_>,
@@ -748,7 +751,7 @@ impl PyDatabase {
         parse: bool,
     ) -> PyResult<f64> {
         let db = self.h.db()?;
-        py.detach(|| baseline::gets(db, table, start, stop, parse))
+        py.detach(|| bench::gets(db, table, start, stop, parse))
             .py()
     }
 }
@@ -841,6 +844,9 @@ fn _tidelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install();
     logging::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Whether the benchmark's hidden Rust loops are built in (the `bench`
+    // feature); release builds leave them out.
+    m.add("_bench", cfg!(feature = "bench"))?;
     m.add_class::<PyDatabase>()?;
     m.add_class::<PyTransaction>()?;
     m.add_class::<PyCommitInfo>()?;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tidelog::{ChangeEvent, CommitInfo as CoreCommit, LogEntry, PeerConfig, TableOptions, WriteOp};
 
 use crate::convert::{json_to_py, key_to_py, opt_record_to_py, py_to_value, value_to_py};
-use crate::errors::{self, invalid};
+use crate::error::{self, invalid};
 
 pub(crate) fn seconds(what: &str, s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s).map_err(|_| {
@@ -91,7 +91,7 @@ pub(crate) fn to_py_via_serde<'py, T: serde::Serialize>(
     py: Python<'py>,
     v: &T,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let value = serde_json::to_value(v).map_err(|e| errors::corrupt(e.to_string()))?;
+    let value = serde_json::to_value(v).map_err(|e| error::corrupt(e.to_string()))?;
     value_to_py(py, &value)
 }
 
