@@ -16,6 +16,7 @@
 pub mod error;
 mod local;
 pub mod net;
+pub mod options;
 mod repl;
 
 pub use local::{codec, hlc, log, record};
