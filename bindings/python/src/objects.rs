@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use serde_json::Value;
-use tidelog::{ChangeEvent, CommitInfo as CoreCommit, LogEntry, PeerConfig, TableOptions, WriteOp};
+use tidelog::{ChangeEvent, CommitInfo as CoreCommit, LogEntry, TableOptions, WriteOp};
 
-use crate::convert::{json_to_py, key_to_py, opt_record_to_py, py_to_value, value_to_py};
+use crate::convert::{json_to_py, key_to_py, opt_record_to_py, value_to_py};
 use crate::error::{self, invalid};
 
 pub(crate) fn seconds(what: &str, s: f64) -> PyResult<Duration> {
@@ -153,23 +152,4 @@ pub(crate) fn event_to_py<'py>(py: Python<'py>, e: &ChangeEvent) -> PyResult<Bou
     }
     d.set_item("changes", changes)?;
     Ok(d.into_any())
-}
-
-pub(crate) fn peer_config(
-    name: &str,
-    address: Option<String>,
-    tables: &Bound<'_, PyAny>,
-) -> PyResult<PeerConfig> {
-    let tables = if tables.is_none() {
-        Value::Array(vec![])
-    } else {
-        py_to_value(tables, 0)?
-    };
-    if !tables.is_array() {
-        return Err(invalid(
-            "tables must be a list of dicts like {\"table\": \"alerts\", \"publish\": True}",
-        ));
-    }
-    let v = serde_json::json!({"name": name, "address": address, "tables": tables});
-    serde_json::from_value(v).map_err(|e| invalid(format!("peer configuration: {e}")))
 }

@@ -46,14 +46,14 @@ def test_open_options(tmp_path: Path) -> None:
         durability="sync",
         memory_budget=8 << 20,
         max_record_bytes=1000,
-        max_clock_skew=5.0,
-        expiry_interval=0.5,
+        max_clock_skew="5s",
+        expiry_interval="500ms",
     ) as db:
         assert db.engine == "sled"
         db.create_table("t")
         db.upsert("t", {"id": 1})
         assert db.count("t") == 1
-    with tidelog.open(tmp_path / "g", "n1", durability="grouped", flush_interval=0.01) as db:
+    with tidelog.open(tmp_path / "g", "n1", durability="grouped", flush_interval="10ms") as db:
         db.flush()
         assert db.disk_bytes() > 0
 
@@ -459,7 +459,7 @@ def test_read_log(db: tidelog.Database, table: str) -> None:
 
 
 def test_expiration(tmp_path: Path) -> None:
-    with tidelog.open(tmp_path / "d", "n1", expiry_interval=0.1) as db:
+    with tidelog.open(tmp_path / "d", "n1", expiry_interval="100ms") as db:
         db.create_table("sensor_data", expiration=1)
         db.upsert("sensor_data", {"id": 1})
         assert db.count("sensor_data") == 1
