@@ -29,6 +29,7 @@ mod layout;
 mod listeners;
 mod logging;
 mod objects;
+mod options;
 mod transaction;
 
 use std::collections::HashMap;
@@ -63,11 +64,11 @@ pub struct NativeDb {
 #[napi]
 impl NativeDb {
     #[napi(factory)]
-    pub fn open(dir: String, opts: OpenOpts) -> napi::Result<NativeDb> {
+    pub fn open(dir: String, options_json: String) -> napi::Result<NativeDb> {
         // From the first database on, warnings reach stderr even without a
         // log callback.
         logging::install();
-        let db = Database::open(dir, open_options(opts)?).js()?;
+        let db = Database::open(dir, options::open_options(&options_json)?).js()?;
         Ok(NativeDb {
             node_hex: hex(db.node_id()),
             db,
@@ -349,8 +350,9 @@ impl NativeDb {
     // ---- replication
 
     #[napi]
-    pub fn start_replication(&self, opts: ReplicationOpts) -> napi::Result<()> {
-        self.db.start_replication(replication_options(opts)?).js()
+    pub fn start_replication(&self, options_json: String) -> napi::Result<()> {
+        let o = options::replication_options(&options_json)?;
+        self.db.start_replication(o).js()
     }
 
     #[napi]
@@ -359,13 +361,13 @@ impl NativeDb {
     }
 
     #[napi]
-    pub fn add_peer(&self, peer: PeerOpts) -> napi::Result<()> {
-        self.db.add_peer(peer_config(peer)?).js()
+    pub fn add_peer(&self, peer_json: String) -> napi::Result<()> {
+        self.db.add_peer(options::peer_config(&peer_json)?).js()
     }
 
     #[napi]
-    pub fn update_peer(&self, peer: PeerOpts) -> napi::Result<()> {
-        self.db.update_peer(peer_config(peer)?).js()
+    pub fn update_peer(&self, peer_json: String) -> napi::Result<()> {
+        self.db.update_peer(options::peer_config(&peer_json)?).js()
     }
 
     #[napi]

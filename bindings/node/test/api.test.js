@@ -58,7 +58,6 @@ describe('open and close', () => {
       nodeName: 'n1',
       engine: 'sled',
       durability: 'sync',
-      flushIntervalMs: 10,
       memoryBudget: 8 << 20,
       maxRecordBytes: 1000,
       maxClockSkewMs: 1000,
@@ -81,7 +80,14 @@ describe('open and close', () => {
     throwsCode(() => open(dir, { nodeName: 'bad name!' }), InvalidInputError, 'INVALID_INPUT');
     throwsCode(() => open(dir, { nodeName: 'a', engine: 'leveldb' }), InvalidInputError, 'INVALID_INPUT', /engine/);
     throwsCode(() => open(dir, { nodeName: 'a', durability: 'never' }), InvalidInputError, 'INVALID_INPUT', /durability/);
-    throwsCode(() => open(dir, { nodeName: 'a', memoryBudget: 1 }), InvalidInputError, 'INVALID_INPUT', /memory_budget/);
+    throwsCode(() => open(dir, { nodeName: 'a', memoryBudget: 1 }), InvalidInputError, 'INVALID_INPUT', /memoryBudget/);
+    // A flush interval means nothing when every commit is flushed.
+    throwsCode(
+      () => open(dir, { nodeName: 'a', durability: 'sync', flushIntervalMs: 10 }),
+      InvalidInputError,
+      'INVALID_INPUT',
+      /flushIntervalMs.*only applies to durability "grouped"/,
+    );
     throwsCode(() => open(dir, { nodeName: 'a', maxRecordBytes: -1 }), InvalidInputError, 'INVALID_INPUT');
     throwsCode(() => open(dir, { nodeName: 'a', maxClockSkewMs: 1.5 }), InvalidInputError, 'INVALID_INPUT');
     throwsCode(() => open(dir, { nodeName: 'a', expiryIntervalMs: 0 }), InvalidInputError, 'INVALID_INPUT');
