@@ -194,12 +194,12 @@ impl Config {
         let (serve, open): (toml::Table, toml::Table) = table
             .into_iter()
             .partition(|(k, _)| SERVE_KEYS.contains(&k.as_str()));
-        let serve: ServeKeys = toml::Value::Table(serve)
-            .try_into()
-            .map_err(|e: toml::de::Error| e.to_string())?;
         let open: OpenSettings =
             options::decode("option", toml::Value::Table(open)).map_err(|e| e.to_string())?;
         let open = open.to_open_options().map_err(|e| e.to_string())?;
+        let serve: ServeKeys = toml::Value::Table(serve)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
         let mut cfg = Config {
             data_dir: serve.data_dir,
             listen: serve.listen,
