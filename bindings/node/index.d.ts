@@ -241,6 +241,11 @@ export interface PeerConfig {
   /** "host:port" to dial; without one, this instance waits for the peer to dial in. */
   address?: string;
   tables?: TableFlow[];
+  /**
+   * Whether the peer may forward other nodes' writes to this instance
+   * (default: true with an address, false without; see the README's origin rules).
+   */
+  relays?: boolean;
 }
 
 /**

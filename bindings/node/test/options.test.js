@@ -66,3 +66,15 @@ test('out-of-range options say what they accept', () => {
     db.close();
   }
 });
+
+test('a peer option added in core reaches Node without code (relays)', () => {
+  const db = open(path.join(tmpdir(), 'db'), { nodeName: 'n1' });
+  try {
+    db.startReplication({ insecure: true });
+    refused(() => db.addPeer({ name: 'p1', relays: 'yes' }), /relays/);
+    db.addPeer({ name: 'p1', relays: true, tables: [{ table: 't', subscribe: true }] });
+    db.updatePeer({ name: 'p1', relays: false });
+  } finally {
+    db.close();
+  }
+});

@@ -69,3 +69,14 @@ def test_float_seconds_still_work_for_one_release_with_a_warning(tmp_path: Path)
             db.start_replication(insecure=True, heartbeat_interval=0.1, idle_timeout="1s")
     with pytest.raises(tidelog.InvalidInputError, match="flush_interval"):
         tidelog.open(tmp_path / "db2", "n1", flush_interval=float("nan"))
+
+
+def test_a_peer_option_added_in_core_reaches_python_without_code(tmp_path: Path) -> None:
+    # `relays` is a field of core's PeerConfig; the keywords go to the
+    # schema as they are, so it needs no Python code.
+    with tidelog.open(tmp_path / "db", "n1") as db:
+        db.start_replication(insecure=True)
+        with pytest.raises(tidelog.InvalidInputError, match="relays"):
+            db.add_peer("p1", relays="yes")  # type: ignore[arg-type]
+        db.add_peer("p1", relays=True, tables=[{"table": "t", "subscribe": True}])
+        db.update_peer("p1", relays=False)

@@ -274,14 +274,19 @@ class Database:
         *,
         address: Optional[str] = None,
         tables: Optional[Sequence[TableFlow]] = None,
+        relays: Optional[bool] = None,
     ) -> None:
-        """Adds a peer (dialed if it has an address)."""
+        """Adds a peer (dialed if it has an address). ``relays``: whether
+        the peer may forward other nodes' writes to this instance (default:
+        True with an address, False without; see the README's origin
+        rules)."""
     def update_peer(
         self,
         name: str,
         *,
         address: Optional[str] = None,
         tables: Optional[Sequence[TableFlow]] = None,
+        relays: Optional[bool] = None,
     ) -> None:
         """Replaces a peer's configuration."""
     def remove_peer(self, name: str) -> None:
