@@ -390,46 +390,45 @@ fn out_of_range(name: &str, accepted: String, got: String) -> Error {
     Error::invalid(name, format!("must be {accepted}, got {got}"))
 }
 
-fn checked_duration(name: &str, v: Option<DurationOpt>) -> Result<Option<Duration>> {
-    let Some(DurationOpt(d)) = v else {
-        return Ok(None);
-    };
-    match range_of(name) {
-        Range::Duration { min, max } if d < min || d > max => Err(out_of_range(
+/// `v` if it lies within `bounds` (none: unchecked), else an error that
+/// says the range and the value in the option's own unit.
+fn within<T: PartialOrd + Copy>(
+    name: &str,
+    v: Option<T>,
+    bounds: Option<(T, T)>,
+    show: fn(T) -> String,
+) -> Result<Option<T>> {
+    match (v, bounds) {
+        (Some(x), Some((min, max))) if x < min || x > max => Err(out_of_range(
             name,
-            format!("between {} and {}", fmt_duration(min), fmt_duration(max)),
-            fmt_duration(d),
+            format!("between {} and {}", show(min), show(max)),
+            show(x),
         )),
-        _ => Ok(Some(d)),
+        _ => Ok(v),
     }
+}
+
+fn checked_duration(name: &str, v: Option<DurationOpt>) -> Result<Option<Duration>> {
+    let Range::Duration { min, max } = range_of(name) else {
+        return Ok(v.map(|d| d.0));
+    };
+    within(name, v.map(|d| d.0), Some((min, max)), fmt_duration)
 }
 
 fn checked_size(name: &str, v: Option<SizeOpt>) -> Result<Option<u64>> {
-    let Some(SizeOpt(b)) = v else {
-        return Ok(None);
+    let bounds = match range_of(name) {
+        Range::Size { min, max } => Some((min, max)),
+        _ => None,
     };
-    match range_of(name) {
-        Range::Size { min, max } if b < min || b > max => Err(out_of_range(
-            name,
-            format!("between {} and {}", fmt_size(min), fmt_size(max)),
-            fmt_size(b),
-        )),
-        _ => Ok(Some(b)),
-    }
+    within(name, v.map(|s| s.0), bounds, fmt_size)
 }
 
 fn checked_count(name: &str, v: Option<u64>) -> Result<Option<u64>> {
-    let Some(n) = v else {
-        return Ok(None);
+    let bounds = match range_of(name) {
+        Range::Count { min, max } => Some((min, max)),
+        _ => None,
     };
-    match range_of(name) {
-        Range::Count { min, max } if n < min || n > max => Err(out_of_range(
-            name,
-            format!("between {min} and {max}"),
-            n.to_string(),
-        )),
-        _ => Ok(Some(n)),
-    }
+    within(name, v, bounds, |n| n.to_string())
 }
 
 /// The newer spelling, or the deprecated one converted, not both.
@@ -815,6 +814,17 @@ impl ReplicationSettings {
         }
         Ok(o)
     }
+}
+
+/// Open options from a host's JSON object (C, Python and Node hand
+/// theirs over this way).
+pub fn open_from_json(v: serde_json::Value) -> Result<OpenOptions> {
+    from_json::<OpenSettings>("open options", v)?.to_open_options()
+}
+
+/// Replication options from a host's JSON object.
+pub fn replication_from_json(v: serde_json::Value) -> Result<ReplicationOptions> {
+    from_json::<ReplicationSettings>("replication options", v)?.to_replication_options()
 }
 
 /// A peer from JSON: [`PeerConfig`] is itself the schema (serde, unknown

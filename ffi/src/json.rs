@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tidelog_core::options::{self, OpenSettings, ReplicationSettings};
+use tidelog_core::options;
 use tidelog_core::{
     ChangeEvent, Key, LogEntry, OpenOptions, Record, ReplicationOptions, Stamp, WriteOp,
 };
@@ -23,13 +23,11 @@ fn shape(what: &str, e: serde_json::Error) -> Fail {
 // Node and the serve config.
 
 pub(crate) fn open_options(v: Value) -> FfiResult<OpenOptions> {
-    let settings: OpenSettings = options::from_json("open options", v)?;
-    Ok(settings.to_open_options()?)
+    Ok(options::open_from_json(v)?)
 }
 
 pub(crate) fn replication_options(v: Value) -> FfiResult<ReplicationOptions> {
-    let settings: ReplicationSettings = options::from_json("replication options", v)?;
-    Ok(settings.to_replication_options()?)
+    Ok(options::replication_from_json(v)?)
 }
 
 // ---- keys and ranges ----------------------------------------------------

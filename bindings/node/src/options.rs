@@ -4,7 +4,7 @@
 //! names a bad option (index.js puts the caller's spelling back into the
 //! message). A new option in core so works here without code.
 
-use tidelog::options::{self, OpenSettings, ReplicationSettings};
+use tidelog::options;
 use tidelog::{OpenOptions, PeerConfig, ReplicationOptions};
 
 use crate::convert::{invalid, OrJs};
@@ -14,18 +14,11 @@ fn parse(what: &str, json: &str) -> napi::Result<serde_json::Value> {
 }
 
 pub(crate) fn open_options(json: &str) -> napi::Result<OpenOptions> {
-    options::from_json::<OpenSettings>("open options", parse("open options", json)?)
-        .and_then(OpenSettings::to_open_options)
-        .js()
+    options::open_from_json(parse("open options", json)?).js()
 }
 
 pub(crate) fn replication_options(json: &str) -> napi::Result<ReplicationOptions> {
-    options::from_json::<ReplicationSettings>(
-        "replication options",
-        parse("replication options", json)?,
-    )
-    .and_then(ReplicationSettings::to_replication_options)
-    .js()
+    options::replication_from_json(parse("replication options", json)?).js()
 }
 
 pub(crate) fn peer_config(json: &str) -> napi::Result<PeerConfig> {

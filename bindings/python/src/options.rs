@@ -12,7 +12,7 @@ use pyo3::exceptions::PyDeprecationWarning;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
 use serde_json::{Map, Value};
-use tidelog::options::{self, OpenSettings, ReplicationSettings};
+use tidelog::options;
 use tidelog::{OpenOptions, PeerConfig, ReplicationOptions};
 
 use crate::convert::py_to_value;
@@ -80,10 +80,7 @@ pub(crate) fn open_options(
 ) -> PyResult<OpenOptions> {
     let mut base = Map::new();
     base.insert("node_name".into(), node_name.into());
-    let v = object(py, base, kwargs)?;
-    options::from_json::<OpenSettings>("open options", v)
-        .and_then(OpenSettings::to_open_options)
-        .py()
+    options::open_from_json(object(py, base, kwargs)?).py()
 }
 
 /// `cert`, `key` and `ca` are PEM file paths (any `os.PathLike`).
@@ -105,10 +102,7 @@ pub(crate) fn replication_options(
         }
         base.insert("tls".into(), Value::Object(t));
     }
-    let v = object(py, base, kwargs)?;
-    options::from_json::<ReplicationSettings>("replication options", v)
-        .and_then(ReplicationSettings::to_replication_options)
-        .py()
+    options::replication_from_json(object(py, base, kwargs)?).py()
 }
 
 pub(crate) fn peer_config(
