@@ -475,60 +475,41 @@ pub struct LegacyGrouped {
 
 /// How to open a data directory (see [`OpenOptions`] for each field).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OpenSettings {
-    #[serde(default)]
     pub node_name: Option<String>,
-    #[serde(default)]
     pub engine: Option<String>,
-    #[serde(default)]
     pub durability: Option<DurabilitySetting>,
-    #[serde(default, alias = "flush_interval_ms")]
+    #[serde(alias = "flush_interval_ms")]
     pub flush_interval: Option<DurationOpt>,
-    #[serde(default)]
     pub memory_budget: Option<SizeOpt>,
-    #[serde(default)]
     pub max_record_bytes: Option<SizeOpt>,
-    #[serde(default, alias = "max_clock_skew_ms")]
+    #[serde(alias = "max_clock_skew_ms")]
     pub max_clock_skew: Option<DurationOpt>,
-    #[serde(default, alias = "expiry_interval_ms")]
+    #[serde(alias = "expiry_interval_ms")]
     pub expiry_interval: Option<DurationOpt>,
-    #[serde(default)]
     pub recover_prefix: Option<bool>,
-    #[serde(default)]
     pub retention: Option<RetentionSettings>,
     /// Deprecated (TOML): `memory_budget` in MiB.
-    #[serde(default)]
     memory_budget_mib: Option<u64>,
     /// Deprecated (TOML): `max_clock_skew` in seconds.
-    #[serde(default)]
     max_clock_skew_secs: Option<u64>,
 }
 
 /// How long the log and tombstones stay (see [`Retention`]).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
-    #[serde(default)]
     pub log_max_bytes: Option<SizeOpt>,
-    #[serde(default)]
     pub log_max_age: Option<DurationOpt>,
-    #[serde(default)]
     pub log_min_age: Option<DurationOpt>,
-    #[serde(default)]
     pub tombstone_min_age: Option<DurationOpt>,
-    #[serde(default)]
     pub tombstone_max_age: Option<DurationOpt>,
     // Deprecated (TOML) spellings.
-    #[serde(default)]
     log_max_mib: Option<u64>,
-    #[serde(default)]
     log_max_age_secs: Option<u64>,
-    #[serde(default)]
     log_min_age_secs: Option<u64>,
-    #[serde(default)]
     tombstone_min_age_secs: Option<u64>,
-    #[serde(default)]
     tombstone_max_age_secs: Option<u64>,
 }
 
@@ -677,19 +658,13 @@ impl OpenSettings {
 /// `-----BEGIN` is taken as PEM), or as text under `cert_pem`/`key_pem`/
 /// `ca_pem`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
-    #[serde(default)]
     pub cert: Option<String>,
-    #[serde(default)]
     pub key: Option<String>,
-    #[serde(default)]
     pub ca: Option<String>,
-    #[serde(default)]
     pub cert_pem: Option<String>,
-    #[serde(default)]
     pub key_pem: Option<String>,
-    #[serde(default)]
     pub ca_pem: Option<String>,
 }
 
@@ -709,31 +684,24 @@ fn pem_source(what: &str, file: Option<String>, pem: Option<String>) -> Result<P
 
 /// The replication engine's settings (see [`ReplicationOptions`]).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ReplicationSettings {
-    #[serde(default)]
     pub tls: Option<TlsSettings>,
-    #[serde(default)]
     pub insecure: bool,
-    #[serde(default, alias = "heartbeat_ms", alias = "heartbeat_interval_ms")]
+    #[serde(alias = "heartbeat_ms", alias = "heartbeat_interval_ms")]
     pub heartbeat_interval: Option<DurationOpt>,
-    #[serde(default, alias = "idle_timeout_ms")]
+    #[serde(alias = "idle_timeout_ms")]
     pub idle_timeout: Option<DurationOpt>,
-    #[serde(default, alias = "connect_timeout_ms")]
+    #[serde(alias = "connect_timeout_ms")]
     pub connect_timeout: Option<DurationOpt>,
-    #[serde(default, alias = "backoff_initial_ms")]
+    #[serde(alias = "backoff_initial_ms")]
     pub backoff_initial: Option<DurationOpt>,
-    #[serde(default, alias = "backoff_max_ms")]
+    #[serde(alias = "backoff_max_ms")]
     pub backoff_max: Option<DurationOpt>,
-    #[serde(default)]
     pub max_frame_bytes: Option<SizeOpt>,
-    #[serde(default)]
     pub batch_max_txns: Option<u64>,
-    #[serde(default)]
     pub window_txns: Option<u64>,
-    #[serde(default)]
     pub sync_chunk_rows: Option<u64>,
-    #[serde(default)]
     pub worker_threads: Option<u64>,
 }
 

@@ -51,11 +51,12 @@ fn older_seconds(py: Python<'_>, key: &str, v: &Bound<'_, PyAny>) -> PyResult<Va
 }
 
 /// `base` plus every keyword that is not `None`, as the schema's object.
-fn object(
+fn object<const N: usize>(
     py: Python<'_>,
-    mut base: Map<String, Value>,
+    base: [(&str, Value); N],
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Value> {
+    let mut base: Map<String, Value> = base.into_iter().map(|(k, v)| (k.into(), v)).collect();
     for (k, v) in kwargs.into_iter().flat_map(|d| d.iter()) {
         let key: String = k.extract()?;
         if v.is_none() {
@@ -78,9 +79,7 @@ pub(crate) fn open_options(
     node_name: &str,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<OpenOptions> {
-    let mut base = Map::new();
-    base.insert("node_name".into(), node_name.into());
-    options::open_from_json(object(py, base, kwargs)?).py()
+    options::open_from_json(object(py, [("node_name", node_name.into())], kwargs)?).py()
 }
 
 /// `cert`, `key` and `ca` are PEM file paths (any `os.PathLike`).
@@ -89,20 +88,21 @@ pub(crate) fn replication_options(
     tls: [Option<std::path::PathBuf>; 3],
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<ReplicationOptions> {
-    let mut base = Map::new();
-    if tls.iter().any(Option::is_some) {
-        let mut t = Map::new();
-        for (name, p) in ["cert", "key", "ca"].iter().zip(tls) {
-            if let Some(p) = p {
-                let s = p.to_str().ok_or_else(|| {
-                    invalid(format!("{name} path {} is not valid UTF-8", p.display()))
-                })?;
-                t.insert((*name).into(), s.into());
-            }
+    let mut t = Map::new();
+    for (name, p) in ["cert", "key", "ca"].iter().zip(tls) {
+        if let Some(p) = p {
+            let s = p.to_str().ok_or_else(|| {
+                invalid(format!("{name} path {} is not valid UTF-8", p.display()))
+            })?;
+            t.insert((*name).into(), s.into());
         }
-        base.insert("tls".into(), Value::Object(t));
     }
-    options::replication_from_json(object(py, base, kwargs)?).py()
+    let v = if t.is_empty() {
+        object(py, [], kwargs)?
+    } else {
+        object(py, [("tls", Value::Object(t))], kwargs)?
+    };
+    options::replication_from_json(v).py()
 }
 
 pub(crate) fn peer_config(
@@ -110,7 +110,5 @@ pub(crate) fn peer_config(
     name: &str,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<PeerConfig> {
-    let mut base = Map::new();
-    base.insert("name".into(), name.into());
-    options::peer_from_json(object(py, base, kwargs)?).py()
+    options::peer_from_json(object(py, [("name", name.into())], kwargs)?).py()
 }
