@@ -223,12 +223,21 @@ typedef struct tidelog_txn tidelog_txn;
  * A change callback.
  *
  * @param event_json the event as NUL-terminated JSON text, valid only
- *                   during the call (copy it to keep it): `{"table": "t",
- *                   "seq": 12, "local": true, "origin": <u64>, "origin_hex":
- *                   "...", "stamp": {"time", "node"}, "updated_ms": ms,
+ *                   during the call (copy it to keep it):
+ *                   `{"table": "t", "seq": 12, "origin": <u64>,
+ *                   "stamp": {"time": <u64>, "node": <u64>},
+ *                   "stamp_ms": ms, "local": true,
  *                   "changes": [{"key": k, "record": {...} or null}]}`.
- *                   `local` is false for changes applied from a peer;
- *                   `record` is null for a delete.
+ *                   `seq`: this instance's log sequence number of the
+ *                   transaction; `origin`: node id where it was first
+ *                   committed (= `stamp.node`); `stamp.time`: hybrid logical
+ *                   clock (ms since the epoch << 16 | counter); `stamp_ms`:
+ *                   its milliseconds; `local`: false for changes applied
+ *                   from a peer; `record`: the record after the change with
+ *                   `__createdtime__`/`__updatedtime__`, null for a delete.
+ *                   64-bit values are exact JSON integers: read them as
+ *                   integers, not doubles. The same fields as a Python or
+ *                   Node event (tidelog_core::view::ChangeEventView).
  * @param user_data  the pointer given to tidelog_subscribe().
  */
 typedef void (*tidelog_change_fn)(const char *event_json, void *user_data);
@@ -301,21 +310,30 @@ tidelog_status tidelog_selftest_panic(void);
  * open fails with TIDELOG_LOCKED. The node name and the engine are fixed
  * when the directory is created.
  *
- * Options, as a JSON object (only `node_name` is required; unknown fields
- * are refused):
+ * Options, as a JSON object in the options schema shared by every binding
+ * and the serve config (only `node_name` is required; unknown fields are
+ * refused; a refusal names the option and what it accepts). A duration is
+ * an integer of milliseconds or a string with a unit (`"250ms"`, `"10s"`);
+ * a size is an integer of bytes or a string (`"64MiB"`):
  *
  * - `"node_name"`: this node's name, unique in the cluster and equal to
  *   the DNS name in its TLS certificate, e.g. `"edge-1"`;
  * - `"engine"`: `"fjall"` (default) or `"sled"`;
- * - `"durability"`: `"sync"` (every commit on disk before it returns),
- *   `"grouped"` (default: flushed together every 50 ms) or
- *   `{"grouped_ms": n}`;
- * - `"memory_budget"`: bytes for caches (default 64 MiB, at least 4 MiB);
- * - `"max_record_bytes"` (default 1 MiB), `"max_clock_skew_ms"` (default
- *   60000), `"expiry_interval_ms"` (default 1000);
+ * - `"durability"`: `"sync"` (every commit on disk before it returns) or
+ *   `"grouped"` (default: flushed together every `"flush_interval"`,
+ *   default 50 ms, 1 ms to 1 h);
+ * - `"memory_budget"`: size for caches (default 64 MiB, 4 MiB to 1 TiB);
+ * - `"max_record_bytes"` (default 1 MiB, up to 1 GiB), `"max_clock_skew"`
+ *   (default 60 s, 1 ms to 30 d), `"expiry_interval"` (default 1 s, 1 ms
+ *   to 1 d);
+ * - `"retention"`: `{"log_max_bytes", "log_max_age", "log_min_age",
+ *   "tombstone_min_age", "tombstone_max_age"}` (see the README);
  * - `"recover_prefix"`: `true` opens a directory whose engine journal was
  *   damaged by keeping its longest valid prefix (the count dropped goes to
- *   stderr) instead of failing with TIDELOG_CORRUPT (default `false`).
+ *   the log) instead of failing with TIDELOG_CORRUPT (default `false`).
+ *
+ * Older spellings still accepted for one release: `"max_clock_skew_ms"`,
+ * `"expiry_interval_ms"`, `{"grouped_ms": n}` as `"durability"`.
  *
  * @param dir          path of the data directory (UTF-8).
  * @param options_json the options above, e.g. `{"node_name": "edge-1"}`.
@@ -607,11 +625,21 @@ tidelog_status tidelog_log_bounds(tidelog_db *db, uint64_t *out_first, uint64_t 
 /**
  * Reads the transaction log from a sequence number on, oldest first.
  *
- * Each entry: `{"seq", "local": bool, "local_time", "committed_ms",
- * "origin", "origin_hex", "stamp": {"time", "node"}, "writes": [{"table",
- * "key", "op": "put", "record": {...}} or {"table", "key", "op":
- * "delete"}]}`. Local transactions and ones applied from peers (with
- * their origin and original stamp) both appear.
+ * Each entry: `{"seq": n, "origin": <u64>, "stamp": {"time": <u64>,
+ * "node": <u64>}, "stamp_ms": ms, "local": bool, "logged_ms": ms,
+ * "writes": [{"table": "t", "key": k, "op": "put", "record": {...}} or
+ * {"table": "t", "key": k, "op": "delete", "record": null}]}`.
+ * `seq`: this instance's log sequence number; `origin`: node id of the
+ * instance where the transaction was first committed (= `stamp.node`);
+ * `stamp`: its version stamp, the same on every replica (`time`: hybrid
+ * logical clock, ms since the epoch << 16 | counter); `stamp_ms`: the
+ * stamp's milliseconds (the records' `__updatedtime__`); `local`: whether
+ * this instance wrote it (false: applied from a peer); `logged_ms`: when
+ * this instance wrote it to its log (what tidelog_read_log_since()
+ * compares); `record`: the record after the write, with
+ * `__createdtime__`/`__updatedtime__`. 64-bit values are exact JSON
+ * integers: read them as integers, not doubles. Python and Node hand out
+ * the same fields (tidelog_core::view::LogEntryView).
  *
  * @param db       a database handle.
  * @param from_seq first sequence number wanted.
@@ -708,6 +736,25 @@ tidelog_status tidelog_txn_delete(tidelog_txn *txn, const char *table, const cha
  *         table was dropped), TIDELOG_CLOSED, ...
  */
 tidelog_status tidelog_txn_commit(tidelog_txn *txn, uint64_t *out_seq);
+
+/**
+ * Commits every staged write, as tidelog_txn_commit(), and hands out what
+ * the commit was given as JSON: `{"seq": n, "origin": <u64>, "stamp":
+ * {"time": <u64>, "node": <u64>}, "stamp_ms": ms}`. `seq`: the log
+ * sequence number (0 for an empty transaction), for tidelog_wait_for_ack();
+ * `origin`: this instance's node id (= `stamp.node`); `stamp`: the version
+ * stamp every write of the transaction carries, the same in the log and on
+ * every replica; `stamp_ms`: its milliseconds (the records'
+ * `__updatedtime__`). 64-bit values are exact JSON integers. The same
+ * fields as Python's `CommitInfo` and Node's commit objects
+ * (tidelog_core::view::CommitInfoView).
+ *
+ * @param txn      a transaction handle.
+ * @param out_json receives the commit info. Free it with
+ *                 tidelog_string_free().
+ * @return as tidelog_txn_commit(); on failure `*out_json` is NULL.
+ */
+tidelog_status tidelog_txn_commit_json(tidelog_txn *txn, tidelog_string **out_json);
 
 /**
  * Releases a transaction handle, discarding its staged writes if it was
@@ -838,11 +885,16 @@ tidelog_status tidelog_set_log_callback(tidelog_log_fn callback,
  *                     "node.key", "ca": "ca.pem"}}` (PEM files; or PEM text
  *                     as `"cert_pem"`, `"key_pem"`, `"ca_pem"`) for mutual
  *                     TLS, or `{"insecure": true}` for plaintext on a
- *                     trusted loopback only. Optional tuning: `"heartbeat_ms",
- *                     "idle_timeout_ms", "connect_timeout_ms",
- *                     "backoff_initial_ms", "backoff_max_ms",
+ *                     trusted loopback only. Optional tuning, in the
+ *                     options schema's units (durations: integer ms or
+ *                     `"250ms"`; sizes: integer bytes or `"16MiB"`):
+ *                     `"heartbeat_interval", "idle_timeout",
+ *                     "connect_timeout", "backoff_initial", "backoff_max",
  *                     "max_frame_bytes", "batch_max_txns", "window_txns",
- *                     "sync_chunk_rows", "worker_threads"`.
+ *                     "sync_chunk_rows", "worker_threads"` (the older
+ *                     `"heartbeat_ms"` and `"*_ms"` names still decode).
+ *                     Unknown or out-of-range options fail with
+ *                     TIDELOG_INVALID_INPUT naming the option and its range.
  * @return TIDELOG_OK, TIDELOG_TLS (unreadable or mismatched certificate,
  *         key or CA), TIDELOG_INVALID_INPUT, TIDELOG_UNSUPPORTED (already
  *         started), TIDELOG_CLOSED, ...

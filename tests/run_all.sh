@@ -7,11 +7,36 @@
 #   bash tests/run_all.sh            every step, in the order below
 #   bash tests/run_all.sh python c   only the named steps, in the order given
 #
-# Steps: fmt clippy rust python c scenario readme node
+# Steps: fmt clippy rust python c scenario readme crosslang node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_STEPS=(fmt clippy rust python c scenario readme node)
+ALL_STEPS=(fmt clippy rust python c scenario readme crosslang node)
+
+# A venv in .venv (gitignored) with the pinned build tool and the test tools;
+# maturin builds the pyo3 extension (debug) and installs it editable.
+build_python() {
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    .venv/bin/pip install --quiet --disable-pip-version-check maturin==1.16.0 pytest==9.2.0 mypy==2.4.1
+    # --features bench: the benchmark's Rust loops are tested too (a release
+    # build leaves them out; test_local.py checks both ways).
+    .venv/bin/maturin develop --quiet --features bench -m bindings/python/Cargo.toml
+}
+
+# The Node addon, debug, in bindings/node/tidelog.node.
+build_node() {
+    (
+      cd bindings/node
+      # --ignore-scripts: skips better-sqlite3's native build (a devDependency
+      # used only by bench/bench.js) and our own install script, which would
+      # make a release build; the tests use a debug build that shares
+      # target/debug with the cargo steps above.
+      npm ci --ignore-scripts --no-audit --no-fund
+      TIDELOG_NODE_PROFILE=debug node scripts/build.js
+    )
+}
 
 step_fmt() {
     echo "== cargo fmt --check"
@@ -21,6 +46,8 @@ step_fmt() {
 step_clippy() {
     echo "== cargo clippy (all targets, warnings are errors)"
     cargo clippy --workspace --all-targets -- -D warnings
+    # The bindings' benchmark hooks are behind the `bench` feature.
+    cargo clippy -p tidelog-python -p tidelog-node --features bench --all-targets -- -D warnings
 }
 
 step_rust() {
@@ -36,13 +63,7 @@ step_rust() {
 
 step_python() {
     echo "== Python binding (bindings/python): build, pytest, mypy --strict, stubtest"
-    # A venv in .venv (gitignored) with the pinned build tool and the test tools;
-    # maturin builds the pyo3 extension (debug) and installs it editable.
-    if [ ! -x .venv/bin/python ]; then
-        python3 -m venv .venv
-    fi
-    .venv/bin/pip install --quiet --disable-pip-version-check maturin==1.16.0 pytest==9.2.0 mypy==2.4.1
-    .venv/bin/maturin develop --quiet -m bindings/python/Cargo.toml
+    build_python
     .venv/bin/python -m pytest -q bindings/python/tests
     (cd bindings/python && ../../.venv/bin/mypy --strict examples/typed_example.py)
     # The stubs must describe what the module really has.
@@ -74,16 +95,19 @@ step_readme() {
     python3 tests/readme/run_readme.py
 }
 
+step_crosslang() {
+    echo "== one view: the same log entries, change events and commit info through C, Python and Node (tests/cross_language)"
+    build_python
+    cargo build -p tidelog-ffi --quiet
+    build_node
+    .venv/bin/python tests/cross_language/same_views.py
+}
+
 step_node() {
     echo "== Node.js binding (bindings/node): npm ci, build, tsc --noEmit, node --test"
+    build_node
     (
       cd bindings/node
-      # --ignore-scripts: skips better-sqlite3's native build (a devDependency
-      # used only by bench/bench.js) and our own install script, which would
-      # make a release build; the tests use a debug build that shares
-      # target/debug with the cargo steps above.
-      npm ci --ignore-scripts --no-audit --no-fund
-      TIDELOG_NODE_PROFILE=debug node scripts/build.js
       npx tsc -p tsconfig.json
       # Last in a full run: node's test runner prints the closing summary.
       node --test test/*.test.js

@@ -49,29 +49,65 @@ export type TransactionResult<T> = CommitInfo & {
   result: T;
 };
 
+/**
+ * A duration option, the same in every binding: an integer of milliseconds
+ * or a string with a unit ("250ms", "10s", "5m", "1h", "7d").
+ */
+export type Duration = number | string;
+
+/** A size option: an integer of bytes or a string ("512KiB", "64MiB", "1GiB"). */
+export type Size = number | string;
+
+/**
+ * Options of open(): core's options schema, shared with C, Python and the
+ * serve config (camelCase here). An unknown or out-of-range option throws
+ * InvalidInputError naming it and what it accepts.
+ */
 export interface OpenOptions {
   /** This node's name: unique in the cluster, equal to the DNS name in its TLS certificate. */
   nodeName: string;
   /** Storage engine, fixed when the directory is created. Default "fjall". */
   engine?: 'fjall' | 'sled';
-  /** "grouped" (default): flushed together every flushIntervalMs; "sync": every commit waits for the disk. */
+  /** "grouped" (default): flushed together every flushInterval; "sync": every commit waits for the disk. */
   durability?: 'grouped' | 'sync';
-  /** Default 50. */
-  flushIntervalMs?: number;
-  /** Bytes for caches and write buffers; default 64 MiB, at least 4 MiB. */
-  memoryBudget?: number;
-  /** Largest record (JSON bytes); default 1 MiB. */
-  maxRecordBytes?: number;
-  /** Remote stamps further ahead of the local clock are refused; default 60000. */
-  maxClockSkewMs?: number;
-  /** How often expired records are looked for; default 1000. */
-  expiryIntervalMs?: number;
+  /** Default "50ms"; 1 ms to 1 h. */
+  flushInterval?: Duration;
+  /** Caches and write buffers; default "64MiB", 4 MiB to 1 TiB. */
+  memoryBudget?: Size;
+  /** Largest record (JSON bytes); default "1MiB", up to 1 GiB. */
+  maxRecordBytes?: Size;
+  /** Remote stamps further ahead of the local clock are refused; default "60s", 1 ms to 30 d. */
+  maxClockSkew?: Duration;
+  /** How often expired records are looked for; default "1s", 1 ms to 1 d. */
+  expiryInterval?: Duration;
+  /** How long the transaction log and tombstones stay. */
+  retention?: RetentionOptions;
   /**
    * Open a directory whose engine journal was damaged by keeping its longest
-   * valid prefix (the count dropped goes to stderr) instead of throwing
+   * valid prefix (the count dropped goes to the log) instead of throwing
    * CorruptError. Default false.
    */
   recoverPrefix?: boolean;
+  /** @deprecated the older name of flushInterval (milliseconds). */
+  flushIntervalMs?: number;
+  /** @deprecated the older name of maxClockSkew (milliseconds). */
+  maxClockSkewMs?: number;
+  /** @deprecated the older name of expiryInterval (milliseconds). */
+  expiryIntervalMs?: number;
+}
+
+/** How long the transaction log and tombstones stay (see the README). */
+export interface RetentionOptions {
+  /** The log is trimmed, oldest first, to stay under this; default "256MiB". */
+  logMaxBytes?: Size;
+  /** Entries older than this go even if a peer still needs them; default "7d". */
+  logMaxAge?: Duration;
+  /** Acknowledged entries stay at least this long; default 0. */
+  logMinAge?: Duration;
+  /** Acknowledged tombstones are purged once this old; default "1h". */
+  tombstoneMinAge?: Duration;
+  /** All tombstones are purged at this age; default "30d". */
+  tombstoneMaxAge?: Duration;
 }
 
 export interface TableOptions {
@@ -172,21 +208,39 @@ export interface TlsFiles {
   ca: string;
 }
 
+/** Options of startReplication(): the options schema's replication settings. */
 export interface ReplicationOptions {
   /** Mutual TLS 1.3 (the default and only secure mode). */
   tls?: TlsFiles;
   /** Plaintext and unauthenticated: tests on a trusted loopback only. */
   insecure?: boolean;
-  heartbeatIntervalMs?: number;
-  idleTimeoutMs?: number;
-  connectTimeoutMs?: number;
-  backoffInitialMs?: number;
-  backoffMaxMs?: number;
-  maxFrameBytes?: number;
+  /** Default "1s". */
+  heartbeatInterval?: Duration;
+  /** A link that receives nothing this long is dropped; default "5s", longer than heartbeatInterval. */
+  idleTimeout?: Duration;
+  /** Default "10s". */
+  connectTimeout?: Duration;
+  /** First redial delay, doubling up to backoffMax; default "200ms". */
+  backoffInitial?: Duration;
+  /** Default "10s". */
+  backoffMax?: Duration;
+  /** Default "16MiB"; 64 KiB to 4 GiB. */
+  maxFrameBytes?: Size;
   batchMaxTxns?: number;
   windowTxns?: number;
   syncChunkRows?: number;
+  /** 1 to 256; default 2. */
   workerThreads?: number;
+  /** @deprecated the older name of heartbeatInterval (milliseconds). */
+  heartbeatIntervalMs?: number;
+  /** @deprecated the older name of idleTimeout (milliseconds). */
+  idleTimeoutMs?: number;
+  /** @deprecated the older name of connectTimeout (milliseconds). */
+  connectTimeoutMs?: number;
+  /** @deprecated the older name of backoffInitial (milliseconds). */
+  backoffInitialMs?: number;
+  /** @deprecated the older name of backoffMax (milliseconds). */
+  backoffMaxMs?: number;
 }
 
 export interface TableFlow {
@@ -207,6 +261,11 @@ export interface PeerConfig {
   /** "host:port" to dial; without one, this instance waits for the peer to dial in. */
   address?: string;
   tables?: TableFlow[];
+  /**
+   * Whether the peer may forward other nodes' writes to this instance
+   * (default: true with an address, false without; see the README's origin rules).
+   */
+  relays?: boolean;
 }
 
 /**

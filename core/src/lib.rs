@@ -16,6 +16,7 @@
 pub mod error;
 mod local;
 pub mod net;
+pub mod options;
 mod repl;
 pub mod view;
 

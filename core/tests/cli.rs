@@ -225,7 +225,7 @@ fn help_and_bad_configs_fail_clearly() {
                 [tls]\ncert = \"pki/cloud.pem\"\nkey = \"pki/cloud.key\"\nca = \"pki/ca.pem\"\n";
     let cases = [
         // (config text, exit code, what stderr must say)
-        ("", 2, "missing field `node_name`"),
+        ("", 2, "invalid node_name: is required"),
         (&*format!("{good}colour = 1\n"), 2, "unknown field `colour`"),
         (
             &*good.replace("pki/cloud.key", "pki/nope.key"),

@@ -153,20 +153,7 @@ fn full_disk(engine: EngineKind, durability: Durability) {
         }
         // A replication apply is refused the same way.
         key += 1;
-        let remote = RemoteTxn {
-            stamp: Stamp {
-                time: hlc::wall_millis() << 16,
-                node: 99,
-            },
-            writes: vec![LogWrite {
-                table: "t".into(),
-                key: Key::Int(key as i64),
-                op: WriteOp::Put {
-                    json: json!({"id": key, "n": key}).to_string(),
-                    created: 0,
-                },
-            }],
-        };
+        let remote = remote_put(key);
         let e = db
             .apply_remote(std::slice::from_ref(&remote), Some(("peer", b"c1")))
             .expect_err("a remote apply on a full disk");
@@ -224,20 +211,7 @@ fn full_disk(engine: EngineKind, durability: Durability) {
             .expect("read after space was freed")
             .is_some());
         key += 1;
-        let applied = RemoteTxn {
-            stamp: Stamp {
-                time: hlc::wall_millis() << 16,
-                node: 99,
-            },
-            writes: vec![LogWrite {
-                table: "t".into(),
-                key: Key::Int(key as i64),
-                op: WriteOp::Put {
-                    json: json!({"id": key, "n": key}).to_string(),
-                    created: 0,
-                },
-            }],
-        };
+        let applied = remote_put(key);
         db.apply_remote(&[applied], Some(("peer", b"c2")))
             .expect("a remote apply after space was freed");
         acked.push(key);
@@ -295,6 +269,24 @@ fn count_present(db: &Database, refused: &[Refused]) -> u64 {
             Refused::Not(_) => false,
         })
         .count() as u64
+}
+
+/// A replicated put of row `key` into `t` from node 99, stamped now.
+fn remote_put(key: u64) -> RemoteTxn {
+    RemoteTxn {
+        stamp: Stamp {
+            time: hlc::wall_millis() << 16,
+            node: 99,
+        },
+        writes: vec![LogWrite {
+            table: "t".into(),
+            key: Key::Int(key as i64),
+            op: WriteOp::Put {
+                json: json!({"id": key, "n": key}).to_string(),
+                created: 0,
+            },
+        }],
+    }
 }
 
 #[test]

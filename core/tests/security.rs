@@ -212,10 +212,19 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 fn now_stamp() -> Stamp {
+    stamp_ahead(0)
+}
+
+/// A stamp of edge-2's raw node id, `ms` ahead of this machine's clock.
+fn stamp_ahead(ms: u64) -> Stamp {
     Stamp {
-        time: tidelog::hlc::wall_millis() << 16,
+        time: (tidelog::hlc::wall_millis() + ms) << 16,
         node: RAW_NODE_ID,
     }
+}
+
+fn wire_txn(seq: u64, stamp: Stamp, writes: Vec<LogWrite>) -> WireTxn {
+    WireTxn { seq, stamp, writes }
 }
 
 fn put(table: &str, key: &str, json: &str) -> LogWrite {
@@ -367,29 +376,22 @@ fn hostile_writes_from_an_authenticated_edge_are_refused_and_reported() {
     let f = fixture();
     let thresholds_before = table_state(&f.cloud, "thresholds");
     let tables_before = f.cloud.list_tables().unwrap();
-    let hour_ahead = Stamp {
-        time: (tidelog::hlc::wall_millis() + 3_600_000) << 16,
-        node: RAW_NODE_ID,
-    };
+    let hour_ahead = stamp_ahead(3_600_000);
     let txns = vec![
         // Overwrite the cloud's own thresholds: not subscribed from edge-2.
-        WireTxn {
-            seq: 1,
-            stamp: now_stamp(),
-            writes: vec![put("thresholds", "s1", r#"{"id":"s1","max":0}"#)],
-        },
+        wire_txn(
+            1,
+            now_stamp(),
+            vec![put("thresholds", "s1", r#"{"id":"s1","max":0}"#)],
+        ),
         // A table the cloud does not even have.
-        WireTxn {
-            seq: 2,
-            stamp: now_stamp(),
-            writes: vec![put("secrets", "k", r#"{"id":"k"}"#)],
-        },
+        wire_txn(2, now_stamp(), vec![put("secrets", "k", r#"{"id":"k"}"#)]),
         // Stamped an hour in the future, on a subscribed table.
-        WireTxn {
-            seq: 3,
-            stamp: hour_ahead,
-            writes: vec![put("alerts", "future", r#"{"id":"future"}"#)],
-        },
+        wire_txn(
+            3,
+            hour_ahead,
+            vec![put("alerts", "future", r#"{"id":"future"}"#)],
+        ),
         // Mixed: the subscribed part applies, the rest is cut out.
         WireTxn {
             seq: 4,
@@ -436,20 +438,16 @@ fn malformed_records_from_a_peer_change_nothing() {
     let mut txns: Vec<WireTxn> = bad
         .iter()
         .enumerate()
-        .map(|(i, (k, j))| WireTxn {
-            seq: i as u64 + 1,
-            stamp: now_stamp(),
-            writes: vec![put("alerts", k, j)],
-        })
+        .map(|(i, (k, j))| wire_txn(i as u64 + 1, now_stamp(), vec![put("alerts", k, j)]))
         .collect();
     // A good one last: each bad transaction is refused on its own, and the
     // link carries on (a bad record must not wedge the stream, or the
     // sender would resend it forever after every reconnect).
-    txns.push(WireTxn {
-        seq: 5,
-        stamp: now_stamp(),
-        writes: vec![put("alerts", "fine", r#"{"id":"fine"}"#)],
-    });
+    txns.push(wire_txn(
+        5,
+        now_stamp(),
+        vec![put("alerts", "fine", r#"{"id":"fine"}"#)],
+    ));
     f.rt.block_on(send_as_edge2(&f, txns));
     for (k, _) in bad {
         let got = f.cloud.get("alerts", k);
@@ -701,11 +699,8 @@ fn stamp_of(node: u64) -> Stamp {
 }
 
 fn txn(seq: u64, stamp: Stamp, key: &str) -> WireTxn {
-    WireTxn {
-        seq,
-        stamp,
-        writes: vec![put("alerts", key, &format!(r#"{{"id":"{key}"}}"#))],
-    }
+    let json = format!(r#"{{"id":"{key}"}}"#);
+    wire_txn(seq, stamp, vec![put("alerts", key, &json)])
 }
 
 #[test]
@@ -1170,31 +1165,24 @@ tables = [{ table = "alerts", subscribe = true }]
 #[test]
 fn every_refused_write_is_named_to_the_sender_before_the_ack_that_covers_it() {
     let f = fixture();
-    let ahead = Stamp {
-        time: (tidelog::hlc::wall_millis() + 600_000) << 16,
-        node: RAW_NODE_ID,
-    };
+    let ahead = stamp_ahead(600_000);
     let txns = vec![
-        WireTxn {
-            seq: 1,
-            stamp: now_stamp(),
-            writes: vec![put("thresholds", "s1", r#"{"id":"s1","max":0}"#)],
-        },
-        WireTxn {
-            seq: 2,
-            stamp: now_stamp(),
-            writes: vec![put("alerts", "fine", r#"{"id":"fine"}"#)],
-        },
-        WireTxn {
-            seq: 3,
-            stamp: ahead,
-            writes: vec![put("alerts", "ahead", r#"{"id":"ahead"}"#)],
-        },
-        WireTxn {
-            seq: 4,
-            stamp: now_stamp(),
-            writes: vec![put("alerts", "bad-key", r#"{"id":"other"}"#)],
-        },
+        wire_txn(
+            1,
+            now_stamp(),
+            vec![put("thresholds", "s1", r#"{"id":"s1","max":0}"#)],
+        ),
+        wire_txn(
+            2,
+            now_stamp(),
+            vec![put("alerts", "fine", r#"{"id":"fine"}"#)],
+        ),
+        wire_txn(3, ahead, vec![put("alerts", "ahead", r#"{"id":"ahead"}"#)]),
+        wire_txn(
+            4,
+            now_stamp(),
+            vec![put("alerts", "bad-key", r#"{"id":"other"}"#)],
+        ),
     ];
     let before_ack = f.rt.block_on(send_as_edge2(&f, txns));
     let refused: Vec<(u64, String, RefusalKind)> = before_ack

@@ -92,10 +92,10 @@ def main() -> int:
         cert=PKI / f"{NODE}.pem",
         key=PKI / f"{NODE}.key",
         ca=PKI / "ca.pem",
-        heartbeat_interval=0.5,
-        idle_timeout=3.0,
-        backoff_initial=0.1,
-        backoff_max=1.0,  # redial quickly once the cloud is back
+        heartbeat_interval="500ms",
+        idle_timeout="3s",
+        backoff_initial="100ms",
+        backoff_max="1s",  # redial quickly once the cloud is back
     )
     # The edge dials out; nothing dials in (no listen()).
     db.add_peer(

@@ -22,21 +22,30 @@ use crate::tidelog_status;
 /// open fails with TIDELOG_LOCKED. The node name and the engine are fixed
 /// when the directory is created.
 ///
-/// Options, as a JSON object (only `node_name` is required; unknown fields
-/// are refused):
+/// Options, as a JSON object in the options schema shared by every binding
+/// and the serve config (only `node_name` is required; unknown fields are
+/// refused; a refusal names the option and what it accepts). A duration is
+/// an integer of milliseconds or a string with a unit (`"250ms"`, `"10s"`);
+/// a size is an integer of bytes or a string (`"64MiB"`):
 ///
 /// - `"node_name"`: this node's name, unique in the cluster and equal to
 ///   the DNS name in its TLS certificate, e.g. `"edge-1"`;
 /// - `"engine"`: `"fjall"` (default) or `"sled"`;
-/// - `"durability"`: `"sync"` (every commit on disk before it returns),
-///   `"grouped"` (default: flushed together every 50 ms) or
-///   `{"grouped_ms": n}`;
-/// - `"memory_budget"`: bytes for caches (default 64 MiB, at least 4 MiB);
-/// - `"max_record_bytes"` (default 1 MiB), `"max_clock_skew_ms"` (default
-///   60000), `"expiry_interval_ms"` (default 1000);
+/// - `"durability"`: `"sync"` (every commit on disk before it returns) or
+///   `"grouped"` (default: flushed together every `"flush_interval"`,
+///   default 50 ms, 1 ms to 1 h);
+/// - `"memory_budget"`: size for caches (default 64 MiB, 4 MiB to 1 TiB);
+/// - `"max_record_bytes"` (default 1 MiB, up to 1 GiB), `"max_clock_skew"`
+///   (default 60 s, 1 ms to 30 d), `"expiry_interval"` (default 1 s, 1 ms
+///   to 1 d);
+/// - `"retention"`: `{"log_max_bytes", "log_max_age", "log_min_age",
+///   "tombstone_min_age", "tombstone_max_age"}` (see the README);
 /// - `"recover_prefix"`: `true` opens a directory whose engine journal was
 ///   damaged by keeping its longest valid prefix (the count dropped goes to
-///   stderr) instead of failing with TIDELOG_CORRUPT (default `false`).
+///   the log) instead of failing with TIDELOG_CORRUPT (default `false`).
+///
+/// Older spellings still accepted for one release: `"max_clock_skew_ms"`,
+/// `"expiry_interval_ms"`, `{"grouped_ms": n}` as `"durability"`.
 ///
 /// @param dir          path of the data directory (UTF-8).
 /// @param options_json the options above, e.g. `{"node_name": "edge-1"}`.

@@ -4,6 +4,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tidelog_core::view::CommitInfoView;
 use tidelog_core::Transaction;
 
 use crate::guard::{
@@ -11,6 +12,7 @@ use crate::guard::{
 };
 use crate::handles::{self, as_ptr, tidelog_db, tidelog_txn, Object};
 use crate::json;
+use crate::strings::{new_string, tidelog_string};
 use crate::tidelog_status::{self, TIDELOG_INVALID_HANDLE};
 
 /// Starts a transaction: writes staged on it to one or more tables commit
@@ -190,15 +192,50 @@ pub unsafe extern "C" fn tidelog_txn_commit(
     guard(|| {
         // SAFETY: out pointer follows the header contract.
         let out = unsafe { OptOut::new(out_seq, 0) };
-        let slot = handles::txn(txn)?;
-        let t = slot.lock().take().ok_or_else(|| {
-            Fail::new(
-                TIDELOG_INVALID_HANDLE,
-                "the transaction was already committed: begin a new one",
-            )
-        })?;
-        out.set(t.commit()?.seq);
+        out.set(take_open(txn)?.commit()?.seq);
         Ok(())
+    })
+}
+
+/// Commits every staged write, as tidelog_txn_commit(), and hands out what
+/// the commit was given as JSON: `{"seq": n, "origin": <u64>, "stamp":
+/// {"time": <u64>, "node": <u64>}, "stamp_ms": ms}`. `seq`: the log
+/// sequence number (0 for an empty transaction), for tidelog_wait_for_ack();
+/// `origin`: this instance's node id (= `stamp.node`); `stamp`: the version
+/// stamp every write of the transaction carries, the same in the log and on
+/// every replica; `stamp_ms`: its milliseconds (the records'
+/// `__updatedtime__`). 64-bit values are exact JSON integers. The same
+/// fields as Python's `CommitInfo` and Node's commit objects
+/// (tidelog_core::view::CommitInfoView).
+///
+/// @param txn      a transaction handle.
+/// @param out_json receives the commit info. Free it with
+///                 tidelog_string_free().
+/// @return as tidelog_txn_commit(); on failure `*out_json` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_txn_commit_json(
+    txn: *mut tidelog_txn,
+    out_json: *mut *mut tidelog_string,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: out pointer follows the header contract.
+        let out = unsafe { Out::new(out_json, "out_json", std::ptr::null_mut()) }?;
+        let info = take_open(txn)?.commit()?;
+        out.set(new_string(json::to_text(&CommitInfoView::of(info))?)?);
+        Ok(())
+    })
+}
+
+/// The transaction's core handle, taken out of its slot: whatever the
+/// commit's outcome, the C handle is finished.
+fn take_open(txn: *mut tidelog_txn) -> FfiResult<Transaction> {
+    let slot = handles::txn(txn)?;
+    let t = slot.lock().take();
+    t.ok_or_else(|| {
+        Fail::new(
+            TIDELOG_INVALID_HANDLE,
+            "the transaction was already committed: begin a new one",
+        )
     })
 }
 

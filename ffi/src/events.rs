@@ -76,8 +76,9 @@ impl CallbackTarget {
             return;
         }
         // Event JSON never contains NUL (serde_json escapes it) and stored
-        // records always serialise; an event that did not is skipped.
-        let Some(text) = json::event(event).ok().and_then(|t| CString::new(t).ok()) else {
+        // records always serialise; an event that did not is reported, not
+        // handed to C half-made.
+        let Some(text) = event_text(event).and_then(|t| CString::new(t).ok()) else {
             return;
         };
         let outer = IN_CALLBACK.with(|c| c.replace(self.token));
@@ -195,7 +196,7 @@ pub unsafe extern "C" fn tidelog_subscribe_queue(
         let table = unsafe { str_arg(table, "table") }?;
         let (tx, rx) = mpsc::channel::<String>();
         let id = db.on_change(table, move |e| {
-            if let Ok(text) = json::event(e) {
+            if let Some(text) = event_text(e) {
                 let _ = tx.send(text);
             }
         })?;
@@ -291,4 +292,21 @@ pub extern "C" fn tidelog_subscription_free(sub: *mut tidelog_subscription) {
             }
         }
     })
+}
+
+/// The event's JSON, or `None` after logging why it could not be made.
+fn event_text(event: &tidelog_core::ChangeEvent) -> Option<String> {
+    match json::event(event) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            log::error!(
+                target: "tidelog::listener",
+                "change event for table {} (seq {}) not delivered: {}",
+                event.table,
+                event.seq,
+                e.message
+            );
+            None
+        }
+    }
 }

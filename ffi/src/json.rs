@@ -1,15 +1,12 @@
 //! JSON in (options, keys, ranges) and JSON out (records, events, log).
 
 use std::ops::Bound;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use tidelog_core::options;
 use tidelog_core::view::{self, ChangeEventView, LogEntryView, RecordView};
-use tidelog_core::{
-    ChangeEvent, Durability, EngineKind, Key, LogEntry, OpenOptions, PemSource, Record,
-    ReplicationOptions, Security, TlsIdentity,
-};
+use tidelog_core::{ChangeEvent, Key, LogEntry, OpenOptions, Record, ReplicationOptions};
 
 use crate::guard::{Fail, FfiResult};
 
@@ -17,192 +14,18 @@ fn shape(what: &str, e: serde_json::Error) -> Fail {
     Fail::invalid(format!("{what}: {e}"))
 }
 
-// ---- open options -----------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenJson {
-    node_name: String,
-    #[serde(default)]
-    engine: Option<String>,
-    #[serde(default)]
-    durability: Option<Value>,
-    #[serde(default)]
-    memory_budget: Option<u64>,
-    #[serde(default)]
-    max_record_bytes: Option<u64>,
-    #[serde(default)]
-    max_clock_skew_ms: Option<u64>,
-    #[serde(default)]
-    expiry_interval_ms: Option<u64>,
-    #[serde(default)]
-    recover_prefix: bool,
-}
+// ---- options ------------------------------------------------------------
+//
+// Decoded by core's one options schema (`tidelog::options`): the units,
+// ranges, older spellings and error messages are the same as in Python,
+// Node and the serve config.
 
 pub(crate) fn open_options(v: Value) -> FfiResult<OpenOptions> {
-    let j: OpenJson = serde_json::from_value(v).map_err(|e| shape("open options", e))?;
-    let mut o = OpenOptions::new(j.node_name);
-    if let Some(e) = j.engine {
-        o = o.engine(e.parse::<EngineKind>()?);
-    }
-    if let Some(d) = j.durability {
-        o = o.durability(durability(&d)?);
-    }
-    if let Some(b) = j.memory_budget {
-        o = o.memory_budget(b);
-    }
-    if let Some(b) = j.max_record_bytes {
-        let b = usize::try_from(b)
-            .map_err(|_| Fail::invalid("open options: max_record_bytes is too large"))?;
-        o = o.max_record_bytes(b);
-    }
-    if let Some(ms) = j.max_clock_skew_ms {
-        o = o.max_clock_skew(Duration::from_millis(ms));
-    }
-    if let Some(ms) = j.expiry_interval_ms {
-        if ms == 0 {
-            return Err(Fail::invalid(
-                "open options: expiry_interval_ms must be at least 1",
-            ));
-        }
-        o = o.expiry_interval(Duration::from_millis(ms));
-    }
-    Ok(o.recover_prefix(j.recover_prefix))
-}
-
-fn durability(v: &Value) -> FfiResult<Durability> {
-    let bad = || {
-        Fail::invalid(format!(
-            "open options: durability must be \"sync\", \"grouped\" or {{\"grouped_ms\": <n>}}, got {v}"
-        ))
-    };
-    match v {
-        Value::String(s) if s == "sync" => Ok(Durability::Sync),
-        Value::String(s) if s == "grouped" => Ok(Durability::default()),
-        Value::Object(m) if m.len() == 1 => {
-            let ms = m
-                .get("grouped_ms")
-                .and_then(Value::as_u64)
-                .ok_or_else(bad)?;
-            if ms == 0 {
-                return Err(Fail::invalid(
-                    "open options: grouped_ms must be at least 1 (use \"sync\" for every commit)",
-                ));
-            }
-            Ok(Durability::Grouped {
-                interval: Duration::from_millis(ms),
-            })
-        }
-        _ => Err(bad()),
-    }
-}
-
-// ---- replication options ------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsJson {
-    #[serde(default)]
-    cert: Option<String>,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    ca: Option<String>,
-    #[serde(default)]
-    cert_pem: Option<String>,
-    #[serde(default)]
-    key_pem: Option<String>,
-    #[serde(default)]
-    ca_pem: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplJson {
-    #[serde(default)]
-    tls: Option<TlsJson>,
-    #[serde(default)]
-    insecure: bool,
-    #[serde(default)]
-    heartbeat_ms: Option<u64>,
-    #[serde(default)]
-    idle_timeout_ms: Option<u64>,
-    #[serde(default)]
-    connect_timeout_ms: Option<u64>,
-    #[serde(default)]
-    backoff_initial_ms: Option<u64>,
-    #[serde(default)]
-    backoff_max_ms: Option<u64>,
-    #[serde(default)]
-    max_frame_bytes: Option<usize>,
-    #[serde(default)]
-    batch_max_txns: Option<usize>,
-    #[serde(default)]
-    window_txns: Option<u64>,
-    #[serde(default)]
-    sync_chunk_rows: Option<usize>,
-    #[serde(default)]
-    worker_threads: Option<usize>,
-}
-
-fn pem_source(file: Option<String>, pem: Option<String>, what: &str) -> FfiResult<PemSource> {
-    match (file, pem) {
-        (Some(f), None) => Ok(PemSource::File(f.into())),
-        (None, Some(p)) => Ok(PemSource::Pem(p.into_bytes())),
-        _ => Err(Fail::invalid(format!(
-            "replication options: tls needs exactly one of `{what}` (a PEM file path) and `{what}_pem` (PEM text)"
-        ))),
-    }
+    Ok(options::open_from_json(v)?)
 }
 
 pub(crate) fn replication_options(v: Value) -> FfiResult<ReplicationOptions> {
-    let j: ReplJson = serde_json::from_value(v).map_err(|e| shape("replication options", e))?;
-    let security = match (j.tls, j.insecure) {
-        (Some(t), false) => Security::MutualTls(TlsIdentity {
-            cert_chain: pem_source(t.cert, t.cert_pem, "cert")?,
-            key: pem_source(t.key, t.key_pem, "key")?,
-            ca: pem_source(t.ca, t.ca_pem, "ca")?,
-        }),
-        (None, true) => Security::Insecure,
-        _ => {
-            return Err(Fail::invalid(
-                "replication options: give either `tls` ({\"cert\",\"key\",\"ca\"}) or `\"insecure\": true`, not both or neither",
-            ))
-        }
-    };
-    let mut o = ReplicationOptions::new(security);
-    let ms = Duration::from_millis;
-    if let Some(v) = j.heartbeat_ms {
-        o.heartbeat_interval = ms(v);
-    }
-    if let Some(v) = j.idle_timeout_ms {
-        o.idle_timeout = ms(v);
-    }
-    if let Some(v) = j.connect_timeout_ms {
-        o.connect_timeout = ms(v);
-    }
-    if let Some(v) = j.backoff_initial_ms {
-        o.backoff_initial = ms(v);
-    }
-    if let Some(v) = j.backoff_max_ms {
-        o.backoff_max = ms(v);
-    }
-    if let Some(v) = j.max_frame_bytes {
-        o.max_frame_bytes = v;
-    }
-    if let Some(v) = j.batch_max_txns {
-        o.batch_max_txns = v;
-    }
-    if let Some(v) = j.window_txns {
-        o.window_txns = v;
-    }
-    if let Some(v) = j.sync_chunk_rows {
-        o.sync_chunk_rows = v;
-    }
-    if let Some(v) = j.worker_threads {
-        o.worker_threads = v;
-    }
-    Ok(o)
+    Ok(options::replication_from_json(v)?)
 }
 
 // ---- keys and ranges ----------------------------------------------------

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tidelog_core::PeerConfig;
 
-use crate::guard::{guard, json_arg, str_arg, Fail, FfiResult, OptOut, Out};
+use crate::guard::{guard, json_arg, str_arg, FfiResult, OptOut, Out};
 use crate::handles::{self, tidelog_db};
 use crate::json;
 use crate::strings::{new_string, tidelog_string};
@@ -24,11 +24,16 @@ const MAX_WAIT_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 ///                     "node.key", "ca": "ca.pem"}}` (PEM files; or PEM text
 ///                     as `"cert_pem"`, `"key_pem"`, `"ca_pem"`) for mutual
 ///                     TLS, or `{"insecure": true}` for plaintext on a
-///                     trusted loopback only. Optional tuning: `"heartbeat_ms",
-///                     "idle_timeout_ms", "connect_timeout_ms",
-///                     "backoff_initial_ms", "backoff_max_ms",
+///                     trusted loopback only. Optional tuning, in the
+///                     options schema's units (durations: integer ms or
+///                     `"250ms"`; sizes: integer bytes or `"16MiB"`):
+///                     `"heartbeat_interval", "idle_timeout",
+///                     "connect_timeout", "backoff_initial", "backoff_max",
 ///                     "max_frame_bytes", "batch_max_txns", "window_txns",
-///                     "sync_chunk_rows", "worker_threads"`.
+///                     "sync_chunk_rows", "worker_threads"` (the older
+///                     `"heartbeat_ms"` and `"*_ms"` names still decode).
+///                     Unknown or out-of-range options fail with
+///                     TIDELOG_INVALID_INPUT naming the option and its range.
 /// @return TIDELOG_OK, TIDELOG_TLS (unreadable or mismatched certificate,
 ///         key or CA), TIDELOG_INVALID_INPUT, TIDELOG_UNSUPPORTED (already
 ///         started), TIDELOG_CLOSED, ...
@@ -75,7 +80,7 @@ pub unsafe extern "C" fn tidelog_listen(
 }
 
 fn peer_config(v: Value) -> FfiResult<PeerConfig> {
-    serde_json::from_value(v).map_err(|e| Fail::invalid(format!("peer config: {e}")))
+    Ok(tidelog_core::options::peer_from_json(v)?)
 }
 
 /// Adds a peer; takes effect at once, also while it is unreachable.

@@ -4,6 +4,7 @@
 # Sanitizer + LeakSanitizer, against BOTH libtidelog.so and libtidelog.a:
 #   test_api      every function and every error path of the boundary
 #   test_bad_values  the shared list of bad records, refused by every write
+#   test_options     the options schema: units, unknown and out-of-range options
 #   test_threads  4 threads on one handle while a listener runs
 #   repl_node     cloud and edge as two processes over mutual TLS
 #   test_log      the log callback sees a hub refuse a node it does not know
@@ -87,7 +88,7 @@ for variant in shared static; do
     echo "== C tests against libtidelog ($variant)"
     bin="$out/bin/$variant"
     mkdir -p "$bin"
-    for prog in test_api test_bad_values test_threads repl_node test_log; do
+    for prog in test_api test_bad_values test_options test_threads repl_node test_log; do
         # shellcheck disable=SC2046
         gcc "${cflags[@]}" $(pkg-config --cflags tidelog) "$src/$prog.c" -o "$bin/$prog" \
             $(link_flags "$variant")
@@ -108,6 +109,8 @@ for variant in shared static; do
         -e 'RUST_BACKTRACE' -e '^$' >&2)
     echo "-- test_bad_values (tests/bad_values.txt, shared with Python and Node)"
     "$bin/test_bad_values" "$scratch" "$root/tests/bad_values.txt"
+    echo "-- test_options (the options schema: units, unknown and out-of-range options)"
+    "$bin/test_options" "$scratch"
     echo "-- test_threads"
     "$bin/test_threads" "$scratch"
 

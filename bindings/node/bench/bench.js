@@ -4,7 +4,10 @@
 // better-sqlite3 12 (WAL, synchronous=NORMAL, the same secondary index) on
 // the same records. Run by hand, on a release build:
 //
-//   npm run build && node bench/bench.js [records] [rounds]
+//   npm run build:bench && node bench/bench.js [records] [rounds]
+//
+// (build:bench is a release build with the `bench` feature, which adds the
+// Rust loops; a plain release addon leaves them out.)
 //
 // Node vs Rust is measured in pairs. Each round opens a fresh database with
 // two tables of `records / 2` each (so it holds as many records as the

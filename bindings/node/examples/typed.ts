@@ -79,7 +79,7 @@ async function main(): Promise<void> {
   edge.update('sensor_data', { id: 2, value: 94 });
   const existed: boolean = edge.delete('sensor_data', 1);
   const seqs: number[] = [c1.seq, c2.seq];
-  const time: bigint = c2.time;
+  const time: bigint = c2.stamp.time;
   void existed;
   void seqs;
   void time;
@@ -137,7 +137,7 @@ async function main(): Promise<void> {
     }
     void e.stamp.time;
     void e.origin;
-    void e.localTimeMs;
+    void e.loggedMs;
   }
   void recent;
 

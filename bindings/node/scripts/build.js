@@ -9,6 +9,7 @@
 //
 //   node scripts/build.js            release build (what `npm install` runs)
 //   node scripts/build.js --debug    debug build (faster to compile; tests)
+//   node scripts/build.js --bench    with the benchmark's Rust loops (bench/bench.js)
 //   TIDELOG_NODE_PROFILE=debug       same as --debug, for `npm install`/`npm ci`
 //   TIDELOG_NODE_SKIP_BUILD=1        do nothing (e.g. a prebuilt tidelog.node)
 'use strict';
@@ -29,6 +30,7 @@ const debug =
 const profile = debug ? 'debug' : 'release';
 const args = ['build', '-p', 'tidelog-node', '--manifest-path', path.join(root, 'Cargo.toml')];
 if (!debug) args.push('--release');
+if (process.argv.includes('--bench')) args.push('--features', 'bench');
 
 const cargo = process.env.CARGO || 'cargo';
 console.log(`tidelog: ${cargo} ${args.join(' ')}`);

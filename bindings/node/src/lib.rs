@@ -21,19 +21,21 @@
 
 #![allow(clippy::new_without_default)]
 
+#[cfg(feature = "bench")]
+mod bench;
 mod convert;
 mod fast;
 mod layout;
 mod listeners;
 mod logging;
 mod objects;
-mod tx;
+mod options;
+mod transaction;
 mod views;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use napi::bindgen_prelude::{AsyncTask, BigInt, Function, Unknown};
 use napi::Env;
@@ -49,7 +51,7 @@ use listeners::*;
 // which has no registration, does not count it as dead.
 pub use logging::set_log_callback;
 use objects::*;
-use tx::*;
+use transaction::*;
 use views::*;
 
 // ---- the database -------------------------------------------------------
@@ -57,18 +59,18 @@ use views::*;
 /// The native database handle. Use the `Database` class of index.js.
 #[napi]
 pub struct NativeDb {
-    db: Database,
+    pub(crate) db: Database,
     listeners: Slots,
 }
 
 #[napi]
 impl NativeDb {
     #[napi(factory)]
-    pub fn open(dir: String, opts: OpenOpts) -> napi::Result<NativeDb> {
+    pub fn open(dir: String, options_json: String) -> napi::Result<NativeDb> {
         // From the first database on, warnings reach stderr even without a
         // log callback.
         logging::install();
-        let db = Database::open(dir, open_options(opts)?).js()?;
+        let db = Database::open(dir, options::open_options(&options_json)?).js()?;
         Ok(NativeDb {
             db,
             listeners: Arc::new(Mutex::new(HashMap::new())),
@@ -349,8 +351,9 @@ impl NativeDb {
     // ---- replication
 
     #[napi]
-    pub fn start_replication(&self, opts: ReplicationOpts) -> napi::Result<()> {
-        self.db.start_replication(replication_options(opts)?).js()
+    pub fn start_replication(&self, options_json: String) -> napi::Result<()> {
+        let o = options::replication_options(&options_json)?;
+        self.db.start_replication(o).js()
     }
 
     #[napi]
@@ -359,13 +362,13 @@ impl NativeDb {
     }
 
     #[napi]
-    pub fn add_peer(&self, peer: PeerOpts) -> napi::Result<()> {
-        self.db.add_peer(peer_config(peer)?).js()
+    pub fn add_peer(&self, peer_json: String) -> napi::Result<()> {
+        self.db.add_peer(options::peer_config(&peer_json)?).js()
     }
 
     #[napi]
-    pub fn update_peer(&self, peer: PeerOpts) -> napi::Result<()> {
-        self.db.update_peer(peer_config(peer)?).js()
+    pub fn update_peer(&self, peer_json: String) -> napi::Result<()> {
+        self.db.update_peer(options::peer_config(&peer_json)?).js()
     }
 
     #[napi]
@@ -431,67 +434,6 @@ impl NativeDb {
         let v = unsafe { fast::functions(env.raw(), self.db.clone(), self.listeners.clone())? };
         // SAFETY: `v` is a live value of this call's scope.
         Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) })
-    }
-
-    // ---- measurement helpers (not public API)
-
-    /// The benchmark's upsert loop in Rust on this same database: records
-    /// `from..to` of the benchmark's shape into `table`, each built inside
-    /// the loop as a JavaScript loop builds its object. Returns seconds.
-    #[napi(js_name = "_rustUpserts")]
-    pub fn rust_upserts(&self, table: String, from: u32, to: u32) -> napi::Result<f64> {
-        let t0 = Instant::now();
-        for i in i64::from(from)..i64::from(to) {
-            let rec = serde_json::json!({
-                "id": i,
-                "sensor": format!("s-{}", i % 100),
-                "value": i as f64 * 0.5,
-                "ts": 1_700_000_000_000i64 + i,
-            });
-            self.db.upsert(&table, rec).js()?;
-        }
-        Ok(t0.elapsed().as_secs_f64())
-    }
-
-    /// The benchmark's point-get loop in Rust: keys `from..to` of `table`,
-    /// each record as the Rust API returns it (its JSON text, unparsed),
-    /// or, with `parse`, also turned into a `serde_json::Value`. Returns
-    /// seconds; fails if a record is missing.
-    #[napi(js_name = "_rustGets")]
-    pub fn rust_gets(&self, table: String, from: u32, to: u32, parse: bool) -> napi::Result<f64> {
-        let t0 = Instant::now();
-        let mut sum = 0.0;
-        for i in i64::from(from)..i64::from(to) {
-            let Some(r) = self.db.get(&table, i).js()? else {
-                return Err(napi::Error::from_reason(format!(
-                    "no record {i} in {table}"
-                )));
-            };
-            sum += if parse {
-                r.to_value()["value"].as_f64().unwrap_or(0.0)
-            } else {
-                r.body_json().len() as f64
-            };
-        }
-        std::hint::black_box(sum);
-        Ok(t0.elapsed().as_secs_f64())
-    }
-
-    /// Upsert taking a JS object converted field by field (napi serde-json),
-    /// to compare with the JSON-text path.
-    #[napi(js_name = "_upsertValue")]
-    pub fn upsert_value(&self, table: String, record: Value) -> napi::Result<CommitObj> {
-        self.db.upsert(&table, record).js().map(commit_obj)
-    }
-
-    /// Get returning a JS object built field by field (napi serde-json).
-    #[napi(js_name = "_getValue")]
-    pub fn get_value(&self, table: String, key: JsKey) -> napi::Result<Option<Value>> {
-        Ok(self
-            .db
-            .get(&table, key_of(key)?)
-            .js()?
-            .map(|r| r.to_value()))
     }
 }
 

@@ -35,7 +35,8 @@ describe('open and close', () => {
     const dir = tmpdir();
     const db = open(dir, { nodeName: 'edge-1' });
     assert.equal(db.nodeName, 'edge-1');
-    assert.match(db.nodeId, /^[0-9a-f]{16}$/);
+    assert.equal(typeof db.nodeId, 'bigint');
+    assert.ok(db.nodeId > 0n && db.nodeId < 1n << 64n);
     assert.equal(db.path, dir);
     assert.equal(db.engine, 'fjall');
     assert.equal(db.closed, false);
@@ -58,7 +59,6 @@ describe('open and close', () => {
       nodeName: 'n1',
       engine: 'sled',
       durability: 'sync',
-      flushIntervalMs: 10,
       memoryBudget: 8 << 20,
       maxRecordBytes: 1000,
       maxClockSkewMs: 1000,
@@ -81,7 +81,14 @@ describe('open and close', () => {
     throwsCode(() => open(dir, { nodeName: 'bad name!' }), InvalidInputError, 'INVALID_INPUT');
     throwsCode(() => open(dir, { nodeName: 'a', engine: 'leveldb' }), InvalidInputError, 'INVALID_INPUT', /engine/);
     throwsCode(() => open(dir, { nodeName: 'a', durability: 'never' }), InvalidInputError, 'INVALID_INPUT', /durability/);
-    throwsCode(() => open(dir, { nodeName: 'a', memoryBudget: 1 }), InvalidInputError, 'INVALID_INPUT', /memory_budget/);
+    throwsCode(() => open(dir, { nodeName: 'a', memoryBudget: 1 }), InvalidInputError, 'INVALID_INPUT', /memoryBudget/);
+    // A flush interval means nothing when every commit is flushed.
+    throwsCode(
+      () => open(dir, { nodeName: 'a', durability: 'sync', flushIntervalMs: 10 }),
+      InvalidInputError,
+      'INVALID_INPUT',
+      /flushIntervalMs.*only applies to durability "grouped"/,
+    );
     throwsCode(() => open(dir, { nodeName: 'a', maxRecordBytes: -1 }), InvalidInputError, 'INVALID_INPUT');
     throwsCode(() => open(dir, { nodeName: 'a', maxClockSkewMs: 1.5 }), InvalidInputError, 'INVALID_INPUT');
     throwsCode(() => open(dir, { nodeName: 'a', expiryIntervalMs: 0 }), InvalidInputError, 'INVALID_INPUT');
@@ -135,8 +142,10 @@ describe('tables, writes and reads', () => {
   test('insert / upsert / update / delete / get / getMany with both key types', () => {
     const c = db.insert('sensor_data', { id: 1, sensor: 's-7', value: 21.5, tags: ['a', 'b'] });
     assert.equal(typeof c.seq, 'number');
-    assert.equal(typeof c.time, 'bigint');
-    assert.equal(c.node, db.nodeId);
+    assert.equal(typeof c.stamp.time, 'bigint');
+    assert.equal(c.stamp.node, db.nodeId);
+    assert.equal(c.origin, db.nodeId);
+    assert.equal(c.stampMs, Number(c.stamp.time >> 16n));
     const r = db.get('sensor_data', 1);
     assert.equal(r.sensor, 's-7');
     assert.deepEqual(r.tags, ['a', 'b']);
@@ -145,7 +154,7 @@ describe('tables, writes and reads', () => {
 
     const c2 = db.upsert('sensor_data', { ...r, value: 22 }); // a record read back writes again
     assert.ok(c2.seq > c.seq);
-    assert.ok(c2.time > c.time);
+    assert.ok(c2.stamp.time > c.stamp.time);
     const r2 = db.get('sensor_data', 1);
     assert.equal(r2.value, 22);
     assert.equal(r2.__createdtime__, r.__createdtime__);
@@ -350,8 +359,8 @@ describe('tables, writes and reads', () => {
     assert.equal(ta.result, 'w');
     assert.ok(ta.seq > 0);
     const ia = await db.insertAsync('a', { id: 10 });
-    assert.equal(typeof ia.time, 'bigint');
-    assert.equal(ia.result, undefined);
+    assert.equal(typeof ia.stamp.time, 'bigint');
+    assert.deepEqual(Object.keys(ia), ['seq', 'origin', 'stamp', 'stampMs']);
     await db.upsertAsync('a', { id: 10, v: 1 });
     await db.updateAsync('a', { id: 10, w: 2 });
     assert.equal(db.get('a', 10).w, 2);
@@ -378,10 +387,12 @@ describe('tables, writes and reads', () => {
     assert.equal(entries.length, 2);
     const [put, del] = entries;
     assert.equal(put.seq, c.seq);
-    assert.equal(put.stamp.time, c.time);
+    assert.equal(put.stamp.time, c.stamp.time);
+    assert.equal(put.stampMs, c.stampMs);
+    assert.equal(put.local, true);
     assert.equal(put.stamp.node, db.nodeId);
     assert.equal(put.origin, db.nodeId);
-    assert.ok(put.localTimeMs >= t0 - 1000);
+    assert.ok(put.loggedMs >= t0 - 1000);
     assert.deepEqual(put.writes, [
       {
         table: 'a',
@@ -604,7 +615,7 @@ describe('get builds the same object as JSON.parse of the record', () => {
     }
     db.createTable('named_late');
     const c = db.upsert('named_late', { id: 1, v: 'x' });
-    assert.equal(typeof c.time, 'bigint');
+    assert.equal(typeof c.stamp.time, 'bigint');
     assert.equal(db.get('named_late', 1).v, 'x');
     assert.equal(db.get('named_late', 2), null);
     throwsCode(() => db.get('no_such_table_0', 1), NotFoundError, 'NOT_FOUND');
@@ -613,9 +624,9 @@ describe('get builds the same object as JSON.parse of the record', () => {
   test('upsert returns the commit info; bad arguments are still typed errors', () => {
     const c = db.upsert('t', { id: 5000 });
     assert.equal(typeof c.seq, 'number');
-    assert.equal(typeof c.time, 'bigint');
-    assert.equal(c.node, db.nodeId);
-    assert.deepEqual(Object.keys(c), ['seq', 'time', 'node']);
+    assert.equal(typeof c.stamp.time, 'bigint');
+    assert.equal(c.origin, db.nodeId);
+    assert.deepEqual(Object.keys(c), ['seq', 'origin', 'stamp', 'stampMs']);
     assert.equal(db.upsert('t', { id: 5000 }).seq, c.seq + 1);
     throwsCode(() => db.get('missing', 1), NotFoundError, 'NOT_FOUND');
     throwsCode(() => db.get('missing', 'k'), NotFoundError, 'NOT_FOUND');
@@ -624,4 +635,33 @@ describe('get builds the same object as JSON.parse of the record', () => {
     throwsCode(() => db.upsert(42, { id: 1 }), InvalidInputError, 'INVALID_INPUT');
     throwsCode(() => db.upsert('t', { id: 1.5 }), InvalidInputError, 'INVALID_INPUT', /primary key/);
   });
+});
+
+test('the benchmark hooks exist only in a build with the bench feature', () => {
+  const dir = tmpdir();
+  const db = open(path.join(dir, 'bench'), { nodeName: 'n1' });
+  try {
+    db.createTable('rust', { indexes: ['sensor'] });
+    let built = true;
+    try {
+      db._rustUpserts('rust', 0, 20);
+    } catch (e) {
+      built = false;
+      assert.ok(e instanceof UnsupportedError, `${e && e.name}: ${e && e.message}`);
+      assert.match(e.message, /_rustUpserts is a benchmark hook.*npm run build:bench/);
+    }
+    if (built) {
+      // A bench build (npm run build:bench): the hooks write and read.
+      assert.equal(db.count('rust'), 20);
+      assert.ok(db._rustGets('rust', 0, 20, true) >= 0);
+    } else {
+      // The tests' debug build and every release addon leave them out.
+      assert.equal(db.count('rust'), 0);
+      for (const hook of [() => db._rustGets('rust', 0, 1, false), () => db._getValue('rust', 1)]) {
+        throwsCode(hook, UnsupportedError, 'UNSUPPORTED', /npm run build:bench/);
+      }
+    }
+  } finally {
+    db.close();
+  }
 });

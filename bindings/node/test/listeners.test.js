@@ -28,7 +28,8 @@ test('listeners get local changes in commit order with origin, stamp and records
   assert.equal(e1.seq, c1.seq);
   assert.equal(e1.origin, db.nodeId);
   assert.equal(e1.local, true);
-  assert.deepEqual(e1.stamp, { time: c1.time, node: db.nodeId });
+  assert.deepEqual(e1.stamp, { time: c1.stamp.time, node: db.nodeId });
+  assert.equal(e1.stampMs, c1.stampMs);
   assert.equal(e1.changes.length, 1);
   assert.equal(e1.changes[0].key, 'a-1');
   assert.equal(e1.changes[0].record.level, 2);

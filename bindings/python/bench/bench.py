@@ -5,7 +5,9 @@ index on `sensor`) on the same records.
 
 Run by hand, on a release build:
 
-    .venv/bin/maturin develop --release -m bindings/python/Cargo.toml
+    .venv/bin/maturin develop --release --features bench -m bindings/python/Cargo.toml
+
+(the `bench` feature adds the Rust loops; a plain build leaves them out)
     .venv/bin/python bindings/python/bench/bench.py [N [ROUNDS]]
 
 Python vs Rust is measured in pairs, as bindings/node/bench/bench.js does.

@@ -56,7 +56,7 @@ def main() -> None:
 
         edge.on_change("thresholds", on_threshold)
         edge.start_replication(cert=tls("edge-1")["cert"], key=tls("edge-1")["key"], ca=pki["ca"],
-                               heartbeat_interval=0.2, idle_timeout=2.0)
+                               heartbeat_interval="200ms", idle_timeout="2s")
         edge.add_peer("cloud", address=addr, tables=[{"table": "thresholds", "subscribe": True},
                                                      {"table": "alerts", "publish": True}])
         arrived.wait(20)

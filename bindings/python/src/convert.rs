@@ -13,7 +13,7 @@ use serde_json::{Map, Number, Value};
 use tidelog::record::{CREATED_ATTR, UPDATED_ATTR};
 use tidelog::{Key, Record, RecordView};
 
-use crate::errors::invalid;
+use crate::error::invalid;
 
 /// Nesting limit for records, the same as serde_json's parser uses, so
 /// anything accepted here can be read back (and a self-containing dict is
@@ -112,7 +112,7 @@ pub fn py_to_record_arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<RecordArg<'a>
             // Worded by the core, as for a patch.
             Err(_) => tidelog::record::parse_object_bytes(b.as_bytes())
                 .map(|m| RecordArg::Value(Value::Object(m)))
-                .map_err(crate::errors::to_py),
+                .map_err(crate::error::to_py),
         };
     }
     py_to_record(obj).map(RecordArg::Value)
@@ -127,12 +127,12 @@ pub fn py_to_record(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(s) = obj.cast::<PyString>() {
         return tidelog::record::parse_object(py_str(s)?)
             .map(Value::Object)
-            .map_err(crate::errors::to_py);
+            .map_err(crate::error::to_py);
     }
     if let Ok(b) = obj.cast::<PyBytes>() {
         return tidelog::record::parse_object_bytes(b.as_bytes())
             .map(Value::Object)
-            .map_err(crate::errors::to_py);
+            .map_err(crate::error::to_py);
     }
     Err(invalid(format!(
         "a record must be a dict (or JSON object text), got {}",
@@ -256,7 +256,7 @@ pub fn json_to_py<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny
     let mut de = serde_json::Deserializer::from_str(text);
     PySeed(py)
         .deserialize(&mut de)
-        .map_err(|e| crate::errors::corrupt(format!("stored record is not valid JSON: {e}")))
+        .map_err(|e| crate::error::corrupt(format!("stored record is not valid JSON: {e}")))
 }
 
 /// A record as a dict: the core's `RecordView` (its attributes, then the
@@ -265,7 +265,7 @@ pub fn record_view_to_py<'py>(py: Python<'py>, r: &RecordView<'_>) -> PyResult<B
     let obj = json_to_py(py, r.body)?;
     let d = obj
         .cast::<PyDict>()
-        .map_err(|_| crate::errors::corrupt("stored record is not a JSON object".to_string()))?;
+        .map_err(|_| crate::error::corrupt("stored record is not a JSON object".to_string()))?;
     d.set_item(pyo3::intern!(py, CREATED_ATTR), r.created_ms)?;
     d.set_item(pyo3::intern!(py, UPDATED_ATTR), r.updated_ms)?;
     Ok(obj)

@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 
-use crate::{errors, fork};
+use crate::{error, fork};
 
 /// One open database as the Python objects share it.
 pub(crate) struct Handle {
@@ -35,7 +35,7 @@ impl Handle {
     #[inline]
     pub(crate) fn db(&self) -> PyResult<&tidelog::Database> {
         if fork::generation() != self.fork_gen {
-            return Err(errors::forked());
+            return Err(error::forked());
         }
         Ok(&self.db)
     }

@@ -11,13 +11,15 @@
 //! and its locks may be held), and is leaked rather than closed when the
 //! child drops it, so nothing in the child waits for a thread that is gone.
 
-mod baseline;
+#[cfg(feature = "bench")]
+mod bench;
 mod convert;
-mod errors;
+mod error;
 mod fork;
 mod handle;
 mod logging;
 mod objects;
+mod options;
 mod transaction;
 
 use std::ops::Bound as RBound;
@@ -29,13 +31,10 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 use serde_json::Value;
-use tidelog::{
-    CommitInfo as CoreCommit, Durability, EngineKind, Key, ListenerId, OpenOptions,
-    ReplicationOptions, ScanOptions,
-};
+use tidelog::{CommitInfo as CoreCommit, Key, ListenerId, ScanOptions};
 
 use convert::*;
-use errors::{invalid, IntoPy};
+use error::{invalid, IntoPy};
 use handle::*;
 use objects::*;
 use transaction::*;
@@ -521,75 +520,20 @@ impl PyDatabase {
 
     /// Starts the replication engine. Give `cert`, `key` and `ca` (PEM file
     /// paths) for mutual TLS, or `insecure=True` for plaintext (tests on a
-    /// trusted loopback only). Durations are in seconds.
-    #[pyo3(signature = (*, cert=None, key=None, ca=None, insecure=false,
-        heartbeat_interval=None, idle_timeout=None, connect_timeout=None,
-        backoff_initial=None, backoff_max=None, max_frame_bytes=None,
-        batch_max_txns=None, window_txns=None, sync_chunk_rows=None, worker_threads=None))]
-    #[allow(clippy::too_many_arguments)]
+    /// trusted loopback only). The other keywords are the options schema's
+    /// replication settings (`heartbeat_interval="1s"`, `max_frame_bytes`,
+    /// ...; see `tidelog::options`): durations are strings with a unit.
+    #[pyo3(signature = (*, cert=None, key=None, ca=None, **options))]
     fn start_replication(
         &self,
         py: Python<'_>,
         cert: Option<PathBuf>,
         key: Option<PathBuf>,
         ca: Option<PathBuf>,
-        insecure: bool,
-        heartbeat_interval: Option<f64>,
-        idle_timeout: Option<f64>,
-        connect_timeout: Option<f64>,
-        backoff_initial: Option<f64>,
-        backoff_max: Option<f64>,
-        max_frame_bytes: Option<i64>,
-        batch_max_txns: Option<i64>,
-        window_txns: Option<i64>,
-        sync_chunk_rows: Option<i64>,
-        worker_threads: Option<i64>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let db = self.h.db()?;
-        let mut o = match (cert, key, ca, insecure) {
-            (Some(c), Some(k), Some(a), false) => ReplicationOptions::mutual_tls(c, k, a),
-            (None, None, None, true) => ReplicationOptions::insecure(),
-            (_, _, _, true) => {
-                return Err(invalid(
-                    "insecure=True takes no cert, key or ca: choose TLS or plaintext",
-                ))
-            }
-            _ => {
-                return Err(invalid(
-                    "give cert, key and ca (PEM file paths) for mutual TLS, or insecure=True",
-                ))
-            }
-        };
-        if let Some(s) = heartbeat_interval {
-            o.heartbeat_interval = seconds("heartbeat_interval", s)?;
-        }
-        if let Some(s) = idle_timeout {
-            o.idle_timeout = seconds("idle_timeout", s)?;
-        }
-        if let Some(s) = connect_timeout {
-            o.connect_timeout = seconds("connect_timeout", s)?;
-        }
-        if let Some(s) = backoff_initial {
-            o.backoff_initial = seconds("backoff_initial", s)?;
-        }
-        if let Some(s) = backoff_max {
-            o.backoff_max = seconds("backoff_max", s)?;
-        }
-        if let Some(v) = max_frame_bytes {
-            o.max_frame_bytes = non_negative("max_frame_bytes", v)? as usize;
-        }
-        if let Some(v) = batch_max_txns {
-            o.batch_max_txns = non_negative("batch_max_txns", v)? as usize;
-        }
-        if let Some(v) = window_txns {
-            o.window_txns = non_negative("window_txns", v)?;
-        }
-        if let Some(v) = sync_chunk_rows {
-            o.sync_chunk_rows = non_negative("sync_chunk_rows", v)? as usize;
-        }
-        if let Some(v) = worker_threads {
-            o.worker_threads = non_negative("worker_threads", v)? as usize;
-        }
+        let o = options::replication_options(py, [cert, key, ca], options)?;
         py.detach(|| db.start_replication(o)).py()
     }
 
@@ -604,33 +548,29 @@ impl PyDatabase {
     /// waits for the peer to dial in. `tables` lists dicts like
     /// `{"table": "alerts", "publish": True, "subscribe": False}` (and an
     /// optional `"since_ms"`, and `"priority"` 0-255: higher is sent first).
-    #[pyo3(signature = (name, *, address=None, tables=None))]
+    #[pyo3(signature = (name, **config))]
     fn add_peer(
         &self,
         py: Python<'_>,
         name: &str,
-        address: Option<String>,
-        tables: Option<&Bound<'_, PyAny>>,
+        config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let db = self.h.db()?;
-        let none = py.None().into_bound(py);
-        let config = peer_config(name, address, tables.unwrap_or(&none))?;
+        let config = options::peer_config(py, name, config)?;
         py.detach(|| db.add_peer(config)).py()
     }
 
     /// Replaces a peer's configuration (same arguments as `add_peer`); its
     /// link restarts with it.
-    #[pyo3(signature = (name, *, address=None, tables=None))]
+    #[pyo3(signature = (name, **config))]
     fn update_peer(
         &self,
         py: Python<'_>,
         name: &str,
-        address: Option<String>,
-        tables: Option<&Bound<'_, PyAny>>,
+        config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let db = self.h.db()?;
-        let none = py.None().into_bound(py);
-        let config = peer_config(name, address, tables.unwrap_or(&none))?;
+        let config = options::peer_config(py, name, config)?;
         py.detach(|| db.update_peer(config)).py()
     }
 
@@ -731,14 +671,16 @@ impl PyDatabase {
 
     /// The benchmark's upsert loop in Rust on this database (see
     /// `bench/bench.py`): records `start..stop` into `table`; returns
-    /// seconds. Not public API.
+    /// seconds. Not public API; only in a build with the `bench` feature.
+    #[cfg(feature = "bench")]
     fn _rust_upserts(&self, py: Python<'_>, table: &str, start: i64, stop: i64) -> PyResult<f64> {
         let db = self.h.db()?;
-        py.detach(|| baseline::upserts(db, table, start, stop)).py()
+        py.detach(|| bench::upserts(db, table, start, stop)).py()
     }
 
-    /// The benchmark's point-get loop in Rust (see `baseline::gets`);
-    /// returns seconds. Not public API.
+    /// The benchmark's point-get loop in Rust (see `bench::gets`);
+    /// returns seconds. Not public API; only with the `bench` feature.
+    #[cfg(feature = "bench")]
     fn _rust_gets(
         &self,
         py: Python<'_>,
@@ -748,59 +690,26 @@ impl PyDatabase {
         parse: bool,
     ) -> PyResult<f64> {
         let db = self.h.db()?;
-        py.detach(|| baseline::gets(db, table, start, stop, parse))
+        py.detach(|| bench::gets(db, table, start, stop, parse))
             .py()
     }
 }
 
 /// Opens (creating if needed) the data directory `path` for node
-/// `node_name`. `durability` is "grouped" (commits reach the disk together
-/// every `flush_interval` seconds) or "sync" (each commit is on disk before
-/// it returns). Use the result as a context manager to close it.
+/// `node_name`. The keywords are the options schema's open options
+/// (`engine`, `durability` "grouped" or "sync", `flush_interval="50ms"`,
+/// `memory_budget="64MiB"`, `retention={...}`, ...; see `tidelog::options`).
+/// Use the result as a context manager to close it.
 #[pyfunction]
-#[pyo3(signature = (path, node_name, *, engine="fjall", durability="grouped", flush_interval=0.05,
-    memory_budget=None, max_record_bytes=None, max_clock_skew=None, expiry_interval=None,
-    recover_prefix=false))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (path, node_name, **options))]
 fn open(
     py: Python<'_>,
     path: PathBuf,
     node_name: &str,
-    engine: &str,
-    durability: &str,
-    flush_interval: f64,
-    memory_budget: Option<i64>,
-    max_record_bytes: Option<i64>,
-    max_clock_skew: Option<f64>,
-    expiry_interval: Option<f64>,
-    recover_prefix: bool,
+    options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<PyDatabase> {
     fork::install();
-    let mut o = OpenOptions::new(node_name).engine(engine.parse::<EngineKind>().py()?);
-    o.durability = match durability {
-        "sync" => Durability::Sync,
-        "grouped" => Durability::Grouped {
-            interval: seconds("flush_interval", flush_interval)?,
-        },
-        other => {
-            return Err(invalid(format!(
-                "durability must be \"grouped\" or \"sync\", got {other:?}"
-            )))
-        }
-    };
-    if let Some(v) = memory_budget {
-        o.memory_budget = non_negative("memory_budget", v)?;
-    }
-    if let Some(v) = max_record_bytes {
-        o.max_record_bytes = non_negative("max_record_bytes", v)? as usize;
-    }
-    if let Some(s) = max_clock_skew {
-        o.max_clock_skew = seconds("max_clock_skew", s)?;
-    }
-    if let Some(s) = expiry_interval {
-        o.expiry_interval = seconds("expiry_interval", s)?;
-    }
-    o.recover_prefix = recover_prefix;
+    let o = options::open_options(py, node_name, options)?;
     let db = py.detach(|| tidelog::Database::open(&path, o)).py()?;
     Ok(PyDatabase {
         h: Handle::register(db),
@@ -841,6 +750,9 @@ fn _tidelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install();
     logging::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Whether the benchmark's hidden Rust loops are built in (the `bench`
+    // feature); release builds leave them out.
+    m.add("_bench", cfg!(feature = "bench"))?;
     m.add_class::<PyDatabase>()?;
     m.add_class::<PyTransaction>()?;
     m.add_class::<PyCommitInfo>()?;

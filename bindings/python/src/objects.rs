@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use serde_json::Value;
 use tidelog::view::{ChangeEventView, CommitInfoView, LogEntryView, OpKind};
-use tidelog::{ChangeEvent, CommitInfo as CoreCommit, LogEntry, PeerConfig, Stamp, TableOptions};
+use tidelog::{ChangeEvent, CommitInfo as CoreCommit, LogEntry, Stamp, TableOptions};
 
-use crate::convert::{key_to_py, opt_record_view_to_py, py_to_value, value_to_py};
-use crate::errors::{self, invalid};
+use crate::convert::{key_to_py, opt_record_view_to_py, value_to_py};
+use crate::error::{self, invalid};
 
 pub(crate) fn seconds(what: &str, s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s).map_err(|_| {
@@ -111,7 +110,7 @@ pub(crate) fn to_py_via_serde<'py, T: serde::Serialize>(
     py: Python<'py>,
     v: &T,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let value = serde_json::to_value(v).map_err(|e| errors::corrupt(e.to_string()))?;
+    let value = serde_json::to_value(v).map_err(|e| error::corrupt(e.to_string()))?;
     value_to_py(py, &value)
 }
 
@@ -176,23 +175,4 @@ pub(crate) fn event_to_py<'py>(py: Python<'py>, e: &ChangeEvent) -> PyResult<Bou
     }
     d.set_item("changes", changes)?;
     Ok(d.into_any())
-}
-
-pub(crate) fn peer_config(
-    name: &str,
-    address: Option<String>,
-    tables: &Bound<'_, PyAny>,
-) -> PyResult<PeerConfig> {
-    let tables = if tables.is_none() {
-        Value::Array(vec![])
-    } else {
-        py_to_value(tables, 0)?
-    };
-    if !tables.is_array() {
-        return Err(invalid(
-            "tables must be a list of dicts like {\"table\": \"alerts\", \"publish\": True}",
-        ));
-    }
-    let v = serde_json::json!({"name": name, "address": address, "tables": tables});
-    serde_json::from_value(v).map_err(|e| invalid(format!("peer configuration: {e}")))
 }

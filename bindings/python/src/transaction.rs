@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use crate::convert::{py_str, py_to_key, py_to_record, py_to_record_arg};
-use crate::errors::{invalid, IntoPy};
+use crate::error::{invalid, IntoPy};
 use crate::handle::Handle;
 use crate::objects::PyCommitInfo;
 

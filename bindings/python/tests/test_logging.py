@@ -33,7 +33,7 @@ def test_refused_link_is_logged_on_tidelog_repl(tmp_path: Path) -> None:
 
     def tls(node: str) -> Dict[str, Any]:
         f = pki["nodes"][node]
-        return dict(cert=f["cert"], key=f["key"], ca=pki["ca"], backoff_initial=0.05, backoff_max=0.5)
+        return dict(cert=f["cert"], key=f["key"], ca=pki["ca"], backoff_initial="50ms", backoff_max="500ms")
 
     capture = Capture()
     root = logging.getLogger("tidelog")

@@ -14,11 +14,11 @@ import tidelog
 from conftest import wait_until
 
 FAST: Dict[str, Any] = dict(
-    heartbeat_interval=0.1,
-    idle_timeout=1.5,
-    backoff_initial=0.05,
-    backoff_max=0.5,
-    connect_timeout=5.0,
+    heartbeat_interval="100ms",
+    idle_timeout="1500ms",
+    backoff_initial="50ms",
+    backoff_max="500ms",
+    connect_timeout="5s",
 )
 
 
@@ -257,7 +257,7 @@ def test_replication_setup_errors(tmp_path: Path, pki: tidelog.DevPki) -> None:
         with pytest.raises(tidelog.InvalidInputError):
             db.start_replication(insecure=True, heartbeat_interval=-1)
         with pytest.raises(tidelog.InvalidInputError):
-            db.start_replication(insecure=True, heartbeat_interval=2, idle_timeout=1)
+            db.start_replication(insecure=True, heartbeat_interval="2s", idle_timeout="1s")
         with pytest.raises(tidelog.InvalidInputError):
             db.start_replication(insecure=True, worker_threads=0)
         with pytest.raises(tidelog.TlsError):

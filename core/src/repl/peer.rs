@@ -9,8 +9,9 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use super::config::PeerConfig;
 use super::cursor::{RefusalKey, RefusalRecord, Skipped, MAX_REFUSALS_PER_PEER};
-use super::{PeerConfig, PeerStatus, RefusalStatus, Replicator, TableStatus};
+use super::status::{PeerStatus, RefusalStatus, TableStatus};
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
 use crate::local::db::Database;
@@ -168,11 +169,9 @@ impl PeerState {
         self.removed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub(crate) fn start_dialer(self: &Arc<Self>, r: &Arc<Replicator>) {
-        let task = r
-            .handle
-            .spawn(super::session::dial_loop(r.clone(), self.clone()));
-        if let Some(old) = self.dialer.lock().replace(task.abort_handle()) {
+    /// Keeps `task` as this peer's dialer, aborting the one it replaces.
+    pub(crate) fn set_dialer(&self, task: tokio::task::AbortHandle) {
+        if let Some(old) = self.dialer.lock().replace(task) {
             old.abort();
         }
     }

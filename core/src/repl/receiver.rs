@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cursor::{store_acked, PeerCursor, TableCursor};
 use super::link::{blocking, link_closed, Reader};
-use super::PeerState;
+use super::peer::PeerState;
 use crate::error::{Error, Result};
 use crate::local::catalog::TableOptions;
 use crate::local::codec::Stamp;

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::lanes::Lanes;
 use super::link::{blocking, link_closed, BulkMessage};
+use super::peer::PeerState;
 use super::peer::NOT_SUBSCRIBED_BY_PEER;
-use super::{PeerState, Replicator};
+use super::runtime::Replicator;
 use crate::error::{Error, Result};
 use crate::local::db::Database;
 use crate::local::log::{LogWrite, WriteOp};

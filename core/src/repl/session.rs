@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cursor::PeerCursor;
 use super::link::{blocking, BoxIo, BulkMessage, Reader, Writer};
+use super::peer::PeerState;
 use super::receiver::Receiver;
+use super::runtime::Replicator;
 use super::sender::Sender;
-use super::{PeerState, Replicator};
 use crate::error::{Error, Result};
 use crate::local::db::Database;
 use crate::local::hlc::wall_millis;
@@ -41,8 +42,14 @@ const DIAL_GRACE: Duration = Duration::from_millis(200);
 /// A link that stayed up this long resets the redial backoff.
 const STABLE_LINK: Duration = Duration::from_secs(10);
 
+/// Starts (or restarts) `peer`'s dialer on the engine's runtime.
+pub(crate) fn start_dialer(r: &Arc<Replicator>, peer: &Arc<PeerState>) {
+    let task = r.handle.spawn(dial_loop(r.clone(), peer.clone()));
+    peer.set_dialer(task.abort_handle());
+}
+
 /// Keeps a link to a peer that has an address: dial, run, back off, redial.
-pub(crate) async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
+async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
     let mut backoff = r.opts.backoff_initial;
     let mut generation = peer.generation.subscribe();
     let mut closing = r.closing.subscribe();

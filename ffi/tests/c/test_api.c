@@ -430,6 +430,45 @@ static void test_transactions(tidelog_db *db) {
     CHECK(seq == 0);
     tidelog_txn_free(t);
 
+    /* Commit info as JSON: it is the start of the log entry the commit made
+     * (the same seq, origin, stamp and stamp_ms, in the same order). */
+    {
+        tidelog_string *info = NULL, *entry = NULL;
+        unsigned long long info_seq = 0;
+        OK(tidelog_txn_begin(db, &t));
+        OK(tidelog_txn_upsert(t, "alerts", "{\"id\": \"a-json\"}"));
+        EXPECT(tidelog_txn_commit_json(t, NULL), TIDELOG_NULL_ARGUMENT); /* not consumed */
+        OK(tidelog_txn_commit_json(t, &info));
+        const char *text = tidelog_string_data(info);
+        CHECK(sscanf(text, "{\"seq\":%llu,\"origin\":", &info_seq) == 1 && info_seq > 0);
+        CONTAINS(info, "\"stamp\":{\"time\":");
+        CONTAINS(info, "\"stamp_ms\":");
+        OK(tidelog_read_log(db, (uint64_t)info_seq, 1, &entry));
+        const char *log = tidelog_string_data(entry);
+        size_t n = strlen(text);
+        CHECK(n > 2 && log[0] == '[' && strncmp(log + 1, text, n - 1) == 0 && log[n] == ',');
+        tidelog_string_free(entry);
+        tidelog_string_free(info);
+        info = (tidelog_string *)(uintptr_t)1;
+        EXPECT(tidelog_txn_commit_json(t, &info), TIDELOG_INVALID_HANDLE);
+        CHECK(info == NULL);
+        tidelog_txn_free(t);
+
+        OK(tidelog_txn_begin(db, &t)); /* a failed commit hands out nothing */
+        OK(tidelog_txn_insert(t, "sensor_data", "{\"id\": 1}"));
+        info = (tidelog_string *)(uintptr_t)1;
+        EXPECT(tidelog_txn_commit_json(t, &info), TIDELOG_ALREADY_EXISTS);
+        CHECK(info == NULL);
+        tidelog_txn_free(t);
+
+        OK(tidelog_txn_begin(db, &t)); /* empty: sequence 0 */
+        OK(tidelog_txn_commit_json(t, &info));
+        CHECK(strncmp(tidelog_string_data(info), "{\"seq\":0,", 9) == 0);
+        tidelog_string_free(info);
+        tidelog_txn_free(t);
+        EXPECT(tidelog_txn_commit_json(NULL, &info), TIDELOG_NULL_ARGUMENT);
+    }
+
     EXPECT(tidelog_txn_begin(db, NULL), TIDELOG_NULL_ARGUMENT);
     EXPECT(tidelog_txn_begin(NULL, &t), TIDELOG_NULL_ARGUMENT);
     EXPECT(tidelog_txn_insert(NULL, "alerts", "{}"), TIDELOG_NULL_ARGUMENT);

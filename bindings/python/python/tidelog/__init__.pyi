@@ -22,6 +22,7 @@ from ._types import (
     Change as Change,
     ChangeEvent as ChangeEvent,
     DevPki as DevPki,
+    DurationOption as DurationOption,
     Key as Key,
     LogBounds as LogBounds,
     LogEntry as LogEntry,
@@ -32,6 +33,8 @@ from ._types import (
     RefusalStatus as RefusalStatus,
     Stamp as Stamp,
     RecordIn as RecordIn,
+    RetentionOptions as RetentionOptions,
+    SizeOption as SizeOption,
     StrPath as StrPath,
     TableFlow as TableFlow,
     TableInfo as TableInfo,
@@ -44,21 +47,24 @@ def open(
     path: StrPath,
     node_name: str,
     *,
-    engine: Literal["fjall", "sled"] = "fjall",
-    durability: Literal["grouped", "sync"] = "grouped",
-    flush_interval: float = 0.05,
-    memory_budget: Optional[int] = None,
-    max_record_bytes: Optional[int] = None,
-    max_clock_skew: Optional[float] = None,
-    expiry_interval: Optional[float] = None,
-    recover_prefix: bool = False,
+    engine: Literal["fjall", "sled"] = ...,
+    durability: Literal["grouped", "sync"] = ...,
+    flush_interval: Optional[DurationOption] = None,
+    memory_budget: Optional[SizeOption] = None,
+    max_record_bytes: Optional[SizeOption] = None,
+    max_clock_skew: Optional[DurationOption] = None,
+    expiry_interval: Optional[DurationOption] = None,
+    recover_prefix: bool = ...,
+    retention: Optional[RetentionOptions] = None,
 ) -> "Database":
     """Opens (creating if needed) the data directory ``path`` for node
     ``node_name``. Raises :class:`LockedError` if another handle or process
     has it open, :class:`CorruptError` if the engine's journal was damaged
     (unless ``recover_prefix`` keeps its longest valid prefix; see
     ``Database.dropped_transactions``). Use the result as a context manager
-    to close it."""
+    to close it. The keywords are the options schema every binding shares:
+    an unknown or out-of-range one raises :class:`InvalidInputError`
+    naming it and what it accepts."""
 
 def dev_certs(out_dir: StrPath, nodes: Sequence[str], *, ca_name: str = "tidelog dev CA") -> DevPki:
     """Writes a development CA and a certificate and key per node into
@@ -253,13 +259,13 @@ class Database:
         cert: Optional[StrPath] = None,
         key: Optional[StrPath] = None,
         ca: Optional[StrPath] = None,
-        insecure: bool = False,
-        heartbeat_interval: Optional[float] = None,
-        idle_timeout: Optional[float] = None,
-        connect_timeout: Optional[float] = None,
-        backoff_initial: Optional[float] = None,
-        backoff_max: Optional[float] = None,
-        max_frame_bytes: Optional[int] = None,
+        insecure: bool = ...,
+        heartbeat_interval: Optional[DurationOption] = None,
+        idle_timeout: Optional[DurationOption] = None,
+        connect_timeout: Optional[DurationOption] = None,
+        backoff_initial: Optional[DurationOption] = None,
+        backoff_max: Optional[DurationOption] = None,
+        max_frame_bytes: Optional[SizeOption] = None,
         batch_max_txns: Optional[int] = None,
         window_txns: Optional[int] = None,
         sync_chunk_rows: Optional[int] = None,
@@ -268,9 +274,26 @@ class Database:
         """Starts replication: mutual TLS from PEM files, or insecure=True."""
     def listen(self, addr: str) -> str:
         """Accepts peers on ``addr``; returns the bound "host:port"."""
-    def add_peer(self, name: str, *, address: Optional[str] = None, tables: Optional[Sequence[TableFlow]] = None) -> None:
-        """Adds a peer (dialed if it has an address)."""
-    def update_peer(self, name: str, *, address: Optional[str] = None, tables: Optional[Sequence[TableFlow]] = None) -> None:
+    def add_peer(
+        self,
+        name: str,
+        *,
+        address: Optional[str] = None,
+        tables: Optional[Sequence[TableFlow]] = None,
+        relays: Optional[bool] = None,
+    ) -> None:
+        """Adds a peer (dialed if it has an address). ``relays``: whether
+        the peer may forward other nodes' writes to this instance (default:
+        True with an address, False without; see the README's origin
+        rules)."""
+    def update_peer(
+        self,
+        name: str,
+        *,
+        address: Optional[str] = None,
+        tables: Optional[Sequence[TableFlow]] = None,
+        relays: Optional[bool] = None,
+    ) -> None:
         """Replaces a peer's configuration."""
     def remove_peer(self, name: str) -> None:
         """Removes a peer."""

@@ -20,6 +20,27 @@ dict is stored with its attributes sorted."""
 
 StrPath = Union[str, "os.PathLike[str]"]
 
+DurationOption = Union[str, float]
+"""A duration option: a string with a unit (``"250ms"``, ``"10s"``,
+``"5m"``, ``"1h"``, ``"7d"``), as in every binding. A number is the older
+Python spelling, seconds: it still works in this release, with a
+``DeprecationWarning``."""
+
+SizeOption = Union[int, str]
+"""A size option: an int of bytes or a string with a binary unit
+(``"512KiB"``, ``"64MiB"``, ``"1GiB"``)."""
+
+class RetentionOptions(TypedDict, total=False):
+    """How long the transaction log and tombstones stay (``open(...,
+    retention=...)``). Durations here are strings with a unit or ints of
+    milliseconds, as in the other bindings."""
+
+    log_max_bytes: SizeOption
+    log_max_age: Union[str, int]
+    log_min_age: Union[str, int]
+    tombstone_min_age: Union[str, int]
+    tombstone_max_age: Union[str, int]
+
 class TableInfo(TypedDict):
     """A table definition."""
 

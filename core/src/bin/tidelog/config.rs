@@ -5,15 +5,25 @@
 //! directory, so a service manager can start `tidelog serve` from anywhere.
 //! Unknown keys are refused, so a typo never silently becomes a default.
 //!
+//! The database's options (everything but `data_dir`, `listen`,
+//! `status_interval_secs`, `[tls]`, `insecure`, `[[tables]]` and
+//! `[[peers]]`) and `[replication]` decode through the library's one
+//! options schema (`tidelog::options`), as the bindings' options do: a
+//! duration is an integer of milliseconds or a string such as `"250ms"`,
+//! `"10s"`, `"7d"`; a size an integer of bytes or `"64MiB"`. The older
+//! spellings (`flush_interval_ms`, `memory_budget_mib`,
+//! `max_clock_skew_secs`, `heartbeat_ms`, `*_ms`, `log_max_mib`,
+//! `*_secs` under `[retention]`) still decode for one release.
+//!
 //! ```toml
 //! node_name = "cloud"            # required; the DNS name in this node's certificate
 //! data_dir = "data"              # required; created if missing
 //! engine = "fjall"               # "fjall" (default) or "sled"; fixed when the directory is created
 //! durability = "grouped"         # "grouped" (default) or "sync" (fdatasync every commit)
-//! flush_interval_ms = 50         # with "grouped": how often commits are flushed together
-//! memory_budget_mib = 64         # storage caches and write buffers (at least 4)
-//! max_record_bytes = 1048576     # largest record a write may carry
-//! max_clock_skew_secs = 60       # remote stamps further ahead than this are refused
+//! flush_interval = "50ms"       # with "grouped": how often commits are flushed together
+//! memory_budget = "64MiB"       # storage caches and write buffers (4MiB to 1TiB)
+//! max_record_bytes = "1MiB"     # largest record a write may carry
+//! max_clock_skew = "60s"        # remote stamps further ahead than this are refused
 //! recover_prefix = false         # true: open a damaged journal by keeping its valid prefix
 //! listen = "0.0.0.0:7000"        # optional: accept peers dialing in here (port 0 = any free port)
 //! status_interval_secs = 10      # one status line per peer this often on stderr; 0 = never
@@ -25,19 +35,19 @@
 //! # insecure = true              # plaintext, no authentication: tests on a trusted loopback only
 //!
 //! [replication]                  # optional timers; the defaults suit most links
-//! heartbeat_ms = 1000
-//! idle_timeout_ms = 5000         # a link that moves nothing this long is dropped
-//! connect_timeout_ms = 10000
-//! backoff_initial_ms = 200       # first redial delay, doubling up to backoff_max_ms
-//! backoff_max_ms = 10000
+//! heartbeat_interval = "1s"
+//! idle_timeout = "5s"            # a link that moves nothing this long is dropped
+//! connect_timeout = "10s"
+//! backoff_initial = "200ms"      # first redial delay, doubling up to backoff_max
+//! backoff_max = "10s"
 //! worker_threads = 2
 //!
 //! [retention]                    # optional; how long the transaction log and tombstones stay
-//! log_max_mib = 256              # the log is trimmed, oldest first, to stay under this
-//! log_max_age_secs = 604800      # entries older than this go even if a peer still needs them
-//! log_min_age_secs = 0           # acknowledged entries stay at least this long
-//! tombstone_min_age_secs = 3600  # acknowledged tombstones are purged once this old
-//! tombstone_max_age_secs = 2592000  # and all tombstones at this age
+//! log_max_bytes = "256MiB"      # the log is trimmed, oldest first, to stay under this
+//! log_max_age = "7d"             # entries older than this go even if a peer still needs them
+//! log_min_age = 0                # acknowledged entries stay at least this long
+//! tombstone_min_age = "1h"       # acknowledged tombstones are purged once this old
+//! tombstone_max_age = "30d"      # and all tombstones at this age
 //!
 //! [[tables]]                     # created at start if missing (never altered if present)
 //! name = "thresholds"
@@ -58,76 +68,64 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
-use tidelog::{Durability, EngineKind, OpenOptions, PeerConfig, ReplicationOptions, TableOptions};
+use tidelog::options::{self, OpenSettings, ReplicationSettings};
+use tidelog::{OpenOptions, PeerConfig, ReplicationOptions, TableOptions};
 
 use super::CliError;
 
+/// The keys that are about running the server, not about the database;
+/// every other top-level key is a database option.
+const SERVE_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "status_interval_secs",
+    "tls",
+    "insecure",
+    "replication",
+    "tables",
+    "peers",
+];
+
 /// The whole file. Field docs are in the module documentation above.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Config {
-    pub node_name: String,
     pub data_dir: PathBuf,
-    #[serde(default)]
-    pub engine: Engine,
-    #[serde(default)]
-    pub durability: DurabilityMode,
-    pub flush_interval_ms: Option<u64>,
-    pub memory_budget_mib: Option<u64>,
-    pub max_record_bytes: Option<usize>,
-    pub max_clock_skew_secs: Option<u64>,
-    #[serde(default)]
-    pub recover_prefix: bool,
     pub listen: Option<String>,
-    #[serde(default = "default_status_interval")]
     pub status_interval_secs: u64,
     pub tls: Option<TlsFiles>,
-    #[serde(default)]
     pub insecure: bool,
-    #[serde(default)]
-    pub replication: Timers,
-    #[serde(default)]
-    pub retention: RetentionConfig,
-    #[serde(default)]
     pub tables: Vec<TableConfig>,
     /// The library's own peer type, so the file says exactly what
     /// `Database::add_peer` takes (it refuses unknown keys too).
-    #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    open: OpenOptions,
+    /// `[replication]` as written; decoded once the TLS paths are known.
+    replication: toml::Table,
+}
+
+/// The server's own part of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeKeys {
+    data_dir: PathBuf,
+    listen: Option<String>,
+    #[serde(default = "default_status_interval")]
+    status_interval_secs: u64,
+    tls: Option<TlsFiles>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    replication: toml::Table,
+    #[serde(default)]
+    tables: Vec<TableConfig>,
+    #[serde(default)]
+    peers: Vec<PeerConfig>,
 }
 
 fn default_status_interval() -> u64 {
     10
-}
-
-/// `[retention]`: see `tidelog::Retention`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionConfig {
-    pub log_max_mib: Option<u64>,
-    pub log_max_age_secs: Option<u64>,
-    pub log_min_age_secs: Option<u64>,
-    pub tombstone_min_age_secs: Option<u64>,
-    pub tombstone_max_age_secs: Option<u64>,
-}
-
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    #[default]
-    Fjall,
-    Sled,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DurabilityMode {
-    #[default]
-    Grouped,
-    Sync,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,17 +134,6 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Timers {
-    pub heartbeat_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub connect_timeout_ms: Option<u64>,
-    pub backoff_initial_ms: Option<u64>,
-    pub backoff_max_ms: Option<u64>,
-    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,15 +173,45 @@ impl Config {
                 _ => format!("cannot read config file {}: {e}", path.display()),
             })
         })?;
-        let mut cfg: Config = toml::from_str(&text)
-            .map_err(|e| CliError::Config(format!("{}: {e}", path.display())))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        Config::parse(&text, base)
+            .map_err(|why| CliError::Config(format!("{}: {why}", path.display())))
+    }
+
+    /// Parses and checks `text`, resolving relative paths against `base`.
+    fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let cfg = Config::decode(text, base)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Parses `text` without the checks that look at files.
+    fn decode(text: &str, base: &Path) -> Result<Config, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let (serve, open): (toml::Table, toml::Table) = table
+            .into_iter()
+            .partition(|(k, _)| SERVE_KEYS.contains(&k.as_str()));
+        let open: OpenSettings =
+            options::decode("option", toml::Value::Table(open)).map_err(|e| e.to_string())?;
+        let open = open.to_open_options().map_err(|e| e.to_string())?;
+        let serve: ServeKeys = toml::Value::Table(serve)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        let mut cfg = Config {
+            data_dir: serve.data_dir,
+            listen: serve.listen,
+            status_interval_secs: serve.status_interval_secs,
+            tls: serve.tls,
+            insecure: serve.insecure,
+            tables: serve.tables,
+            peers: serve.peers,
+            open,
+            replication: serve.replication,
+        };
         cfg.resolve_paths(base);
-        cfg.check()
-            .map_err(|why| CliError::Config(format!("{}: {why}", path.display())))?;
         Ok(cfg)
     }
 
@@ -212,9 +229,9 @@ impl Config {
         }
     }
 
-    /// What serde cannot express: choices that exclude each other, files
-    /// that must exist, names listed twice. The library re-checks values
-    /// (node names, table names, addresses) with its own messages.
+    /// What the schema cannot express: choices that exclude each other,
+    /// files that must exist, names listed twice. The library re-checks
+    /// values (node names, table names, addresses) with its own messages.
     fn check(&self) -> Result<(), String> {
         match (&self.tls, self.insecure) {
             (Some(_), true) => {
@@ -238,12 +255,6 @@ impl Config {
             }
             (None, true) => {}
         }
-        if self.durability == DurabilityMode::Sync && self.flush_interval_ms.is_some() {
-            return Err("`flush_interval_ms` only applies to durability = \"grouped\"".into());
-        }
-        if self.flush_interval_ms == Some(0) {
-            return Err("`flush_interval_ms` must be at least 1".into());
-        }
         let mut tables = HashSet::new();
         for t in &self.tables {
             if !tables.insert(t.name.as_str()) {
@@ -256,95 +267,55 @@ impl Config {
                 return Err(format!("peer `{}` is listed twice in [[peers]]", p.name));
             }
         }
+        self.replication_options()?;
         Ok(())
     }
 
-    pub fn open_options(&self) -> Result<OpenOptions, CliError> {
-        let mut o = OpenOptions::new(self.node_name.clone()).engine(match self.engine {
-            Engine::Fjall => EngineKind::Fjall,
-            Engine::Sled => EngineKind::Sled,
-        });
-        o.durability = match self.durability {
-            DurabilityMode::Sync => Durability::Sync,
-            DurabilityMode::Grouped => match self.flush_interval_ms {
-                Some(ms) => Durability::Grouped {
-                    interval: Duration::from_millis(ms),
-                },
-                None => Durability::default(),
-            },
-        };
-        if let Some(mib) = self.memory_budget_mib {
-            o.memory_budget = mib.checked_mul(1 << 20).ok_or_else(|| {
-                CliError::Config(format!("memory_budget_mib = {mib} is too large"))
-            })?;
-        }
-        if let Some(b) = self.max_record_bytes {
-            o.max_record_bytes = b;
-        }
-        if let Some(s) = self.max_clock_skew_secs {
-            o.max_clock_skew = Duration::from_secs(s);
-        }
-        o.recover_prefix = self.recover_prefix;
-        let r = &self.retention;
-        let secs = Duration::from_secs;
-        if let Some(mib) = r.log_max_mib {
-            o.retention.log_max_bytes = mib
-                .checked_mul(1 << 20)
-                .ok_or_else(|| CliError::Config(format!("log_max_mib = {mib} is too large")))?;
-        }
-        if let Some(s) = r.log_max_age_secs {
-            o.retention.log_max_age = Some(secs(s));
-        }
-        if let Some(s) = r.log_min_age_secs {
-            o.retention.log_min_age = secs(s);
-        }
-        if let Some(s) = r.tombstone_min_age_secs {
-            o.retention.tombstone_min_age = secs(s);
-        }
-        if let Some(s) = r.tombstone_max_age_secs {
-            o.retention.tombstone_max_age = secs(s);
-        }
-        Ok(o)
+    pub fn open_options(&self) -> OpenOptions {
+        self.open.clone()
     }
 
-    pub fn replication_options(&self) -> ReplicationOptions {
-        let mut o = match &self.tls {
-            Some(t) => ReplicationOptions::mutual_tls(&t.cert, &t.key, &t.ca),
-            None => ReplicationOptions::insecure(),
-        };
-        let t = &self.replication;
-        let ms = Duration::from_millis;
-        if let Some(v) = t.heartbeat_ms {
-            o.heartbeat_interval = ms(v);
+    /// `[replication]` with the security of `[tls]` / `insecure`, through
+    /// the options schema.
+    pub fn replication_options(&self) -> Result<ReplicationOptions, String> {
+        let mut r = self.replication.clone();
+        for key in ["tls", "insecure"] {
+            if r.contains_key(key) {
+                return Err(format!(
+                    "`{key}` does not belong in [replication]: give it at the top level"
+                ));
+            }
         }
-        if let Some(v) = t.idle_timeout_ms {
-            o.idle_timeout = ms(v);
+        match &self.tls {
+            Some(t) => {
+                let path = |p: &PathBuf| {
+                    p.to_str()
+                        .map(|s| toml::Value::String(s.into()))
+                        .ok_or_else(|| format!("[tls] path {} is not UTF-8", p.display()))
+                };
+                let mut tls = toml::Table::new();
+                tls.insert("cert".into(), path(&t.cert)?);
+                tls.insert("key".into(), path(&t.key)?);
+                tls.insert("ca".into(), path(&t.ca)?);
+                r.insert("tls".into(), toml::Value::Table(tls));
+            }
+            None => {
+                r.insert("insecure".into(), toml::Value::Boolean(self.insecure));
+            }
         }
-        if let Some(v) = t.connect_timeout_ms {
-            o.connect_timeout = ms(v);
-        }
-        if let Some(v) = t.backoff_initial_ms {
-            o.backoff_initial = ms(v);
-        }
-        if let Some(v) = t.backoff_max_ms {
-            o.backoff_max = ms(v);
-        }
-        if let Some(v) = t.worker_threads {
-            o.worker_threads = v;
-        }
-        o
+        let settings: ReplicationSettings =
+            options::decode("[replication]", toml::Value::Table(r)).map_err(|e| e.to_string())?;
+        settings.to_replication_options().map_err(|e| e.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(text: &str) -> Result<Config, String> {
-        let mut c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        c.resolve_paths(Path::new("/etc/tidelog"));
-        c.check()?;
-        Ok(c)
+        Config::parse(text, Path::new("/etc/tidelog"))
     }
 
     #[test]
@@ -356,14 +327,21 @@ mod tests {
             .take_while(|l| !l.starts_with("//! ```"))
             .map(|l| format!("{}\n", l.trim_start_matches("//!")))
             .collect();
-        let mut c: Config = toml::from_str(&example).unwrap();
-        c.resolve_paths(Path::new("/etc/tidelog"));
-        assert_eq!(c.node_name, "cloud");
+        let c = Config::decode(&example, Path::new("/etc/tidelog")).unwrap();
+        assert_eq!(c.open.node_name, "cloud");
         assert_eq!(c.data_dir, Path::new("/etc/tidelog/data"));
         assert_eq!(c.tables[0].options().primary_key, "sensor");
         assert_eq!(c.peers[0].tables.len(), 2);
         assert!(c.peers[0].tables[0].publish && !c.peers[0].tables[0].subscribe);
-        assert_eq!(c.replication.idle_timeout_ms, Some(5000));
+        assert_eq!(
+            c.replication.get("idle_timeout").and_then(|v| v.as_str()),
+            Some("5s")
+        );
+        assert_eq!(c.open.memory_budget, 64 << 20);
+        assert_eq!(
+            c.open.retention.log_max_age,
+            Some(Duration::from_secs(7 * 86_400))
+        );
         // Everything but the example's certificate files checks out.
         let e = c.check().unwrap_err();
         assert!(
@@ -389,12 +367,11 @@ mod tests {
     #[test]
     fn examples_cloud_toml_parses() {
         let text = include_str!("../../../../examples/cloud.toml");
-        let mut c: Config = toml::from_str(text).unwrap();
-        c.resolve_paths(Path::new("/repo/examples"));
+        let c = Config::decode(text, Path::new("/repo/examples")).unwrap();
         assert_eq!(c.data_dir, Path::new("/repo/examples/cloud-data"));
         assert_eq!(c.peers.len(), 2);
         assert_eq!(c.peers[1].tables[1].since_ms, Some(1767225600000));
-        c.open_options().unwrap();
+        assert_eq!(c.open_options().max_clock_skew, Duration::from_secs(60));
         // Its certificates are made by the reader, never committed.
         let e = c.check().unwrap_err();
         assert!(e.contains("pki/cloud.pem does not exist"), "{e}");
@@ -429,5 +406,55 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("only applies"), "{e}");
+    }
+
+    #[test]
+    fn options_use_the_shared_schema_units_and_ranges() {
+        let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
+        let c = parse(&format!(
+            "{base}memory_budget = \"8MiB\"\nmax_clock_skew = 1500\n\
+             [replication]\nheartbeat_interval = \"250ms\"\nheartbeat_ms = 300\n"
+        ))
+        .unwrap_err();
+        assert!(c.contains("heartbeat"), "one option given twice: {c}");
+        let c = parse(&format!(
+            "{base}memory_budget = \"8MiB\"\nmax_clock_skew = 1500\n\
+             [replication]\nheartbeat_interval = \"250ms\"\nmax_frame_bytes = \"1MiB\"\n\
+             [retention]\nlog_max_bytes = \"32MiB\"\nlog_max_age = \"2d\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.open.memory_budget, 8 << 20);
+        assert_eq!(c.open.max_clock_skew, Duration::from_millis(1500));
+        assert_eq!(c.open.retention.log_max_bytes, 32 << 20);
+        assert_eq!(
+            c.open.retention.log_max_age,
+            Some(Duration::from_secs(2 * 86_400))
+        );
+        let r = c.replication_options().unwrap();
+        assert_eq!(r.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(r.max_frame_bytes, 1 << 20);
+
+        let e = parse(&format!("{base}memory_budget = \"1MiB\"")).unwrap_err();
+        assert!(
+            e.contains("memory_budget") && e.contains("between 4MiB and 1TiB"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}[replication]\nworker_threads = 0")).unwrap_err();
+        assert!(
+            e.contains("replication.worker_threads") && e.contains("between 1 and 256"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}[retention]\nlog_max_age = \"forever\"")).unwrap_err();
+        assert!(
+            e.contains("retention.log_max_age") && e.contains("duration"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}[replication]\nheartbeat = 5")).unwrap_err();
+        assert!(
+            e.contains("heartbeat") && e.contains("heartbeat_interval"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}[replication]\ninsecure = true")).unwrap_err();
+        assert!(e.contains("top level"), "{e}");
     }
 }

@@ -19,7 +19,7 @@ macro_rules! log {
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
     super::logger::init()?;
     let cfg = Config::load(config_path)?;
-    let open = cfg.open_options()?;
+    let open = cfg.open_options();
     // A small runtime of our own only waits for signals and ticks the
     // status; replication runs on the library's runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -95,7 +95,8 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
             }
         }
     }
-    db.start_replication(cfg.replication_options())
+    let replication = cfg.replication_options().map_err(CliError::Config)?;
+    db.start_replication(replication)
         .map_err(|e| CliError::Config(format!("cannot start replication: {e}")))?;
     let bound = match &cfg.listen {
         Some(addr) => {

@@ -1,0 +1,272 @@
+//! The replication calls of [`Database`]: start the engine, listen, manage
+//! peers, read their status, and wait for receipts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::config::{PeerConfig, ReplicationOptions, Security};
+use super::cursor;
+use super::peer::PeerState;
+use super::runtime::Replicator;
+use super::session;
+use super::status::PeerStatus;
+use crate::error::{Error, Result};
+use crate::local::db::Database;
+
+impl Database {
+    fn replicator(&self) -> Result<Arc<Replicator>> {
+        let _store = self.store()?;
+        let hook = self.shared.replication.lock().clone();
+        hook.and_then(|h| h.as_any().downcast::<Replicator>().ok())
+            .ok_or_else(|| {
+                Error::Unsupported(
+                    "replication is not started: call start_replication first".into(),
+                )
+            })
+    }
+
+    /// Starts the replication engine (its runtime and TLS configuration).
+    /// Call once, before `listen` and `add_peer`.
+    pub fn start_replication(&self, opts: ReplicationOptions) -> Result<()> {
+        let _store = self.store()?;
+        opts.validate()?;
+        let mut slot = self.shared.replication.lock();
+        if slot.is_some() {
+            return Err(Error::Unsupported("replication is already started".into()));
+        }
+        let (client_tls, server_tls) = match &opts.security {
+            Security::MutualTls(id) => (Some(id.client_config()?), Some(id.server_config()?)),
+            Security::Insecure => (None, None),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.worker_threads)
+            .thread_name("tidelog-net")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        let r = Arc::new(Replicator {
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            opts,
+            client_tls,
+            server_tls,
+            peers: Mutex::new(HashMap::new()),
+            db: Arc::downgrade(&self.shared),
+            node_name: self.shared.node_name.clone(),
+            acceptors: Mutex::new(Vec::new()),
+            closing: tokio::sync::watch::Sender::new(false),
+            accepting: std::sync::atomic::AtomicUsize::new(0),
+        });
+        *slot = Some(r);
+        Ok(())
+    }
+
+    /// Accepts peers dialing in on `addr` (e.g. `127.0.0.1:7000`; port 0
+    /// picks a free one). Returns the bound address.
+    pub fn listen(&self, addr: &str) -> Result<SocketAddr> {
+        let r = self.replicator()?;
+        let std_listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
+        let local = std_listener
+            .local_addr()
+            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
+        let listener = {
+            let _enter = r.handle.enter();
+            tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?
+        };
+        let task = r.handle.spawn(session::accept_loop(r.clone(), listener));
+        r.acceptors.lock().push(task.abort_handle());
+        Ok(local)
+    }
+
+    /// Adds a peer; takes effect at once, also while it is unreachable.
+    pub fn add_peer(&self, config: PeerConfig) -> Result<()> {
+        let r = self.replicator()?;
+        config.validate(&self.shared.node_name)?;
+        let mut peers = r.peers.lock();
+        if peers.contains_key(&config.name) {
+            return Err(Error::PeerExists(config.name));
+        }
+        let acked = cursor::load_acked(self, &config.name)?;
+        let refused = cursor::load_refusals(self, &config.name)?;
+        let skipped = cursor::load_skipped(self, &config.name)?;
+        let state = PeerState::new(config.clone(), acked, refused, skipped);
+        // A damaged cursor is reported when the link loads it; here it only
+        // means no node id is known for the peer yet.
+        let known = cursor::PeerCursor::load(self, &config.name).map_or(0, |c| c.peer_node_id);
+        if known != 0 {
+            state.counters.lock().known_node_id = Some(known);
+        }
+        peers.insert(config.name.clone(), state.clone());
+        drop(peers);
+        if config.address.is_some() {
+            session::start_dialer(&r, &state);
+        }
+        Ok(())
+    }
+
+    /// Replaces a peer's configuration; its link says goodbye ("its
+    /// settings for this peer changed") and restarts with it.
+    pub fn update_peer(&self, config: PeerConfig) -> Result<()> {
+        let r = self.replicator()?;
+        config.validate(&self.shared.node_name)?;
+        let state = r
+            .peer(&config.name)
+            .ok_or_else(|| Error::PeerNotFound(config.name.clone()))?;
+        let had_address = state.config().address.is_some();
+        state.set_config(config.clone());
+        // The link says goodbye and ends; a dialer whose peer lost its
+        // address then stops by itself.
+        state.restart();
+        if config.address.is_some() && !had_address {
+            session::start_dialer(&r, &state);
+        }
+        Ok(())
+    }
+
+    /// Removes a peer; its link says goodbye ("it no longer has this node
+    /// as a peer") and nothing redials it. Its resume cursor stays, so
+    /// adding it again resumes where it left off.
+    pub fn remove_peer(&self, name: &str) -> Result<()> {
+        let r = self.replicator()?;
+        let state = r
+            .peers
+            .lock()
+            .remove(name)
+            .ok_or_else(|| Error::PeerNotFound(name.to_string()))?;
+        state.remove();
+        Ok(())
+    }
+
+    pub fn peer_status(&self, name: &str) -> Result<PeerStatus> {
+        let r = self.replicator()?;
+        let state = r
+            .peer(name)
+            .ok_or_else(|| Error::PeerNotFound(name.to_string()))?;
+        state.status(self)
+    }
+
+    /// Status of every peer, by name.
+    pub fn replication_status(&self) -> Result<Vec<PeerStatus>> {
+        let r = self.replicator()?;
+        let mut peers: Vec<Arc<PeerState>> = r.peers.lock().values().cloned().collect();
+        peers.sort_by_key(|p| p.name());
+        peers.iter().map(|p| p.status(self)).collect()
+    }
+
+    /// Waits until every peer this instance publishes to has acknowledged
+    /// the log up to `seq` (`None`: everything committed so far). Use it as
+    /// a delivery receipt that survives restarts: acknowledgements are
+    /// persisted, and a restarted app can wait for "everything up to now".
+    ///
+    /// Fails with [`Error::NotSubscribed`] if transaction `seq` (for `None`,
+    /// the newest one) writes a table this node publishes to a peer that
+    /// did not subscribe to it on its last link, with
+    /// [`Error::DeliveryUnproven`] if the log no longer holds `seq` and such
+    /// a peer skips a published table, with [`Error::Refused`] as soon as a
+    /// peer refused it (see [`Database::wait_for_ack`]), and with
+    /// [`Error::NotAcknowledged`] (kind `Timeout`, saying what the link
+    /// looks like) when time runs out.
+    pub fn wait_for_delivery(&self, seq: Option<u64>, timeout: Duration) -> Result<()> {
+        let r = self.replicator()?;
+        let seq = match seq {
+            Some(s) => s,
+            None => self.log_bounds()?.last,
+        };
+        let (tables, stamp) = self.tables_written_by(seq)?;
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let peers: Vec<Arc<PeerState>> = r
+            .peers
+            .lock()
+            .values()
+            .filter(|p| p.config().tables.iter().any(|t| t.publish))
+            .cloned()
+            .collect();
+        for p in peers {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            });
+            p.wait_acked(seq, stamp, tables.as_deref(), left, || self.is_closed())
+                .map_err(|mut e| {
+                    // The caller's whole timeout, not this peer's share.
+                    if let Error::NotAcknowledged { after, .. } = &mut e {
+                        *after = timeout;
+                    }
+                    e
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `peer` has acknowledged this instance's log up to `seq`
+    /// (e.g. the `seq` of a [`crate::CommitInfo`]), or `timeout` passes.
+    ///
+    /// The peer acknowledges positions in this node's log; writes to tables
+    /// it does not take from this node are passed over, not delivered. So
+    /// if transaction `seq` writes a table this node publishes to `peer`
+    /// and `peer`'s hello on the last link did not ask for it, this fails
+    /// with [`Error::NotSubscribed`] instead of passing, with the link up or
+    /// down and after a restart: this node stores, per peer, which published
+    /// tables the last link did not ask for (replaced when a link comes up;
+    /// for a peer that now subscribes, such receipts wait until it
+    /// acknowledges a write committed after that link came up, which covers
+    /// the table's sync or renewed stream). Which tables `seq`
+    /// wrote is read from the log; once retention trimmed the entry, it is
+    /// unknown, so if `peer` skips any published table the receipt fails
+    /// with [`Error::DeliveryUnproven`] rather than pass for a write that
+    /// may never have reached it (keep entries longer with
+    /// [`crate::Retention::log_min_age`] to check receipts later). Writes to
+    /// tables not published to `peer` at all are not part of its receipt.
+    ///
+    /// A receipt means `peer` applied the transaction. If it refused it, or
+    /// part of it (a stamp beyond its `max_clock_skew`, a table it does not
+    /// take, a record breaking its rules, a table it no longer has), this
+    /// fails at once with [`Error::Refused`] (kind `ClockSkew` for a stamp
+    /// too far ahead, `Peer` otherwise), also after a restart, though
+    /// `peer` acknowledges positions past it so that later writes flow. A
+    /// receipt is for transaction `seq` alone: it passes if `seq` was
+    /// applied even when an earlier one of the same table was refused
+    /// (those show in [`PeerStatus::refusals`]). When time runs out the
+    /// error is [`Error::NotAcknowledged`] (kind `Timeout`), saying what
+    /// the link looks like and what to check.
+    pub fn wait_for_ack(&self, peer: &str, seq: u64, timeout: Duration) -> Result<()> {
+        let r = self.replicator()?;
+        let state = r
+            .peer(peer)
+            .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
+        let (tables, stamp) = self.tables_written_by(seq)?;
+        state.wait_acked(seq, stamp, tables.as_deref(), timeout, || self.is_closed())
+    }
+
+    /// The tables transaction `seq` writes and its stamp; no tables (and
+    /// no stamp) if the log does not hold it yet, `None` for the tables if
+    /// it no longer does (trimmed: which tables it wrote is unknown).
+    fn tables_written_by(
+        &self,
+        seq: u64,
+    ) -> Result<(Option<Vec<String>>, Option<crate::local::codec::Stamp>)> {
+        let bounds = self.log_bounds()?;
+        if seq == 0 || seq > bounds.last {
+            return Ok((Some(Vec::new()), None));
+        }
+        if seq < bounds.first {
+            return Ok((None, None));
+        }
+        // Gone between the bounds and the read: trimmed meanwhile.
+        let Some(entry) = self.read_log(seq, 1)?.into_iter().find(|e| e.seq == seq) else {
+            return Ok((None, None));
+        };
+        let mut tables: Vec<String> = entry.writes.into_iter().map(|w| w.table).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        Ok((Some(tables), Some(entry.stamp)))
+    }
+}

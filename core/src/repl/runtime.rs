@@ -1,0 +1,147 @@
+//! The running replication engine of one database: its tokio runtime, TLS
+//! configurations and peers, and its shutdown.
+//!
+//! Links (`session`, `sender`, `receiver`) hold an `Arc<Replicator>` for the
+//! engine's settings and peer table; the engine itself never names them.
+//! Dialers and acceptors are spawned by the public API (`api.rs`) through
+//! `session`, not by the engine or a peer's state, so the imports run one
+//! way: api -> session -> sender/receiver -> runtime -> peer -> config.
+//! A trait object in place of the struct would give the same order but
+//! hide which settings a link reads; the struct keeps them visible.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::config::ReplicationOptions;
+use super::peer::PeerState;
+use crate::error::{Error, Result};
+use crate::local::db::{Database, ReplicationHook, Shared};
+
+/// The running replication engine of one database.
+pub(crate) struct Replicator {
+    pub(super) runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) opts: ReplicationOptions,
+    pub(crate) client_tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) server_tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) peers: Mutex<HashMap<String, Arc<PeerState>>>,
+    pub(crate) db: Weak<Shared>,
+    pub(crate) node_name: String,
+    pub(super) acceptors: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Set when the database closes: each session then says goodbye and
+    /// ends its TLS stream with close_notify (see `session::write_loop`).
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// Accepted connections not yet done (handshake, hello, and the link
+    /// they become): `shutdown` waits for them as for registered links,
+    /// since the peer may already count such a link as up.
+    pub(crate) accepting: std::sync::atomic::AtomicUsize,
+}
+
+impl Replicator {
+    pub(crate) fn db(&self) -> Result<Database> {
+        match self.db.upgrade() {
+            Some(shared) => Ok(Database { shared }),
+            None => Err(Error::Closed),
+        }
+    }
+
+    pub(crate) fn peer(&self, name: &str) -> Option<Arc<PeerState>> {
+        self.peers.lock().get(name).cloned()
+    }
+
+    /// The lowest local sequence every publishing peer acknowledged;
+    /// `u64::MAX` when no peer receives anything from this node.
+    pub(crate) fn acked_floor(&self) -> u64 {
+        self.peers
+            .lock()
+            .values()
+            .filter(|p| p.config().tables.iter().any(|t| t.publish))
+            .map(|p| *p.acked.borrow())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Tells peers whose acknowledged position the log no longer holds that
+    /// they will be resynced.
+    pub(crate) fn note_trimmed(&self, first: u64) {
+        for p in self.peers.lock().values() {
+            let acked = *p.acked.borrow();
+            if acked + 1 < first && p.config().tables.iter().any(|t| t.publish) {
+                let msg = format!(
+                    "the log cap trimmed entries {}..{} before `{}` acknowledged them; its tables will be resynced",
+                    acked + 1,
+                    first - 1,
+                    p.name()
+                );
+                let first = {
+                    let mut c = p.counters.lock();
+                    let first = !c.overtaken;
+                    c.overtaken = true;
+                    c.last_error = Some(msg.clone());
+                    first
+                };
+                // Logged outside the lock: a host's logger may be slow or
+                // call back into status, which takes it.
+                if first {
+                    log::warn!(target: "tidelog::repl", "{msg}");
+                }
+            }
+        }
+    }
+
+    /// Stops every task. Live sessions first get up to `GOODBYE_WAIT` to
+    /// tell their peers why and close TLS cleanly, so a peer sees "closed
+    /// the link: its database is closing" rather than a broken connection.
+    /// From a thread of our own runtime (a last handle dropped inside a
+    /// task) it cannot wait, so it lets the runtime go.
+    pub(crate) fn shutdown(&self) {
+        const GOODBYE_WAIT: Duration = Duration::from_millis(500);
+        for a in self.acceptors.lock().drain(..) {
+            a.abort();
+        }
+        // Dialers stop dialing, links say goodbye (see `session::dial_loop`).
+        self.closing.send_replace(true);
+        let peers: Vec<Arc<PeerState>> = self.peers.lock().values().cloned().collect();
+        if tokio::runtime::Handle::try_current().is_err() {
+            let deadline = std::time::Instant::now() + GOODBYE_WAIT;
+            let busy = || {
+                self.accepting.load(std::sync::atomic::Ordering::Acquire) > 0
+                    || peers.iter().any(|p| p.has_live_tasks())
+            };
+            while busy() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        for p in &peers {
+            p.stop();
+        }
+        if let Some(rt) = self.runtime.lock().take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(Duration::from_secs(3));
+            }
+        }
+    }
+}
+
+impl ReplicationHook for Replicator {
+    fn acked_floor(&self) -> u64 {
+        Replicator::acked_floor(self)
+    }
+
+    fn note_trimmed(&self, first: u64) {
+        Replicator::note_trimmed(self, first)
+    }
+
+    fn shutdown(&self) {
+        Replicator::shutdown(self)
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+}

@@ -1,0 +1,109 @@
+//! What an operator reads about each peer: its link, its tables, its
+//! backlog and the writes refused either way.
+
+use serde::Serialize;
+
+use crate::local::codec::Stamp;
+
+/// Replication state of one table with one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableStatus {
+    pub table: String,
+    pub publish: bool,
+    pub subscribe: bool,
+    /// What this instance receives: "idle", "syncing", "streaming" or
+    /// `"refused: <reason>"`.
+    pub inbound: String,
+    /// What this instance sends: "idle", "syncing", "streaming",
+    /// `"refused: <reason>"`, or "not subscribed by the peer" (the peer's
+    /// hello on the current link did not ask for this table).
+    pub outbound: String,
+}
+
+/// Everything an operator wants to know about one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: Option<String>,
+    pub connected: bool,
+    /// When the link last went up (if connected) or down (if not), ms since
+    /// the epoch; `None` if it never connected.
+    pub since_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// The peer's node id, once it said hello.
+    pub node_id: Option<u64>,
+    pub tables: Vec<TableStatus>,
+    /// Highest local log sequence sent to the peer.
+    pub sent_seq: u64,
+    /// Highest local log sequence the peer acknowledged as applied.
+    pub acked_seq: u64,
+    /// Highest peer log sequence this instance applied.
+    pub received_seq: u64,
+    /// Transactions still in this node's log after `acked_seq`: entries
+    /// trimmed away are not counted. Every entry counts, including those
+    /// the peer will not receive (writes to tables it does not take, its
+    /// own writes coming back): the link passes over them as it catches up.
+    /// Always 0 for a peer this node publishes nothing to.
+    pub backlog_txns: u64,
+    /// The bytes of those entries, as `log_max_bytes` counts them (keys and
+    /// values, before compression). Exact, however long the log.
+    pub backlog_bytes: u64,
+    /// Age of the oldest of those entries, in ms; 0 without a backlog.
+    pub lag_ms: u64,
+    /// The log no longer holds the entries right after `acked_seq` (a cap
+    /// trimmed them, or the peer was added after they were trimmed): the
+    /// peer's tables are synced from their current rows when it next
+    /// connects (or are being synced now) instead of being streamed from
+    /// the log, and the backlog then counts only what the log still holds.
+    pub resync_needed: bool,
+    /// Writes from the peer that were refused: tables not subscribed from
+    /// it, stamps beyond `max_clock_skew`, records breaking the rules,
+    /// tables this node does not have (see `refusals` for which and why).
+    pub refused_writes: u64,
+    /// Frames from the peer refused because a transaction or sync row in
+    /// them had an origin the peer may not send (this node's own node id,
+    /// or another node's when the peer does not relay to this node); each
+    /// closed the link and applied nothing of its frame.
+    pub origin_violations: u64,
+    /// Writes from the peer that this node already had (equal or newer
+    /// stamp), dropped by the stamp rule: relays in a mesh, resyncs.
+    pub duplicates_received: u64,
+    /// Initial syncs and resyncs this instance received from the peer.
+    pub syncs_received: u64,
+    /// Resyncs this instance sent the peer because the log no longer held
+    /// its resume point.
+    pub resyncs_sent: u64,
+    /// Why the last resync (either way) happened.
+    pub last_resync_reason: Option<String>,
+    /// Successful connections so far.
+    pub connects: u64,
+    /// Writes refused either way on this link, one entry per direction and
+    /// table that had any, kept until the database closes (this node's
+    /// writes the peer refused are also kept across restarts). Unlike
+    /// `last_error`, later link events do not overwrite them.
+    pub refusals: Vec<RefusalStatus>,
+}
+
+/// Refused writes of one table in one direction, with the latest refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusalStatus {
+    pub table: String,
+    /// "inbound": this node refused writes from the peer; "outbound": the
+    /// peer refused writes of this node (their receipts fail).
+    pub direction: String,
+    /// Transactions refused (per table); outbound, of those still kept.
+    pub count: u64,
+    /// Why the latest was refused: "clock_skew", "not_subscribed",
+    /// "invalid_record" or "missing_table".
+    pub kind: String,
+    /// The latest refusal, as the refusing node put it.
+    pub reason: String,
+    /// When the latest refusal happened (was learned of, outbound), ms
+    /// since the epoch.
+    pub at_ms: u64,
+    /// The refused transaction's stamp: its HLC time (ms << 16 | counter)
+    /// and origin node id.
+    pub stamp: Stamp,
+    /// Its sequence in the sender's log (0: a row of a sync).
+    pub seq: u64,
+}
