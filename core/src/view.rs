@@ -133,6 +133,16 @@ pub enum OpKind {
     Delete,
 }
 
+impl OpKind {
+    /// The name every binding hands out: `"put"` or `"delete"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Put => "put",
+            OpKind::Delete => "delete",
+        }
+    }
+}
+
 /// One write of a logged transaction.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogWriteView<'a> {

@@ -14,7 +14,7 @@ use std::ptr;
 use napi::bindgen_prelude::{BigInt, Either, ToNapiValue, TypeName};
 use napi::{sys, ValueType};
 use napi_derive::napi;
-use tidelog::view::{ChangeEventView, CommitInfoView, LogEntryView, OpKind, RecordView};
+use tidelog::view::{ChangeEventView, CommitInfoView, LogEntryView, RecordView};
 use tidelog::{ChangeEvent, CommitInfo, Key, LogEntry, Stamp};
 
 /// A record: JSON text that reaches JavaScript as what `JSON.parse` makes
@@ -145,11 +145,7 @@ pub(crate) fn log_objs(entries: &[LogEntry], own_node: u64) -> Vec<LogEntryObj> 
                     .map(|w| LogWriteObj {
                         table: w.table.to_string(),
                         key: key_js(w.key),
-                        op: match w.op {
-                            OpKind::Put => "put",
-                            OpKind::Delete => "delete",
-                        }
-                        .to_string(),
+                        op: w.op.as_str().to_string(),
                         record: w.record.as_ref().map(RecordJs::of),
                     })
                     .collect(),

@@ -21,6 +21,7 @@ mod logging;
 mod objects;
 mod options;
 mod transaction;
+mod views;
 
 use std::ops::Bound as RBound;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ use error::{invalid, IntoPy};
 use handle::*;
 use objects::*;
 use transaction::*;
+use views::*;
 
 /// An open tidelog database. Create one with `tidelog.open()`; use it as a
 /// context manager to close it at the end of a `with` block. Every method

@@ -9,7 +9,7 @@ use pyo3::types::PyString;
 use crate::convert::{py_str, py_to_key, py_to_record, py_to_record_arg};
 use crate::error::{invalid, IntoPy};
 use crate::handle::Handle;
-use crate::objects::PyCommitInfo;
+use crate::views::PyCommitInfo;
 
 /// Writes to one or more tables that commit atomically with one version
 /// stamp, or not at all. Nothing is visible before `commit()`. As a context
