@@ -9,14 +9,40 @@
 
 const path = require('node:path');
 
+// The npm package ships the addon in a per-platform package (napi-rs's
+// layout, made by dist/npm.sh): `tidelog` lists e.g. @tidelog/linux-x64-gnu
+// as an optional dependency, and npm installs only the one whose os/cpu/libc
+// match. A tidelog.node next to this file (the repo's own build,
+// scripts/build.js) comes first.
+function platformPackage() {
+  let name = `@tidelog/${process.platform}-${process.arch}`;
+  if (process.platform === 'linux') {
+    // glibcVersionRuntime is only reported by a Node.js linked with glibc.
+    const header = process.report && process.report.getReport ? process.report.getReport().header : {};
+    name += header && header.glibcVersionRuntime ? '-gnu' : '-musl';
+  }
+  return name;
+}
+
 function loadNative() {
   const file = path.join(__dirname, 'tidelog.node');
   try {
     return require(file);
   } catch (e) {
+    if (!e || e.code !== 'MODULE_NOT_FOUND') throw e;
+  }
+  const pkg = platformPackage();
+  try {
+    return require(`${pkg}/tidelog.node`);
+  } catch (e) {
     if (e && e.code === 'MODULE_NOT_FOUND') {
+      // In the repo (scripts/build.js beside this file), say how to build it.
+      const inRepo = require('node:fs').existsSync(path.join(__dirname, 'scripts', 'build.js'));
       const err = new Error(
-        `tidelog: the native addon ${file} is not built; run \`npm run build\` in ${__dirname} (needs the Rust toolchain)`,
+        `tidelog: no native addon for ${process.platform}-${process.arch}: the platform package ${pkg} ` +
+          `is not installed (an optional dependency of tidelog: install without --omit=optional; ` +
+          `there is one for each platform in tidelog's optionalDependencies), and there is no ${file}` +
+          (inRepo ? `; build it with \`npm run build\` in ${__dirname} (needs the Rust toolchain)` : ''),
       );
       err.code = 'ERR_TIDELOG_NOT_BUILT';
       err.cause = e;
