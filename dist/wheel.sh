@@ -110,13 +110,13 @@ case "$first" in
     manylinux1_*) tag_glibc=2.5 ;;
     *) die "the wheel's tag $plat is not a manylinux tag (maturin found no manylinux policy it satisfies)" ;;
 esac
-lowest=$(printf '%s\n%s\n' "$need_glibc" "$tag_glibc" | sort -V | head -1)
+lowest=$(printf '%s\n%s\n' "$need_glibc" "$tag_glibc" | sort -V | sed -n 1p)
 [ "$lowest" = "$need_glibc" ] || die "the tag $plat claims glibc $tag_glibc, but the extension needs GLIBC_$need_glibc"
 echo "wheel: tag claims glibc >= $tag_glibc; the extension needs glibc >= $need_glibc: consistent"
 
 echo "wheel: auditwheel show:"
 "$VENV/bin/auditwheel" show "$whl" | tee "$work/show.txt" | sed 's/^/  /'
-audit_tag=$(tr '\n' ' ' <"$work/show.txt" | grep -oE '"(manylinux|musllinux)[_0-9a-z]*"' | head -1 | tr -d '"')
+audit_tag=$(tr '\n' ' ' <"$work/show.txt" | grep -oE '"(manylinux|musllinux)[_0-9a-z]*"' | sed -n 1p | tr -d '"')
 [ -n "$audit_tag" ] || die "auditwheel show named no platform tag"
 case ".$plat." in
     *".$audit_tag."*) echo "wheel: auditwheel agrees: $audit_tag" ;;
