@@ -27,7 +27,7 @@ for f in include/tidelog.h lib/libtidelog.so lib/libtidelog.so.$major lib/libtid
     [ -e "$sdk/$f" ] || { echo "test_c-sdk: $f is missing from the tarball" >&2; exit 1; }
 done
 [ "$(readlink "$sdk/lib/libtidelog.so")" = libtidelog.so.$major ]
-readelf -d "$sdk/lib/libtidelog.so.$major" | grep -q 'SONAME.*\[libtidelog.so.$major\]'
+readelf -d "$sdk/lib/libtidelog.so.$major" | grep -q "SONAME.*\[libtidelog.so.$major\]"
 if readelf -S "$sdk/lib/libtidelog.so.$major" | grep -q '\.debug_'; then
     echo "test_c-sdk: libtidelog.so.$major is not stripped" >&2; exit 1
 fi
@@ -54,7 +54,7 @@ src="$root/tests/dist/c-sdk/roundtrip.c"
 echo "-- build against the shared library"
 # shellcheck disable=SC2086
 cc -std=c99 -Wall -Wextra -Werror -O1 "$src" $cflags $libs -Wl,-rpath,"$sdk/lib" -o "$tmp/roundtrip-shared"
-readelf -d "$tmp/roundtrip-shared" | grep -q 'NEEDED.*\[libtidelog.so.$major\]' \
+readelf -d "$tmp/roundtrip-shared" | grep -q "NEEDED.*\[libtidelog.so.$major\]" \
     || { echo "test_c-sdk: the program does not record libtidelog.so.$major" >&2; exit 1; }
 echo "-- build against the static library (pkg-config --static)"
 # With libtidelog.so beside it, -ltidelog would pick the shared library:
