@@ -28,7 +28,7 @@ for f in include/tidelog.h lib/libtidelog.so lib/libtidelog.so.$major lib/libtid
 done
 [ "$(readlink "$sdk/lib/libtidelog.so")" = libtidelog.so.$major ]
 readelf -d "$sdk/lib/libtidelog.so.$major" | grep -q "SONAME.*\[libtidelog.so.$major\]"
-if readelf -S "$sdk/lib/libtidelog.so.$major" | grep -q '\.debug_'; then
+if readelf -S "$sdk/lib/libtidelog.so.$major" | grep -qE '\.debug_info|\.symtab'; then
     echo "test_c-sdk: libtidelog.so.$major is not stripped" >&2; exit 1
 fi
 
