@@ -2,6 +2,9 @@
 //! OUT_DIR. The committed `include/tidelog.h` must equal it: the unit test
 //! `header_is_current` fails otherwise. To refresh the committed header
 //! after an API change, build with `TIDELOG_UPDATE_HEADER=1`.
+//!
+//! The header's `TIDELOG_VERSION` macros come from the package version
+//! (the workspace's `version`), so a release bump shows in the header too.
 
 use std::path::PathBuf;
 
@@ -13,8 +16,9 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=TIDELOG_UPDATE_HEADER");
 
-    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+    let mut config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("ffi/cbindgen.toml is readable and valid");
+    config.after_includes = Some(version_macros());
     let header = cbindgen::Builder::new()
         .with_crate(&crate_dir)
         .with_config(config)
@@ -27,4 +31,39 @@ fn main() {
         let committed = crate_dir.join("..").join("include").join("tidelog.h");
         std::fs::copy(&fresh, &committed).expect("write include/tidelog.h");
     }
+}
+
+/// `TIDELOG_VERSION` and its parts, documented (the C tests check that
+/// every declaration of the header has a Doxygen comment).
+fn version_macros() -> String {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by cargo"));
+    let version = var("CARGO_PKG_VERSION");
+    format!(
+        r#"
+/**
+ * The version of the tidelog release this header belongs to,
+ * "MAJOR.MINOR.PATCH". tidelog_version() returns the loaded library's:
+ * the two differ when the program was compiled against another release's
+ * header than the library it runs with.
+ */
+#define TIDELOG_VERSION "{version}"
+
+/**
+ * The major number of ::TIDELOG_VERSION.
+ */
+#define TIDELOG_VERSION_MAJOR {major}
+
+/**
+ * The minor number of ::TIDELOG_VERSION.
+ */
+#define TIDELOG_VERSION_MINOR {minor}
+
+/**
+ * The patch number of ::TIDELOG_VERSION.
+ */
+#define TIDELOG_VERSION_PATCH {patch}"#,
+        major = var("CARGO_PKG_VERSION_MAJOR"),
+        minor = var("CARGO_PKG_VERSION_MINOR"),
+        patch = var("CARGO_PKG_VERSION_PATCH"),
+    )
 }

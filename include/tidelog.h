@@ -102,6 +102,29 @@
 #include <stdint.h>
 
 /**
+ * The version of the tidelog release this header belongs to,
+ * "MAJOR.MINOR.PATCH". tidelog_version() returns the loaded library's:
+ * the two differ when the program was compiled against another release's
+ * header than the library it runs with.
+ */
+#define TIDELOG_VERSION "0.1.0"
+
+/**
+ * The major number of ::TIDELOG_VERSION.
+ */
+#define TIDELOG_VERSION_MAJOR 0
+
+/**
+ * The minor number of ::TIDELOG_VERSION.
+ */
+#define TIDELOG_VERSION_MINOR 1
+
+/**
+ * The patch number of ::TIDELOG_VERSION.
+ */
+#define TIDELOG_VERSION_PATCH 0
+
+/**
  * The ABI version this header describes. Compare it with
  * tidelog_abi_version() at run time: they differ when the program was
  * compiled against a different header than the library it loaded.

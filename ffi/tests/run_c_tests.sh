@@ -47,7 +47,7 @@ done
 echo "-- every declaration in include/tidelog.h has a Doxygen comment"
 awk '
 /^[[:space:]]*$/ { next }
-/^(typedef |tidelog_status |const char \*|void |uint32_t |size_t |#define TIDELOG_ABI)|^    TIDELOG_[A-Z_]+ = / {
+/^(typedef |tidelog_status |const char \*|void |uint32_t |size_t |#define TIDELOG_[A-Z_]+ )|^    TIDELOG_[A-Z_]+ = / {
     n++
     if (prev !~ /\*\/[[:space:]]*$/) { print "   undocumented: " $0; bad = 1 }
 }

@@ -96,6 +96,12 @@ static void test_static_calls(void) {
     CHECK(tidelog_abi_version() == TIDELOG_ABI_VERSION);
     const char *v = tidelog_version();
     CHECK(v != NULL && v[0] >= '0' && v[0] <= '9');
+    /* The header's version is the library's, and its parts spell it. */
+    CHECK(strcmp(TIDELOG_VERSION, v) == 0);
+    char parts[64];
+    snprintf(parts, sizeof parts, "%d.%d.%d", TIDELOG_VERSION_MAJOR, TIDELOG_VERSION_MINOR,
+             TIDELOG_VERSION_PATCH);
+    CHECK(strcmp(parts, TIDELOG_VERSION) == 0);
     CHECK(strcmp(tidelog_status_name(TIDELOG_OK), "TIDELOG_OK") == 0);
     CHECK(strcmp(tidelog_status_name(TIDELOG_NOT_FOUND), "TIDELOG_NOT_FOUND") == 0);
     CHECK(strcmp(tidelog_status_name(TIDELOG_PANIC), "TIDELOG_PANIC") == 0);

@@ -101,6 +101,9 @@ pub struct Config {
     /// `Database::add_peer` takes (it refuses unknown keys too).
     pub peers: Vec<PeerConfig>,
     open: OpenOptions,
+    /// The database options as written, so a reload can name the ones
+    /// that changed (they need a restart).
+    open_raw: toml::Table,
     /// `[replication]` as written; decoded once the TLS paths are known.
     replication: toml::Table,
 }
@@ -128,7 +131,7 @@ fn default_status_interval() -> u64 {
     10
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -136,7 +139,7 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     pub name: String,
@@ -194,6 +197,7 @@ impl Config {
         let (serve, open): (toml::Table, toml::Table) = table
             .into_iter()
             .partition(|(k, _)| SERVE_KEYS.contains(&k.as_str()));
+        let open_raw = open.clone();
         let open: OpenSettings =
             options::decode("option", toml::Value::Table(open)).map_err(|e| e.to_string())?;
         let open = open.to_open_options().map_err(|e| e.to_string())?;
@@ -209,6 +213,7 @@ impl Config {
             tables: serve.tables,
             peers: serve.peers,
             open,
+            open_raw,
             replication: serve.replication,
         };
         cfg.resolve_paths(base);
@@ -271,6 +276,48 @@ impl Config {
         Ok(())
     }
 
+    /// The settings of `new` that differ from this (running) config and
+    /// that only a restart applies: the database's options (`node_name`,
+    /// `engine`, `[retention]`, ...), `data_dir`, `listen`, the `[tls]`
+    /// files, `insecure` and `[replication]`'s timers. One name per
+    /// setting, sorted within each section. Peers, tables and `status_interval_secs`
+    /// are applied by a reload and are not listed.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
+        let mut changed = Vec::new();
+        changed_keys("", &self.open_raw, &new.open_raw, &mut changed);
+        if self.data_dir != new.data_dir {
+            changed.push("data_dir".into());
+        }
+        if self.listen != new.listen {
+            changed.push("listen".into());
+        }
+        match (&self.tls, &new.tls) {
+            (Some(a), Some(b)) => {
+                for (what, x, y) in [
+                    ("cert", &a.cert, &b.cert),
+                    ("key", &a.key, &b.key),
+                    ("ca", &a.ca, &b.ca),
+                ] {
+                    if x != y {
+                        changed.push(format!("tls.{what}"));
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => changed.push("tls".into()),
+        }
+        if self.insecure != new.insecure {
+            changed.push("insecure".into());
+        }
+        changed_keys(
+            "replication.",
+            &self.replication,
+            &new.replication,
+            &mut changed,
+        );
+        changed
+    }
+
     pub fn open_options(&self) -> OpenOptions {
         self.open.clone()
     }
@@ -306,6 +353,19 @@ impl Config {
         let settings: ReplicationSettings =
             options::decode("[replication]", toml::Value::Table(r)).map_err(|e| e.to_string())?;
         settings.to_replication_options().map_err(|e| e.to_string())
+    }
+}
+
+/// Appends `prefix` + each key whose value differs between `old` and `new`
+/// (added and removed keys included), sorted by name.
+fn changed_keys(prefix: &str, old: &toml::Table, new: &toml::Table, out: &mut Vec<String>) {
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        if old.get(k) != new.get(k) {
+            out.push(format!("{prefix}{k}"));
+        }
     }
 }
 
@@ -456,5 +516,33 @@ mod tests {
         );
         let e = parse(&format!("{base}[replication]\ninsecure = true")).unwrap_err();
         assert!(e.contains("top level"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_names_each_setting_that_needs_a_restart() {
+        let base =
+            "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\nlisten = \"127.0.0.1:0\"\n";
+        let old = parse(&format!("{base}status_interval_secs = 5\n")).unwrap();
+        // Peers, tables and the status interval are no restart matter.
+        let same = parse(&format!(
+            "{base}status_interval_secs = 1\n[[tables]]\nname = \"t\"\n[[peers]]\nname = \"p\"\n"
+        ))
+        .unwrap();
+        assert!(old.restart_only_changes(&same).is_empty());
+        let new = parse(
+            "node_name = \"m\"\ndata_dir = \"e\"\ninsecure = true\nlisten = \"127.0.0.1:1\"\n\
+             engine = \"sled\"\n[replication]\nheartbeat_interval = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            old.restart_only_changes(&new),
+            [
+                "engine",
+                "node_name",
+                "data_dir",
+                "listen",
+                "replication.heartbeat_interval"
+            ]
+        );
     }
 }

@@ -1,4 +1,13 @@
 //! `tidelog serve`: one instance run from a config file until a signal.
+//!
+//! SIGTERM and SIGINT close the database and stop. SIGHUP re-reads the
+//! config file: peers added, removed or changed are applied at run time
+//! (`add_peer`, `remove_peer`, `update_peer`), new `[[tables]]` are
+//! created and `status_interval_secs` takes effect; settings that only a
+//! restart applies (the database options such as `node_name`, `data_dir`,
+//! `listen`, the `[tls]` files, `insecure`, `[replication]`) are left as
+//! they run, with one warning naming each. A file that does not parse or
+//! check out is refused with an error and the running config stays.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,7 +16,7 @@ use std::time::Duration;
 use tidelog::{Database, Error, PeerStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::config::Config;
+use super::config::{Config, TableConfig};
 use super::CliError;
 
 /// Log lines go to stderr with this prefix, one event per line, so they are
@@ -36,6 +45,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         (
             install(SignalKind::terminate(), "SIGTERM")?,
             install(SignalKind::interrupt(), "SIGINT")?,
+            install(SignalKind::hangup(), "SIGHUP")?,
         )
     };
     let db = Database::open(&cfg.data_dir, open).map_err(|e| {
@@ -56,9 +66,10 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         db.node_id(),
         db.engine().as_str()
     );
+    let mut cfg = cfg;
     let outcome = start(&cfg, &db).and_then(|_| {
         log!("ready");
-        rt.block_on(run(&db, cfg.status_interval_secs, signals))
+        rt.block_on(run(&db, &mut cfg, config_path, signals))
     });
     // Close on every path: it flushes what was committed and releases the
     // data directory for the next start.
@@ -73,27 +84,7 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
 /// transaction may already find its tables.
 fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
     for t in &cfg.tables {
-        let opts = t.options();
-        let created = db
-            .ensure_table(&t.name, opts.clone())
-            .map_err(|e| CliError::Config(format!("table `{}`: {e}", t.name)))?;
-        if created {
-            log!("created table `{}`", t.name);
-            continue;
-        }
-        // Definitions are never altered in place (that would rewrite every
-        // record); say so rather than silently running with the old one.
-        if let Ok(info) = db.describe_table(&t.name) {
-            if info.primary_key != opts.primary_key
-                || info.indexes != opts.indexes
-                || info.expiration != opts.expiration
-            {
-                log!(
-                    "warning: table `{}` exists as primary_key = {:?}, indexes = {:?}, expiration = {:?}; the config differs and is ignored for it (drop the table to recreate it)",
-                    t.name, info.primary_key, info.indexes, info.expiration
-                );
-            }
-        }
+        ensure_table(db, t).map_err(CliError::Config)?;
     }
     let replication = cfg.replication_options().map_err(CliError::Config)?;
     db.start_replication(replication)
@@ -130,15 +121,46 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
     Ok(bound)
 }
 
-/// Waits for SIGTERM or SIGINT, logging status meanwhile; returns which
-/// signal arrived.
+/// Creates table `t` if missing; an existing one with another definition
+/// is kept as it is, with a warning.
+fn ensure_table(db: &Database, t: &TableConfig) -> Result<(), String> {
+    let opts = t.options();
+    let created = db
+        .ensure_table(&t.name, opts.clone())
+        .map_err(|e| format!("table `{}`: {e}", t.name))?;
+    if created {
+        log!("created table `{}`", t.name);
+        return Ok(());
+    }
+    // Definitions are never altered in place (that would rewrite every
+    // record); say so rather than silently running with the old one.
+    if let Ok(info) = db.describe_table(&t.name) {
+        if info.primary_key != opts.primary_key
+            || info.indexes != opts.indexes
+            || info.expiration != opts.expiration
+        {
+            log!(
+                "warning: table `{}` exists as primary_key = {:?}, indexes = {:?}, expiration = {:?}; the config differs and is ignored for it (drop the table to recreate it)",
+                t.name, info.primary_key, info.indexes, info.expiration
+            );
+        }
+    }
+    Ok(())
+}
+
+fn status_tick(secs: u64) -> Option<tokio::time::Interval> {
+    (secs > 0).then(|| tokio::time::interval(Duration::from_secs(secs)))
+}
+
+/// Waits for SIGTERM or SIGINT, logging status meanwhile and reloading the
+/// config on SIGHUP; returns which signal ended it.
 async fn run(
     db: &Database,
-    status_secs: u64,
-    (mut term, mut int): (Signal, Signal),
+    cfg: &mut Config,
+    config_path: &Path,
+    (mut term, mut int, mut hup): (Signal, Signal, Signal),
 ) -> Result<&'static str, CliError> {
-    let mut tick =
-        (status_secs > 0).then(|| tokio::time::interval(Duration::from_secs(status_secs)));
+    let mut tick = status_tick(cfg.status_interval_secs);
     loop {
         let next_tick = async {
             match &mut tick {
@@ -151,9 +173,108 @@ async fn run(
         tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => {
+                let secs = cfg.status_interval_secs;
+                reload(db, cfg, config_path);
+                if cfg.status_interval_secs != secs {
+                    tick = status_tick(cfg.status_interval_secs);
+                }
+            }
             _ = next_tick => log_status(db),
         }
     }
+}
+
+/// SIGHUP: re-reads `path` and applies to the running instance what can
+/// change without a restart; `running` becomes what now runs.
+fn reload(db: &Database, running: &mut Config, path: &Path) {
+    log::info!("SIGHUP: reloading {}", path.display());
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: config refused, the running config stays: {e}");
+            return;
+        }
+    };
+    let mut applied = 0usize;
+    for what in running.restart_only_changes(&new) {
+        log::warn!(
+            "SIGHUP: `{what}` changed in the config but only a restart applies it; still running with the old value"
+        );
+    }
+    for t in &new.tables {
+        if running.tables.iter().any(|r| r.name == t.name) {
+            if !running.tables.contains(t) {
+                log::warn!(
+                    "SIGHUP: table `{}` changed in the config; existing tables are never altered (drop the table to recreate it)",
+                    t.name
+                );
+            }
+            continue;
+        }
+        match ensure_table(db, t) {
+            Ok(()) => {
+                applied += 1;
+                running.tables.push(t.clone());
+            }
+            Err(e) => log::error!("SIGHUP: {e}"),
+        }
+    }
+    // Removed first, so a peer renamed in the file never runs twice.
+    let removed: Vec<String> = running
+        .peers
+        .iter()
+        .filter(|p| !new.peers.iter().any(|n| n.name == p.name))
+        .map(|p| p.name.clone())
+        .collect();
+    for name in removed {
+        match db.remove_peer(&name) {
+            Ok(()) | Err(Error::PeerNotFound(_)) => {
+                applied += 1;
+                running.peers.retain(|p| p.name != name);
+                log::info!("SIGHUP: removed peer `{name}`");
+            }
+            Err(e) => log::error!("SIGHUP: cannot remove peer `{name}`: {e}"),
+        }
+    }
+    for p in &new.peers {
+        match running.peers.iter().position(|r| r.name == p.name) {
+            Some(i) if running.peers[i] == *p => {}
+            Some(i) => match db.update_peer(p.clone()) {
+                Ok(()) => {
+                    applied += 1;
+                    running.peers[i] = p.clone();
+                    log::info!("SIGHUP: updated peer `{}` (its link restarts)", p.name);
+                }
+                Err(e) => log::error!("SIGHUP: cannot update peer `{}`: {e}", p.name),
+            },
+            None => match db.add_peer(p.clone()) {
+                Ok(()) => {
+                    applied += 1;
+                    running.peers.push(p.clone());
+                    log::info!(
+                        "SIGHUP: added peer `{}` ({})",
+                        p.name,
+                        match &p.address {
+                            Some(a) => format!("dialing {a}"),
+                            None => "waiting for it to dial in".into(),
+                        }
+                    );
+                }
+                Err(e) => log::error!("SIGHUP: cannot add peer `{}`: {e}", p.name),
+            },
+        }
+    }
+    if running.status_interval_secs != new.status_interval_secs {
+        applied += 1;
+        log::info!(
+            "SIGHUP: status_interval_secs {} -> {}",
+            running.status_interval_secs,
+            new.status_interval_secs
+        );
+        running.status_interval_secs = new.status_interval_secs;
+    }
+    log::info!("SIGHUP: reload done, {applied} change(s) applied");
 }
 
 fn log_status(db: &Database) {
