@@ -7,11 +7,11 @@
 #   bash tests/run_all.sh            every step, in the order below
 #   bash tests/run_all.sh python c   only the named steps, in the order given
 #
-# Steps: fmt clippy rust python c scenario readme crosslang node
+# Steps: fmt clippy rust python c scenario readme dist crosslang node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_STEPS=(fmt clippy rust python c scenario readme crosslang node)
+ALL_STEPS=(fmt clippy rust python c scenario readme dist crosslang node)
 
 # A venv in .venv (gitignored) with the pinned build tool and the test tools;
 # maturin builds the pyo3 extension (debug) and installs it editable.
@@ -93,6 +93,12 @@ step_readme() {
     # story. Before the Node section: the README's own `npm install` builds the
     # addon it uses, and node --test below keeps the closing summary.
     python3 tests/readme/run_readme.py
+}
+
+step_dist() {
+    echo "== installable artifacts: dist/build.sh (wheel, npm, C SDK, .deb), each installed from the artifact alone and used (tests/dist/run.sh)"
+    bash dist/build.sh
+    bash tests/dist/run.sh
 }
 
 step_crosslang() {
