@@ -25,7 +25,13 @@ done
 mkdir -p target/dist
 echo "-- deb: cargo deb -p tidelog (release build, stripped)"
 # cargo-deb runs `cargo build --release -p tidelog` itself, then strips.
-deb=$("$cargo_deb" -p tidelog --output target/dist/ --strip 2>&1 | tee /dev/stderr | tail -n1)
+# Its output goes to a file, then to our stderr: `tee /dev/stderr` would
+# reopen (and truncate) a log file that stderr points to.
+cargo_deb_log=$(mktemp)
+trap 'rm -f "$cargo_deb_log"' EXIT
+"$cargo_deb" -p tidelog --output target/dist/ --strip >"$cargo_deb_log" 2>&1 || { cat "$cargo_deb_log" >&2; exit 1; }
+cat "$cargo_deb_log" >&2
+deb=$(sed -n '$p' "$cargo_deb_log")
 [ -f "$deb" ] || { echo "deb: cargo-deb did not report a .deb (last line: $deb)" >&2; exit 1; }
 echo "-- deb: $deb"
 dpkg-deb --info "$deb"
