@@ -51,7 +51,10 @@ USAGE:
 Opens the data directory, creates the configured tables if missing, starts
 replication (listens and/or dials the configured peers) and logs one status
 line per peer to stderr every `status_interval_secs`. SIGINT or SIGTERM
-closes the database (flushing it) and exits with status 0.
+closes the database (flushing it) and exits with status 0. SIGHUP re-reads
+the config: peers, new tables and status_interval_secs are applied at once;
+other changes are logged as needing a restart; a bad file is refused and
+the running config stays.
 
 CONFIG (TOML; relative paths are relative to the config file):
     node_name = \"cloud\"              # required, the DNS name in its certificate

@@ -27,7 +27,7 @@ macro_rules! log {
 
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
     super::logger::init()?;
-    let cfg = Config::load(config_path)?;
+    let mut cfg = Config::load(config_path)?;
     let open = cfg.open_options();
     // A small runtime of our own only waits for signals and ticks the
     // status; replication runs on the library's runtime.
@@ -66,7 +66,6 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         db.node_id(),
         db.engine().as_str()
     );
-    let mut cfg = cfg;
     let outcome = start(&cfg, &db).and_then(|_| {
         log!("ready");
         rt.block_on(run(&db, &mut cfg, config_path, signals))
