@@ -253,6 +253,22 @@ export interface TableFlow {
   sinceMs?: number;
   /** With publish: 0-255; a backlog of a higher-priority table is sent first. */
   priority?: number;
+  /** With publish on a budgeted link: flows only inside the budget's windows. */
+  bulk?: boolean;
+  /** With publish: still flows once the link's quota is spent. */
+  exemptFromQuota?: boolean;
+  /** With publish: only the newest version of a key within this many ms is sent. */
+  coalesceMs?: number;
+}
+
+/** What a link may send: a rate cap, a quota per period, windows for bulk tables. */
+export interface LinkBudget {
+  maxBytesPerSec?: number;
+  quotaBytes?: number;
+  /** "day" (default) or "month", UTC. */
+  quotaPeriod?: 'day' | 'month';
+  /** UTC windows "HH:MM-HH:MM" when bulk tables flow. */
+  windows?: string[];
 }
 
 export interface PeerConfig {
@@ -266,6 +282,11 @@ export interface PeerConfig {
    * (default: true with an address, false without; see the README's origin rules).
    */
   relays?: boolean;
+  budget?: LinkBudget;
+  /** Frame compression offered to the peer: "zstd" or "none". */
+  compression?: 'zstd' | 'none';
+  /** Send updates as the attributes that changed. */
+  deltas?: boolean;
 }
 
 /**
@@ -280,6 +301,26 @@ export interface TableStatus {
   inbound: string;
   /** As inbound, or "not subscribed by the peer". */
   outbound: string;
+  /** Versions not sent because a newer one of the key followed within coalesceMs. */
+  coalesced: number;
+}
+
+/** Bytes on one link, and what holds back what this node sends. */
+export interface TrafficStatus {
+  bytesOutRaw: number;
+  bytesOutWire: number;
+  bytesInRaw: number;
+  bytesInWire: number;
+  /** "zstd" or "none"; null while not connected. */
+  compression: string | null;
+  maxBytesPerSec: number | null;
+  quotaLeftBytes: number | null;
+  quotaPeriodEndMs: number | null;
+  /** "rate", "quota" or "window"; null when nothing waits. */
+  held: string | null;
+  deltasSent: number;
+  deltaMisses: number;
+  coalesced: number;
 }
 
 /** Refused writes of one table in one direction, with the latest one. */
@@ -343,6 +384,8 @@ export interface PeerStatus {
   lastResyncReason: string | null;
   /** Successful connections so far. */
   connects: number;
+  /** Bytes in and out, compression, budget and quota, deltas. */
+  traffic: TrafficStatus;
   /** Refusals per table and direction; kept across link events. */
   refusals: RefusalStatus[];
 }

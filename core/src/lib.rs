@@ -35,7 +35,8 @@ pub use local::storage::EngineKind;
 pub use local::write::{CommitInfo, Transaction};
 pub use net::tls::{PemSource, TlsIdentity};
 pub use repl::{
-    PeerConfig, PeerStatus, RefusalStatus, ReplicationOptions, Security, TableFlow, TableStatus,
+    Compression, LinkBudget, PeerConfig, PeerStatus, QuotaPeriod, RefusalStatus,
+    ReplicationOptions, Security, TableFlow, TableStatus, TrafficStatus,
 };
 pub use view::{
     ChangeEventView, ChangeView, CommitInfoView, LogEntryView, LogWriteView, OpKind, RecordView,

@@ -58,6 +58,7 @@ fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
                 subscribe: true,
                 since_ms: None,
                 priority: 0,
+                ..TableFlow::publish("")
             });
         cloud.add_peer(hub_side).unwrap();
         let edge = open_node(dir.path(), &name);
@@ -74,6 +75,7 @@ fn a_hub_relays_between_edges_and_never_back_to_the_origin() {
                     subscribe: both,
                     since_ms: None,
                     priority: 0,
+                    ..TableFlow::publish("")
                 }),
         )
         .unwrap();

@@ -120,6 +120,7 @@ fn cloud_peers() -> Vec<PeerConfig> {
                     subscribe: true,
                     since_ms: None,
                     priority: 0,
+                    ..TableFlow::publish("")
                 })
         })
         .collect()
@@ -136,6 +137,7 @@ fn edge_peer(i: usize, proxy_port: u16) -> PeerConfig {
             subscribe: i >= 2,
             since_ms: None,
             priority: 0,
+            ..TableFlow::publish("")
         })
 }
 

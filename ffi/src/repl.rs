@@ -153,10 +153,13 @@ pub unsafe extern "C" fn tidelog_remove_peer(
 
 /// Status of one peer: `{"name", "address", "connected", "since_ms",
 /// "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
-/// "inbound", "outbound"}], "sent_seq", "acked_seq", "received_seq",
+/// "inbound", "outbound", "coalesced"}], "sent_seq", "acked_seq", "received_seq",
 /// "backlog_txns", "backlog_bytes", "lag_ms", "resync_needed", "refused_writes",
 /// "origin_violations", "duplicates_received", "syncs_received", "resyncs_sent",
-/// "last_resync_reason", "connects", "refusals": [{"table", "direction",
+/// "last_resync_reason", "connects", "traffic": {"bytes_out_raw",
+/// "bytes_out_wire", "bytes_in_raw", "bytes_in_wire", "compression",
+/// "max_bytes_per_sec", "quota_left_bytes", "quota_period_end_ms", "held",
+/// "deltas_sent", "delta_misses", "coalesced"}, "refusals": [{"table", "direction",
 /// "count", "kind", "reason", "at_ms", "stamp": {"time", "node"}, "seq"}]}`: the fields and meanings of the
 /// README's status list. Counters, sequences, times (ms since the epoch)
 /// and `node_id` are unsigned 64-bit integers; a field with nothing to say

@@ -143,6 +143,21 @@ pub struct TableFlow {
     /// that of a lower one (each table keeps its own order; see the README).
     #[serde(default)]
     pub priority: u8,
+    /// With `publish` on a peer with a [`LinkBudget`]: the table is bulk
+    /// data and flows only inside the budget's `windows` (always, when the
+    /// budget names none).
+    #[serde(default)]
+    pub bulk: bool,
+    /// With `publish`: the table still flows once the link's quota for the
+    /// period is spent (alerts), within `max_bytes_per_sec`.
+    #[serde(default)]
+    pub exempt_from_quota: bool,
+    /// With `publish`: writes of a key wait up to this long (ms) before
+    /// going out, and only the newest version of the key within that
+    /// window is sent; the number passed over shows as `coalesced`.
+    /// `None` (the default): every version is sent.
+    #[serde(default)]
+    pub coalesce_ms: Option<u64>,
 }
 
 impl TableFlow {
@@ -153,6 +168,9 @@ impl TableFlow {
             subscribe: false,
             since_ms: None,
             priority: 0,
+            bulk: false,
+            exempt_from_quota: false,
+            coalesce_ms: None,
         }
     }
     pub fn subscribe(table: impl Into<String>) -> Self {
@@ -162,6 +180,9 @@ impl TableFlow {
             subscribe: true,
             since_ms: None,
             priority: 0,
+            bulk: false,
+            exempt_from_quota: false,
+            coalesce_ms: None,
         }
     }
     /// Sets the priority (higher is sent first).
@@ -181,6 +202,9 @@ impl TableFlow {
             subscribe: true,
             since_ms: None,
             priority: 0,
+            bulk: false,
+            exempt_from_quota: false,
+            coalesce_ms: None,
         }
     }
 }
@@ -205,6 +229,57 @@ pub struct PeerConfig {
     /// peer may send writes stamped with this instance's own node id.
     #[serde(default)]
     pub relays: Option<bool>,
+    /// What this instance may send to the peer: a rate cap, a quota per
+    /// period and the windows when bulk tables flow. `None`: unmetered.
+    #[serde(default)]
+    pub budget: Option<LinkBudget>,
+    /// Frame compression offered to the peer; a link compresses when both
+    /// sides offer it. `None`: the default (see [`Compression`]).
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// Send an update as the attributes that changed since the version the
+    /// peer last had, instead of the whole record. `None`: the default.
+    #[serde(default)]
+    pub deltas: Option<bool>,
+}
+
+/// Frame compression on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Frames go as encoded.
+    None,
+    /// zstd, at a level chosen for the link's speed.
+    Zstd,
+}
+
+/// How long a link quota lasts before it is full again (UTC calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaPeriod {
+    Day,
+    Month,
+}
+
+/// The bytes a link may send (on the wire: after compression, with
+/// framing) and when.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBudget {
+    /// Most bytes per second sent to the peer; `None`: no cap.
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<u64>,
+    /// Bytes the link may send per `quota_period`; once spent, only
+    /// tables with `exempt_from_quota` flow until the next period.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+    /// Default: a day.
+    #[serde(default)]
+    pub quota_period: Option<QuotaPeriod>,
+    /// UTC windows `"HH:MM-HH:MM"` (may wrap midnight) when `bulk` tables
+    /// flow.
+    #[serde(default)]
+    pub windows: Vec<String>,
 }
 
 impl PeerConfig {
@@ -214,6 +289,9 @@ impl PeerConfig {
             address: None,
             tables: Vec::new(),
             relays: None,
+            budget: None,
+            compression: None,
+            deltas: None,
         }
     }
     /// Sets whether the peer may relay other origins' writes to this

@@ -20,5 +20,7 @@ mod sender;
 mod session;
 mod status;
 
-pub use config::{PeerConfig, ReplicationOptions, Security, TableFlow};
-pub use status::{PeerStatus, RefusalStatus, TableStatus};
+pub use config::{
+    Compression, LinkBudget, PeerConfig, QuotaPeriod, ReplicationOptions, Security, TableFlow,
+};
+pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};

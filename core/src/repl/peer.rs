@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 
 use super::config::PeerConfig;
 use super::cursor::{RefusalKey, RefusalRecord, Skipped, MAX_REFUSALS_PER_PEER};
-use super::status::{PeerStatus, RefusalStatus, TableStatus};
+use super::status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
 use crate::local::db::Database;
@@ -406,6 +406,7 @@ impl PeerState {
                     } else {
                         "not published".into()
                     },
+                    coalesced: 0,
                 }
             })
             .collect();
@@ -431,6 +432,10 @@ impl PeerState {
             resyncs_sent: c.resyncs_sent,
             last_resync_reason: c.last_resync_reason.clone(),
             connects: c.connects,
+            traffic: TrafficStatus {
+                max_bytes_per_sec: config.budget.as_ref().and_then(|b| b.max_bytes_per_sec),
+                ..TrafficStatus::default()
+            },
             refusals: c.refusals.values().cloned().collect(),
         })
     }

@@ -18,6 +18,45 @@ pub struct TableStatus {
     /// `"refused: <reason>"`, or "not subscribed by the peer" (the peer's
     /// hello on the current link did not ask for this table).
     pub outbound: String,
+    /// Versions of this table's keys not sent to the peer because a newer
+    /// one of the same key followed within the flow's `coalesce_ms`.
+    pub coalesced: u64,
+}
+
+/// The bytes on one link, and what holds back what this node sends.
+/// Counters run from when this instance opened.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct TrafficStatus {
+    /// Encoded frames sent to the peer, before compression.
+    pub bytes_out_raw: u64,
+    /// The same frames as written to the link (after compression, with
+    /// their length prefix; TLS records add about 22 bytes per 16 KiB).
+    pub bytes_out_wire: u64,
+    /// Frames received from the peer, after decompression.
+    pub bytes_in_raw: u64,
+    /// The same frames as read from the link.
+    pub bytes_in_wire: u64,
+    /// The compression of the current link ("zstd" or "none"); `None`
+    /// while not connected.
+    pub compression: Option<String>,
+    /// The configured cap, bytes per second; `None`: uncapped.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Quota left in the current period; `None`: no quota.
+    pub quota_left_bytes: Option<u64>,
+    /// When the current quota period ends (ms since the epoch).
+    pub quota_period_end_ms: Option<u64>,
+    /// Why data waits to go out, if it does: "rate" (the cap), "quota"
+    /// (spent: only exempt tables flow), "window" (bulk tables wait for a
+    /// window).
+    pub held: Option<String>,
+    /// Writes sent as attribute deltas rather than whole records.
+    pub deltas_sent: u64,
+    /// Deltas the peer could not apply (it did not hold the version they
+    /// were made against), sent again whole.
+    pub delta_misses: u64,
+    /// Versions not sent because a newer one of the same key followed
+    /// within a table's `coalesce_ms` (all tables).
+    pub coalesced: u64,
 }
 
 /// Everything an operator wants to know about one peer.
@@ -77,6 +116,8 @@ pub struct PeerStatus {
     pub last_resync_reason: Option<String>,
     /// Successful connections so far.
     pub connects: u64,
+    /// Bytes in and out, compression, budget and quota, deltas.
+    pub traffic: TrafficStatus,
     /// Writes refused either way on this link, one entry per direction and
     /// table that had any, kept until the database closes (this node's
     /// writes the peer refused are also kept across restarts). Unlike

@@ -58,6 +58,8 @@ from ._types import (
     SizeOption,
     StrPath,
     TableFlow,
+    LinkBudget,
+    TrafficStatus,
     TableInfo,
     TableStatus,
 )
@@ -99,6 +101,8 @@ __all__ = [
     "Change",
     "ChangeEvent",
     "TableFlow",
+    "LinkBudget",
+    "TrafficStatus",
     "TableStatus",
     "PeerStatus",
     "RefusalStatus",

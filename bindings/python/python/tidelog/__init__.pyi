@@ -37,6 +37,8 @@ from ._types import (
     SizeOption as SizeOption,
     StrPath as StrPath,
     TableFlow as TableFlow,
+    LinkBudget as LinkBudget,
+    TrafficStatus as TrafficStatus,
     TableInfo as TableInfo,
     TableStatus as TableStatus,
 )
@@ -281,6 +283,9 @@ class Database:
         address: Optional[str] = None,
         tables: Optional[Sequence[TableFlow]] = None,
         relays: Optional[bool] = None,
+        budget: Optional[LinkBudget] = None,
+        compression: Optional[str] = None,
+        deltas: Optional[bool] = None,
     ) -> None:
         """Adds a peer (dialed if it has an address). ``relays``: whether
         the peer may forward other nodes' writes to this instance (default:
@@ -293,6 +298,9 @@ class Database:
         address: Optional[str] = None,
         tables: Optional[Sequence[TableFlow]] = None,
         relays: Optional[bool] = None,
+        budget: Optional[LinkBudget] = None,
+        compression: Optional[str] = None,
+        deltas: Optional[bool] = None,
     ) -> None:
         """Replaces a peer's configuration."""
     def remove_peer(self, name: str) -> None:

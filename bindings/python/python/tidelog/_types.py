@@ -121,6 +121,19 @@ class TableFlow(_TableFlowBase, total=False):
     subscribe: bool
     since_ms: Optional[int]
     priority: int
+    bulk: bool
+    exempt_from_quota: bool
+    coalesce_ms: Optional[int]
+
+class LinkBudget(TypedDict, total=False):
+    """What a link may send: a rate cap, a quota per period ("day" or
+    "month", UTC) and the UTC windows ("HH:MM-HH:MM") when bulk tables
+    flow."""
+
+    max_bytes_per_sec: Optional[int]
+    quota_bytes: Optional[int]
+    quota_period: Optional[str]
+    windows: List[str]
 
 class TableStatus(TypedDict):
     """Replication state of one table with one peer."""
@@ -130,6 +143,25 @@ class TableStatus(TypedDict):
     subscribe: bool
     inbound: str
     outbound: str
+    coalesced: int
+
+class TrafficStatus(TypedDict):
+    """Bytes on one link, and what holds back what this node sends."""
+
+    bytes_out_raw: int
+    bytes_out_wire: int
+    bytes_in_raw: int
+    bytes_in_wire: int
+    # "zstd" or "none"; None while not connected.
+    compression: Optional[str]
+    max_bytes_per_sec: Optional[int]
+    quota_left_bytes: Optional[int]
+    quota_period_end_ms: Optional[int]
+    # "rate", "quota" or "window"; None when nothing waits.
+    held: Optional[str]
+    deltas_sent: int
+    delta_misses: int
+    coalesced: int
 
 class RefusalStatus(TypedDict):
     """Refused writes of one table in one direction, with the latest one."""
@@ -169,6 +201,7 @@ class PeerStatus(TypedDict):
     resyncs_sent: int
     last_resync_reason: Optional[str]
     connects: int
+    traffic: TrafficStatus
     refusals: List[RefusalStatus]
 
 class NodeCertFiles(TypedDict):
