@@ -4,6 +4,7 @@
 
 #[cfg(feature = "dev-certs")]
 pub mod certs;
+pub mod compress;
 pub mod tls;
 pub mod wire;
 
@@ -11,6 +12,7 @@ pub mod wire;
 /// the reader; and the two layers together over real TLS.
 #[cfg(test)]
 mod tests {
+    use super::compress;
     use super::wire::tests::{read_all, rt, samples};
     use super::wire::*;
     use proptest::prelude::*;
@@ -103,6 +105,141 @@ mod tests {
         }
     }
 
+    /// Frames written by a compressing writer, as bytes.
+    fn compressed_stream(msgs: &[Message]) -> Vec<u8> {
+        rt().block_on(async {
+            let mut out = Vec::new();
+            let mut w = FrameWriter::new(&mut out, DEFAULT_MAX_FRAME_BYTES);
+            w.compress(3).unwrap();
+            for m in msgs {
+                w.write_message(m).await.unwrap();
+            }
+            out
+        })
+    }
+
+    fn big_txns() -> Message {
+        let txns = (0..200)
+            .map(|i| WireTxn {
+                seq: i + 1,
+                stamp: crate::local::codec::Stamp {
+                    time: 1000 + i,
+                    node: 7,
+                },
+                writes: vec![crate::local::log::LogWrite {
+                    table: "readings".into(),
+                    key: crate::local::codec::Key::Int(i as i64),
+                    op: crate::local::log::WriteOp::Put {
+                        json: format!(
+                            r#"{{"id":{i},"sensor":"temp-{}","value":{}}}"#,
+                            i % 9,
+                            i % 13
+                        ),
+                        created: 1000 + i,
+                    },
+                }],
+            })
+            .collect();
+        Message::Txns(txns)
+    }
+
+    #[test]
+    fn compressed_frames_round_trip_and_count_their_bytes() {
+        let mut msgs = samples();
+        msgs.push(big_txns());
+        let bytes = compressed_stream(&msgs);
+        let plain: usize = msgs.iter().map(|m| encode_frame(m).unwrap().len()).sum();
+        assert!(bytes.len() < plain, "{} vs {plain}", bytes.len());
+        let rt = rt();
+        let got = rt.block_on(async {
+            let counts = std::sync::Arc::new(compress::ByteCounts::default());
+            let mut r = FrameReader::new(&bytes[..], DEFAULT_MAX_FRAME_BYTES);
+            r.accept_compressed().unwrap();
+            r.count_into(counts.clone());
+            let mut out = Vec::new();
+            while let Some(m) = r.read_message().await.unwrap() {
+                out.push(m);
+            }
+            assert_eq!(counts.get(), (plain as u64, bytes.len() as u64));
+            out
+        });
+        assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn compressed_frames_are_refused_where_not_negotiated_or_over_the_limit() {
+        let bytes = compressed_stream(&[big_txns()]);
+        assert_eq!(bytes[4], compress::MARKER);
+        let rt = rt();
+        // Not negotiated: the reader never decompresses.
+        assert!(matches!(
+            read_all(&rt, &bytes, DEFAULT_MAX_FRAME_BYTES),
+            Err(WireError::Compression(
+                compress::CompressError::NotNegotiated
+            ))
+        ));
+        // Negotiated, but the declared size is over the reader's limit
+        // (the compressed frame itself is under it).
+        let plain_len = encode_frame(&big_txns()).unwrap().len() - 4;
+        let limit = plain_len - 1;
+        assert!(bytes.len() - 4 <= limit);
+        let res = rt.block_on(async {
+            let mut r = FrameReader::new(&bytes[..], limit);
+            r.accept_compressed().unwrap();
+            r.read_message().await
+        });
+        assert!(
+            matches!(
+                res,
+                Err(WireError::Compression(
+                    compress::CompressError::TooLarge { .. }
+                ))
+            ),
+            "{res:?}"
+        );
+        // A compressed frame wrapping another compressed frame.
+        let inner = bytes[4..].to_vec();
+        let mut c = compress::FrameCompressor::new(3).unwrap();
+        let mut padded = inner.clone();
+        padded.extend(std::iter::repeat_n(0u8, 512));
+        let outer = c.compress(&padded).unwrap().unwrap().to_vec();
+        let mut frame = (outer.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&outer);
+        let res = rt.block_on(async {
+            let mut r = FrameReader::new(&frame[..], DEFAULT_MAX_FRAME_BYTES);
+            r.accept_compressed().unwrap();
+            r.read_message().await
+        });
+        assert!(matches!(res, Err(WireError::Decode(_))), "{res:?}");
+    }
+
+    #[test]
+    fn fuzz_compressed_frames() {
+        // Mutations of real compressed frames: every outcome is a message
+        // or a typed error, within the reader's limit.
+        let good = compressed_stream(&[big_txns()]);
+        let mut rng = Rng(0xC0DE_2ED5_0000_0023);
+        let rt = rt();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let (mut runs, mut ok) = (0u64, 0u64);
+        while std::time::Instant::now() < deadline {
+            let mut b = good.clone();
+            for _ in 0..1 + rng.next() % 4 {
+                let i = 4 + (rng.next() as usize) % (b.len() - 4);
+                b[i] = rng.next() as u8;
+            }
+            let res = rt.block_on(async {
+                let mut r = FrameReader::new(&b[..], 64 * 1024);
+                r.accept_compressed().unwrap();
+                r.read_message().await
+            });
+            ok += res.is_ok() as u64;
+            runs += 1;
+        }
+        eprintln!("fuzz_compressed_frames: {runs} inputs, {ok} decoded");
+        assert!(runs > 100, "too few inputs: {runs}");
+    }
+
     #[test]
     fn fuzz_decoder_random_inputs() {
         let pool: Vec<Vec<u8>> = samples()
@@ -187,6 +324,7 @@ mod tests {
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
                 wants: vec![],
                 relays_accepted: false,
+                accepts_zstd: false,
             })
         };
         let t = Duration::from_secs(5);

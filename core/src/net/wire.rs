@@ -14,18 +14,20 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::compress::{ByteCounts, CompressError, FrameCompressor, FrameDecompressor, MARKER};
 use crate::local::codec::{Key, Stamp};
 use crate::local::log::LogWrite;
 
 /// Version spoken by this build. Both sides must speak the same one.
 /// Version 2 added `Hello::relays_accepted` (origin rules) and `Refusals`
 /// (an acknowledgement never stands for a refused write).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Default largest frame payload accepted or sent (16 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -104,6 +106,8 @@ pub enum WireError {
     DecodeBudget { len: usize, budget: usize },
     #[error("hello subscribes to {got} tables, more than the {max} allowed")]
     TooManyWants { got: usize, max: usize },
+    #[error("{0}")]
+    Compression(#[from] super::compress::CompressError),
 }
 
 impl From<WireError> for crate::error::Error {
@@ -157,6 +161,10 @@ pub struct Hello {
     /// receiver, i.e. lets it relay. The receiver sends nothing of another
     /// origin when false, and the sender closes the link if it gets some.
     pub relays_accepted: bool,
+    /// Whether the sender of this hello accepts zstd-compressed frames.
+    /// A link compresses what it sends only when the other side accepts
+    /// it and its own settings allow it.
+    pub accepts_zstd: bool,
 }
 
 /// One transaction from the sender's log, already filtered to the tables the
@@ -461,6 +469,10 @@ pub struct FrameReader<R> {
     header_got: usize,
     body: Vec<u8>,
     body_got: usize,
+    /// `Some` once the link negotiated compression: a compressed frame
+    /// before that (or without it) is refused.
+    decompressor: Option<FrameDecompressor>,
+    counts: Option<Arc<ByteCounts>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -472,7 +484,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             header_got: 0,
             body: Vec::new(),
             body_got: 0,
+            decompressor: None,
+            counts: None,
         }
+    }
+
+    /// Accepts compressed frames from here on (the link negotiated it).
+    pub fn accept_compressed(&mut self) -> Result<(), WireError> {
+        self.decompressor = Some(FrameDecompressor::new()?);
+        Ok(())
+    }
+
+    /// Counts each frame read into `counts`: decompressed size as `raw`,
+    /// bytes read from the stream as `wire`.
+    pub fn count_into(&mut self, counts: Arc<ByteCounts>) {
+        self.counts = Some(counts);
     }
 
     /// Changes the largest frame accepted from here on: a connection reads
@@ -544,7 +570,29 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         self.header_got = 0;
         self.body_got = 0;
-        let msg = decode_bounded(&self.body[..len], decode_budget(self.max));
+        let budget = decode_budget(self.max);
+        let payload = &self.body[..len];
+        let (msg, raw) = if payload[0] == MARKER {
+            let d = self
+                .decompressor
+                .as_mut()
+                .ok_or(CompressError::NotNegotiated)?;
+            let plain = d.decompress(payload, self.max)?;
+            if plain.first() == Some(&MARKER) {
+                return Err(WireError::Decode(
+                    "a compressed frame may not hold another compressed frame".into(),
+                ));
+            }
+            let msg = decode_bounded(plain, budget);
+            let raw = plain.len();
+            d.shrink(RETAIN_BYTES);
+            (msg, raw)
+        } else {
+            (decode_bounded(payload, budget), len)
+        };
+        if let Some(c) = &self.counts {
+            c.add(HEADER + raw, HEADER + len);
+        }
         if self.body.capacity() > RETAIN_BYTES {
             self.body.truncate(RETAIN_BYTES);
             self.body.shrink_to(RETAIN_BYTES);
@@ -559,6 +607,8 @@ pub struct FrameWriter<W> {
     inner: W,
     max: usize,
     buf: Vec<u8>,
+    compressor: Option<FrameCompressor>,
+    counts: Option<Arc<ByteCounts>>,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -567,7 +617,22 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             inner,
             max: clamp_max(max_frame_bytes),
             buf: Vec::new(),
+            compressor: None,
+            counts: None,
         }
+    }
+
+    /// Compresses frames worth it with zstd at `level` from here on (the
+    /// peer accepts compressed frames).
+    pub fn compress(&mut self, level: i32) -> Result<(), WireError> {
+        self.compressor = Some(FrameCompressor::new(level)?);
+        Ok(())
+    }
+
+    /// Counts each frame written into `counts`: encoded size as `raw`,
+    /// bytes written to the stream as `wire`.
+    pub fn count_into(&mut self, counts: Arc<ByteCounts>) {
+        self.counts = Some(counts);
     }
 
     /// Lowers or raises the send limit, e.g. to the peer's
@@ -591,14 +656,40 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Writes and flushes one message. A message over the limit is refused
     /// with `FrameTooLarge` before anything is written, so the caller can
     /// split the batch and carry on.
-    pub async fn write_message(&mut self, msg: &Message) -> Result<(), WireError> {
+    ///
+    /// Returns the bytes written to the stream, length prefix included
+    /// (after compression).
+    pub async fn write_message(&mut self, msg: &Message) -> Result<usize, WireError> {
         encode_into(msg, &mut self.buf, self.max)?;
-        self.inner.write_all(&self.buf).await?;
+        let raw = self.buf.len();
+        let compressed = match &mut self.compressor {
+            Some(c) => c.compress(&self.buf[HEADER..])?,
+            None => None,
+        };
+        let wire = match compressed {
+            Some(payload) => {
+                // Smaller than the plain payload, which fit in a u32.
+                let len = payload.len() as u32;
+                self.inner.write_all(&len.to_be_bytes()).await?;
+                self.inner.write_all(payload).await?;
+                HEADER + payload.len()
+            }
+            None => {
+                self.inner.write_all(&self.buf).await?;
+                raw
+            }
+        };
         self.inner.flush().await?;
+        if let Some(c) = &self.counts {
+            c.add(raw, wire);
+        }
         if self.buf.capacity() > RETAIN_BYTES {
             self.buf = Vec::new();
+            if let Some(c) = &mut self.compressor {
+                c.shrink(RETAIN_BYTES);
+            }
         }
-        Ok(())
+        Ok(wire)
     }
 }
 
@@ -619,6 +710,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     FrameWriter::new(w, DEFAULT_MAX_FRAME_BYTES)
         .write_message(msg)
         .await
+        .map(|_| ())
 }
 
 /// Shared with the net-level tests in `net/mod.rs`.
@@ -660,6 +752,7 @@ pub(crate) mod tests {
                     initial_sync_done: true,
                 }],
                 relays_accepted: true,
+                accepts_zstd: false,
             }),
             Message::TableInfo {
                 table: "thresholds".into(),

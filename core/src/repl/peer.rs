@@ -1,6 +1,7 @@
 //! One configured peer: its configuration, its live counters, and the tasks
 //! that keep its link up (the dialer, or the session of an accepted link).
 
+use crate::net::compress::ByteCounts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,8 @@ pub(crate) struct Counters {
     pub(crate) last_resync_reason: Option<String>,
     /// Per table: (inbound state, outbound state).
     pub(crate) tables: BTreeMap<String, (String, String)>,
+    /// The compression of the link that is up ("zstd" or "none").
+    pub(crate) compression: Option<&'static str>,
     /// Refusals either way, by (direction, table): kept apart from
     /// `last_error`, which the next link event overwrites.
     pub(crate) refusals: BTreeMap<(&'static str, String), RefusalStatus>,
@@ -105,6 +108,9 @@ pub(crate) struct PeerState {
     /// The running session and its id, so a newer accepted link replaces an
     /// older (maybe half-open) one.
     session: Mutex<Option<(u64, AbortHandle)>>,
+    /// Frames sent to and read from the peer, over every link.
+    pub(crate) bytes_out: Arc<ByteCounts>,
+    pub(crate) bytes_in: Arc<ByteCounts>,
 }
 
 impl PeerState {
@@ -136,6 +142,8 @@ impl PeerState {
             removed: std::sync::atomic::AtomicBool::new(false),
             dialer: Mutex::new(None),
             session: Mutex::new(None),
+            bytes_out: Arc::default(),
+            bytes_in: Arc::default(),
         })
     }
 
@@ -239,6 +247,7 @@ impl PeerState {
             c.since_ms = Some(wall_millis());
         }
         c.connected = false;
+        c.compression = None;
         for (inb, outb) in c.tables.values_mut() {
             *inb = "idle".into();
             *outb = "idle".into();
@@ -432,9 +441,18 @@ impl PeerState {
             resyncs_sent: c.resyncs_sent,
             last_resync_reason: c.last_resync_reason.clone(),
             connects: c.connects,
-            traffic: TrafficStatus {
-                max_bytes_per_sec: config.budget.as_ref().and_then(|b| b.max_bytes_per_sec),
-                ..TrafficStatus::default()
+            traffic: {
+                let (bytes_out_raw, bytes_out_wire) = self.bytes_out.get();
+                let (bytes_in_raw, bytes_in_wire) = self.bytes_in.get();
+                TrafficStatus {
+                    bytes_out_raw,
+                    bytes_out_wire,
+                    bytes_in_raw,
+                    bytes_in_wire,
+                    compression: c.compression.map(str::to_string),
+                    max_bytes_per_sec: config.budget.as_ref().and_then(|b| b.max_bytes_per_sec),
+                    ..TrafficStatus::default()
+                }
             },
             refusals: c.refusals.values().cloned().collect(),
         })

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::config::{Compression, PeerConfig};
 use super::cursor::PeerCursor;
 use super::link::{blocking, BoxIo, BulkMessage, Reader, Writer};
 use super::peer::PeerState;
@@ -25,6 +26,7 @@ use super::sender::Sender;
 use crate::error::{Error, Result};
 use crate::local::db::Database;
 use crate::local::hlc::wall_millis;
+use crate::net::compress::level_for_rate;
 use crate::net::tls;
 use crate::net::wire::{
     expect_hello, read_message, FrameReader, FrameWriter, Hello, Message, TableWant,
@@ -387,7 +389,39 @@ fn our_hello(r: &Replicator, db: &Database, peer: &PeerState, cursor: &PeerCurso
         max_frame_bytes: r.opts.max_frame_bytes as u32,
         wants,
         relays_accepted: config.accepts_relays(),
+        accepts_zstd: offers_compression(&config),
     }
+}
+
+/// Whether this node offers compressed frames to the peer: unless its
+/// settings say `none`.
+fn offers_compression(config: &PeerConfig) -> bool {
+    config.compression != Some(Compression::None)
+}
+
+/// Sets up compression and byte counting on a link's reader and writer:
+/// compressed frames are accepted when this node offered them, and sent
+/// when both sides did.
+fn negotiate(
+    peer: &PeerState,
+    hello: &Hello,
+    reader: &mut Reader,
+    writer: &mut Writer,
+) -> Result<()> {
+    let config = peer.config();
+    reader.count_into(peer.bytes_in.clone());
+    writer.count_into(peer.bytes_out.clone());
+    let offered = offers_compression(&config);
+    if offered {
+        reader.accept_compressed()?;
+    }
+    let on = offered && hello.accepts_zstd;
+    if on {
+        let rate = config.budget.as_ref().and_then(|b| b.max_bytes_per_sec);
+        writer.compress(level_for_rate(rate))?;
+    }
+    peer.counters.lock().compression = Some(if on { "zstd" } else { "none" });
+    Ok(())
 }
 
 /// Runs a link until it fails, or says goodbye because the database is
@@ -408,6 +442,7 @@ async fn run(
     } = link;
     let name = peer.name();
     writer.set_max_frame_bytes((hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes));
+    negotiate(peer, &hello, &mut reader, &mut writer)?;
     if cursor.peer_node_id != hello.node_id {
         if cursor.peer_node_id != 0 {
             log::info!(
@@ -525,7 +560,9 @@ async fn write_loop(
                 return Ok(Ended::SaidGoodbye);
             }
             next = rx.recv() => match next {
-                Some(msg) => writer.write_message(&msg).await?,
+                Some(msg) => {
+                    writer.write_message(&msg).await?;
+                }
                 None => return Ok(Ended::Done),
             },
             next = bulk.recv(), if bulk_open => match next {
@@ -542,7 +579,7 @@ async fn write_loop(
                     .write_message(&Message::Heartbeat {
                         now_ms: wall_millis(),
                     })
-                    .await?
+                    .await?;
             }
         }
     }
