@@ -328,8 +328,23 @@ pub fn status_line(p: &PeerStatus, now_ms: u64) -> String {
             )
         })
         .collect();
+    // Bytes on the wire and as encoded: what a metered link costs, and
+    // what compression saves.
+    let t = &p.traffic;
+    let traffic = format!(
+        "bytes out {} ({} encoded) in {} ({} encoded), compression {}{}",
+        t.bytes_out_wire,
+        t.bytes_out_raw,
+        t.bytes_in_wire,
+        t.bytes_in_raw,
+        t.compression.as_deref().unwrap_or("-"),
+        t.held
+            .as_deref()
+            .map(|h| format!(", held by {h}"))
+            .unwrap_or_default(),
+    );
     format!(
-        "peer `{}` {link} | sent {} acked {} received {} | backlog {} txns {} bytes{} | lag {} ms | refused {}{refusals} | syncs {} | tables {} | last error: {}",
+        "peer `{}` {link} | sent {} acked {} received {} | backlog {} txns {} bytes{} | lag {} ms | refused {}{refusals} | syncs {} | {traffic} | tables {} | last error: {}",
         p.name,
         p.sent_seq,
         p.acked_seq,
