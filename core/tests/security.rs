@@ -173,6 +173,7 @@ fn hello(name: &str) -> Message {
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
         wants: vec![],
         relays_accepted: false,
+        deltas: false,
     })
 }
 

@@ -187,6 +187,7 @@ mod tests {
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
                 wants: vec![],
                 relays_accepted: false,
+                deltas: false,
             })
         };
         let t = Duration::from_secs(5);

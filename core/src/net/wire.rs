@@ -25,7 +25,7 @@ use crate::local::log::LogWrite;
 /// Version spoken by this build. Both sides must speak the same one.
 /// Version 2 added `Hello::relays_accepted` (origin rules) and `Refusals`
 /// (an acknowledgement never stands for a refused write).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Default largest frame payload accepted or sent (16 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -157,6 +157,10 @@ pub struct Hello {
     /// receiver, i.e. lets it relay. The receiver sends nothing of another
     /// origin when false, and the sender closes the link if it gets some.
     pub relays_accepted: bool,
+    /// Whether the sender of this hello takes attribute deltas
+    /// (`WriteOp::Delta`) from the receiver; the receiver sends them only
+    /// when this is true and its own settings for the link want them.
+    pub deltas: bool,
 }
 
 /// One transaction from the sender's log, already filtered to the tables the
@@ -262,6 +266,11 @@ pub enum Message {
     /// them (frames keep their order), so the sender never counts an
     /// acknowledged position as delivery of a refused write.
     Refusals(#[serde(deserialize_with = "bounded_seq")] Vec<TxnRefusal>),
+    /// The receiver lacks the base version of an attribute delta in the
+    /// sender's transaction `seq`: it applied nothing of that frame and
+    /// will acknowledge nothing more on this link, so the sender ends the
+    /// link and, reconnected, sends from the receiver's resume point whole.
+    DeltaMiss { seq: u64, reason: String },
 }
 
 thread_local! {
@@ -338,6 +347,7 @@ impl Message {
             Message::Goodbye { .. } => "Goodbye",
             Message::TxnsUpTo { .. } => "TxnsUpTo",
             Message::Refusals(_) => "Refusals",
+            Message::DeltaMiss { .. } => "DeltaMiss",
         }
     }
 }
@@ -660,6 +670,7 @@ pub(crate) mod tests {
                     initial_sync_done: true,
                 }],
                 relays_accepted: true,
+                deltas: true,
             }),
             Message::TableInfo {
                 table: "thresholds".into(),
@@ -704,6 +715,21 @@ pub(crate) mod tests {
                     stamp: stamp(11),
                     writes: vec![],
                 },
+                WireTxn {
+                    seq: 3,
+                    stamp: stamp(13),
+                    writes: vec![LogWrite {
+                        table: "alerts".into(),
+                        key: Key::Str("a-1".into()),
+                        op: WriteOp::Delta {
+                            base_back: 3,
+                            base_node: Some(9),
+                            created: None,
+                            script: vec![2, 0, 7],
+                            lits: "\"v\":4".into(),
+                        },
+                    }],
+                },
             ]),
             Message::Progress { upto_seq: 300 },
             Message::Ack { upto_seq: 1 << 40 },
@@ -726,6 +752,10 @@ pub(crate) mod tests {
                 kind: RefusalKind::ClockSkew,
                 reason: "ahead".into(),
             }]),
+            Message::DeltaMiss {
+                seq: 3,
+                reason: "no version of a-1".into(),
+            },
         ]
     }
 

@@ -11,6 +11,7 @@
 mod api;
 mod config;
 mod cursor;
+mod deltas;
 mod lanes;
 mod link;
 mod peer;

@@ -53,6 +53,11 @@ pub(crate) struct Counters {
     /// Refusals either way, by (direction, table): kept apart from
     /// `last_error`, which the next link event overwrites.
     pub(crate) refusals: BTreeMap<(&'static str, String), RefusalStatus>,
+    /// Writes sent as attribute deltas; deltas the peer lacked a base for
+    /// (either way), and until when, after one, updates go whole.
+    pub(crate) deltas_sent: u64,
+    pub(crate) delta_misses: u64,
+    pub(crate) deltas_paused_until: Option<std::time::Instant>,
 }
 
 impl Counters {
@@ -434,6 +439,8 @@ impl PeerState {
             connects: c.connects,
             traffic: TrafficStatus {
                 max_bytes_per_sec: config.budget.as_ref().and_then(|b| b.max_bytes_per_sec),
+                deltas_sent: c.deltas_sent,
+                delta_misses: c.delta_misses,
                 ..TrafficStatus::default()
             },
             refusals: c.refusals.values().cloned().collect(),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::deltas::{paused, Bases};
 use super::lanes::Lanes;
 use super::link::{blocking, link_closed, BulkMessage};
 use super::peer::PeerState;
@@ -37,6 +38,8 @@ pub(super) struct Sender {
     tx: mpsc::Sender<Message>,
     bulk: mpsc::Sender<BulkMessage>,
     frame_budget: usize,
+    /// The bases of attribute deltas, when both sides want them.
+    deltas: Option<parking_lot::Mutex<Bases>>,
 }
 
 /// A table to sync, in the order syncs go out.
@@ -56,7 +59,9 @@ impl Sender {
         bulk: mpsc::Sender<BulkMessage>,
     ) -> Sender {
         let frame_budget = (hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes) / 2;
+        let deltas = (hello.deltas && peer.config().deltas_on()).then(Default::default);
         Sender {
+            deltas,
             r,
             db: db.clone(),
             peer,
@@ -485,7 +490,17 @@ impl Sender {
                     )));
                 }
             }
-            let txns = lanes.plan(lane, entries);
+            if let Some(bases) = &self.deltas {
+                bases
+                    .lock()
+                    .observe_peer_writes(&entries, self.peer_node_id);
+            }
+            let mut txns = lanes.plan(lane, entries);
+            if let Some(bases) = &self.deltas {
+                let send = !paused(self.peer.counters.lock().deltas_paused_until);
+                let sent = bases.lock().encode(&mut txns, send);
+                self.peer.counters.lock().deltas_sent += sent;
+            }
             // Never lower: the peer may be acknowledging the last one.
             let new_floor = floor_of(&lanes, &pending).max(floor);
             // Frames carry the floor they complete; one cut short by the
@@ -529,5 +544,6 @@ fn write_size(w: &LogWrite) -> usize {
         + match &w.op {
             WriteOp::Put { json, .. } => json.len(),
             WriteOp::Delete => 0,
+            WriteOp::Delta { script, lits, .. } => script.len() + lits.len(),
         }
 }

@@ -387,6 +387,7 @@ fn our_hello(r: &Replicator, db: &Database, peer: &PeerState, cursor: &PeerCurso
         max_frame_bytes: r.opts.max_frame_bytes as u32,
         wants,
         relays_accepted: config.accepts_relays(),
+        deltas: config.deltas_on(),
     }
 }
 
