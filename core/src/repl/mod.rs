@@ -9,6 +9,7 @@
 //! the application's own runtime.
 
 mod api;
+mod coalesce;
 mod config;
 mod cursor;
 mod deltas;

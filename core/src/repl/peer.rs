@@ -58,6 +58,9 @@ pub(crate) struct Counters {
     pub(crate) deltas_sent: u64,
     pub(crate) delta_misses: u64,
     pub(crate) deltas_paused_until: Option<std::time::Instant>,
+    /// Writes passed over by coalescing, in all and by table.
+    pub(crate) coalesced: u64,
+    pub(crate) coalesced_tables: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -411,7 +414,7 @@ impl PeerState {
                     } else {
                         "not published".into()
                     },
-                    coalesced: 0,
+                    coalesced: c.coalesced_tables.get(&t.table).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -441,6 +444,7 @@ impl PeerState {
                 max_bytes_per_sec: config.budget.as_ref().and_then(|b| b.max_bytes_per_sec),
                 deltas_sent: c.deltas_sent,
                 delta_misses: c.delta_misses,
+                coalesced: c.coalesced,
                 ..TrafficStatus::default()
             },
             refusals: c.refusals.values().cloned().collect(),

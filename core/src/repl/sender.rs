@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::coalesce;
 use super::deltas::{paused, Bases};
 use super::lanes::Lanes;
 use super::link::{blocking, link_closed, BulkMessage};
@@ -411,6 +412,14 @@ impl Sender {
             .iter()
             .map(|t| (t.table.clone(), t.priority))
             .collect();
+        let windows: coalesce::Windows = self
+            .peer
+            .config()
+            .tables
+            .iter()
+            .filter(|t| t.publish)
+            .filter_map(|t| Some((t.table.clone(), t.coalesce_ms.filter(|c| *c > 0)?)))
+            .collect();
         let mut lanes = self.lanes(starts, &priority, pending.clone());
         if lanes.is_empty() && pending.is_empty() {
             return self.pass_over().await;
@@ -490,12 +499,29 @@ impl Sender {
                     )));
                 }
             }
+            if let Some(wait) = coalesce::hold(&windows, &entries) {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             if let Some(bases) = &self.deltas {
                 bases
                     .lock()
                     .observe_peer_writes(&entries, self.peer_node_id);
             }
+            let local_times: HashMap<u64, u64> = if windows.is_empty() {
+                HashMap::new()
+            } else {
+                entries.iter().map(|e| (e.seq, e.local_time)).collect()
+            };
             let mut txns = lanes.plan(lane, entries);
+            let passed = coalesce::coalesce(&windows, &local_times, &mut txns);
+            if !passed.is_empty() {
+                let mut c = self.peer.counters.lock();
+                for (table, n) in passed {
+                    c.coalesced += n;
+                    *c.coalesced_tables.entry(table).or_default() += n;
+                }
+            }
             if let Some(bases) = &self.deltas {
                 let send = !paused(self.peer.counters.lock().deltas_paused_until);
                 let sent = bases.lock().encode(&mut txns, send);
