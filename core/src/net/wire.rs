@@ -601,14 +601,15 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Writes and flushes one message. A message over the limit is refused
     /// with `FrameTooLarge` before anything is written, so the caller can
     /// split the batch and carry on.
-    pub async fn write_message(&mut self, msg: &Message) -> Result<(), WireError> {
+    pub async fn write_message(&mut self, msg: &Message) -> Result<usize, WireError> {
         encode_into(msg, &mut self.buf, self.max)?;
         self.inner.write_all(&self.buf).await?;
         self.inner.flush().await?;
+        let n = self.buf.len();
         if self.buf.capacity() > RETAIN_BYTES {
             self.buf = Vec::new();
         }
-        Ok(())
+        Ok(n)
     }
 }
 
@@ -629,6 +630,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     FrameWriter::new(w, DEFAULT_MAX_FRAME_BYTES)
         .write_message(msg)
         .await
+        .map(|_| ())
 }
 
 /// Shared with the net-level tests in `net/mod.rs`.
@@ -901,7 +903,12 @@ pub(crate) mod tests {
             ));
             assert!(w.get_ref().is_empty(), "nothing written");
             w.set_max_frame_bytes(1000);
-            w.write_message(&big).await.unwrap();
+            let n = w.write_message(&big).await.unwrap();
+            assert_eq!(
+                n,
+                w.get_ref().len(),
+                "the frame's bytes, length prefix included"
+            );
         });
     }
 

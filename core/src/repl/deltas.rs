@@ -242,10 +242,14 @@ pub(crate) fn resolve(
                             }) => format!("a tombstone stamped {stamp:?}"),
                             Some(Version { stamp, .. }) => format!("the version stamped {stamp:?}"),
                         };
+                        let edits = match base {
+                            Some(b) => format!("the version stamped {b:?}"),
+                            None => "a version from before time 0 (a broken delta)".into(),
+                        };
                         return Ok(Resolved::Miss {
                             seq: t.seq,
                             reason: format!(
-                                "table `{}` key {}: the delta edits the version stamped {base:?}, this node has {has}",
+                                "table `{}` key {}: the delta edits {edits}, this node has {has}",
                                 id.0, id.1
                             ),
                         });

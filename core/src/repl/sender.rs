@@ -420,6 +420,7 @@ impl Sender {
             .filter(|t| t.publish)
             .filter_map(|t| Some((t.table.clone(), t.coalesce_ms.filter(|c| *c > 0)?)))
             .collect();
+        let mut held_at = u64::MAX;
         let mut lanes = self.lanes(starts, &priority, pending.clone());
         if lanes.is_empty() && pending.is_empty() {
             return self.pass_over().await;
@@ -499,9 +500,14 @@ impl Sender {
                     )));
                 }
             }
-            if let Some(wait) = coalesce::hold(&windows, &entries) {
-                tokio::time::sleep(wait).await;
-                continue;
+            // Held once per position: a local time ahead of the wall
+            // clock (a peer's clock observed) must not hold it again.
+            if held_at != pos {
+                if let Some(wait) = coalesce::hold(&windows, &entries) {
+                    held_at = pos;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
             }
             if let Some(bases) = &self.deltas {
                 bases

@@ -526,7 +526,9 @@ async fn write_loop(
                 return Ok(Ended::SaidGoodbye);
             }
             next = rx.recv() => match next {
-                Some(msg) => writer.write_message(&msg).await?,
+                Some(msg) => {
+                    writer.write_message(&msg).await?;
+                }
                 None => return Ok(Ended::Done),
             },
             next = bulk.recv(), if bulk_open => match next {
@@ -543,7 +545,7 @@ async fn write_loop(
                     .write_message(&Message::Heartbeat {
                         now_ms: wall_millis(),
                     })
-                    .await?
+                    .await?;
             }
         }
     }
