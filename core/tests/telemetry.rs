@@ -6,7 +6,7 @@
 //!
 //! Measured: bytes edge -> cloud on the TCP connection (TLS records and
 //! all, counted by a proxy in between), and CPU time per update: the
-//! edge's is this process's user+system time (getrusage RUSAGE_SELF; it
+//! edge's is this process's user+system time (/proc/self/stat; it
 //! includes the local commits, the same in both runs), the cloud's is the
 //! serve child's (utime+stime from /proc/PID/stat).
 //!
@@ -72,24 +72,36 @@ fn counting_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
     (addr, up)
 }
 
-fn self_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct we pass; no other effect.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    assert_eq!(rc, 0);
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-fn child_cpu(pid: u32) -> Duration {
+/// User+system CPU time of a process, all its threads, from
+/// /proc/PID/stat (read the same way for both sides, without `unsafe`).
+fn cpu_of(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name (which may hold spaces) in its parens.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_micros(ticks * 1_000_000 / hz)
+    Duration::from_micros(ticks * 1_000_000 / clock_ticks())
+}
+
+/// Clock ticks per second of /proc's times (USER_HZ, 100 on Linux
+/// unless `getconf` says otherwise).
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|hz| *hz > 0)
+        .unwrap_or(100)
+}
+
+fn self_cpu() -> Duration {
+    cpu_of("self")
+}
+
+fn child_cpu(pid: u32) -> Duration {
+    cpu_of(&pid.to_string())
 }
 
 /// Ten attributes; `v` drives the two that change.
