@@ -1485,3 +1485,59 @@ fn hostile_deltas_are_misses_that_apply_and_acknowledge_nothing() {
     }
     f.good_edge_unharmed("after-hostile-deltas");
 }
+
+#[test]
+fn a_delta_to_a_node_that_refused_deltas_closes_the_link_and_applies_nothing() {
+    let f = fixture();
+    f.cloud
+        .update_peer(
+            PeerConfig::new("edge-2")
+                .deltas(false)
+                .table(TableFlow::subscribe("alerts")),
+        )
+        .unwrap();
+    let before = table_state(&f.cloud, "alerts");
+    let stamp = now_stamp();
+    let frame = Message::Txns(vec![
+        txn(1, stamp, "fine-before-the-delta"),
+        wire_txn(
+            2,
+            stamp,
+            vec![LogWrite {
+                table: "alerts".into(),
+                key: Key::Str("d".into()),
+                op: WriteOp::Delta {
+                    base_back: 1,
+                    base_node: None,
+                    created: None,
+                    script: vec![],
+                    lits: String::new(),
+                },
+            }],
+        ),
+    ]);
+    let hello_deltas = f.rt.block_on(async {
+        let (mut s, cloud_hello) = f.open_link("edge-2").await;
+        make_alerts_live(&mut s).await;
+        write_message(&mut s, &frame).await.unwrap();
+        // No acknowledgement may come; the link ends.
+        loop {
+            match tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+                .await
+                .expect("the cloud kept a link that sent unwanted deltas")
+            {
+                Ok(Some(Message::Ack { upto_seq })) if upto_seq >= 1 => {
+                    panic!("acknowledged a frame with an unwanted delta")
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        cloud_hello.deltas
+    });
+    assert!(!hello_deltas, "the cloud's hello must refuse deltas");
+    let err = f.wait_link_error("edge-2", "takes none");
+    assert!(err.contains("nothing of that frame applied"), "{err}");
+    assert_eq!(table_state(&f.cloud, "alerts"), before);
+    f.good_edge_unharmed("after-unwanted-deltas");
+}
