@@ -164,6 +164,8 @@ impl<'a> LogWriteView<'a> {
                 (OpKind::Put, Some(RecordView::logged(json, *created, stamp)))
             }
             WriteOp::Delete => (OpKind::Delete, None),
+            // Wire-only: a log never holds one (see `WriteOp::Delta`).
+            WriteOp::Delta { .. } => (OpKind::Put, None),
         };
         LogWriteView {
             table: &w.table,

@@ -92,7 +92,8 @@ fn verify(dir: &std::path::Path, engine: EngineKind, acked: u64, must_keep_acked
             for w in &e.writes {
                 let v = match &w.op {
                     WriteOp::Put { json, .. } => Some((e.stamp, json.clone())),
-                    WriteOp::Delete => None,
+                    // Deltas travel only on the wire; a log never has one.
+                    WriteOp::Delete | WriteOp::Delta { .. } => None,
                 };
                 expected.insert((w.table.clone(), w.key.clone()), v);
             }

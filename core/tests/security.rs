@@ -174,6 +174,7 @@ fn hello(name: &str) -> Message {
         wants: vec![],
         relays_accepted: false,
         accepts_zstd: false,
+        deltas: false,
     })
 }
 
@@ -1362,4 +1363,182 @@ fn a_receipt_fails_for_a_transaction_the_receiver_refused_though_it_acknowledged
         Err(Error::Refused { .. })
     ));
     f.good_edge_unharmed("after-refused-receipt");
+}
+
+/// Reads until the cloud reports a delta miss for `seq`; an
+/// acknowledgement of it first would mean a frame with a missing base was
+/// applied.
+async fn until_delta_miss<S: AsyncRead + Unpin>(s: &mut S, seq: u64) -> String {
+    loop {
+        let m = tokio::time::timeout(T, read_message(s, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .expect("no delta miss from the cloud")
+            .unwrap()
+            .expect("cloud closed the link instead of reporting the miss");
+        match m {
+            Message::DeltaMiss { seq: got, reason } if got == seq => return reason,
+            Message::Ack { upto_seq } if upto_seq >= seq => {
+                panic!("the cloud acknowledged a delta it had no base for")
+            }
+            Message::Goodbye { reason } => panic!("cloud closed the link: {reason}"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn hostile_deltas_are_misses_that_apply_and_acknowledge_nothing() {
+    let f = fixture();
+    let delta = |seq: u64, stamp: Stamp, key: &str, back: u64, script: Vec<u8>, lits: &str| {
+        wire_txn(
+            seq,
+            stamp,
+            vec![LogWrite {
+                table: "alerts".into(),
+                key: Key::Str(key.into()),
+                op: WriteOp::Delta {
+                    base_back: back,
+                    base_node: None,
+                    created: None,
+                    script,
+                    lits: lits.into(),
+                },
+            }],
+        )
+    };
+    // A record edge-2 wrote, so a base exists for the cases that need one.
+    let base = now_stamp();
+    let base_json = r#"{"id":"d-1","level":"high","v":1}"#;
+    f.rt.block_on(async {
+        let (mut s, _) = f.open_link("edge-2").await;
+        make_alerts_live(&mut s).await;
+        let first = wire_txn(1, base, vec![put("alerts", "d-1", base_json)]);
+        write_message(&mut s, &Message::Txns(vec![first]))
+            .await
+            .unwrap();
+        until_acked(&mut s, 1).await;
+        let _ = s.shutdown().await;
+    });
+    let before = table_state(&f.cloud, "alerts");
+    let later = Stamp {
+        time: base.time + (5 << 16),
+        node: RAW_NODE_ID,
+    };
+    let back = later.time - base.time;
+    let cases = vec![
+        (
+            "no such record",
+            delta(2, later, "d-none", back, vec![], ""),
+        ),
+        (
+            "another version",
+            delta(2, later, "d-1", back - 1, vec![2, 0], ""),
+        ),
+        (
+            "a base before time 0",
+            delta(2, later, "d-1", u64::MAX, vec![2, 0], ""),
+        ),
+        (
+            "a copy past the base",
+            delta(2, later, "d-1", back, vec![40 << 1, 1], ""),
+        ),
+        (
+            "a literal past the literals",
+            delta(2, later, "d-1", back, vec![(9 << 1) | 1], "ab"),
+        ),
+        (
+            "a truncated script",
+            delta(2, later, "d-1", back, vec![0x80], ""),
+        ),
+        (
+            "a record past max_record_bytes",
+            // A run of the base's 3 members, 40,000 times: 1.3 MB.
+            delta(2, later, "d-1", back, [6u8, 0].repeat(40_000), ""),
+        ),
+    ];
+    for (i, (what, bad)) in cases.into_iter().enumerate() {
+        // The frame's first transaction is fine: nothing of the frame
+        // may apply all the same.
+        let good = wire_txn(
+            1,
+            later,
+            vec![put(
+                "alerts",
+                &format!("ok-{i}"),
+                &format!(r#"{{"id":"ok-{i}"}}"#),
+            )],
+        );
+        let reason = f.rt.block_on(async {
+            let (mut s, _) = f.open_link("edge-2").await;
+            make_alerts_live(&mut s).await;
+            write_message(&mut s, &Message::Txns(vec![good, bad]))
+                .await
+                .unwrap();
+            let reason = until_delta_miss(&mut s, 2).await;
+            let _ = s.shutdown().await;
+            reason
+        });
+        eprintln!("{what}: {reason}");
+        assert!(reason.contains("table `alerts`"), "{what}: {reason}");
+        let s = f.cloud.peer_status("edge-2").unwrap();
+        assert_eq!(s.traffic.delta_misses, i as u64 + 1, "{what}");
+        assert_eq!(table_state(&f.cloud, "alerts"), before, "{what}: applied");
+    }
+    f.good_edge_unharmed("after-hostile-deltas");
+}
+
+#[test]
+fn a_delta_to_a_node_that_refused_deltas_closes_the_link_and_applies_nothing() {
+    let f = fixture();
+    f.cloud
+        .update_peer(
+            PeerConfig::new("edge-2")
+                .deltas(false)
+                .table(TableFlow::subscribe("alerts")),
+        )
+        .unwrap();
+    let before = table_state(&f.cloud, "alerts");
+    let stamp = now_stamp();
+    let frame = Message::Txns(vec![
+        txn(1, stamp, "fine-before-the-delta"),
+        wire_txn(
+            2,
+            stamp,
+            vec![LogWrite {
+                table: "alerts".into(),
+                key: Key::Str("d".into()),
+                op: WriteOp::Delta {
+                    base_back: 1,
+                    base_node: None,
+                    created: None,
+                    script: vec![],
+                    lits: String::new(),
+                },
+            }],
+        ),
+    ]);
+    let hello_deltas = f.rt.block_on(async {
+        let (mut s, cloud_hello) = f.open_link("edge-2").await;
+        make_alerts_live(&mut s).await;
+        write_message(&mut s, &frame).await.unwrap();
+        // No acknowledgement may come; the link ends.
+        loop {
+            match tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+                .await
+                .expect("the cloud kept a link that sent unwanted deltas")
+            {
+                Ok(Some(Message::Ack { upto_seq })) if upto_seq >= 1 => {
+                    panic!("acknowledged a frame with an unwanted delta")
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        cloud_hello.deltas
+    });
+    assert!(!hello_deltas, "the cloud's hello must refuse deltas");
+    let err = f.wait_link_error("edge-2", "takes none");
+    assert!(err.contains("nothing of that frame applied"), "{err}");
+    assert_eq!(table_state(&f.cloud, "alerts"), before);
+    f.good_edge_unharmed("after-unwanted-deltas");
 }

@@ -16,6 +16,20 @@ pub enum WriteOp {
     Put { json: String, created: u64 },
     /// The record was deleted; a tombstone carries the stamp.
     Delete,
+    /// Only on the wire, never in a log: the new contents as an edit of
+    /// an earlier version of the record (see `local::delta`), which the
+    /// receiver turns back into a `Put` before anything applies it. The
+    /// base's stamp is written relative to the transaction's, to stay
+    /// small: its time is `base_back` earlier, and its node is
+    /// `base_node`, `None` for the transaction's own. `created`: `None`
+    /// when it is the base's.
+    Delta {
+        base_back: u64,
+        base_node: Option<u64>,
+        created: Option<u64>,
+        script: Vec<u8>,
+        lits: String,
+    },
 }
 
 /// One write of a transaction.
@@ -58,6 +72,7 @@ impl LogEntry {
                         + match &w.op {
                             WriteOp::Put { json, .. } => json.len(),
                             WriteOp::Delete => 0,
+                            WriteOp::Delta { script, lits, .. } => script.len() + lits.len(),
                         }
                 })
                 .sum::<usize>();

@@ -4,6 +4,7 @@
 pub(crate) mod catalog;
 pub mod codec;
 pub(crate) mod db;
+pub mod delta;
 pub(crate) mod dir;
 pub mod hlc;
 pub(crate) mod keys;

@@ -181,6 +181,9 @@ impl Database {
                 checked.push(None);
                 continue; // counted as a missing table by the caller
             };
+            if matches!(w.op, WriteOp::Delta { .. }) {
+                return Err(crate::local::delta::unresolved());
+            }
             let WriteOp::Put { json, .. } = &w.op else {
                 checked.push(Some(Checked { def, obj: None }));
                 continue;

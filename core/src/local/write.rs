@@ -471,6 +471,7 @@ impl<'a> Ctx<'a> {
                 },
                 &seq_bytes,
             ),
+            WriteOp::Delta { .. } => return Err(crate::local::delta::unresolved()),
         };
         if let Some(o) = old.as_ref().filter(|o| o.header.tombstone) {
             self.batch.delete(
@@ -496,7 +497,7 @@ impl<'a> Ctx<'a> {
                     Ok(Value::Object(m)) => index_entries(def, key, &m),
                     _ => return Err(Error::NotAnObject("a non-object".into())),
                 },
-                (WriteOp::Delete, _) => BTreeSet::new(),
+                (WriteOp::Delete | WriteOp::Delta { .. }, _) => BTreeSet::new(),
             };
             if old_entries.is_empty() {
                 // A new record (the common case when catching up): nothing
@@ -528,7 +529,7 @@ impl<'a> Ctx<'a> {
         if let Some(overlay) = &mut self.overlay {
             let json = match op {
                 WriteOp::Put { json, .. } => Arc::from(json.as_str()),
-                WriteOp::Delete => Arc::from(""),
+                WriteOp::Delete | WriteOp::Delta { .. } => Arc::from(""),
             };
             self.repeated |= overlay.insert(rk, OldRow { header, json }).is_some();
         }
@@ -634,7 +635,7 @@ pub(crate) fn queue_events(db: &Database, entry: LogEntry, local: bool) {
                 created,
                 Arc::from(json),
             )),
-            WriteOp::Delete => None,
+            WriteOp::Delete | WriteOp::Delta { .. } => None,
         };
         let change = Change {
             key: wr.key,

@@ -325,6 +325,7 @@ mod tests {
                 wants: vec![],
                 relays_accepted: false,
                 accepts_zstd: false,
+                deltas: false,
             })
         };
         let t = Duration::from_secs(5);

@@ -165,6 +165,10 @@ pub struct Hello {
     /// A link compresses what it sends only when the other side accepts
     /// it and its own settings allow it.
     pub accepts_zstd: bool,
+    /// Whether the sender of this hello takes attribute deltas
+    /// (`WriteOp::Delta`) from the receiver; the receiver sends them only
+    /// when this is true and its own settings for the link want them.
+    pub deltas: bool,
 }
 
 /// One transaction from the sender's log, already filtered to the tables the
@@ -270,6 +274,11 @@ pub enum Message {
     /// them (frames keep their order), so the sender never counts an
     /// acknowledged position as delivery of a refused write.
     Refusals(#[serde(deserialize_with = "bounded_seq")] Vec<TxnRefusal>),
+    /// The receiver lacks the base version of an attribute delta in the
+    /// sender's transaction `seq`: it applied nothing of that frame and
+    /// will acknowledge nothing more on this link, so the sender ends the
+    /// link and, reconnected, sends from the receiver's resume point whole.
+    DeltaMiss { seq: u64, reason: String },
 }
 
 thread_local! {
@@ -346,6 +355,7 @@ impl Message {
             Message::Goodbye { .. } => "Goodbye",
             Message::TxnsUpTo { .. } => "TxnsUpTo",
             Message::Refusals(_) => "Refusals",
+            Message::DeltaMiss { .. } => "DeltaMiss",
         }
     }
 }
@@ -753,6 +763,7 @@ pub(crate) mod tests {
                 }],
                 relays_accepted: true,
                 accepts_zstd: false,
+                deltas: true,
             }),
             Message::TableInfo {
                 table: "thresholds".into(),
@@ -797,6 +808,21 @@ pub(crate) mod tests {
                     stamp: stamp(11),
                     writes: vec![],
                 },
+                WireTxn {
+                    seq: 3,
+                    stamp: stamp(13),
+                    writes: vec![LogWrite {
+                        table: "alerts".into(),
+                        key: Key::Str("a-1".into()),
+                        op: WriteOp::Delta {
+                            base_back: 3,
+                            base_node: Some(9),
+                            created: None,
+                            script: vec![2, 0, 7],
+                            lits: "\"v\":4".into(),
+                        },
+                    }],
+                },
             ]),
             Message::Progress { upto_seq: 300 },
             Message::Ack { upto_seq: 1 << 40 },
@@ -819,6 +845,10 @@ pub(crate) mod tests {
                 kind: RefusalKind::ClockSkew,
                 reason: "ahead".into(),
             }]),
+            Message::DeltaMiss {
+                seq: 3,
+                reason: "no version of a-1".into(),
+            },
         ]
     }
 
@@ -964,7 +994,12 @@ pub(crate) mod tests {
             ));
             assert!(w.get_ref().is_empty(), "nothing written");
             w.set_max_frame_bytes(1000);
-            w.write_message(&big).await.unwrap();
+            let n = w.write_message(&big).await.unwrap();
+            assert_eq!(
+                n,
+                w.get_ref().len(),
+                "the frame's bytes, length prefix included"
+            );
         });
     }
 

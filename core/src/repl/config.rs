@@ -305,6 +305,17 @@ impl PeerConfig {
     pub fn accepts_relays(&self) -> bool {
         self.relays.unwrap_or(self.address.is_some())
     }
+    /// Whether updates go to the peer as attribute deltas, with the
+    /// default applied: on (a delta costs the write path nothing; see
+    /// `repl::deltas`).
+    pub fn deltas_on(&self) -> bool {
+        self.deltas.unwrap_or(true)
+    }
+    /// Sets whether updates go to the peer as attribute deltas.
+    pub fn deltas(mut self, on: bool) -> Self {
+        self.deltas = Some(on);
+        self
+    }
     pub fn address(mut self, addr: impl Into<String>) -> Self {
         self.address = Some(addr.into());
         self

@@ -9,8 +9,10 @@
 //! the application's own runtime.
 
 mod api;
+mod coalesce;
 mod config;
 mod cursor;
+mod deltas;
 mod lanes;
 mod link;
 mod peer;

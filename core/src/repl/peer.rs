@@ -56,6 +56,14 @@ pub(crate) struct Counters {
     /// Refusals either way, by (direction, table): kept apart from
     /// `last_error`, which the next link event overwrites.
     pub(crate) refusals: BTreeMap<(&'static str, String), RefusalStatus>,
+    /// Writes sent as attribute deltas; deltas the peer lacked a base for
+    /// (either way), and until when, after one, updates go whole.
+    pub(crate) deltas_sent: u64,
+    pub(crate) delta_misses: u64,
+    pub(crate) deltas_paused_until: Option<std::time::Instant>,
+    /// Writes passed over by coalescing, in all and by table.
+    pub(crate) coalesced: u64,
+    pub(crate) coalesced_tables: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -415,7 +423,7 @@ impl PeerState {
                     } else {
                         "not published".into()
                     },
-                    coalesced: 0,
+                    coalesced: c.coalesced_tables.get(&t.table).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -451,6 +459,9 @@ impl PeerState {
                     bytes_in_wire,
                     compression: c.compression.map(str::to_string),
                     max_bytes_per_sec: config.budget.as_ref().and_then(|b| b.max_bytes_per_sec),
+                    deltas_sent: c.deltas_sent,
+                    delta_misses: c.delta_misses,
+                    coalesced: c.coalesced,
                     ..TrafficStatus::default()
                 }
             },

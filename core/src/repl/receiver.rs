@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cursor::{store_acked, PeerCursor, TableCursor};
+use super::deltas::{resolve, Resolved, PAUSE_AFTER_MISS};
 use super::link::{blocking, link_closed, Reader};
 use super::peer::PeerState;
 use crate::error::{Error, Result};
@@ -36,6 +37,12 @@ pub(super) struct Receiver {
     /// What this node refused and has not yet told the peer; goes out
     /// before the next acknowledgement.
     refusals: Vec<TxnRefusal>,
+    /// Whether this node takes attribute deltas from the peer (its hello
+    /// said so).
+    deltas: bool,
+    /// A delta's base was missing: nothing more is applied or
+    /// acknowledged on this link (see `repl::deltas`).
+    missed: bool,
 }
 
 /// The reason slot and the signal of [`Receiver::new`].
@@ -60,10 +67,10 @@ impl Receiver {
             .filter(|t| t.subscribe)
             .map(|t| t.table.clone())
             .collect();
+        let deltas = peer.config().deltas_on();
         Receiver {
             db,
             name: peer.name(),
-            peer,
             cursor,
             subscribed,
             active: HashSet::new(),
@@ -71,6 +78,9 @@ impl Receiver {
             refusals: Vec::new(),
             relays_accepted,
             violation: Some(violation),
+            deltas,
+            missed: false,
+            peer,
         }
     }
 
@@ -142,7 +152,30 @@ impl Receiver {
             if let Some(reason) = violation {
                 return self.violated(reason).await;
             }
+            if self.missed
+                && matches!(
+                    msg,
+                    Message::Txns(_)
+                        | Message::TxnsUpTo { .. }
+                        | Message::Progress { .. }
+                        | Message::SyncBegin { .. }
+                        | Message::SyncChunk { .. }
+                )
+            {
+                // Waiting for the sender to end the link after a delta
+                // miss: nothing past the miss applies or is acknowledged.
+                continue;
+            }
             match msg {
+                Message::DeltaMiss { seq, reason } => {
+                    self.peer.counters.lock().deltas_paused_until =
+                        Some(std::time::Instant::now() + PAUSE_AFTER_MISS);
+                    self.peer.counters.lock().delta_misses += 1;
+                    return Err(Error::Peer(format!(
+                        "`{}` lacked the base of an attribute delta in transaction {seq} ({reason}); reconnecting to send it whole, and updates to it go whole for {PAUSE_AFTER_MISS:?}",
+                        self.name
+                    )));
+                }
                 Message::Txns(batch) => {
                     let upto = batch.last().map_or(0, |t| t.seq);
                     self.on_txns(batch, upto).await?
@@ -226,7 +259,48 @@ impl Receiver {
         }
     }
 
-    async fn on_txns(&mut self, batch: Vec<WireTxn>, upto: u64) -> Result<()> {
+    async fn on_txns(&mut self, mut batch: Vec<WireTxn>, upto: u64) -> Result<()> {
+        let has_delta = batch.iter().any(|t| {
+            t.writes
+                .iter()
+                .any(|w| matches!(w.op, WriteOp::Delta { .. }))
+        });
+        if has_delta {
+            if !self.deltas {
+                return Err(Error::Peer(format!(
+                    "`{}` sent an attribute delta, but `{}` said in its hello that it takes none; link closed, nothing of that frame applied",
+                    self.name,
+                    self.db.node_name()
+                )));
+            }
+            let live: std::collections::HashSet<String> = batch
+                .iter()
+                .flat_map(|t| t.writes.iter().map(|w| w.table.clone()))
+                .filter(|t| self.live(t))
+                .collect();
+            let db = self.db.clone();
+            let (resolved, back) = blocking(move || {
+                let r = resolve(&db, &mut batch, &|t| live.contains(t));
+                r.map(|r| (r, batch))
+            })
+            .await?;
+            batch = back;
+            match resolved {
+                Resolved::Rebuilt { superseded } => {
+                    self.peer.counters.lock().duplicates_received += superseded;
+                }
+                Resolved::Miss { seq, reason } => {
+                    self.missed = true;
+                    self.peer.counters.lock().delta_misses += 1;
+                    log::info!(target: "tidelog::repl", "delta miss from `{}` in transaction {seq}: {reason}", self.name);
+                    return self
+                        .tx
+                        .send(Message::DeltaMiss { seq, reason })
+                        .await
+                        .map_err(|_| link_closed());
+                }
+            }
+        }
         let mut refusals = Vec::new();
         let mut refused_writes = 0;
         let mut txns = Vec::with_capacity(batch.len());

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::coalesce;
+use super::deltas::{paused, Bases};
 use super::lanes::Lanes;
 use super::link::{blocking, link_closed, BulkMessage};
 use super::peer::PeerState;
@@ -37,6 +39,8 @@ pub(super) struct Sender {
     tx: mpsc::Sender<Message>,
     bulk: mpsc::Sender<BulkMessage>,
     frame_budget: usize,
+    /// The bases of attribute deltas, when both sides want them.
+    deltas: Option<parking_lot::Mutex<Bases>>,
 }
 
 /// A table to sync, in the order syncs go out.
@@ -56,7 +60,9 @@ impl Sender {
         bulk: mpsc::Sender<BulkMessage>,
     ) -> Sender {
         let frame_budget = (hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes) / 2;
+        let deltas = (hello.deltas && peer.config().deltas_on()).then(Default::default);
         Sender {
+            deltas,
             r,
             db: db.clone(),
             peer,
@@ -406,6 +412,15 @@ impl Sender {
             .iter()
             .map(|t| (t.table.clone(), t.priority))
             .collect();
+        let windows: coalesce::Windows = self
+            .peer
+            .config()
+            .tables
+            .iter()
+            .filter(|t| t.publish)
+            .filter_map(|t| Some((t.table.clone(), t.coalesce_ms.filter(|c| *c > 0)?)))
+            .collect();
+        let mut held_at = u64::MAX;
         let mut lanes = self.lanes(starts, &priority, pending.clone());
         if lanes.is_empty() && pending.is_empty() {
             return self.pass_over().await;
@@ -485,7 +500,39 @@ impl Sender {
                     )));
                 }
             }
-            let txns = lanes.plan(lane, entries);
+            // Held once per position: a local time ahead of the wall
+            // clock (a peer's clock observed) must not hold it again.
+            if held_at != pos {
+                if let Some(wait) = coalesce::hold(&windows, &entries) {
+                    held_at = pos;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            if let Some(bases) = &self.deltas {
+                bases
+                    .lock()
+                    .observe_peer_writes(&entries, self.peer_node_id);
+            }
+            let local_times: HashMap<u64, u64> = if windows.is_empty() {
+                HashMap::new()
+            } else {
+                entries.iter().map(|e| (e.seq, e.local_time)).collect()
+            };
+            let mut txns = lanes.plan(lane, entries);
+            let passed = coalesce::coalesce(&windows, &local_times, &mut txns);
+            if !passed.is_empty() {
+                let mut c = self.peer.counters.lock();
+                for (table, n) in passed {
+                    c.coalesced += n;
+                    *c.coalesced_tables.entry(table).or_default() += n;
+                }
+            }
+            if let Some(bases) = &self.deltas {
+                let send = !paused(self.peer.counters.lock().deltas_paused_until);
+                let sent = bases.lock().encode(&mut txns, send);
+                self.peer.counters.lock().deltas_sent += sent;
+            }
             // Never lower: the peer may be acknowledging the last one.
             let new_floor = floor_of(&lanes, &pending).max(floor);
             // Frames carry the floor they complete; one cut short by the
@@ -529,5 +576,6 @@ fn write_size(w: &LogWrite) -> usize {
         + match &w.op {
             WriteOp::Put { json, .. } => json.len(),
             WriteOp::Delete => 0,
+            WriteOp::Delta { script, lits, .. } => script.len() + lits.len(),
         }
 }

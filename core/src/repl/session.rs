@@ -390,6 +390,7 @@ fn our_hello(r: &Replicator, db: &Database, peer: &PeerState, cursor: &PeerCurso
         wants,
         relays_accepted: config.accepts_relays(),
         accepts_zstd: offers_compression(&config),
+        deltas: config.deltas_on(),
     }
 }
 
