@@ -1,8 +1,8 @@
 //! Telemetry benchmark: an edge updates one or two of ten attributes of
 //! its records, over and over, and sends them to a cloud (`tidelog serve`
 //! in its own process) over mutual TLS on 127.0.0.1; the same run measures
-//! deltas on and off (whole records, uncompressed: the encoding before
-//! issue 23).
+//! whole uncompressed records (the encoding before metered links, the
+//! baseline), deltas alone, zstd frames alone, and both.
 //!
 //! Measured: bytes edge -> cloud on the TCP connection (TLS records and
 //! all, counted by a proxy in between), and CPU time per update: the
@@ -120,7 +120,7 @@ struct Run {
     deltas_sent: u64,
 }
 
-fn run(deltas: bool, keys: u64, updates: u64) -> Run {
+fn run(deltas: bool, compression: Compression, keys: u64, updates: u64) -> Run {
     let pki = Pki::new(&["edge-1", "cloud"]);
     let dir = tempfile::tempdir().unwrap();
     let node = |n: &str| certs::node_paths(pki.path(), n);
@@ -166,6 +166,7 @@ tables = [{{ table = "telemetry", subscribe = true }}]
         PeerConfig::new("cloud")
             .address(proxy.to_string())
             .deltas(deltas)
+            .compression(compression)
             .table(TableFlow::publish("telemetry")),
     )
     .unwrap();
@@ -209,30 +210,42 @@ fn telemetry_deltas_against_whole_records() {
     } else {
         (10_000, 100_000)
     };
-    let whole = run(false, keys, updates);
-    let delta = run(true, keys, updates);
+    let whole = run(false, Compression::None, keys, updates);
+    let delta = run(true, Compression::None, keys, updates);
+    let zstd = run(false, Compression::Zstd, keys, updates);
+    let both = run(true, Compression::Zstd, keys, updates);
     let per = |d: Duration| d.as_nanos() as f64 / updates as f64 / 1000.0;
-    eprintln!(
-        "telemetry {updates} updates to {keys} keys: whole {} B ({:.1} B/update), deltas {} B ({:.1} B/update): {:.1} %\n\
-         CPU per update: edge {:.1} us whole, {:.1} us deltas; cloud {:.1} us whole, {:.1} us deltas; deltas sent {}",
-        whole.bytes,
-        whole.bytes as f64 / updates as f64,
-        delta.bytes,
-        delta.bytes as f64 / updates as f64,
-        delta.bytes as f64 * 100.0 / whole.bytes as f64,
-        per(whole.edge_cpu),
-        per(delta.edge_cpu),
-        per(whole.cloud_cpu),
-        per(delta.cloud_cpu),
-        delta.deltas_sent,
-    );
+    eprintln!("telemetry {updates} updates to {keys} keys (bytes edge -> cloud, TLS included):");
+    for (what, r) in [
+        ("whole records, plain", &whole),
+        ("deltas, plain", &delta),
+        ("whole records, zstd", &zstd),
+        ("deltas, zstd", &both),
+    ] {
+        eprintln!(
+            "  {what:<22} {:>11} B {:>6.1} B/update {:>5.1} % | CPU per update: edge {:.1} us, cloud {:.1} us | deltas sent {}",
+            r.bytes,
+            r.bytes as f64 / updates as f64,
+            r.bytes as f64 * 100.0 / whole.bytes as f64,
+            per(r.edge_cpu),
+            per(r.cloud_cpu),
+            r.deltas_sent,
+        );
+    }
     assert_eq!(whole.deltas_sent, 0);
+    assert_eq!(zstd.deltas_sent, 0);
     // Every update but the first of a key on the link (which has no base
     // there unless its insert went on the same link, as here) is a delta.
-    assert!(
-        delta.deltas_sent * 10 >= updates * 9,
-        "{}",
-        delta.deltas_sent
-    );
+    for r in [&delta, &both] {
+        assert!(r.deltas_sent * 10 >= updates * 9, "{}", r.deltas_sent);
+    }
     assert!(delta.bytes * 2 < whole.bytes);
+    assert!(zstd.bytes * 2 < whole.bytes);
+    // Bytes, not time: with both on, at most a quarter of the baseline.
+    assert!(
+        both.bytes * 4 <= whole.bytes,
+        "deltas and zstd: {} of {} bytes",
+        both.bytes,
+        whole.bytes
+    );
 }

@@ -316,6 +316,11 @@ impl PeerConfig {
         self.deltas = Some(on);
         self
     }
+    /// Sets the frame compression offered to the peer.
+    pub fn compression(mut self, c: Compression) -> Self {
+        self.compression = Some(c);
+        self
+    }
     pub fn address(mut self, addr: impl Into<String>) -> Self {
         self.address = Some(addr.into());
         self
