@@ -591,14 +591,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Writes and flushes one message. A message over the limit is refused
     /// with `FrameTooLarge` before anything is written, so the caller can
     /// split the batch and carry on.
-    pub async fn write_message(&mut self, msg: &Message) -> Result<(), WireError> {
+    /// Writes and flushes one frame; returns the bytes written to the
+    /// stream for it, length prefix included (what a link's budget counts).
+    pub async fn write_message(&mut self, msg: &Message) -> Result<usize, WireError> {
         encode_into(msg, &mut self.buf, self.max)?;
         self.inner.write_all(&self.buf).await?;
         self.inner.flush().await?;
+        let n = self.buf.len();
         if self.buf.capacity() > RETAIN_BYTES {
             self.buf = Vec::new();
         }
-        Ok(())
+        Ok(n)
     }
 }
 
@@ -619,6 +622,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     FrameWriter::new(w, DEFAULT_MAX_FRAME_BYTES)
         .write_message(msg)
         .await
+        .map(|_| ())
 }
 
 /// Shared with the net-level tests in `net/mod.rs`.

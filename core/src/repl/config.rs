@@ -341,6 +341,9 @@ impl PeerConfig {
                 ),
             ));
         }
+        if let Some(b) = &self.budget {
+            super::meter::validate(b)?;
+        }
         for (i, t) in self.tables.iter().enumerate() {
             crate::local::catalog::validate_table_name(&t.table)?;
             if self.tables[..i].iter().any(|o| o.table == t.table) {

@@ -13,6 +13,7 @@ mod config;
 mod cursor;
 mod lanes;
 mod link;
+mod meter;
 mod peer;
 mod receiver;
 mod runtime;
@@ -24,3 +25,5 @@ pub use config::{
     Compression, LinkBudget, PeerConfig, QuotaPeriod, ReplicationOptions, Security, TableFlow,
 };
 pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
+#[doc(hidden)]
+pub use meter::set_budget_clock_offset_ms;

@@ -11,6 +11,7 @@ use tokio::task::AbortHandle;
 
 use super::config::PeerConfig;
 use super::cursor::{RefusalKey, RefusalRecord, Skipped, MAX_REFUSALS_PER_PEER};
+use super::meter::{utc_label, Hold, Meter, QuotaUse};
 use super::status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
@@ -97,6 +98,9 @@ pub(crate) struct PeerState {
     /// on (persisted): the link passes over their writes, so receipts for
     /// those fail or wait, with the link up or down.
     skipped: Mutex<Skipped>,
+    /// The link's byte budget: lives as long as the peer, so a reconnect
+    /// neither refills its bucket nor its quota.
+    pub(crate) meter: Meter,
     /// Bumped to make the current link end (configuration changed).
     pub(crate) generation: watch::Sender<u64>,
     /// Removed from the database's peers: links end, nothing redials.
@@ -113,7 +117,9 @@ impl PeerState {
         acked: u64,
         refused: BTreeMap<RefusalKey, RefusalRecord>,
         skipped: Skipped,
+        quota: QuotaUse,
     ) -> Arc<PeerState> {
+        let meter = Meter::new(config.budget.as_ref(), quota);
         let mut counters = Counters::default();
         for ((seq, stamp, table), rec) in &refused {
             let r = TxnRefusal {
@@ -132,6 +138,7 @@ impl PeerState {
             acked_cv: (Mutex::new(()), Condvar::new()),
             refused: Mutex::new(refused),
             skipped: Mutex::new(skipped),
+            meter,
             generation: watch::Sender::new(0),
             removed: std::sync::atomic::AtomicBool::new(false),
             dialer: Mutex::new(None),
@@ -148,6 +155,7 @@ impl PeerState {
     }
 
     pub(crate) fn set_config(&self, c: PeerConfig) {
+        self.meter.configure(c.budget.as_ref());
         *self.config.lock() = c;
     }
 
@@ -382,6 +390,8 @@ impl PeerState {
         let lag_ms = backlog.oldest_local_time.map_or(0, |t| {
             wall_millis().saturating_sub(t >> crate::local::hlc::LOGICAL_BITS)
         });
+        let quota = self.meter.quota_left();
+        let held = self.held_now(&config);
         let c = self.counters.lock();
         let tables = config
             .tables
@@ -433,7 +443,10 @@ impl PeerState {
             last_resync_reason: c.last_resync_reason.clone(),
             connects: c.connects,
             traffic: TrafficStatus {
-                max_bytes_per_sec: config.budget.as_ref().and_then(|b| b.max_bytes_per_sec),
+                max_bytes_per_sec: self.meter.rate(),
+                quota_left_bytes: quota.map(|q| q.0),
+                quota_period_end_ms: quota.map(|q| q.1),
+                held: held.map(str::to_string),
                 ..TrafficStatus::default()
             },
             refusals: c.refusals.values().cloned().collect(),
@@ -543,9 +556,69 @@ impl PeerState {
         }
     }
 
+    /// What the budget holds back now: `quota` or `window` if it holds a
+    /// published table, `rate` if the sender waited for the cap.
+    fn held_now(&self, config: &PeerConfig) -> Option<&'static str> {
+        let mut window = false;
+        for t in config.tables.iter().filter(|t| t.publish) {
+            match self.meter.hold(t.bulk, t.exempt_from_quota) {
+                Some(Hold::Quota { .. }) => return Some("quota"),
+                Some(Hold::Window) => window = true,
+                None => {}
+            }
+        }
+        if window {
+            Some("window")
+        } else if self.meter.rate_bound() {
+            Some("rate")
+        } else {
+            None
+        }
+    }
+
+    /// Why the budget holds a write to `tables`, if it does.
+    fn budget_reason(&self, config: &PeerConfig, tables: Option<&[String]>) -> Option<String> {
+        let flows = config.tables.iter().filter(|t| t.publish).filter(|t| {
+            tables.is_none_or(|ts| ts.iter().any(|x| *x == t.table))
+        });
+        for t in flows {
+            match self.meter.hold(t.bulk, t.exempt_from_quota) {
+                Some(Hold::Quota { until_ms }) => {
+                    return Some(format!(
+                        "the link's byte quota for this {} is spent until {} and table `{}` is not exempt_from_quota: it goes out then, or raise quota_bytes",
+                        match config.budget.as_ref().and_then(|b| b.quota_period) {
+                            Some(super::config::QuotaPeriod::Month) => "month",
+                            _ => "day",
+                        },
+                        utc_label(until_ms),
+                        t.table
+                    ))
+                }
+                Some(Hold::Window) => {
+                    return Some(format!(
+                        "table `{}` is bulk and the link is outside its windows ({}): it goes out in the next window",
+                        t.table,
+                        config
+                            .budget
+                            .as_ref()
+                            .map(|b| b.windows.join(", "))
+                            .unwrap_or_default()
+                    ))
+                }
+                None => {}
+            }
+        }
+        let rate = self.meter.rate()?;
+        self.meter.rate_bound().then(|| {
+            format!(
+                "the link's cap of {rate} bytes/s is saturated and holds the backlog ahead of this write: wait longer, or raise max_bytes_per_sec"
+            )
+        })
+    }
+
     /// What the link says about a missing acknowledgement, and what to
     /// check, for an app whose receipt timed out.
-    fn why_not_acknowledged(&self) -> String {
+    fn why_not_acknowledged(&self, tables: Option<&[String]>) -> String {
         let config = self.config();
         let c = self.counters.lock();
         let last_error = c
@@ -581,6 +654,9 @@ impl PeerState {
             }
         }
         drop(c);
+        if let Some(why) = self.budget_reason(&config, tables) {
+            return format!("the link is up, but {why}");
+        }
         let skipped = self.skipped.lock();
         if !skipped.catching_up.is_empty() && *self.acked.borrow() <= skipped.mark {
             let tables: Vec<String> = skipped
@@ -661,7 +737,7 @@ impl PeerState {
                     seq,
                     acked: *self.acked.borrow(),
                     after: timeout,
-                    why: self.why_not_acknowledged(),
+                    why: self.why_not_acknowledged(tables),
                 });
             }
             // Bounded waits so a close() is noticed even without an ack.

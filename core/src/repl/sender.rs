@@ -268,7 +268,8 @@ impl Sender {
         let mut after = None;
         loop {
             let (db, table, since) = (self.db.clone(), want.table.clone(), want.since_ms);
-            let budget = self.frame_budget;
+            self.budget_allows(&want.table).await?;
+            let budget = self.peer.meter.frame_bytes(self.frame_budget);
             // Within what the peer may decode, however small the rows.
             let rows_per_chunk = self
                 .r
@@ -334,10 +335,33 @@ impl Sender {
     fn lanes(
         &self,
         starts: HashMap<String, u64>,
-        priority: &HashMap<String, u8>,
+        priority: &HashMap<String, (u8, u8)>,
         pending: HashSet<String>,
     ) -> Lanes {
-        Lanes::new(starts, priority, pending, self.peer_node_id).only_origin(self.only_origin)
+        Lanes::grouped(starts, priority, pending, self.peer_node_id).only_origin(self.only_origin)
+    }
+
+    /// Stores the quota's use when due (about once a second, not per frame).
+    async fn store_quota(&self) -> Result<()> {
+        let Some(q) = self.peer.meter.to_store() else {
+            return Ok(());
+        };
+        let (db, peer) = (self.db.clone(), self.peer.name());
+        blocking(move || super::cursor::store_quota(&db, &peer, &q)).await
+    }
+
+    /// Waits until the budget lets the next frame of `table` go: not held
+    /// by the quota or a window, and the bucket not in debt.
+    async fn budget_allows(&self, table: &str) -> Result<()> {
+        let flow = self.peer.config().tables.into_iter().find(|t| t.table == table);
+        let (bulk, exempt) = flow.map_or((false, false), |f| (f.bulk, f.exempt_from_quota));
+        while self.peer.meter.hold(bulk, exempt).is_some() {
+            self.store_quota().await?;
+            tokio::time::sleep(HELD_RECHECK).await;
+        }
+        self.store_quota().await?;
+        self.peer.meter.wait_for_tokens().await;
+        Ok(())
     }
 
     /// The lanes once `table`, synced up to `upto`, streams too.
@@ -345,7 +369,7 @@ impl Sender {
         &self,
         lanes: &Lanes,
         pending: &mut HashSet<String>,
-        priority: &HashMap<String, u8>,
+        priority: &HashMap<String, (u8, u8)>,
         table: String,
         upto: u64,
     ) -> Lanes {
@@ -399,13 +423,22 @@ impl Sender {
         mut pending: HashSet<String>,
         mut synced: mpsc::UnboundedReceiver<(String, u64)>,
     ) -> Result<()> {
-        let priority: HashMap<String, u8> = self
+        // Lanes per priority and budget class (bit 0: bulk, bit 1: exempt
+        // from the quota), so the budget holds a class without the others.
+        let priority: HashMap<String, (u8, u8)> = self
             .peer
             .config()
             .tables
             .iter()
-            .map(|t| (t.table.clone(), t.priority))
+            .map(|t| {
+                let class = u8::from(t.bulk) | (u8::from(t.exempt_from_quota) << 1);
+                (t.table.clone(), (t.priority, class))
+            })
             .collect();
+        let meter = &self.peer.meter;
+        let hold = |lanes: &mut Lanes| {
+            lanes.hold(|class| meter.hold(class & 1 != 0, class & 2 != 0).is_some())
+        };
         let mut lanes = self.lanes(starts, &priority, pending.clone());
         if lanes.is_empty() && pending.is_empty() {
             return self.pass_over().await;
@@ -453,10 +486,18 @@ impl Sender {
                 floor = self.progress(floor, floor_of(&lanes, &pending)).await?;
                 continue;
             }
+            // The cap: nothing is planned while the bucket is in debt, so
+            // the next frame is chosen (highest priority first) when it
+            // can go, and at most one frame waits towards the write loop.
+            self.store_quota().await?;
+            meter.wait_for_tokens().await;
+            let held = hold(&mut lanes);
             let last = *committed.borrow_and_update();
             let Some(lane) = lanes.next_lane(last) else {
                 tokio::select! {
                     changed = committed.changed() => changed.map_err(|_| Error::Closed)?,
+                    // A hold ends with time (a window opens, a period ends).
+                    () = tokio::time::sleep(HELD_RECHECK), if held => {}
                     Some((table, upto)) = synced.recv() => {
                         lanes = self.join(&lanes, &mut pending, &priority, table, upto);
                         floor = self.progress(floor, floor_of(&lanes, &pending)).await?;
@@ -471,7 +512,7 @@ impl Sender {
                 .min(room)
                 .max(1) as usize;
             let (db, from) = (self.db.clone(), pos + 1);
-            let budget = self.frame_budget;
+            let budget = meter.frame_bytes(self.frame_budget);
             let entries = blocking(move || db.read_log_bounded(from, limit, budget)).await?;
             match entries.first() {
                 Some(e) if e.seq == pos + 1 => {}
@@ -495,8 +536,9 @@ impl Sender {
             for t in txns {
                 bytes += t.writes.iter().map(write_size).sum::<usize>() + element_cost::<WireTxn>();
                 frame.push(t);
-                if bytes >= self.frame_budget {
+                if bytes >= budget {
                     let txns = std::mem::take(&mut frame);
+                    meter.wait_for_tokens().await;
                     self.send(Message::TxnsUpTo {
                         txns,
                         upto_seq: floor,
@@ -519,6 +561,9 @@ impl Sender {
         }
     }
 }
+
+/// How often a held table looks again whether its hold ended.
+const HELD_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a write costs the peer: its bytes, and what decoding it is charged
 /// (see `wire::bounded_seq`), so a frame of many tiny writes is cut before

@@ -460,7 +460,7 @@ async fn run(
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
-        res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye) => res,
+        res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye, peer) => res,
     }?;
     if ended == Ended::SaidGoodbye {
         linger(&mut reader).await;
@@ -514,7 +514,11 @@ async fn write_loop(
     mut bulk: mpsc::Receiver<BulkMessage>,
     heartbeat: Duration,
     goodbye: impl std::future::Future<Output = String>,
+    peer: &PeerState,
 ) -> Result<Ended> {
+    // Every frame counts against the link's budget, acknowledgements and
+    // heartbeats too: the cap is about the link, not the data.
+    let meter = &peer.meter;
     tokio::pin!(goodbye);
     let mut bulk_open = true;
     loop {
@@ -525,12 +529,12 @@ async fn write_loop(
                 return Ok(Ended::SaidGoodbye);
             }
             next = rx.recv() => match next {
-                Some(msg) => writer.write_message(&msg).await?,
+                Some(msg) => meter.debit(writer.write_message(&msg).await?),
                 None => return Ok(Ended::Done),
             },
             next = bulk.recv(), if bulk_open => match next {
                 Some((msg, written)) => {
-                    writer.write_message(&msg).await?;
+                    meter.debit(writer.write_message(&msg).await?);
                     if let Some(written) = written {
                         let _ = written.send(());
                     }
@@ -538,11 +542,12 @@ async fn write_loop(
                 None => bulk_open = false,
             },
             () = tokio::time::sleep(heartbeat) => {
-                writer
+                let n = writer
                     .write_message(&Message::Heartbeat {
                         now_ms: wall_millis(),
                     })
-                    .await?
+                    .await?;
+                meter.debit(n);
             }
         }
     }
