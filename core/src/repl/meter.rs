@@ -13,7 +13,7 @@
 //! not refill the bucket, and the quota's use is stored in the database
 //! (at most about once a second: a crash forgets at most that much).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -203,6 +203,12 @@ struct Inner {
 
 pub(crate) struct Meter {
     inner: Mutex<Inner>,
+    /// Data frames the sender queued that the write loop has not written:
+    /// a metered sender plans the next one only once this is 0, so what it
+    /// decides (priority, hold) is decided when the frame can go, and the
+    /// quota is checked against bytes already counted.
+    queued: AtomicUsize,
+    written: tokio::sync::Notify,
 }
 
 impl Meter {
@@ -221,6 +227,8 @@ impl Meter {
                 stored_at: now,
                 waiting: false,
             }),
+            queued: AtomicUsize::new(0),
+            written: tokio::sync::Notify::new(),
         };
         m.configure(budget);
         m
@@ -240,6 +248,44 @@ impl Meter {
             .collect();
         if let Some(r) = i.rate {
             i.tokens = i.tokens.min(burst(r));
+        }
+    }
+
+    /// Whether the link has any budget at all.
+    pub(crate) fn is_metered(&self) -> bool {
+        let i = self.inner.lock();
+        i.rate.is_some() || i.quota.is_some() || !i.windows.is_empty()
+    }
+
+    /// A new link: nothing of it is queued yet (an older link's count
+    /// died with it).
+    pub(crate) fn new_link(&self) {
+        self.queued.store(0, Ordering::SeqCst);
+    }
+
+    /// The sender queued a data frame.
+    pub(crate) fn queued_frame(&self) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The write loop wrote a data frame.
+    pub(crate) fn wrote_frame(&self) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.written.notify_waiters();
+    }
+
+    /// Returns once no data frame waits for the write loop.
+    pub(crate) async fn wait_written(&self) {
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            if self.queued.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            written.await;
         }
     }
 
@@ -281,12 +327,18 @@ impl Meter {
     }
 
     /// Most bytes of one data frame: about a quarter second of the cap, so
-    /// a higher-priority table waits at most about that behind bulk data.
+    /// a higher-priority table waits at most about that behind bulk data,
+    /// and no more than the quota has left, so a frame overshoots a quota
+    /// by little.
     pub(crate) fn frame_bytes(&self, otherwise: usize) -> usize {
-        match self.rate() {
-            Some(r) => ((r / 4) as usize).max(MIN_FRAME_BYTES).min(otherwise),
-            None => otherwise,
+        let mut n = otherwise;
+        if let Some(r) = self.rate() {
+            n = n.min((r / 4) as usize);
         }
+        if let Some((left, _)) = self.quota_left() {
+            n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        n.max(MIN_FRAME_BYTES).min(otherwise)
     }
 
     /// Whether a table with these flags may flow now, and if not why.
@@ -313,7 +365,10 @@ impl Meter {
         let mut i = self.inner.lock();
         i.roll(now_ms());
         let q = i.quota?;
-        Some((q.saturating_sub(i.quota_use.used), i.quota_use.period_end_ms))
+        Some((
+            q.saturating_sub(i.quota_use.used),
+            i.quota_use.period_end_ms,
+        ))
     }
 
     /// Whether the sender waited for the cap at its last frame.
@@ -380,8 +435,16 @@ mod tests {
         let w = Window::parse("18:00-24:00").unwrap();
         assert!(w.contains(23 * 60 + 59) && !w.contains(0));
         for bad in [
-            "", "9:00-10:00", "09:00", "25:00-01:00", "10:60-11:00", "10:00-10:00", "aa:bb-cc:dd",
-            "24:00-01:00", "00:00-24:00x", "-1:00-02:00",
+            "",
+            "9:00-10:00",
+            "09:00",
+            "25:00-01:00",
+            "10:60-11:00",
+            "10:00-10:00",
+            "aa:bb-cc:dd",
+            "24:00-01:00",
+            "00:00-24:00x",
+            "-1:00-02:00",
         ] {
             let e = Window::parse(bad).unwrap_err().to_string();
             assert!(e.contains("HH:MM-HH:MM"), "{bad}: {e}");
@@ -415,11 +478,20 @@ mod tests {
         // 2026-12-04T03:45Z
         let t = days_from_civil(2026, 12, 4) as u64 * DAY_MS + (3 * 60 + 45) * 60_000;
         assert_eq!(utc_label(t), "2026-12-04T03:45Z");
-        assert_eq!(utc_label(period_end_ms(QuotaPeriod::Day, t)), "2026-12-05T00:00Z");
-        assert_eq!(utc_label(period_end_ms(QuotaPeriod::Month, t)), "2027-01-01T00:00Z");
+        assert_eq!(
+            utc_label(period_end_ms(QuotaPeriod::Day, t)),
+            "2026-12-05T00:00Z"
+        );
+        assert_eq!(
+            utc_label(period_end_ms(QuotaPeriod::Month, t)),
+            "2027-01-01T00:00Z"
+        );
         let feb = days_from_civil(2028, 2, 29) as u64 * DAY_MS;
         assert_eq!(utc_label(feb), "2028-02-29T00:00Z");
-        assert_eq!(utc_label(period_end_ms(QuotaPeriod::Month, feb)), "2028-03-01T00:00Z");
+        assert_eq!(
+            utc_label(period_end_ms(QuotaPeriod::Month, feb)),
+            "2028-03-01T00:00Z"
+        );
         // The last millisecond of a day is still that day.
         let end = period_end_ms(QuotaPeriod::Day, t);
         assert_eq!(period_end_ms(QuotaPeriod::Day, end - 1), end);

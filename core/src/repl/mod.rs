@@ -24,6 +24,6 @@ mod status;
 pub use config::{
     Compression, LinkBudget, PeerConfig, QuotaPeriod, ReplicationOptions, Security, TableFlow,
 };
-pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
 #[doc(hidden)]
 pub use meter::set_budget_clock_offset_ms;
+pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};

@@ -576,16 +576,23 @@ impl PeerState {
         }
     }
 
-    /// Why the budget holds a write to `tables`, if it does.
+    /// Why the budget holds a write to `tables`, if it does: first its
+    /// own tables, then any other (held writes before it hold the
+    /// acknowledged position, so its receipt waits for them too).
     fn budget_reason(&self, config: &PeerConfig, tables: Option<&[String]>) -> Option<String> {
-        let flows = config.tables.iter().filter(|t| t.publish).filter(|t| {
-            tables.is_none_or(|ts| ts.iter().any(|x| *x == t.table))
-        });
-        for t in flows {
+        let own =
+            |t: &super::config::TableFlow| tables.is_none_or(|ts| ts.iter().any(|x| *x == t.table));
+        let published = config.tables.iter().filter(|t| t.publish);
+        let (mine, others): (Vec<_>, Vec<_>) = published.partition(|t| own(t));
+        for (t, before) in mine.into_iter().map(|t| (t, "")).chain(
+            others
+                .into_iter()
+                .map(|t| (t, "writes before this one are held: ")),
+        ) {
             match self.meter.hold(t.bulk, t.exempt_from_quota) {
                 Some(Hold::Quota { until_ms }) => {
                     return Some(format!(
-                        "the link's byte quota for this {} is spent until {} and table `{}` is not exempt_from_quota: it goes out then, or raise quota_bytes",
+                        "{before}the link's byte quota for this {} is spent until {} and table `{}` is not exempt_from_quota: it goes out then, or raise quota_bytes",
                         match config.budget.as_ref().and_then(|b| b.quota_period) {
                             Some(super::config::QuotaPeriod::Month) => "month",
                             _ => "day",
@@ -596,7 +603,7 @@ impl PeerState {
                 }
                 Some(Hold::Window) => {
                     return Some(format!(
-                        "table `{}` is bulk and the link is outside its windows ({}): it goes out in the next window",
+                        "{before}table `{}` is bulk and the link is outside its windows ({}): it goes out in the next window",
                         t.table,
                         config
                             .budget
@@ -637,6 +644,7 @@ impl PeerState {
                 ),
             };
         }
+        let budget = self.budget_reason(&config, tables);
         let published = config.tables.iter().filter(|t| t.publish);
         for t in published {
             let outbound = c.tables.get(&t.table).map_or("idle", |(_, o)| o.as_str());
@@ -647,6 +655,9 @@ impl PeerState {
                 );
             }
             if outbound == "syncing" {
+                if let Some(why) = budget {
+                    return format!("the link is up, but {why}");
+                }
                 return format!(
                     "the link is up and table `{}` is still in its initial sync: wait longer",
                     t.table
@@ -654,7 +665,7 @@ impl PeerState {
             }
         }
         drop(c);
-        if let Some(why) = self.budget_reason(&config, tables) {
+        if let Some(why) = budget {
             return format!("the link is up, but {why}");
         }
         let skipped = self.skipped.lock();

@@ -296,6 +296,8 @@ impl Sender {
                     json: s.json,
                 })
                 .collect();
+            // Metered: each chunk is written (and counted) before the
+            // next is planned.
             self.send_bulk(
                 Message::SyncChunk {
                     table: want.table.clone(),
@@ -304,7 +306,7 @@ impl Sender {
                     done,
                     upto_seq: upto,
                 },
-                done,
+                done || self.peer.meter.is_metered(),
             )
             .await?;
             if done {
@@ -350,10 +352,33 @@ impl Sender {
         blocking(move || super::cursor::store_quota(&db, &peer, &q)).await
     }
 
+    /// Queues a data frame; the write loop counts it written (see
+    /// `Meter::wait_written`).
+    async fn send_frame(&self, txns: Vec<WireTxn>, upto_seq: u64) -> Result<()> {
+        self.peer.meter.queued_frame();
+        self.send(Message::TxnsUpTo { txns, upto_seq }).await
+    }
+
+    /// On a metered link: returns once the last data frame is written and
+    /// the bucket is not in debt, so at most one data frame waits for the
+    /// write loop and the next is chosen when it can go.
+    async fn frame_may_go(&self) {
+        let meter = &self.peer.meter;
+        if meter.is_metered() {
+            meter.wait_written().await;
+            meter.wait_for_tokens().await;
+        }
+    }
+
     /// Waits until the budget lets the next frame of `table` go: not held
     /// by the quota or a window, and the bucket not in debt.
     async fn budget_allows(&self, table: &str) -> Result<()> {
-        let flow = self.peer.config().tables.into_iter().find(|t| t.table == table);
+        let flow = self
+            .peer
+            .config()
+            .tables
+            .into_iter()
+            .find(|t| t.table == table);
         let (bulk, exempt) = flow.map_or((false, false), |f| (f.bulk, f.exempt_from_quota));
         while self.peer.meter.hold(bulk, exempt).is_some() {
             self.store_quota().await?;
@@ -490,7 +515,7 @@ impl Sender {
             // the next frame is chosen (highest priority first) when it
             // can go, and at most one frame waits towards the write loop.
             self.store_quota().await?;
-            meter.wait_for_tokens().await;
+            self.frame_may_go().await;
             let held = hold(&mut lanes);
             let last = *committed.borrow_and_update();
             let Some(lane) = lanes.next_lane(last) else {
@@ -538,12 +563,8 @@ impl Sender {
                 frame.push(t);
                 if bytes >= budget {
                     let txns = std::mem::take(&mut frame);
-                    meter.wait_for_tokens().await;
-                    self.send(Message::TxnsUpTo {
-                        txns,
-                        upto_seq: floor,
-                    })
-                    .await?;
+                    self.frame_may_go().await;
+                    self.send_frame(txns, floor).await?;
                     bytes = 0;
                 }
             }
@@ -551,11 +572,7 @@ impl Sender {
                 // Recorded before sending: the peer may acknowledge it
                 // before this task runs again.
                 self.peer.counters.lock().sent_seq = new_floor;
-                self.send(Message::TxnsUpTo {
-                    txns: frame,
-                    upto_seq: new_floor,
-                })
-                .await?;
+                self.send_frame(frame, new_floor).await?;
             }
             floor = new_floor;
         }

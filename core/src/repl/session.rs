@@ -422,6 +422,7 @@ async fn run(
         };
     }
     peer.set_connected(hello.node_id);
+    peer.meter.new_link();
     let (tx, rx) = mpsc::channel::<Message>(64);
     // Two deep: an initial sync reads ahead no further than that.
     let (bulk_tx, bulk_rx) = mpsc::channel::<BulkMessage>(2);
@@ -529,7 +530,12 @@ async fn write_loop(
                 return Ok(Ended::SaidGoodbye);
             }
             next = rx.recv() => match next {
-                Some(msg) => meter.debit(writer.write_message(&msg).await?),
+                Some(msg) => {
+                    meter.debit(writer.write_message(&msg).await?);
+                    if matches!(msg, Message::TxnsUpTo { .. }) {
+                        meter.wrote_frame();
+                    }
+                }
                 None => return Ok(Ended::Done),
             },
             next = bulk.recv(), if bulk_open => match next {
