@@ -580,8 +580,7 @@ impl PeerState {
     /// own tables, then any other (held writes before it hold the
     /// acknowledged position, so its receipt waits for them too).
     fn budget_reason(&self, config: &PeerConfig, tables: Option<&[String]>) -> Option<String> {
-        let own =
-            |t: &super::config::TableFlow| tables.is_none_or(|ts| ts.iter().any(|x| *x == t.table));
+        let own = |t: &super::config::TableFlow| tables.is_none_or(|ts| ts.contains(&t.table));
         let published = config.tables.iter().filter(|t| t.publish);
         let (mine, others): (Vec<_>, Vec<_>) = published.partition(|t| own(t));
         for (t, before) in mine.into_iter().map(|t| (t, "")).chain(
