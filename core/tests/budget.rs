@@ -102,6 +102,14 @@ fn edge_peer(addr: &str, budget: Option<LinkBudget>, flows: &[TableFlow]) -> Pee
 
 /// An edge publishing `flows` to a cloud through a counting proxy.
 fn pair(budget: Option<LinkBudget>, flows: &[TableFlow]) -> Pair {
+    pair_with(budget, flows, |o| o)
+}
+
+fn pair_with(
+    budget: Option<LinkBudget>,
+    flows: &[TableFlow],
+    edge_opts: impl Fn(ReplicationOptions) -> ReplicationOptions,
+) -> Pair {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -119,7 +127,8 @@ fn pair(budget: Option<LinkBudget>, flows: &[TableFlow]) -> Pair {
             .unwrap();
     }
     cloud.start_replication(pki.options("cloud")).unwrap();
-    edge.start_replication(pki.options("edge-1")).unwrap();
+    edge.start_replication(edge_opts(pki.options("edge-1")))
+        .unwrap();
     let cloud_addr = cloud.listen("127.0.0.1:0").unwrap();
     let proxy = rt.block_on(CountingProxy::start(cloud_addr));
     let mut cp = PeerConfig::new("edge-1");
@@ -323,7 +332,13 @@ fn a_spent_quota_holds_bulk_lets_exempt_alerts_through_and_the_next_period_deliv
         flow("bulk", 0, false, false),
         flow("alerts", 9, false, true),
     ];
-    let p = pair(Some(budget.clone()), &flows);
+    // A window of 8 transactions: alerts flowing past held bulk writes
+    // must not fill it (the peer cannot acknowledge past those).
+    let small_window = |mut o: ReplicationOptions| {
+        o.window_txns = 8;
+        o
+    };
+    let p = pair_with(Some(budget.clone()), &flows, small_window);
     let dups = DupWatch::default();
     dups.watch(&p.cloud, &["bulk", "alerts"]);
     let pad = "q".repeat(1000);
@@ -332,9 +347,15 @@ fn a_spent_quota_holds_bulk_lets_exempt_alerts_through_and_the_next_period_deliv
     for i in 0..60 {
         last = Some(p.edge.insert("bulk", json!({"id": i, "pad": pad})).unwrap());
     }
-    wait_until("the quota is spent", Duration::from_secs(20), || {
-        held(&p.edge).as_deref() == Some("quota")
-    });
+    let t0 = Instant::now();
+    while held(&p.edge).as_deref() != Some("quota") {
+        let s = p.edge.peer_status("cloud").unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the quota is not spent: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let s = p.edge.peer_status("cloud").unwrap();
     assert_eq!(s.traffic.quota_left_bytes, Some(0));
     assert!(s.traffic.quota_period_end_ms.is_some());
@@ -344,9 +365,11 @@ fn a_spent_quota_holds_bulk_lets_exempt_alerts_through_and_the_next_period_deliv
 
     // Exempt alerts still flow (their receipts wait: the acknowledged
     // position does not pass the bulk writes held before them).
-    p.edge.insert("alerts", json!({"id": 1})).unwrap();
-    wait_until("an exempt alert arrives", Duration::from_secs(10), || {
-        p.cloud.count("alerts").unwrap() == 1
+    for i in 0..30 {
+        p.edge.insert("alerts", json!({"id": i})).unwrap();
+    }
+    wait_until("exempt alerts arrive", Duration::from_secs(10), || {
+        p.cloud.count("alerts").unwrap() == 30
     });
     // A receipt for bulk times out and says the quota holds it.
     let seq = last.unwrap().seq;
@@ -368,7 +391,8 @@ fn a_spent_quota_holds_bulk_lets_exempt_alerts_through_and_the_next_period_deliv
     let addr = p.proxy.addr.to_string();
     p.edge.close().unwrap();
     let edge = open_node(&p.edge_dir, "edge-1");
-    edge.start_replication(p._pki.options("edge-1")).unwrap();
+    edge.start_replication(small_window(p._pki.options("edge-1")))
+        .unwrap();
     edge.add_peer(edge_peer(&addr, Some(budget), &flows))
         .unwrap();
     wait_until("the link is up again", Duration::from_secs(20), || {
@@ -485,4 +509,32 @@ fn budgets_that_cannot_work_are_refused_with_what_to_do() {
     assert_eq!(b.quota_period, Some(QuotaPeriod::Month));
     edge.add_peer(with(b)).unwrap();
     edge.close().unwrap();
+}
+
+/// Before budgets, a higher lane that passed over a window's worth of a
+/// lower lane's entries waited for an acknowledgement that nothing in
+/// flight could bring: the link stopped. It must not, metered or not.
+#[test]
+fn a_small_window_does_not_stall_lanes_that_pass_over_each_other() {
+    let p = pair_with(
+        None,
+        &[
+            flow("readings", 0, false, false),
+            flow("alerts", 9, false, false),
+        ],
+        |mut o| {
+            o.window_txns = 8;
+            o
+        },
+    );
+    for i in 0..60 {
+        p.edge.insert("readings", json!({"id": i})).unwrap();
+    }
+    let a = p.edge.insert("alerts", json!({"id": 1})).unwrap();
+    p.edge
+        .wait_for_ack("cloud", a.seq, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(p.cloud.count("readings").unwrap(), 60);
+    p.edge.close().unwrap();
+    p.cloud.close().unwrap();
 }

@@ -145,6 +145,22 @@ impl Lanes {
         self.lanes.iter().map(|l| l.pos).max().unwrap_or(0)
     }
 
+    /// How far the lanes are ahead of `acked`, for the window of
+    /// transactions not yet acknowledged. While the budget holds a lane,
+    /// the peer cannot acknowledge past it, so only the lanes still moving
+    /// count (from the lowest of them): otherwise alerts flowing past a
+    /// held bulk table would fill the window and stop.
+    pub(crate) fn ahead(&self, acked: u64) -> u64 {
+        if !self.lanes.iter().any(|l| l.held) {
+            return self.front().saturating_sub(acked);
+        }
+        let moving = self.lanes.iter().filter(|l| !l.held).map(|l| l.pos);
+        let (Some(lo), Some(hi)) = (moving.clone().min(), moving.max()) else {
+            return 0;
+        };
+        hi.saturating_sub(acked.max(lo))
+    }
+
     /// Marks the lanes whose class `held` says the budget holds now;
     /// returns whether any is.
     pub(crate) fn hold(&mut self, held: impl Fn(u8) -> bool) -> bool {
@@ -414,6 +430,7 @@ mod tests {
         let sent = drain(&mut l, &log);
         assert_eq!(sent.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2, 4]);
         assert_eq!(l.floor(), 0, "nothing of bulk was sent: not acknowledged");
+        assert_eq!(l.ahead(0), 0, "only alerts move: nothing ahead of them");
         assert!(!l.hold(|_| false));
         let sent = drain(&mut l, &log);
         assert_eq!(sent.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![1, 3]);

@@ -490,6 +490,7 @@ impl Sender {
         let mut floor = floor_of(&lanes, &pending);
         self.peer.counters.lock().sent_seq = floor;
         self.send(Message::Progress { upto_seq: floor }).await?;
+        let mut held = hold(&mut lanes);
         loop {
             let joined = loop {
                 // A synced table joins; otherwise wait for room in the
@@ -497,10 +498,11 @@ impl Sender {
                 if let Ok(joined) = synced.try_recv() {
                     break Some(joined);
                 }
-                if lanes.front().saturating_sub(*acked.borrow_and_update()) >= window {
+                if outstanding(&lanes, *acked.borrow_and_update(), floor) >= window {
                     tokio::select! {
                         changed = acked.changed() => changed.map_err(|_| link_closed())?,
                         Some(joined) = synced.recv() => break Some(joined),
+                        () = tokio::time::sleep(HELD_RECHECK), if held => held = hold(&mut lanes),
                     }
                     continue;
                 }
@@ -516,7 +518,7 @@ impl Sender {
             // can go, and at most one frame waits towards the write loop.
             self.store_quota().await?;
             self.frame_may_go().await;
-            let held = hold(&mut lanes);
+            held = hold(&mut lanes);
             let last = *committed.borrow_and_update();
             let Some(lane) = lanes.next_lane(last) else {
                 tokio::select! {
@@ -531,7 +533,7 @@ impl Sender {
                 continue;
             };
             let pos = lanes.pos(lane);
-            let room = window.saturating_sub(lanes.front().saturating_sub(*acked.borrow()));
+            let room = window.saturating_sub(outstanding(&lanes, *acked.borrow(), floor));
             let limit = (last - pos)
                 .min(self.r.opts.batch_max_txns as u64)
                 .min(room)
@@ -576,6 +578,20 @@ impl Sender {
             }
             floor = new_floor;
         }
+    }
+}
+
+/// What counts against the window of transactions not yet acknowledged.
+/// Once the peer acknowledged the floor last sent, nothing it could still
+/// acknowledge is outstanding: waiting for an acknowledgement then would
+/// wait forever, when a higher lane passed over a window's worth of a lower
+/// lane's entries without sending them, or while the budget holds a lane
+/// (alerts flowing past held bulk writes the peer cannot acknowledge).
+fn outstanding(lanes: &Lanes, acked: u64, floor: u64) -> u64 {
+    if acked >= floor {
+        0
+    } else {
+        lanes.ahead(acked)
     }
 }
 
