@@ -304,10 +304,20 @@ impl Meter {
     /// The quota's use to store, if it changed and the last store is a
     /// second old (or the period rolled): stores are batched, not per frame.
     pub(crate) fn to_store(&self) -> Option<QuotaUse> {
+        self.store_if(false)
+    }
+
+    /// The quota's use to store if it changed at all (a link ended).
+    pub(crate) fn to_store_now(&self) -> Option<QuotaUse> {
+        self.store_if(true)
+    }
+
+    fn store_if(&self, now: bool) -> Option<QuotaUse> {
         let mut i = self.inner.lock();
         i.quota?;
         let due = i.quota_use.period_end_ms != i.stored.period_end_ms
-            || (i.quota_use != i.stored && i.stored_at.elapsed() >= Duration::from_secs(1));
+            || (i.quota_use != i.stored
+                && (now || i.stored_at.elapsed() >= Duration::from_secs(1)));
         if !due {
             return None;
         }

@@ -437,6 +437,7 @@ async fn run(
     // An origin violation ends the link with a goodbye that says why.
     let violation = Arc::new(Mutex::new(None::<String>));
     let (violated_tx, violated) = oneshot::channel::<()>();
+    let quota_db = db.clone();
     let receiver = Receiver::new(
         db,
         peer.clone(),
@@ -462,10 +463,17 @@ async fn run(
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
         res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye, peer) => res,
-    }?;
-    if ended == Ended::SaidGoodbye {
+    };
+    if ended.as_ref().is_ok_and(|e| *e == Ended::SaidGoodbye) {
         linger(&mut reader).await;
     }
+    // What the link spent since the last batched store, so a restart does
+    // not refill it (best effort: a closing database may refuse it).
+    if let Some(q) = peer.meter.to_store_now() {
+        let name = peer.name();
+        let _ = blocking(move || super::cursor::store_quota(&quota_db, &name, &q)).await;
+    }
+    ended?;
     let violated = violation.lock().take();
     match violated {
         Some(reason) => Err(Error::Peer(reason)),
