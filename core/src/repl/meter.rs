@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::config::{LinkBudget, QuotaPeriod, Window};
+use super::config::{LinkBudget, PeerConfig, QuotaPeriod, TableFlow, Window};
 use crate::local::hlc::wall_millis;
 
 /// Smallest frame the sender cuts under a cap, whatever the rate.
@@ -324,6 +324,72 @@ impl Meter {
         i.stored = i.quota_use;
         i.stored_at = Instant::now();
         Some(i.quota_use)
+    }
+
+    /// What the budget holds back now: `quota` or `window` if it holds a
+    /// published table, `rate` if the sender waited for the cap.
+    pub(crate) fn held_now(&self, config: &PeerConfig) -> Option<&'static str> {
+        let mut window = false;
+        for t in config.tables.iter().filter(|t| t.publish) {
+            match self.hold(t.bulk, t.exempt_from_quota) {
+                Some(Hold::Quota { .. }) => return Some("quota"),
+                Some(Hold::Window) => window = true,
+                None => {}
+            }
+        }
+        if window {
+            Some("window")
+        } else if self.rate_bound() {
+            Some("rate")
+        } else {
+            None
+        }
+    }
+
+    /// Why the budget holds a write to `tables`, if it does: first its
+    /// own tables, then any other (held writes before it hold the
+    /// acknowledged position, so its receipt waits for them too).
+    pub(crate) fn reason(&self, config: &PeerConfig, tables: Option<&[String]>) -> Option<String> {
+        let own = |t: &TableFlow| tables.is_none_or(|ts| ts.contains(&t.table));
+        let published = config.tables.iter().filter(|t| t.publish);
+        let (mine, others): (Vec<_>, Vec<_>) = published.partition(|t| own(t));
+        for (t, before) in mine.into_iter().map(|t| (t, "")).chain(
+            others
+                .into_iter()
+                .map(|t| (t, "writes before this one are held: ")),
+        ) {
+            match self.hold(t.bulk, t.exempt_from_quota) {
+                Some(Hold::Quota { until_ms }) => {
+                    return Some(format!(
+                        "{before}the link's byte quota for this {} is spent until {} and table `{}` is not exempt_from_quota: it goes out then, or raise quota_bytes",
+                        match config.budget.as_ref().and_then(|b| b.quota_period) {
+                            Some(QuotaPeriod::Month) => "month",
+                            _ => "day",
+                        },
+                        utc_label(until_ms),
+                        t.table
+                    ))
+                }
+                Some(Hold::Window) => {
+                    return Some(format!(
+                        "{before}table `{}` is bulk and the link is outside its windows ({}): it goes out in the next window",
+                        t.table,
+                        config
+                            .budget
+                            .as_ref()
+                            .map(|b| b.windows.join(", "))
+                            .unwrap_or_default()
+                    ))
+                }
+                None => {}
+            }
+        }
+        let rate = self.rate()?;
+        self.rate_bound().then(|| {
+            format!(
+                "the link's cap of {rate} bytes/s is saturated and holds the backlog ahead of this write: wait longer, or raise max_bytes_per_sec"
+            )
+        })
     }
 }
 

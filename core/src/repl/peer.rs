@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 
 use super::config::PeerConfig;
 use super::cursor::{RefusalKey, RefusalRecord, Skipped, MAX_REFUSALS_PER_PEER};
-use super::meter::{utc_label, Hold, Meter, QuotaUse};
+use super::meter::{Meter, QuotaUse};
 use super::status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
@@ -391,7 +391,7 @@ impl PeerState {
             wall_millis().saturating_sub(t >> crate::local::hlc::LOGICAL_BITS)
         });
         let quota = self.meter.quota_left();
-        let held = self.held_now(&config);
+        let held = self.meter.held_now(&config);
         let c = self.counters.lock();
         let tables = config
             .tables
@@ -556,72 +556,6 @@ impl PeerState {
         }
     }
 
-    /// What the budget holds back now: `quota` or `window` if it holds a
-    /// published table, `rate` if the sender waited for the cap.
-    fn held_now(&self, config: &PeerConfig) -> Option<&'static str> {
-        let mut window = false;
-        for t in config.tables.iter().filter(|t| t.publish) {
-            match self.meter.hold(t.bulk, t.exempt_from_quota) {
-                Some(Hold::Quota { .. }) => return Some("quota"),
-                Some(Hold::Window) => window = true,
-                None => {}
-            }
-        }
-        if window {
-            Some("window")
-        } else if self.meter.rate_bound() {
-            Some("rate")
-        } else {
-            None
-        }
-    }
-
-    /// Why the budget holds a write to `tables`, if it does: first its
-    /// own tables, then any other (held writes before it hold the
-    /// acknowledged position, so its receipt waits for them too).
-    fn budget_reason(&self, config: &PeerConfig, tables: Option<&[String]>) -> Option<String> {
-        let own = |t: &super::config::TableFlow| tables.is_none_or(|ts| ts.contains(&t.table));
-        let published = config.tables.iter().filter(|t| t.publish);
-        let (mine, others): (Vec<_>, Vec<_>) = published.partition(|t| own(t));
-        for (t, before) in mine.into_iter().map(|t| (t, "")).chain(
-            others
-                .into_iter()
-                .map(|t| (t, "writes before this one are held: ")),
-        ) {
-            match self.meter.hold(t.bulk, t.exempt_from_quota) {
-                Some(Hold::Quota { until_ms }) => {
-                    return Some(format!(
-                        "{before}the link's byte quota for this {} is spent until {} and table `{}` is not exempt_from_quota: it goes out then, or raise quota_bytes",
-                        match config.budget.as_ref().and_then(|b| b.quota_period) {
-                            Some(super::config::QuotaPeriod::Month) => "month",
-                            _ => "day",
-                        },
-                        utc_label(until_ms),
-                        t.table
-                    ))
-                }
-                Some(Hold::Window) => {
-                    return Some(format!(
-                        "{before}table `{}` is bulk and the link is outside its windows ({}): it goes out in the next window",
-                        t.table,
-                        config
-                            .budget
-                            .as_ref()
-                            .map(|b| b.windows.join(", "))
-                            .unwrap_or_default()
-                    ))
-                }
-                None => {}
-            }
-        }
-        let rate = self.meter.rate()?;
-        self.meter.rate_bound().then(|| {
-            format!(
-                "the link's cap of {rate} bytes/s is saturated and holds the backlog ahead of this write: wait longer, or raise max_bytes_per_sec"
-            )
-        })
-    }
-
     /// What the link says about a missing acknowledgement, and what to
     /// check, for an app whose receipt timed out.
     fn why_not_acknowledged(&self, tables: Option<&[String]>) -> String {
@@ -643,7 +577,7 @@ impl PeerState {
                 ),
             };
         }
-        let budget = self.budget_reason(&config, tables);
+        let budget = self.meter.reason(&config, tables);
         let published = config.tables.iter().filter(|t| t.publish);
         for t in published {
             let outbound = c.tables.get(&t.table).map_or("idle", |(_, o)| o.as_str());
