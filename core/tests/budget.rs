@@ -299,6 +299,15 @@ fn a_capped_link_stays_within_the_cap_over_every_minute_and_alerts_go_first() {
     );
     assert!(percentile(&lat, 0.99) < 10_000, "alerts starved: {lat:?}");
 
+    // A receipt for the newest reading waits behind the backlog, and its
+    // timeout says the cap holds it.
+    let newest = p.edge.log_bounds().unwrap().last;
+    let e = p
+        .edge
+        .wait_for_ack("cloud", newest, Duration::from_millis(300))
+        .unwrap_err();
+    assert!(e.to_string().contains("cap of 32768 bytes/s"), "{e}");
+
     // Lift the cap: the backlog drains and both sides agree.
     p.edge
         .update_peer(edge_peer(

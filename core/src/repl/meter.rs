@@ -122,8 +122,9 @@ struct Inner {
     quota_use: QuotaUse,
     stored: QuotaUse,
     stored_at: Instant,
-    /// The sender is waiting for tokens (status: held by the rate).
-    waiting: bool,
+    /// When the sender last had to wait for the cap (status: held by the
+    /// rate while that is recent).
+    waited_at: Option<Instant>,
 }
 
 pub(crate) struct Meter {
@@ -150,7 +151,7 @@ impl Meter {
                 quota_use: stored,
                 stored,
                 stored_at: now,
-                waiting: false,
+                waited_at: None,
             }),
             queued: AtomicUsize::new(0),
             written: tokio::sync::Notify::new(),
@@ -238,13 +239,10 @@ impl Meter {
                 i.refill();
                 match i.rate {
                     Some(r) if i.tokens < 0.0 => {
-                        i.waiting = true;
+                        i.waited_at = Some(Instant::now());
                         Duration::from_secs_f64(-i.tokens / r as f64)
                     }
-                    _ => {
-                        i.waiting = false;
-                        return;
-                    }
+                    _ => return,
                 }
             };
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
@@ -296,9 +294,13 @@ impl Meter {
         ))
     }
 
-    /// Whether the sender waited for the cap at its last frame.
+    /// Whether the sender had to wait for the cap within the last second:
+    /// a saturated link waits before nearly every frame, an idle one never.
     pub(crate) fn rate_bound(&self) -> bool {
-        self.inner.lock().waiting
+        let i = self.inner.lock();
+        i.rate.is_some()
+            && i.waited_at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
     }
 
     /// The quota's use to store, if it changed and the last store is a
