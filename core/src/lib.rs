@@ -34,6 +34,9 @@ pub use local::remote::{RemoteOutcome, RemoteTxn};
 pub use local::storage::EngineKind;
 pub use local::write::{CommitInfo, Transaction};
 pub use net::tls::{PemSource, TlsIdentity};
+/// Test only: moves the clock a link's quota periods and windows see.
+#[doc(hidden)]
+pub use repl::set_budget_clock_offset_ms;
 pub use repl::{
     Compression, LinkBudget, PeerConfig, PeerStatus, QuotaPeriod, RefusalStatus,
     ReplicationOptions, Security, TableFlow, TableStatus, TrafficStatus,

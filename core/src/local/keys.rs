@@ -11,7 +11,7 @@
 //! - log: `sequence (u64 BE)`
 //! - metadata: `table/<name>`, `next_table_id`, `cursor/<name>`,
 //!   `acked/<peer>`, `refused/<peer>\0 | seq | stamp time | stamp node | table`,
-//!   `notwanted/<peer>`
+//!   `notwanted/<peer>`, `quota/<peer>`
 
 use crate::error::{Error, Result};
 use crate::local::codec::{put_key, Key, Stamp};
@@ -93,6 +93,13 @@ pub(crate) fn acked_key(peer: &str) -> Vec<u8> {
 /// The published tables `peer`'s last link passed over (delivery receipts).
 pub(crate) fn not_wanted_key(peer: &str) -> Vec<u8> {
     let mut k = b"notwanted/".to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    k
+}
+
+/// How much of its byte quota the link to `peer` used, and in which period.
+pub(crate) fn quota_key(peer: &str) -> Vec<u8> {
+    let mut k = b"quota/".to_vec();
     k.extend_from_slice(peer.as_bytes());
     k
 }

@@ -98,7 +98,8 @@ impl Database {
         let acked = cursor::load_acked(self, &config.name)?;
         let refused = cursor::load_refusals(self, &config.name)?;
         let skipped = cursor::load_skipped(self, &config.name)?;
-        let state = PeerState::new(config.clone(), acked, refused, skipped);
+        let quota = cursor::load_quota(self, &config.name)?;
+        let state = PeerState::new(config.clone(), acked, refused, skipped, quota);
         // A damaged cursor is reported when the link loads it; here it only
         // means no node id is known for the peer yet.
         let known = cursor::PeerCursor::load(self, &config.name).map_or(0, |c| c.peer_node_id);

@@ -357,6 +357,9 @@ impl PeerConfig {
                 ),
             ));
         }
+        if let Some(b) = &self.budget {
+            validate_budget(b)?;
+        }
         for (i, t) in self.tables.iter().enumerate() {
             crate::local::catalog::validate_table_name(&t.table)?;
             if self.tables[..i].iter().any(|o| o.table == t.table) {
@@ -371,4 +374,78 @@ impl PeerConfig {
         }
         Ok(())
     }
+}
+
+/// Slowest cap accepted: below it a single frame takes many seconds, and
+/// heartbeats alone would spend most of it.
+pub(crate) const MIN_BYTES_PER_SEC: u64 = 1024;
+
+/// One window, in minutes of the UTC day: `[start, end)`, wrapping midnight
+/// when `end <= start`... except `start == end`, which is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    start: u32,
+    end: u32,
+}
+
+impl Window {
+    pub(crate) fn parse(s: &str) -> Result<Window> {
+        let bad = |why: &str| {
+            Error::invalid(
+                "budget window",
+                format!("`{s}` {why}: write \"HH:MM-HH:MM\" in UTC, e.g. \"22:00-06:00\""),
+            )
+        };
+        let (a, b) = s.trim().split_once('-').ok_or_else(|| bad("has no `-`"))?;
+        let minute = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            if h.len() != 2 || m.len() != 2 {
+                return None;
+            }
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            // 24:00 is accepted as the end of the day.
+            ((h < 24 && m < 60) || (h == 24 && m == 0)).then_some(h * 60 + m)
+        };
+        let start = minute(a).ok_or_else(|| bad("has a start that is not HH:MM"))?;
+        let end = minute(b).ok_or_else(|| bad("has an end that is not HH:MM"))?;
+        if start == 1440 {
+            return Err(bad("starts at 24:00"));
+        }
+        if start == end % 1440 {
+            return Err(bad("is empty (start equals end)"));
+        }
+        Ok(Window { start, end })
+    }
+
+    pub(crate) fn contains(&self, minute: u32) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+}
+
+/// Checks what a budget says; the error names the field and the fix.
+pub(crate) fn validate_budget(b: &LinkBudget) -> Result<()> {
+    if let Some(r) = b.max_bytes_per_sec {
+        if r < MIN_BYTES_PER_SEC {
+            return Err(Error::invalid(
+                "budget max_bytes_per_sec",
+                format!(
+                    "{r} bytes/s is below the minimum of {MIN_BYTES_PER_SEC} (1 KiB/s): raise it, or leave it out for no cap"
+                ),
+            ));
+        }
+    }
+    if b.quota_bytes == Some(0) {
+        return Err(Error::invalid(
+            "budget quota_bytes",
+            "0 would hold every table that is not exempt_from_quota forever: give a positive number of bytes, or leave it out for no quota",
+        ));
+    }
+    for w in &b.windows {
+        Window::parse(w)?;
+    }
+    Ok(())
 }

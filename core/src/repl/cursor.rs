@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
 use crate::local::db::Database;
-use crate::local::keys::{acked_key, not_wanted_key, refusal_key, refusals_prefix};
+use crate::local::keys::{acked_key, not_wanted_key, quota_key, refusal_key, refusals_prefix};
 use crate::net::wire::RefusalKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -161,4 +161,19 @@ pub(crate) fn store_skipped(db: &Database, peer: &str, skipped: &Skipped) -> Res
     let v = postcard::to_stdvec(skipped)
         .map_err(|e| Error::Storage(format!("encoding the tables `{peer}` does not take: {e}")))?;
     db.meta_put(&not_wanted_key(peer), &v)
+}
+
+/// The byte quota's use on the link to `peer` (see `meter`).
+pub(crate) fn load_quota(db: &Database, peer: &str) -> Result<super::meter::QuotaUse> {
+    match db.meta_get(&quota_key(peer))? {
+        Some(v) => postcard::from_bytes(&v)
+            .map_err(|_| Error::Corrupt(format!("quota use of the link to `{peer}`"))),
+        None => Ok(Default::default()),
+    }
+}
+
+pub(crate) fn store_quota(db: &Database, peer: &str, q: &super::meter::QuotaUse) -> Result<()> {
+    let v = postcard::to_stdvec(q)
+        .map_err(|e| Error::Storage(format!("encoding the quota use of `{peer}`: {e}")))?;
+    db.meta_put(&quota_key(peer), &v)
 }

@@ -26,7 +26,12 @@ use crate::local::log::{LogEntry, LogWrite};
 use crate::net::wire::WireTxn;
 
 struct Lane {
-    priority: u8,
+    /// Priority, then the budget class its tables share (see
+    /// [`Lanes::grouped`]).
+    priority: (u8, u8),
+    /// The link's budget holds this lane now: it does not move, so the
+    /// floor stays before its writes.
+    held: bool,
     pos: u64,
     /// Blocked before this multi-lane transaction until the other lanes
     /// involved have caught up to just before it.
@@ -53,15 +58,30 @@ impl Lanes {
     /// `starts`: per table, the sequence after which it streams (its resume
     /// point or initial-sync point). `priority`: per table, higher first.
     /// `pending`: tables whose initial sync is still going on.
+    #[cfg(test)]
     pub(crate) fn new(
         starts: HashMap<String, u64>,
         priority: &HashMap<String, u8>,
         pending: HashSet<String>,
         peer_node_id: u64,
     ) -> Lanes {
-        let mut prios: Vec<u8> = starts
+        let keys = priority.iter().map(|(t, p)| (t.clone(), (*p, 0))).collect();
+        Lanes::grouped(starts, &keys, pending, peer_node_id)
+    }
+
+    /// Like `new`, with lanes per (priority, class): tables the link's
+    /// budget holds at different times (bulk, exempt from the quota) get
+    /// lanes of their own, so holding one never holds another table of the
+    /// same priority.
+    pub(crate) fn grouped(
+        starts: HashMap<String, u64>,
+        priority: &HashMap<String, (u8, u8)>,
+        pending: HashSet<String>,
+        peer_node_id: u64,
+    ) -> Lanes {
+        let mut prios: Vec<(u8, u8)> = starts
             .keys()
-            .map(|t| priority.get(t).copied().unwrap_or(0))
+            .map(|t| priority.get(t).copied().unwrap_or((0, 0)))
             .collect();
         prios.sort_unstable_by(|a, b| b.cmp(a));
         prios.dedup();
@@ -69,6 +89,7 @@ impl Lanes {
             .iter()
             .map(|&p| Lane {
                 priority: p,
+                held: false,
                 pos: u64::MAX,
                 blocked: None,
                 awaits_sync: false,
@@ -76,7 +97,7 @@ impl Lanes {
             .collect();
         let mut lane_of = HashMap::new();
         for (t, s) in &starts {
-            let p = priority.get(t).copied().unwrap_or(0);
+            let p = priority.get(t).copied().unwrap_or((0, 0));
             let i = lanes.iter().position(|l| l.priority == p).unwrap_or(0);
             lanes[i].pos = lanes[i].pos.min(*s);
             lane_of.insert(t.clone(), i);
@@ -124,10 +145,37 @@ impl Lanes {
         self.lanes.iter().map(|l| l.pos).max().unwrap_or(0)
     }
 
+    /// How far the lanes are ahead of `acked`, for the window of
+    /// transactions not yet acknowledged. While the budget holds a lane,
+    /// the peer cannot acknowledge past it, so only the lanes still moving
+    /// count (from the lowest of them): otherwise alerts flowing past a
+    /// held bulk table would fill the window and stop.
+    pub(crate) fn ahead(&self, acked: u64) -> u64 {
+        if !self.lanes.iter().any(|l| l.held) {
+            return self.front().saturating_sub(acked);
+        }
+        let moving = self.lanes.iter().filter(|l| !l.held).map(|l| l.pos);
+        let (Some(lo), Some(hi)) = (moving.clone().min(), moving.max()) else {
+            return 0;
+        };
+        hi.saturating_sub(acked.max(lo))
+    }
+
+    /// Marks the lanes whose class `held` says the budget holds now;
+    /// returns whether any is.
+    pub(crate) fn hold(&mut self, held: impl Fn(u8) -> bool) -> bool {
+        let mut any = false;
+        for l in &mut self.lanes {
+            l.held = held(l.priority.1);
+            any |= l.held;
+        }
+        any
+    }
+
     /// The highest-priority lane that has work below `last` and may move.
     pub(crate) fn next_lane(&mut self, last: u64) -> Option<usize> {
         for i in 0..self.lanes.len() {
-            if self.lanes[i].awaits_sync {
+            if self.lanes[i].awaits_sync || self.lanes[i].held {
                 continue;
             }
             if let Some((seq, others)) = &self.lanes[i].blocked {
@@ -364,5 +412,28 @@ mod tests {
             "c is not published; b starts after 2"
         );
         assert_eq!(l.floor(), 3);
+    }
+
+    #[test]
+    fn a_held_lane_stays_put_and_holds_the_floor_while_others_flow() {
+        let log = vec![
+            entry(1, &["bulk"]),
+            entry(2, &["alerts"]),
+            entry(3, &["bulk"]),
+            entry(4, &["alerts"]),
+        ];
+        let starts = [("bulk".to_string(), 0), ("alerts".to_string(), 0)].into();
+        // Same priority, another class: bulk has a lane of its own.
+        let keys = [("bulk".to_string(), (0, 1)), ("alerts".to_string(), (0, 0))].into();
+        let mut l = Lanes::grouped(starts, &keys, HashSet::new(), 99);
+        assert!(l.hold(|class| class == 1));
+        let sent = drain(&mut l, &log);
+        assert_eq!(sent.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2, 4]);
+        assert_eq!(l.floor(), 0, "nothing of bulk was sent: not acknowledged");
+        assert_eq!(l.ahead(0), 0, "only alerts move: nothing ahead of them");
+        assert!(!l.hold(|_| false));
+        let sent = drain(&mut l, &log);
+        assert_eq!(sent.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(l.floor(), 4);
     }
 }

@@ -15,6 +15,7 @@ mod cursor;
 mod deltas;
 mod lanes;
 mod link;
+mod meter;
 mod peer;
 mod receiver;
 mod runtime;
@@ -25,4 +26,6 @@ mod status;
 pub use config::{
     Compression, LinkBudget, PeerConfig, QuotaPeriod, ReplicationOptions, Security, TableFlow,
 };
+#[doc(hidden)]
+pub use meter::set_budget_clock_offset_ms;
 pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};

@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::config::PeerConfig;
 use super::cursor::{RefusalKey, RefusalRecord, Skipped, MAX_REFUSALS_PER_PEER};
+use super::meter::{Meter, QuotaUse};
 use super::status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
@@ -108,6 +109,9 @@ pub(crate) struct PeerState {
     /// on (persisted): the link passes over their writes, so receipts for
     /// those fail or wait, with the link up or down.
     skipped: Mutex<Skipped>,
+    /// The link's byte budget: lives as long as the peer, so a reconnect
+    /// neither refills its bucket nor its quota.
+    pub(crate) meter: Meter,
     /// Bumped to make the current link end (configuration changed).
     pub(crate) generation: watch::Sender<u64>,
     /// Removed from the database's peers: links end, nothing redials.
@@ -127,7 +131,9 @@ impl PeerState {
         acked: u64,
         refused: BTreeMap<RefusalKey, RefusalRecord>,
         skipped: Skipped,
+        quota: QuotaUse,
     ) -> Arc<PeerState> {
+        let meter = Meter::new(config.budget.as_ref(), quota);
         let mut counters = Counters::default();
         for ((seq, stamp, table), rec) in &refused {
             let r = TxnRefusal {
@@ -146,6 +152,7 @@ impl PeerState {
             acked_cv: (Mutex::new(()), Condvar::new()),
             refused: Mutex::new(refused),
             skipped: Mutex::new(skipped),
+            meter,
             generation: watch::Sender::new(0),
             removed: std::sync::atomic::AtomicBool::new(false),
             dialer: Mutex::new(None),
@@ -164,6 +171,7 @@ impl PeerState {
     }
 
     pub(crate) fn set_config(&self, c: PeerConfig) {
+        self.meter.configure(c.budget.as_ref());
         *self.config.lock() = c;
     }
 
@@ -399,6 +407,8 @@ impl PeerState {
         let lag_ms = backlog.oldest_local_time.map_or(0, |t| {
             wall_millis().saturating_sub(t >> crate::local::hlc::LOGICAL_BITS)
         });
+        let quota = self.meter.quota_left();
+        let held = self.meter.held_now(&config);
         let c = self.counters.lock();
         let tables = config
             .tables
@@ -458,11 +468,13 @@ impl PeerState {
                     bytes_in_raw,
                     bytes_in_wire,
                     compression: c.compression.map(str::to_string),
-                    max_bytes_per_sec: config.budget.as_ref().and_then(|b| b.max_bytes_per_sec),
+                    max_bytes_per_sec: self.meter.rate(),
+                    quota_left_bytes: quota.map(|q| q.0),
+                    quota_period_end_ms: quota.map(|q| q.1),
+                    held: held.map(str::to_string),
                     deltas_sent: c.deltas_sent,
                     delta_misses: c.delta_misses,
                     coalesced: c.coalesced,
-                    ..TrafficStatus::default()
                 }
             },
             refusals: c.refusals.values().cloned().collect(),
@@ -574,7 +586,7 @@ impl PeerState {
 
     /// What the link says about a missing acknowledgement, and what to
     /// check, for an app whose receipt timed out.
-    fn why_not_acknowledged(&self) -> String {
+    fn why_not_acknowledged(&self, tables: Option<&[String]>) -> String {
         let config = self.config();
         let c = self.counters.lock();
         let last_error = c
@@ -593,6 +605,7 @@ impl PeerState {
                 ),
             };
         }
+        let budget = self.meter.reason(&config, tables);
         let published = config.tables.iter().filter(|t| t.publish);
         for t in published {
             let outbound = c.tables.get(&t.table).map_or("idle", |(_, o)| o.as_str());
@@ -603,6 +616,9 @@ impl PeerState {
                 );
             }
             if outbound == "syncing" {
+                if let Some(why) = budget {
+                    return format!("the link is up, but {why}");
+                }
                 return format!(
                     "the link is up and table `{}` is still in its initial sync: wait longer",
                     t.table
@@ -610,6 +626,9 @@ impl PeerState {
             }
         }
         drop(c);
+        if let Some(why) = budget {
+            return format!("the link is up, but {why}");
+        }
         let skipped = self.skipped.lock();
         if !skipped.catching_up.is_empty() && *self.acked.borrow() <= skipped.mark {
             let tables: Vec<String> = skipped
@@ -690,7 +709,7 @@ impl PeerState {
                     seq,
                     acked: *self.acked.borrow(),
                     after: timeout,
-                    why: self.why_not_acknowledged(),
+                    why: self.why_not_acknowledged(tables),
                 });
             }
             // Bounded waits so a close() is noticed even without an ack.

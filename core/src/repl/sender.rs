@@ -274,7 +274,8 @@ impl Sender {
         let mut after = None;
         loop {
             let (db, table, since) = (self.db.clone(), want.table.clone(), want.since_ms);
-            let budget = self.frame_budget;
+            self.budget_allows(&want.table).await?;
+            let budget = self.peer.meter.frame_bytes(self.frame_budget);
             // Within what the peer may decode, however small the rows.
             let rows_per_chunk = self
                 .r
@@ -301,6 +302,8 @@ impl Sender {
                     json: s.json,
                 })
                 .collect();
+            // Metered: each chunk is written (and counted) before the
+            // next is planned.
             self.send_bulk(
                 Message::SyncChunk {
                     table: want.table.clone(),
@@ -309,7 +312,7 @@ impl Sender {
                     done,
                     upto_seq: upto,
                 },
-                done,
+                done || self.peer.meter.is_metered(),
             )
             .await?;
             if done {
@@ -340,10 +343,56 @@ impl Sender {
     fn lanes(
         &self,
         starts: HashMap<String, u64>,
-        priority: &HashMap<String, u8>,
+        priority: &HashMap<String, (u8, u8)>,
         pending: HashSet<String>,
     ) -> Lanes {
-        Lanes::new(starts, priority, pending, self.peer_node_id).only_origin(self.only_origin)
+        Lanes::grouped(starts, priority, pending, self.peer_node_id).only_origin(self.only_origin)
+    }
+
+    /// Stores the quota's use when due (about once a second, not per frame).
+    async fn store_quota(&self) -> Result<()> {
+        let Some(q) = self.peer.meter.to_store() else {
+            return Ok(());
+        };
+        let (db, peer) = (self.db.clone(), self.peer.name());
+        blocking(move || super::cursor::store_quota(&db, &peer, &q)).await
+    }
+
+    /// Queues a data frame; the write loop counts it written (see
+    /// `Meter::wait_written`).
+    async fn send_frame(&self, txns: Vec<WireTxn>, upto_seq: u64) -> Result<()> {
+        self.peer.meter.queued_frame();
+        self.send(Message::TxnsUpTo { txns, upto_seq }).await
+    }
+
+    /// On a metered link: returns once the last data frame is written and
+    /// the bucket is not in debt, so at most one data frame waits for the
+    /// write loop and the next is chosen when it can go.
+    async fn frame_may_go(&self) {
+        let meter = &self.peer.meter;
+        if meter.is_metered() {
+            meter.wait_written().await;
+            meter.wait_for_tokens().await;
+        }
+    }
+
+    /// Waits until the budget lets the next frame of `table` go: not held
+    /// by the quota or a window, and the bucket not in debt.
+    async fn budget_allows(&self, table: &str) -> Result<()> {
+        let flow = self
+            .peer
+            .config()
+            .tables
+            .into_iter()
+            .find(|t| t.table == table);
+        let (bulk, exempt) = flow.map_or((false, false), |f| (f.bulk, f.exempt_from_quota));
+        while self.peer.meter.hold(bulk, exempt).is_some() {
+            self.store_quota().await?;
+            tokio::time::sleep(HELD_RECHECK).await;
+        }
+        self.store_quota().await?;
+        self.peer.meter.wait_for_tokens().await;
+        Ok(())
     }
 
     /// The lanes once `table`, synced up to `upto`, streams too.
@@ -351,7 +400,7 @@ impl Sender {
         &self,
         lanes: &Lanes,
         pending: &mut HashSet<String>,
-        priority: &HashMap<String, u8>,
+        priority: &HashMap<String, (u8, u8)>,
         table: String,
         upto: u64,
     ) -> Lanes {
@@ -405,12 +454,17 @@ impl Sender {
         mut pending: HashSet<String>,
         mut synced: mpsc::UnboundedReceiver<(String, u64)>,
     ) -> Result<()> {
-        let priority: HashMap<String, u8> = self
+        // Lanes per priority and budget class (bit 0: bulk, bit 1: exempt
+        // from the quota), so the budget holds a class without the others.
+        let priority: HashMap<String, (u8, u8)> = self
             .peer
             .config()
             .tables
             .iter()
-            .map(|t| (t.table.clone(), t.priority))
+            .map(|t| {
+                let class = u8::from(t.bulk) | (u8::from(t.exempt_from_quota) << 1);
+                (t.table.clone(), (t.priority, class))
+            })
             .collect();
         let windows: coalesce::Windows = self
             .peer
@@ -421,6 +475,10 @@ impl Sender {
             .filter_map(|t| Some((t.table.clone(), t.coalesce_ms.filter(|c| *c > 0)?)))
             .collect();
         let mut held_at = u64::MAX;
+        let meter = &self.peer.meter;
+        let hold = |lanes: &mut Lanes| {
+            lanes.hold(|class| meter.hold(class & 1 != 0, class & 2 != 0).is_some())
+        };
         let mut lanes = self.lanes(starts, &priority, pending.clone());
         if lanes.is_empty() && pending.is_empty() {
             return self.pass_over().await;
@@ -447,6 +505,7 @@ impl Sender {
         let mut floor = floor_of(&lanes, &pending);
         self.peer.counters.lock().sent_seq = floor;
         self.send(Message::Progress { upto_seq: floor }).await?;
+        let mut held = hold(&mut lanes);
         loop {
             let joined = loop {
                 // A synced table joins; otherwise wait for room in the
@@ -454,10 +513,11 @@ impl Sender {
                 if let Ok(joined) = synced.try_recv() {
                     break Some(joined);
                 }
-                if lanes.front().saturating_sub(*acked.borrow_and_update()) >= window {
+                if outstanding(&lanes, *acked.borrow_and_update(), floor) >= window {
                     tokio::select! {
                         changed = acked.changed() => changed.map_err(|_| link_closed())?,
                         Some(joined) = synced.recv() => break Some(joined),
+                        () = tokio::time::sleep(HELD_RECHECK), if held => held = hold(&mut lanes),
                     }
                     continue;
                 }
@@ -468,10 +528,18 @@ impl Sender {
                 floor = self.progress(floor, floor_of(&lanes, &pending)).await?;
                 continue;
             }
+            // The cap: nothing is planned while the bucket is in debt, so
+            // the next frame is chosen (highest priority first) when it
+            // can go, and at most one frame waits towards the write loop.
+            self.store_quota().await?;
+            self.frame_may_go().await;
+            held = hold(&mut lanes);
             let last = *committed.borrow_and_update();
             let Some(lane) = lanes.next_lane(last) else {
                 tokio::select! {
                     changed = committed.changed() => changed.map_err(|_| Error::Closed)?,
+                    // A hold ends with time (a window opens, a period ends).
+                    () = tokio::time::sleep(HELD_RECHECK), if held => {}
                     Some((table, upto)) = synced.recv() => {
                         lanes = self.join(&lanes, &mut pending, &priority, table, upto);
                         floor = self.progress(floor, floor_of(&lanes, &pending)).await?;
@@ -480,13 +548,13 @@ impl Sender {
                 continue;
             };
             let pos = lanes.pos(lane);
-            let room = window.saturating_sub(lanes.front().saturating_sub(*acked.borrow()));
+            let room = window.saturating_sub(outstanding(&lanes, *acked.borrow(), floor));
             let limit = (last - pos)
                 .min(self.r.opts.batch_max_txns as u64)
                 .min(room)
                 .max(1) as usize;
             let (db, from) = (self.db.clone(), pos + 1);
-            let budget = self.frame_budget;
+            let budget = meter.frame_bytes(self.frame_budget);
             let entries = blocking(move || db.read_log_bounded(from, limit, budget)).await?;
             match entries.first() {
                 Some(e) if e.seq == pos + 1 => {}
@@ -542,13 +610,10 @@ impl Sender {
             for t in txns {
                 bytes += t.writes.iter().map(write_size).sum::<usize>() + element_cost::<WireTxn>();
                 frame.push(t);
-                if bytes >= self.frame_budget {
+                if bytes >= budget {
                     let txns = std::mem::take(&mut frame);
-                    self.send(Message::TxnsUpTo {
-                        txns,
-                        upto_seq: floor,
-                    })
-                    .await?;
+                    self.frame_may_go().await;
+                    self.send_frame(txns, floor).await?;
                     bytes = 0;
                 }
             }
@@ -556,16 +621,29 @@ impl Sender {
                 // Recorded before sending: the peer may acknowledge it
                 // before this task runs again.
                 self.peer.counters.lock().sent_seq = new_floor;
-                self.send(Message::TxnsUpTo {
-                    txns: frame,
-                    upto_seq: new_floor,
-                })
-                .await?;
+                self.send_frame(frame, new_floor).await?;
             }
             floor = new_floor;
         }
     }
 }
+
+/// What counts against the window of transactions not yet acknowledged.
+/// Once the peer acknowledged the floor last sent, nothing it could still
+/// acknowledge is outstanding: waiting for an acknowledgement then would
+/// wait forever, when a higher lane passed over a window's worth of a lower
+/// lane's entries without sending them, or while the budget holds a lane
+/// (alerts flowing past held bulk writes the peer cannot acknowledge).
+fn outstanding(lanes: &Lanes, acked: u64, floor: u64) -> u64 {
+    if acked >= floor {
+        0
+    } else {
+        lanes.ahead(acked)
+    }
+}
+
+/// How often a held table looks again whether its hold ended.
+const HELD_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a write costs the peer: its bytes, and what decoding it is charged
 /// (see `wire::bounded_seq`), so a frame of many tiny writes is cut before

@@ -458,6 +458,7 @@ async fn run(
         };
     }
     peer.set_connected(hello.node_id);
+    peer.meter.new_link();
     let (tx, rx) = mpsc::channel::<Message>(64);
     // Two deep: an initial sync reads ahead no further than that.
     let (bulk_tx, bulk_rx) = mpsc::channel::<BulkMessage>(2);
@@ -472,6 +473,7 @@ async fn run(
     // An origin violation ends the link with a goodbye that says why.
     let violation = Arc::new(Mutex::new(None::<String>));
     let (violated_tx, violated) = oneshot::channel::<()>();
+    let quota_db = db.clone();
     let receiver = Receiver::new(
         db,
         peer.clone(),
@@ -496,11 +498,18 @@ async fn run(
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
-        res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye) => res,
-    }?;
-    if ended == Ended::SaidGoodbye {
+        res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye, peer) => res,
+    };
+    if ended.as_ref().is_ok_and(|e| *e == Ended::SaidGoodbye) {
         linger(&mut reader).await;
     }
+    // What the link spent since the last batched store, so a restart does
+    // not refill it (best effort: a closing database may refuse it).
+    if let Some(q) = peer.meter.to_store_now() {
+        let name = peer.name();
+        let _ = blocking(move || super::cursor::store_quota(&quota_db, &name, &q)).await;
+    }
+    ended?;
     let violated = violation.lock().take();
     match violated {
         Some(reason) => Err(Error::Peer(reason)),
@@ -550,7 +559,11 @@ async fn write_loop(
     mut bulk: mpsc::Receiver<BulkMessage>,
     heartbeat: Duration,
     goodbye: impl std::future::Future<Output = String>,
+    peer: &PeerState,
 ) -> Result<Ended> {
+    // Every frame counts against the link's budget, acknowledgements and
+    // heartbeats too: the cap is about the link, not the data.
+    let meter = &peer.meter;
     tokio::pin!(goodbye);
     let mut bulk_open = true;
     loop {
@@ -562,13 +575,16 @@ async fn write_loop(
             }
             next = rx.recv() => match next {
                 Some(msg) => {
-                    writer.write_message(&msg).await?;
+                    meter.debit(writer.write_message(&msg).await?);
+                    if matches!(msg, Message::TxnsUpTo { .. }) {
+                        meter.wrote_frame();
+                    }
                 }
                 None => return Ok(Ended::Done),
             },
             next = bulk.recv(), if bulk_open => match next {
                 Some((msg, written)) => {
-                    writer.write_message(&msg).await?;
+                    meter.debit(writer.write_message(&msg).await?);
                     if let Some(written) = written {
                         let _ = written.send(());
                     }
@@ -576,11 +592,12 @@ async fn write_loop(
                 None => bulk_open = false,
             },
             () = tokio::time::sleep(heartbeat) => {
-                writer
+                let n = writer
                     .write_message(&Message::Heartbeat {
                         now_ms: wall_millis(),
                     })
                     .await?;
+                meter.debit(n);
             }
         }
     }

@@ -425,6 +425,25 @@ mod tests {
     }
 
     #[test]
+    fn a_peers_byte_budget_and_bulk_flags_are_read() {
+        let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
+        let c = parse(&format!(
+            "{base}[[peers]]\nname = \"hub\"\naddress = \"h:1\"\n\
+             tables = [{{ table = \"readings\", publish = true, bulk = true }},\n\
+             {{ table = \"alerts\", publish = true, priority = 9, exempt_from_quota = true }}]\n\
+             [peers.budget]\nmax_bytes_per_sec = 32768\nquota_bytes = 50_000_000\n\
+             quota_period = \"month\"\nwindows = [\"22:00-06:00\"]\n"
+        ))
+        .unwrap();
+        let b = c.peers[0].budget.clone().unwrap();
+        assert_eq!(b.max_bytes_per_sec, Some(32768));
+        assert_eq!(b.quota_bytes, Some(50_000_000));
+        assert_eq!(b.quota_period, Some(tidelog::QuotaPeriod::Month));
+        assert_eq!(b.windows, ["22:00-06:00"]);
+        assert!(c.peers[0].tables[0].bulk && c.peers[0].tables[1].exempt_from_quota);
+    }
+
+    #[test]
     fn examples_cloud_toml_parses() {
         let text = include_str!("../../../../examples/cloud.toml");
         let c = Config::decode(text, Path::new("/repo/examples")).unwrap();
