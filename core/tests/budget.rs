@@ -164,6 +164,23 @@ fn pair_with(
     }
 }
 
+/// Pseudo-random text that zstd cannot shrink much, so frame sizes on
+/// the wire stay close to the records' sizes.
+struct Noise(u64);
+impl Noise {
+    fn text(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                char::from(b'!' + (self.0 % 90) as u8)
+            })
+            .filter(|c| *c != '"' && *c != '\\')
+            .collect()
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -210,14 +227,17 @@ fn a_capped_link_stays_within_the_cap_over_every_minute_and_alerts_go_first() {
 
     // Readings at about 60 KB/s (twice the cap): the link stays saturated.
     let writing = Arc::new(AtomicBool::new(true));
-    let pad = "x".repeat(560);
+    // Incompressible padding: the cap counts bytes on the wire, after
+    // zstd, and repeated text would shrink to nothing.
+    let mut noise = Noise(0x5EED_0023_CAFE_0001);
     let (w, e) = (writing.clone(), p.edge.clone());
     let readings = std::thread::spawn(move || {
         let mut n = 0u64;
         while w.load(Ordering::Relaxed) {
             let mut tx = e.transaction();
             for _ in 0..10 {
-                tx.insert("readings", json!({"id": n, "pad": pad})).unwrap();
+                tx.insert("readings", json!({"id": n, "pad": noise.text(560)}))
+                    .unwrap();
                 n += 1;
             }
             tx.commit().unwrap();
@@ -362,11 +382,15 @@ fn a_spent_quota_holds_bulk_lets_exempt_alerts_through_and_the_next_period_deliv
     let p = pair_with(Some(budget.clone()), &flows, small_window);
     let dups = DupWatch::default();
     dups.watch(&p.cloud, &["bulk", "alerts"]);
-    let pad = "q".repeat(1000);
+    let mut noise = Noise(0x5EED_0023_0000_0002);
     let mut last = None;
     // 60 KB: more than a period's quota, less than two.
     for i in 0..60 {
-        last = Some(p.edge.insert("bulk", json!({"id": i, "pad": pad})).unwrap());
+        last = Some(
+            p.edge
+                .insert("bulk", json!({"id": i, "pad": noise.text(1000)}))
+                .unwrap(),
+        );
     }
     let t0 = Instant::now();
     while held(&p.edge).as_deref() != Some("quota") {

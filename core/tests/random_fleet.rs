@@ -345,6 +345,22 @@ fn a_hub_and_three_edges_converge_after_random_writes_cuts_and_restarts() {
         "random fleet: converged {:?} after the last heal",
         healed.elapsed()
     );
+    // The fleet ran with the metered-link defaults: zstd frames and
+    // attribute deltas (misses included, when two nodes wrote one record).
+    let (mut deltas, mut misses, mut raw, mut wire) = (0, 0, 0, 0);
+    for db in &dbs {
+        for p in db.replication_status().unwrap() {
+            deltas += p.traffic.deltas_sent;
+            misses += p.traffic.delta_misses;
+            raw += p.traffic.bytes_out_raw;
+            wire += p.traffic.bytes_out_wire;
+        }
+    }
+    eprintln!(
+        "random fleet: {deltas} writes sent as deltas, {misses} delta misses, {wire} bytes on the wire for {raw} encoded"
+    );
+    assert!(deltas > 0, "updates should have gone as deltas");
+    assert!(wire < raw, "frames should have been compressed");
     for db in &dbs {
         for t in ["shared", "thresholds", "alerts"] {
             eprintln!(
