@@ -319,3 +319,36 @@ test('TLS: bad certificate settings are TlsError; a certificate from another CA 
     cloud.removePeer('edge-2');
   }
 });
+
+test('metered link settings reach the link and its status', async () => {
+  edge.updatePeer({
+    name: 'cloud',
+    address: cloudAddr,
+    tables: [
+      { table: 'thresholds', subscribe: true },
+      { table: 'alerts', publish: true, priority: 9, exemptFromQuota: true },
+      { table: 'sensor_data', publish: true, bulk: true, coalesceMs: 50 },
+    ],
+    budget: { maxBytesPerSec: 65536, quotaBytes: 10000000, quotaPeriod: 'month', windows: ['22:00-06:00'] },
+    compression: 'zstd',
+    deltas: true,
+  });
+  await waitUntil('the link back up', () => edge.peerStatus('cloud').connected);
+  const c = edge.insert('alerts', { id: 'metered', msg: 'x'.repeat(600) });
+  await edge.waitForAck('cloud', c, 20000);
+  const t = edge.peerStatus('cloud').traffic;
+  assert.equal(t.maxBytesPerSec, 65536);
+  assert.equal(t.compression, 'zstd');
+  assert.ok(t.quotaLeftBytes !== null && t.quotaLeftBytes < 10000000, JSON.stringify(t));
+  assert.ok(t.quotaPeriodEndMs !== null);
+  assert.ok(t.bytesOutWire > 0 && t.bytesOutRaw >= t.bytesOutWire, JSON.stringify(t));
+  assert.deepEqual(Object.keys(t).sort(), declared('TrafficStatus'));
+  for (const bad of [
+    { budget: { maxBytesPerSec: 10 } },
+    { budget: { windows: ['25:00-26:00'] } },
+    { budget: { quotaPeriod: 'week' } },
+    { compression: 'gzip' },
+  ]) {
+    assert.throws(() => edge.updatePeer({ name: 'cloud', address: cloudAddr, ...bad }), InvalidInputError);
+  }
+});

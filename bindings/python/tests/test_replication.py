@@ -299,3 +299,44 @@ def _get(db: tidelog.Database, table: str, key: Any) -> Any:
         return db.get(table, key)
     except tidelog.TableNotFoundError:
         return None
+
+
+def test_metered_link_settings_reach_the_link_and_its_status(
+    pair: Tuple[tidelog.Database, tidelog.Database, str],
+) -> None:
+    cloud, edge, addr = pair
+    budget: tidelog.LinkBudget = {
+        "max_bytes_per_sec": 65536,
+        "quota_bytes": 10_000_000,
+        "quota_period": "month",
+        "windows": ["22:00-06:00"],
+    }
+    edge.update_peer(
+        "cloud",
+        address=addr,
+        tables=[
+            {"table": "thresholds", "subscribe": True},
+            {"table": "alerts", "publish": True, "priority": 9, "exempt_from_quota": True},
+            {"table": "sensor_data", "publish": True, "bulk": True, "coalesce_ms": 50},
+        ],
+        budget=budget,
+        compression="zstd",
+        deltas=True,
+    )
+    wait_until("the link back up", lambda: edge.peer_status("cloud")["connected"])
+    seq = edge.upsert("alerts", {"id": "metered", "msg": "x" * 600}).seq
+    edge.wait_for_ack("cloud", seq, timeout=20)
+    t = edge.peer_status("cloud")["traffic"]
+    assert t["max_bytes_per_sec"] == 65536
+    assert t["compression"] == "zstd"
+    assert t["quota_left_bytes"] is not None and t["quota_left_bytes"] < 10_000_000
+    assert t["quota_period_end_ms"] is not None
+    assert t["bytes_out_wire"] > 0 and t["bytes_out_raw"] >= t["bytes_out_wire"]
+    for bad in [
+        dict(budget={"max_bytes_per_sec": 10}),
+        dict(budget={"windows": ["25:00-26:00"]}),
+        dict(budget={"quota_period": "week"}),
+        dict(compression="gzip"),
+    ]:
+        with pytest.raises(tidelog.InvalidInputError):
+            edge.update_peer("cloud", address=addr, **bad)  # type: ignore[arg-type]
