@@ -7,10 +7,6 @@
 
 mod repl_common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use repl_common::*;
@@ -19,59 +15,6 @@ use tidelog::*;
 
 /// Patience for convergence: only catches hangs, never a timing claim.
 const T: Duration = Duration::from_secs(60);
-
-/// Forwards every connection to `upstream`, counting the bytes that go
-/// upstream (dialer -> listener).
-struct CountingProxy {
-    addr: SocketAddr,
-    up: Arc<AtomicU64>,
-}
-
-impl CountingProxy {
-    fn start(upstream: SocketAddr) -> CountingProxy {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let up = Arc::new(AtomicU64::new(0));
-        let count = up.clone();
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(down) = conn else { return };
-                let Ok(upc) = TcpStream::connect(upstream) else {
-                    continue;
-                };
-                let pipe = |mut from: TcpStream, mut to: TcpStream, n: Option<Arc<AtomicU64>>| {
-                    std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 64 << 10];
-                        loop {
-                            let got = match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(got) => got,
-                            };
-                            if let Some(n) = &n {
-                                n.fetch_add(got as u64, Ordering::Relaxed);
-                            }
-                            if to.write_all(&buf[..got]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                };
-                pipe(
-                    down.try_clone().unwrap(),
-                    upc.try_clone().unwrap(),
-                    Some(count.clone()),
-                );
-                pipe(upc, down, None);
-            }
-        });
-        CountingProxy { addr, up }
-    }
-
-    fn up_bytes(&self) -> u64 {
-        self.up.load(Ordering::Relaxed)
-    }
-}
 
 /// A record of ten attributes; `v` varies two of them.
 fn record(k: i64, v: i64) -> serde_json::Value {
@@ -91,6 +34,8 @@ struct Pair {
     proxy: CountingProxy,
 }
 
+/// Frames go plain on these links, so the bytes compared are what deltas
+/// save (core/tests/telemetry.rs measures them with zstd too).
 fn pair(deltas: bool) -> Pair {
     let pki = Pki::new(&["edge-1", "cloud"]);
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -115,6 +60,7 @@ fn pair(deltas: bool) -> Pair {
         PeerConfig::new("cloud")
             .address(proxy.addr.to_string())
             .deltas(deltas)
+            .compression(Compression::None)
             .table(TableFlow::publish("readings")),
     )
     .unwrap();

@@ -17,60 +17,17 @@
 mod cli_common;
 mod repl_common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use cli_common::{Serve, FAST_TIMERS};
-use repl_common::Pki;
+use repl_common::{CountingProxy, Pki};
 use serde_json::json;
 use tidelog::net::certs;
 use tidelog::*;
 
 /// Patience for the cloud to acknowledge: only catches hangs.
 const T: Duration = Duration::from_secs(600);
-
-/// Counts the bytes a dialer sends through it to `upstream`.
-fn counting_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let up = Arc::new(AtomicU64::new(0));
-    let count = up.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(down) = conn else { return };
-            let Ok(upc) = TcpStream::connect(upstream) else {
-                continue;
-            };
-            let pipe = |mut from: TcpStream, mut to: TcpStream, n: Option<Arc<AtomicU64>>| {
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 << 10];
-                    while let Ok(got) = from.read(&mut buf) {
-                        if got == 0 {
-                            break;
-                        }
-                        if let Some(n) = &n {
-                            n.fetch_add(got as u64, Ordering::Relaxed);
-                        }
-                        if to.write_all(&buf[..got]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown(std::net::Shutdown::Both);
-                });
-            };
-            pipe(
-                down.try_clone().unwrap(),
-                upc.try_clone().unwrap(),
-                Some(count.clone()),
-            );
-            pipe(upc, down, None);
-        }
-    });
-    (addr, up)
-}
 
 /// User+system CPU time of a process, all its threads, from
 /// /proc/PID/stat (read the same way for both sides, without `unsafe`).
@@ -157,14 +114,14 @@ tables = [{{ table = "telemetry", subscribe = true }}]
     .unwrap();
     let mut serve = Serve::start(&config);
     let addr: SocketAddr = serve.ready().parse().unwrap();
-    let (proxy, up) = counting_proxy(addr);
+    let proxy = CountingProxy::start(addr);
     let edge = Database::open(dir.path().join("edge"), OpenOptions::new("edge-1")).unwrap();
     edge.create_table("telemetry", TableOptions::default())
         .unwrap();
     edge.start_replication(pki.options("edge-1")).unwrap();
     edge.add_peer(
         PeerConfig::new("cloud")
-            .address(proxy.to_string())
+            .address(proxy.addr.to_string())
             .deltas(deltas)
             .compression(compression)
             .table(TableFlow::publish("telemetry")),
@@ -175,11 +132,7 @@ tables = [{{ table = "telemetry", subscribe = true }}]
         last = edge.insert("telemetry", reading(k, 0)).unwrap().seq;
     }
     edge.wait_for_ack("cloud", last, T).unwrap();
-    let (bytes0, edge0, cloud0) = (
-        up.load(Ordering::Relaxed),
-        self_cpu(),
-        child_cpu(serve.pid()),
-    );
+    let (bytes0, edge0, cloud0) = (proxy.up_bytes(), self_cpu(), child_cpu(serve.pid()));
     for i in 0..updates {
         let k = (i * 7919) % keys;
         let v = i + 1;
@@ -192,7 +145,7 @@ tables = [{{ table = "telemetry", subscribe = true }}]
     }
     edge.wait_for_ack("cloud", last, T).unwrap();
     let out = Run {
-        bytes: up.load(Ordering::Relaxed) - bytes0,
+        bytes: proxy.up_bytes() - bytes0,
         edge_cpu: self_cpu() - edge0,
         cloud_cpu: child_cpu(serve.pid()) - cloud0,
         deltas_sent: edge.peer_status("cloud").unwrap().traffic.deltas_sent,

@@ -2,7 +2,11 @@
 //! on 127.0.0.1 only, and waiting for convergence.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidelog::net::certs;
@@ -148,4 +152,57 @@ pub fn raise_alert_with_window(edge: &Database, readings: i64, id: &str) -> Comm
         serde_json::json!({"id": id, "reading": readings - 1, "window": window}),
     )
     .unwrap()
+}
+
+/// Forwards every connection to `upstream`, counting the bytes that go
+/// upstream (dialer -> listener).
+pub struct CountingProxy {
+    pub addr: SocketAddr,
+    pub up: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    pub fn start(upstream: SocketAddr) -> CountingProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let up = Arc::new(AtomicU64::new(0));
+        let count = up.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(down) = conn else { return };
+                let Ok(upc) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream, n: Option<Arc<AtomicU64>>| {
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            let got = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(got) => got,
+                            };
+                            if let Some(n) = &n {
+                                n.fetch_add(got as u64, Ordering::Relaxed);
+                            }
+                            if to.write_all(&buf[..got]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(
+                    down.try_clone().unwrap(),
+                    upc.try_clone().unwrap(),
+                    Some(count.clone()),
+                );
+                pipe(upc, down, None);
+            }
+        });
+        CountingProxy { addr, up }
+    }
+
+    pub fn up_bytes(&self) -> u64 {
+        self.up.load(Ordering::Relaxed)
+    }
 }
