@@ -80,17 +80,27 @@ fn write_telemetry(db: &Database, keys: u64, updates: u64, seed: u64) {
             })
         })
         .collect();
-    for row in &rows {
-        db.upsert("telemetry", row.clone()).unwrap();
+    // Fifty records per transaction: every frame is large enough to be
+    // compressed however the sender's batches fall on a busy machine.
+    for chunk in rows.chunks(50) {
+        let mut tx = db.transaction();
+        for row in chunk {
+            tx.upsert("telemetry", row.clone()).unwrap();
+        }
+        tx.commit().unwrap();
     }
     let fields = ["temperature", "humidity", "pressure", "battery", "rssi"];
-    for _ in 0..updates {
-        let k = rng.below(keys) as usize;
-        for _ in 0..1 + rng.below(2) {
-            let f = fields[rng.below(fields.len() as u64) as usize];
-            rows[k][f] = json!(rng.below(1000));
+    for _ in 0..updates / 50 {
+        let mut tx = db.transaction();
+        for _ in 0..50 {
+            let k = rng.below(keys) as usize;
+            for _ in 0..1 + rng.below(2) {
+                let f = fields[rng.below(fields.len() as u64) as usize];
+                rows[k][f] = json!(rng.below(1000));
+            }
+            tx.upsert("telemetry", rows[k].clone()).unwrap();
         }
-        db.upsert("telemetry", rows[k].clone()).unwrap();
+        tx.commit().unwrap();
     }
 }
 
