@@ -1542,3 +1542,140 @@ fn a_delta_to_a_node_that_refused_deltas_closes_the_link_and_applies_nothing() {
     assert_eq!(table_state(&f.cloud, "alerts"), before);
     f.good_edge_unharmed("after-unwanted-deltas");
 }
+
+/// A compressed frame of `msg` (marker, codec, declared size, zstd data),
+/// as a peer that negotiated compression sends it.
+fn compressed_payload(msg: &Message) -> Vec<u8> {
+    let plain = encode_frame(msg).unwrap();
+    let mut c = tidelog::net::compress::FrameCompressor::new(3).unwrap();
+    c.compress(&plain[4..])
+        .unwrap()
+        .expect("the test frame must be large enough to compress")
+        .to_vec()
+}
+
+fn many_alerts(first_seq: u64) -> Message {
+    let stamp = now_stamp();
+    Message::Txns(
+        (0..40)
+            .map(|i| txn(first_seq + i, stamp, &format!("zstd-{first_seq}-{i}")))
+            .collect(),
+    )
+}
+
+/// Over real TLS to a running node: each hostile compressed frame is a
+/// typed error that closes only that link and applies nothing; a good one
+/// on a link that negotiated zstd is applied and acknowledged. A node
+/// takes compressed frames when its own hello offered them (what the
+/// peer's hello says governs only what the node sends), so "not
+/// negotiated" is a cloud set to `compression: none`.
+#[test]
+fn hostile_compressed_frames_close_only_that_link() {
+    let f = fixture();
+    let good = compressed_payload(&many_alerts(1));
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut p = good.clone();
+        edit(&mut p);
+        p
+    };
+    // (the cloud takes zstd, payload, what the cloud's link error says)
+    let cases: Vec<(bool, Vec<u8>, &str)> = vec![
+        (false, good.clone(), "did not negotiate compression"),
+        (true, with(&|p| p[1] = 7), "unknown codec 7"),
+        (
+            true,
+            with(&|p| p[2..6].copy_from_slice(&u32::MAX.to_be_bytes())),
+            "over the link's limit",
+        ),
+        (
+            true,
+            with(&|p| {
+                let declared = u32::from_be_bytes(p[2..6].try_into().unwrap()) - 64;
+                p[2..6].copy_from_slice(&declared.to_be_bytes());
+            }),
+            "does not decompress to its declared",
+        ),
+        (
+            true,
+            with(&|p| p[6..].iter_mut().for_each(|b| *b ^= 0x5A)),
+            "does not decompress to its declared",
+        ),
+    ];
+    let before = table_state(&f.cloud, "alerts");
+    for (cloud_zstd, payload, needle) in cases {
+        let c = if cloud_zstd {
+            Compression::Zstd
+        } else {
+            Compression::None
+        };
+        f.cloud
+            .update_peer(
+                PeerConfig::new("edge-2")
+                    .compression(c)
+                    .table(TableFlow::subscribe("alerts")),
+            )
+            .unwrap();
+        f.rt.block_on(async {
+            let cfg = f.identity("edge-2").client_config().unwrap();
+            let mut s = tls::connect(&f.addr, "cloud", cfg, T).await.unwrap();
+            let Message::Hello(mut h) = hello("edge-2") else {
+                unreachable!()
+            };
+            h.accepts_zstd = true;
+            write_message(&mut s, &Message::Hello(h)).await.unwrap();
+            let m = tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("cloud closed instead of saying hello");
+            assert_eq!(expect_hello(m).unwrap().accepts_zstd, cloud_zstd);
+            make_alerts_live(&mut s).await;
+            s.write_all(&frame(&payload)).await.unwrap();
+            s.flush().await.unwrap();
+            loop {
+                match tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+                    .await
+                    .expect("the cloud kept a link that sent a hostile compressed frame")
+                {
+                    Ok(Some(Message::Ack { upto_seq })) if upto_seq >= 1 => {
+                        panic!("acknowledged a hostile compressed frame ({needle})")
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        });
+        f.wait_link_error("edge-2", needle);
+        assert_eq!(table_state(&f.cloud, "alerts"), before, "{needle}");
+    }
+    // The happy case beside them: negotiated, well formed, applied.
+    let t0 = f.cloud.peer_status("edge-2").unwrap().traffic;
+    f.rt.block_on(async {
+        let cfg = f.identity("edge-2").client_config().unwrap();
+        let mut s = tls::connect(&f.addr, "cloud", cfg, T).await.unwrap();
+        let Message::Hello(mut h) = hello("edge-2") else {
+            unreachable!()
+        };
+        h.accepts_zstd = true;
+        write_message(&mut s, &Message::Hello(h)).await.unwrap();
+        let m = tokio::time::timeout(T, read_message(&mut s, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("cloud closed instead of saying hello");
+        expect_hello(m).unwrap();
+        make_alerts_live(&mut s).await;
+        s.write_all(&frame(&good)).await.unwrap();
+        s.flush().await.unwrap();
+        until_acked(&mut s, 40).await;
+    });
+    let after = table_state(&f.cloud, "alerts");
+    assert_eq!(after.len(), before.len() + 40);
+    // Counted after decompression as raw, as read as wire.
+    let t = f.cloud.peer_status("edge-2").unwrap().traffic;
+    assert!(
+        t.bytes_in_raw - t0.bytes_in_raw > t.bytes_in_wire - t0.bytes_in_wire,
+        "{t0:?} {t:?}"
+    );
+    f.good_edge_unharmed("after-hostile-compressed-frames");
+}
