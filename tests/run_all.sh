@@ -7,11 +7,13 @@
 #   bash tests/run_all.sh            every step, in the order below
 #   bash tests/run_all.sh python c   only the named steps, in the order given
 #
-# Steps: fmt clippy rust python c scenario readme dist crosslang node
+# Steps: fmt clippy rust python c scenario readme node dist crosslang
+# (node before dist: its `npm ci` brings the TypeScript the npm artifact's
+# consumer check compiles with)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_STEPS=(fmt clippy rust python c scenario readme dist crosslang node)
+ALL_STEPS=(fmt clippy rust python c scenario readme node dist crosslang)
 
 # A venv in .venv (gitignored) with the pinned build tool and the test tools;
 # maturin builds the pyo3 extension (debug) and installs it editable.
