@@ -672,23 +672,21 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn write_message(&mut self, msg: &Message) -> Result<usize, WireError> {
         encode_into(msg, &mut self.buf, self.max)?;
         let raw = self.buf.len();
-        let compressed = match &mut self.compressor {
+        if let Some(payload) = match &mut self.compressor {
             Some(c) => c.compress(&self.buf[HEADER..])?,
             None => None,
-        };
-        let wire = match compressed {
-            Some(payload) => {
-                // Smaller than the plain payload, which fit in a u32.
-                let len = payload.len() as u32;
-                self.inner.write_all(&len.to_be_bytes()).await?;
-                self.inner.write_all(payload).await?;
-                HEADER + payload.len()
-            }
-            None => {
-                self.inner.write_all(&self.buf).await?;
-                raw
-            }
-        };
+        } {
+            // Rebuilt in `buf` and written with one call: over TLS each
+            // write call becomes a record of its own, and a record for the
+            // length prefix alone would cost more than the prefix. Smaller
+            // than the plain payload, which fit in a u32.
+            self.buf.clear();
+            self.buf
+                .extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            self.buf.extend_from_slice(payload);
+        }
+        let wire = self.buf.len();
+        self.inner.write_all(&self.buf).await?;
         self.inner.flush().await?;
         if let Some(c) = &self.counts {
             c.add(raw, wire);
