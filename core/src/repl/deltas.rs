@@ -18,6 +18,7 @@
 //! whole for [`PAUSE_AFTER_MISS`], so two sides writing the same records
 //! cost one reconnect per pause, not one per write.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -60,18 +61,19 @@ impl Bases {
             self.versions.clear();
             self.bytes = 0;
         }
-        match self.versions.get_mut(&(table.to_string(), key.clone())) {
-            Some(v) => {
+        match self.versions.entry((table.to_string(), key.clone())) {
+            Entry::Occupied(mut o) => {
                 // Versions come in stamp order per record, except a peer's
                 // own write seen after a later one of this node's.
+                let v = o.get_mut();
                 if v.stamp < new.stamp {
                     self.bytes = self.bytes + new.json.len() - v.json.len();
                     *v = new;
                 }
             }
-            None => {
+            Entry::Vacant(slot) => {
                 self.bytes += cost;
-                self.versions.insert((table.to_string(), key.clone()), new);
+                slot.insert(new);
             }
         }
     }

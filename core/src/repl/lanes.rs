@@ -121,7 +121,7 @@ impl Lanes {
     }
 
     /// Per table, the sequence after which it still has to stream: what
-    /// [`Lanes::new`] takes to carry on from here. A multi-lane transaction
+    /// [`Lanes::grouped`] takes to carry on from here. A multi-lane transaction
     /// sent whole that a lane has not stepped over yet goes out once more
     /// from that lane, for its tables only: the stamp rule drops it there.
     pub(crate) fn positions(&self) -> HashMap<String, u64> {

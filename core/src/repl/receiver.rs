@@ -168,9 +168,10 @@ impl Receiver {
             }
             match msg {
                 Message::DeltaMiss { seq, reason } => {
-                    self.peer.counters.lock().deltas_paused_until =
-                        Some(std::time::Instant::now() + PAUSE_AFTER_MISS);
-                    self.peer.counters.lock().delta_misses += 1;
+                    let mut c = self.peer.counters.lock();
+                    c.deltas_paused_until = Some(std::time::Instant::now() + PAUSE_AFTER_MISS);
+                    c.delta_misses += 1;
+                    drop(c);
                     return Err(Error::Peer(format!(
                         "`{}` lacked the base of an attribute delta in transaction {seq} ({reason}); reconnecting to send it whole, and updates to it go whole for {PAUSE_AFTER_MISS:?}",
                         self.name
