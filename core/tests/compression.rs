@@ -47,19 +47,6 @@ fn pair(edge_compression: Option<Compression>, cloud_compression: Option<Compres
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Telemetry: `keys` gateways' readings of 10 attributes, then `updates`
 /// updates that change one or two of them.
 fn write_telemetry(db: &Database, keys: u64, updates: u64, seed: u64) {
