@@ -349,6 +349,10 @@ export interface RefusalStatus {
 export interface PeerStatus {
   name: string;
   address: string | null;
+  /** The peer rule that admitted this peer on first contact; null for a peer configured by name (admitted and not connected: dormant). */
+  rule: string | null;
+  /** When a link to the peer last went up or down, ms since the epoch (kept across restarts for an admitted peer); null: none known. */
+  lastContactMs: number | null;
   connected: boolean;
   /** When the link last went up (connected) or down (not), ms since the epoch. */
   sinceMs: number | null;

@@ -38,7 +38,7 @@ pub use net::tls::{PemSource, TlsIdentity};
 #[doc(hidden)]
 pub use repl::set_budget_clock_offset_ms;
 pub use repl::{
-    Compression, LinkBudget, PeerConfig, PeerStatus, QuotaPeriod, RefusalStatus,
+    Compression, LinkBudget, PeerConfig, PeerRule, PeerStatus, QuotaPeriod, RefusalStatus,
     ReplicationOptions, Security, TableFlow, TableStatus, TrafficStatus,
 };
 pub use view::{

@@ -181,6 +181,14 @@ impl<'de> Deserialize<'de> for DurationOpt {
     }
 }
 
+/// An optional duration field (`#[serde(deserialize_with)]`), in the
+/// units of [`DurationOpt`].
+pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    Option::<DurationOpt>::deserialize(d).map(|o| o.map(|x| x.0))
+}
+
 impl<'de> Deserialize<'de> for SizeOpt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         d.deserialize_any(UnitVisitor {

@@ -151,7 +151,8 @@ pub unsafe extern "C" fn tidelog_remove_peer(
     })
 }
 
-/// Status of one peer: `{"name", "address", "connected", "since_ms",
+/// Status of one peer: `{"name", "address", "rule", "last_contact_ms",
+/// "connected", "since_ms",
 /// "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
 /// "inbound", "outbound", "coalesced"}], "sent_seq", "acked_seq", "received_seq",
 /// "backlog_txns", "backlog_bytes", "lag_ms", "resync_needed", "refused_writes",
@@ -163,8 +164,10 @@ pub unsafe extern "C" fn tidelog_remove_peer(
 /// "count", "kind", "reason", "at_ms", "stamp": {"time", "node"}, "seq"}]}`: the fields and meanings of the
 /// README's status list. Counters, sequences, times (ms since the epoch)
 /// and `node_id` are unsigned 64-bit integers; a field with nothing to say
-/// yet (`address`, `since_ms`, `last_error`, `node_id`,
-/// `last_resync_reason`) is `null`. The backlog counts the transactions
+/// yet (`address`, `rule`, `last_contact_ms`, `since_ms`, `last_error`,
+/// `node_id`, `last_resync_reason`) is `null`. `rule` names the peer rule
+/// that admitted the peer on first contact (`null`: configured by name);
+/// `last_contact_ms` is when a link to it last went up or down. The backlog counts the transactions
 /// (and their bytes) still in this node's log after "acked_seq";
 /// "resync_needed" is true once the log no longer holds what follows
 /// "acked_seq" (the peer's tables are then synced from their rows).

@@ -11,7 +11,8 @@
 //! - log: `sequence (u64 BE)`
 //! - metadata: `table/<name>`, `next_table_id`, `cursor/<name>`,
 //!   `acked/<peer>`, `refused/<peer>\0 | seq | stamp time | stamp node | table`,
-//!   `notwanted/<peer>`, `quota/<peer>`
+//!   `notwanted/<peer>`, `quota/<peer>`, `admitted/<peer>` (a peer a rule
+//!   admitted: its rule and first and last contact)
 
 use crate::error::{Error, Result};
 use crate::local::codec::{put_key, Key, Stamp};
@@ -100,6 +101,18 @@ pub(crate) fn not_wanted_key(peer: &str) -> Vec<u8> {
 /// How much of its byte quota the link to `peer` used, and in which period.
 pub(crate) fn quota_key(peer: &str) -> Vec<u8> {
     let mut k = b"quota/".to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    k
+}
+
+/// Prefix of every admission record (peers admitted by a rule).
+pub(crate) const ADMITTED_PREFIX: &[u8] = b"admitted/";
+
+/// The admission record of `peer`. Node names are DNS names (checked
+/// before a record is written), so no name is a prefix trick on another's
+/// key: names hold no `/` or NUL.
+pub(crate) fn admitted_key(peer: &str) -> Vec<u8> {
+    let mut k = ADMITTED_PREFIX.to_vec();
     k.extend_from_slice(peer.as_bytes());
     k
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::config::{PeerConfig, ReplicationOptions, Security};
-use super::cursor;
 use super::peer::PeerState;
 use super::runtime::Replicator;
 use super::session;
@@ -18,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::local::db::Database;
 
 impl Database {
-    fn replicator(&self) -> Result<Arc<Replicator>> {
+    pub(crate) fn replicator(&self) -> Result<Arc<Replicator>> {
         let _store = self.store()?;
         let hook = self.shared.replication.lock().clone();
         hook.and_then(|h| h.as_any().downcast::<Replicator>().ok())
@@ -42,6 +41,7 @@ impl Database {
             Security::MutualTls(id) => (Some(id.client_config()?), Some(id.server_config()?)),
             Security::Insecure => (None, None),
         };
+        let admitted = super::admit::count_records(self)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.worker_threads)
             .thread_name("tidelog-net")
@@ -60,6 +60,9 @@ impl Database {
             acceptors: Mutex::new(Vec::new()),
             closing: tokio::sync::watch::Sender::new(false),
             accepting: std::sync::atomic::AtomicUsize::new(0),
+            rules: Mutex::new(Vec::new()),
+            admitted: std::sync::atomic::AtomicUsize::new(admitted),
+            admit_lock: Mutex::new(()),
         });
         *slot = Some(r);
         Ok(())
@@ -88,23 +91,44 @@ impl Database {
     }
 
     /// Adds a peer; takes effect at once, also while it is unreachable.
+    /// A peer of that name that a rule admitted becomes this configured
+    /// peer (configured peers win over rules): its link restarts with this
+    /// configuration, its stored state stays, its admission record goes.
     pub fn add_peer(&self, config: PeerConfig) -> Result<()> {
         let r = self.replicator()?;
         config.validate(&self.shared.node_name)?;
+        let _admitting = r.admit_lock.lock();
+        let admitted = {
+            let peers = r.peers.lock();
+            match peers.get(&config.name) {
+                Some(p) if p.rule().is_none() => {
+                    return Err(Error::PeerExists(config.name));
+                }
+                other => other.cloned(),
+            }
+        };
+        if let Some(old) = admitted {
+            r.peers.lock().remove(&config.name);
+            old.remove();
+        }
+        if self
+            .meta_get(&crate::local::keys::admitted_key(&config.name))?
+            .is_some()
+        {
+            self.meta_commit(
+                Vec::new(),
+                vec![crate::local::keys::admitted_key(&config.name)],
+            )?;
+            let _ = r.admitted.fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |n| n.checked_sub(1),
+            );
+        }
+        let state = super::admit::load_state(self, config.clone())?;
         let mut peers = r.peers.lock();
         if peers.contains_key(&config.name) {
             return Err(Error::PeerExists(config.name));
-        }
-        let acked = cursor::load_acked(self, &config.name)?;
-        let refused = cursor::load_refusals(self, &config.name)?;
-        let skipped = cursor::load_skipped(self, &config.name)?;
-        let quota = cursor::load_quota(self, &config.name)?;
-        let state = PeerState::new(config.clone(), acked, refused, skipped, quota);
-        // A damaged cursor is reported when the link loads it; here it only
-        // means no node id is known for the peer yet.
-        let known = cursor::PeerCursor::load(self, &config.name).map_or(0, |c| c.peer_node_id);
-        if known != 0 {
-            state.counters.lock().known_node_id = Some(known);
         }
         peers.insert(config.name.clone(), state.clone());
         drop(peers);
@@ -122,6 +146,15 @@ impl Database {
         let state = r
             .peer(&config.name)
             .ok_or_else(|| Error::PeerNotFound(config.name.clone()))?;
+        if let Some(rule) = state.rule() {
+            return Err(Error::invalid(
+                "peer",
+                format!(
+                    "`{}` was admitted by peer rule `{rule}`: change the rule with update_peer_rule, or make it a configured peer with add_peer",
+                    config.name
+                ),
+            ));
+        }
         let had_address = state.config().address.is_some();
         state.set_config(config.clone());
         // The link says goodbye and ends; a dialer whose peer lost its

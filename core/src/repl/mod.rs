@@ -8,6 +8,7 @@
 //! runtime, so they are safe from any thread, including a tokio worker of
 //! the application's own runtime.
 
+mod admit;
 mod api;
 mod coalesce;
 mod config;
@@ -18,6 +19,7 @@ mod link;
 mod meter;
 mod peer;
 mod receiver;
+mod rule;
 mod runtime;
 mod sender;
 mod session;
@@ -28,4 +30,5 @@ pub use config::{
 };
 #[doc(hidden)]
 pub use meter::set_budget_clock_offset_ms;
+pub use rule::PeerRule;
 pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::config::ReplicationOptions;
 use super::peer::PeerState;
+use super::rule::PeerRule;
 use crate::error::{Error, Result};
 use crate::local::db::{Database, ReplicationHook, Shared};
 
@@ -38,6 +39,13 @@ pub(crate) struct Replicator {
     /// they become): `shutdown` waits for them as for registered links,
     /// since the peer may already count such a link as up.
     pub(crate) accepting: std::sync::atomic::AtomicUsize,
+    /// Peer rules, tried in the order they were added.
+    pub(crate) rules: Mutex<Vec<PeerRule>>,
+    /// Admission records stored (see `admit`), for the cap.
+    pub(crate) admitted: std::sync::atomic::AtomicUsize,
+    /// Serializes admissions and rule changes, so a peer admitted by a
+    /// rule being removed is either swept with it or refused.
+    pub(crate) admit_lock: Mutex<()>,
 }
 
 impl Replicator {
@@ -53,12 +61,15 @@ impl Replicator {
     }
 
     /// The lowest local sequence every publishing peer acknowledged;
-    /// `u64::MAX` when no peer receives anything from this node.
+    /// `u64::MAX` when no peer receives anything from this node. An
+    /// admitted peer silent past its rule's `max_silence` does not count:
+    /// the log may trim past it, and it is resynced when it returns.
     pub(crate) fn acked_floor(&self) -> u64 {
+        let now = crate::local::hlc::wall_millis();
         self.peers
             .lock()
             .values()
-            .filter(|p| p.config().tables.iter().any(|t| t.publish))
+            .filter(|p| p.config().tables.iter().any(|t| t.publish) && p.holds_log(now))
             .map(|p| *p.acked.borrow())
             .min()
             .unwrap_or(u64::MAX)

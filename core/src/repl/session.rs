@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::admit;
 use super::config::{Compression, PeerConfig};
 use super::cursor::PeerCursor;
 use super::link::{blocking, BoxIo, BulkMessage, Reader, Writer};
@@ -33,6 +34,7 @@ use crate::net::wire::{
     HELLO_MAX_BYTES, PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
+use rustls::pki_types::CertificateDer;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -171,6 +173,11 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
                 "`{name}` closed the connection before saying hello"
             ))
         })?;
+    // A node that refuses the link says why in a goodbye instead of a
+    // hello (not a peer of it, no rule matches): that is what status shows.
+    if let Message::Goodbye { reason } = &hello {
+        return Err(Error::Peer(format!("`{name}` refused the link: {reason}")));
+    }
     let hello = expect_hello(hello)?;
     if hello.node_name != name {
         return Err(Error::Peer(format!(
@@ -202,28 +209,7 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
 /// rules in `receiver.rs`), and copies would diverge for good. Counted as an
 /// origin violation on `peer` and noted as its last error.
 fn check_node_id(r: &Replicator, db: &Database, peer: &PeerState, node_id: u64) -> Result<()> {
-    let name = peer.name();
-    let reason = if node_id == db.node_id() {
-        Some(format!(
-            "`{name}` says its node id is {node_id:#x}, which is `{}`'s own: each node needs a data directory of its own (was one copied?)",
-            db.node_name()
-        ))
-    } else {
-        let peers: Vec<Arc<PeerState>> = r.peers.lock().values().cloned().collect();
-        peers
-            .iter()
-            .filter(|p| p.name() != name && !p.is_removed())
-            .find(|p| p.counters.lock().known_node_id == Some(node_id))
-            .map(|p| {
-                format!(
-                    "`{name}` says its node id is {node_id:#x}, which is the node id of peer `{}`: one node cannot pose as another (if `{}`'s data directory now runs as `{name}`, remove peer `{}` first)",
-                    p.name(),
-                    p.name(),
-                    p.name()
-                )
-            })
-    };
-    match reason {
+    match node_id_taken(r, db, &peer.name(), node_id) {
         None => Ok(()),
         Some(reason) => {
             let mut c = peer.counters.lock();
@@ -232,6 +218,29 @@ fn check_node_id(r: &Replicator, db: &Database, peer: &PeerState, node_id: u64) 
             Err(Error::Peer(reason))
         }
     }
+}
+
+/// Why `name` may not use `node_id` (see `check_node_id`), if it may not.
+fn node_id_taken(r: &Replicator, db: &Database, name: &str, node_id: u64) -> Option<String> {
+    if node_id == db.node_id() {
+        return Some(format!(
+            "`{name}` says its node id is {node_id:#x}, which is `{}`'s own: each node needs a data directory of its own (was one copied?)",
+            db.node_name()
+        ));
+    }
+    let peers: Vec<Arc<PeerState>> = r.peers.lock().values().cloned().collect();
+    peers
+        .iter()
+        .filter(|p| p.name() != name && !p.is_removed())
+        .find(|p| p.counters.lock().known_node_id == Some(node_id))
+        .map(|p| {
+            format!(
+                "`{name}` says its node id is {node_id:#x}, which is the node id of peer `{}`: one node cannot pose as another (if `{}`'s data directory now runs as `{name}`, remove peer `{}` first)",
+                p.name(),
+                p.name(),
+                p.name()
+            )
+        })
 }
 
 /// Accepts links until the listener is aborted.
@@ -279,7 +288,7 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
             Error::Peer("closed before saying hello".into())
         })?)?)
     };
-    let (io, hello): (BoxIo, Hello) = match &r.server_tls {
+    let (io, hello, cert): (BoxIo, Hello, Option<CertificateDer<'static>>) = match &r.server_tls {
         Some(cfg) => {
             let mut s = tls::accept(tcp, cfg.clone(), deadline).await?;
             // Small until the peer list says who this is: a node with a
@@ -291,37 +300,36 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
             let hello = first_hello(msg)?;
             // The certificate must name the node the peer says it is.
             tls::verify_peer_node(s.get_ref().1, &hello.node_name)?;
-            (Box::new(s), hello)
+            // Kept for the peer rules' certificate condition.
+            let cert = tls::peer_certificate(s.get_ref().1).cloned();
+            (Box::new(s), hello, cert)
         }
         None => {
             let mut tcp = tcp;
             let msg = tokio::time::timeout(deadline, read_message(&mut tcp, HELLO_MAX_BYTES))
                 .await
                 .map_err(|_| Error::Peer("no hello".into()))??;
-            (Box::new(tcp), first_hello(msg)?)
+            (Box::new(tcp), first_hello(msg)?, None)
         }
     };
     let (rd, wr) = tokio::io::split(io);
     let mut writer = FrameWriter::new(wr, max);
+    let db = r.db()?;
+    let peer = match find_or_admit(&r, &db, &hello, cert.as_ref()).await {
+        Ok(p) => p,
+        Err(reason) => return Err(refuse(&mut writer, reason).await),
+    };
     // Subscribed before the removal check: `remove` marks the peer removed
     // and then bumps its generation, so a removal from here on ends this
     // link with a goodbye, and one before it refuses the link.
-    let found = r
-        .peer(&hello.node_name)
-        .map(|p| (p.generation.subscribe(), p));
-    let Some((generation, peer)) = found.filter(|(_, p)| !p.is_removed()) else {
+    let generation = peer.generation.subscribe();
+    if peer.is_removed() {
         let reason = format!(
             "`{}` is not a configured peer of `{}`",
             hello.node_name, r.node_name
         );
-        let _ = writer
-            .write_message(&Message::Goodbye {
-                reason: reason.clone(),
-            })
-            .await;
-        return Err(Error::Peer(reason));
-    };
-    let db = r.db()?;
+        return Err(refuse(&mut writer, reason).await);
+    }
     if let Err(e) = check_node_id(&r, &db, &peer, hello.node_id) {
         let _ = writer
             .write_message(&Message::Goodbye {
@@ -334,6 +342,8 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     let ours = our_hello(&r, &db, &peer, &cursor);
     let relays_accepted = ours.relays_accepted;
     writer.write_message(&Message::Hello(ours)).await?;
+    peer.touch();
+    note_contact(db.clone(), peer.clone()).await;
     let reader = FrameReader::new(rd, max);
     // A newer link from the same peer replaces an older (maybe half-open) one.
     let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
@@ -348,16 +358,73 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
         relays_accepted,
     };
     let task = tokio::spawn(async move {
+        let db = link.db.clone();
         let res = run(&r2, &peer2, link, generation).await;
         // A link that was replaced by a newer one must not mark the peer
         // disconnected while the newer one is up.
         if peer2.clear_session(id) {
             peer2.set_disconnected(res.err().map(|e| e.to_string()));
+            note_contact(db, peer2.clone()).await;
         }
     });
     peer.set_session(id, task.abort_handle());
     let _ = task.await;
     Ok(())
+}
+
+/// The peer a hello names: a configured (or already admitted) one, or one
+/// the first matching peer rule admits now. `Err`: why it is refused.
+async fn find_or_admit(
+    r: &Arc<Replicator>,
+    db: &Database,
+    hello: &Hello,
+    cert: Option<&CertificateDer<'static>>,
+) -> std::result::Result<Arc<PeerState>, String> {
+    let name = &hello.node_name;
+    // The name becomes part of storage keys: only DNS names get that far.
+    if crate::local::dir::validate_node_name(name).is_err() {
+        return Err(format!(
+            "`{}` is not a node name (letters, digits, '-' and '.' only)",
+            name.escape_default()
+        ));
+    }
+    if let Some(p) = r.peer(name).filter(|p| !p.is_removed()) {
+        if let Some(why) = admit::still_admitted(r, &p, cert) {
+            return Err(why);
+        }
+        return Ok(p);
+    }
+    if *name == r.node_name {
+        return Err(format!("`{name}` is this node's own name"));
+    }
+    let rule = admit::match_rule(r, name, cert)?;
+    // Checked before anything is stored: a node posing as another costs
+    // no admission record.
+    if let Some(why) = node_id_taken(r, db, name, hello.node_id) {
+        return Err(why);
+    }
+    let (r2, db2, name2) = (r.clone(), db.clone(), name.clone());
+    blocking(move || admit::admit(&r2, &db2, &name2, &rule))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Says why the link is refused, and returns it as the error.
+async fn refuse(writer: &mut Writer, reason: String) -> Error {
+    let _ = writer
+        .write_message(&Message::Goodbye {
+            reason: reason.clone(),
+        })
+        .await;
+    Error::Peer(reason)
+}
+
+/// Stores an admitted peer's last contact (best effort: a closing
+/// database may refuse it; status still has it in memory).
+async fn note_contact(db: Database, peer: Arc<PeerState>) {
+    if peer.rule().is_some() {
+        let _ = blocking(move || admit::store_last_contact(&db, &peer)).await;
+    }
 }
 
 async fn load_cursor(db: &Database, peer: &str) -> Result<PeerCursor> {

@@ -64,6 +64,16 @@ pub struct TrafficStatus {
 pub struct PeerStatus {
     pub name: String,
     pub address: Option<String>,
+    /// The peer rule that admitted this peer on its first contact; `None`
+    /// for a peer configured by name. An admitted peer that is not
+    /// connected is dormant: its state (resume points, acknowledged
+    /// position, quota) stays, and holds the log, until it returns, its
+    /// rule's `max_silence` passes, or it is forgotten.
+    pub rule: Option<String>,
+    /// When a link to the peer last went up or down, ms since the epoch;
+    /// kept across restarts for an admitted peer, for this run only for a
+    /// configured one. `None`: no contact known.
+    pub last_contact_ms: Option<u64>,
     pub connected: bool,
     /// When the link last went up (if connected) or down (if not), ms since
     /// the epoch; `None` if it never connected.

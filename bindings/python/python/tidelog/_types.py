@@ -182,6 +182,10 @@ class PeerStatus(TypedDict):
 
     name: str
     address: Optional[str]
+    #: The peer rule that admitted the peer (None: configured by name).
+    rule: Optional[str]
+    #: When a link to it last went up or down, ms since the epoch.
+    last_contact_ms: Optional[int]
     connected: bool
     since_ms: Optional[int]
     last_error: Optional[str]

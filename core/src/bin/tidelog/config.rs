@@ -71,7 +71,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tidelog::options::{self, OpenSettings, ReplicationSettings};
-use tidelog::{OpenOptions, PeerConfig, ReplicationOptions, TableOptions};
+use tidelog::{OpenOptions, PeerConfig, PeerRule, ReplicationOptions, TableOptions};
 
 use super::CliError;
 
@@ -86,6 +86,7 @@ const SERVE_KEYS: &[&str] = &[
     "replication",
     "tables",
     "peers",
+    "rules",
 ];
 
 /// The whole file. Field docs are in the module documentation above.
@@ -100,6 +101,8 @@ pub struct Config {
     /// The library's own peer type, so the file says exactly what
     /// `Database::add_peer` takes (it refuses unknown keys too).
     pub peers: Vec<PeerConfig>,
+    /// Peer rules, in file order (the order they are tried in).
+    pub rules: Vec<PeerRule>,
     open: OpenOptions,
     /// The database options as written, so a reload can name the ones
     /// that changed (they need a restart).
@@ -125,6 +128,8 @@ struct ServeKeys {
     tables: Vec<TableConfig>,
     #[serde(default)]
     peers: Vec<PeerConfig>,
+    #[serde(default)]
+    rules: Vec<PeerRule>,
 }
 
 fn default_status_interval() -> u64 {
@@ -212,6 +217,7 @@ impl Config {
             insecure: serve.insecure,
             tables: serve.tables,
             peers: serve.peers,
+            rules: serve.rules,
             open,
             open_raw,
             replication: serve.replication,
@@ -271,6 +277,14 @@ impl Config {
             if !peers.insert(p.name.as_str()) {
                 return Err(format!("peer `{}` is listed twice in [[peers]]", p.name));
             }
+        }
+        let mut rules = HashSet::new();
+        for r in &self.rules {
+            if !rules.insert(r.name.as_str()) {
+                return Err(format!("rule `{}` is listed twice in [[rules]]", r.name));
+            }
+            r.validate(&self.open.node_name)
+                .map_err(|e| format!("[[rules]] `{}`: {e}", r.name))?;
         }
         self.replication_options()?;
         Ok(())

@@ -117,6 +117,19 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
             }
         );
     }
+    for rule in &cfg.rules {
+        db.add_peer_rule(rule.clone())
+            .map_err(|e| CliError::Config(format!("rule `{}`: {e}", rule.name)))?;
+        log!(
+            "rule `{}`: admitting nodes named `{}`{}",
+            rule.name,
+            rule.node_name,
+            match &rule.cert_dns_name {
+                Some(c) => format!(" whose certificate also names `{c}`"),
+                None => String::new(),
+            }
+        );
+    }
     Ok(bound)
 }
 
@@ -264,6 +277,7 @@ fn reload(db: &Database, running: &mut Config, path: &Path) {
             },
         }
     }
+    applied += reload_rules(db, running, &new);
     if running.status_interval_secs != new.status_interval_secs {
         applied += 1;
         log::info!(
@@ -274,6 +288,64 @@ fn reload(db: &Database, running: &mut Config, path: &Path) {
         running.status_interval_secs = new.status_interval_secs;
     }
     log::info!("SIGHUP: reload done, {applied} change(s) applied");
+}
+
+/// The `[[rules]]` part of a reload: removed rules end their admitted
+/// peers' links, changed ones restart only theirs, new ones are added
+/// (tried after the rules already running). Returns the changes applied.
+fn reload_rules(db: &Database, running: &mut Config, new: &Config) -> usize {
+    let mut applied = 0;
+    let removed: Vec<String> = running
+        .rules
+        .iter()
+        .filter(|r| !new.rules.iter().any(|n| n.name == r.name))
+        .map(|r| r.name.clone())
+        .collect();
+    for name in removed {
+        match db.remove_peer_rule(&name) {
+            Ok(()) => {
+                applied += 1;
+                running.rules.retain(|r| r.name != name);
+                log::info!("SIGHUP: removed rule `{name}` (the peers it admitted are refused from now on; their state stays until forgotten)");
+            }
+            Err(e) => log::error!("SIGHUP: cannot remove rule `{name}`: {e}"),
+        }
+    }
+    for rule in &new.rules {
+        match running.rules.iter().position(|r| r.name == rule.name) {
+            Some(i) if running.rules[i] == *rule => {}
+            Some(i) => match db.update_peer_rule(rule.clone()) {
+                Ok(()) => {
+                    applied += 1;
+                    running.rules[i] = rule.clone();
+                    log::info!(
+                        "SIGHUP: updated rule `{}` (the links of the peers it admitted restart)",
+                        rule.name
+                    );
+                }
+                Err(e) => log::error!("SIGHUP: cannot update rule `{}`: {e}", rule.name),
+            },
+            None => match db.add_peer_rule(rule.clone()) {
+                Ok(()) => {
+                    applied += 1;
+                    running.rules.push(rule.clone());
+                    log::info!("SIGHUP: added rule `{}`", rule.name);
+                }
+                Err(e) => log::error!("SIGHUP: cannot add rule `{}`: {e}", rule.name),
+            },
+        }
+    }
+    let order = |rules: &[tidelog::PeerRule]| -> Vec<String> {
+        rules.iter().map(|r| r.name.clone()).collect()
+    };
+    if order(&running.rules) != order(&new.rules) {
+        log::warn!(
+            "SIGHUP: [[rules]] are tried in the order {:?} (rules kept from before first, new ones after); the file's order {:?} applies at the next restart",
+            order(&running.rules),
+            order(&new.rules)
+        );
+    }
+    applied
 }
 
 fn log_status(db: &Database) {
@@ -344,8 +416,12 @@ pub fn status_line(p: &PeerStatus, now_ms: u64) -> String {
             .unwrap_or_default(),
     );
     format!(
-        "peer `{}` {link} | sent {} acked {} received {} | backlog {} txns {} bytes{} | lag {} ms | refused {}{refusals} | syncs {} | {traffic} | tables {} | last error: {}",
+        "peer `{}`{} {link} | sent {} acked {} received {} | backlog {} txns {} bytes{} | lag {} ms | refused {}{refusals} | syncs {} | {traffic} | tables {} | last error: {}",
         p.name,
+        p.rule
+            .as_deref()
+            .map(|r| format!(" (rule `{r}`)"))
+            .unwrap_or_default(),
         p.sent_seq,
         p.acked_seq,
         p.received_seq,
