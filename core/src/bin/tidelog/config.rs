@@ -6,8 +6,8 @@
 //! Unknown keys are refused, so a typo never silently becomes a default.
 //!
 //! The database's options (everything but `data_dir`, `listen`,
-//! `status_interval_secs`, `[tls]`, `insecure`, `[[tables]]` and
-//! `[[peers]]`) and `[replication]` decode through the library's one
+//! `status_interval_secs`, `[tls]`, `insecure`, `[[tables]]`, `[[peers]]`
+//! and `[[rules]]`) and `[replication]` decode through the library's one
 //! options schema (`tidelog::options`), as the bindings' options do: a
 //! duration is an integer of milliseconds or a string such as `"250ms"`,
 //! `"10s"`, `"7d"`; a size an integer of bytes or `"64MiB"`. The older
@@ -64,6 +64,17 @@
 //!   { table = "alerts", subscribe = true },         # accept the peer's changes
 //!   # { table = "x", subscribe = true, since_ms = 1700000000000 }  # initial sync only from then on
 //! ]
+//!
+//! [[rules]]                      # admit nodes the CA signed by name, on first contact; [[peers]] win
+//! name = "edges"                 # the rule's id (letters, digits, '-'); rules are tried in file order
+//! node_name = "edge-*"           # glob: `*` any run, `?` one character
+//! # cert_dns_name = "gateway.fleet.example"  # the certificate must also name this DNS name
+//! max_silence = "7d"             # a dormant peer stops holding the log after this; default: until forgotten
+//! tables = [
+//!   { table = "thresholds", publish = true },
+//!   { table = "alerts", subscribe = true },
+//! ]
+//! # budget, compression, deltas: as for [[peers]]; an admitted peer never relays
 //! ```
 
 use std::collections::HashSet;
@@ -407,6 +418,11 @@ mod tests {
         assert_eq!(c.tables[0].options().primary_key, "sensor");
         assert_eq!(c.peers[0].tables.len(), 2);
         assert!(c.peers[0].tables[0].publish && !c.peers[0].tables[0].subscribe);
+        assert_eq!(c.rules[0].name, "edges");
+        assert_eq!(
+            c.rules[0].max_silence,
+            Some(Duration::from_secs(7 * 86_400))
+        );
         assert_eq!(
             c.replication.get("idle_timeout").and_then(|v| v.as_str()),
             Some("5s")
@@ -458,12 +474,57 @@ mod tests {
     }
 
     #[test]
+    fn rules_are_read_in_order_and_checked_with_reasons() {
+        let base = "node_name = \"hub\"\ndata_dir = \"d\"\ninsecure = true\n";
+        let c = parse(&format!(
+            "{base}[[rules]]\nname = \"edges\"\nnode_name = \"edge-*\"\nmax_silence = \"12h\"\n\
+             cert_dns_name = \"gateway.fleet.example\"\n\
+             tables = [{{ table = \"thresholds\", publish = true }}]\n\
+             [rules.budget]\nmax_bytes_per_sec = 4096\n\
+             [[rules]]\nname = \"lab\"\nnode_name = \"lab-?\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[0].name, "edges");
+        assert_eq!(c.rules[0].max_silence, Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(
+            c.rules[0].cert_dns_name.as_deref(),
+            Some("gateway.fleet.example")
+        );
+        assert_eq!(
+            c.rules[0].budget.as_ref().and_then(|b| b.max_bytes_per_sec),
+            Some(4096)
+        );
+        assert_eq!(c.rules[1].max_silence, None);
+        let rule = |body: &str| parse(&format!("{base}[[rules]]\n{body}")).unwrap_err();
+        let e = rule("name = \"e\"\nnode_name = \"\"");
+        assert!(e.contains("[[rules]] `e`") && e.contains("is empty"), "{e}");
+        let e = rule("name = \"e\"\nnode_name = \"edge_*\"");
+        assert!(e.contains("'_'"), "{e}");
+        let e = rule("name = \"e\"\nnode_name = \"e*\"\nmax_silence = \"forever\"");
+        assert!(e.contains("duration"), "{e}");
+        let e = rule("name = \"e\"\nnode_name = \"e*\"\nmax_silence = 0");
+        assert!(e.contains("max_silence"), "{e}");
+        let e = rule("name = \"e\"\nnode_name = \"e*\"\naddress = \"h:1\"");
+        assert!(e.contains("unknown field `address`"), "{e}");
+        let e = rule("node_name = \"e*\"");
+        assert!(e.contains("missing field `name`"), "{e}");
+        let e = parse(&format!(
+            "{base}[[rules]]\nname = \"e\"\nnode_name = \"a*\"\n[[rules]]\nname = \"e\"\nnode_name = \"b*\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("rule `e` is listed twice"), "{e}");
+    }
+
+    #[test]
     fn examples_cloud_toml_parses() {
         let text = include_str!("../../../../examples/cloud.toml");
         let c = Config::decode(text, Path::new("/repo/examples")).unwrap();
         assert_eq!(c.data_dir, Path::new("/repo/examples/cloud-data"));
         assert_eq!(c.peers.len(), 2);
         assert_eq!(c.peers[1].tables[1].since_ms, Some(1767225600000));
+        assert_eq!(c.rules.len(), 1);
+        assert_eq!(c.rules[0].node_name, "edge-*");
         assert_eq!(c.open_options().max_clock_skew, Duration::from_secs(60));
         // Its certificates are made by the reader, never committed.
         let e = c.check().unwrap_err();
