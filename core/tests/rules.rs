@@ -379,3 +379,201 @@ fn updating_a_rule_restarts_only_its_peers_and_removing_it_refuses_them() {
         d.close().unwrap();
     }
 }
+
+// ---- hostile dialers ----------------------------------------------------
+
+fn raw_hello(name: &str, node_id: u64) -> tidelog::net::wire::Message {
+    use tidelog::net::wire::*;
+    Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        node_name: name.into(),
+        node_id,
+        now_ms: tidelog::hlc::wall_millis(),
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES as u32,
+        wants: vec![],
+        relays_accepted: false,
+        accepts_zstd: false,
+        deltas: false,
+    })
+}
+
+/// What the hub answers a hello with: its own hello, or a goodbye's reason.
+async fn answer<S>(s: &mut S) -> Result<String, String>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tidelog::net::wire::*;
+    match tokio::time::timeout(T, read_message(s, DEFAULT_MAX_FRAME_BYTES)).await {
+        Ok(Ok(Some(Message::Hello(h)))) => Ok(h.node_name),
+        Ok(Ok(Some(Message::Goodbye { reason }))) => Err(reason),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[test]
+fn names_that_are_no_node_names_are_refused_before_anything_is_stored() {
+    // Plaintext, so a raw client can claim any name (with TLS the
+    // certificate check refuses such names even earlier).
+    let dir = tempfile::tempdir().unwrap();
+    let hub = open_node(dir.path(), "hub");
+    hub.start_replication(fast(ReplicationOptions::insecure()))
+        .unwrap();
+    let addr = hub.listen("127.0.0.1:0").unwrap().to_string();
+    hub.add_peer_rule(PeerRule::new("all", "*")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let long = "a".repeat(300);
+    for name in [
+        "../etc/x",
+        "a/b",
+        "nul\0name",
+        "",
+        "UPPER_",
+        long.as_str(),
+        "hub",
+    ] {
+        let got = rt.block_on(async {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            tidelog::net::wire::write_message(&mut s, &raw_hello(name, 0xABCD))
+                .await
+                .unwrap();
+            answer(&mut s).await
+        });
+        let why = got.expect_err("the hub must refuse");
+        assert!(
+            why.contains("is not a node name") || why.contains("own name"),
+            "{name:?}: {why}"
+        );
+    }
+    assert!(hub.replication_status().unwrap().is_empty());
+    // A good name is admitted by the same rule (so the refusals above
+    // were about the names).
+    let got = rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tidelog::net::wire::write_message(&mut s, &raw_hello("good-1", 0xABCD))
+            .await
+            .unwrap();
+        answer(&mut s).await
+    });
+    assert_eq!(got, Ok("hub".to_string()));
+    assert_eq!(
+        hub.peer_status("good-1").unwrap().rule.as_deref(),
+        Some("all")
+    );
+    hub.close().unwrap();
+}
+
+#[test]
+fn a_first_contact_claiming_a_taken_node_id_is_refused_and_not_admitted() {
+    let pki = Pki::new(&["hub", "edge-1", "edge-2"]);
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (hub, addr) = hub(dirs[0].path(), &pki);
+    hub.add_peer_rule(edges_rule()).unwrap();
+    let e1 = edge(dirs[1].path(), pki.options("edge-1"), "edge-1", &addr);
+    wait_connected(&hub, "edge-1");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let f = tidelog::net::certs::node_paths(pki.path(), "edge-2");
+    let (ca, _) = tidelog::net::certs::ca_paths(pki.path());
+    let id = TlsIdentity::from_files(f.cert_chain, f.key, ca);
+    for (claim, needle) in [
+        (hub.node_id(), "`hub`'s own"),
+        (e1.node_id(), "node id of peer `edge-1`"),
+    ] {
+        let got = rt.block_on(async {
+            let cfg = id.client_config().unwrap();
+            let mut s = tidelog::net::tls::connect(&addr, "hub", cfg, T)
+                .await
+                .unwrap();
+            tidelog::net::wire::write_message(&mut s, &raw_hello("edge-2", claim))
+                .await
+                .unwrap();
+            answer(&mut s).await
+        });
+        let why = got.expect_err("the hub must refuse");
+        assert!(why.contains(needle), "{why}");
+    }
+    // No admission: nothing to show, nothing to forget.
+    assert!(matches!(
+        hub.peer_status("edge-2"),
+        Err(Error::PeerNotFound(_))
+    ));
+    assert!(matches!(
+        hub.forget_peer("edge-2"),
+        Err(Error::PeerNotFound(_))
+    ));
+    assert_eq!(hub.peer_status("edge-1").unwrap().connects, 1);
+    for d in [e1, hub] {
+        d.close().unwrap();
+    }
+}
+
+#[test]
+fn a_configured_peer_added_later_takes_over_an_admitted_one() {
+    let pki = Pki::new(&["hub", "edge-1"]);
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (hub, addr) = hub(dirs[0].path(), &pki);
+    hub.add_peer_rule(edges_rule()).unwrap();
+    let e1 = edge(dirs[1].path(), pki.options("edge-1"), "edge-1", &addr);
+    wait_connected(&hub, "edge-1");
+    let th = hub.insert("thresholds", json!({"id": "t1"})).unwrap();
+    hub.wait_for_ack("edge-1", th.seq, T).unwrap();
+    hub.add_peer(
+        PeerConfig::new("edge-1")
+            .table(TableFlow::publish("thresholds"))
+            .table(TableFlow::subscribe("alerts")),
+    )
+    .unwrap();
+    let s = hub.peer_status("edge-1").unwrap();
+    assert_eq!(s.rule, None);
+    assert_eq!(s.acked_seq, th.seq, "its stored state carries over");
+    wait_connected(&hub, "edge-1");
+    // Removing the rule no longer touches it.
+    hub.remove_peer_rule("edges").unwrap();
+    let a = e1.insert("alerts", json!({"id": "a1"})).unwrap();
+    e1.wait_for_ack("hub", a.seq, T).unwrap();
+    assert!(hub.peer_status("edge-1").unwrap().connected);
+    for d in [e1, hub] {
+        d.close().unwrap();
+    }
+}
+
+#[test]
+fn admissions_stop_at_the_cap_and_forgetting_makes_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let hub = open_node(dir.path(), "hub");
+        hub.start_replication(fast(ReplicationOptions::insecure()))
+            .unwrap();
+        hub.set_max_admitted_peers(2).unwrap();
+        hub.add_peer_rule(PeerRule::new("all", "n-*")).unwrap();
+        let addr = hub.listen("127.0.0.1:0").unwrap().to_string();
+        (hub, addr)
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dial = |addr: &str, name: &str| {
+        rt.block_on(async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let id = 0x1000 + name.len() as u64 + name.bytes().map(u64::from).sum::<u64>();
+            tidelog::net::wire::write_message(&mut s, &raw_hello(name, id))
+                .await
+                .unwrap();
+            answer(&mut s).await
+        })
+    };
+    let (hub, addr) = open();
+    assert!(dial(&addr, "n-1").is_ok());
+    assert!(dial(&addr, "n-2").is_ok());
+    let why = dial(&addr, "n-3").unwrap_err();
+    assert!(
+        why.contains("holds 2 admitted peers") && why.contains("forget"),
+        "{why}"
+    );
+    // A known name still connects at the cap.
+    assert!(dial(&addr, "n-2").is_ok());
+    hub.close().unwrap();
+    // The count survives a restart (it is the stored records').
+    let (hub, addr) = open();
+    assert!(dial(&addr, "n-3").is_err());
+    hub.forget_peer("n-1").unwrap();
+    assert!(dial(&addr, "n-3").is_ok());
+    hub.close().unwrap();
+}

@@ -204,9 +204,10 @@ pub(crate) fn admit(
     };
     let now = wall_millis();
     let existing = load_record(db, name)?;
-    if existing.is_none() && r.admitted.load(Ordering::Acquire) >= MAX_ADMITTED_PEERS {
+    let cap = r.max_admitted.load(Ordering::Relaxed);
+    if existing.is_none() && r.admitted.load(Ordering::Acquire) >= cap {
         return Err(Error::Peer(format!(
-            "`{}` holds {MAX_ADMITTED_PEERS} admitted peers, its most: `{name}` is refused until dormant ones are forgotten (forget_peer / `tidelog forget`)",
+            "`{}` holds {cap} admitted peers, its most: `{name}` is refused until dormant ones are forgotten (forget_peer / `tidelog forget`)",
             r.node_name
         )));
     }
@@ -356,6 +357,14 @@ impl Database {
             }
         }
         retire(&r, name, |_| false);
+        Ok(())
+    }
+
+    /// Test only: lowers the cap on admitted peers (see
+    /// `MAX_ADMITTED_PEERS`) so a test reaches it.
+    #[doc(hidden)]
+    pub fn set_max_admitted_peers(&self, n: usize) -> Result<()> {
+        self.replicator()?.max_admitted.store(n, Ordering::Relaxed);
         Ok(())
     }
 

@@ -62,6 +62,7 @@ impl Database {
             accepting: std::sync::atomic::AtomicUsize::new(0),
             rules: Mutex::new(Vec::new()),
             admitted: std::sync::atomic::AtomicUsize::new(admitted),
+            max_admitted: std::sync::atomic::AtomicUsize::new(super::admit::MAX_ADMITTED_PEERS),
             admit_lock: Mutex::new(()),
         });
         *slot = Some(r);

@@ -43,6 +43,8 @@ pub(crate) struct Replicator {
     pub(crate) rules: Mutex<Vec<PeerRule>>,
     /// Admission records stored (see `admit`), for the cap.
     pub(crate) admitted: std::sync::atomic::AtomicUsize,
+    /// The cap on `admitted` (`admit::MAX_ADMITTED_PEERS`; tests lower it).
+    pub(crate) max_admitted: std::sync::atomic::AtomicUsize,
     /// Serializes admissions and rule changes, so a peer admitted by a
     /// rule being removed is either swept with it or refused.
     pub(crate) admit_lock: Mutex<()>,
