@@ -17,8 +17,10 @@ use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::config::PeerConfig;
+use super::contact::Admitted;
 use super::cursor;
-use super::peer::{Admitted, PeerState};
+use super::link::blocking;
+use super::peer::PeerState;
 use super::rule::PeerRule;
 use super::runtime::Replicator;
 use crate::error::{Error, Result};
@@ -28,6 +30,7 @@ use crate::local::keys::{
     acked_key, admitted_key, cursor_key, not_wanted_key, quota_key, refusals_prefix,
     ADMITTED_PREFIX,
 };
+use crate::net::wire::Hello;
 
 /// Most admission records kept. Each costs a record of about 40 bytes and
 /// the peer's state once it acknowledges anything (a few hundred bytes);
@@ -161,7 +164,7 @@ pub(crate) fn still_admitted(
     peer: &PeerState,
     cert: Option<&CertificateDer<'_>>,
 ) -> Option<String> {
-    let a = peer.admission()?;
+    let a = peer.contact.admission()?;
     let rules = r.rules.lock();
     match rules.iter().find(|rule| rule.name == a.rule) {
         None => Some(format!(
@@ -221,7 +224,9 @@ pub(crate) fn admit(
         r.admitted.fetch_add(1, Ordering::AcqRel);
     }
     let state = load_state(db, rule.peer_config(name))?;
-    state.set_admission(admitted(&rule, rec.first_ms), now);
+    state
+        .contact
+        .set_admission(admitted(&rule, rec.first_ms), now);
     r.peers.lock().insert(name.to_string(), state.clone());
     log::info!(
         target: "tidelog::repl",
@@ -235,7 +240,8 @@ pub(crate) fn admit(
 /// Stores the peer's last contact in its admission record (on connect and
 /// disconnect, not per frame). Blocking.
 pub(crate) fn store_last_contact(db: &Database, peer: &PeerState) -> Result<()> {
-    let (Some(a), Some(last_ms)) = (peer.admission(), peer.last_contact_ms()) else {
+    let (Some(a), Some(last_ms)) = (peer.contact.admission(), peer.contact.last_contact_ms())
+    else {
         return Ok(());
     };
     let rec = AdmissionRecord {
@@ -253,7 +259,7 @@ fn retire(r: &Replicator, rule: &str, keep: impl Fn(&str) -> bool) -> usize {
         let mut peers = r.peers.lock();
         let names: Vec<String> = peers
             .iter()
-            .filter(|(n, p)| p.rule().as_deref() == Some(rule) && !keep(n))
+            .filter(|(n, p)| p.contact.rule().as_deref() == Some(rule) && !keep(n))
             .map(|(n, _)| n.clone())
             .collect();
         names.iter().filter_map(|n| peers.remove(n)).collect()
@@ -262,6 +268,80 @@ fn retire(r: &Replicator, rule: &str, keep: impl Fn(&str) -> bool) -> usize {
         p.remove();
     }
     gone.len()
+}
+
+/// The peer a hello names: a configured (or already admitted) one, or one
+/// the first matching peer rule admits now. `Err`: why it is refused.
+pub(crate) async fn find_or_admit(
+    r: &Arc<Replicator>,
+    db: &Database,
+    hello: &Hello,
+    cert: Option<&CertificateDer<'static>>,
+) -> std::result::Result<Arc<PeerState>, String> {
+    let name = &hello.node_name;
+    // The name becomes part of storage keys: only DNS names get that far.
+    if crate::local::dir::validate_node_name(name).is_err() {
+        return Err(format!(
+            "`{}` is not a node name (letters, digits, '-' and '.' only)",
+            name.escape_default()
+        ));
+    }
+    if let Some(p) = r.peer(name).filter(|p| !p.is_removed()) {
+        if let Some(why) = still_admitted(r, &p, cert) {
+            return Err(why);
+        }
+        return Ok(p);
+    }
+    if *name == r.node_name {
+        return Err(format!("`{name}` is this node's own name"));
+    }
+    let rule = match_rule(r, name, cert)?;
+    // Checked before anything is stored: a node posing as another costs
+    // no admission record.
+    if let Some(why) = node_id_taken(r, db, name, hello.node_id) {
+        return Err(why);
+    }
+    let (r2, db2, name2) = (r.clone(), db.clone(), name.clone());
+    blocking(move || admit(&r2, &db2, &name2, &rule))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Stores an admitted peer's last contact (best effort: a closing
+/// database may refuse it; status still has it in memory).
+pub(crate) async fn note_contact(db: Database, peer: Arc<PeerState>) {
+    if peer.contact.rule().is_some() {
+        let _ = blocking(move || store_last_contact(&db, &peer)).await;
+    }
+}
+
+/// Why `name` may not use `node_id`, if it may not: it is this node's
+/// own, or one another peer is known by (see `session::check_node_id`).
+pub(crate) fn node_id_taken(
+    r: &Replicator,
+    db: &Database,
+    name: &str,
+    node_id: u64,
+) -> Option<String> {
+    if node_id == db.node_id() {
+        return Some(format!(
+            "`{name}` says its node id is {node_id:#x}, which is `{}`'s own: each node needs a data directory of its own (was one copied?)",
+            db.node_name()
+        ));
+    }
+    let peers: Vec<Arc<PeerState>> = r.peers.lock().values().cloned().collect();
+    peers
+        .iter()
+        .filter(|p| p.name() != name && !p.is_removed())
+        .find(|p| p.counters.lock().known_node_id == Some(node_id))
+        .map(|p| {
+            format!(
+                "`{name}` says its node id is {node_id:#x}, which is the node id of peer `{}`: one node cannot pose as another (if `{}`'s data directory now runs as `{name}`, remove peer `{}` first)",
+                p.name(),
+                p.name(),
+                p.name()
+            )
+        })
 }
 
 impl Database {
@@ -294,7 +374,9 @@ impl Database {
                 continue;
             }
             let state = load_state(self, rule.peer_config(&name))?;
-            state.set_admission(admitted(&rule, rec.first_ms), rec.last_ms);
+            state
+                .contact
+                .set_admission(admitted(&rule, rec.first_ms), rec.last_ms);
             r.peers.lock().insert(name, state);
             restored += 1;
         }
@@ -329,12 +411,12 @@ impl Database {
             .peers
             .lock()
             .values()
-            .filter(|p| p.rule().as_deref() == Some(rule.name.as_str()))
+            .filter(|p| p.contact.rule().as_deref() == Some(rule.name.as_str()))
             .cloned()
             .collect();
         for p in peers {
-            let first_ms = p.admission().map_or(0, |a| a.first_ms);
-            p.set_admission(admitted(&rule, first_ms), 0);
+            let first_ms = p.contact.admission().map_or(0, |a| a.first_ms);
+            p.contact.set_admission(admitted(&rule, first_ms), 0);
             p.set_config(rule.peer_config(&p.name()));
             p.restart();
         }

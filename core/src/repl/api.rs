@@ -102,7 +102,7 @@ impl Database {
         let admitted = {
             let peers = r.peers.lock();
             match peers.get(&config.name) {
-                Some(p) if p.rule().is_none() => {
+                Some(p) if p.contact.rule().is_none() => {
                     return Err(Error::PeerExists(config.name));
                 }
                 other => other.cloned(),
@@ -147,7 +147,7 @@ impl Database {
         let state = r
             .peer(&config.name)
             .ok_or_else(|| Error::PeerNotFound(config.name.clone()))?;
-        if let Some(rule) = state.rule() {
+        if let Some(rule) = state.contact.rule() {
             return Err(Error::invalid(
                 "peer",
                 format!(

@@ -12,6 +12,7 @@ mod admit;
 mod api;
 mod coalesce;
 mod config;
+mod contact;
 mod cursor;
 mod deltas;
 mod lanes;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::config::PeerConfig;
+use super::contact::Contact;
 use super::cursor::{RefusalKey, RefusalRecord, Skipped, MAX_REFUSALS_PER_PEER};
 use super::meter::{Meter, QuotaUse};
 use super::status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
@@ -94,24 +95,10 @@ impl Counters {
     }
 }
 
-/// What a peer admitted by a rule carries besides its configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Admitted {
-    /// The rule that admitted it.
-    pub(crate) rule: String,
-    /// First contact, ms since the epoch.
-    pub(crate) first_ms: u64,
-    /// The rule's `max_silence`.
-    pub(crate) max_silence: Option<Duration>,
-}
-
 pub(crate) struct PeerState {
     config: Mutex<PeerConfig>,
-    /// Set for a peer a rule admitted; `None` for an explicit peer.
-    admission: Mutex<Option<Admitted>>,
-    /// When a link to the peer last went up or down, ms since the epoch
-    /// (0: never, in this run or, for an admitted peer, any run).
-    last_contact_ms: std::sync::atomic::AtomicU64,
+    /// Last contact, and the rule that admitted it (if one did).
+    pub(crate) contact: Contact,
     pub(crate) counters: Mutex<Counters>,
     /// Highest local sequence the peer acknowledged; the condvar wakes
     /// threads blocked in `wait_acked`.
@@ -163,8 +150,7 @@ impl PeerState {
         }
         Arc::new(PeerState {
             config: Mutex::new(config),
-            admission: Mutex::new(None),
-            last_contact_ms: std::sync::atomic::AtomicU64::new(0),
+            contact: Contact::default(),
             counters: Mutex::new(counters),
             acked: watch::Sender::new(acked),
             acked_cv: (Mutex::new(()), Condvar::new()),
@@ -191,51 +177,6 @@ impl PeerState {
     pub(crate) fn set_config(&self, c: PeerConfig) {
         self.meter.configure(c.budget.as_ref());
         *self.config.lock() = c;
-    }
-
-    /// Marks the peer as admitted by a rule, last seen at `last_ms`.
-    pub(crate) fn set_admission(&self, a: Admitted, last_ms: u64) {
-        *self.admission.lock() = Some(a);
-        self.last_contact_ms
-            .fetch_max(last_ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub(crate) fn admission(&self) -> Option<Admitted> {
-        self.admission.lock().clone()
-    }
-
-    /// The rule that admitted the peer; `None` for an explicit peer.
-    pub(crate) fn rule(&self) -> Option<String> {
-        self.admission.lock().as_ref().map(|a| a.rule.clone())
-    }
-
-    pub(crate) fn last_contact_ms(&self) -> Option<u64> {
-        let ms = self
-            .last_contact_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        (ms > 0).then_some(ms)
-    }
-
-    /// Notes a contact now (a link went up or down).
-    pub(crate) fn touch(&self) {
-        self.last_contact_ms
-            .fetch_max(wall_millis(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether the peer's acknowledged position holds back log trimming at
-    /// `now_ms`: always, unless a rule admitted it with a `max_silence`
-    /// and it has not been connected for longer than that.
-    pub(crate) fn holds_log(&self, now_ms: u64) -> bool {
-        let Some(silence) = self.admission.lock().as_ref().and_then(|a| a.max_silence) else {
-            return true;
-        };
-        if self.counters.lock().connected {
-            return true;
-        }
-        let last = self
-            .last_contact_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        now_ms.saturating_sub(last) <= silence.as_millis() as u64
     }
 
     /// Ends the current link, with a goodbye, so the next one uses the
@@ -318,15 +259,14 @@ impl PeerState {
         c.known_node_id = Some(node_id);
         c.connects += 1;
         c.last_error = None;
-        drop(c);
-        self.touch();
+        self.contact.touch();
     }
 
     pub(crate) fn set_disconnected(&self, error: Option<String>) {
         let mut c = self.counters.lock();
         if c.connected {
             c.since_ms = Some(wall_millis());
-            self.touch();
+            self.contact.touch();
         }
         c.connected = false;
         c.compression = None;
@@ -503,13 +443,11 @@ impl PeerState {
                 }
             })
             .collect();
-        let rule = self.rule();
-        let last_contact_ms = self.last_contact_ms();
         Ok(PeerStatus {
             name: config.name,
             address: config.address,
-            rule,
-            last_contact_ms,
+            rule: self.contact.rule(),
+            last_contact_ms: self.contact.last_contact_ms(),
             connected: c.connected,
             since_ms: c.since_ms,
             last_error: c.last_error.clone(),

@@ -71,7 +71,10 @@ impl Replicator {
         self.peers
             .lock()
             .values()
-            .filter(|p| p.config().tables.iter().any(|t| t.publish) && p.holds_log(now))
+            .filter(|p| {
+                p.config().tables.iter().any(|t| t.publish)
+                    && p.contact.holds_log(now, || p.counters.lock().connected)
+            })
             .map(|p| *p.acked.borrow())
             .min()
             .unwrap_or(u64::MAX)

@@ -209,7 +209,7 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
 /// rules in `receiver.rs`), and copies would diverge for good. Counted as an
 /// origin violation on `peer` and noted as its last error.
 fn check_node_id(r: &Replicator, db: &Database, peer: &PeerState, node_id: u64) -> Result<()> {
-    match node_id_taken(r, db, &peer.name(), node_id) {
+    match admit::node_id_taken(r, db, &peer.name(), node_id) {
         None => Ok(()),
         Some(reason) => {
             let mut c = peer.counters.lock();
@@ -218,29 +218,6 @@ fn check_node_id(r: &Replicator, db: &Database, peer: &PeerState, node_id: u64) 
             Err(Error::Peer(reason))
         }
     }
-}
-
-/// Why `name` may not use `node_id` (see `check_node_id`), if it may not.
-fn node_id_taken(r: &Replicator, db: &Database, name: &str, node_id: u64) -> Option<String> {
-    if node_id == db.node_id() {
-        return Some(format!(
-            "`{name}` says its node id is {node_id:#x}, which is `{}`'s own: each node needs a data directory of its own (was one copied?)",
-            db.node_name()
-        ));
-    }
-    let peers: Vec<Arc<PeerState>> = r.peers.lock().values().cloned().collect();
-    peers
-        .iter()
-        .filter(|p| p.name() != name && !p.is_removed())
-        .find(|p| p.counters.lock().known_node_id == Some(node_id))
-        .map(|p| {
-            format!(
-                "`{name}` says its node id is {node_id:#x}, which is the node id of peer `{}`: one node cannot pose as another (if `{}`'s data directory now runs as `{name}`, remove peer `{}` first)",
-                p.name(),
-                p.name(),
-                p.name()
-            )
-        })
 }
 
 /// Accepts links until the listener is aborted.
@@ -315,7 +292,7 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     let (rd, wr) = tokio::io::split(io);
     let mut writer = FrameWriter::new(wr, max);
     let db = r.db()?;
-    let peer = match find_or_admit(&r, &db, &hello, cert.as_ref()).await {
+    let peer = match admit::find_or_admit(&r, &db, &hello, cert.as_ref()).await {
         Ok(p) => p,
         Err(reason) => return Err(refuse(&mut writer, reason).await),
     };
@@ -342,8 +319,8 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     let ours = our_hello(&r, &db, &peer, &cursor);
     let relays_accepted = ours.relays_accepted;
     writer.write_message(&Message::Hello(ours)).await?;
-    peer.touch();
-    note_contact(db.clone(), peer.clone()).await;
+    peer.contact.touch();
+    admit::note_contact(db.clone(), peer.clone()).await;
     let reader = FrameReader::new(rd, max);
     // A newer link from the same peer replaces an older (maybe half-open) one.
     let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
@@ -364,49 +341,12 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
         // disconnected while the newer one is up.
         if peer2.clear_session(id) {
             peer2.set_disconnected(res.err().map(|e| e.to_string()));
-            note_contact(db, peer2.clone()).await;
+            admit::note_contact(db, peer2.clone()).await;
         }
     });
     peer.set_session(id, task.abort_handle());
     let _ = task.await;
     Ok(())
-}
-
-/// The peer a hello names: a configured (or already admitted) one, or one
-/// the first matching peer rule admits now. `Err`: why it is refused.
-async fn find_or_admit(
-    r: &Arc<Replicator>,
-    db: &Database,
-    hello: &Hello,
-    cert: Option<&CertificateDer<'static>>,
-) -> std::result::Result<Arc<PeerState>, String> {
-    let name = &hello.node_name;
-    // The name becomes part of storage keys: only DNS names get that far.
-    if crate::local::dir::validate_node_name(name).is_err() {
-        return Err(format!(
-            "`{}` is not a node name (letters, digits, '-' and '.' only)",
-            name.escape_default()
-        ));
-    }
-    if let Some(p) = r.peer(name).filter(|p| !p.is_removed()) {
-        if let Some(why) = admit::still_admitted(r, &p, cert) {
-            return Err(why);
-        }
-        return Ok(p);
-    }
-    if *name == r.node_name {
-        return Err(format!("`{name}` is this node's own name"));
-    }
-    let rule = admit::match_rule(r, name, cert)?;
-    // Checked before anything is stored: a node posing as another costs
-    // no admission record.
-    if let Some(why) = node_id_taken(r, db, name, hello.node_id) {
-        return Err(why);
-    }
-    let (r2, db2, name2) = (r.clone(), db.clone(), name.clone());
-    blocking(move || admit::admit(&r2, &db2, &name2, &rule))
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// Says why the link is refused, and returns it as the error.
@@ -417,14 +357,6 @@ async fn refuse(writer: &mut Writer, reason: String) -> Error {
         })
         .await;
     Error::Peer(reason)
-}
-
-/// Stores an admitted peer's last contact (best effort: a closing
-/// database may refuse it; status still has it in memory).
-async fn note_contact(db: Database, peer: Arc<PeerState>) {
-    if peer.rule().is_some() {
-        let _ = blocking(move || admit::store_last_contact(&db, &peer)).await;
-    }
 }
 
 async fn load_cursor(db: &Database, peer: &str) -> Result<PeerCursor> {
