@@ -3,7 +3,7 @@
 //! apart from the link's counters: the retention floor reads it for every
 //! peer once a second, and an admission record persists it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -28,6 +28,9 @@ pub(crate) struct Contact {
     /// When a link to the peer last went up or down, ms since the epoch
     /// (0: never, in this run or, for an admitted peer, any run).
     last_ms: AtomicU64,
+    /// Its hold on the log was released (silent past `max_silence`) and
+    /// that was logged; a contact sets it back.
+    released: AtomicBool,
 }
 
 impl Contact {
@@ -55,6 +58,13 @@ impl Contact {
     /// Notes a contact now (a link went up or down).
     pub(crate) fn touch(&self) {
         self.last_ms.fetch_max(wall_millis(), Ordering::Relaxed);
+        self.released.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether this is the first time since its last contact that the
+    /// peer is found not to hold the log (so that is logged once).
+    pub(crate) fn first_release(&self) -> bool {
+        !self.released.swap(true, Ordering::Relaxed)
     }
 
     /// Whether the peer's acknowledged position holds back log trimming at
@@ -98,5 +108,8 @@ mod tests {
         c.set_admission(a(Some(Duration::from_secs(1))), 10);
         assert_eq!(c.last_contact_ms(), Some(1000));
         assert_eq!(c.rule().as_deref(), Some("r"));
+        assert!(c.first_release() && !c.first_release());
+        c.touch();
+        assert!(c.first_release(), "a contact re-arms the note");
     }
 }

@@ -68,16 +68,30 @@ impl Replicator {
     /// the log may trim past it, and it is resynced when it returns.
     pub(crate) fn acked_floor(&self) -> u64 {
         let now = crate::local::hlc::wall_millis();
-        self.peers
+        let mut released = Vec::new();
+        let floor = self
+            .peers
             .lock()
             .values()
+            .filter(|p| p.config().tables.iter().any(|t| t.publish))
             .filter(|p| {
-                p.config().tables.iter().any(|t| t.publish)
-                    && p.contact.holds_log(now, || p.counters.lock().connected)
+                let holds = p.contact.holds_log(now, || p.counters.lock().connected);
+                if !holds && p.contact.first_release() {
+                    released.push(p.name());
+                }
+                holds
             })
             .map(|p| *p.acked.borrow())
             .min()
-            .unwrap_or(u64::MAX)
+            .unwrap_or(u64::MAX);
+        // Logged outside the lock, as in `note_trimmed`.
+        for name in released {
+            log::info!(
+                target: "tidelog::repl",
+                "`{name}` has been away longer than its rule's max_silence: it no longer holds the log, and is resynced if it returns after the entries it lacks were trimmed"
+            );
+        }
+        floor
     }
 
     /// Tells peers whose acknowledged position the log no longer holds that
