@@ -240,6 +240,9 @@ pub(crate) fn admit(
 /// Stores the peer's last contact in its admission record (on connect and
 /// disconnect, not per frame). Blocking.
 pub(crate) fn store_last_contact(db: &Database, peer: &PeerState) -> Result<()> {
+    if peer.contact.is_forgotten() {
+        return Ok(());
+    }
     let (Some(a), Some(last_ms)) = (peer.contact.admission(), peer.contact.last_contact_ms())
     else {
         return Ok(());
@@ -474,6 +477,7 @@ impl Database {
             r.peers.lock().remove(name)
         });
         if let Some(s) = &state {
+            s.contact.forget();
             s.remove();
             // Its link says goodbye, and its last acknowledgement is
             // stored, before the records go (a store after the delete

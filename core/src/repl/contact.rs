@@ -31,6 +31,9 @@ pub(crate) struct Contact {
     /// Its hold on the log was released (silent past `max_silence`) and
     /// that was logged; a contact sets it back.
     released: AtomicBool,
+    /// `forget_peer` deleted its records: a link ending afterwards must
+    /// not write its admission record back.
+    forgotten: AtomicBool,
 }
 
 impl Contact {
@@ -59,6 +62,14 @@ impl Contact {
     pub(crate) fn touch(&self) {
         self.last_ms.fetch_max(wall_millis(), Ordering::Relaxed);
         self.released.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn forget(&self) {
+        self.forgotten.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::Acquire)
     }
 
     /// Whether this is the first time since its last contact that the
