@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::config::{Compression, LinkBudget, PeerConfig, TableFlow};
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ const MAX_GLOB_LEN: usize = 253;
 /// (and whose certificate meets `cert_dns_name`), each with the table flows
 /// and link settings given here. Explicit peers ([`PeerConfig`]) win over
 /// rules; rules are tried in the order they were added.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerRule {
     /// The rule's id: letters, digits and `-`, at most 63.
@@ -52,7 +52,12 @@ pub struct PeerRule {
     /// the log may trim what it has not acknowledged, and when it returns
     /// its tables are resynced. `None`: it holds the log (within the
     /// retention caps) until it returns or is forgotten.
-    #[serde(default, deserialize_with = "crate::options::opt_duration")]
+    /// Written as whole milliseconds, which it also reads.
+    #[serde(
+        default,
+        deserialize_with = "crate::options::opt_duration",
+        serialize_with = "ms"
+    )]
     pub max_silence: Option<Duration>,
 }
 
@@ -178,6 +183,11 @@ impl PeerRule {
         // in for the peer's in the messages.
         self.peer_config(n).validate("")
     }
+}
+
+fn ms<S: Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    d.map(|d| d.as_millis().min(u64::MAX as u128) as u64)
+        .serialize(s)
 }
 
 /// Checks a node-name glob: DNS name characters plus `*` and `?`.
@@ -337,5 +347,9 @@ mod tests {
         }))
         .unwrap_err();
         assert!(e.to_string().contains("max_silnce"), "{e}");
+        // Written out (e.g. for an admin listing) and read back the same.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["max_silence"], serde_json::json!(7 * 86_400_000u64));
+        assert_eq!(serde_json::from_value::<PeerRule>(v).unwrap(), r);
     }
 }
