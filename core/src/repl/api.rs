@@ -60,6 +60,7 @@ impl Database {
             acceptors: Mutex::new(Vec::new()),
             closing: tokio::sync::watch::Sender::new(false),
             accepting: std::sync::atomic::AtomicUsize::new(0),
+            accepted_tls_failures: std::sync::atomic::AtomicU64::new(0),
         });
         *slot = Some(r);
         Ok(())
@@ -145,6 +146,53 @@ impl Database {
             .ok_or_else(|| Error::PeerNotFound(name.to_string()))?;
         state.remove();
         Ok(())
+    }
+
+    /// Removes peer `name` if configured (as `remove_peer`) and deletes
+    /// what this node stored about it: its resume cursor, acknowledged
+    /// position (so it no longer holds the log), quota use, refusals and
+    /// skipped tables. Added again later, it starts from scratch (an
+    /// initial sync). Fails with [`Error::PeerNotFound`] if the peer is
+    /// neither configured nor has anything stored.
+    //
+    // Minimal version for the admin socket's `forget`; the peer-rules work
+    // brings the full one (dormant peers) with the same signature.
+    pub fn forget_peer(&self, name: &str) -> Result<()> {
+        use crate::local::keys::{acked_key, cursor_key, not_wanted_key, quota_key};
+        let removed = match self.remove_peer(name) {
+            Ok(()) => true,
+            Err(Error::PeerNotFound(_)) => false,
+            Err(e) => return Err(e),
+        };
+        let mut deletes = Vec::new();
+        for key in [
+            cursor_key(name),
+            acked_key(name),
+            not_wanted_key(name),
+            quota_key(name),
+        ] {
+            if self.meta_get(&key)?.is_some() {
+                deletes.push(key);
+            }
+        }
+        let refusals = crate::local::keys::refusals_prefix(name);
+        deletes.extend(self.meta_prefix(&refusals)?.into_iter().map(|(k, _)| k));
+        if !removed && deletes.is_empty() {
+            return Err(Error::PeerNotFound(name.to_string()));
+        }
+        self.meta_commit(Vec::new(), deletes)
+    }
+
+    /// Connections dialed in to this node whose TLS handshake failed, or
+    /// whose certificate did not name the node they said they were, since
+    /// replication started. Counted for the node, not a peer: none is
+    /// proven for such a connection (failed dials of a known peer are in
+    /// its [`PeerStatus::tls_failures`]).
+    pub fn accepted_tls_failures(&self) -> Result<u64> {
+        Ok(self
+            .replicator()?
+            .accepted_tls_failures
+            .load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub fn peer_status(&self, name: &str) -> Result<PeerStatus> {

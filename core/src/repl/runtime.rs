@@ -38,6 +38,11 @@ pub(crate) struct Replicator {
     /// they become): `shutdown` waits for them as for registered links,
     /// since the peer may already count such a link as up.
     pub(crate) accepting: std::sync::atomic::AtomicUsize,
+    /// Accepted connections whose TLS handshake failed, or whose
+    /// certificate did not name the node they said they were: no peer is
+    /// proven for them, so they count for the node
+    /// (`Database::accepted_tls_failures`).
+    pub(crate) accepted_tls_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Replicator {
