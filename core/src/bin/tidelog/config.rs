@@ -34,6 +34,12 @@
 //! ca = "pki/ca.pem"              # CA bundle that signs every peer (PEM)
 //! # insecure = true              # plaintext, no authentication: tests on a trusted loopback only
 //!
+//! [admin]                        # optional; the local admin socket (`tidelog status`, `peers`, `forget`, `reload`)
+//! socket = "data/admin.sock"     # default: admin.sock in data_dir; at most 107 bytes as an absolute path
+//!
+//! [metrics]                      # optional; off unless given
+//! listen = "127.0.0.1:9464"      # OpenMetrics text at GET /metrics on this address
+//!
 //! [replication]                  # optional timers; the defaults suit most links
 //! heartbeat_interval = "1s"
 //! idle_timeout = "5s"            # a link that moves nothing this long is dropped
@@ -86,7 +92,17 @@ const SERVE_KEYS: &[&str] = &[
     "replication",
     "tables",
     "peers",
+    "admin",
+    "metrics",
 ];
+
+/// The most bytes of a Unix socket path: `sun_path` holds 108 on Linux,
+/// with the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The admin socket's file name in the data directory unless `[admin]`
+/// names another path.
+const DEFAULT_SOCKET: &str = "admin.sock";
 
 /// The whole file. Field docs are in the module documentation above.
 #[derive(Debug)]
@@ -100,6 +116,10 @@ pub struct Config {
     /// The library's own peer type, so the file says exactly what
     /// `Database::add_peer` takes (it refuses unknown keys too).
     pub peers: Vec<PeerConfig>,
+    /// The admin socket (absolute).
+    pub admin_socket: PathBuf,
+    /// `[metrics] listen`: where `/metrics` is served; `None`: off.
+    pub metrics_listen: Option<String>,
     open: OpenOptions,
     /// The database options as written, so a reload can name the ones
     /// that changed (they need a restart).
@@ -125,6 +145,21 @@ struct ServeKeys {
     tables: Vec<TableConfig>,
     #[serde(default)]
     peers: Vec<PeerConfig>,
+    #[serde(default)]
+    admin: AdminKeys,
+    metrics: Option<MetricsKeys>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminKeys {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsKeys {
+    listen: String,
 }
 
 fn default_status_interval() -> u64 {
@@ -205,13 +240,18 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| e.to_string())?;
         let mut cfg = Config {
-            data_dir: serve.data_dir,
+            data_dir: serve.data_dir.clone(),
             listen: serve.listen,
             status_interval_secs: serve.status_interval_secs,
             tls: serve.tls,
             insecure: serve.insecure,
             tables: serve.tables,
             peers: serve.peers,
+            admin_socket: match serve.admin.socket {
+                Some(p) => p,
+                None => serve.data_dir.join(DEFAULT_SOCKET),
+            },
+            metrics_listen: serve.metrics.map(|m| m.listen),
             open,
             open_raw,
             replication: serve.replication,
@@ -227,6 +267,7 @@ impl Config {
             }
         };
         abs(&mut self.data_dir);
+        abs(&mut self.admin_socket);
         if let Some(t) = &mut self.tls {
             abs(&mut t.cert);
             abs(&mut t.key);
@@ -273,13 +314,47 @@ impl Config {
             }
         }
         self.replication_options()?;
+        let len = self.admin_socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(format!(
+                "[admin] socket path {} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}: set a shorter `socket` under [admin] (the default is {DEFAULT_SOCKET} in data_dir)",
+                self.admin_socket.display()
+            ));
+        }
+        if let Some(addr) = &self.metrics_listen {
+            addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                format!("[metrics] listen = {addr:?} is not an address and port such as \"127.0.0.1:9464\": {e}")
+            })?;
+        }
         Ok(())
+    }
+
+    /// The admin socket named by the config file at `path`, for the
+    /// commands that talk to a running serve: the file is parsed but not
+    /// checked (its certificate files may be readable by the service only).
+    pub fn admin_socket_of(path: &Path) -> Result<PathBuf, CliError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::Config(match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "config file {} does not exist: check the --config path (or give the socket with --socket PATH)",
+                    path.display()
+                ),
+                _ => format!("cannot read config file {}: {e}", path.display()),
+            })
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::decode(&text, base)
+            .map(|c| c.admin_socket)
+            .map_err(|why| CliError::Config(format!("{}: {why}", path.display())))
     }
 
     /// The settings of `new` that differ from this (running) config and
     /// that only a restart applies: the database's options (`node_name`,
     /// `engine`, `[retention]`, ...), `data_dir`, `listen`, the `[tls]`
-    /// files, `insecure` and `[replication]`'s timers. One name per
+    /// files, `insecure`, `[admin]`, `[metrics]` and `[replication]`'s timers. One name per
     /// setting, sorted within each section. Peers, tables and `status_interval_secs`
     /// are applied by a reload and are not listed.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
@@ -308,6 +383,12 @@ impl Config {
         }
         if self.insecure != new.insecure {
             changed.push("insecure".into());
+        }
+        if self.admin_socket != new.admin_socket {
+            changed.push("admin.socket".into());
+        }
+        if self.metrics_listen != new.metrics_listen {
+            changed.push("metrics.listen".into());
         }
         changed_keys(
             "replication.",
@@ -538,6 +619,27 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_socket_defaults_into_data_dir_and_metrics_are_opt_in() {
+        let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
+        let c = parse(base).unwrap();
+        assert_eq!(c.admin_socket, Path::new("/etc/tidelog/d/admin.sock"));
+        assert_eq!(c.metrics_listen, None);
+        let c = parse(&format!(
+            "{base}[admin]\nsocket = \"/run/t.sock\"\n[metrics]\nlisten = \"127.0.0.1:9464\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.admin_socket, Path::new("/run/t.sock"));
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9464"));
+        let e = parse(&format!("{base}[metrics]\nlisten = \"localhost\"\n")).unwrap_err();
+        assert!(e.contains("[metrics] listen"), "{e}");
+        let e = parse(&format!("{base}[admin]\nsockett = \"/x\"\n")).unwrap_err();
+        assert!(e.contains("sockett"), "{e}");
+        let long = format!("/{}", "x".repeat(107));
+        let e = parse(&format!("{base}[admin]\nsocket = \"{long}\"\n")).unwrap_err();
+        assert!(e.contains("108 bytes") && e.contains("at most 107"), "{e}");
+    }
+
+    #[test]
     fn a_reload_names_each_setting_that_needs_a_restart() {
         let base =
             "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\nlisten = \"127.0.0.1:0\"\n";
@@ -560,6 +662,8 @@ mod tests {
                 "node_name",
                 "data_dir",
                 "listen",
+                // Its default lives in data_dir, so it moved too.
+                "admin.socket",
                 "replication.heartbeat_interval"
             ]
         );
