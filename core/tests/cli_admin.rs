@@ -93,11 +93,15 @@ fn ok(o: Output) -> String {
 
 /// One plain HTTP/1.1 request; returns (status line, headers, body).
 fn http_get(addr: &str, path: &str) -> (String, String, String) {
+    http_request(addr, "GET", path)
+}
+
+fn http_request(addr: &str, method: &str, path: &str) -> (String, String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
@@ -221,6 +225,10 @@ fn status_peers_metrics_reload_and_forget_through_the_admin_socket() {
         Some(0.0)
     );
     let (status, _, _) = http_get(&metrics, "/other");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let (status, _, _) = http_request(&metrics, "DELETE", "/metrics");
+    assert!(status.starts_with("HTTP/1.1 405"), "{status}");
+    let (status, _, _) = http_request(&metrics, "GET", "/metrics/../x");
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 
     // A node with another CA's certificate dials in: refused, counted.

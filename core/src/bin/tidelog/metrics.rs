@@ -11,7 +11,8 @@
 //! `tidelog_peer_bytes_in`, `tidelog_peer_bytes_out` (on the wire),
 //! `tidelog_peer_refused_writes`, `tidelog_peer_resyncs_sent`,
 //! `tidelog_peer_syncs_received`, `tidelog_peer_connects`,
-//! `tidelog_peer_tls_failures`, `tidelog_peer_stalls`; per peer and table
+//! `tidelog_peer_tls_failures` (and `tidelog_peer_stalls` once `PeerStatus`
+//! has `stalls`: see STALLS below); per peer and table
 //! (labels `peer`, `table`) `tidelog_table_coalesced` and
 //! `tidelog_table_refused_writes` (label `direction` too); for the node
 //! `tidelog_accepted_tls_failures`, `tidelog_certificate_expiry_days`,
