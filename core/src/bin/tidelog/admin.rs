@@ -250,7 +250,7 @@ fn peers(hub: &Hub) -> Result<Response, String> {
 pub fn peer_line(p: &PeerStatus, now_ms: u64) -> String {
     let ago = |t: u64| format!("{:.0}s", now_ms.saturating_sub(t) as f64 / 1000.0);
     let link = match (p.connected, p.since_ms) {
-        (true, Some(s)) => format!("connected  since {}", ago(s)),
+        (true, Some(s)) => format!("connected  for {}", ago(s)),
         (true, None) => "connected".into(),
         (false, Some(s)) => format!("dormant    last contact {} ago", ago(s)),
         (false, None) => "dormant    never connected".into(),

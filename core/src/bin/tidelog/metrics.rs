@@ -62,9 +62,12 @@ pub async fn serve_metrics(listener: TcpListener, hub: Arc<Hub>) {
         let hub = hub.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| answer(req, hub.clone()));
+            // One request per connection: an idle kept-alive connection
+            // would hold one of the few slots for as long as its client likes.
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
             if let Err(e) = served {
