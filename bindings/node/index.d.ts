@@ -388,6 +388,8 @@ export interface PeerStatus {
   lastResyncReason: string | null;
   /** Successful connections so far. */
   connects: number;
+  /** Dials of this peer that failed in TLS (handshake or certificate refused). */
+  tlsFailures: number;
   /** Bytes in and out, compression, budget and quota, deltas. */
   traffic: TrafficStatus;
   /** Refusals per table and direction; kept across link events. */

@@ -262,9 +262,22 @@ fn help_and_bad_configs_fail_clearly() {
     std::fs::write(&path, good).unwrap();
     let mut first = Serve::start(&path);
     first.ready();
+    // The same config: its admin socket answers, so another serve runs.
     let second = tidelog(dir, &["serve", "--config", "ok.toml"]);
     assert_eq!(second.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another `tidelog serve` is running"), "{err}");
+    // Its own socket, the same data directory: the lock refuses it.
+    let other = dir.join("other.toml");
+    std::fs::write(&other, format!("{good}[admin]\nsocket = \"other.sock\"\n")).unwrap();
+    let third = tidelog(dir, &["serve", "--config", "other.toml"]);
+    assert_eq!(third.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(err.contains("in use"), "{err}");
+    assert!(
+        !dir.join("other.sock").exists(),
+        "a refused serve leaves no socket"
+    );
     let (status, log) = first.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
 }

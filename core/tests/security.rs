@@ -343,6 +343,11 @@ fn unauthenticated_or_misnamed_clients_are_refused() {
     for p in ["edge-2", "edge-3"] {
         assert_eq!(f.cloud.peer_status(p).unwrap().connects, 0, "{p}");
     }
+    // The foreign CA, the misnamed certificate and the plaintext client
+    // failed in TLS before any peer was proven: counted for the node.
+    wait_until("the failed handshakes counted", T, || {
+        f.cloud.accepted_tls_failures().unwrap() >= 3
+    });
     f.good_edge_unharmed("after-impostors");
 
     // 6. The dialing side checks too: an edge that dials `cloud` at an
@@ -370,6 +375,7 @@ fn unauthenticated_or_misnamed_clients_are_refused() {
         matches!(s.last_error, Some(ref e) if e.starts_with("TLS")),
         "{s:?}"
     );
+    assert!(s.tls_failures >= 1, "a failed dial is counted: {s:?}");
     assert_eq!(stranger.peer_status("edge-2").unwrap().connects, 0);
 }
 

@@ -64,6 +64,7 @@ impl Database {
             admitted: std::sync::atomic::AtomicUsize::new(admitted),
             max_admitted: std::sync::atomic::AtomicUsize::new(super::admit::MAX_ADMITTED_PEERS),
             admit_lock: Mutex::new(()),
+            accepted_tls_failures: std::sync::atomic::AtomicU64::new(0),
         });
         *slot = Some(r);
         Ok(())
@@ -179,6 +180,18 @@ impl Database {
             .ok_or_else(|| Error::PeerNotFound(name.to_string()))?;
         state.remove();
         Ok(())
+    }
+
+    /// Connections dialed in to this node whose TLS handshake failed, or
+    /// whose certificate did not name the node they said they were, since
+    /// replication started. Counted for the node, not a peer: none is
+    /// proven for such a connection (failed dials of a known peer are in
+    /// its [`PeerStatus::tls_failures`]).
+    pub fn accepted_tls_failures(&self) -> Result<u64> {
+        Ok(self
+            .replicator()?
+            .accepted_tls_failures
+            .load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub fn peer_status(&self, name: &str) -> Result<PeerStatus> {

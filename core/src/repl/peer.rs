@@ -46,6 +46,9 @@ pub(crate) struct Counters {
     pub(crate) duplicates_received: u64,
     pub(crate) syncs_received: u64,
     pub(crate) connects: u64,
+    /// Dials of this peer whose TLS handshake failed (see
+    /// `PeerStatus::tls_failures`).
+    pub(crate) tls_failures: u64,
     /// The log cap trimmed entries this peer had not acknowledged.
     pub(crate) overtaken: bool,
     /// Resyncs this node sent to the peer, and why the last one happened.
@@ -467,6 +470,7 @@ impl PeerState {
             resyncs_sent: c.resyncs_sent,
             last_resync_reason: c.last_resync_reason.clone(),
             connects: c.connects,
+            tls_failures: c.tls_failures,
             traffic: {
                 let (bytes_out_raw, bytes_out_wire) = self.bytes_out.get();
                 let (bytes_in_raw, bytes_in_wire) = self.bytes_in.get();

@@ -48,6 +48,11 @@ pub(crate) struct Replicator {
     /// Serializes admissions and rule changes, so a peer admitted by a
     /// rule being removed is either swept with it or refused.
     pub(crate) admit_lock: Mutex<()>,
+    /// Accepted connections whose TLS handshake failed, or whose
+    /// certificate did not name the node they said they were: no peer is
+    /// proven for them, so they count for the node
+    /// (`Database::accepted_tls_failures`).
+    pub(crate) accepted_tls_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Replicator {

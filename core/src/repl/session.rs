@@ -87,7 +87,14 @@ async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
             // removed, with a goodbye that says so (see `run`).
             res = &mut dial => Some(match res {
                 Ok(link) => run(&r, &peer, link, generation.clone()).await,
-                Err(e) => Err(e),
+                Err(e) => {
+                    // Only the dial's own failures: a link that was up and
+                    // then failed had a working handshake.
+                    if matches!(e, Error::Tls(_)) {
+                        peer.counters.lock().tls_failures += 1;
+                    }
+                    Err(e)
+                }
             }),
             // As when closing: the peer may already count this dial as up.
             _ = generation.changed() => {
@@ -240,6 +247,14 @@ pub(crate) async fn accept_loop(r: Arc<Replicator>, listener: TcpListener) {
     }
 }
 
+/// Counts a failed handshake of a connection dialed in. Any failure of
+/// `tls::accept` counts (a client not speaking TLS, a certificate from
+/// another CA, a handshake that timed out): each is a connection that
+/// could not become a link for a TLS reason.
+fn note_accepted_tls_failure(r: &Replicator) {
+    r.accepted_tls_failures.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Counts an accepted connection in `Replicator::accepting` until dropped.
 struct Accepting(Arc<Replicator>);
 
@@ -267,7 +282,9 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
     };
     let (io, hello, cert): (BoxIo, Hello, Option<CertificateDer<'static>>) = match &r.server_tls {
         Some(cfg) => {
-            let mut s = tls::accept(tcp, cfg.clone(), deadline).await?;
+            let mut s = tls::accept(tcp, cfg.clone(), deadline)
+                .await
+                .inspect_err(|_| note_accepted_tls_failure(&r))?;
             // Small until the peer list says who this is: a node with a
             // CA-signed certificate that is not a peer costs no more.
             let msg = tokio::time::timeout(deadline, read_message(&mut s, HELLO_MAX_BYTES))
@@ -276,7 +293,8 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
                 .map_err(Error::from)?;
             let hello = first_hello(msg)?;
             // The certificate must name the node the peer says it is.
-            tls::verify_peer_node(s.get_ref().1, &hello.node_name)?;
+            tls::verify_peer_node(s.get_ref().1, &hello.node_name)
+                .inspect_err(|_| note_accepted_tls_failure(&r))?;
             // Kept for the peer rules' certificate condition.
             let cert = tls::peer_certificate(s.get_ref().1).cloned();
             (Box::new(s), hello, cert)

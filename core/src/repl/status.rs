@@ -126,6 +126,13 @@ pub struct PeerStatus {
     pub last_resync_reason: Option<String>,
     /// Successful connections so far.
     pub connects: u64,
+    /// Dials of this peer that failed in TLS: the handshake, or the
+    /// peer's refusal of this node's certificate on the first read (with
+    /// TLS 1.3 the server checks it after the dialer's handshake ends).
+    /// Connections the peer dialed in that failed before naming themselves
+    /// are counted for the whole node, in
+    /// `Database::accepted_tls_failures` (no peer is known for them).
+    pub tls_failures: u64,
     /// Bytes in and out, compression, budget and quota, deltas.
     pub traffic: TrafficStatus,
     /// Writes refused either way on this link, one entry per direction and

@@ -205,6 +205,7 @@ class PeerStatus(TypedDict):
     resyncs_sent: int
     last_resync_reason: Optional[str]
     connects: int
+    tls_failures: int
     traffic: TrafficStatus
     refusals: List[RefusalStatus]
 

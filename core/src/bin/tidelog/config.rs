@@ -34,6 +34,12 @@
 //! ca = "pki/ca.pem"              # CA bundle that signs every peer (PEM)
 //! # insecure = true              # plaintext, no authentication: tests on a trusted loopback only
 //!
+//! [admin]                        # optional; the local admin socket (`tidelog status`, `peers`, `forget`, `reload`)
+//! socket = "data/admin.sock"     # default: admin.sock in data_dir; at most 107 bytes as an absolute path
+//!
+//! [metrics]                      # optional; off unless given
+//! listen = "127.0.0.1:9464"      # OpenMetrics text at GET /metrics on this address
+//!
 //! [replication]                  # optional timers; the defaults suit most links
 //! heartbeat_interval = "1s"
 //! idle_timeout = "5s"            # a link that moves nothing this long is dropped
@@ -98,7 +104,17 @@ const SERVE_KEYS: &[&str] = &[
     "tables",
     "peers",
     "rules",
+    "admin",
+    "metrics",
 ];
+
+/// The most bytes of a Unix socket path: `sun_path` holds 108 on Linux,
+/// with the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The admin socket's file name in the data directory unless `[admin]`
+/// names another path.
+const DEFAULT_SOCKET: &str = "admin.sock";
 
 /// The whole file. Field docs are in the module documentation above.
 #[derive(Debug)]
@@ -114,6 +130,10 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// Peer rules, in file order (the order they are tried in).
     pub rules: Vec<PeerRule>,
+    /// The admin socket (absolute).
+    pub admin_socket: PathBuf,
+    /// `[metrics] listen`: where `/metrics` is served; `None`: off.
+    pub metrics_listen: Option<String>,
     open: OpenOptions,
     /// The database options as written, so a reload can name the ones
     /// that changed (they need a restart).
@@ -141,6 +161,20 @@ struct ServeKeys {
     peers: Vec<PeerConfig>,
     #[serde(default)]
     rules: Vec<PeerRule>,
+    admin: AdminKeys,
+    metrics: Option<MetricsKeys>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminKeys {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsKeys {
+    listen: String,
 }
 
 fn default_status_interval() -> u64 {
@@ -221,7 +255,7 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| e.to_string())?;
         let mut cfg = Config {
-            data_dir: serve.data_dir,
+            data_dir: serve.data_dir.clone(),
             listen: serve.listen,
             status_interval_secs: serve.status_interval_secs,
             tls: serve.tls,
@@ -229,6 +263,11 @@ impl Config {
             tables: serve.tables,
             peers: serve.peers,
             rules: serve.rules,
+            admin_socket: match serve.admin.socket {
+                Some(p) => p,
+                None => serve.data_dir.join(DEFAULT_SOCKET),
+            },
+            metrics_listen: serve.metrics.map(|m| m.listen),
             open,
             open_raw,
             replication: serve.replication,
@@ -244,6 +283,7 @@ impl Config {
             }
         };
         abs(&mut self.data_dir);
+        abs(&mut self.admin_socket);
         if let Some(t) = &mut self.tls {
             abs(&mut t.cert);
             abs(&mut t.key);
@@ -298,13 +338,47 @@ impl Config {
                 .map_err(|e| format!("[[rules]] `{}`: {e}", r.name))?;
         }
         self.replication_options()?;
+        let len = self.admin_socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(format!(
+                "[admin] socket path {} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}: set a shorter `socket` under [admin] (the default is {DEFAULT_SOCKET} in data_dir)",
+                self.admin_socket.display()
+            ));
+        }
+        if let Some(addr) = &self.metrics_listen {
+            addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                format!("[metrics] listen = {addr:?} is not an address and port such as \"127.0.0.1:9464\": {e}")
+            })?;
+        }
         Ok(())
+    }
+
+    /// The admin socket named by the config file at `path`, for the
+    /// commands that talk to a running serve: the file is parsed but not
+    /// checked (its certificate files may be readable by the service only).
+    pub fn admin_socket_of(path: &Path) -> Result<PathBuf, CliError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::Config(match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "config file {} does not exist: check the --config path (or give the socket with --socket PATH)",
+                    path.display()
+                ),
+                _ => format!("cannot read config file {}: {e}", path.display()),
+            })
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::decode(&text, base)
+            .map(|c| c.admin_socket)
+            .map_err(|why| CliError::Config(format!("{}: {why}", path.display())))
     }
 
     /// The settings of `new` that differ from this (running) config and
     /// that only a restart applies: the database's options (`node_name`,
     /// `engine`, `[retention]`, ...), `data_dir`, `listen`, the `[tls]`
-    /// files, `insecure` and `[replication]`'s timers. One name per
+    /// files, `insecure`, `[admin]`, `[metrics]` and `[replication]`'s timers. One name per
     /// setting, sorted within each section. Peers, tables and `status_interval_secs`
     /// are applied by a reload and are not listed.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
@@ -333,6 +407,12 @@ impl Config {
         }
         if self.insecure != new.insecure {
             changed.push("insecure".into());
+        }
+        if self.admin_socket != new.admin_socket {
+            changed.push("admin.socket".into());
+        }
+        if self.metrics_listen != new.metrics_listen {
+            changed.push("metrics.listen".into());
         }
         changed_keys(
             "replication.",
@@ -395,248 +475,5 @@ fn changed_keys(prefix: &str, old: &toml::Table, new: &toml::Table, out: &mut Ve
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new("/etc/tidelog"))
-    }
-
-    #[test]
-    fn the_module_doc_example_parses() {
-        let example: String = include_str!("config.rs")
-            .lines()
-            .skip_while(|l| !l.starts_with("//! ```toml"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| format!("{}\n", l.trim_start_matches("//!")))
-            .collect();
-        let c = Config::decode(&example, Path::new("/etc/tidelog")).unwrap();
-        assert_eq!(c.open.node_name, "cloud");
-        assert_eq!(c.data_dir, Path::new("/etc/tidelog/data"));
-        assert_eq!(c.tables[0].options().primary_key, "sensor");
-        assert_eq!(c.peers[0].tables.len(), 2);
-        assert!(c.peers[0].tables[0].publish && !c.peers[0].tables[0].subscribe);
-        assert_eq!(c.rules[0].name, "edges");
-        assert_eq!(
-            c.rules[0].max_silence,
-            Some(Duration::from_secs(7 * 86_400))
-        );
-        assert_eq!(
-            c.replication.get("idle_timeout").and_then(|v| v.as_str()),
-            Some("5s")
-        );
-        assert_eq!(c.open.memory_budget, 64 << 20);
-        assert_eq!(
-            c.open.retention.log_max_age,
-            Some(Duration::from_secs(7 * 86_400))
-        );
-        // Everything but the example's certificate files checks out.
-        let e = c.check().unwrap_err();
-        assert!(
-            e.contains("/etc/tidelog/pki/cloud.pem does not exist"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn a_peers_relay_flag_is_read_and_defaults_by_who_dials() {
-        let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
-        let c = parse(&format!(
-            "{base}[[peers]]\nname = \"hub\"\naddress = \"h:1\"\n\
-             [[peers]]\nname = \"edge\"\n\
-             [[peers]]\nname = \"edge-relay\"\nrelays = true\n"
-        ))
-        .unwrap();
-        let accepts: Vec<bool> = c.peers.iter().map(|p| p.accepts_relays()).collect();
-        assert_eq!(accepts, [true, false, true]);
-        assert_eq!(c.peers[2].relays, Some(true));
-    }
-
-    #[test]
-    fn a_peers_byte_budget_and_bulk_flags_are_read() {
-        let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
-        let c = parse(&format!(
-            "{base}[[peers]]\nname = \"hub\"\naddress = \"h:1\"\n\
-             tables = [{{ table = \"readings\", publish = true, bulk = true }},\n\
-             {{ table = \"alerts\", publish = true, priority = 9, exempt_from_quota = true }}]\n\
-             [peers.budget]\nmax_bytes_per_sec = 32768\nquota_bytes = 50_000_000\n\
-             quota_period = \"month\"\nwindows = [\"22:00-06:00\"]\n"
-        ))
-        .unwrap();
-        let b = c.peers[0].budget.clone().unwrap();
-        assert_eq!(b.max_bytes_per_sec, Some(32768));
-        assert_eq!(b.quota_bytes, Some(50_000_000));
-        assert_eq!(b.quota_period, Some(tidelog::QuotaPeriod::Month));
-        assert_eq!(b.windows, ["22:00-06:00"]);
-        assert!(c.peers[0].tables[0].bulk && c.peers[0].tables[1].exempt_from_quota);
-    }
-
-    #[test]
-    fn rules_are_read_in_order_and_checked_with_reasons() {
-        let base = "node_name = \"hub\"\ndata_dir = \"d\"\ninsecure = true\n";
-        let c = parse(&format!(
-            "{base}[[rules]]\nname = \"edges\"\nnode_name = \"edge-*\"\nmax_silence = \"12h\"\n\
-             cert_dns_name = \"gateway.fleet.example\"\n\
-             tables = [{{ table = \"thresholds\", publish = true }}]\n\
-             [rules.budget]\nmax_bytes_per_sec = 4096\n\
-             [[rules]]\nname = \"lab\"\nnode_name = \"lab-?\"\n"
-        ))
-        .unwrap();
-        assert_eq!(c.rules.len(), 2);
-        assert_eq!(c.rules[0].name, "edges");
-        assert_eq!(c.rules[0].max_silence, Some(Duration::from_secs(12 * 3600)));
-        assert_eq!(
-            c.rules[0].cert_dns_name.as_deref(),
-            Some("gateway.fleet.example")
-        );
-        assert_eq!(
-            c.rules[0].budget.as_ref().and_then(|b| b.max_bytes_per_sec),
-            Some(4096)
-        );
-        assert_eq!(c.rules[1].max_silence, None);
-        let rule = |body: &str| parse(&format!("{base}[[rules]]\n{body}")).unwrap_err();
-        let e = rule("name = \"e\"\nnode_name = \"\"");
-        assert!(e.contains("[[rules]] `e`") && e.contains("is empty"), "{e}");
-        let e = rule("name = \"e\"\nnode_name = \"edge_*\"");
-        assert!(e.contains("'_'"), "{e}");
-        let e = rule("name = \"e\"\nnode_name = \"e*\"\nmax_silence = \"forever\"");
-        assert!(e.contains("duration"), "{e}");
-        let e = rule("name = \"e\"\nnode_name = \"e*\"\nmax_silence = 0");
-        assert!(e.contains("max_silence"), "{e}");
-        let e = rule("name = \"e\"\nnode_name = \"e*\"\naddress = \"h:1\"");
-        assert!(e.contains("unknown field `address`"), "{e}");
-        let e = rule("node_name = \"e*\"");
-        assert!(e.contains("missing field `name`"), "{e}");
-        let e = parse(&format!(
-            "{base}[[rules]]\nname = \"e\"\nnode_name = \"a*\"\n[[rules]]\nname = \"e\"\nnode_name = \"b*\"\n"
-        ))
-        .unwrap_err();
-        assert!(e.contains("rule `e` is listed twice"), "{e}");
-    }
-
-    #[test]
-    fn examples_cloud_toml_parses() {
-        let text = include_str!("../../../../examples/cloud.toml");
-        let c = Config::decode(text, Path::new("/repo/examples")).unwrap();
-        assert_eq!(c.data_dir, Path::new("/repo/examples/cloud-data"));
-        assert_eq!(c.peers.len(), 2);
-        assert_eq!(c.peers[1].tables[1].since_ms, Some(1767225600000));
-        assert_eq!(c.rules.len(), 1);
-        assert_eq!(c.rules[0].node_name, "edge-*");
-        assert_eq!(c.open_options().max_clock_skew, Duration::from_secs(60));
-        // Its certificates are made by the reader, never committed.
-        let e = c.check().unwrap_err();
-        assert!(e.contains("pki/cloud.pem does not exist"), "{e}");
-    }
-
-    #[test]
-    fn mistakes_are_refused_with_reasons() {
-        let base = "node_name = \"n\"\ndata_dir = \"d\"\n";
-        let e = parse(&format!("{base}insecure = true\ndata_dri = \"x\"")).unwrap_err();
-        assert!(e.contains("unknown field `data_dri`"), "{e}");
-        let e = parse(base).unwrap_err();
-        assert!(e.contains("no [tls] section"), "{e}");
-        let e = parse(&format!(
-            "{base}[tls]\ncert = \"c.pem\"\nkey = \"k\"\nca = \"ca\"\n"
-        ))
-        .unwrap_err();
-        assert!(e.contains("/etc/tidelog/c.pem does not exist"), "{e}");
-        let e = parse(&format!("{base}insecure = true\nengine = \"rocks\"")).unwrap_err();
-        assert!(e.contains("rocks"), "{e}");
-        let e = parse(&format!(
-            "{base}insecure = true\n[[peers]]\nname = \"p\"\ntables = [{{ table = \"t\", publsh = true }}]"
-        ))
-        .unwrap_err();
-        assert!(e.contains("publsh"), "{e}");
-        let e = parse(&format!(
-            "{base}insecure = true\n[[tables]]\nname = \"t\"\n[[tables]]\nname = \"t\""
-        ))
-        .unwrap_err();
-        assert!(e.contains("listed twice"), "{e}");
-        let e = parse(&format!(
-            "{base}insecure = true\ndurability = \"sync\"\nflush_interval_ms = 5"
-        ))
-        .unwrap_err();
-        assert!(e.contains("only applies"), "{e}");
-    }
-
-    #[test]
-    fn options_use_the_shared_schema_units_and_ranges() {
-        let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
-        let c = parse(&format!(
-            "{base}memory_budget = \"8MiB\"\nmax_clock_skew = 1500\n\
-             [replication]\nheartbeat_interval = \"250ms\"\nheartbeat_ms = 300\n"
-        ))
-        .unwrap_err();
-        assert!(c.contains("heartbeat"), "one option given twice: {c}");
-        let c = parse(&format!(
-            "{base}memory_budget = \"8MiB\"\nmax_clock_skew = 1500\n\
-             [replication]\nheartbeat_interval = \"250ms\"\nmax_frame_bytes = \"1MiB\"\n\
-             [retention]\nlog_max_bytes = \"32MiB\"\nlog_max_age = \"2d\"\n"
-        ))
-        .unwrap();
-        assert_eq!(c.open.memory_budget, 8 << 20);
-        assert_eq!(c.open.max_clock_skew, Duration::from_millis(1500));
-        assert_eq!(c.open.retention.log_max_bytes, 32 << 20);
-        assert_eq!(
-            c.open.retention.log_max_age,
-            Some(Duration::from_secs(2 * 86_400))
-        );
-        let r = c.replication_options().unwrap();
-        assert_eq!(r.heartbeat_interval, Duration::from_millis(250));
-        assert_eq!(r.max_frame_bytes, 1 << 20);
-
-        let e = parse(&format!("{base}memory_budget = \"1MiB\"")).unwrap_err();
-        assert!(
-            e.contains("memory_budget") && e.contains("between 4MiB and 1TiB"),
-            "{e}"
-        );
-        let e = parse(&format!("{base}[replication]\nworker_threads = 0")).unwrap_err();
-        assert!(
-            e.contains("replication.worker_threads") && e.contains("between 1 and 256"),
-            "{e}"
-        );
-        let e = parse(&format!("{base}[retention]\nlog_max_age = \"forever\"")).unwrap_err();
-        assert!(
-            e.contains("retention.log_max_age") && e.contains("duration"),
-            "{e}"
-        );
-        let e = parse(&format!("{base}[replication]\nheartbeat = 5")).unwrap_err();
-        assert!(
-            e.contains("heartbeat") && e.contains("heartbeat_interval"),
-            "{e}"
-        );
-        let e = parse(&format!("{base}[replication]\ninsecure = true")).unwrap_err();
-        assert!(e.contains("top level"), "{e}");
-    }
-
-    #[test]
-    fn a_reload_names_each_setting_that_needs_a_restart() {
-        let base =
-            "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\nlisten = \"127.0.0.1:0\"\n";
-        let old = parse(&format!("{base}status_interval_secs = 5\n")).unwrap();
-        // Peers, tables and the status interval are no restart matter.
-        let same = parse(&format!(
-            "{base}status_interval_secs = 1\n[[tables]]\nname = \"t\"\n[[peers]]\nname = \"p\"\n"
-        ))
-        .unwrap();
-        assert!(old.restart_only_changes(&same).is_empty());
-        let new = parse(
-            "node_name = \"m\"\ndata_dir = \"e\"\ninsecure = true\nlisten = \"127.0.0.1:1\"\n\
-             engine = \"sled\"\n[replication]\nheartbeat_interval = \"2s\"\n",
-        )
-        .unwrap();
-        assert_eq!(
-            old.restart_only_changes(&new),
-            [
-                "engine",
-                "node_name",
-                "data_dir",
-                "listen",
-                "replication.heartbeat_interval"
-            ]
-        );
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -7,9 +7,14 @@
 //! part of the library: bindings never compile it, and the tests that run it
 //! (`core/tests/cli*.rs`, `security.rs`) get its path from cargo.
 
+mod admin;
+mod admin_client;
+mod admin_socket;
 mod args;
 mod config;
 mod logger;
+mod metrics;
+mod reload;
 mod serve;
 
 use std::process::ExitCode;
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         }
         Command::Certs(c) => certs(&c),
         Command::Serve { config } => serve::serve(&config),
+        Command::Admin(a) => admin_client::run(&a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,23 +1,26 @@
 //! `tidelog serve`: one instance run from a config file until a signal.
 //!
-//! SIGTERM and SIGINT close the database and stop. SIGHUP re-reads the
-//! config file: peers added, removed or changed are applied at run time
-//! (`add_peer`, `remove_peer`, `update_peer`), new `[[tables]]` are
-//! created and `status_interval_secs` takes effect; settings that only a
-//! restart applies (the database options such as `node_name`, `data_dir`,
-//! `listen`, the `[tls]` files, `insecure`, `[replication]`) are left as
-//! they run, with one warning naming each. A file that does not parse or
-//! check out is refused with an error and the running config stays.
+//! SIGTERM and SIGINT close the database and stop. SIGHUP (or `tidelog
+//! reload` on the admin socket) re-reads the config file and applies what
+//! changed (see `reload.rs`). The admin socket (`admin.rs`) answers
+//! `tidelog status`, `peers`, `forget` and `reload`; `[metrics] listen`
+//! serves `/metrics` (`metrics.rs`). All of them run on this program's own
+//! small runtime, with database calls on its blocking pool; replication
+//! runs on the library's runtime.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tidelog::{Database, Error, PeerStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
 
 use super::config::{Config, TableConfig};
-use super::CliError;
+use super::reload::ReloadReport;
+use super::{admin, admin_socket, metrics, CliError};
 
 /// Log lines go to stderr with this prefix, one event per line, so they are
 /// easy to grep in a journal.
@@ -25,12 +28,44 @@ macro_rules! log {
     ($($t:tt)*) => { eprintln!("tidelog: {}", format_args!($($t)*)) };
 }
 
+/// What the signal loop, the admin socket and `/metrics` share.
+pub struct Hub {
+    pub db: Database,
+    /// The config now running; a reload holds it throughout.
+    pub cfg: Mutex<Config>,
+    pub config_path: PathBuf,
+    /// This node's certificate's expiry (seconds since the epoch), read at
+    /// start: the running TLS identity is the one loaded then.
+    pub cert_not_after: Option<i64>,
+    /// `status_interval_secs` as running, for the status ticker.
+    status_interval: watch::Sender<u64>,
+}
+
+impl Hub {
+    /// Re-reads the config and applies it (see `reload.rs`), logging each
+    /// line after `who` ("SIGHUP", "reload (admin socket)").
+    pub fn reload(&self, who: &str) -> ReloadReport {
+        let mut cfg = self.cfg.lock();
+        log::info!("{who}: reloading {}", self.config_path.display());
+        let report = super::reload::reload(&self.db, &mut cfg, &self.config_path);
+        report.log(who);
+        let secs = cfg.status_interval_secs;
+        self.status_interval.send_if_modified(|v| {
+            let changed = *v != secs;
+            *v = secs;
+            changed
+        });
+        report
+    }
+}
+
 pub fn serve(config_path: &Path) -> Result<(), CliError> {
     super::logger::init()?;
-    let mut cfg = Config::load(config_path)?;
+    let cfg = Config::load(config_path)?;
     let open = cfg.open_options();
-    // A small runtime of our own only waits for signals and ticks the
-    // status; replication runs on the library's runtime.
+    // A small runtime of our own waits for signals, ticks the status and
+    // serves the admin socket and /metrics; replication runs on the
+    // library's runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -48,6 +83,14 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
             install(SignalKind::hangup(), "SIGHUP")?,
         )
     };
+    // Before the database: a second serve of the same config is told that
+    // another one runs, rather than that the directory is locked.
+    let mut socket = admin_socket::bind(&cfg.admin_socket)?;
+    let cert_not_after = cfg.tls.as_ref().and_then(|t| {
+        metrics::cert_not_after(&t.cert)
+            .inspect_err(|e| log::warn!("certificate expiry unknown (no metric for it): {e}"))
+            .ok()
+    });
     let db = Database::open(&cfg.data_dir, open).map_err(|e| {
         let msg = format!("cannot open data directory {}: {e}", cfg.data_dir.display());
         match e {
@@ -66,10 +109,26 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         db.node_id(),
         db.engine().as_str()
     );
-    let outcome = start(&cfg, &db).and_then(|_| {
-        log!("ready");
-        rt.block_on(run(&db, &mut cfg, config_path, signals))
+    let hub = Arc::new(Hub {
+        db: db.clone(),
+        status_interval: watch::Sender::new(cfg.status_interval_secs),
+        cfg: Mutex::new(cfg),
+        config_path: config_path.to_path_buf(),
+        cert_not_after,
     });
+    let started = start(&hub.cfg.lock(), &db);
+    let outcome = started.and_then(|_| {
+        let tasks = rt.block_on(async { spawn_services(&hub, &mut socket) })?;
+        log!("ready");
+        let ended = rt.block_on(run(&hub, signals));
+        for t in tasks {
+            t.abort();
+        }
+        ended
+    });
+    // Gone before the close: a client now hears "no serve", not silence.
+    drop(socket);
+    drop(hub);
     // Close on every path: it flushes what was committed and releases the
     // data directory for the next start.
     let closed = db.close();
@@ -77,6 +136,45 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
     closed.map_err(|e| CliError::Runtime(format!("closing the database failed: {e}")))?;
     log!("{signal}: database closed, stopped cleanly");
     Ok(())
+}
+
+/// The admin socket's server and, if configured, `/metrics`.
+fn spawn_services(
+    hub: &Arc<Hub>,
+    socket: &mut admin_socket::AdminSocket,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, CliError> {
+    let mut tasks = Vec::new();
+    let path = socket.path().display().to_string();
+    let listener = socket
+        .take_listener()
+        .ok_or_else(|| CliError::Runtime("admin socket already in use".into()))?;
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+        .map_err(|e| CliError::Runtime(format!("admin socket {path}: {e}")))?;
+    tasks.push(tokio::spawn(admin::serve_admin(
+        listener,
+        hub.clone(),
+        socket.owner,
+    )));
+    log!("admin socket {path} (owner only)");
+    let metrics_addr = hub.cfg.lock().metrics_listen.clone();
+    if let Some(addr) = metrics_addr {
+        let std_listener = std::net::TcpListener::bind(&addr)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })
+            .map_err(|e| CliError::Runtime(format!("cannot serve /metrics on {addr}: {e}")))?;
+        let bound = std_listener
+            .local_addr()
+            .map_err(|e| CliError::Runtime(format!("cannot serve /metrics on {addr}: {e}")))?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| CliError::Runtime(format!("cannot serve /metrics on {addr}: {e}")))?;
+        tasks.push(tokio::spawn(metrics::serve_metrics(listener, hub.clone())));
+        log!("metrics on http://{bound}/metrics");
+    }
+    Ok(tasks)
 }
 
 /// Tables, replication, listener, peers, in that order: a peer's first
@@ -135,7 +233,7 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
 
 /// Creates table `t` if missing; an existing one with another definition
 /// is kept as it is, with a warning.
-fn ensure_table(db: &Database, t: &TableConfig) -> Result<(), String> {
+pub fn ensure_table(db: &Database, t: &TableConfig) -> Result<(), String> {
     let opts = t.options();
     let created = db
         .ensure_table(&t.name, opts.clone())
@@ -167,12 +265,11 @@ fn status_tick(secs: u64) -> Option<tokio::time::Interval> {
 /// Waits for SIGTERM or SIGINT, logging status meanwhile and reloading the
 /// config on SIGHUP; returns which signal ended it.
 async fn run(
-    db: &Database,
-    cfg: &mut Config,
-    config_path: &Path,
+    hub: &Arc<Hub>,
     (mut term, mut int, mut hup): (Signal, Signal, Signal),
 ) -> Result<&'static str, CliError> {
-    let mut tick = status_tick(cfg.status_interval_secs);
+    let mut interval = hub.status_interval.subscribe();
+    let mut tick = status_tick(*interval.borrow_and_update());
     loop {
         let next_tick = async {
             match &mut tick {
@@ -186,167 +283,22 @@ async fn run(
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
             _ = hup.recv() => {
-                let secs = cfg.status_interval_secs;
-                reload(db, cfg, config_path);
-                if cfg.status_interval_secs != secs {
-                    tick = status_tick(cfg.status_interval_secs);
-                }
+                let hub = hub.clone();
+                // Its report is logged; nobody else waits for it.
+                let _ = tokio::task::spawn_blocking(move || hub.reload("SIGHUP")).await;
             }
-            _ = next_tick => log_status(db),
+            // A reload (either way) changed status_interval_secs.
+            Ok(()) = interval.changed() => {
+                tick = status_tick(*interval.borrow_and_update());
+            }
+            _ = next_tick => {
+                let hub = hub.clone();
+                let _ = tokio::task::spawn_blocking(move || log_status(&hub.db)).await;
+            }
         }
     }
 }
 
-/// SIGHUP: re-reads `path` and applies to the running instance what can
-/// change without a restart; `running` becomes what now runs.
-fn reload(db: &Database, running: &mut Config, path: &Path) {
-    log::info!("SIGHUP: reloading {}", path.display());
-    let new = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("SIGHUP: config refused, the running config stays: {e}");
-            return;
-        }
-    };
-    let mut applied = 0usize;
-    for what in running.restart_only_changes(&new) {
-        log::warn!(
-            "SIGHUP: `{what}` changed in the config but only a restart applies it; still running with the old value"
-        );
-    }
-    for t in &new.tables {
-        if running.tables.iter().any(|r| r.name == t.name) {
-            if !running.tables.contains(t) {
-                log::warn!(
-                    "SIGHUP: table `{}` changed in the config; existing tables are never altered (drop the table to recreate it)",
-                    t.name
-                );
-            }
-            continue;
-        }
-        match ensure_table(db, t) {
-            Ok(()) => {
-                applied += 1;
-                running.tables.push(t.clone());
-            }
-            Err(e) => log::error!("SIGHUP: {e}"),
-        }
-    }
-    // Removed first, so a peer renamed in the file never runs twice.
-    let removed: Vec<String> = running
-        .peers
-        .iter()
-        .filter(|p| !new.peers.iter().any(|n| n.name == p.name))
-        .map(|p| p.name.clone())
-        .collect();
-    for name in removed {
-        match db.remove_peer(&name) {
-            Ok(()) | Err(Error::PeerNotFound(_)) => {
-                applied += 1;
-                running.peers.retain(|p| p.name != name);
-                log::info!("SIGHUP: removed peer `{name}`");
-            }
-            Err(e) => log::error!("SIGHUP: cannot remove peer `{name}`: {e}"),
-        }
-    }
-    for p in &new.peers {
-        match running.peers.iter().position(|r| r.name == p.name) {
-            Some(i) if running.peers[i] == *p => {}
-            Some(i) => match db.update_peer(p.clone()) {
-                Ok(()) => {
-                    applied += 1;
-                    running.peers[i] = p.clone();
-                    log::info!("SIGHUP: updated peer `{}` (its link restarts)", p.name);
-                }
-                Err(e) => log::error!("SIGHUP: cannot update peer `{}`: {e}", p.name),
-            },
-            None => match db.add_peer(p.clone()) {
-                Ok(()) => {
-                    applied += 1;
-                    running.peers.push(p.clone());
-                    log::info!(
-                        "SIGHUP: added peer `{}` ({})",
-                        p.name,
-                        match &p.address {
-                            Some(a) => format!("dialing {a}"),
-                            None => "waiting for it to dial in".into(),
-                        }
-                    );
-                }
-                Err(e) => log::error!("SIGHUP: cannot add peer `{}`: {e}", p.name),
-            },
-        }
-    }
-    applied += reload_rules(db, running, &new);
-    if running.status_interval_secs != new.status_interval_secs {
-        applied += 1;
-        log::info!(
-            "SIGHUP: status_interval_secs {} -> {}",
-            running.status_interval_secs,
-            new.status_interval_secs
-        );
-        running.status_interval_secs = new.status_interval_secs;
-    }
-    log::info!("SIGHUP: reload done, {applied} change(s) applied");
-}
-
-/// The `[[rules]]` part of a reload: removed rules end their admitted
-/// peers' links, changed ones restart only theirs, new ones are added
-/// (tried after the rules already running). Returns the changes applied.
-fn reload_rules(db: &Database, running: &mut Config, new: &Config) -> usize {
-    let mut applied = 0;
-    let removed: Vec<String> = running
-        .rules
-        .iter()
-        .filter(|r| !new.rules.iter().any(|n| n.name == r.name))
-        .map(|r| r.name.clone())
-        .collect();
-    for name in removed {
-        match db.remove_peer_rule(&name) {
-            Ok(()) => {
-                applied += 1;
-                running.rules.retain(|r| r.name != name);
-                log::info!("SIGHUP: removed rule `{name}` (the peers it admitted are refused from now on; their state stays until forgotten)");
-            }
-            Err(e) => log::error!("SIGHUP: cannot remove rule `{name}`: {e}"),
-        }
-    }
-    for rule in &new.rules {
-        match running.rules.iter().position(|r| r.name == rule.name) {
-            Some(i) if running.rules[i] == *rule => {}
-            Some(i) => match db.update_peer_rule(rule.clone()) {
-                Ok(()) => {
-                    applied += 1;
-                    running.rules[i] = rule.clone();
-                    log::info!(
-                        "SIGHUP: updated rule `{}` (the links of the peers it admitted restart)",
-                        rule.name
-                    );
-                }
-                Err(e) => log::error!("SIGHUP: cannot update rule `{}`: {e}", rule.name),
-            },
-            None => match db.add_peer_rule(rule.clone()) {
-                Ok(()) => {
-                    applied += 1;
-                    running.rules.push(rule.clone());
-                    log::info!("SIGHUP: added rule `{}`", rule.name);
-                }
-                Err(e) => log::error!("SIGHUP: cannot add rule `{}`: {e}", rule.name),
-            },
-        }
-    }
-    let order = |rules: &[tidelog::PeerRule]| -> Vec<String> {
-        rules.iter().map(|r| r.name.clone()).collect()
-    };
-    if order(&running.rules) != order(&new.rules) {
-        log::warn!(
-            "SIGHUP: [[rules]] are tried in the order {:?} (rules kept from before first, new ones after); the file's order {:?} applies at the next restart",
-            order(&running.rules),
-            order(&new.rules)
-        );
-    }
-    applied
-}
 
 fn log_status(db: &Database) {
     match db.replication_status() {
@@ -440,7 +392,7 @@ pub fn status_line(p: &PeerStatus, now_ms: u64) -> String {
     )
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
