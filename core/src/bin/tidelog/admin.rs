@@ -246,17 +246,25 @@ fn peers(hub: &Hub) -> Result<Response, String> {
     })
 }
 
-/// `tidelog peers`: name, link, since when or last contact, backlog.
+/// `tidelog peers`: name, link, since when or last contact, how it was
+/// admitted (configured, or the rule that admitted it), backlog.
 pub fn peer_line(p: &PeerStatus, now_ms: u64) -> String {
     let ago = |t: u64| format!("{:.0}s", now_ms.saturating_sub(t) as f64 / 1000.0);
-    let link = match (p.connected, p.since_ms) {
-        (true, Some(s)) => format!("connected  for {}", ago(s)),
-        (true, None) => "connected".into(),
-        (false, Some(s)) => format!("dormant    last contact {} ago", ago(s)),
-        (false, None) => "dormant    never connected".into(),
+    // An admitted peer's last contact survives restarts; `since_ms` is
+    // only this run's.
+    let last = p.last_contact_ms.or(p.since_ms);
+    let link = match (p.connected, p.since_ms, last) {
+        (true, Some(s), _) => format!("connected  for {}", ago(s)),
+        (true, None, _) => "connected".into(),
+        (false, _, Some(s)) => format!("dormant    last contact {} ago", ago(s)),
+        (false, _, None) => "dormant    never connected".into(),
+    };
+    let admitted = match &p.rule {
+        Some(rule) => format!("rule `{rule}`"),
+        None => "configured".into(),
     };
     format!(
-        "{}  {link}  backlog {} txns {} bytes",
+        "{}  {link}  {admitted}  backlog {} txns {} bytes",
         p.name, p.backlog_txns, p.backlog_bytes
     )
 }

@@ -161,6 +161,7 @@ struct ServeKeys {
     peers: Vec<PeerConfig>,
     #[serde(default)]
     rules: Vec<PeerRule>,
+    #[serde(default)]
     admin: AdminKeys,
     metrics: Option<MetricsKeys>,
 }

@@ -299,7 +299,6 @@ async fn run(
     }
 }
 
-
 fn log_status(db: &Database) {
     match db.replication_status() {
         Ok(peers) if peers.is_empty() => log!("status: no peers configured"),
