@@ -44,6 +44,9 @@ key = "pki/cloud.key"
 ca = "pki/ca.pem"
 
 {FAST_TIMERS}
+[metrics]
+listen = "127.0.0.1:0"
+
 [[tables]]
 name = "thresholds"
 
@@ -152,6 +155,13 @@ fn one_rule_admits_fifty_edges_and_sighup_changes_only_the_changed_rules_links()
     serve.wait_line("the edges rule", T, |l| {
         l.contains("rule `edges`: admitting nodes named `edge-*`")
     });
+    let line = serve.wait_line("metrics", T, |l| {
+        l.starts_with("tidelog: metrics on http://")
+    });
+    let metrics = line["tidelog: metrics on http://".len()..]
+        .trim_end_matches("/metrics")
+        .trim()
+        .to_string();
 
     let nodes = dir.join("nodes");
     let started = std::time::Instant::now();
@@ -279,15 +289,64 @@ fn one_rule_admits_fifty_edges_and_sighup_changes_only_the_changed_rules_links()
     let after: Vec<u64> = edges.iter().chain([&ops]).map(connects).collect();
     assert_eq!(before, after, "no edge's (or the operator's) link dropped");
 
-    // ---- COORDINATOR: after merging i20-admin, assert here that
-    // `tidelog status --json` lists the 50 edges with "rule": "edges" (and
-    // ops with "rule": null, the lab nodes with "rule": "lab") and that
-    // `/metrics` reports them (per peer series for edge-1..edge-50).
-    // ---- end of the coordinator's spot
+    // What the operator sees: `tidelog status --json` through the admin
+    // socket names every admitted edge with its rule, and `/metrics` has
+    // their series.
+    let out = tidelog(
+        dir,
+        &["status", "--json", "--config", config.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let peers: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("status --json is a JSON list of peers");
+    let rule_of = |name: &str| {
+        peers
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("`{name}` missing from status --json"))["rule"]
+            .clone()
+    };
+    for i in 1..=EDGES {
+        assert_eq!(rule_of(&edge_name(i)), json!("edges"));
+    }
+    assert_eq!(rule_of("ops"), serde_json::Value::Null);
+    assert_eq!(rule_of("lab-1"), json!("lab"));
+    for refused in ["stray", "edge-51"] {
+        assert!(
+            peers.iter().all(|p| p["name"] != refused),
+            "a refused node has no peer entry: {refused}"
+        );
+    }
+    let body = scrape(&metrics);
+    for i in 1..=EDGES {
+        let series = format!("tidelog_peer_connected{{peer=\"{}\"}} 1", edge_name(i));
+        assert!(body.contains(&series), "/metrics lacks {series}:\n{body}");
+    }
+    assert!(
+        body.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
 
     let (status, log) = serve.terminate();
     assert_eq!(status.code(), Some(0), "{log}");
     for db in edges.into_iter().chain(labs).chain([ops, stray, foreign]) {
         db.close().unwrap();
     }
+}
+
+/// The body of a plain HTTP/1.1 GET of `/metrics` at `addr`.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }
