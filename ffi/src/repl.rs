@@ -153,10 +153,10 @@ pub unsafe extern "C" fn tidelog_remove_peer(
 
 /// Status of one peer: `{"name", "address", "connected", "since_ms",
 /// "last_error", "node_id", "tables": [{"table", "publish", "subscribe",
-/// "inbound", "outbound", "coalesced"}], "sent_seq", "acked_seq", "received_seq",
+/// "inbound", "outbound", "coalesced", "stalled"}], "sent_seq", "acked_seq", "received_seq",
 /// "backlog_txns", "backlog_bytes", "lag_ms", "resync_needed", "refused_writes",
 /// "origin_violations", "duplicates_received", "syncs_received", "resyncs_sent",
-/// "last_resync_reason", "connects", "traffic": {"bytes_out_raw",
+/// "last_resync_reason", "connects", "stalled", "stalls", "traffic": {"bytes_out_raw",
 /// "bytes_out_wire", "bytes_in_raw", "bytes_in_wire", "compression",
 /// "max_bytes_per_sec", "quota_left_bytes", "quota_period_end_ms", "held",
 /// "deltas_sent", "delta_misses", "coalesced"}, "refusals": [{"table", "direction",

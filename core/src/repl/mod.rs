@@ -21,6 +21,7 @@ mod receiver;
 mod runtime;
 mod sender;
 mod session;
+mod stall;
 mod status;
 
 pub use config::{
