@@ -167,6 +167,9 @@ fn half_open_for(mode: Mode, id: u64) -> Option<bool> {
     }
 }
 
+/// Chunks read and not yet written, each with when it is due.
+type InFlight = VecDeque<(Instant, Vec<u8>)>;
+
 /// Copies one direction, obeying the mode; returns on EOF or an error.
 /// Chunks go through a queue to a writer task with their due time, so a
 /// delay is latency, not a cap on throughput.
@@ -180,7 +183,7 @@ async fn pump(
     lost: mpsc::Sender<()>,
 ) {
     let mut rng = Rng(seed | 1);
-    let queue: Arc<parking_lot::Mutex<VecDeque<(Instant, Vec<u8>)>>> = Arc::default();
+    let queue: Arc<parking_lot::Mutex<InFlight>> = Arc::default();
     let (wake, mut woken) = mpsc::channel::<()>(1);
     let q = queue.clone();
     let mut wmode = mode.clone();
