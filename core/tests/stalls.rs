@@ -76,7 +76,7 @@ fn pair(
     }
 }
 
-/// Heartbeats every 200 ms (a stall after 600 ms) and an idle timeout of
+/// Heartbeats every 200 ms (a stall after the 2 s floor) and an idle timeout of
 /// a minute: within a test's patience, only the stall watchdog can end a
 /// link that still receives heartbeats.
 fn slow_idle(mut o: ReplicationOptions) -> ReplicationOptions {
@@ -279,7 +279,7 @@ fn sample(p: &Pair, d: Duration) -> (Vec<String>, Vec<String>) {
 
 /// A spent quota holds a table for the rest of the period while an exempt
 /// one flows: data waits, no acknowledgement comes for it, and that is the
-/// budget working, not a stall (300 ms of heartbeats would call it one).
+/// budget working, not a stall (a 2 s stall time, sampled for 4 s, would call it one).
 #[test]
 fn a_table_held_by_the_quota_is_not_stalled() {
     let budget = LinkBudget {
@@ -304,7 +304,7 @@ fn a_table_held_by_the_quota_is_not_stalled() {
         alert(&p.edge, "readings", n + i);
         alert(&p.edge, "alerts", i);
     }
-    let (stalls, holds) = sample(&p, Duration::from_secs(3));
+    let (stalls, holds) = sample(&p, Duration::from_secs(4));
     let es = p.edge.peer_status("hub").unwrap();
     assert!(holds.iter().all(|h| h == "quota"), "{holds:?}");
     assert!(es.backlog_txns > 0, "readings wait: {es:?}");
@@ -334,7 +334,7 @@ fn a_rate_capped_link_whose_acks_move_is_not_stalled() {
     for i in 0..60 {
         alert(&p.edge, "readings", i);
     }
-    let (stalls, holds) = sample(&p, Duration::from_secs(3));
+    let (stalls, holds) = sample(&p, Duration::from_secs(4));
     let es = p.edge.peer_status("hub").unwrap();
     assert!(holds.iter().any(|h| h == "rate"), "{holds:?}");
     assert!(stalls.is_empty(), "{stalls:?} {es:?}");

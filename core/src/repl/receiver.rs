@@ -223,6 +223,7 @@ impl Receiver {
                 }
                 Message::Refusals(refusals) => self.on_refusals(refusals).await?,
                 Message::Ack { upto_seq } => {
+                    self.activity.acked();
                     // A peer cannot acknowledge what was never sent to it:
                     // that would fake delivery receipts and let retention
                     // drop entries it still needs.

@@ -463,6 +463,7 @@ async fn run(
     let (tx, rx) = mpsc::channel::<Message>(64);
     // Two deep: an initial sync reads ahead no further than that.
     let (bulk_tx, bulk_rx) = mpsc::channel::<BulkMessage>(2);
+    let activity = Arc::new(Activity::default());
     let sender = Sender::new(
         r.clone(),
         db.clone(),
@@ -470,12 +471,12 @@ async fn run(
         &hello,
         tx.clone(),
         bulk_tx,
+        activity.clone(),
     );
     // An origin violation ends the link with a goodbye that says why.
     let violation = Arc::new(Mutex::new(None::<String>));
     let (violated_tx, violated) = oneshot::channel::<()>();
     let quota_db = db.clone();
-    let activity = Arc::new(Activity::default());
     let receiver = Receiver::new(
         db,
         peer.clone(),
@@ -620,6 +621,7 @@ async fn write_loop(
                     activity.begin_write("sync");
                     meter.debit(writer.write_message(&msg).await?);
                     activity.end_write();
+                    activity.wrote_bulk();
                     if let Some(written) = written {
                         let _ = written.send(());
                     }

@@ -121,13 +121,13 @@ pub struct PeerStatus {
     /// Successful connections so far.
     pub connects: u64,
     /// Why the link stalled, if it did and no later link moved since: a
-    /// code, a colon, then what happened. Codes: `no_ack_progress` (entries
-    /// sent, no acknowledgement moved), `write_blocked` (a frame could not
+    /// code, a colon, then what happened. Codes: `no_ack_progress`
+    /// (transactions sent, no acknowledgement came), `write_blocked` (a frame could not
     /// be written: the peer stopped reading, half-open), `apply_stuck`
     /// (frames from the peer are not applied). A link stalls after three
-    /// heartbeat intervals without progress while it has something to move;
-    /// it is then torn down and redialed. A link held by its budget, or
-    /// idle, never stalls.
+    /// heartbeat intervals (at least 2 s) without progress while it has
+    /// something to move; it is then torn down and redialed. A link held
+    /// by its budget, or idle, never stalls.
     pub stalled: Option<String>,
     /// Stalls found since this instance opened (each tore its link down).
     pub stalls: u64,

@@ -197,8 +197,12 @@ async fn pump(
                 continue;
             };
             tokio::time::sleep_until(due).await;
-            // A blackhole holds what is in flight too.
-            while *wmode.borrow_and_update() == Mode::Blackhole {
+            // A blackhole, or half-open on this side, holds what is in
+            // flight too (a read may have been waiting when it began).
+            while {
+                let m = *wmode.borrow_and_update();
+                m == Mode::Blackhole || half_open_for(m, id) == Some(from_dialer)
+            } {
                 if wmode.changed().await.is_err() {
                     return;
                 }
