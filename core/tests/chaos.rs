@@ -6,7 +6,7 @@
 //! both sides must hold the same records.
 //!
 //! `TIDELOG_CHAOS_SEED=<n>` replays a run; `TIDELOG_CHAOS_SECS=<n>` sets how
-//! long the chaos lasts (default 18 s).
+//! long the chaos lasts (default 12 s).
 
 mod repl_common;
 
@@ -67,7 +67,7 @@ fn cut_stalled_and_delayed_link_is_redialed_and_both_sides_converge() {
             .unwrap()
             .as_nanos() as u64
     });
-    let chaos_for = Duration::from_secs(env_u64("TIDELOG_CHAOS_SECS").unwrap_or(18));
+    let chaos_for = Duration::from_secs(env_u64("TIDELOG_CHAOS_SECS").unwrap_or(12));
     eprintln!("chaos seed {seed} (replay with TIDELOG_CHAOS_SEED={seed}), chaos for {chaos_for:?}");
 
     let rt = tokio::runtime::Builder::new_multi_thread()

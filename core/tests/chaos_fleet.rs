@@ -384,7 +384,7 @@ fn hub_and_ten_edges_through_faults_never_stall_long_and_converge() {
     let reconnects: u64 = statuses.iter().map(|s| s.connects).sum();
     let txns = hub_stamps.len() + edge_stamps.iter().map(HashSet::len).sum::<usize>();
     eprintln!(
-        "fleet chaos: {txns} transactions (hub {}, edges {}), longest wait for an acknowledgement {:?} ({}), stalls found {stalls} (codes seen while sampling: {:?}), connects {reconnects}, converged {convergence:?} after healing",
+        "fleet chaos: {txns} transactions (hub {}, edges {}), longest wait for an acknowledgement {:?} ({}), stalls found {stalls} (samples showing a stall reason, by code: {:?}), connects {reconnects}, converged {convergence:?} after healing",
         hub_stamps.len(),
         txns - hub_stamps.len(),
         watch.longest,
