@@ -303,6 +303,8 @@ export interface TableStatus {
   outbound: string;
   /** Versions not sent because a newer one of the key followed within coalesceMs. */
   coalesced: number;
+  /** Why this table's flow stalled (the peer's `stalled`), or null. */
+  stalled: string | null;
 }
 
 /** Bytes on one link, and what holds back what this node sends. */
@@ -390,6 +392,13 @@ export interface PeerStatus {
   connects: number;
   /** Dials of this peer that failed in TLS (handshake or certificate refused). */
   tlsFailures: number;
+  /**
+   * Why the link stalled, until a later link moves: "no_ack_progress: ...",
+   * "write_blocked: ..." (half-open) or "apply_stuck: ..."; null if not.
+   */
+  stalled: string | null;
+  /** Stalls found since this instance opened; each tore its link down. */
+  stalls: number;
   /** Bytes in and out, compression, budget and quota, deltas. */
   traffic: TrafficStatus;
   /** Refusals per table and direction; kept across link events. */

@@ -217,9 +217,15 @@ fn status_peers_metrics_reload_and_forget_through_the_admin_socket() {
         "tidelog_peer_resyncs_sent_total{peer=\"edge-1\"}",
         "tidelog_peer_syncs_received_total{peer=\"edge-1\"}",
         "tidelog_peer_tls_failures_total{peer=\"edge-1\"}",
+        "tidelog_peer_stalls_total{peer=\"edge-1\"}",
     ] {
         assert!(sample(&body, name).is_some(), "{name} missing:\n{body}");
     }
+    // A healthy link is not stalled.
+    assert_eq!(
+        sample(&body, "tidelog_peer_stalled{peer=\"edge-1\"}"),
+        Some(0.0)
+    );
     let days = sample(&body, "tidelog_certificate_expiry_days").unwrap();
     assert!(days > 30.0 && days < 10_000.0, "{days}");
     assert_eq!(

@@ -24,6 +24,7 @@ mod rule;
 mod runtime;
 mod sender;
 mod session;
+mod stall;
 mod status;
 
 pub use config::{

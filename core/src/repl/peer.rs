@@ -69,6 +69,11 @@ pub(crate) struct Counters {
     /// Writes passed over by coalescing, in all and by table.
     pub(crate) coalesced: u64,
     pub(crate) coalesced_tables: BTreeMap<String, u64>,
+    /// Why the link stalled (see `repl::stall`), until a later link moves;
+    /// by table, the tables it held up; stalls found since start.
+    pub(crate) stalled: Option<String>,
+    pub(crate) stalled_tables: BTreeMap<String, String>,
+    pub(crate) stalls: u64,
 }
 
 impl Counters {
@@ -396,6 +401,46 @@ impl PeerState {
         })
     }
 
+    /// Counts a stall of the current link and shows it, on the peer and on
+    /// the tables it holds up: those this node sends on the link (not those
+    /// the budget holds: they wait by design) or, when applying is stuck,
+    /// those it receives.
+    pub(crate) fn note_stall(&self, code: &str, reason: &str) {
+        let config = self.config();
+        let mut c = self.counters.lock();
+        let active = |s: Option<&String>| s.is_some_and(|s| s == "streaming" || s == "syncing");
+        let tables: Vec<String> = config
+            .tables
+            .iter()
+            .filter(|t| {
+                let state = c.tables.get(&t.table);
+                if code == super::stall::APPLY_STUCK {
+                    t.subscribe && active(state.map(|s| &s.0))
+                } else {
+                    t.publish
+                        && active(state.map(|s| &s.1))
+                        && self.meter.hold(t.bulk, t.exempt_from_quota).is_none()
+                }
+            })
+            .map(|t| t.table.clone())
+            .collect();
+        c.stalls += 1;
+        c.stalled = Some(reason.to_string());
+        c.stalled_tables = tables
+            .into_iter()
+            .map(|t| (t, reason.to_string()))
+            .collect();
+    }
+
+    /// The link moves again.
+    pub(crate) fn clear_stall(&self) {
+        let mut c = self.counters.lock();
+        if c.stalled.is_some() {
+            c.stalled = None;
+            c.stalled_tables.clear();
+        }
+    }
+
     pub(crate) fn note_error(&self, e: impl Into<String>) {
         self.counters.lock().last_error = Some(e.into());
     }
@@ -443,6 +488,7 @@ impl PeerState {
                         "not published".into()
                     },
                     coalesced: c.coalesced_tables.get(&t.table).copied().unwrap_or(0),
+                    stalled: c.stalled_tables.get(&t.table).cloned(),
                 }
             })
             .collect();
@@ -471,6 +517,8 @@ impl PeerState {
             last_resync_reason: c.last_resync_reason.clone(),
             connects: c.connects,
             tls_failures: c.tls_failures,
+            stalled: c.stalled.clone(),
+            stalls: c.stalls,
             traffic: {
                 let (bytes_out_raw, bytes_out_wire) = self.bytes_out.get();
                 let (bytes_in_raw, bytes_in_wire) = self.bytes_in.get();

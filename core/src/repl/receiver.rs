@@ -12,6 +12,7 @@ use super::cursor::{store_acked, PeerCursor, TableCursor};
 use super::deltas::{resolve, Resolved, PAUSE_AFTER_MISS};
 use super::link::{blocking, link_closed, Reader};
 use super::peer::PeerState;
+use super::stall::Activity;
 use crate::error::{Error, Result};
 use crate::local::catalog::TableOptions;
 use crate::local::codec::Stamp;
@@ -43,6 +44,8 @@ pub(super) struct Receiver {
     /// A delta's base was missing: nothing more is applied or
     /// acknowledged on this link (see `repl::deltas`).
     missed: bool,
+    /// Tells the link's stall watchdog when a frame is being handled.
+    activity: Arc<Activity>,
 }
 
 /// The reason slot and the signal of [`Receiver::new`].
@@ -59,6 +62,7 @@ impl Receiver {
         tx: mpsc::Sender<Message>,
         relays_accepted: bool,
         violation: Violation,
+        activity: Arc<Activity>,
     ) -> Receiver {
         let subscribed = peer
             .config()
@@ -80,6 +84,7 @@ impl Receiver {
             violation: Some(violation),
             deltas,
             missed: false,
+            activity,
             peer,
         }
     }
@@ -163,9 +168,22 @@ impl Receiver {
                 )
             {
                 // Waiting for the sender to end the link after a delta
-                // miss: nothing past the miss applies or is acknowledged.
+                // miss: nothing past the miss applies or is acknowledged,
+                // so frames that keep coming count towards a stall.
+                self.activity.begin_apply();
                 continue;
             }
+            self.activity.begin_apply();
+            self.handle(msg).await?;
+            if !self.missed {
+                self.activity.end_apply();
+            }
+        }
+    }
+
+    /// Handles one frame: applies it, or records what it says.
+    async fn handle(&mut self, msg: Message) -> Result<()> {
+        {
             match msg {
                 Message::DeltaMiss { seq, reason } => {
                     let mut c = self.peer.counters.lock();
@@ -205,6 +223,7 @@ impl Receiver {
                 }
                 Message::Refusals(refusals) => self.on_refusals(refusals).await?,
                 Message::Ack { upto_seq } => {
+                    self.activity.acked();
                     // A peer cannot acknowledge what was never sent to it:
                     // that would fake delivery receipts and let retention
                     // drop entries it still needs.
@@ -235,6 +254,7 @@ impl Receiver {
                 }
             }
         }
+        Ok(())
     }
 
     fn live(&self, table: &str) -> bool {

@@ -23,6 +23,7 @@ use super::link::{blocking, link_closed, BulkMessage};
 use super::peer::PeerState;
 use super::peer::NOT_SUBSCRIBED_BY_PEER;
 use super::runtime::Replicator;
+use super::stall::Activity;
 use crate::error::{Error, Result};
 use crate::local::db::Database;
 use crate::local::log::{LogWrite, WriteOp};
@@ -41,6 +42,8 @@ pub(super) struct Sender {
     frame_budget: usize,
     /// The bases of attribute deltas, when both sides want them.
     deltas: Option<parking_lot::Mutex<Bases>>,
+    /// What the link's stall watchdog sees of the frames sent.
+    activity: Arc<Activity>,
 }
 
 /// A table to sync, in the order syncs go out.
@@ -58,6 +61,7 @@ impl Sender {
         hello: &Hello,
         tx: mpsc::Sender<Message>,
         bulk: mpsc::Sender<BulkMessage>,
+        activity: Arc<Activity>,
     ) -> Sender {
         let frame_budget = (hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes) / 2;
         let deltas = (hello.deltas && peer.config().deltas_on()).then(Default::default);
@@ -71,10 +75,18 @@ impl Sender {
             tx,
             bulk,
             frame_budget,
+            activity,
         }
     }
 
     async fn send(&self, m: Message) -> Result<()> {
+        // Each of these is acknowledged once, in order: the stall
+        // watchdog waits for the acknowledgement of the last data frame.
+        match &m {
+            Message::TxnsUpTo { txns, .. } => self.activity.frame_queued(!txns.is_empty()),
+            Message::Progress { .. } => self.activity.frame_queued(false),
+            _ => {}
+        }
         self.tx.send(m).await.map_err(|_| link_closed())
     }
 

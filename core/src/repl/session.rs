@@ -24,6 +24,7 @@ use super::peer::PeerState;
 use super::receiver::Receiver;
 use super::runtime::Replicator;
 use super::sender::Sender;
+use super::stall::{self, Activity};
 use crate::error::{Error, Result};
 use crate::local::db::Database;
 use crate::local::hlc::wall_millis;
@@ -57,7 +58,7 @@ async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
     let mut backoff = r.opts.backoff_initial;
     let mut generation = peer.generation.subscribe();
     let mut closing = r.closing.subscribe();
-    let mut jitter = Jitter::new(peer.name().len() as u64 ^ wall_millis());
+    let mut jitter = Jitter::for_peer(&peer.name());
     loop {
         generation.borrow_and_update();
         let Some(addr) = peer.config().address else {
@@ -479,6 +480,7 @@ async fn run(
     let (tx, rx) = mpsc::channel::<Message>(64);
     // Two deep: an initial sync reads ahead no further than that.
     let (bulk_tx, bulk_rx) = mpsc::channel::<BulkMessage>(2);
+    let activity = Arc::new(Activity::default());
     let sender = Sender::new(
         r.clone(),
         db.clone(),
@@ -486,6 +488,7 @@ async fn run(
         &hello,
         tx.clone(),
         bulk_tx,
+        activity.clone(),
     );
     // An origin violation ends the link with a goodbye that says why.
     let violation = Arc::new(Mutex::new(None::<String>));
@@ -498,11 +501,27 @@ async fn run(
         tx,
         relays_accepted,
         (violation.clone(), violated_tx),
+        activity.clone(),
     );
     let idle = r.opts.idle_timeout;
+    let heartbeat = r.opts.heartbeat_interval;
     let mut closing = r.closing.subscribe();
+    // A stall ends the link with a goodbye when the writer can still write
+    // one; otherwise (or if the goodbye does not go out) it is dropped.
+    let stalled = Mutex::new(None::<String>);
+    let (stall_tx, stall_rx) = oneshot::channel::<String>();
+    let watchdog = async {
+        let s = stall::watch(peer.clone(), activity.clone(), heartbeat).await;
+        *stalled.lock() = Some(s.reason.clone());
+        if s.writer_free {
+            let _ = stall_tx.send(s.reason.clone());
+            tokio::time::sleep((heartbeat * 2).max(Duration::from_millis(200))).await;
+        }
+        s.reason
+    };
     let goodbye = async {
         tokio::select! {
+            Ok(reason) = stall_rx => format!("the link stalled ({reason}); redialing"),
             Ok(()) = violated => violation.lock().clone().unwrap_or_default(),
             () = until_closing(&mut closing) => "its database is closing".to_string(),
             _ = generation.changed() => if peer.is_removed() {
@@ -515,7 +534,8 @@ async fn run(
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
-        res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye, peer) => res,
+        res = write_loop(writer, rx, bulk_rx, heartbeat, goodbye, peer, &activity) => res,
+        reason = watchdog => Err(stalled_error(&reason)),
     };
     if ended.as_ref().is_ok_and(|e| *e == Ended::SaidGoodbye) {
         linger(&mut reader).await;
@@ -527,11 +547,21 @@ async fn run(
         let _ = blocking(move || super::cursor::store_quota(&quota_db, &name, &q)).await;
     }
     ended?;
+    if let Some(reason) = stalled.lock().take() {
+        return Err(stalled_error(&reason));
+    }
     let violated = violation.lock().take();
     match violated {
         Some(reason) => Err(Error::Peer(reason)),
         None => Ok(()),
     }
+}
+
+/// What a stalled link ends with; `last_error` shows it.
+fn stalled_error(reason: &str) -> Error {
+    Error::Peer(format!(
+        "the link stalled and was torn down to redial: {reason}"
+    ))
 }
 
 /// A closing database fails the sender's and receiver's database calls
@@ -577,6 +607,7 @@ async fn write_loop(
     heartbeat: Duration,
     goodbye: impl std::future::Future<Output = String>,
     peer: &PeerState,
+    activity: &Activity,
 ) -> Result<Ended> {
     // Every frame counts against the link's budget, acknowledgements and
     // heartbeats too: the cap is about the link, not the data.
@@ -587,12 +618,15 @@ async fn write_loop(
         tokio::select! {
             biased;
             reason = &mut goodbye => {
+                activity.begin_write("goodbye");
                 say_goodbye(writer, reason).await?;
                 return Ok(Ended::SaidGoodbye);
             }
             next = rx.recv() => match next {
                 Some(msg) => {
+                    activity.begin_write(kind_of(&msg));
                     meter.debit(writer.write_message(&msg).await?);
+                    activity.end_write();
                     if matches!(msg, Message::TxnsUpTo { .. }) {
                         meter.wrote_frame();
                     }
@@ -601,7 +635,10 @@ async fn write_loop(
             },
             next = bulk.recv(), if bulk_open => match next {
                 Some((msg, written)) => {
+                    activity.begin_write("sync");
                     meter.debit(writer.write_message(&msg).await?);
+                    activity.end_write();
+                    activity.wrote_bulk();
                     if let Some(written) = written {
                         let _ = written.send(());
                     }
@@ -609,14 +646,28 @@ async fn write_loop(
                 None => bulk_open = false,
             },
             () = tokio::time::sleep(heartbeat) => {
+                activity.begin_write("heartbeat");
                 let n = writer
                     .write_message(&Message::Heartbeat {
                         now_ms: wall_millis(),
                     })
                     .await?;
+                activity.end_write();
                 meter.debit(n);
             }
         }
+    }
+}
+
+/// What a frame is, as a `write_blocked` stall names it.
+fn kind_of(msg: &Message) -> &'static str {
+    match msg {
+        Message::Txns(_) | Message::TxnsUpTo { .. } => "data",
+        Message::Progress { .. } => "progress",
+        Message::Ack { .. } => "acknowledgement",
+        Message::Refusals(_) => "refusals",
+        Message::SyncBegin { .. } | Message::SyncChunk { .. } => "sync",
+        _ => "control",
     }
 }
 
@@ -641,9 +692,48 @@ async fn say_goodbye(mut writer: Writer, reason: String) -> Result<()> {
 /// Spreads redial delays so a fleet does not redial in lockstep.
 struct Jitter(u64);
 
+/// Jitters made in this process so far: two for the same peer name (a
+/// peer removed and added again) still differ.
+static JITTERS: AtomicU64 = AtomicU64::new(0);
+
+/// One draw from the operating system's random source per process:
+/// processes started in the same millisecond (a fleet booting after a
+/// power cut) then redial apart. Without one (never seen on Linux), the
+/// clock in nanoseconds and the process id stand in, with a warning.
+fn process_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| match getrandom::u64() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!(target: "tidelog::repl", "no random source for the redial jitter ({e}); using the clock and process id");
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ u64::from(std::process::id()).rotate_left(32)
+        }
+    })
+}
+
+/// splitmix64's finaliser: spreads a few changed bits over the whole word.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Jitter {
     fn new(seed: u64) -> Jitter {
         Jitter(seed | 1)
+    }
+
+    /// The process seed mixed with the peer's name and a per-process count.
+    fn for_peer(name: &str) -> Jitter {
+        let mut h = process_seed();
+        for b in name.bytes() {
+            h = mix(h ^ u64::from(b));
+        }
+        let n = JITTERS.fetch_add(1, Ordering::Relaxed);
+        Jitter::new(mix(h ^ mix(n.wrapping_add(0x9E37_79B9_7F4A_7C15))))
     }
 
     fn next(&mut self) -> u64 {
@@ -678,5 +768,25 @@ mod tests {
             seen_high |= s > Duration::from_millis(1300);
         }
         assert!(seen_low && seen_high, "jitter must actually spread");
+    }
+
+    /// Two jitters made at the same instant, for the same name and for
+    /// names of the same length (the old seed was name length ^ wall ms),
+    /// give different delays.
+    #[test]
+    fn jitters_made_at_the_same_instant_differ() {
+        let d = Duration::from_secs(10);
+        let delays = |mut j: Jitter| (0..4).map(|_| j.spread(d)).collect::<Vec<_>>();
+        let (a, b, c) = (
+            Jitter::for_peer("edge-1"),
+            Jitter::for_peer("edge-1"),
+            Jitter::for_peer("edge-2"),
+        );
+        let (a, b, c) = (delays(a), delays(b), delays(c));
+        assert_ne!(a, b, "same name, same instant");
+        assert_ne!(a, c, "same name length, same instant");
+        assert_ne!(b, c);
+        // The process seed is drawn once: a second call returns it again.
+        assert_eq!(process_seed(), process_seed());
     }
 }

@@ -21,6 +21,10 @@ pub struct TableStatus {
     /// Versions of this table's keys not sent to the peer because a newer
     /// one of the same key followed within the flow's `coalesce_ms`.
     pub coalesced: u64,
+    /// Why this table's flow on the link stalled, as the peer's `stalled`
+    /// says; `None` when it did not (a table the budget holds, or one
+    /// the link does not carry, never stalls).
+    pub stalled: Option<String>,
 }
 
 /// The bytes on one link, and what holds back what this node sends.
@@ -133,6 +137,17 @@ pub struct PeerStatus {
     /// are counted for the whole node, in
     /// `Database::accepted_tls_failures` (no peer is known for them).
     pub tls_failures: u64,
+    /// Why the link stalled, if it did and no later link moved since: a
+    /// code, a colon, then what happened. Codes: `no_ack_progress`
+    /// (transactions sent, no acknowledgement came), `write_blocked` (a frame could not
+    /// be written: the peer stopped reading, half-open), `apply_stuck`
+    /// (frames from the peer are not applied). A link stalls after three
+    /// heartbeat intervals (at least 2 s) without progress while it has
+    /// something to move; it is then torn down and redialed. A link held
+    /// by its budget, or idle, never stalls.
+    pub stalled: Option<String>,
+    /// Stalls found since this instance opened (each tore its link down).
+    pub stalls: u64,
     /// Bytes in and out, compression, budget and quota, deltas.
     pub traffic: TrafficStatus,
     /// Writes refused either way on this link, one entry per direction and

@@ -2,6 +2,8 @@
 //! on 127.0.0.1 only, and waiting for convergence.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

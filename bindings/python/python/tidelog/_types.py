@@ -144,6 +144,8 @@ class TableStatus(TypedDict):
     inbound: str
     outbound: str
     coalesced: int
+    # Why this table's flow stalled (the peer's "stalled"), or None.
+    stalled: Optional[str]
 
 class TrafficStatus(TypedDict):
     """Bytes on one link, and what holds back what this node sends."""
@@ -206,6 +208,11 @@ class PeerStatus(TypedDict):
     last_resync_reason: Optional[str]
     connects: int
     tls_failures: int
+    # Why the link stalled, until a later link moves: "no_ack_progress: ...",
+    # "write_blocked: ..." (half-open) or "apply_stuck: ..."; None if not.
+    stalled: Optional[str]
+    # Stalls found since this instance opened; each tore its link down.
+    stalls: int
     traffic: TrafficStatus
     refusals: List[RefusalStatus]
 

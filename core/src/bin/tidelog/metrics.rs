@@ -11,8 +11,8 @@
 //! `tidelog_peer_bytes_in`, `tidelog_peer_bytes_out` (on the wire),
 //! `tidelog_peer_refused_writes`, `tidelog_peer_resyncs_sent`,
 //! `tidelog_peer_syncs_received`, `tidelog_peer_connects`,
-//! `tidelog_peer_tls_failures` (and `tidelog_peer_stalls` once `PeerStatus`
-//! has `stalls`: see STALLS below); per peer and table
+//! `tidelog_peer_tls_failures`, `tidelog_peer_stalls`,
+//! `tidelog_peer_stalled`; per peer and table
 //! (labels `peer`, `table`) `tidelog_table_coalesced` and
 //! `tidelog_table_refused_writes` (label `direction` too); for the node
 //! `tidelog_accepted_tls_failures`, `tidelog_certificate_expiry_days`,
@@ -210,10 +210,16 @@ fn fill(reg: &mut Registry, peers: &[PeerStatus], accepted_tls: u64, cert_not_af
         "tidelog_peer_tls_failures",
         "Dials of the peer that failed in TLS",
     );
-    // STALLS: the stall work adds `stalls: u64` (and `stalled`) to
-    // PeerStatus; at merge, register `tidelog_peer_stalls` here:
-    //   let stalls = family::<C>(reg, "tidelog_peer_stalls", "Links to the peer torn down as stalled");
-    // and in the loop below: stalls.get_or_create(&l).inc_by(p.stalls);
+    let stalls = family::<C>(
+        reg,
+        "tidelog_peer_stalls",
+        "Links to the peer torn down as stalled (no acknowledgement progress, a blocked write, or applying stuck)",
+    );
+    let stalled = family::<Gauge>(
+        reg,
+        "tidelog_peer_stalled",
+        "1 while the peer's last link stalled and no later link moved yet",
+    );
     let coalesced = Family::<TableLabel, C>::default();
     reg.register(
         "tidelog_table_coalesced",
@@ -241,6 +247,10 @@ fn fill(reg: &mut Registry, peers: &[PeerStatus], accepted_tls: u64, cert_not_af
         syncs.get_or_create(&l).inc_by(p.syncs_received);
         connects.get_or_create(&l).inc_by(p.connects);
         tls.get_or_create(&l).inc_by(p.tls_failures);
+        stalls.get_or_create(&l).inc_by(p.stalls);
+        stalled
+            .get_or_create(&l)
+            .set(i64::from(p.stalled.is_some()));
         for t in &p.tables {
             coalesced
                 .get_or_create(&[("peer", p.name.clone()), ("table", t.table.clone())])
