@@ -191,6 +191,10 @@ impl Database {
             .filter(|p| p.config().tables.iter().any(|t| t.publish))
             .cloned()
             .collect();
+        // Every link hears of the receipt at once, not one after another.
+        for p in &peers {
+            p.want_progress(seq);
+        }
         for p in peers {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(std::time::Instant::now())

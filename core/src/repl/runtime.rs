@@ -52,14 +52,17 @@ impl Replicator {
         self.peers.lock().get(name).cloned()
     }
 
-    /// The lowest local sequence every publishing peer acknowledged;
-    /// `u64::MAX` when no peer receives anything from this node.
+    /// The lowest local sequence every publishing peer acknowledged, as
+    /// stored: trimming past an acknowledgement held only in memory would,
+    /// after a crash, leave a stored position the log no longer holds, and
+    /// the peer would be resynced in full; `u64::MAX` when no peer
+    /// receives anything from this node.
     pub(crate) fn acked_floor(&self) -> u64 {
         self.peers
             .lock()
             .values()
             .filter(|p| p.config().tables.iter().any(|t| t.publish))
-            .map(|p| *p.acked.borrow())
+            .map(|p| p.stored_acked())
             .min()
             .unwrap_or(u64::MAX)
     }
@@ -139,6 +142,21 @@ impl ReplicationHook for Replicator {
 
     fn shutdown(&self) {
         Replicator::shutdown(self)
+    }
+
+    fn unsaved_meta(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.peers
+            .lock()
+            .values()
+            .filter_map(|p| {
+                let seq = p.unsaved_acked()?;
+                p.note_stored_acked(seq);
+                Some((
+                    crate::local::keys::acked_key(&p.name()),
+                    seq.to_be_bytes().to_vec(),
+                ))
+            })
+            .collect()
     }
 
     fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::{Compression, PeerConfig};
 use super::cursor::PeerCursor;
-use super::link::{blocking, BoxIo, BulkMessage, Reader, Writer};
+use super::link::{blocking, link_closed, BoxIo, BulkMessage, Reader, Writer};
 use super::peer::PeerState;
 use super::receiver::Receiver;
 use super::runtime::Replicator;
@@ -495,9 +495,11 @@ async fn run(
             },
         }
     };
+    let acks = persist_acks(quota_db.clone(), peer.clone());
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
+        res = goodbye_first(acks) => res.map(|()| Ended::Done),
         res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye, peer) => res,
     };
     if ended.as_ref().is_ok_and(|e| *e == Ended::SaidGoodbye) {
@@ -506,14 +508,40 @@ async fn run(
     // What the link spent since the last batched store, so a restart does
     // not refill it (best effort: a closing database may refuse it).
     if let Some(q) = peer.meter.to_store_now() {
-        let name = peer.name();
-        let _ = blocking(move || super::cursor::store_quota(&quota_db, &name, &q)).await;
+        let (db, name) = (quota_db.clone(), peer.name());
+        let _ = blocking(move || super::cursor::store_quota(&db, &name, &q)).await;
     }
+    // The acknowledgements since the last batched store (best effort too:
+    // an older stored position only means the peer is sent a little again).
+    let p = peer.clone();
+    let _ = blocking(move || p.persist_acked(&quota_db)).await;
     ended?;
     let violated = violation.lock().take();
     match violated {
         Some(reason) => Err(Error::Peer(reason)),
         None => Ok(()),
+    }
+}
+
+/// How often a moving acknowledgement is stored: one storage write per
+/// peer per period, not one per acknowledgement (at hundreds of links, one
+/// per commit per link was most of a hub's work).
+const ACK_STORE_EVERY: Duration = Duration::from_millis(150);
+
+/// Stores the peer's acknowledgement while the link is up, at most once
+/// per `ACK_STORE_EVERY`; `run` stores the last one when the link ends and
+/// the database when it closes. Receipts do not wait for it: they read
+/// the acknowledgement in memory. After a crash, the stored one may be up
+/// to a period older: the peer's next link resumes from its own cursor and
+/// acknowledges again, and retention trimmed nothing past the stored one.
+async fn persist_acks(db: Database, peer: Arc<PeerState>) -> Result<()> {
+    let mut acked = peer.acked.subscribe();
+    loop {
+        acked.changed().await.map_err(|_| link_closed())?;
+        tokio::time::sleep(ACK_STORE_EVERY).await;
+        acked.borrow_and_update();
+        let (db, p) = (db.clone(), peer.clone());
+        blocking(move || p.persist_acked(&db)).await?;
     }
 }
 
