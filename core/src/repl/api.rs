@@ -155,6 +155,19 @@ impl Database {
         state.status(self)
     }
 
+    /// Test hook, not part of the API: how often the link to `peer` read
+    /// this node's log, and how many log frames (transactions or progress)
+    /// it sent, over every link since the peer was added.
+    #[doc(hidden)]
+    pub fn link_activity_for_tests(&self, peer: &str) -> Result<(u64, u64)> {
+        let state = self
+            .replicator()?
+            .peer(peer)
+            .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
+        let c = state.counters.lock();
+        Ok((c.log_reads, c.log_frames))
+    }
+
     /// Status of every peer, by name.
     pub fn replication_status(&self) -> Result<Vec<PeerStatus>> {
         let r = self.replicator()?;

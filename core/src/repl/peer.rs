@@ -65,6 +65,10 @@ pub(crate) struct Counters {
     /// Writes passed over by coalescing, in all and by table.
     pub(crate) coalesced: u64,
     pub(crate) coalesced_tables: BTreeMap<String, u64>,
+    /// Times the link's sender read the log, and frames of the log
+    /// (transactions or progress) it sent: for tests of the fan-out.
+    pub(crate) log_reads: u64,
+    pub(crate) log_frames: u64,
 }
 
 impl Counters {

@@ -363,6 +363,7 @@ impl Sender {
     /// `Meter::wait_written`).
     async fn send_frame(&self, txns: Vec<WireTxn>, upto_seq: u64) -> Result<()> {
         self.peer.meter.queued_frame();
+        self.peer.counters.lock().log_frames += 1;
         self.send(Message::TxnsUpTo { txns, upto_seq }).await
     }
 
@@ -425,7 +426,11 @@ impl Sender {
             return Ok(floor);
         }
         // Recorded before sending: the peer may acknowledge it at once.
-        self.peer.counters.lock().sent_seq = to;
+        {
+            let mut c = self.peer.counters.lock();
+            c.sent_seq = to;
+            c.log_frames += 1;
+        }
         self.send(Message::Progress { upto_seq: to }).await?;
         Ok(to)
     }
@@ -597,6 +602,7 @@ impl Sender {
                 .max(1) as usize;
             let (db, from) = (self.db.clone(), pos + 1);
             let budget = meter.frame_bytes(self.frame_budget);
+            self.peer.counters.lock().log_reads += 1;
             let entries = blocking(move || db.read_log_bounded(from, limit, budget)).await?;
             match entries.first() {
                 Some(e) if e.seq == pos + 1 => {}
