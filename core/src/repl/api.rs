@@ -61,6 +61,7 @@ impl Database {
             closing: tokio::sync::watch::Sender::new(false),
             accepting: std::sync::atomic::AtomicUsize::new(0),
         });
+        r.handle.spawn(session::persist_acks(Arc::downgrade(&r)));
         *slot = Some(r);
         Ok(())
     }
@@ -156,16 +157,17 @@ impl Database {
     }
 
     /// Test hook, not part of the API: how often the link to `peer` read
-    /// this node's log, and how many log frames (transactions or progress)
-    /// it sent, over every link since the peer was added.
+    /// this node's log, how many log frames (transactions or progress) it
+    /// sent, and how many of the peer's it received and acknowledged, over
+    /// every link since the peer was added.
     #[doc(hidden)]
-    pub fn link_activity_for_tests(&self, peer: &str) -> Result<(u64, u64)> {
+    pub fn link_activity_for_tests(&self, peer: &str) -> Result<(u64, u64, u64)> {
         let state = self
             .replicator()?
             .peer(peer)
             .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
         let c = state.counters.lock();
-        Ok((c.log_reads, c.log_frames))
+        Ok((c.log_reads, c.log_frames, c.log_frames_in))
     }
 
     /// Status of every peer, by name.

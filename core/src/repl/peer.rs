@@ -69,6 +69,8 @@ pub(crate) struct Counters {
     /// (transactions or progress) it sent: for tests of the fan-out.
     pub(crate) log_reads: u64,
     pub(crate) log_frames: u64,
+    /// Frames of the peer's log received (each is acknowledged).
+    pub(crate) log_frames_in: u64,
 }
 
 impl Counters {
@@ -664,8 +666,7 @@ impl PeerState {
 
     /// The acknowledgement as stored, for log retention.
     pub(crate) fn stored_acked(&self) -> u64 {
-        self.stored_acked
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.stored_acked.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The acknowledgement to store, if it moved since the last store.
@@ -680,9 +681,10 @@ impl PeerState {
             .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// Stores the acknowledgement if it moved since the last store.
-    /// Acknowledgements are stored in batches (see `session::persist_acks`):
-    /// receipts use the one in memory at once, retention the stored one.
+    /// Stores the acknowledgement if it moved since the last store (when
+    /// the link ends). Otherwise they are stored in batches (see
+    /// `session::persist_acks`): receipts use the one in memory at once,
+    /// retention the stored one.
     pub(crate) fn persist_acked(&self, db: &Database) -> Result<()> {
         if let Some(seq) = self.unsaved_acked() {
             super::cursor::store_acked(db, &self.name(), seq)?;

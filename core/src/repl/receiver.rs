@@ -366,7 +366,11 @@ impl Receiver {
             }
         }
         self.apply(txns).await?;
-        self.peer.counters.lock().received_seq = upto;
+        {
+            let mut c = self.peer.counters.lock();
+            c.received_seq = upto;
+            c.log_frames_in += 1;
+        }
         self.send_refusals().await?;
         self.tx
             .send(Message::Ack { upto_seq: upto })

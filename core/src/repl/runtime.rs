@@ -67,6 +67,34 @@ impl Replicator {
             .unwrap_or(u64::MAX)
     }
 
+    /// Stores every peer's acknowledgement that moved since its last
+    /// store, in one commit (see `session::persist_acks`).
+    pub(crate) fn persist_acks(&self, db: &Database) -> Result<()> {
+        let moved: Vec<(Arc<PeerState>, u64)> = self
+            .peers
+            .lock()
+            .values()
+            .filter_map(|p| Some((p.clone(), p.unsaved_acked()?)))
+            .collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let puts = moved
+            .iter()
+            .map(|(p, seq)| {
+                (
+                    crate::local::keys::acked_key(&p.name()),
+                    seq.to_be_bytes().to_vec(),
+                )
+            })
+            .collect();
+        db.meta_commit(puts, Vec::new())?;
+        for (p, seq) in moved {
+            p.note_stored_acked(seq);
+        }
+        Ok(())
+    }
+
     /// Tells peers whose acknowledged position the log no longer holds that
     /// they will be resynced.
     pub(crate) fn note_trimmed(&self, first: u64) {

@@ -567,7 +567,9 @@ impl Sender {
             // this link's tables: the rest is passed over unread.
             let plan = interest.plan(lanes.floor(), *committed.borrow_and_update());
             lanes.pass_to(plan.pass_to);
-            let read = plan.read_to.and_then(|last| Some((lanes.next_lane(last)?, last)));
+            let read = plan
+                .read_to
+                .and_then(|last| Some((lanes.next_lane(last)?, last)));
             let Some((lane, last)) = read else {
                 // Nothing to send: the position passed over goes to the
                 // peer when due, not per commit.

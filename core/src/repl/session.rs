@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::{Compression, PeerConfig};
 use super::cursor::PeerCursor;
-use super::link::{blocking, link_closed, BoxIo, BulkMessage, Reader, Writer};
+use super::link::{blocking, BoxIo, BulkMessage, Reader, Writer};
 use super::peer::PeerState;
 use super::receiver::Receiver;
 use super::runtime::Replicator;
@@ -495,11 +495,9 @@ async fn run(
             },
         }
     };
-    let acks = persist_acks(quota_db.clone(), peer.clone());
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
-        res = goodbye_first(acks) => res.map(|()| Ended::Done),
         res = write_loop(writer, rx, bulk_rx, r.opts.heartbeat_interval, goodbye, peer) => res,
     };
     if ended.as_ref().is_ok_and(|e| *e == Ended::SaidGoodbye) {
@@ -523,25 +521,26 @@ async fn run(
     }
 }
 
-/// How often a moving acknowledgement is stored: one storage write per
-/// peer per period, not one per acknowledgement (at hundreds of links, one
-/// per commit per link was most of a hub's work).
+/// How often moved acknowledgements are stored: all peers' in one
+/// storage commit per period, not one per acknowledgement (at hundreds of
+/// links, one per commit per link was most of a hub's work).
 const ACK_STORE_EVERY: Duration = Duration::from_millis(150);
 
-/// Stores the peer's acknowledgement while the link is up, at most once
-/// per `ACK_STORE_EVERY`; `run` stores the last one when the link ends and
-/// the database when it closes. Receipts do not wait for it: they read
-/// the acknowledgement in memory. After a crash, the stored one may be up
-/// to a period older: the peer's next link resumes from its own cursor and
-/// acknowledges again, and retention trimmed nothing past the stored one.
-async fn persist_acks(db: Database, peer: Arc<PeerState>) -> Result<()> {
-    let mut acked = peer.acked.subscribe();
+/// Stores the peers' acknowledgements that moved, every `ACK_STORE_EVERY`,
+/// for as long as the engine runs; `run` also stores a peer's when its
+/// link ends, and the database when it closes. Receipts do not wait for
+/// it: they read the acknowledgement in memory. After a crash the stored
+/// one may be up to a period older: the peer's next link resumes from its
+/// own cursor (stored with what it applied) and acknowledges again, and
+/// retention trimmed nothing past the stored one.
+pub(crate) async fn persist_acks(r: std::sync::Weak<Replicator>) {
     loop {
-        acked.changed().await.map_err(|_| link_closed())?;
         tokio::time::sleep(ACK_STORE_EVERY).await;
-        acked.borrow_and_update();
-        let (db, p) = (db.clone(), peer.clone());
-        blocking(move || p.persist_acked(&db)).await?;
+        let Some(r) = r.upgrade() else { return };
+        let Ok(db) = r.db() else { return };
+        if let Err(e) = blocking(move || r.persist_acks(&db)).await {
+            log::warn!(target: "tidelog::repl", "storing peers' acknowledgements: {e}");
+        }
     }
 }
 
