@@ -84,7 +84,8 @@ fn spawn_hub(
             return (child, lines);
         }
     }
-    panic!("the hub child ended before it was ready");
+    let status = child.wait();
+    panic!("the hub child ended before it was ready: {status:?}");
 }
 
 fn free_port() -> u16 {

@@ -20,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 
 /// Sequences queued per interest before it only records "read the log up
 /// to here": a link that fell that far behind reads like it always did.
-const MAX_QUEUED: usize = 1024;
+const MAX_QUEUED: usize = 256;
 
 /// Queued sequences closer than this are read as one run: reading a few
 /// entries in between is cheaper than a round per entry.
