@@ -172,6 +172,9 @@ pub(crate) trait ReplicationHook: Send + Sync {
     fn note_trimmed(&self, first: u64);
     /// Stops links and the runtime; called first when the database closes.
     fn shutdown(&self);
+    /// Meta entries the engine keeps in memory and stores in batches (the
+    /// peers' acknowledgements), stored by `close` after `shutdown`.
+    fn unsaved_meta(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
     /// Lets the engine get its own type back from the slot.
     fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
@@ -188,8 +191,11 @@ pub(crate) struct Shared {
     pub(crate) listeners: Arc<Listeners>,
     pub(crate) dirty: AtomicBool,
     pub(crate) closed: AtomicBool,
-    /// Last committed log sequence; replication senders wait on it.
+    /// Last committed log sequence.
     pub(crate) committed: tokio::sync::watch::Sender<u64>,
+    /// Wakes the outbound links a commit wrote tables of (see `fanout`);
+    /// told before `committed` moves.
+    pub(crate) feed: crate::local::fanout::CommitFeed,
     /// Bumped whenever a table is created, for links waiting on one.
     pub(crate) tables_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) replication: Mutex<Option<Arc<dyn ReplicationHook>>>,
@@ -375,6 +381,7 @@ impl Database {
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             committed: tokio::sync::watch::Sender::new(next_seq - 1),
+            feed: Default::default(),
             tables_changed: tokio::sync::watch::Sender::new(0),
             replication: Mutex::new(None),
             stop_maintenance: Mutex::new(None),
@@ -910,6 +917,7 @@ impl Shared {
                 last + 1
             );
         } else if last > committed {
+            self.feed.unknown_upto(last);
             self.committed.send_replace(last);
         }
         // Sequences already handed out are never reused: a peer may have
@@ -925,6 +933,25 @@ impl Shared {
         Ok(())
     }
 
+    /// Best effort, like any write while closing: a refused write leaves
+    /// the older stored position, which only means the peer is sent a
+    /// little again.
+    fn store_unsaved_meta(&self, puts: Vec<(Vec<u8>, Vec<u8>)>) {
+        if puts.is_empty() {
+            return;
+        }
+        let mut batch = Batch::default();
+        for (k, v) in puts {
+            batch.put(Space::Meta, k, v);
+        }
+        let stored = self
+            .writable_store()
+            .and_then(|store| self.commit(&store, batch, false, None));
+        if let Err(e) = stored {
+            log::warn!(target: "tidelog::repl", "storing peers' acknowledgements at close: {e}");
+        }
+    }
+
     fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -933,6 +960,7 @@ impl Shared {
         let replicator = self.replication.lock().take();
         if let Some(r) = replicator {
             r.shutdown();
+            self.store_unsaved_meta(r.unsaved_meta());
         }
         let stop_maintenance = self.stop_maintenance.lock().take();
         if let Some(stop) = stop_maintenance {

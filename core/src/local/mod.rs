@@ -6,6 +6,7 @@ pub mod codec;
 pub(crate) mod db;
 pub mod delta;
 pub(crate) mod dir;
+pub(crate) mod fanout;
 pub mod hlc;
 pub(crate) mod keys;
 pub(crate) mod listener;

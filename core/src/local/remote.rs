@@ -155,6 +155,11 @@ impl Database {
             w.log_bytes += bytes;
             w.log_sizes.appended(seq, bytes);
         }
+        for e in &entries {
+            shared
+                .feed
+                .publish(e.seq, e.origin(), e.writes.iter().map(|w| w.table.as_str()));
+        }
         if let Some(last) = entries.last() {
             shared.committed.send_replace(last.seq);
         }

@@ -581,6 +581,11 @@ fn finish(
     w.log_bytes += bytes;
     w.log_sizes.appended(entry.seq, bytes);
     let seq = entry.seq;
+    db.shared.feed.publish(
+        seq,
+        entry.origin(),
+        entry.writes.iter().map(|w| w.table.as_str()),
+    );
     db.shared.committed.send_replace(seq);
     queue_events(db, entry, local);
     Ok(seq)

@@ -66,6 +66,7 @@ impl Database {
             admit_lock: Mutex::new(()),
             accepted_tls_failures: std::sync::atomic::AtomicU64::new(0),
         });
+        r.handle.spawn(session::persist_acks(Arc::downgrade(&r)));
         *slot = Some(r);
         Ok(())
     }
@@ -202,6 +203,20 @@ impl Database {
         state.status(self)
     }
 
+    /// Test hook, not part of the API: how often the link to `peer` read
+    /// this node's log, how many log frames (transactions or progress) it
+    /// sent, and how many of the peer's it received and acknowledged, over
+    /// every link since the peer was added.
+    #[doc(hidden)]
+    pub fn link_activity_for_tests(&self, peer: &str) -> Result<(u64, u64, u64)> {
+        let state = self
+            .replicator()?
+            .peer(peer)
+            .ok_or_else(|| Error::PeerNotFound(peer.to_string()))?;
+        let c = state.counters.lock();
+        Ok((c.log_reads, c.log_frames, c.log_frames_in))
+    }
+
     /// Status of every peer, by name.
     pub fn replication_status(&self) -> Result<Vec<PeerStatus>> {
         let r = self.replicator()?;
@@ -238,6 +253,10 @@ impl Database {
             .filter(|p| p.config().tables.iter().any(|t| t.publish))
             .cloned()
             .collect();
+        // Every link hears of the receipt at once, not one after another.
+        for p in &peers {
+            p.want_progress(seq);
+        }
         for p in peers {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(std::time::Instant::now())

@@ -192,6 +192,15 @@ impl Lanes {
         None
     }
 
+    /// Moves every lane behind `seq` to it: the caller knows no entry
+    /// after the floor up to `seq` is for this link (see `local::fanout`),
+    /// so no lane is blocked at, or owes a step over, any of them.
+    pub(crate) fn pass_to(&mut self, seq: u64) {
+        for l in &mut self.lanes {
+            l.pos = l.pos.max(seq);
+        }
+    }
+
     pub(crate) fn pos(&self, lane: usize) -> u64 {
         self.lanes[lane].pos
     }

@@ -74,6 +74,12 @@ pub(crate) struct Counters {
     pub(crate) stalled: Option<String>,
     pub(crate) stalled_tables: BTreeMap<String, String>,
     pub(crate) stalls: u64,
+    /// Times the link's sender read the log, and frames of the log
+    /// (transactions or progress) it sent: for tests of the fan-out.
+    pub(crate) log_reads: u64,
+    pub(crate) log_frames: u64,
+    /// Frames of the peer's log received (each is acknowledged).
+    pub(crate) log_frames_in: u64,
 }
 
 impl Counters {
@@ -112,6 +118,14 @@ pub(crate) struct PeerState {
     /// threads blocked in `wait_acked`.
     pub(crate) acked: watch::Sender<u64>,
     acked_cv: (Mutex<()>, Condvar),
+    /// The acknowledgement last stored (see `persist_acked`): what log
+    /// retention may trim up to, so a crash never leaves a stored position
+    /// the log no longer holds (which would cost the peer a full resync).
+    stored_acked: std::sync::atomic::AtomicU64,
+    /// The highest sequence a receipt waits on: a link with nothing to
+    /// send for it tells the peer its position at once rather than at the
+    /// next rate-limited progress (see `Sender::stream`).
+    pub(crate) progress_wanted: watch::Sender<u64>,
     /// What the peer refused of this node's log (persisted, bounded by
     /// `MAX_REFUSALS_PER_PEER`): receipts for these fail.
     refused: Mutex<BTreeMap<RefusalKey, RefusalRecord>>,
@@ -162,6 +176,8 @@ impl PeerState {
             counters: Mutex::new(counters),
             acked: watch::Sender::new(acked),
             acked_cv: (Mutex::new(()), Condvar::new()),
+            stored_acked: std::sync::atomic::AtomicU64::new(acked),
+            progress_wanted: watch::Sender::new(0),
             refused: Mutex::new(refused),
             skipped: Mutex::new(skipped),
             meter,
@@ -708,6 +724,46 @@ impl PeerState {
         )
     }
 
+    /// The acknowledgement as stored, for log retention.
+    pub(crate) fn stored_acked(&self) -> u64 {
+        self.stored_acked.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The acknowledgement to store, if it moved since the last store.
+    pub(crate) fn unsaved_acked(&self) -> Option<u64> {
+        let acked = *self.acked.borrow();
+        (acked > self.stored_acked()).then_some(acked)
+    }
+
+    /// Notes that `seq` is stored as the acknowledgement.
+    pub(crate) fn note_stored_acked(&self, seq: u64) {
+        self.stored_acked
+            .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Stores the acknowledgement if it moved since the last store (when
+    /// the link ends). Otherwise they are stored in batches (see
+    /// `session::persist_acks`): receipts use the one in memory at once,
+    /// retention the stored one.
+    pub(crate) fn persist_acked(&self, db: &Database) -> Result<()> {
+        if let Some(seq) = self.unsaved_acked() {
+            super::cursor::store_acked(db, &self.name(), seq)?;
+            self.note_stored_acked(seq);
+        }
+        Ok(())
+    }
+
+    /// A receipt waits on `seq`: the link tells the peer its position now.
+    pub(crate) fn want_progress(&self, seq: u64) {
+        if *self.acked.borrow() < seq {
+            self.progress_wanted.send_if_modified(|w| {
+                let more = seq > *w;
+                *w = (*w).max(seq);
+                more
+            });
+        }
+    }
+
     /// Records an acknowledgement; returns whether it moved forward.
     pub(crate) fn set_acked(&self, seq: u64) -> bool {
         let moved = self.acked.send_if_modified(|a| {
@@ -744,6 +800,7 @@ impl PeerState {
     ) -> Result<()> {
         // A huge timeout means "wait as long as it takes", not an overflow.
         let deadline = Instant::now().checked_add(timeout);
+        self.want_progress(seq);
         let mut guard = self.acked_cv.0.lock();
         loop {
             // Checked before the acknowledgement: the peer acknowledges

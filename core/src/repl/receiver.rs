@@ -8,7 +8,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use super::cursor::{store_acked, PeerCursor, TableCursor};
+use super::cursor::{PeerCursor, TableCursor};
 use super::deltas::{resolve, Resolved, PAUSE_AFTER_MISS};
 use super::link::{blocking, link_closed, Reader};
 use super::peer::PeerState;
@@ -234,13 +234,10 @@ impl Receiver {
                             self.name
                         )));
                     }
-                    // Persisted before anyone waiting is woken, so a receipt
-                    // the app has seen is still known after it restarts.
-                    if upto_seq > *self.peer.acked.borrow() {
-                        let (db, name) = (self.db.clone(), self.name.clone());
-                        blocking(move || store_acked(&db, &name, upto_seq)).await?;
-                        self.peer.set_acked(upto_seq);
-                    }
+                    // Receipts pass at once; the position is stored in
+                    // batches (see `session::persist_acks`), and retention
+                    // only trims what is stored.
+                    self.peer.set_acked(upto_seq);
                 }
                 Message::Heartbeat { .. } => {}
                 Message::Goodbye { reason } => {
@@ -389,7 +386,11 @@ impl Receiver {
             }
         }
         self.apply(txns).await?;
-        self.peer.counters.lock().received_seq = upto;
+        {
+            let mut c = self.peer.counters.lock();
+            c.received_seq = upto;
+            c.log_frames_in += 1;
+        }
         self.send_refusals().await?;
         self.tx
             .send(Message::Ack { upto_seq: upto })

@@ -67,10 +67,13 @@ impl Replicator {
         self.peers.lock().get(name).cloned()
     }
 
-    /// The lowest local sequence every publishing peer acknowledged;
-    /// `u64::MAX` when no peer receives anything from this node. An
-    /// admitted peer silent past its rule's `max_silence` does not count:
-    /// the log may trim past it, and it is resynced when it returns.
+    /// The lowest local sequence every publishing peer acknowledged, as
+    /// stored: trimming past an acknowledgement held only in memory would,
+    /// after a crash, leave a stored position the log no longer holds, and
+    /// the peer would be resynced in full; `u64::MAX` when no peer
+    /// receives anything from this node. An admitted peer silent past its
+    /// rule's `max_silence` does not count: the log may trim past it, and
+    /// it is resynced when it returns.
     pub(crate) fn acked_floor(&self) -> u64 {
         let now = crate::local::hlc::wall_millis();
         let mut released = Vec::new();
@@ -86,7 +89,7 @@ impl Replicator {
                 }
                 holds
             })
-            .map(|p| *p.acked.borrow())
+            .map(|p| p.stored_acked())
             .min()
             .unwrap_or(u64::MAX);
         // Logged outside the lock, as in `note_trimmed`.
@@ -97,6 +100,40 @@ impl Replicator {
             );
         }
         floor
+    }
+
+    /// Stores every peer's acknowledgement that moved since its last
+    /// store, in one commit (see `session::persist_acks`).
+    pub(crate) fn persist_acks(&self, db: &Database) -> Result<()> {
+        // Held until the commit: `forget_peer` takes the peer out of the
+        // table under this lock and deletes its records afterwards, so a
+        // batch gathered before that cannot write a forgotten peer's
+        // acknowledgement back after the delete.
+        let _forgetting = self.admit_lock.lock();
+        let moved: Vec<(Arc<PeerState>, u64)> = self
+            .peers
+            .lock()
+            .values()
+            .filter(|p| !p.is_removed())
+            .filter_map(|p| Some((p.clone(), p.unsaved_acked()?)))
+            .collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let puts = moved
+            .iter()
+            .map(|(p, seq)| {
+                (
+                    crate::local::keys::acked_key(&p.name()),
+                    seq.to_be_bytes().to_vec(),
+                )
+            })
+            .collect();
+        db.meta_commit(puts, Vec::new())?;
+        for (p, seq) in moved {
+            p.note_stored_acked(seq);
+        }
+        Ok(())
     }
 
     /// Tells peers whose acknowledged position the log no longer holds that
@@ -174,6 +211,21 @@ impl ReplicationHook for Replicator {
 
     fn shutdown(&self) {
         Replicator::shutdown(self)
+    }
+
+    fn unsaved_meta(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.peers
+            .lock()
+            .values()
+            .filter_map(|p| {
+                let seq = p.unsaved_acked()?;
+                p.note_stored_acked(seq);
+                Some((
+                    crate::local::keys::acked_key(&p.name()),
+                    seq.to_be_bytes().to_vec(),
+                ))
+            })
+            .collect()
     }
 
     fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {

@@ -26,6 +26,7 @@ use super::runtime::Replicator;
 use super::stall::Activity;
 use crate::error::{Error, Result};
 use crate::local::db::Database;
+use crate::local::fanout::Interest;
 use crate::local::log::{LogWrite, WriteOp};
 use crate::net::wire::{element_cost, Hello, Message, SyncReason, SyncRow, TableWant, WireTxn};
 
@@ -374,6 +375,7 @@ impl Sender {
     /// `Meter::wait_written`).
     async fn send_frame(&self, txns: Vec<WireTxn>, upto_seq: u64) -> Result<()> {
         self.peer.meter.queued_frame();
+        self.peer.counters.lock().log_frames += 1;
         self.send(Message::TxnsUpTo { txns, upto_seq }).await
     }
 
@@ -407,16 +409,20 @@ impl Sender {
         Ok(())
     }
 
-    /// The lanes once `table`, synced up to `upto`, streams too.
+    /// The lanes once `table`, synced up to `upto`, streams too. Its
+    /// position may be behind the other lanes': the feed's record of what
+    /// they passed is gone, so the new lanes read the log up to now.
     fn join(
         &self,
         lanes: &Lanes,
+        interest: &Interest,
         pending: &mut HashSet<String>,
         priority: &HashMap<String, (u8, u8)>,
         table: String,
         upto: u64,
     ) -> Lanes {
         pending.remove(&table);
+        interest.read_all_to(*self.db.shared.committed.borrow());
         let mut at = lanes.positions();
         at.insert(table.clone(), upto);
         self.peer
@@ -432,7 +438,11 @@ impl Sender {
             return Ok(floor);
         }
         // Recorded before sending: the peer may acknowledge it at once.
-        self.peer.counters.lock().sent_seq = to;
+        {
+            let mut c = self.peer.counters.lock();
+            c.sent_seq = to;
+            c.log_frames += 1;
+        }
         self.send(Message::Progress { upto_seq: to }).await?;
         Ok(to)
     }
@@ -441,19 +451,26 @@ impl Sender {
     /// entry is passed over, so the peer may acknowledge the log as it
     /// grows. Its acknowledgement would otherwise stay where the link came
     /// up, holding back log retention and tombstone collection for a peer
-    /// that needs none of it. One position is outstanding at a time, so a
-    /// busy log costs a round trip now and then, not one per commit.
+    /// that needs none of it. Paced (see [`Pace`]): a busy log costs a
+    /// progress frame per heartbeat interval, not one per commit.
     async fn pass_over(&self) -> Result<()> {
         let mut committed = self.db.shared.committed.subscribe();
-        let mut acked = self.peer.acked.subscribe();
-        let mut floor = *acked.borrow_and_update();
+        let mut wanted = self.peer.progress_wanted.subscribe();
+        let mut floor = *self.peer.acked.borrow();
+        let mut pace = Pace::new(&self.r.opts);
         loop {
-            let last = *committed.borrow_and_update();
-            floor = self.progress(floor, last).await?;
-            while *acked.borrow_and_update() < floor {
-                acked.changed().await.map_err(|_| link_closed())?;
+            let to = *committed.borrow_and_update();
+            if pace.due(floor, to, *wanted.borrow_and_update()) {
+                floor = self.progress(floor, to).await?;
+                pace.sent();
+                continue;
             }
-            committed.changed().await.map_err(|_| Error::Closed)?;
+            let ahead = to > floor;
+            tokio::select! {
+                changed = committed.changed(), if !ahead => changed.map_err(|_| Error::Closed)?,
+                () = tokio::time::sleep_until(pace.next()), if ahead => {}
+                changed = wanted.changed() => changed.map_err(|_| link_closed())?,
+            }
         }
     }
 
@@ -491,11 +508,22 @@ impl Sender {
         let hold = |lanes: &mut Lanes| {
             lanes.hold(|class| meter.hold(class & 1 != 0, class & 2 != 0).is_some())
         };
+        // Only commits to these tables wake the link (see `local::fanout`).
+        let interest = self.db.shared.feed.subscribe(
+            starts.keys().chain(pending.iter()).map(String::as_str),
+            self.peer_node_id,
+            self.only_origin,
+        );
+        // Read after registering: what was committed before it is unknown
+        // to the feed and is read from the log, like before.
+        interest.read_all_to(*self.db.shared.committed.borrow());
         let mut lanes = self.lanes(starts, &priority, pending.clone());
         if lanes.is_empty() && pending.is_empty() {
             return self.pass_over().await;
         }
         let mut committed = self.db.shared.committed.subscribe();
+        let mut wanted = self.peer.progress_wanted.subscribe();
+        let mut pace = Pace::new(&self.r.opts);
         let mut acked = self.peer.acked.subscribe();
         let window = self.r.opts.window_txns;
         // Where acknowledgements stay while a sync is going on.
@@ -517,6 +545,7 @@ impl Sender {
         let mut floor = floor_of(&lanes, &pending);
         self.peer.counters.lock().sent_seq = floor;
         self.send(Message::Progress { upto_seq: floor }).await?;
+        pace.sent();
         let mut held = hold(&mut lanes);
         loop {
             let joined = loop {
@@ -536,7 +565,7 @@ impl Sender {
                 break None;
             };
             if let Some((table, upto)) = joined {
-                lanes = self.join(&lanes, &mut pending, &priority, table, upto);
+                lanes = self.join(&lanes, &interest, &mut pending, &priority, table, upto);
                 floor = self.progress(floor, floor_of(&lanes, &pending)).await?;
                 continue;
             }
@@ -546,14 +575,34 @@ impl Sender {
             self.store_quota().await?;
             self.frame_may_go().await;
             held = hold(&mut lanes);
-            let last = *committed.borrow_and_update();
-            let Some(lane) = lanes.next_lane(last) else {
+            // What was committed since needs reading only where it wrote
+            // this link's tables: the rest is passed over unread.
+            let plan = interest.plan(lanes.floor(), *committed.borrow_and_update());
+            lanes.pass_to(plan.pass_to);
+            let read = plan
+                .read_to
+                .and_then(|last| Some((lanes.next_lane(last)?, last)));
+            let Some((lane, last)) = read else {
+                // Nothing to send: the position passed over goes to the
+                // peer when due, not per commit.
+                let to = floor_of(&lanes, &pending).max(floor);
+                if pace.due(floor, to, *wanted.borrow_and_update()) {
+                    floor = self.progress(floor, to).await?;
+                    pace.sent();
+                    continue;
+                }
+                // Told nothing yet: the next commit of any table wakes the
+                // link once, then the pace does.
+                let ahead = to > floor;
                 tokio::select! {
-                    changed = committed.changed() => changed.map_err(|_| Error::Closed)?,
+                    () = interest.notified() => {}
+                    changed = committed.changed(), if !ahead => changed.map_err(|_| Error::Closed)?,
+                    () = tokio::time::sleep_until(pace.next()), if ahead => {}
+                    changed = wanted.changed() => changed.map_err(|_| link_closed())?,
                     // A hold ends with time (a window opens, a period ends).
                     () = tokio::time::sleep(HELD_RECHECK), if held => {}
                     Some((table, upto)) = synced.recv() => {
-                        lanes = self.join(&lanes, &mut pending, &priority, table, upto);
+                        lanes = self.join(&lanes, &interest, &mut pending, &priority, table, upto);
                         floor = self.progress(floor, floor_of(&lanes, &pending)).await?;
                     }
                 }
@@ -567,6 +616,7 @@ impl Sender {
                 .max(1) as usize;
             let (db, from) = (self.db.clone(), pos + 1);
             let budget = meter.frame_bytes(self.frame_budget);
+            self.peer.counters.lock().log_reads += 1;
             let entries = blocking(move || db.read_log_bounded(from, limit, budget)).await?;
             match entries.first() {
                 Some(e) if e.seq == pos + 1 => {}
@@ -634,6 +684,7 @@ impl Sender {
                 // before this task runs again.
                 self.peer.counters.lock().sent_seq = new_floor;
                 self.send_frame(frame, new_floor).await?;
+                pace.sent();
             }
             floor = new_floor;
         }
@@ -651,6 +702,48 @@ fn outstanding(lanes: &Lanes, acked: u64, floor: u64) -> u64 {
         0
     } else {
         lanes.ahead(acked)
+    }
+}
+
+/// When a link tells its peer a position it passed over without sending
+/// anything: once per heartbeat interval, at once when a receipt waits on
+/// it (see `PeerState::want_progress`), or when it passed over a good part
+/// of the window. The peer's acknowledgement then trails the log by about
+/// a heartbeat, which retention and receipts both tolerate.
+struct Pace {
+    every: std::time::Duration,
+    gap: u64,
+    last: Option<tokio::time::Instant>,
+}
+
+/// Most entries passed over before the peer is told, whatever the pace.
+const PROGRESS_GAP: u64 = 10_000;
+
+impl Pace {
+    fn new(opts: &super::config::ReplicationOptions) -> Pace {
+        Pace {
+            every: opts.heartbeat_interval,
+            gap: (opts.window_txns / 2).clamp(1, PROGRESS_GAP),
+            last: None,
+        }
+    }
+
+    /// Whether to tell the peer `to` now, having told it `floor`, with a
+    /// receipt waiting on `wanted`.
+    fn due(&self, floor: u64, to: u64, wanted: u64) -> bool {
+        to > floor
+            && (wanted > floor
+                || to - floor >= self.gap
+                || self.last.is_none_or(|l| l.elapsed() >= self.every))
+    }
+
+    fn sent(&mut self) {
+        self.last = Some(tokio::time::Instant::now());
+    }
+
+    fn next(&self) -> tokio::time::Instant {
+        self.last
+            .map_or_else(tokio::time::Instant::now, |l| l + self.every)
     }
 }
 

@@ -543,9 +543,13 @@ async fn run(
     // What the link spent since the last batched store, so a restart does
     // not refill it (best effort: a closing database may refuse it).
     if let Some(q) = peer.meter.to_store_now() {
-        let name = peer.name();
-        let _ = blocking(move || super::cursor::store_quota(&quota_db, &name, &q)).await;
+        let (db, name) = (quota_db.clone(), peer.name());
+        let _ = blocking(move || super::cursor::store_quota(&db, &name, &q)).await;
     }
+    // The acknowledgements since the last batched store (best effort too:
+    // an older stored position only means the peer is sent a little again).
+    let p = peer.clone();
+    let _ = blocking(move || p.persist_acked(&quota_db)).await;
     ended?;
     if let Some(reason) = stalled.lock().take() {
         return Err(stalled_error(&reason));
@@ -562,6 +566,29 @@ fn stalled_error(reason: &str) -> Error {
     Error::Peer(format!(
         "the link stalled and was torn down to redial: {reason}"
     ))
+}
+
+/// How often moved acknowledgements are stored: all peers' in one
+/// storage commit per period, not one per acknowledgement (at hundreds of
+/// links, one per commit per link was most of a hub's work).
+const ACK_STORE_EVERY: Duration = Duration::from_millis(150);
+
+/// Stores the peers' acknowledgements that moved, every `ACK_STORE_EVERY`,
+/// for as long as the engine runs; `run` also stores a peer's when its
+/// link ends, and the database when it closes. Receipts do not wait for
+/// it: they read the acknowledgement in memory. After a crash the stored
+/// one may be up to a period older: the peer's next link resumes from its
+/// own cursor (stored with what it applied) and acknowledges again, and
+/// retention trimmed nothing past the stored one.
+pub(crate) async fn persist_acks(r: std::sync::Weak<Replicator>) {
+    loop {
+        tokio::time::sleep(ACK_STORE_EVERY).await;
+        let Some(r) = r.upgrade() else { return };
+        let Ok(db) = r.db() else { return };
+        if let Err(e) = blocking(move || r.persist_acks(&db)).await {
+            log::warn!(target: "tidelog::repl", "storing peers' acknowledgements: {e}");
+        }
+    }
 }
 
 /// A closing database fails the sender's and receiver's database calls
