@@ -6,9 +6,12 @@
 //! Run: `cargo bench -p tidelog --bench fleet`. Environment:
 //! `TIDELOG_FLEET_N` (comma-separated fleet sizes, default `100,1000`;
 //! `10000` for the full size), `TIDELOG_FLEET_SECS` (the window at
-//! one alert per edge per second, default 20), `TIDELOG_FLEET_STORMS`
+//! one alert per edge per second, default 20; `0` skips it, so the storms
+//! find idle links and no alert is committed), `TIDELOG_FLEET_STORMS`
 //! (`0` skips the two reconnect storms), `TIDELOG_FLEET_THREADS` (the
-//! simulator's runtime threads, default 2). Prints one table, a column per
+//! simulator's runtime threads, default 2), `TIDELOG_FLEET_LIMIT_SECS`
+//! (how long any one phase may take before it is reported as not
+//! reached, default 300: a hub that cannot keep up never drains). Prints one table, a column per
 //! N, with the targets beside; asserts nothing about timing, and
 //! lists any correctness problem (an alert missing or applied twice at
 //! the hub, an edge never connected) under the table.
@@ -44,12 +47,21 @@ fn main() {
     let threads: usize = env("TIDELOG_FLEET_THREADS")
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
+    let limit = env("TIDELOG_FLEET_LIMIT_SECS")
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs);
     let mut reports = Vec::new();
     for n in sizes {
         let mut o = FleetOptions::new(n);
         o.steady = Duration::from_secs(secs);
         o.storms = storms;
         o.worker_threads = threads;
+        if let Some(l) = limit {
+            o.connect_limit = l;
+            o.threshold_limit = l;
+            o.storm_limit = l;
+            o.drain_limit = l;
+        }
         eprintln!("fleet: N = {n}, {secs} s at one alert per edge per second ...");
         let r = run(&o);
         eprintln!("fleet: N = {n} done");
