@@ -39,6 +39,9 @@ pub const THRESHOLDS: &str = "thresholds";
 /// Transactions per frame when a reconnected edge sends its backlog.
 const BACKLOG_BATCH: usize = 500;
 
+/// How long a link may take to say goodbye once the fleet stops.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// A link up this long resets the redial backoff (as the library does).
 const STABLE_LINK: Duration = Duration::from_secs(10);
 
@@ -345,7 +348,18 @@ impl Edge {
                 return;
             }
             let started = Instant::now();
-            match self.link(&mut ctl).await {
+            // A link blocked writing to a hub that reads nothing never
+            // sees the stop: it gets a moment for its goodbye, then goes.
+            let mut stop = ctl.clone();
+            let outcome = tokio::select! {
+                biased;
+                r = self.link(&mut ctl) => r,
+                _ = async {
+                    let _ = stop.wait_for(|c| c.stop).await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                } => Ok(End::Stop),
+            };
+            match outcome {
                 Ok(End::Stop) => return,
                 Ok(End::Dropped) => backoff = self.timers.backoff_initial,
                 Err(e) => self.fleet.note_error(e),

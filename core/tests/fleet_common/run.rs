@@ -310,10 +310,15 @@ pub fn run(opts: &FleetOptions) -> Report {
 
     ctl.send_modify(|c| c.stop = true);
     let reports: Vec<EdgeReport> = rt.block_on(async {
+        // One deadline for all: an edge that does not end is missing from
+        // the check, which then fails, rather than holding the run.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut out = Vec::with_capacity(n);
         for h in handles {
-            if let Ok(Ok(rep)) = tokio::time::timeout(Duration::from_secs(30), h).await {
-                out.push(rep);
+            let abort = h.abort_handle();
+            match tokio::time::timeout_at(deadline, h).await {
+                Ok(Ok(rep)) => out.push(rep),
+                _ => abort.abort(),
             }
         }
         out
