@@ -121,8 +121,12 @@ impl Fleet {
 
     fn note_error(&self, e: String) {
         self.link_errors.fetch_add(1, Ordering::Relaxed);
-        // Numbers vary (addresses, sequences); keep the first words.
-        let gist: String = e.chars().take(90).collect();
+        // One entry per kind: numbers (ports, edge names, sequences) vary.
+        let gist: String = e
+            .chars()
+            .take(100)
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
         let mut errs = self.errors.lock();
         if errs.len() < 12 && !errs.iter().any(|x| x == &gist) {
             errs.push(gist);
