@@ -56,6 +56,7 @@ pub mod edge;
 pub mod hub;
 pub mod pki;
 pub mod run;
+pub mod state;
 
 use std::fmt::Write as _;
 use std::time::Duration;
