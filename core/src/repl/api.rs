@@ -16,6 +16,9 @@ use super::status::PeerStatus;
 use crate::error::{Error, Result};
 use crate::local::db::Database;
 
+/// Pending connections the kernel queues for the replication listener.
+const LISTEN_BACKLOG: u32 = 4096;
+
 impl Database {
     pub(crate) fn replicator(&self) -> Result<Arc<Replicator>> {
         let _store = self.store()?;
@@ -44,6 +47,12 @@ impl Database {
         let admitted = super::admit::count_records(self)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.worker_threads)
+            // Links run their storage calls here (apply, cursors, acks,
+            // admissions); tokio's default of 512 threads let a hub with
+            // thousands of links reconnecting at once grow a thread, its
+            // stack and a malloc arena per busy link. Storage calls never
+            // wait on one another here, so a queue behind 64 is only slower.
+            .max_blocking_threads(64)
             .thread_name("tidelog-net")
             .enable_all()
             .build()
@@ -75,19 +84,29 @@ impl Database {
     /// picks a free one). Returns the bound address.
     pub fn listen(&self, addr: &str) -> Result<SocketAddr> {
         let r = self.replicator()?;
-        let std_listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
-        let local = std_listener
-            .local_addr()
-            .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?;
+        let bind = |e: std::io::Error| Error::Peer(format!("cannot listen on {addr}: {e}"));
+        let sockaddr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .map_err(bind)?
+            .next()
+            .ok_or_else(|| Error::Peer(format!("cannot listen on {addr}: it names no address")))?;
         let listener = {
             let _enter = r.handle.enter();
-            tokio::net::TcpListener::from_std(std_listener)
-                .map_err(|e| Error::Peer(format!("cannot listen on {addr}: {e}")))?
+            let socket = match sockaddr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .map_err(bind)?;
+            // As std's listener does, so a restarted hub can bind while
+            // its old connections sit in TIME_WAIT.
+            socket.set_reuseaddr(true).map_err(bind)?;
+            socket.bind(sockaddr).map_err(bind)?;
+            // std's default backlog is 128: a fleet redialing at once
+            // (a hub restart) overflowed it and its nodes waited out
+            // their connect timeout and backoff. The kernel caps it at
+            // net.core.somaxconn.
+            socket.listen(LISTEN_BACKLOG).map_err(bind)?
         };
+        let local = listener.local_addr().map_err(bind)?;
         let task = r.handle.spawn(session::accept_loop(r.clone(), listener));
         r.acceptors.lock().push(task.abort_handle());
         Ok(local)

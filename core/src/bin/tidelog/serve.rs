@@ -177,8 +177,10 @@ fn spawn_services(
     Ok(tasks)
 }
 
-/// Tables, replication, listener, peers, in that order: a peer's first
-/// transaction may already find its tables.
+/// Tables, replication, peers, rules, listener, in that order: a peer's
+/// first transaction may already find its tables, and a node dialing in the
+/// moment the listener opens (a fleet redialing after a restart) finds its
+/// peer entry or rule instead of "not a configured peer" and a backoff.
 fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
     for t in &cfg.tables {
         ensure_table(db, t).map_err(CliError::Config)?;
@@ -186,23 +188,6 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
     let replication = cfg.replication_options().map_err(CliError::Config)?;
     db.start_replication(replication)
         .map_err(|e| CliError::Config(format!("cannot start replication: {e}")))?;
-    let bound = match &cfg.listen {
-        Some(addr) => {
-            let bound = db
-                .listen(addr)
-                .map_err(|e| CliError::Runtime(e.to_string()))?;
-            log!(
-                "listening on {bound} ({})",
-                if cfg.insecure {
-                    "INSECURE plaintext"
-                } else {
-                    "mutual TLS"
-                }
-            );
-            Some(bound)
-        }
-        None => None,
-    };
     for p in &cfg.peers {
         db.add_peer(p.clone())
             .map_err(|e| CliError::Config(format!("peer `{}`: {e}", p.name)))?;
@@ -228,6 +213,23 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
             }
         );
     }
+    let bound = match &cfg.listen {
+        Some(addr) => {
+            let bound = db
+                .listen(addr)
+                .map_err(|e| CliError::Runtime(e.to_string()))?;
+            log!(
+                "listening on {bound} ({})",
+                if cfg.insecure {
+                    "INSECURE plaintext"
+                } else {
+                    "mutual TLS"
+                }
+            );
+            Some(bound)
+        }
+        None => None,
+    };
     Ok(bound)
 }
 
