@@ -420,8 +420,9 @@ impl PeerState {
     /// Counts a stall of the current link and shows it, on the peer and on
     /// the tables it holds up: those this node sends on the link (not those
     /// the budget holds: they wait by design) or, when applying is stuck,
-    /// those it receives.
-    pub(crate) fn note_stall(&self, code: &str, reason: &str) {
+    /// those it receives (`applying`: the stall is in applying what the
+    /// peer sends).
+    pub(crate) fn note_stall(&self, applying: bool, reason: &str) {
         let config = self.config();
         let mut c = self.counters.lock();
         let active = |s: Option<&String>| s.is_some_and(|s| s == "streaming" || s == "syncing");
@@ -430,7 +431,7 @@ impl PeerState {
             .iter()
             .filter(|t| {
                 let state = c.tables.get(&t.table);
-                if code == super::stall::APPLY_STUCK {
+                if applying {
                     t.subscribe && active(state.map(|s| &s.0))
                 } else {
                     t.publish

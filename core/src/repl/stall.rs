@@ -182,7 +182,7 @@ pub(crate) async fn watch(
         };
         match found {
             Some((code, reason, writer_free)) => {
-                peer.note_stall(code, &reason);
+                peer.note_stall(code == APPLY_STUCK, &reason);
                 log::warn!(target: "tidelog::repl", "link to `{name}` stalled, tearing it down to redial: {reason}");
                 return Stall {
                     reason,
