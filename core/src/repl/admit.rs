@@ -257,7 +257,7 @@ pub(crate) fn store_last_contact(db: &Database, peer: &PeerState) -> Result<()> 
 
 /// Takes the peers admitted by rule `rule` out of service (links end with
 /// a goodbye); their stored state stays.
-fn retire(r: &Replicator, rule: &str, keep: impl Fn(&str) -> bool) -> usize {
+fn retire(r: &Replicator, db: &Database, rule: &str, keep: impl Fn(&str) -> bool) -> usize {
     let gone: Vec<Arc<PeerState>> = {
         let mut peers = r.peers.lock();
         let names: Vec<String> = peers
@@ -268,6 +268,12 @@ fn retire(r: &Replicator, rule: &str, keep: impl Fn(&str) -> bool) -> usize {
         names.iter().filter_map(|n| peers.remove(n)).collect()
     };
     for p in &gone {
+        // Acknowledgements are stored in batches over the peers in the
+        // table: one held only in memory is stored before it leaves, so
+        // re-adding the rule brings the peer back where it was.
+        if let Err(e) = p.persist_acked(db) {
+            log::warn!(target: "tidelog::repl", "storing `{}`'s acknowledgement: {e}", p.name());
+        }
         p.remove();
     }
     gone.len()
@@ -414,7 +420,7 @@ impl Database {
                 .ok_or_else(|| no_rule(&rule.name))?;
             *slot = rule.clone();
         }
-        retire(&r, &rule.name, |n| rule.matches_name(n));
+        retire(&r, self, &rule.name, |n| rule.matches_name(n));
         let peers: Vec<Arc<PeerState>> = r
             .peers
             .lock()
@@ -446,7 +452,7 @@ impl Database {
                 return Err(no_rule(name));
             }
         }
-        retire(&r, name, |_| false);
+        retire(&r, self, name, |_| false);
         Ok(())
     }
 

@@ -131,6 +131,9 @@ impl Database {
         };
         if let Some(old) = admitted {
             r.peers.lock().remove(&config.name);
+            // Its acknowledgement may be in memory only (they are stored
+            // in batches): the configured peer starts from the stored one.
+            old.persist_acked(self)?;
             old.remove();
         }
         if self
@@ -198,8 +201,11 @@ impl Database {
             .lock()
             .remove(name)
             .ok_or_else(|| Error::PeerNotFound(name.to_string()))?;
+        // Stored now, not at the next batch: the batch only walks the
+        // peers still configured, and adding it back reads the stored one.
+        let stored = state.persist_acked(self);
         state.remove();
-        Ok(())
+        stored
     }
 
     /// Connections dialed in to this node whose TLS handshake failed, or

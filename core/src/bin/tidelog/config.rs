@@ -215,22 +215,29 @@ impl TableConfig {
     }
 }
 
+/// The config file's text and the directory its relative paths start
+/// from; a missing file's error ends with `missing_hint`.
+fn read_file<'a>(path: &'a Path, missing_hint: &str) -> Result<(String, &'a Path), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Config(match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "config file {} does not exist: {missing_hint}",
+                path.display()
+            ),
+            _ => format!("cannot read config file {}: {e}", path.display()),
+        })
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((text, base))
+}
+
 impl Config {
     /// Reads, parses and checks the file; paths come back absolute.
     pub fn load(path: &Path) -> Result<Config, CliError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            CliError::Config(match e.kind() {
-                std::io::ErrorKind::NotFound => format!(
-                    "config file {} does not exist: check the --config path",
-                    path.display()
-                ),
-                _ => format!("cannot read config file {}: {e}", path.display()),
-            })
-        })?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let (text, base) = read_file(path, "check the --config path")?;
         Config::parse(&text, base)
             .map_err(|why| CliError::Config(format!("{}: {why}", path.display())))
     }
@@ -358,19 +365,10 @@ impl Config {
     /// commands that talk to a running serve: the file is parsed but not
     /// checked (its certificate files may be readable by the service only).
     pub fn admin_socket_of(path: &Path) -> Result<PathBuf, CliError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            CliError::Config(match e.kind() {
-                std::io::ErrorKind::NotFound => format!(
-                    "config file {} does not exist: check the --config path (or give the socket with --socket PATH)",
-                    path.display()
-                ),
-                _ => format!("cannot read config file {}: {e}", path.display()),
-            })
-        })?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let (text, base) = read_file(
+            path,
+            "check the --config path (or give the socket with --socket PATH)",
+        )?;
         Config::decode(&text, base)
             .map(|c| c.admin_socket)
             .map_err(|why| CliError::Config(format!("{}: {why}", path.display())))
