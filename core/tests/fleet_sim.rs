@@ -128,7 +128,7 @@ fn the_hub_refuses_lean_edges_it_does_not_trust() {
     // certificate names another node.
     for why in [
         "(UnknownCA)",
-        "`edge-stranger` is not a configured peer",
+        "`edge-stranger` is not a configured peer of `cloud` and matches none of its 1 peer rule(s)",
         "certificate does not name `edge-00000`",
     ] {
         assert!(log.contains(why), "no refusal saying {why:?}:\n{log}");

@@ -29,9 +29,15 @@ pub struct HubSetup<'a> {
     pub edges: &'a [String],
 }
 
+/// Whether the fleet rule's glob (`edge-?????`) takes `name`.
+fn takes_fleet_rule(name: &str) -> bool {
+    name.len() == 10 && name.starts_with("edge-")
+}
+
 /// The hub's `tidelog serve` TOML. The one place that says how the hub
-/// knows its edges: today one explicit `[[peers]]` entry each; once peer
-/// rules land, one `[[rules]]` entry matching `edge-*` replaces the loop.
+/// knows its edges: one `[[rules]]` entry, `edge-?????` (edges are
+/// admitted on first contact, as a fleet hub runs; a name like
+/// `edge-stranger` matches no rule).
 ///
 /// `log_min_age` keeps every applied transaction in the hub's log for the
 /// run, so the check after it can count each alert's entries (an alert
@@ -55,13 +61,17 @@ pub fn hub_config(s: &HubSetup) -> String {
         s.key.display(),
         s.ca.display(),
     );
-    for e in s.edges {
-        let _ = write!(
-            t,
-            "\n[[peers]]\nname = \"{e}\"\n\
-             tables = [{{ table = \"{THRESHOLDS}\", publish = true }}, {{ table = \"{ALERTS}\", subscribe = true }}]\n"
-        );
-    }
+    // One rule admits the fleet (edge names are `edge-` and five digits),
+    // as a fleet hub runs; the names are only checked against it.
+    assert!(
+        s.edges.iter().all(|e| takes_fleet_rule(e)),
+        "every simulated edge is named for the fleet rule"
+    );
+    let _ = write!(
+        t,
+        "\n[[rules]]\nname = \"fleet\"\nnode_name = \"edge-?????\"\n\
+         tables = [{{ table = \"{THRESHOLDS}\", publish = true }}, {{ table = \"{ALERTS}\", subscribe = true }}]\n"
+    );
     t
 }
 

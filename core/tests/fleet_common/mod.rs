@@ -2,8 +2,8 @@
 //! 127.0.0.1, over real mutual TLS with real certificates.
 //!
 //! - The hub is the crate's own `tidelog serve` binary, started as a
-//!   separate process with a generated config ([`hub::hub_config`]: today
-//!   one explicit `[[peers]]` entry per edge). Its memory and CPU are read
+//!   separate process with a generated config ([`hub::hub_config`]: one
+//!   peer rule admits every edge on first contact). Its memory and CPU are read
 //!   from /proc, so they are the hub's alone.
 //! - A fleet CA is made at run time; the hub, the operator and every edge
 //!   get a certificate of their own (ECDSA P-256) naming them.
