@@ -173,7 +173,10 @@ impl Receiver {
                 self.activity.begin_apply();
                 continue;
             }
-            self.activity.begin_apply();
+            // The stall clock starts in the storage call itself (see
+            // `on_txns`), not here: a frame waiting for a blocking thread
+            // on a hub busy with a reconnecting fleet is queued, not stuck,
+            // and tearing its link down only adds to the storm.
             self.handle(msg).await?;
             if !self.missed {
                 self.activity.end_apply();
@@ -297,7 +300,9 @@ impl Receiver {
                 .filter(|t| self.live(t))
                 .collect();
             let db = self.db.clone();
+            let activity = self.activity.clone();
             let (resolved, back) = blocking(move || {
+                activity.begin_apply();
                 let r = resolve(&db, &mut batch, &|t| live.contains(t));
                 r.map(|r| (r, batch))
             })
@@ -445,8 +450,12 @@ impl Receiver {
             })
             .collect();
         let (db, name, cursor) = (self.db.clone(), self.name.clone(), self.cursor.encode());
-        let outcomes =
-            blocking(move || db.apply_remote_owned(txns, Some((&name, &cursor)))).await?;
+        let activity = self.activity.clone();
+        let outcomes = blocking(move || {
+            activity.begin_apply();
+            db.apply_remote_owned(txns, Some((&name, &cursor)))
+        })
+        .await?;
         let mut refusals = Vec::new();
         let (mut refused_writes, mut duplicates) = (0, 0);
         // One outcome per transaction, in order.

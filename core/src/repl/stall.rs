@@ -12,7 +12,9 @@
 //! - `write_blocked`: one frame could not be written for that long: the
 //!   peer (or something between) stopped reading while the socket stays
 //!   open (half-open);
-//! - `apply_stuck`: a frame from the peer has been applying for that long,
+//! - `apply_stuck`: a frame from the peer has been applying for that long
+//!   (counted from when its storage call starts: waiting for one of the
+//!   runtime's blocking threads on a busy hub is queueing, not a stall),
 //!   or frames arrive and none is applied.
 //!
 //! The stall time is three heartbeat intervals, and at least 2 s.
