@@ -259,6 +259,10 @@ export interface TableFlow {
   exemptFromQuota?: boolean;
   /** With publish: only the newest version of a key within this many ms is sent. */
   coalesceMs?: number;
+  /** With publish: only rows this predicate selects are sent, e.g. 'site = $peer.name' (see the README's row filters). */
+  filter?: string;
+  /** With publish: only these attributes (and always the key) are sent. */
+  columns?: string[];
 }
 
 /** What a link may send: a rate cap, a quota per period, windows for bulk tables. */

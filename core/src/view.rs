@@ -335,6 +335,7 @@ mod tests {
                     op: WriteOp::Delete,
                 },
             ],
+            prior: Vec::new(),
         }
     }
 

@@ -9,14 +9,29 @@
 //! entry between its position and the next queued sequence is nothing it
 //! sends, and passes over it without reading the log.
 //!
+//! Row filters: a link whose flow of a table has a filter hears only of
+//! commits whose writes its filter selects, before or after the write (a
+//! write leaving the filter is a move-out it must send). Links filtering
+//! on equality are filed by (table, attribute, value), so a commit finds
+//! them by lookup whatever their number; others are tested one by one.
+//! A write whose previous values were not recorded (logged before the
+//! filter existed) wakes every filtered link of its table.
+//!
 //! Ordering: a commit is published here before `Shared::committed` moves
 //! (both under the write lock), so a link that reads `committed` and then
 //! finds no queued sequence below it may pass over everything up to it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
+use serde_json::{Map, Value};
+
+use crate::local::filter::{Bound, Canon};
+use crate::local::log::LogEntry;
+
+/// Per table routed by row filters, the attributes the filters test.
+pub(crate) type Routed = HashMap<String, Vec<String>>;
 
 /// Sequences queued per interest before it only records "read the log up
 /// to here": a link that fell that far behind reads like it always did.
@@ -31,6 +46,71 @@ pub(crate) struct CommitFeed {
     by_table: RwLock<HashMap<String, Vec<Weak<Interest>>>>,
     /// Every interest, for commits whose tables are not known (a recovery).
     all: Mutex<Vec<Weak<Interest>>>,
+    /// Links whose flow of a table has a row filter, per table.
+    filtered: RwLock<HashMap<String, FilteredTable>>,
+    /// What the write path records previous values of (`None`: nothing).
+    routed: RwLock<Option<Arc<Routed>>>,
+}
+
+#[derive(Default)]
+struct FilteredTable {
+    /// attribute -> value -> links whose filter requires the attribute to
+    /// equal that value (one of its values, for `IN`).
+    by_value: HashMap<String, HashMap<Canon, Vec<Weak<Interest>>>>,
+    /// Links whose filters have no equality term.
+    scan: Vec<(Weak<Interest>, Arc<Bound>)>,
+    all: Vec<Weak<Interest>>,
+}
+
+impl FilteredTable {
+    fn prune(&mut self) {
+        self.all.retain(|w| w.strong_count() > 0);
+        self.scan.retain(|(w, _)| w.strong_count() > 0);
+        for values in self.by_value.values_mut() {
+            values.retain(|_, l| {
+                l.retain(|w| w.strong_count() > 0);
+                !l.is_empty()
+            });
+        }
+    }
+
+    /// Queues `seq` at the links that may have to send this write: whose
+    /// filter selects the record after it (`new`) or before it (`old`).
+    fn route(
+        &self,
+        seq: u64,
+        origin: u64,
+        new: Option<&Map<String, Value>>,
+        old: Option<&Map<String, Value>>,
+    ) {
+        let queue = |i: &Interest| {
+            if i.takes(origin) {
+                i.queue(seq);
+            }
+        };
+        for obj in [new, old].into_iter().flatten() {
+            for (attr, values) in &self.by_value {
+                let Some(c) = obj.get(attr).and_then(Canon::of) else {
+                    continue;
+                };
+                for i in values
+                    .get(&c)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Weak::upgrade)
+                {
+                    queue(&i);
+                }
+            }
+        }
+        for (w, bound) in &self.scan {
+            let hit =
+                new.is_some_and(|n| bound.matches(n)) || old.is_some_and(|o| bound.matches(o));
+            if let (true, Some(i)) = (hit, w.upgrade()) {
+                queue(&i);
+            }
+        }
+    }
 }
 
 /// One link's interest in the commits that write its tables.
@@ -89,6 +169,100 @@ impl CommitFeed {
         interest
     }
 
+    /// Like `subscribe`, with the tables in `filters` filed by their row
+    /// filter, bound for this link's peer.
+    pub(crate) fn subscribe_filtered<'a>(
+        &self,
+        tables: impl IntoIterator<Item = &'a str>,
+        filters: &HashMap<String, Arc<Bound>>,
+        peer_node_id: u64,
+        only_origin: Option<u64>,
+    ) -> Arc<Interest> {
+        let unfiltered: Vec<&str> = tables
+            .into_iter()
+            .filter(|t| !filters.contains_key(*t))
+            .collect();
+        let interest = self.subscribe(unfiltered, peer_node_id, only_origin);
+        if filters.is_empty() {
+            return interest;
+        }
+        let mut filtered = self.filtered.write();
+        for (table, bound) in filters {
+            let ft = filtered.entry(table.clone()).or_default();
+            ft.prune();
+            let weak = Arc::downgrade(&interest);
+            ft.all.push(weak.clone());
+            match bound.equality_key() {
+                Some((attr, values)) => {
+                    let by = ft.by_value.entry(attr.to_string()).or_default();
+                    for v in values {
+                        by.entry(v.clone()).or_default().push(weak.clone());
+                    }
+                }
+                None => ft.scan.push((weak, bound.clone())),
+            }
+        }
+        interest
+    }
+
+    /// Makes the write path record the previous values of `attrs` for
+    /// writes to `table` (the set only grows while the database is open).
+    pub(crate) fn route_attributes(&self, table: &str, attrs: impl IntoIterator<Item = String>) {
+        let mut routed = self.routed.write();
+        let mut next: Routed = routed.as_deref().cloned().unwrap_or_default();
+        let list = next.entry(table.to_string()).or_default();
+        let before = list.len();
+        let mut set: BTreeSet<String> = list.drain(..).collect();
+        set.extend(attrs);
+        *list = set.into_iter().collect();
+        if list.len() != before || routed.is_none() {
+            *routed = Some(Arc::new(next));
+        }
+    }
+
+    /// What the write path records previous values of.
+    pub(crate) fn routed(&self) -> Option<Arc<Routed>> {
+        self.routed.read().clone()
+    }
+
+    /// A committed entry: queues its sequence at the links it may concern.
+    /// Call before `committed` moves past it, in sequence order.
+    pub(crate) fn publish_entry(&self, e: &LogEntry) {
+        self.publish(e.seq, e.origin(), e.writes.iter().map(|w| w.table.as_str()));
+        let filtered = self.filtered.read();
+        if filtered.is_empty() {
+            return;
+        }
+        for (i, w) in e.writes.iter().enumerate() {
+            let Some(ft) = filtered.get(&w.table) else {
+                continue;
+            };
+            let new = match &w.op {
+                crate::local::log::WriteOp::Put { json, .. } => object(json),
+                _ => None,
+            };
+            let prior = e
+                .prior
+                .binary_search_by_key(&(i as u32), |p| p.write)
+                .ok()
+                .map(|at| &e.prior[at]);
+            match prior {
+                // Not recorded: any filtered link may hold the record.
+                None => {
+                    for l in ft.all.iter().filter_map(Weak::upgrade) {
+                        if l.takes(e.origin()) {
+                            l.queue(e.seq);
+                        }
+                    }
+                }
+                Some(p) => {
+                    let old = p.old.as_deref().and_then(object);
+                    ft.route(e.seq, e.origin(), new.as_ref(), old.as_ref());
+                }
+            }
+        }
+    }
+
     /// A commit at `seq` of `origin` wrote `tables` (may repeat). Call
     /// before `committed` moves past `seq`, in sequence order.
     pub(crate) fn publish<'a>(
@@ -111,7 +285,7 @@ impl CommitFeed {
                 continue;
             };
             for i in list.iter().filter_map(Weak::upgrade) {
-                if origin != i.skip_origin && i.only_origin.is_none_or(|o| o == origin) {
+                if i.takes(origin) {
                     i.queue(seq);
                 }
             }
@@ -128,7 +302,19 @@ impl CommitFeed {
     }
 }
 
+/// A JSON object's attributes; `None` for anything else.
+fn object(json: &str) -> Option<Map<String, Value>> {
+    match serde_json::from_str(json) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
 impl Interest {
+    fn takes(&self, origin: u64) -> bool {
+        origin != self.skip_origin && self.only_origin.is_none_or(|o| o == origin)
+    }
+
     fn queue(&self, seq: u64) {
         let mut p = self.pending.lock();
         if p.seqs.back().is_none_or(|b| *b < seq) {

@@ -51,6 +51,22 @@ pub struct LogEntry {
     /// with `seq`, so the log can be searched by time.
     pub local_time: u64,
     pub writes: Vec<LogWrite>,
+    /// For writes to tables that row filters route (see `local::filter`):
+    /// the routed attributes of each record before the write. Stored after
+    /// the entry's other fields, and only when not empty, so entries of
+    /// unfiltered tables cost nothing and logs written before it decode.
+    #[serde(skip)]
+    pub prior: Vec<Prior>,
+}
+
+/// What one write's record held before it, of the attributes filters test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prior {
+    /// Position of the write in [`LogEntry::writes`].
+    pub write: u32,
+    /// A JSON object of the routed attributes the previous live version
+    /// had; `None` when there was none (a new record, or a tombstone).
+    pub old: Option<String>,
 }
 
 impl LogEntry {
@@ -76,11 +92,20 @@ impl LogEntry {
                         }
                 })
                 .sum::<usize>();
-        postcard::to_extend(self, Vec::with_capacity(estimate)).unwrap_or_default()
+        let bytes = postcard::to_extend(self, Vec::with_capacity(estimate)).unwrap_or_default();
+        if self.prior.is_empty() {
+            return bytes;
+        }
+        postcard::to_extend(&self.prior, bytes).unwrap_or_default()
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<LogEntry> {
-        postcard::from_bytes(bytes).map_err(|e| Error::Corrupt(format!("log entry: {e}")))
+        let bad = |e: postcard::Error| Error::Corrupt(format!("log entry: {e}"));
+        let (mut entry, rest): (LogEntry, _) = postcard::take_from_bytes(bytes).map_err(bad)?;
+        if !rest.is_empty() {
+            entry.prior = postcard::from_bytes(rest).map_err(bad)?;
+        }
+        Ok(entry)
     }
 
     /// The local commit time alone, read from the front of an encoded entry
@@ -175,6 +200,7 @@ mod tests {
                     op: WriteOp::Delete,
                 },
             ],
+            prior: Vec::new(),
         };
         let bytes = e.encode();
         assert_eq!(LogEntry::decode(&bytes).unwrap(), e);
@@ -182,6 +208,23 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(LogEntry::decode(&bytes[..cut]).is_err());
         }
+        // With the prior values of filtered tables: both ways, and an
+        // entry without them reads as before.
+        let mut with = e.clone();
+        with.prior = vec![
+            Prior {
+                write: 0,
+                old: Some("{\"site\":\"a\"}".into()),
+            },
+            Prior {
+                write: 1,
+                old: None,
+            },
+        ];
+        let wbytes = with.encode();
+        assert!(wbytes.starts_with(&bytes), "the old layout stays a prefix");
+        assert_eq!(LogEntry::decode(&wbytes).unwrap(), with);
+        assert!(LogEntry::decode(&wbytes[..wbytes.len() - 1]).is_err());
         assert!(matches!(
             crate::local::keys::seq_from_key(b"abc"),
             Err(Error::Corrupt(_))

@@ -7,6 +7,7 @@ pub(crate) mod db;
 pub mod delta;
 pub(crate) mod dir;
 pub(crate) mod fanout;
+pub(crate) mod filter;
 pub mod hlc;
 pub(crate) mod keys;
 pub(crate) mod listener;

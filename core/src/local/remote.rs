@@ -72,6 +72,7 @@ impl Database {
                     .flat_map(|t| t.writes.iter().map(|w| (w.table.as_str(), &w.key))),
             );
         let mut ctx = Ctx::new(&store, repeats, w.next_seq);
+        ctx.route(shared.feed.routed());
         let mut entries = Vec::new();
         let mut next_seq = w.next_seq;
         for t in txns {
@@ -121,6 +122,7 @@ impl Database {
                     stamp: t.stamp,
                     local_time: shared.hlc.now(),
                     writes: applied,
+                    prior: ctx.take_prior(),
                 });
                 seq
             };
@@ -156,9 +158,7 @@ impl Database {
             w.log_sizes.appended(seq, bytes);
         }
         for e in &entries {
-            shared
-                .feed
-                .publish(e.seq, e.origin(), e.writes.iter().map(|w| w.table.as_str()));
+            shared.feed.publish_entry(e);
         }
         if let Some(last) = entries.last() {
             shared.committed.send_replace(last.seq);

@@ -258,6 +258,7 @@ impl Transaction {
             let repeats = self.writes.len() > 1
                 && has_repeats(self.writes.iter().map(|p| (p.table.as_str(), &p.key)));
             let mut ctx = Ctx::new(&store, repeats, w.next_seq);
+            ctx.route(shared.feed.routed());
             let mut log_writes = Vec::with_capacity(self.writes.len());
             let mut existed = 0;
             let mut restamp = None;
@@ -337,6 +338,7 @@ impl Transaction {
                 stamp,
                 local_time: stamp.time,
                 writes: log_writes,
+                prior: ctx.take_prior(),
             };
             let repeated = ctx.repeated;
             let seq = finish(&db, &store, &mut w, ctx.batch, repeated, entry, true)?;
@@ -404,6 +406,12 @@ pub(crate) struct Ctx<'a> {
     /// Log sequence the current transaction's writes will carry; tombstones
     /// remember it so collection knows when every peer has them.
     pub(crate) seq: u64,
+    /// Tables row filters route, with the attributes they test: their
+    /// writes record those attributes' previous values (see `LogEntry::prior`).
+    routed: Option<Arc<crate::local::fanout::Routed>>,
+    prior: Vec<crate::local::log::Prior>,
+    /// Writes of the current log entry so far.
+    writes_in_entry: u32,
 }
 
 impl<'a> Ctx<'a> {
@@ -416,7 +424,22 @@ impl<'a> Ctx<'a> {
             overlay: repeats.then(HashMap::new),
             repeated: false,
             seq,
+            routed: None,
+            prior: Vec::new(),
+            writes_in_entry: 0,
         }
+    }
+
+    /// Records routed attributes for the tables in `routed`.
+    pub(crate) fn route(&mut self, routed: Option<Arc<crate::local::fanout::Routed>>) {
+        self.routed = routed;
+    }
+
+    /// The prior values recorded for the entry whose writes went through
+    /// `write` since the last call.
+    pub(crate) fn take_prior(&mut self) -> Vec<crate::local::log::Prior> {
+        self.writes_in_entry = 0;
+        std::mem::take(&mut self.prior)
     }
 
     pub(crate) fn current(&self, rk: &[u8]) -> Result<Option<OldRow>> {
@@ -453,6 +476,18 @@ impl<'a> Ctx<'a> {
         op: &WriteOp,
         new_obj: Option<&Map<String, Value>>,
     ) -> Result<()> {
+        let index = self.writes_in_entry;
+        self.writes_in_entry += 1;
+        if let Some(attrs) = self.routed.as_ref().and_then(|r| r.get(&def.name)) {
+            let old = match &old {
+                Some(o) if !o.header.tombstone => {
+                    Some(crate::local::filter::routed_values(&o.object()?, attrs))
+                }
+                _ => None,
+            };
+            self.prior
+                .push(crate::local::log::Prior { write: index, old });
+        }
         let seq_bytes = self.seq.to_be_bytes();
         let (header, body): (RowHeader, &[u8]) = match op {
             WriteOp::Put { json, created } => (
@@ -581,11 +616,7 @@ fn finish(
     w.log_bytes += bytes;
     w.log_sizes.appended(entry.seq, bytes);
     let seq = entry.seq;
-    db.shared.feed.publish(
-        seq,
-        entry.origin(),
-        entry.writes.iter().map(|w| w.table.as_str()),
-    );
+    db.shared.feed.publish_entry(&entry);
     db.shared.committed.send_replace(seq);
     queue_events(db, entry, local);
     Ok(seq)

@@ -368,6 +368,7 @@ impl Database {
     pub fn add_peer_rule(&self, rule: PeerRule) -> Result<()> {
         let r = self.replicator()?;
         rule.validate(self.node_name())?;
+        super::route::record_routed(self, &rule.tables);
         let _admitting = r.admit_lock.lock();
         {
             let mut rules = r.rules.lock();
@@ -411,6 +412,7 @@ impl Database {
     pub fn update_peer_rule(&self, rule: PeerRule) -> Result<()> {
         let r = self.replicator()?;
         rule.validate(self.node_name())?;
+        super::route::record_routed(self, &rule.tables);
         let _admitting = r.admit_lock.lock();
         {
             let mut rules = r.rules.lock();

@@ -119,6 +119,7 @@ impl Database {
     pub fn add_peer(&self, config: PeerConfig) -> Result<()> {
         let r = self.replicator()?;
         config.validate(&self.shared.node_name)?;
+        super::route::record_routed(self, &config.tables);
         let _admitting = r.admit_lock.lock();
         let admitted = {
             let peers = r.peers.lock();
@@ -168,6 +169,7 @@ impl Database {
     pub fn update_peer(&self, config: PeerConfig) -> Result<()> {
         let r = self.replicator()?;
         config.validate(&self.shared.node_name)?;
+        super::route::record_routed(self, &config.tables);
         let state = r
             .peer(&config.name)
             .ok_or_else(|| Error::PeerNotFound(config.name.clone()))?;

@@ -158,6 +158,16 @@ pub struct TableFlow {
     /// `None` (the default): every version is sent.
     #[serde(default)]
     pub coalesce_ms: Option<u64>,
+    /// With `publish`: only rows this predicate selects go to the peer,
+    /// e.g. `site = $peer.name` (grammar: see `local::filter` and the
+    /// README). Parsed when the peer or rule is added. A row that stops
+    /// matching is deleted at the peer (move-out), one that starts
+    /// matching is sent (move-in).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// With `publish`: only these attributes (and always the key) are sent.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
 }
 
 impl TableFlow {
@@ -171,6 +181,8 @@ impl TableFlow {
             bulk: false,
             exempt_from_quota: false,
             coalesce_ms: None,
+            filter: None,
+            columns: None,
         }
     }
     pub fn subscribe(table: impl Into<String>) -> Self {
@@ -183,6 +195,8 @@ impl TableFlow {
             bulk: false,
             exempt_from_quota: false,
             coalesce_ms: None,
+            filter: None,
+            columns: None,
         }
     }
     /// Sets the priority (higher is sent first).
@@ -195,6 +209,26 @@ impl TableFlow {
         self.since_ms = Some(ms);
         self
     }
+    /// Sets the row filter (see [`TableFlow::filter`]).
+    pub fn filter(mut self, predicate: impl Into<String>) -> Self {
+        self.filter = Some(predicate.into());
+        self
+    }
+    /// Sets the column list (see [`TableFlow::columns`]).
+    pub fn columns<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.columns = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+    /// The parsed filter; the error names the table, the position and
+    /// what was expected there.
+    pub(crate) fn parsed_filter(&self) -> Result<Option<crate::local::filter::Filter>> {
+        let Some(text) = &self.filter else {
+            return Ok(None);
+        };
+        crate::local::filter::Filter::parse(text)
+            .map(Some)
+            .map_err(|e| in_table(e, &self.table))
+    }
     pub fn both(table: impl Into<String>) -> Self {
         TableFlow {
             table: table.into(),
@@ -205,6 +239,8 @@ impl TableFlow {
             bulk: false,
             exempt_from_quota: false,
             coalesce_ms: None,
+            filter: None,
+            columns: None,
         }
     }
 }
@@ -362,6 +398,10 @@ impl PeerConfig {
         }
         for (i, t) in self.tables.iter().enumerate() {
             crate::local::catalog::validate_table_name(&t.table)?;
+            t.parsed_filter()?;
+            if let Some(c) = &t.columns {
+                crate::local::filter::validate_columns(c).map_err(|e| in_table(e, &t.table))?;
+            }
             if self.tables[..i].iter().any(|o| o.table == t.table) {
                 return Err(Error::invalid(
                     "peer tables",
@@ -373,6 +413,16 @@ impl PeerConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Names the flow an error of its filter or columns is about.
+fn in_table(e: Error, table: &str) -> Error {
+    match e {
+        Error::InvalidArgument { what, why } if !what.contains('`') => {
+            Error::invalid(format!("{what} of table `{table}`"), why)
+        }
+        e => e,
     }
 }
 

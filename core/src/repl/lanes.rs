@@ -292,6 +292,7 @@ mod tests {
                     op: WriteOp::Delete,
                 })
                 .collect(),
+            prior: Vec::new(),
         }
     }
 

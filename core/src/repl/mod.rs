@@ -20,6 +20,7 @@ mod link;
 mod meter;
 mod peer;
 mod receiver;
+mod route;
 mod rule;
 mod runtime;
 mod sender;

@@ -22,11 +22,13 @@ use super::lanes::Lanes;
 use super::link::{blocking, link_closed, BulkMessage};
 use super::peer::PeerState;
 use super::peer::NOT_SUBSCRIBED_BY_PEER;
+use super::route::Routes;
 use super::runtime::Replicator;
 use super::stall::Activity;
 use crate::error::{Error, Result};
 use crate::local::db::Database;
 use crate::local::fanout::Interest;
+use crate::local::filter::PeerIdentity;
 use crate::local::log::{LogWrite, WriteOp};
 use crate::net::wire::{element_cost, Hello, Message, SyncReason, SyncRow, TableWant, WireTxn};
 
@@ -45,6 +47,10 @@ pub(super) struct Sender {
     deltas: Option<parking_lot::Mutex<Bases>>,
     /// What the link's stall watchdog sees of the frames sent.
     activity: Arc<Activity>,
+    /// The peer's certificate DNS names, for filters' `$peer.dns`.
+    peer_dns: Vec<String>,
+    /// The row filters and column lists of the published tables.
+    routes: Routes,
 }
 
 /// A table to sync, in the order syncs go out.
@@ -63,6 +69,7 @@ impl Sender {
         tx: mpsc::Sender<Message>,
         bulk: mpsc::Sender<BulkMessage>,
         activity: Arc<Activity>,
+        peer_dns: Vec<String>,
     ) -> Sender {
         let frame_budget = (hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes) / 2;
         let deltas = (hello.deltas && peer.config().deltas_on()).then(Default::default);
@@ -77,6 +84,8 @@ impl Sender {
             bulk,
             frame_budget,
             activity,
+            peer_dns,
+            routes: Routes::default(),
         }
     }
 
@@ -106,7 +115,7 @@ impl Sender {
         }
     }
 
-    pub(super) async fn run(self, mut wants: Vec<TableWant>) -> Result<()> {
+    pub(super) async fn run(mut self, mut wants: Vec<TableWant>) -> Result<()> {
         let config = self.peer.config();
         // Initial syncs go out highest priority first, like the log.
         let priority = |t: &str| {
@@ -141,6 +150,7 @@ impl Sender {
         let mut starts: HashMap<String, u64> = HashMap::new();
         let mut syncs: Vec<Sync> = Vec::new();
         let mut missing: Vec<String> = Vec::new();
+        let mut keys: HashMap<String, String> = HashMap::new();
         for want in wants {
             let published = config
                 .tables
@@ -191,6 +201,7 @@ impl Sender {
                 primary_key: info.primary_key.clone(),
             })
             .await?;
+            keys.insert(want.table.clone(), info.primary_key.clone());
             let bounds = self.db.log_bounds()?;
             let resumable = want.initial_sync_done
                 && want.resume_after <= bounds.last
@@ -223,6 +234,7 @@ impl Sender {
                 });
             }
         }
+        self.routes = self.routes_for(&config, &keys)?;
         let (synced_tx, synced) = mpsc::unbounded_channel();
         let pending = syncs.iter().map(|s| s.want.table.clone()).collect();
         let log_and_syncs = async {
@@ -267,6 +279,28 @@ impl Sender {
         }
     }
 
+    /// The link's routes, bound for this peer; the tables they filter
+    /// start recording the attributes they test with each write.
+    fn routes_for(
+        &self,
+        config: &super::config::PeerConfig,
+        keys: &HashMap<String, String>,
+    ) -> Result<Routes> {
+        let who = PeerIdentity {
+            name: config.name.clone(),
+            dns: self.peer_dns.clone(),
+        };
+        for f in config.tables.iter().filter(|f| f.publish) {
+            if let Some(p) = f.parsed_filter()? {
+                self.db
+                    .shared
+                    .feed
+                    .route_attributes(&f.table, p.attributes());
+            }
+        }
+        Routes::new(config, &who, |t| keys.get(t).cloned())
+    }
+
     /// Sends the table's state as of now; returns the log sequence the
     /// state covers (live streaming continues after it, so nothing falls
     /// in between: a write racing the scan may arrive twice, and the stamp
@@ -305,14 +339,20 @@ impl Sender {
             // The origin rules hold for syncs too: never the peer's own
             // writes back (it has them, or newer), and no other origins to a
             // peer that does not take relays from this node.
+            // Row filters too: a resync also deletes at the peer what its
+            // filter no longer selects.
+            let resync = sync.reason != SyncReason::Initial;
             let rows = rows
                 .into_iter()
                 .filter(|s| self.may_send_origin(s.stamp.node))
-                .map(|s| SyncRow {
-                    key: s.key,
-                    stamp: s.stamp,
-                    created: s.created,
-                    json: s.json,
+                .filter_map(|s| {
+                    let row = SyncRow {
+                        key: s.key,
+                        stamp: s.stamp,
+                        created: s.created,
+                        json: s.json,
+                    };
+                    self.routes.sync_row(&want.table, row, resync)
                 })
                 .collect();
             // Metered: each chunk is written (and counted) before the
@@ -509,8 +549,9 @@ impl Sender {
             lanes.hold(|class| meter.hold(class & 1 != 0, class & 2 != 0).is_some())
         };
         // Only commits to these tables wake the link (see `local::fanout`).
-        let interest = self.db.shared.feed.subscribe(
+        let interest = self.db.shared.feed.subscribe_filtered(
             starts.keys().chain(pending.iter()).map(String::as_str),
+            &self.routes.bounds(),
             self.peer_node_id,
             self.only_origin,
         );
@@ -649,7 +690,9 @@ impl Sender {
             } else {
                 entries.iter().map(|e| (e.seq, e.local_time)).collect()
             };
+            let prior = self.routes.prior_index(&entries);
             let mut txns = lanes.plan(lane, entries);
+            self.routes.apply(&prior, &mut txns);
             let passed = coalesce::coalesce(&windows, &local_times, &mut txns);
             if !passed.is_empty() {
                 let mut c = self.peer.counters.lock();

@@ -142,13 +142,19 @@ struct Link {
     /// What this node's hello said: whether it accepts other origins'
     /// writes from the peer on this link.
     relays_accepted: bool,
+    /// DNS names of the peer's verified certificate (row filters'
+    /// `$peer.dns`); none on a plaintext link.
+    peer_dns: Vec<String>,
 }
 
 async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Result<Link> {
     let name = peer.name();
+    let mut peer_dns = Vec::new();
     let io: BoxIo = match &r.client_tls {
         Some(cfg) => {
-            Box::new(tls::connect(addr, &name, cfg.clone(), r.opts.connect_timeout).await?)
+            let s = tls::connect(addr, &name, cfg.clone(), r.opts.connect_timeout).await?;
+            peer_dns = super::route::cert_dns_names(tls::peer_certificate(s.get_ref().1));
+            Box::new(s)
         }
         None => {
             let tcp = tokio::time::timeout(r.opts.connect_timeout, TcpStream::connect(addr))
@@ -209,6 +215,7 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
         hello,
         cursor,
         relays_accepted,
+        peer_dns,
     })
 }
 
@@ -352,6 +359,7 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
         hello,
         cursor,
         relays_accepted,
+        peer_dns: super::route::cert_dns_names(cert.as_ref()),
     };
     let task = tokio::spawn(async move {
         let db = link.db.clone();
@@ -458,6 +466,7 @@ async fn run(
         hello,
         mut cursor,
         relays_accepted,
+        peer_dns,
     } = link;
     let name = peer.name();
     writer.set_max_frame_bytes((hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes));
@@ -489,6 +498,7 @@ async fn run(
         tx.clone(),
         bulk_tx,
         activity.clone(),
+        peer_dns,
     );
     // An origin violation ends the link with a goodbye that says why.
     let violation = Arc::new(Mutex::new(None::<String>));

@@ -124,6 +124,8 @@ class TableFlow(_TableFlowBase, total=False):
     bulk: bool
     exempt_from_quota: bool
     coalesce_ms: Optional[int]
+    filter: Optional[str]
+    columns: Optional[List[str]]
 
 class LinkBudget(TypedDict, total=False):
     """What a link may send: a rate cap, a quota per period ("day" or
