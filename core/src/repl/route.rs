@@ -231,3 +231,7 @@ pub(super) fn record_routed(db: &crate::local::db::Database, flows: &[super::con
         }
     }
 }
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;
