@@ -26,6 +26,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use local::catalog::{TableInfo, TableOptions};
 pub use local::codec::{Key, Stamp};
 pub use local::db::{Database, Durability, OpenOptions, Retention};
+/// Benchmark only: the commit feed's routing among filtered links.
+#[doc(hidden)]
+pub use local::fanout::route_filtered_changes;
 pub use local::listener::{Change, ChangeEvent, ListenerId};
 pub use local::log::{LogEntry, LogWrite, WriteOp};
 pub use local::read::{LogBounds, ScanOptions};

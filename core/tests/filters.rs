@@ -28,7 +28,7 @@ fn rows(db: &Database) -> BTreeMap<String, Value> {
         .unwrap()
         .iter()
         .map(|r| {
-            let v: Value = serde_json::from_str(&r.body_json()).unwrap();
+            let v: Value = serde_json::from_str(r.body_json()).unwrap();
             (v["id"].as_str().unwrap().to_string(), v)
         })
         .collect()

@@ -234,10 +234,10 @@ impl<'a> Parser<'a> {
             self.pos += 1 + len;
             return Ok(Operand::Param(param));
         }
-        let len = if r.starts_with('"') {
+        let len = if let Some(body) = r.strip_prefix('"') {
             // The closing quote: the first one not escaped.
             let mut escaped = false;
-            let end = r[1..].char_indices().find_map(|(i, c)| {
+            let end = body.char_indices().find_map(|(i, c)| {
                 let close = c == '"' && !escaped;
                 escaped = c == '\\' && !escaped;
                 close.then_some(i + 2)

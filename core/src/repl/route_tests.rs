@@ -149,7 +149,7 @@ proptest! {
                 .unwrap()
                 .iter()
                 .filter_map(|r| {
-                    let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&r.body_json()) else {
+                    let Ok(Value::Object(m)) = serde_json::from_str::<Value>(r.body_json()) else {
                         return None;
                     };
                     if !bound.matches(&m) {

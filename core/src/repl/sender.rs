@@ -69,7 +69,6 @@ impl Sender {
         tx: mpsc::Sender<Message>,
         bulk: mpsc::Sender<BulkMessage>,
         activity: Arc<Activity>,
-        peer_dns: Vec<String>,
     ) -> Sender {
         let frame_budget = (hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes) / 2;
         let deltas = (hello.deltas && peer.config().deltas_on()).then(Default::default);
@@ -84,9 +83,16 @@ impl Sender {
             bulk,
             frame_budget,
             activity,
-            peer_dns,
+            peer_dns: Vec::new(),
             routes: Routes::default(),
         }
+    }
+
+    /// The DNS names of the peer's verified certificate, which filters'
+    /// `$peer.dns` stands for.
+    pub(super) fn peer_dns(mut self, names: Vec<String>) -> Sender {
+        self.peer_dns = names;
+        self
     }
 
     async fn send(&self, m: Message) -> Result<()> {

@@ -498,8 +498,8 @@ async fn run(
         tx.clone(),
         bulk_tx,
         activity.clone(),
-        peer_dns,
-    );
+    )
+    .peer_dns(peer_dns);
     // An origin violation ends the link with a goodbye that says why.
     let violation = Arc::new(Mutex::new(None::<String>));
     let (violated_tx, violated) = oneshot::channel::<()>();
