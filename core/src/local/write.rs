@@ -519,6 +519,9 @@ fn merge_local(
         }
         Op::Update(patch) if def.conflict == ConflictPolicy::MergeAttributes => {
             live.as_ref().ok_or_else(not_found)?;
+            // The key names the record; it is no attribute to merge.
+            let mut patch = patch.clone();
+            patch.remove(&def.primary_key);
             let mut attrs = patch.clone();
             // An earlier patch of the record in this same commit: the
             // receiver applies only a commit's last write to a record, so
