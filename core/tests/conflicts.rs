@@ -48,6 +48,16 @@ impl Node {
 /// Ships the next `max` transactions `from` made itself to `to`, in log
 /// order (one link is FIFO, as a replication link is); returns how many.
 fn deliver(nodes: &mut [Node], from: usize, to: usize, max: usize) -> usize {
+    deliver_m(nodes, from, to, max, &mut None)
+}
+
+fn deliver_m(
+    nodes: &mut [Node],
+    from: usize,
+    to: usize,
+    max: usize,
+    model: &mut Option<Model>,
+) -> usize {
     let (src_id, src_name) = (nodes[from].db().node_id(), nodes[from].name.clone());
     let after = *nodes[to].taken.get(&src_name).unwrap_or(&0);
     let entries = nodes[from].db().read_log(after + 1, 1000).unwrap();
@@ -61,11 +71,20 @@ fn deliver(nodes: &mut [Node], from: usize, to: usize, max: usize) -> usize {
         if e.stamp.node != src_id || writes.is_empty() {
             continue;
         }
+        if let Some(m) = model.as_mut() {
+            m.sync_local(to, nodes[to].db());
+            for w in &writes {
+                m.arrive(to, nodes[to].db().node_id(), e.stamp, w);
+            }
+        }
         let txn = RemoteTxn {
             stamp: e.stamp,
             writes,
         };
         let out = nodes[to].db().apply_remote(&[txn], None).unwrap();
+        if let Some(m) = model.as_mut() {
+            m.sync_local(to, nodes[to].db());
+        }
         assert!(
             !matches!(out[0], RemoteOutcome::Refused(_)),
             "refused: {out:?}"
@@ -82,12 +101,16 @@ fn deliver(nodes: &mut [Node], from: usize, to: usize, max: usize) -> usize {
 /// Delivers everything everywhere until nothing moves (resolutions make
 /// new writes).
 fn settle(nodes: &mut [Node]) {
+    settle_m(nodes, &mut None)
+}
+
+fn settle_m(nodes: &mut [Node], model: &mut Option<Model>) {
     loop {
         let mut moved = 0;
         for from in 0..nodes.len() {
             for to in 0..nodes.len() {
                 if from != to {
-                    moved += deliver(nodes, from, to, usize::MAX);
+                    moved += deliver_m(nodes, from, to, usize::MAX, model);
                 }
             }
         }
@@ -112,6 +135,112 @@ fn digest(db: &Database) -> Vec<(String, Stamp, Value)> {
         .collect()
 }
 
+/// The conflict log each node should hold, computed from the writes'
+/// stamps and bases and each node's arrivals (the rule in `settle`):
+/// a write `W` arriving on current version `c` loses if `W < c` and `c`'s
+/// base is not `W`; it overwrites `c` concurrently (and `c` loses) if
+/// `W > c` and `W`'s base is not `c`, except that under `keep_local` a
+/// version written on this node is kept and `W` loses instead.
+#[derive(Default)]
+struct Model {
+    policy: Option<ConflictPolicy>,
+    /// Per node: key -> (current stamp, its base).
+    cur: Vec<HashMap<Key, (Stamp, Stamp)>>,
+    /// Per node: its own log read so far.
+    own_seen: Vec<u64>,
+    /// Per node: (winner, loser, side) expected.
+    expected: Vec<Vec<(Stamp, Stamp, ConflictSide)>>,
+}
+
+fn meta(op: &WriteOp) -> (Stamp, bool) {
+    match op {
+        WriteOp::Meta { base, kind, .. } => (*base, matches!(kind, log::MetaKind::Resolution)),
+        other => panic!("a write without conflict metadata: {other:?}"),
+    }
+}
+
+impl Model {
+    fn new(policy: ConflictPolicy, n: usize) -> Model {
+        Model {
+            policy: Some(policy),
+            cur: vec![HashMap::new(); n],
+            own_seen: vec![0; n],
+            expected: vec![Vec::new(); n],
+        }
+    }
+
+    fn arrive(&mut self, node: usize, node_id: u64, stamp: Stamp, w: &LogWrite) {
+        let (wb, resolution) = meta(&w.op);
+        let lost = |loser: Stamp| {
+            if loser.node == node_id {
+                ConflictSide::Local
+            } else {
+                ConflictSide::Remote
+            }
+        };
+        let Some(&(c, cb)) = self.cur[node].get(&w.key) else {
+            self.cur[node].insert(w.key.clone(), (stamp, wb));
+            return;
+        };
+        if stamp < c {
+            if cb != stamp {
+                self.expected[node].push((c, stamp, lost(stamp)));
+            }
+            return;
+        }
+        if stamp == c {
+            return;
+        }
+        if wb != c {
+            let keep =
+                self.policy == Some(ConflictPolicy::KeepLocal) && c.node == node_id && !resolution;
+            if keep {
+                self.expected[node].push((c, stamp, lost(stamp)));
+                return;
+            }
+            self.expected[node].push((stamp, c, lost(c)));
+        }
+        self.cur[node].insert(w.key.clone(), (stamp, wb));
+    }
+
+    /// Takes in the node's own new writes (its local writes, and the
+    /// resolutions it made), checking the base each carries.
+    fn sync_local(&mut self, node: usize, db: &Database) {
+        let entries = db.read_log(self.own_seen[node] + 1, usize::MAX).unwrap();
+        for e in entries {
+            self.own_seen[node] = e.seq;
+            if e.stamp.node != db.node_id() {
+                continue;
+            }
+            for w in e.writes.iter().filter(|w| w.table == "t") {
+                let (base, _) = meta(&w.op);
+                let had = self.cur[node].get(&w.key).map_or(Stamp::default(), |c| c.0);
+                assert_eq!(
+                    base, had,
+                    "the base a local write carries is what it replaced"
+                );
+                self.cur[node].insert(w.key.clone(), (e.stamp, base));
+            }
+        }
+    }
+
+    fn check(&self, nodes: &[Node]) {
+        for (i, n) in nodes.iter().enumerate() {
+            let mut want = self.expected[i].clone();
+            let mut got: Vec<(Stamp, Stamp, ConflictSide)> = n
+                .db()
+                .conflicts()
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.winner, e.loser, e.lost))
+                .collect();
+            want.sort_by_key(|x| (x.0, x.1));
+            got.sort_by_key(|x| (x.0, x.1));
+            assert_eq!(got, want, "conflict log of {}", n.name);
+        }
+    }
+}
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -127,7 +256,9 @@ impl Rng {
 
 /// One randomized run: writes on random nodes, deliveries on random links,
 /// a restart now and then; then everything is delivered. Returns the nodes.
-fn random_run(policy: ConflictPolicy, seed: u64, counters_only_on: Option<&str>) -> Vec<Node> {
+/// With `model`, the run has no merge state (no increments, no merge
+/// patches) and the model predicts every node's conflict log.
+fn random_run(policy: ConflictPolicy, seed: u64, model: &mut Option<Model>) -> Vec<Node> {
     let mut nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
         .map(|n| Node::new(n, policy))
@@ -143,7 +274,8 @@ fn random_run(policy: ConflictPolicy, seed: u64, counters_only_on: Option<&str>)
         let key = format!("k{}", rng.below(4));
         let db = nodes[n].db().clone();
         let v = rng.below(100) as i64;
-        match rng.below(10) {
+        let kinds = if model.is_some() { 7 } else { 10 };
+        match rng.below(kinds) {
             0..=2 => {
                 let attr = format!("a{}", rng.below(3));
                 db.upsert("t", json!({"id": key, attr: v, "v": v})).unwrap();
@@ -157,7 +289,7 @@ fn random_run(policy: ConflictPolicy, seed: u64, counters_only_on: Option<&str>)
                 db.delete("t", key.as_str()).unwrap();
             }
             _ => {
-                let attr = counters_only_on.unwrap_or("n");
+                let attr = "n";
                 let by = rng.below(11) as i64 - 5;
                 match db.increment("t", key.as_str(), attr, by) {
                     Ok(_) | Err(Error::NotACounter { .. }) => {}
@@ -165,25 +297,24 @@ fn random_run(policy: ConflictPolicy, seed: u64, counters_only_on: Option<&str>)
                 }
             }
         }
+        if let Some(m) = model.as_mut() {
+            m.sync_local(n, nodes[n].db());
+        }
         for _ in 0..rng.below(3) {
             let from = rng.below(3) as usize;
             let to = (from + 1 + rng.below(2) as usize) % 3;
-            deliver(&mut nodes, from, to, 1 + rng.below(3) as usize);
+            deliver_m(&mut nodes, from, to, 1 + rng.below(3) as usize, model);
         }
         if step % 40 == 39 {
             let r = rng.below(3) as usize;
             nodes[r].restart();
+            // Resolvers belong to a handle: the reopened one needs its own.
+            if policy == ConflictPolicy::Resolver {
+                install_max_resolver(nodes[r].db());
+            }
         }
     }
-    settle(&mut nodes);
-    if policy == ConflictPolicy::Resolver {
-        // Resolvers are per handle: a restarted node needs its own again
-        // before the final round (no conflict is left to meet anyway).
-        for n in &nodes {
-            install_max_resolver(n.db());
-        }
-        settle(&mut nodes);
-    }
+    settle_m(&mut nodes, model);
     nodes
 }
 
@@ -216,8 +347,27 @@ fn every_policy_converges_under_random_interleavings_restarts_and_counters() {
         ConflictPolicy::Resolver,
     ] {
         for seed in [1u64, 7, 42, 1234, 99_991] {
-            let nodes = random_run(policy, seed, None);
+            let nodes = random_run(policy, seed, &mut None);
             assert_converged(&nodes, &format!("{policy:?} seed {seed}"));
+        }
+    }
+}
+
+#[test]
+fn each_conflict_log_lists_exactly_the_writes_that_lost_there() {
+    for policy in [
+        ConflictPolicy::LastWriterWins,
+        ConflictPolicy::KeepLocal,
+        ConflictPolicy::Resolver,
+    ] {
+        for seed in [3u64, 11, 4242, 77_777] {
+            let mut model = Some(Model::new(policy, 3));
+            let nodes = random_run(policy, seed, &mut model);
+            assert_converged(&nodes, &format!("{policy:?} seed {seed}"));
+            let model = model.unwrap();
+            let total: usize = model.expected.iter().map(Vec::len).sum();
+            assert!(total > 0, "{policy:?} seed {seed}: no conflict to check");
+            model.check(&nodes);
         }
     }
 }

@@ -338,14 +338,11 @@ mod tests {
             created: 2,
         });
         assert_eq!(s.visible().unwrap()["n"], json!(7));
-        assert!(contribute(
-            Contribution {
-                added: u64::MAX,
-                taken: 0
-            },
-            1
-        )
-        .is_none());
+        let full = Contribution {
+            added: u64::MAX,
+            ..Default::default()
+        };
+        assert!(contribute(full, 1, st(9, 1)).is_none());
     }
 
     fn op_strategy() -> impl Strategy<Value = Vec<MergeOp>> {
