@@ -102,8 +102,10 @@ mod tests {
 
     #[test]
     fn round_trips_and_garbage_is_corrupt_not_panic() {
-        let mut state = MergeState::default();
-        state.base_stamp = Stamp { time: 5, node: 1 };
+        let state = MergeState {
+            base_stamp: Stamp { time: 5, node: 1 },
+            ..Default::default()
+        };
         for side in [
             Side::default(),
             Side {

@@ -364,7 +364,7 @@ impl Transaction {
                         stamp,
                         base,
                         max_bytes,
-                        &mut log_writes,
+                        &log_writes,
                     )?;
                     existed += gone;
                     log_writes.push(LogWrite {
@@ -480,7 +480,7 @@ fn merge_local(
     stamp: Stamp,
     base: Stamp,
     max_bytes: usize,
-    earlier: &mut Vec<LogWrite>,
+    earlier: &[LogWrite],
 ) -> Result<(WriteOp, usize)> {
     use crate::local::merge::MergeOp;
     use crate::local::settle::{local_increment, state_from_row, LocalMerge};
