@@ -160,6 +160,45 @@ pub enum Error {
     PeerExists(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    #[error("attribute `{attribute}` of record {key} in table `{table}` is {found}, not an integer, so it cannot be incremented: set it to an integer first, or count in another attribute")]
+    NotACounter {
+        table: String,
+        key: String,
+        attribute: String,
+        /// What the attribute holds instead.
+        found: NotInteger,
+    },
+    #[error("incrementing attribute `{attribute}` of record {key} in table `{table}` by {by} would overflow a 64-bit integer: nothing was written")]
+    CounterOverflow {
+        table: String,
+        key: String,
+        attribute: String,
+        by: i64,
+    },
+}
+
+/// What a counter attribute held instead of an integer (kept to one
+/// byte: errors travel in every `Result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotInteger {
+    Boolean,
+    /// A fraction, or beyond 64-bit integers.
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl std::fmt::Display for NotInteger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotInteger::Boolean => "a boolean",
+            NotInteger::Number => "a number with a fraction or beyond 64-bit integers",
+            NotInteger::String => "a string",
+            NotInteger::Array => "an array",
+            NotInteger::Object => "an object",
+        })
+    }
 }
 
 impl Error {
@@ -180,7 +219,9 @@ impl Error {
             | Error::RecordTooLarge { .. }
             | Error::InvalidArgument { .. }
             | Error::EngineMismatch { .. }
-            | Error::NodeNameMismatch { .. } => ErrorKind::InvalidInput,
+            | Error::NodeNameMismatch { .. }
+            | Error::NotACounter { .. }
+            | Error::CounterOverflow { .. } => ErrorKind::InvalidInput,
             Error::Closed => ErrorKind::Closed,
             Error::Locked { .. } => ErrorKind::Locked,
             Error::Storage(_)

@@ -22,9 +22,12 @@ pub mod view;
 
 pub use local::{codec, hlc, log, record};
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, NotInteger, Result};
 pub use local::catalog::{TableInfo, TableOptions};
 pub use local::codec::{Key, Stamp};
+pub use local::conflict::{
+    ConflictCase, ConflictEntry, ConflictPolicy, ConflictResolver, ConflictSide, Resolution,
+};
 pub use local::db::{Database, Durability, OpenOptions, Retention};
 /// Benchmark only: the commit feed's routing among filtered links.
 #[doc(hidden)]

@@ -237,7 +237,7 @@ impl CommitFeed {
             let Some(ft) = filtered.get(&w.table) else {
                 continue;
             };
-            let new = match &w.op {
+            let new = match w.op.inner() {
                 crate::local::log::WriteOp::Put { json, .. } => object(json),
                 _ => None,
             };

@@ -3,6 +3,9 @@
 
 pub(crate) mod catalog;
 pub mod codec;
+pub(crate) mod conflict;
+pub(crate) mod conflict_log;
+pub(crate) mod counter;
 pub(crate) mod db;
 pub mod delta;
 pub(crate) mod dir;
@@ -13,11 +16,15 @@ pub(crate) mod keys;
 pub(crate) mod listener;
 pub mod log;
 pub(crate) mod maintenance;
+pub(crate) mod merge;
 pub(crate) mod open;
 pub(crate) mod read;
 pub mod record;
 pub(crate) mod record_text;
 pub(crate) mod remote;
+pub(crate) mod resolve;
 pub(crate) mod retention;
+pub(crate) mod settle;
+pub(crate) mod side;
 pub(crate) mod storage;
 pub(crate) mod write;

@@ -27,7 +27,10 @@ use crate::local::log::LogWrite;
 /// Version spoken by this build. Both sides must speak the same one.
 /// Version 2 added `Hello::relays_accepted` (origin rules) and `Refusals`
 /// (an acknowledgement never stands for a refused write).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: writes may carry conflict metadata (`WriteOp::Meta`: the version a
+/// write replaced, merge patches, counter totals, resolutions), which a
+/// version-3 node cannot decode, so the two refuse each other at hello.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Default largest frame payload accepted or sent (16 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;

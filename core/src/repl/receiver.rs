@@ -284,7 +284,7 @@ impl Receiver {
         let has_delta = batch.iter().any(|t| {
             t.writes
                 .iter()
-                .any(|w| matches!(w.op, WriteOp::Delta { .. }))
+                .any(|w| matches!(w.op.inner(), WriteOp::Delta { .. }))
         });
         if has_delta {
             if !self.deltas {

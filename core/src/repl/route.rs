@@ -140,7 +140,9 @@ impl Routes {
                     return true;
                 };
                 let id = (w.table.clone(), w.key.clone());
-                let new = match &w.op {
+                // Conflict metadata (`WriteOp::Meta`) wraps the visible
+                // record: routing looks at what the row holds.
+                let new = match w.op.inner() {
                     WriteOp::Put { json, .. } => object(json),
                     _ => None,
                 };
@@ -151,14 +153,22 @@ impl Routes {
                         None => route.bound.is_some(),
                     },
                 };
-                let is_put = matches!(w.op, WriteOp::Put { .. });
+                let is_put = matches!(w.op.inner(), WriteOp::Put { .. });
                 let new_selected = is_put && selected(route, new.as_ref());
                 within.insert(id, new.clone());
                 if new_selected {
-                    if let (Some(cols), Some(obj), WriteOp::Put { json, .. }) =
-                        (&route.columns, &new, &mut w.op)
+                    if let (Some(cols), Some(obj), WriteOp::Put { created, .. }) =
+                        (&route.columns, &new, w.op.inner())
                     {
-                        *json = Value::Object(project(obj, cols, &route.key_attr)).to_string();
+                        // A projected record goes as a plain write: its
+                        // merge metadata (patched attributes, counters)
+                        // could name columns the peer must not see, and a
+                        // peer holding some columns merges nothing.
+                        let projected = WriteOp::Put {
+                            json: Value::Object(project(obj, cols, &route.key_attr)).to_string(),
+                            created: *created,
+                        };
+                        w.op = projected;
                     }
                     return true;
                 }
