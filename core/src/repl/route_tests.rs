@@ -134,9 +134,9 @@ proptest! {
             }
             for t in txns {
                 for w in t.writes {
-                    match w.op {
+                    match w.op.inner() {
                         WriteOp::Put { json, .. } => {
-                            held.insert(w.key.to_string(), serde_json::from_str(&json).unwrap());
+                            held.insert(w.key.to_string(), serde_json::from_str(json).unwrap());
                         }
                         _ => {
                             held.remove(&w.key.to_string());
