@@ -313,6 +313,7 @@ impl Sender {
                     stamp: s.stamp,
                     created: s.created,
                     json: s.json,
+                    merge: s.merge,
                 })
                 .collect();
             // Metered: each chunk is written (and counted) before the
