@@ -57,11 +57,11 @@ impl Mesh {
     /// Peers `i` with the first `upto` nodes other than itself; the lower
     /// index dials.
     fn link(&self, i: usize, upto: usize) {
-        for j in 0..upto {
+        for (j, name) in NAMES_ALL.iter().enumerate().take(upto) {
             if j == i {
                 continue;
             }
-            let mut p = PeerConfig::new(NAMES_ALL[j]).table(TableFlow::both("t"));
+            let mut p = PeerConfig::new(*name).table(TableFlow::both("t"));
             if j < i {
                 p = p.address(self.addrs[j].clone());
             }
