@@ -65,6 +65,11 @@ pub enum MetaKind {
         taken: u64,
         init: bool,
     },
+    /// A row of an initial sync or resync whose record has a merge state
+    /// (JSON): the receiver joins it into its own, so overrides and
+    /// counter contributions other nodes hold are not lost to the merged
+    /// row. Never in a log.
+    Synced { state: String },
 }
 
 impl WriteOp {
@@ -90,7 +95,7 @@ impl WriteOp {
         !matches!(
             self,
             WriteOp::Meta {
-                kind: MetaKind::Patch { .. } | MetaKind::Count { .. },
+                kind: MetaKind::Patch { .. } | MetaKind::Count { .. } | MetaKind::Synced { .. },
                 ..
             }
         )

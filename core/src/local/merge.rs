@@ -62,8 +62,10 @@ impl Contribution {
 pub(crate) struct MergeState {
     /// Stamp of the base; the default (zero) stamp: no whole write yet.
     pub(crate) base_stamp: Stamp,
-    /// The base record; `None`: a tombstone, or no whole write yet.
-    pub(crate) base: Option<Map<String, Value>>,
+    /// The base record as the write carried it (JSON object text, kept
+    /// verbatim: a sender's attribute delta is an edit of exactly this
+    /// text); `None`: a tombstone, or no whole write yet.
+    pub(crate) base: Option<String>,
     /// The base write's creation time (HLC), kept for `__createdtime__`.
     pub(crate) created: u64,
     /// Attribute -> (value, stamp of the patch that set it).
@@ -77,7 +79,8 @@ pub(crate) struct MergeState {
 pub(crate) enum MergeOp {
     Upsert {
         stamp: Stamp,
-        record: Map<String, Value>,
+        /// JSON object text.
+        record: String,
         created: u64,
     },
     Delete {
@@ -137,7 +140,7 @@ impl MergeState {
         }
     }
 
-    fn rebase(&mut self, stamp: Stamp, base: Option<Map<String, Value>>, created: u64) -> bool {
+    fn rebase(&mut self, stamp: Stamp, base: Option<String>, created: u64) -> bool {
         if stamp <= self.base_stamp {
             return false;
         }
@@ -148,9 +151,8 @@ impl MergeState {
         true
     }
 
-    /// Joins another replica's state of the same record into this one.
-    /// Test-only until initial sync carries merge states (see the README).
-    #[cfg(test)]
+    /// Joins another replica's state of the same record into this one (what
+    /// an initial sync or resync carries).
     pub(crate) fn join(&mut self, other: &MergeState) {
         let whole = match &other.base {
             Some(r) => MergeOp::Upsert {
@@ -184,7 +186,11 @@ impl MergeState {
     /// The base with the overrides, without the counters' contributions:
     /// what a whole write of the record replaces.
     pub(crate) fn plain(&self) -> Option<Map<String, Value>> {
-        let mut m = self.base.clone()?;
+        // Only checked objects become a base; anything else reads as empty.
+        let mut m = match serde_json::from_str::<Value>(self.base.as_deref()?) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
         for (k, (v, _)) in &self.overrides {
             m.insert(k.clone(), v.clone());
         }
@@ -260,7 +266,7 @@ mod tests {
         let ops = [
             MergeOp::Upsert {
                 stamp: st(1, 1),
-                record: obj(json!({"id": "t", "limit": 5, "last": 0})),
+                record: json!({"id": "t", "limit": 5, "last": 0}).to_string(),
                 created: 1,
             },
             MergeOp::Patch {
@@ -289,7 +295,7 @@ mod tests {
         let mut s = MergeState::default();
         s.apply(&MergeOp::Upsert {
             stamp: st(1, 1),
-            record: obj(json!({"id": 1, "a": 1})),
+            record: json!({"id": 1, "a": 1}).to_string(),
             created: 1,
         });
         s.apply(&MergeOp::Delete { stamp: st(3, 1) });
@@ -302,7 +308,7 @@ mod tests {
         // recreates the record: the patch still wins `a`.
         s.apply(&MergeOp::Upsert {
             stamp: st(5, 3),
-            record: obj(json!({"id": 1, "a": 0, "b": 1})),
+            record: json!({"id": 1, "a": 0, "b": 1}).to_string(),
             created: 5,
         });
         assert_eq!(s.visible(), Some(obj(json!({"id": 1, "a": 2, "b": 1}))));
@@ -318,7 +324,7 @@ mod tests {
         let mut s = MergeState::default();
         s.apply(&MergeOp::Upsert {
             stamp: st(1, 1),
-            record: obj(json!({"id": 1, "n": 10})),
+            record: json!({"id": 1, "n": 10}).to_string(),
             created: 1,
         });
         let c1 = contribute(Contribution::default(), 3, st(3, 1)).unwrap();
@@ -335,7 +341,7 @@ mod tests {
         // An upsert sets the base part; contributions stay.
         s.apply(&MergeOp::Upsert {
             stamp: st(2, 1),
-            record: obj(json!({"id": 1, "n": 0})),
+            record: json!({"id": 1, "n": 0}).to_string(),
             created: 2,
         });
         assert_eq!(s.visible().unwrap()["n"], json!(7));
@@ -359,7 +365,7 @@ mod tests {
                     match kind {
                         0 => MergeOp::Upsert {
                             stamp,
-                            record: obj(json!({"id": 1, attr: v, format!("a{b}"): v * 2})),
+                            record: json!({"id": 1, attr: v, format!("a{b}"): v * 2}).to_string(),
                             created: stamp.time,
                         },
                         1 => MergeOp::Delete { stamp },

@@ -34,7 +34,7 @@ pub(crate) fn state_from_row(old: Option<&OldRow>) -> Result<MergeState> {
     if let Some(o) = old {
         s.base_stamp = o.header.stamp;
         if !o.header.tombstone {
-            s.base = Some(o.object()?);
+            s.base = Some(o.json.to_string());
             s.created = o.header.created;
         }
     }
@@ -45,9 +45,10 @@ pub(crate) fn state_from_row(old: Option<&OldRow>) -> Result<MergeState> {
 pub(crate) struct LocalMerge {
     pub(crate) ops: Vec<MergeOp>,
     pub(crate) kind: MetaKind,
-    /// The after-image the log carries (`None`: a delete): the record as
-    /// written for whole writes, the visible record for patches and counts.
-    pub(crate) logged: Option<Map<String, Value>>,
+    /// The after-image the log carries for a whole write (`None`: a
+    /// delete, or a patch or count, which log the visible record): the
+    /// record's text as written.
+    pub(crate) logged: Option<String>,
 }
 
 /// The merge operations of a local increment, checked: `NotACounter` and
@@ -104,7 +105,7 @@ fn init_op(def: &TableDef, key: &Key, stamp: Stamp) -> MergeOp {
     record.insert(def.primary_key.clone(), key.to_json());
     MergeOp::Upsert {
         stamp,
-        record,
+        record: Value::Object(record).to_string(),
         created: stamp.time,
     }
 }
@@ -146,6 +147,7 @@ pub(crate) fn remote_ops(
             });
             ops
         }
+        (Some(MetaKind::Synced { .. }), _) => Vec::new(),
         (Some(MetaKind::Patch { attrs }), _) if def.conflict == ConflictPolicy::MergeAttributes => {
             vec![MergeOp::Patch {
                 stamp,
@@ -154,7 +156,8 @@ pub(crate) fn remote_ops(
         }
         (_, WriteOp::Put { json, created }) => vec![MergeOp::Upsert {
             stamp,
-            record: crate::local::record::parse_object(json)?,
+            // Checked as an object with its key by `check_remote_writes`.
+            record: json.clone(),
             created: *created,
         }],
         (_, WriteOp::Delete) => vec![MergeOp::Delete { stamp }],
@@ -167,7 +170,7 @@ pub(crate) fn remote_ops(
 pub(crate) fn needs_merge(def: &TableDef, op: &WriteOp) -> bool {
     match op {
         WriteOp::Meta {
-            kind: MetaKind::Count { .. },
+            kind: MetaKind::Count { .. } | MetaKind::Synced { .. },
             ..
         } => true,
         WriteOp::Meta {
@@ -182,6 +185,11 @@ pub(crate) fn needs_merge(def: &TableDef, op: &WriteOp) -> bool {
 /// base: unknown, the write came without metadata).
 pub(crate) fn meta_of(op: &WriteOp) -> (Option<Stamp>, bool) {
     match op {
+        // A sync row's state has no single base: never reported.
+        WriteOp::Meta {
+            kind: MetaKind::Synced { .. },
+            ..
+        } => (None, false),
         WriteOp::Meta { base, kind, .. } => (Some(*base), matches!(kind, MetaKind::Resolution)),
         _ => (None, false),
     }
@@ -376,6 +384,21 @@ pub(crate) fn remote_write(
             }
         }
         let mut changed = false;
+        if let WriteOp::Meta {
+            kind: MetaKind::Synced { state: theirs },
+            ..
+        } = op
+        {
+            let theirs: MergeState = serde_json::from_str(theirs).map_err(|e| {
+                Error::Peer(format!(
+                    "table `{}` key {key}: a sync row's merge state does not decode: {e}",
+                    def.name
+                ))
+            })?;
+            let before = state.clone();
+            state.join(&theirs);
+            changed = state != before;
+        }
         for m in remote_ops(def, key, stamp, op)? {
             changed |= state.apply(&m);
         }
@@ -496,4 +519,17 @@ pub(crate) fn remote_write(
     }
     ctx.write(def, rk, key, old, stamp, op, obj)?;
     Ok(true)
+}
+
+/// A sync row as the receiver applies it: with its merge state, a
+/// `Synced` write the merge joins; without, the plain write as ever.
+pub(crate) fn synced_op(op: WriteOp, merge: Option<String>) -> WriteOp {
+    match merge {
+        Some(state) => WriteOp::Meta {
+            op: Box::new(op),
+            base: Stamp::default(),
+            kind: MetaKind::Synced { state },
+        },
+        None => op,
+    }
 }

@@ -336,11 +336,12 @@ impl Transaction {
                 let stateful = shared.conflicts.is_stateful(def.id);
                 let wants_merge = matches!(p.op, Op::Increment { .. })
                     || (matches!(p.op, Op::Update(_)) && policy == ConflictPolicy::MergeAttributes);
-                let side = if track
-                    || stateful
-                    || wants_merge
-                    || matches!(policy, ConflictPolicy::KeepLocal | ConflictPolicy::Resolver)
-                {
+                // Only a table with merge states can have one for this record
+                // (the mark is set under this same lock), and only an earlier
+                // write of this commit leaves a base this write must pass on:
+                // otherwise the write path reads nothing more than before.
+                let same_commit = old.as_ref().is_some_and(|o| o.header.stamp == stamp);
+                let side = if stateful || wants_merge || same_commit {
                     ctx.side(&rk)?
                 } else {
                     None
@@ -502,7 +503,7 @@ fn merge_local(
         .filter(|c| *c != 0)
         .unwrap_or(stamp.time);
     let lm = match &p.op {
-        Op::Insert { obj, .. } | Op::Upsert { obj, .. } => {
+        Op::Insert { json, .. } | Op::Upsert { json, .. } => {
             if matches!(p.op, Op::Insert { .. }) && live.is_some() {
                 return Err(Error::DuplicateKey {
                     table: p.table.clone(),
@@ -512,11 +513,11 @@ fn merge_local(
             LocalMerge {
                 ops: vec![MergeOp::Upsert {
                     stamp,
-                    record: obj.clone(),
+                    record: json.clone(),
                     created,
                 }],
                 kind: MetaKind::Whole,
-                logged: Some(obj.clone()),
+                logged: Some(json.clone()),
             }
         }
         Op::Update(patch) if def.conflict == ConflictPolicy::MergeAttributes => {
@@ -558,14 +559,15 @@ fn merge_local(
             // write of what it changes (counters keep their contributions).
             let mut m = state.plain().ok_or_else(not_found)?;
             m.extend(patch.clone());
+            let json = to_json(&m, max_bytes)?;
             LocalMerge {
                 ops: vec![MergeOp::Upsert {
                     stamp,
-                    record: m.clone(),
+                    record: json.clone(),
                     created,
                 }],
                 kind: MetaKind::Whole,
-                logged: Some(m),
+                logged: Some(json),
             }
         }
         Op::Delete => {
@@ -596,8 +598,8 @@ fn merge_local(
     // Whole writes log what was written; patches and counts the record
     // they leave, as a log reader would expect to see it.
     let logged = match (&lm.kind, lm.logged, &row_op) {
-        (MetaKind::Whole, Some(m), WriteOp::Put { created, .. }) => WriteOp::Put {
-            json: to_json(&m, max_bytes)?,
+        (MetaKind::Whole, Some(json), WriteOp::Put { created, .. }) => WriteOp::Put {
+            json,
             created: *created,
         },
         (MetaKind::Whole, None, _) => WriteOp::Delete,

@@ -195,6 +195,10 @@ pub struct SyncRow {
     pub created: u64,
     /// Record JSON text; `None` = tombstone.
     pub json: Option<String>,
+    /// The record's merge state (JSON), where it has one (see
+    /// `local::merge`): per-attribute overrides and counter contributions
+    /// that the merged `json` alone would lose. Since version 4.
+    pub merge: Option<String>,
 }
 
 /// Why the publisher is sending a table's state instead of its log.
@@ -787,12 +791,14 @@ pub(crate) mod tests {
                         stamp: stamp(3),
                         created: 2,
                         json: Some(r#"{"id":1}"#.into()),
+                        merge: None,
                     },
                     SyncRow {
                         key: Key::Str("x".into()),
                         stamp: stamp(4),
                         created: 1,
                         json: None,
+                        merge: Some("{}".into()),
                     },
                 ],
                 done: true,

@@ -598,13 +598,16 @@ impl Receiver {
                         writes: vec![LogWrite {
                             table: table.clone(),
                             key: row.key,
-                            op: match row.json {
-                                Some(json) => WriteOp::Put {
-                                    json,
-                                    created: row.created,
+                            op: crate::local::settle::synced_op(
+                                match row.json {
+                                    Some(json) => WriteOp::Put {
+                                        json,
+                                        created: row.created,
+                                    },
+                                    None => WriteOp::Delete,
                                 },
-                                None => WriteOp::Delete,
-                            },
+                                row.merge,
+                            ),
                         }],
                     },
                 )

@@ -203,11 +203,15 @@ impl Routes {
         if !selected(route, obj.as_ref()) {
             return resync.then(|| {
                 row.json = None;
+                row.merge = None;
                 row
             });
         }
         if let (Some(cols), Some(obj)) = (&route.columns, &obj) {
             row.json = Some(Value::Object(project(obj, cols, &route.key_attr)).to_string());
+            // As on the live log: a projected row goes without its merge
+            // state, which may name columns the peer must not see.
+            row.merge = None;
         }
         Some(row)
     }

@@ -92,7 +92,7 @@ proptest! {
             // The subscriber starts from an initial sync of the state now.
             let mut held: BTreeMap<String, Value> = BTreeMap::new();
             for r in db.scan("t", &Default::default()).unwrap() {
-                let row = SyncRow { key: r.key().clone(), stamp: r.stamp(), created: 0, json: Some(r.body_json().to_string()) };
+                let row = SyncRow { key: r.key().clone(), stamp: r.stamp(), created: 0, json: Some(r.body_json().to_string()), merge: None };
                 if let Some(row) = routes.sync_row("t", row, false) {
                     if let Some(j) = row.json {
                         held.insert(r.key().to_string(), serde_json::from_str(&j).unwrap());

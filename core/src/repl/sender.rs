@@ -357,6 +357,7 @@ impl Sender {
                         stamp: s.stamp,
                         created: s.created,
                         json: s.json,
+                        merge: s.merge,
                     };
                     self.routes.sync_row(&want.table, row, resync)
                 })
