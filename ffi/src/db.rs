@@ -86,7 +86,13 @@ pub unsafe extern "C" fn tidelog_open(
 ///         database is closed anyway).
 #[no_mangle]
 pub extern "C" fn tidelog_close(db: *mut tidelog_db) -> tidelog_status {
-    guard(|| Ok(handles::db(db)?.close()?))
+    guard(|| {
+        let d = handles::db(db)?;
+        // Before the core lets go of them: a resolver's `user_data` may be
+        // freed once this returns, so no call of it may still be running.
+        crate::conflicts::stop_all(db as usize);
+        Ok(d.close()?)
+    })
 }
 
 /// Closes the database if still open and releases the handle. NULL, and a
@@ -100,6 +106,7 @@ pub extern "C" fn tidelog_close(db: *mut tidelog_db) -> tidelog_status {
 pub extern "C" fn tidelog_db_free(db: *mut tidelog_db) {
     guard_void(|| {
         if let Some(Object::Db(d)) = handles::take(db as usize, |o| matches!(o, Object::Db(_))) {
+            crate::conflicts::stop_all(db as usize);
             let _ = d.close();
         }
     })
@@ -164,8 +171,15 @@ fn table_options(v: Option<Value>) -> FfiResult<TableOptions> {
 /// @param table        table name: 1-128 of `[A-Za-z0-9_.-]`, not starting
 ///                     with `__`.
 /// @param options_json NULL for the defaults, or `{"primary_key": "id",
-///                     "indexes": ["attr", ...], "expiration": seconds}`
-///                     (each optional).
+///                     "indexes": ["attr", ...], "expiration": seconds,
+///                     "conflict": "lww"}` (each optional). `"conflict"`
+///                     is the rule for concurrent writes from different
+///                     nodes: `"lww"` (default: last writer wins),
+///                     `"merge"` (per attribute: the newer write of each
+///                     attribute wins), `"keep_local"` (the local version
+///                     wins), `"resolver"` (the callback installed with
+///                     tidelog_set_conflict_resolver() decides). Losing
+///                     writes are recorded, see tidelog_conflicts().
 /// @return TIDELOG_OK, TIDELOG_ALREADY_EXISTS, TIDELOG_INVALID_INPUT, ...
 #[no_mangle]
 pub unsafe extern "C" fn tidelog_create_table(
@@ -231,7 +245,7 @@ pub unsafe extern "C" fn tidelog_drop_table(
 }
 
 /// Lists the tables: a JSON array of `{"name", "primary_key", "indexes",
-/// "expiration"}` objects, by name.
+/// "expiration", "conflict"}` objects, by name.
 ///
 /// @param db       a database handle.
 /// @param out_json receives the JSON text; free it with tidelog_string_free().
@@ -249,7 +263,8 @@ pub unsafe extern "C" fn tidelog_list_tables(
     })
 }
 
-/// Describes one table: `{"name", "primary_key", "indexes", "expiration"}`.
+/// Describes one table: `{"name", "primary_key", "indexes", "expiration",
+/// "conflict"}`.
 ///
 /// @param db       a database handle.
 /// @param table    table name.

@@ -75,6 +75,15 @@ impl NativeTx {
         self.open(&table)?.delete(&table, k).js().map(|_| ())
     }
 
+    #[napi]
+    pub fn increment(&mut self, table: String, key: JsKey, attr: String, by: i64) -> napi::Result<()> {
+        let k = key_of(key)?;
+        self.open(&table)?
+            .increment(&table, k, &attr, by)
+            .js()
+            .map(|_| ())
+    }
+
     #[napi(getter)]
     pub fn length(&self) -> u32 {
         self.tx.as_ref().map_or(0, |t| t.len() as u32)
