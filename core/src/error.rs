@@ -160,6 +160,20 @@ pub enum Error {
     PeerExists(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    #[error("attribute `{attribute}` of record {key} in table `{table}` is {found}, not an integer, so it cannot be incremented: set it to an integer first, or count in another attribute")]
+    NotACounter {
+        table: String,
+        key: String,
+        attribute: String,
+        found: String,
+    },
+    #[error("incrementing attribute `{attribute}` of record {key} in table `{table}` by {by} would overflow a 64-bit integer: nothing was written")]
+    CounterOverflow {
+        table: String,
+        key: String,
+        attribute: String,
+        by: i64,
+    },
 }
 
 impl Error {
@@ -180,7 +194,9 @@ impl Error {
             | Error::RecordTooLarge { .. }
             | Error::InvalidArgument { .. }
             | Error::EngineMismatch { .. }
-            | Error::NodeNameMismatch { .. } => ErrorKind::InvalidInput,
+            | Error::NodeNameMismatch { .. }
+            | Error::NotACounter { .. }
+            | Error::CounterOverflow { .. } => ErrorKind::InvalidInput,
             Error::Closed => ErrorKind::Closed,
             Error::Locked { .. } => ErrorKind::Locked,
             Error::Storage(_)

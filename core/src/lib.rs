@@ -25,6 +25,9 @@ pub use local::{codec, hlc, log, record};
 pub use error::{Error, ErrorKind, Result};
 pub use local::catalog::{TableInfo, TableOptions};
 pub use local::codec::{Key, Stamp};
+pub use local::conflict::{
+    ConflictCase, ConflictEntry, ConflictPolicy, ConflictResolver, ConflictSide, Resolution,
+};
 pub use local::db::{Database, Durability, OpenOptions, Retention};
 pub use local::listener::{Change, ChangeEvent, ListenerId};
 pub use local::log::{LogEntry, LogWrite, WriteOp};

@@ -254,6 +254,20 @@ pub const RANGES: &[(&str, Range)] = &[
         },
     ),
     (
+        "conflict_log_max_bytes",
+        Range::Size {
+            min: 0,
+            max: 1 << 40,
+        },
+    ),
+    (
+        "conflict_log_max_age",
+        Range::Duration {
+            min: MS,
+            max: secs(3650 * DAY),
+        },
+    ),
+    (
         "retention.log_max_bytes",
         Range::Size {
             min: MIB,
@@ -498,6 +512,10 @@ pub struct OpenSettings {
     pub expiry_interval: Option<DurationOpt>,
     pub recover_prefix: Option<bool>,
     pub retention: Option<RetentionSettings>,
+    /// Bytes the conflict log keeps (0: no conflict log).
+    pub conflict_log_max_bytes: Option<SizeOpt>,
+    /// Age past which conflict-log entries are dropped.
+    pub conflict_log_max_age: Option<DurationOpt>,
     /// Deprecated (TOML): `memory_budget` in MiB.
     memory_budget_mib: Option<u64>,
     /// Deprecated (TOML): `max_clock_skew` in seconds.
@@ -652,11 +670,27 @@ impl OpenSettings {
         if let Some(r) = self.recover_prefix {
             o.recover_prefix = r;
         }
+        if let Some(b) = checked_size("conflict_log_max_bytes", self.conflict_log_max_bytes)? {
+            o.conflict_log_max_bytes = b;
+        }
+        if let Some(d) = checked_duration("conflict_log_max_age", self.conflict_log_max_age)? {
+            o.conflict_log_max_age = d;
+        }
         if let Some(r) = self.retention {
             o.retention = r.to_retention()?;
         }
         Ok(o)
     }
+}
+
+// ---- table options ------------------------------------------------------------
+
+/// How to create a table: `primary_key`, `indexes`, `expiration` (seconds)
+/// and `conflict` (`"lww"`, `"merge"`, `"keep_local"`, `"resolver"`), each
+/// optional. The same schema as [`crate::TableOptions`]' serde form, with
+/// the option path in every refusal.
+pub fn table_options(v: serde_json::Value) -> Result<crate::TableOptions> {
+    from_json("table options", v)
 }
 
 // ---- replication options ------------------------------------------------------
@@ -913,6 +947,27 @@ mod tests {
     }
 
     #[test]
+    fn table_conflict_policy_decodes_by_name_and_bad_ones_name_the_option() {
+        let t = table_options(json!({"primary_key": "k", "conflict": "merge"})).unwrap();
+        assert_eq!(t.conflict, crate::ConflictPolicy::MergeAttributes);
+        assert_eq!(
+            table_options(json!({})).unwrap().conflict,
+            crate::ConflictPolicy::LastWriterWins
+        );
+        let m = message(table_options(json!({"conflict": "newest"})));
+        assert!(m.contains("conflict") && m.contains("keep_local"), "{m}");
+        let o = from_json::<OpenSettings>(
+            "o",
+            json!({"node_name": "n", "conflict_log_max_bytes": "1MiB", "conflict_log_max_age": "1d"}),
+        )
+        .unwrap()
+        .to_open_options()
+        .unwrap();
+        assert_eq!(o.conflict_log_max_bytes, 1 << 20);
+        assert_eq!(o.conflict_log_max_age, Duration::from_secs(86_400));
+    }
+
+    #[test]
     fn every_ranged_option_is_a_real_option() {
         // A typo in RANGES would leave an option unchecked.
         let open_keys = [
@@ -921,6 +976,8 @@ mod tests {
             "max_record_bytes",
             "max_clock_skew",
             "expiry_interval",
+            "conflict_log_max_bytes",
+            "conflict_log_max_age",
         ];
         for (name, _) in RANGES {
             let leaf = name.rsplit('.').next().unwrap_or(name);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::local::conflict::ConflictPolicy;
 use crate::local::keys::{table_key, NEXT_TABLE_ID, TABLE_PREFIX, TOMBSTONE_INDEX};
 use crate::local::storage::{Batch, Space, Store};
 
@@ -21,6 +22,9 @@ pub struct TableOptions {
     /// Records older than this many seconds (by `__updatedtime__`) are
     /// evicted locally. Evictions are never replicated.
     pub expiration: Option<u64>,
+    /// How concurrent writes to a record are settled (`"conflict"`:
+    /// `"lww"`, `"merge"`, `"keep_local"` or `"resolver"`).
+    pub conflict: ConflictPolicy,
 }
 
 impl Default for TableOptions {
@@ -29,6 +33,7 @@ impl Default for TableOptions {
             primary_key: "id".into(),
             indexes: Vec::new(),
             expiration: None,
+            conflict: ConflictPolicy::LastWriterWins,
         }
     }
 }
@@ -46,6 +51,10 @@ impl TableOptions {
         self.expiration = Some(secs);
         self
     }
+    pub fn conflict(mut self, policy: ConflictPolicy) -> Self {
+        self.conflict = policy;
+        self
+    }
 }
 
 /// A table as `describe` and `list_tables` report it.
@@ -55,6 +64,7 @@ pub struct TableInfo {
     pub primary_key: String,
     pub indexes: Vec<String>,
     pub expiration: Option<u64>,
+    pub conflict: ConflictPolicy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +74,10 @@ pub(crate) struct TableDef {
     pub(crate) primary_key: String,
     pub(crate) indexes: Vec<String>,
     pub(crate) expiration: Option<u64>,
+    /// Absent in definitions stored before policies existed: those are
+    /// last-writer-wins tables.
+    #[serde(default)]
+    pub(crate) conflict: ConflictPolicy,
 }
 
 impl TableDef {
@@ -73,6 +87,7 @@ impl TableDef {
             primary_key: self.primary_key.clone(),
             indexes: self.indexes.clone(),
             expiration: self.expiration,
+            conflict: self.conflict,
         }
     }
 
@@ -98,6 +113,18 @@ impl TableDef {
 pub(crate) struct Catalog {
     pub(crate) tables: HashMap<String, Arc<TableDef>>,
     next_id: u32,
+}
+
+/// The conflict log's system table (see `conflict_log`): created at open,
+/// never by a user, never dropped.
+pub(crate) const CONFLICTS_TABLE: &str = "_conflicts";
+
+/// The refusal of a user's create or drop of a system table.
+pub(crate) fn reserved(name: &str) -> Error {
+    Error::invalid(
+        "table name",
+        format!("`{name}` is reserved for the conflict log, which tidelog keeps itself: pick another name"),
+    )
 }
 
 pub(crate) fn validate_table_name(name: &str) -> Result<()> {
@@ -159,6 +186,7 @@ impl Catalog {
         &self,
         name: &str,
         opts: &TableOptions,
+        system: bool,
         batch: &mut Batch,
     ) -> Result<TableDef> {
         validate_table_name(name)?;
@@ -184,6 +212,9 @@ impl Catalog {
         if opts.expiration == Some(0) {
             return Err(Error::invalid("expiration", "must be at least 1 second"));
         }
+        if name == CONFLICTS_TABLE && !system {
+            return Err(reserved(name));
+        }
         if self.tables.contains_key(name) {
             return Err(Error::TableExists(name.to_string()));
         }
@@ -193,6 +224,7 @@ impl Catalog {
             primary_key: opts.primary_key.clone(),
             indexes: opts.indexes.clone(),
             expiration: opts.expiration,
+            conflict: opts.conflict,
         };
         batch.put(
             Space::Meta,

@@ -65,6 +65,11 @@ pub struct OpenOptions {
     /// failing with [`Error::Corrupt`]. How many were dropped is in
     /// [`Database::dropped_transactions`] and on stderr.
     pub recover_prefix: bool,
+    /// The conflict log (`_conflicts`) keeps at most this many bytes of
+    /// entries (JSON text), dropping the oldest; 0 turns the log off.
+    pub conflict_log_max_bytes: u64,
+    /// Conflict-log entries older than this are dropped.
+    pub conflict_log_max_age: Duration,
 }
 
 /// How long transaction-log entries and tombstones are kept.
@@ -115,6 +120,8 @@ impl OpenOptions {
             expiry_interval: Duration::from_secs(1),
             retention: Retention::default(),
             recover_prefix: false,
+            conflict_log_max_bytes: 4 << 20,
+            conflict_log_max_age: Duration::from_secs(7 * 86_400),
         }
     }
     pub fn engine(mut self, engine: EngineKind) -> Self {
@@ -147,6 +154,14 @@ impl OpenOptions {
     }
     pub fn recover_prefix(mut self, recover: bool) -> Self {
         self.recover_prefix = recover;
+        self
+    }
+    pub fn conflict_log_max_bytes(mut self, bytes: u64) -> Self {
+        self.conflict_log_max_bytes = bytes;
+        self
+    }
+    pub fn conflict_log_max_age(mut self, age: Duration) -> Self {
+        self.conflict_log_max_age = age;
         self
     }
 }
@@ -211,6 +226,8 @@ pub(crate) struct Shared {
     /// Transactions lost at open to a damaged journal (with
     /// `recover_prefix`), or when the engine was reopened after a failure.
     dropped: AtomicU64,
+    /// The conflict log's counters and the tables' resolvers.
+    pub(crate) conflicts: crate::local::conflict_log::ConflictState,
 }
 
 /// Why writes are refused until the engine is reopened.
@@ -389,8 +406,11 @@ impl Database {
             fault: Mutex::new(None),
             mark: Mutex::new(mark.min(last)),
             dropped: AtomicU64::new(dropped),
+            conflicts: Default::default(),
         });
-        Ok(Database { shared })
+        let db = Database { shared };
+        crate::local::conflict_log::open(&db)?;
+        Ok(db)
     }
 
     pub fn node_name(&self) -> &str {
@@ -466,6 +486,17 @@ impl Database {
     // ---- tables -------------------------------------------------------
 
     pub fn create_table(&self, name: &str, opts: TableOptions) -> Result<TableInfo> {
+        self.create_table_as(name, opts, false)
+    }
+
+    /// `system`: tidelog's own table (the conflict log), whose name a user
+    /// may not take.
+    pub(crate) fn create_table_as(
+        &self,
+        name: &str,
+        opts: TableOptions,
+        system: bool,
+    ) -> Result<TableInfo> {
         let store = self.shared.writable_store()?;
         let _w = self.shared.write.lock();
         let mut batch = Batch::default();
@@ -473,7 +504,7 @@ impl Database {
             .shared
             .catalog
             .read()
-            .prepare_create(name, &opts, &mut batch)?;
+            .prepare_create(name, &opts, system, &mut batch)?;
         self.shared
             .commit(&store, batch, self.sync_commits(), None)?;
         let info = def.info();
@@ -493,6 +524,9 @@ impl Database {
 
     /// Drops a table and all its records locally. Not replicated.
     pub fn drop_table(&self, name: &str) -> Result<()> {
+        if name == crate::local::catalog::CONFLICTS_TABLE {
+            return Err(crate::local::catalog::reserved(name));
+        }
         let store = self.shared.writable_store()?;
         let def = {
             let _w = self.shared.write.lock();
@@ -530,6 +564,9 @@ impl Database {
             .read()
             .tables
             .values()
+            // The conflict log is tidelog's, not the application's: read it
+            // with `conflicts()` or by name.
+            .filter(|d| d.name != crate::local::catalog::CONFLICTS_TABLE)
             .map(|d| d.info())
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));

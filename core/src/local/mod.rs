@@ -3,6 +3,9 @@
 
 pub(crate) mod catalog;
 pub mod codec;
+pub(crate) mod conflict;
+pub(crate) mod conflict_log;
+pub(crate) mod counter;
 pub(crate) mod db;
 pub mod delta;
 pub(crate) mod dir;
@@ -12,6 +15,7 @@ pub(crate) mod keys;
 pub(crate) mod listener;
 pub mod log;
 pub(crate) mod maintenance;
+pub(crate) mod merge;
 pub(crate) mod open;
 pub(crate) mod read;
 pub mod record;

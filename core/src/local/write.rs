@@ -45,6 +45,11 @@ enum Op {
     },
     Update(Map<String, Value>),
     Delete,
+    /// Adds `by` to integer attribute `attr` (see `Database::increment`).
+    Increment {
+        attr: String,
+        by: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +112,22 @@ impl Database {
     pub fn update(&self, table: &str, patch: Value) -> Result<CommitInfo> {
         let mut tx = self.transaction();
         tx.update(table, patch)?;
+        tx.commit()
+    }
+
+    /// Adds `by` to integer attribute `attr` of record `key` (creating the
+    /// record `{key, attr: by}` if absent). A missing attribute counts as
+    /// 0; a non-integer one is [`Error::NotACounter`], and a sum beyond
+    /// i64 is [`Error::CounterOverflow`]; either way nothing is written.
+    pub fn increment(
+        &self,
+        table: &str,
+        key: impl Into<Key>,
+        attr: &str,
+        by: i64,
+    ) -> Result<CommitInfo> {
+        let mut tx = self.transaction();
+        tx.increment(table, key, attr, by)?;
         tx.commit()
     }
 
@@ -208,6 +229,34 @@ impl Transaction {
 
     pub fn update(&mut self, table: &str, patch: Value) -> Result<&mut Self> {
         self.stage(table, patch, STAGE_UPDATE)?;
+        Ok(self)
+    }
+
+    /// Adds `by` to integer attribute `attr` of record `key`, creating the
+    /// record `{<primary key>: key, attr: by}` if there is none (see
+    /// [`Database::increment`]).
+    pub fn increment(
+        &mut self,
+        table: &str,
+        key: impl Into<Key>,
+        attr: &str,
+        by: i64,
+    ) -> Result<&mut Self> {
+        let def = self.db.table(table)?;
+        if attr.is_empty() || attr.starts_with("__") || attr == def.primary_key {
+            return Err(Error::invalid(
+                "counter attribute",
+                format!("`{attr}` must be a non-empty attribute other than the primary key `{}` and not start with \"__\"", def.primary_key),
+            ));
+        }
+        self.writes.push(Pending {
+            table: table.to_string(),
+            key: key.into(),
+            op: Op::Increment {
+                attr: attr.to_string(),
+                by,
+            },
+        });
         Ok(self)
     }
 
@@ -318,6 +367,20 @@ impl Transaction {
                     Op::Delete => {
                         existed += usize::from(live_old.is_some());
                         (WriteOp::Delete, None)
+                    }
+                    Op::Increment { attr, by } => {
+                        let mut m = match live_old {
+                            Some(o) => o.object()?,
+                            None => {
+                                let mut m = Map::new();
+                                m.insert(def.primary_key.clone(), p.key.to_json());
+                                m
+                            }
+                        };
+                        crate::local::counter::add(&mut m, &p.table, &p.key, attr, *by)?;
+                        merged = m;
+                        let json = to_json(&merged, max_bytes)?;
+                        (WriteOp::Put { json, created }, Some(&merged))
                     }
                 };
                 ctx.write(&def, rk, &p.key, old, stamp, &op, new_obj)?;

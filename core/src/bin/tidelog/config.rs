@@ -60,6 +60,7 @@
 //! primary_key = "sensor"         # default "id"
 //! indexes = ["kind"]             # default none
 //! expiration = 86400             # seconds; default never
+//! conflict = "merge"             # "lww" (default), "merge", "keep_local", "resolver"
 //!
 //! [[peers]]
 //! name = "edge-1"                # the peer's node name (its certificate's DNS name)
@@ -199,6 +200,9 @@ pub struct TableConfig {
     #[serde(default)]
     pub indexes: Vec<String>,
     pub expiration: Option<u64>,
+    /// `"lww"` (default), `"merge"`, `"keep_local"` or `"resolver"`.
+    #[serde(default)]
+    pub conflict: tidelog::ConflictPolicy,
 }
 
 fn default_primary_key() -> String {
@@ -211,6 +215,7 @@ impl TableConfig {
             primary_key: self.primary_key.clone(),
             indexes: self.indexes.clone(),
             expiration: self.expiration,
+            conflict: self.conflict,
         }
     }
 }

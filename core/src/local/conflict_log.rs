@@ -1,0 +1,199 @@
+//! The conflict log: the system table `_conflicts`, one record per write
+//! that lost a conflict on this node, keyed `"<node name>:<n>"` so that
+//! entries from many nodes can meet in one hub's table.
+//!
+//! Entries are ordinary records written by ordinary local transactions, so
+//! a flow that names `_conflicts` publishes them like any table. The bounds
+//! (`OpenOptions::conflict_log_max_bytes`, `conflict_log_max_age`) are
+//! enforced when entries are appended and at open, by evicting the oldest
+//! entries locally without logging them (like expiry): a hub that collects
+//! the log keeps its own copy under its own bounds.
+//!
+//! Nothing here runs on a write that meets no conflict.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::local::catalog::{TableOptions, CONFLICTS_TABLE};
+use crate::local::codec::{decode_row_header, Key, ROW_HEADER_LEN};
+use crate::local::conflict::{ConflictEntry, ConflictPolicy, ConflictResolver, ID_ATTR};
+use crate::local::db::Database;
+use crate::local::keys::row_key;
+use crate::local::storage::{Batch, Space};
+
+/// Digits of the entry number in an id: ids of one node sort in the order
+/// they were logged.
+const ID_DIGITS: usize = 12;
+
+/// What the database keeps in memory for the conflict log and policies.
+#[derive(Default)]
+pub(crate) struct ConflictState {
+    pub(crate) resolvers: RwLock<HashMap<String, ConflictResolver>>,
+    /// Entries evicted by the bounds since open.
+    dropped: AtomicU64,
+    /// Number of the next entry this node logs.
+    next: AtomicU64,
+    /// Serializes appends with their eviction, so the byte count holds.
+    append: Mutex<()>,
+}
+
+/// Creates `_conflicts` if this directory lacks it, finds the next entry
+/// number, and applies the bounds.
+pub(crate) fn open(db: &Database) -> Result<()> {
+    if db.table(CONFLICTS_TABLE).is_err() && db.shared.store.read().is_some() {
+        let opts = TableOptions::default().primary_key(ID_ATTR);
+        match db.create_table_as(CONFLICTS_TABLE, opts, true) {
+            Ok(_) | Err(Error::TableExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let prefix = format!("{}:", db.shared.node_name);
+    let mut next = 0;
+    for (key, _, _) in entries_raw(db)? {
+        if let Key::Str(id) = &key {
+            if let Some(n) = id.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()) {
+                next = next.max(n + 1);
+            }
+        }
+    }
+    db.shared.conflicts.next.store(next, Ordering::Relaxed);
+    enforce_bounds(db)
+}
+
+/// Every `_conflicts` row: key, body length, and its entry (`None` where
+/// the record is not one).
+fn entries_raw(db: &Database) -> Result<Vec<(Key, usize, Option<ConflictEntry>)>> {
+    let store = db.store()?;
+    let def = db.table(CONFLICTS_TABLE)?;
+    let mut out = Vec::new();
+    for item in store.prefix(Space::Rows, &def.row_prefix(), false) {
+        let (k, v) = item?;
+        let header = decode_row_header(&v)?;
+        if header.tombstone {
+            continue;
+        }
+        let (key, _) = crate::local::codec::take_key(&k[def.row_prefix().len()..])?;
+        let body = &v[ROW_HEADER_LEN..];
+        let entry = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|j| ConflictEntry::from_json(&j));
+        out.push((key, body.len(), entry));
+    }
+    Ok(out)
+}
+
+/// Logs conflicts found by one commit: gives each its id and time and
+/// writes them all in one local transaction, then applies the bounds.
+pub(crate) fn append(db: &Database, mut entries: Vec<ConflictEntry>) -> Result<()> {
+    if entries.is_empty() || db.shared.opts.conflict_log_max_bytes == 0 {
+        return Ok(());
+    }
+    let state = &db.shared.conflicts;
+    let _one = state.append.lock();
+    let now = crate::local::hlc::wall_millis();
+    let mut tx = db.transaction();
+    for e in &mut entries {
+        let n = state.next.fetch_add(1, Ordering::Relaxed);
+        e.id = format!("{}:{n:0width$}", db.shared.node_name, width = ID_DIGITS);
+        e.at_ms = now;
+        tx.upsert(CONFLICTS_TABLE, e.to_json())?;
+    }
+    tx.commit()?;
+    enforce_bounds(db)
+}
+
+/// Evicts the oldest entries until the log is within its byte bound and
+/// none is older than its age bound; counts them in `conflicts_dropped`.
+fn enforce_bounds(db: &Database) -> Result<()> {
+    let opts = &db.shared.opts;
+    let mut rows = entries_raw(db)?;
+    // Oldest first; records that are not entries go first of all.
+    rows.sort_by(|a, b| {
+        let at = |r: &(Key, usize, Option<ConflictEntry>)| r.2.as_ref().map(|e| e.at_ms);
+        at(a).cmp(&at(b)).then_with(|| a.0.cmp(&b.0))
+    });
+    let mut bytes: u64 = rows.iter().map(|r| r.1 as u64).sum();
+    let cutoff = crate::local::hlc::wall_millis()
+        .saturating_sub(u64::try_from(opts.conflict_log_max_age.as_millis()).unwrap_or(u64::MAX));
+    let mut evict = Vec::new();
+    for (key, len, entry) in rows {
+        let too_old = entry.as_ref().is_none_or(|e| e.at_ms < cutoff);
+        if bytes <= opts.conflict_log_max_bytes && !too_old {
+            break;
+        }
+        bytes -= len as u64;
+        evict.push(key);
+    }
+    if evict.is_empty() {
+        return Ok(());
+    }
+    let store = db.shared.writable_store()?;
+    let def = db.table(CONFLICTS_TABLE)?;
+    let _w = db.shared.write.lock();
+    let mut batch = Batch::default();
+    for key in &evict {
+        batch.delete(Space::Rows, row_key(def.id, key));
+    }
+    db.shared.commit(&store, batch, false, None)?;
+    db.shared
+        .dirty
+        .store(true, std::sync::atomic::Ordering::Release);
+    db.shared
+        .conflicts
+        .dropped
+        .fetch_add(evict.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+impl Database {
+    /// The conflict log, oldest first. The same entries are the records of
+    /// the system table `_conflicts` (readable with get/scan like any
+    /// table; a flow can publish it).
+    pub fn conflicts(&self) -> Result<Vec<ConflictEntry>> {
+        let mut v: Vec<ConflictEntry> =
+            entries_raw(self)?.into_iter().filter_map(|r| r.2).collect();
+        v.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    /// Entries dropped from the conflict log by its byte and age bounds
+    /// since this handle opened.
+    pub fn conflicts_dropped(&self) -> u64 {
+        self.shared.conflicts.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Installs the resolver for a table whose policy is `Resolver`
+    /// (replaces any earlier one).
+    pub fn set_conflict_resolver(&self, table: &str, resolver: ConflictResolver) -> Result<()> {
+        let def = self.table(table)?;
+        if def.conflict != ConflictPolicy::Resolver {
+            return Err(Error::invalid(
+                "conflict resolver",
+                format!(
+                    "table `{table}` has conflict policy \"{}\", so a resolver would never be called: create it with conflict \"resolver\"",
+                    def.conflict.name()
+                ),
+            ));
+        }
+        self.shared
+            .conflicts
+            .resolvers
+            .write()
+            .insert(table.to_string(), resolver);
+        Ok(())
+    }
+
+    /// Removes a table's resolver; returns whether one was set.
+    pub fn clear_conflict_resolver(&self, table: &str) -> bool {
+        self.shared
+            .conflicts
+            .resolvers
+            .write()
+            .remove(table)
+            .is_some()
+    }
+}

@@ -1,0 +1,387 @@
+//! Per-attribute merge and counters as a state-based CRDT: the state of
+//! one record under the `merge` policy, and the one rule every write is
+//! merged into it by. Merging is commutative, associative and idempotent,
+//! so replicas that received the same writes in any order, with repeats,
+//! hold the same state and show the same record.
+//!
+//! The state: a **base** (the last whole upsert or delete, with its stamp
+//! `b`), per-attribute **overrides** from patches stamped after `b`, and
+//! per-origin **counter** totals.
+//! - Upsert at `s`: applies iff `s > b`; the base becomes the record and
+//!   overrides stamped at or before `s` go (newer ones still win their
+//!   attributes).
+//! - Delete at `s`: the same, with a tombstone as the base. Overrides newer
+//!   than the tombstone stay, hidden: a patch never brings a deleted record
+//!   back by itself, but it still wins its attribute over an older upsert
+//!   that recreates the record.
+//! - Patch at `s`: each attribute becomes an override iff `s > b` and `s`
+//!   is newer than that attribute's override.
+//! - Increment: each origin's running totals of what it added and what it
+//!   took away (both only grow); the larger total wins per origin, so
+//!   repeats and reorders are harmless. The counter's value is the
+//!   attribute's value in base ⊕ overrides (0 if absent or not an integer)
+//!   plus every origin's added minus taken. An upsert or patch that sets
+//!   the attribute sets that first part; the contributions stay.
+//!
+//! The visible record is base ⊕ overrides ⊕ counters when the base is a
+//! record, nothing when it is a tombstone or absent.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::local::codec::Stamp;
+
+/// One origin's contribution to one counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Contribution {
+    /// Sum of its positive increments.
+    pub(crate) added: u64,
+    /// Sum of the magnitudes of its negative increments.
+    pub(crate) taken: u64,
+}
+
+impl Contribution {
+    fn join(&mut self, other: Contribution) {
+        self.added = self.added.max(other.added);
+        self.taken = self.taken.max(other.taken);
+    }
+
+    fn net(self) -> i128 {
+        i128::from(self.added) - i128::from(self.taken)
+    }
+}
+
+/// The merge state of one record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MergeState {
+    /// Stamp of the base; the default (zero) stamp: no whole write yet.
+    pub(crate) base_stamp: Stamp,
+    /// The base record; `None`: a tombstone, or no whole write yet.
+    pub(crate) base: Option<Map<String, Value>>,
+    /// Attribute -> (value, stamp of the patch that set it).
+    pub(crate) overrides: BTreeMap<String, (Value, Stamp)>,
+    /// Attribute -> origin node id -> contribution.
+    pub(crate) counters: BTreeMap<String, BTreeMap<u64, Contribution>>,
+}
+
+/// A write as the merge sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MergeOp {
+    Upsert {
+        stamp: Stamp,
+        record: Map<String, Value>,
+    },
+    Delete {
+        stamp: Stamp,
+    },
+    Patch {
+        stamp: Stamp,
+        attrs: Map<String, Value>,
+    },
+    /// `origin`'s running totals for counter `attr`.
+    Count {
+        attr: String,
+        origin: u64,
+        totals: Contribution,
+    },
+}
+
+impl MergeState {
+    /// Merges one write in; returns whether the state changed.
+    pub(crate) fn apply(&mut self, op: &MergeOp) -> bool {
+        match op {
+            MergeOp::Upsert { stamp, record } => self.rebase(*stamp, Some(record.clone())),
+            MergeOp::Delete { stamp } => self.rebase(*stamp, None),
+            MergeOp::Patch { stamp, attrs } => {
+                if *stamp <= self.base_stamp {
+                    return false;
+                }
+                let mut changed = false;
+                for (k, v) in attrs {
+                    let newer = self.overrides.get(k).is_none_or(|(_, s)| stamp > s);
+                    if newer {
+                        self.overrides.insert(k.clone(), (v.clone(), *stamp));
+                        changed = true;
+                    }
+                }
+                changed
+            }
+            MergeOp::Count {
+                attr,
+                origin,
+                totals,
+            } => {
+                let c = self
+                    .counters
+                    .entry(attr.clone())
+                    .or_default()
+                    .entry(*origin)
+                    .or_default();
+                let before = *c;
+                c.join(*totals);
+                *c != before
+            }
+        }
+    }
+
+    fn rebase(&mut self, stamp: Stamp, base: Option<Map<String, Value>>) -> bool {
+        if stamp <= self.base_stamp {
+            return false;
+        }
+        self.base_stamp = stamp;
+        self.base = base;
+        self.overrides.retain(|_, (_, s)| *s > stamp);
+        true
+    }
+
+    /// Joins another replica's state of the same record into this one (what
+    /// an initial sync carries).
+    pub(crate) fn join(&mut self, other: &MergeState) {
+        let whole = match &other.base {
+            Some(r) => MergeOp::Upsert {
+                stamp: other.base_stamp,
+                record: r.clone(),
+            },
+            None => MergeOp::Delete {
+                stamp: other.base_stamp,
+            },
+        };
+        if other.base_stamp > Stamp::default() {
+            self.apply(&whole);
+        }
+        for (k, (v, s)) in &other.overrides {
+            let mut attrs = Map::new();
+            attrs.insert(k.clone(), v.clone());
+            self.apply(&MergeOp::Patch { stamp: *s, attrs });
+        }
+        for (attr, per_origin) in &other.counters {
+            for (origin, totals) in per_origin {
+                self.apply(&MergeOp::Count {
+                    attr: attr.clone(),
+                    origin: *origin,
+                    totals: *totals,
+                });
+            }
+        }
+    }
+
+    /// The record readers see; `None` while the base is a tombstone or
+    /// absent.
+    pub(crate) fn visible(&self) -> Option<Map<String, Value>> {
+        let mut m = self.base.clone()?;
+        for (k, (v, _)) in &self.overrides {
+            m.insert(k.clone(), v.clone());
+        }
+        for (attr, per_origin) in &self.counters {
+            let start = m.get(attr).and_then(Value::as_i64).unwrap_or(0);
+            let sum: i128 = per_origin.values().map(|c| c.net()).sum::<i128>() + i128::from(start);
+            // Clamped, not wrapped: every replica clamps the same sum the
+            // same way. A local increment past the range is refused first.
+            let clamped = sum.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            m.insert(attr.clone(), Value::from(clamped));
+        }
+        Some(m)
+    }
+
+    /// Stamp of the newest write that shaped the visible record.
+    pub(crate) fn newest(&self) -> Stamp {
+        self.overrides
+            .values()
+            .map(|(_, s)| *s)
+            .fold(self.base_stamp, Stamp::max)
+    }
+
+    /// Whether the state holds anything beyond its base (then it must be
+    /// kept beside the row).
+    pub(crate) fn has_extras(&self) -> bool {
+        !self.overrides.is_empty() || !self.counters.is_empty()
+    }
+}
+
+/// `origin`'s contribution after it adds `by` to what it had.
+pub(crate) fn contribute(had: Contribution, by: i64) -> Option<Contribution> {
+    let mut c = had;
+    if by >= 0 {
+        c.added = c.added.checked_add(by.unsigned_abs())?;
+    } else {
+        c.taken = c.taken.checked_add(by.unsigned_abs())?;
+    }
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("test objects are objects"),
+        }
+    }
+
+    fn st(time: u64, node: u64) -> Stamp {
+        Stamp { time, node }
+    }
+
+    #[test]
+    fn concurrent_patches_to_different_attributes_both_survive() {
+        let ops = [
+            MergeOp::Upsert {
+                stamp: st(1, 1),
+                record: obj(json!({"id": "t", "limit": 5, "last": 0})),
+            },
+            MergeOp::Patch {
+                stamp: st(2, 2),
+                attrs: obj(json!({"limit": 9})),
+            },
+            MergeOp::Patch {
+                stamp: st(3, 1),
+                attrs: obj(json!({"last": 77})),
+            },
+        ];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
+            let mut s = MergeState::default();
+            for i in order {
+                s.apply(&ops[i]);
+            }
+            assert_eq!(
+                s.visible(),
+                Some(obj(json!({"id": "t", "limit": 9, "last": 77})))
+            );
+        }
+    }
+
+    #[test]
+    fn a_patch_never_resurrects_a_deleted_record_but_wins_over_an_older_recreate() {
+        let mut s = MergeState::default();
+        s.apply(&MergeOp::Upsert {
+            stamp: st(1, 1),
+            record: obj(json!({"id": 1, "a": 1})),
+        });
+        s.apply(&MergeOp::Delete { stamp: st(3, 1) });
+        s.apply(&MergeOp::Patch {
+            stamp: st(6, 2),
+            attrs: obj(json!({"a": 2})),
+        });
+        assert_eq!(s.visible(), None);
+        // An upsert older than the patch but newer than the delete
+        // recreates the record: the patch still wins `a`.
+        s.apply(&MergeOp::Upsert {
+            stamp: st(5, 3),
+            record: obj(json!({"id": 1, "a": 0, "b": 1})),
+        });
+        assert_eq!(s.visible(), Some(obj(json!({"id": 1, "a": 2, "b": 1}))));
+        // A patch older than the base changes nothing.
+        assert!(!s.apply(&MergeOp::Patch {
+            stamp: st(4, 9),
+            attrs: obj(json!({"b": 5}))
+        }));
+    }
+
+    #[test]
+    fn counters_add_per_origin_and_repeats_are_harmless() {
+        let mut s = MergeState::default();
+        s.apply(&MergeOp::Upsert {
+            stamp: st(1, 1),
+            record: obj(json!({"id": 1, "n": 10})),
+        });
+        let c1 = contribute(Contribution::default(), 3).unwrap();
+        let c2 = contribute(c1, -1).unwrap();
+        let d1 = contribute(Contribution::default(), 5).unwrap();
+        for (origin, totals) in [(1, c1), (2, d1), (1, c2), (1, c1), (2, d1)] {
+            s.apply(&MergeOp::Count {
+                attr: "n".into(),
+                origin,
+                totals,
+            });
+        }
+        assert_eq!(s.visible().unwrap()["n"], json!(10 + 2 + 5));
+        // An upsert sets the base part; contributions stay.
+        s.apply(&MergeOp::Upsert {
+            stamp: st(2, 1),
+            record: obj(json!({"id": 1, "n": 0})),
+        });
+        assert_eq!(s.visible().unwrap()["n"], json!(7));
+        assert!(contribute(
+            Contribution {
+                added: u64::MAX,
+                taken: 0
+            },
+            1
+        )
+        .is_none());
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Vec<MergeOp>> {
+        let one = (0u8..4, 0u8..3, 0u8..3, -5i64..6, 0u64..3);
+        proptest::collection::vec(one, 1..14).prop_map(|raw| {
+            let mut totals: BTreeMap<(u64, String), Contribution> = BTreeMap::new();
+            raw.into_iter()
+                .enumerate()
+                .map(|(i, (kind, a, b, v, node))| {
+                    // Distinct stamps: an equal stamp is the same write.
+                    let stamp = st(1 + (i as u64 * 7919) % 97, node);
+                    let attr = format!("a{a}");
+                    match kind {
+                        0 => MergeOp::Upsert {
+                            stamp,
+                            record: obj(json!({"id": 1, attr: v, format!("a{b}"): v * 2})),
+                        },
+                        1 => MergeOp::Delete { stamp },
+                        2 => MergeOp::Patch {
+                            stamp,
+                            attrs: obj(json!({attr: v})),
+                        },
+                        _ => {
+                            let t = totals.entry((node, attr.clone())).or_default();
+                            *t = contribute(*t, v).unwrap_or(*t);
+                            MergeOp::Count {
+                                attr,
+                                origin: node,
+                                totals: *t,
+                            }
+                        }
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_with_repeats_and_splits_gives_the_same_state(
+            ops in op_strategy(),
+            seed in any::<u64>(),
+            split in 0usize..14,
+        ) {
+            let mut reference = MergeState::default();
+            for op in &ops {
+                reference.apply(op);
+            }
+            // A shuffled copy with every write once more.
+            let mut shuffled: Vec<&MergeOp> = ops.iter().chain(ops.iter()).collect();
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            // Split between two replicas that then join, both ways.
+            let cut = split.min(shuffled.len());
+            let (mut left, mut right) = (MergeState::default(), MergeState::default());
+            for op in &shuffled[..cut] { left.apply(op); }
+            for op in &shuffled[cut..] { right.apply(op); }
+            let mut lr = left.clone();
+            lr.join(&right);
+            let mut rl = right.clone();
+            rl.join(&left);
+            prop_assert_eq!(&lr, &reference);
+            prop_assert_eq!(&rl, &reference);
+            prop_assert_eq!(lr.visible(), reference.visible());
+        }
+    }
+}
