@@ -148,7 +148,7 @@ impl Target {
     }
 
     fn resolve(&self, case: &ConflictCase) -> Resolution {
-        let _running = self.running.read_recursive();
+        let _running = self.running.read();
         if self.cancelled.load(Ordering::Acquire) {
             return Resolution::TakeRemote;
         }
@@ -388,6 +388,9 @@ pub unsafe extern "C" fn tidelog_set_conflict_resolver(
         let db = handles::db(db)?;
         // SAFETY: string argument follows the header contract.
         let table = unsafe { str_arg(table, "table") }?;
+        if db.is_closed() {
+            return Err(tidelog_core::Error::Closed.into());
+        }
         let Some(callback) = callback else {
             return Err(Fail::new(
                 tidelog_status::TIDELOG_NULL_ARGUMENT,
@@ -449,4 +452,72 @@ pub unsafe extern "C" fn tidelog_clear_conflict_resolver(
         out.set(was);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn never(_: *const c_char, _: *mut c_void, _: *mut *mut tidelog_string) -> i32 {
+        0
+    }
+
+    fn target() -> Target {
+        Target {
+            token: 0,
+            table: "t".into(),
+            cancelled: AtomicBool::new(false),
+            running: RwLock::new(()),
+            callback: never,
+            user_data: UserData(std::ptr::null_mut()),
+        }
+    }
+
+    #[test]
+    fn every_answer_c_can_give_maps_to_a_resolution() {
+        let t = target();
+        assert_eq!(t.answer(0, None), Resolution::TakeRemote);
+        assert_eq!(t.answer(1, None), Resolution::KeepLocal);
+        assert_eq!(t.answer(3, None), Resolution::Delete);
+        assert_eq!(
+            t.answer(2, Some(r#"{"id":1,"v":"x"}"#.into())),
+            Resolution::Write(json!({"id": 1, "v": "x"}))
+        );
+        // A record handed over with another answer is ignored (and freed).
+        assert_eq!(t.answer(1, Some("{}".into())), Resolution::KeepLocal);
+    }
+
+    #[test]
+    fn hostile_answers_take_the_remote_version() {
+        let t = target();
+        for code in [-1, 4, 42, i32::MIN, i32::MAX] {
+            assert_eq!(t.answer(code, None), Resolution::TakeRemote, "code {code}");
+        }
+        assert_eq!(t.answer(2, None), Resolution::TakeRemote);
+        for text in ["{not json", "[1,2]", "42", "null", "\"x\"", ""] {
+            assert_eq!(t.answer(2, Some(text.into())), Resolution::TakeRemote, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn strings_made_by_c_are_taken_back_once() {
+        let text = CString::new("{\"id\":1}").unwrap();
+        let mut s = std::ptr::null_mut();
+        // SAFETY: a valid C string and out pointer.
+        assert_eq!(
+            unsafe { crate::tidelog_string_new(text.as_ptr(), &mut s) },
+            tidelog_status::TIDELOG_OK
+        );
+        // SAFETY: `s` came from tidelog_string_new and is handed over once.
+        assert_eq!(unsafe { take_string(s) }.as_deref(), Some("{\"id\":1}"));
+        // SAFETY: NULL is accepted.
+        assert_eq!(unsafe { take_string(std::ptr::null_mut()) }, None);
+        let mut out = std::ptr::NonNull::<tidelog_string>::dangling().as_ptr();
+        // SAFETY: a NULL text with a valid out pointer.
+        assert_eq!(
+            unsafe { crate::tidelog_string_new(std::ptr::null(), &mut out) },
+            tidelog_status::TIDELOG_NULL_ARGUMENT
+        );
+        assert!(out.is_null());
+    }
 }

@@ -156,12 +156,12 @@ pub extern "C" fn tidelog_flush(db: *mut tidelog_db) -> tidelog_status {
 
 // ---- tables ------------------------------------------------------------------
 
+/// Through core's options schema, so a refusal names the option (e.g.
+/// `conflict`) as in every other binding.
 fn table_options(v: Option<Value>) -> FfiResult<TableOptions> {
     match v {
         None => Ok(TableOptions::default()),
-        Some(v) => {
-            serde_json::from_value(v).map_err(|e| Fail::invalid(format!("table options: {e}")))
-        }
+        Some(v) => Ok(tidelog_core::options::table_options(v)?),
     }
 }
 

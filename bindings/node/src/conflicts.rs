@@ -28,25 +28,13 @@ use napi_derive::napi;
 use serde_json::Value;
 use tidelog::{ConflictCase, ConflictEntry, ConflictPolicy, ConflictResolver, Resolution};
 
-use crate::convert::invalid;
+use crate::convert::{invalid, OrJs};
 use crate::listeners::lock;
 use crate::views::{key_js, stamp_obj, KeyJs, StampObj};
 
 /// A table option's policy from its options-schema name.
 pub(crate) fn policy(name: &str) -> napi::Result<ConflictPolicy> {
-    serde_json::from_value(Value::String(name.to_string())).map_err(|_| {
-        invalid(format!(
-            "invalid table options: conflict {name:?}; expected 'lww', 'merge', 'keep_local' or 'resolver'"
-        ))
-    })
-}
-
-/// A policy's options-schema name ("lww", ...).
-pub(crate) fn policy_name(p: &ConflictPolicy) -> String {
-    match serde_json::to_value(p) {
-        Ok(Value::String(s)) => s,
-        _ => format!("{p:?}"),
-    }
+    ConflictPolicy::from_name(name).js()
 }
 
 // ---- the conflict log -------------------------------------------------------
@@ -71,17 +59,12 @@ pub(crate) fn entry_objs(entries: &[ConflictEntry]) -> Vec<ConflictEntryObj> {
     entries
         .iter()
         .map(|e| {
-            // `lost` by its JSON name, as the `_conflicts` record spells it.
-            let lost = match e.to_json().get("lost") {
-                Some(Value::String(s)) => s.clone(),
-                _ => format!("{:?}", e.lost).to_lowercase(),
-            };
             ConflictEntryObj {
                 id: e.id.clone(),
                 table: e.table.clone(),
                 key: key_js(&e.key),
-                rule: policy_name(&e.rule),
-                lost,
+                rule: e.rule.name().to_string(),
+                lost: e.lost.name().to_string(),
                 winner: stamp_obj(&e.winner),
                 winner_origin: e.winner_origin.clone(),
                 loser: stamp_obj(&e.loser),

@@ -356,6 +356,9 @@ impl NativeDb {
         callback: Function<ConflictCaseObj, AnswerObj>,
         timeout_ms: Option<f64>,
     ) -> napi::Result<()> {
+        if self.db.is_closed() {
+            return Err(err(tidelog::Error::Closed));
+        }
         let slot = ResolverSlot::new(&table, callback, timeout_of(timeout_ms)?)?;
         if let Err(e) = self.db.set_conflict_resolver(&table, slot.resolver()) {
             slot.close();

@@ -32,7 +32,7 @@ pub struct TableInfoObj {
 impl From<TableInfo> for TableInfoObj {
     fn from(t: TableInfo) -> Self {
         TableInfoObj {
-            conflict: crate::conflicts::policy_name(&t.conflict),
+            conflict: t.conflict.name().to_string(),
             name: t.name,
             primary_key: t.primary_key,
             indexes: t.indexes,

@@ -15,21 +15,16 @@ use serde_json::{json, Value};
 use tidelog::{ConflictCase, ConflictPolicy, ConflictResolver, Resolution};
 
 use crate::convert::{py_to_value, type_name, value_to_py};
-use crate::error::invalid;
+use crate::error::IntoPy;
 
 /// The answers a resolver may give as text; any mapping is a record to write.
 const ANSWERS: &str = "\"take_remote\", \"keep_local\", \"delete\", or a dict (the record to write)";
 
 /// A `conflict=` keyword into the core's policy, by its options-schema name.
 pub(crate) fn policy(name: Option<&str>) -> PyResult<ConflictPolicy> {
-    match name {
-        None => Ok(ConflictPolicy::LastWriterWins),
-        Some(n) => serde_json::from_value(Value::String(n.to_string())).map_err(|_| {
-            invalid(format!(
-                "invalid conflict: {n:?}; expected \"lww\", \"merge\", \"keep_local\" or \"resolver\""
-            ))
-        }),
-    }
+    name.map_or(Ok(ConflictPolicy::LastWriterWins), |n| {
+        ConflictPolicy::from_name(n).py()
+    })
 }
 
 /// The conflict log as a list of dicts, oldest first.
@@ -71,7 +66,7 @@ fn answer(v: &Bound<'_, PyAny>) -> Result<Resolution, String> {
             .map_err(|e| format!("the record it returned is not JSON: {e}"));
     }
     Err(format!(
-        "it returned a {}; expected {ANSWERS}",
+        "it returned a value of type {}; expected {ANSWERS}",
         type_name(v)
     ))
 }

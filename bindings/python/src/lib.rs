@@ -530,6 +530,9 @@ impl PyDatabase {
         resolver: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let db = self.h.db()?;
+        if db.is_closed() {
+            return Err(tidelog::Error::Closed).py();
+        }
         if !resolver.is_callable() {
             return Err(invalid(format!(
                 "resolver must be callable, got {}",

@@ -284,9 +284,9 @@ def test_hostile_resolvers_count_as_take_remote_and_are_logged(pair: Pair, captu
         assert v_of(pair.a.get("res", k)) in (f"a{k}", f"b{k}")
     wait_until("the exception logged", lambda: capture.saying("RuntimeError: resolver bug"))
     assert "Traceback" in capture.saying("RuntimeError")[0]
-    wait_until("garbage logged", lambda: capture.saying("it returned a int"))
+    wait_until("garbage logged", lambda: capture.saying("of type int"))
     wait_until("unknown answer logged", lambda: capture.saying("'bogus'") or capture.saying('"bogus"'))
-    wait_until("None logged", lambda: capture.saying("it returned a NoneType"))
+    wait_until("None logged", lambda: capture.saying("of type NoneType"))
     assert all("took the remote version" in m for m in capture.saying("res"))
 
 
@@ -315,7 +315,7 @@ def test_closing_with_a_resolver_registered(pair: Pair) -> None:
     pair.a.set_conflict_resolver("res", slow)
     pair.b.set_conflict_resolver("res", slow)
     pair.connect()
-    started.wait(30)
+    assert started.wait(30), "the resolver was never called"
     # Closing while a call may be in progress on a library thread: no
     # deadlock (close releases the GIL), and the handle is closed.
     pair.a.close()
