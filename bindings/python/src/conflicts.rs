@@ -53,7 +53,7 @@ fn case_value(c: &ConflictCase) -> Value {
 
 fn answer(v: &Bound<'_, PyAny>) -> Result<Resolution, String> {
     if let Ok(s) = v.cast::<PyString>() {
-        return match s.to_str().unwrap_or("") {
+        return match crate::convert::py_str(s).unwrap_or("") {
             "take_remote" => Ok(Resolution::TakeRemote),
             "keep_local" => Ok(Resolution::KeepLocal),
             "delete" => Ok(Resolution::Delete),

@@ -62,6 +62,8 @@ def open(
     expiry_interval: Optional[DurationOption] = None,
     recover_prefix: bool = ...,
     retention: Optional[RetentionOptions] = None,
+    conflict_log_max_bytes: Optional[SizeOption] = None,
+    conflict_log_max_age: Optional[DurationOption] = None,
 ) -> "Database":
     """Opens (creating if needed) the data directory ``path`` for node
     ``node_name``. Raises :class:`LockedError` if another handle or process
@@ -70,7 +72,9 @@ def open(
     ``Database.dropped_transactions``). Use the result as a context manager
     to close it. The keywords are the options schema every binding shares:
     an unknown or out-of-range one raises :class:`InvalidInputError`
-    naming it and what it accepts."""
+    naming it and what it accepts. ``conflict_log_max_bytes`` (default
+    "4MiB"; 0 turns the conflict log off) and ``conflict_log_max_age``
+    (default "7d") bound the conflict log (``Database.conflicts``)."""
 
 def dev_certs(out_dir: StrPath, nodes: Sequence[str], *, ca_name: str = "tidelog dev CA") -> DevPki:
     """Writes a development CA and a certificate and key per node into
