@@ -238,9 +238,9 @@ impl NativeDb {
         table: String,
         key: JsKey,
         attr: String,
-        by: i64,
+        by: JsBy,
     ) -> napi::Result<CommitObj> {
-        let c = self.db.increment(&table, key_of(key)?, &attr, by).js()?;
+        let c = self.db.increment(&table, key_of(key)?, &attr, by_of(by)?).js()?;
         self.owe_events(&env, [table.as_str()]);
         Ok(commit_obj(c))
     }
