@@ -41,7 +41,9 @@ class RetentionOptions(TypedDict, total=False):
     tombstone_min_age: Union[str, int]
     tombstone_max_age: Union[str, int]
 
-ConflictPolicy = Literal["lww", "merge", "keep_local", "resolver"]
+# A Union of single Literals rather than one Literal: the same type to
+# mypy, and a Union at run time too, which is what stubtest compares.
+ConflictPolicy = Union[Literal["lww"], Literal["merge"], Literal["keep_local"], Literal["resolver"]]
 """A table's rule for concurrent writes from different nodes: last writer
 wins (the default), per-attribute merge, keep the local version, or ask the
 table's resolver (``Database.set_conflict_resolver``)."""
