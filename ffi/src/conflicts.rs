@@ -156,7 +156,10 @@ impl Target {
         // serde_json escapes NUL, so this cannot fail; if it did, the remote
         // version is the safe answer.
         let Ok(text) = CString::new(text) else {
-            warn(&self.table, format_args!("the case could not be handed to C"));
+            warn(
+                &self.table,
+                format_args!("the case could not be handed to C"),
+            );
             return Resolution::TakeRemote;
         };
         let mut out: *mut tidelog_string = std::ptr::null_mut();
@@ -412,7 +415,10 @@ pub unsafe extern "C" fn tidelog_set_conflict_resolver(
                 // A panic here would unwind through the core's apply thread;
                 // the remote version is the answer that changes nothing.
                 catch_unwind(AssertUnwindSafe(|| t.resolve(case))).unwrap_or_else(|_| {
-                    warn(&t.table, format_args!("a bug in tidelog's C adapter panicked"));
+                    warn(
+                        &t.table,
+                        format_args!("a bug in tidelog's C adapter panicked"),
+                    );
                     Resolution::TakeRemote
                 })
             }),
@@ -458,7 +464,11 @@ pub unsafe extern "C" fn tidelog_clear_conflict_resolver(
 mod tests {
     use super::*;
 
-    unsafe extern "C" fn never(_: *const c_char, _: *mut c_void, _: *mut *mut tidelog_string) -> i32 {
+    unsafe extern "C" fn never(
+        _: *const c_char,
+        _: *mut c_void,
+        _: *mut *mut tidelog_string,
+    ) -> i32 {
         0
     }
 
@@ -495,7 +505,11 @@ mod tests {
         }
         assert_eq!(t.answer(2, None), Resolution::TakeRemote);
         for text in ["{not json", "[1,2]", "42", "null", "\"x\"", ""] {
-            assert_eq!(t.answer(2, Some(text.into())), Resolution::TakeRemote, "{text:?}");
+            assert_eq!(
+                t.answer(2, Some(text.into())),
+                Resolution::TakeRemote,
+                "{text:?}"
+            );
         }
     }
 

@@ -58,20 +58,18 @@ pub struct ConflictEntryObj {
 pub(crate) fn entry_objs(entries: &[ConflictEntry]) -> Vec<ConflictEntryObj> {
     entries
         .iter()
-        .map(|e| {
-            ConflictEntryObj {
-                id: e.id.clone(),
-                table: e.table.clone(),
-                key: key_js(&e.key),
-                rule: e.rule.name().to_string(),
-                lost: e.lost.name().to_string(),
-                winner: stamp_obj(&e.winner),
-                winner_origin: e.winner_origin.clone(),
-                loser: stamp_obj(&e.loser),
-                loser_origin: e.loser_origin.clone(),
-                loser_values: e.loser_values.clone(),
-                at_ms: e.at_ms as f64,
-            }
+        .map(|e| ConflictEntryObj {
+            id: e.id.clone(),
+            table: e.table.clone(),
+            key: key_js(&e.key),
+            rule: e.rule.name().to_string(),
+            lost: e.lost.name().to_string(),
+            winner: stamp_obj(&e.winner),
+            winner_origin: e.winner_origin.clone(),
+            loser: stamp_obj(&e.loser),
+            loser_origin: e.loser_origin.clone(),
+            loser_values: e.loser_values.clone(),
+            at_ms: e.at_ms as f64,
         })
         .collect()
 }
@@ -195,7 +193,10 @@ impl ResolverSlot {
         let deadline = Instant::now() + self.timeout;
         loop {
             if self.closed.load(Ordering::Acquire) {
-                return took_remote(&self.table, "the database closed before the resolver answered");
+                return took_remote(
+                    &self.table,
+                    "the database closed before the resolver answered",
+                );
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -214,7 +215,10 @@ impl ResolverSlot {
                 }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
-                    return took_remote(&self.table, "the call was dropped (the JavaScript environment is shutting down)");
+                    return took_remote(
+                        &self.table,
+                        "the call was dropped (the JavaScript environment is shutting down)",
+                    );
                 }
             }
         }

@@ -240,7 +240,10 @@ impl NativeDb {
         attr: String,
         by: JsBy,
     ) -> napi::Result<CommitObj> {
-        let c = self.db.increment(&table, key_of(key)?, &attr, by_of(by)?).js()?;
+        let c = self
+            .db
+            .increment(&table, key_of(key)?, &attr, by_of(by)?)
+            .js()?;
         self.owe_events(&env, [table.as_str()]);
         Ok(commit_obj(c))
     }

@@ -76,7 +76,13 @@ impl NativeTx {
     }
 
     #[napi]
-    pub fn increment(&mut self, table: String, key: JsKey, attr: String, by: JsBy) -> napi::Result<()> {
+    pub fn increment(
+        &mut self,
+        table: String,
+        key: JsKey,
+        attr: String,
+        by: JsBy,
+    ) -> napi::Result<()> {
         let k = key_of(key)?;
         self.open(&table)?
             .increment(&table, k, &attr, by_of(by)?)

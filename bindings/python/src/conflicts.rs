@@ -18,7 +18,8 @@ use crate::convert::{py_to_value, type_name, value_to_py};
 use crate::error::IntoPy;
 
 /// The answers a resolver may give as text; any mapping is a record to write.
-const ANSWERS: &str = "\"take_remote\", \"keep_local\", \"delete\", or a dict (the record to write)";
+const ANSWERS: &str =
+    "\"take_remote\", \"keep_local\", \"delete\", or a dict (the record to write)";
 
 /// A `conflict=` keyword into the core's policy, by its options-schema name.
 pub(crate) fn policy(name: Option<&str>) -> PyResult<ConflictPolicy> {

@@ -180,7 +180,12 @@ impl PyDatabase {
         conflict: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let db = self.h.db()?;
-        let opts = table_options(primary_key, indexes.unwrap_or_default(), expiration, conflict)?;
+        let opts = table_options(
+            primary_key,
+            indexes.unwrap_or_default(),
+            expiration,
+            conflict,
+        )?;
         let info = py.detach(|| db.create_table(name, opts)).py()?;
         to_py_via_serde(py, &info)
     }
@@ -197,7 +202,12 @@ impl PyDatabase {
         conflict: Option<&str>,
     ) -> PyResult<bool> {
         let db = self.h.db()?;
-        let opts = table_options(primary_key, indexes.unwrap_or_default(), expiration, conflict)?;
+        let opts = table_options(
+            primary_key,
+            indexes.unwrap_or_default(),
+            expiration,
+            conflict,
+        )?;
         py.detach(|| db.ensure_table(name, opts)).py()
     }
 
