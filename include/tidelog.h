@@ -514,6 +514,9 @@ tidelog_status tidelog_clear_conflict_resolver(tidelog_db *db,
  *   to 1 d);
  * - `"retention"`: `{"log_max_bytes", "log_max_age", "log_min_age",
  *   "tombstone_min_age", "tombstone_max_age"}` (see the README);
+ * - `"conflict_log_max_bytes"` (default 4 MiB; 0 turns the conflict log
+ *   off) and `"conflict_log_max_age"` (default 7 d) bound the conflict
+ *   log (tidelog_conflicts(); entries dropped: tidelog_conflicts_dropped());
  * - `"recover_prefix"`: `true` opens a directory whose engine journal was
  *   damaged by keeping its longest valid prefix (the count dropped goes to
  *   the log) instead of failing with TIDELOG_CORRUPT (default `false`).

@@ -106,7 +106,8 @@ thread_local! {
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
 /// Installed resolvers by (database handle, table).
-static TARGETS: Mutex<Option<HashMap<(usize, String), Arc<Target>>>> = Mutex::new(None);
+type Targets = HashMap<(usize, String), Arc<Target>>;
+static TARGETS: Mutex<Option<Targets>> = Mutex::new(None);
 
 fn remember(db: usize, table: &str, t: Arc<Target>) -> Option<Arc<Target>> {
     TARGETS
@@ -518,20 +519,17 @@ mod tests {
         let text = CString::new("{\"id\":1}").unwrap();
         let mut s = std::ptr::null_mut();
         // SAFETY: a valid C string and out pointer.
-        assert_eq!(
-            unsafe { crate::tidelog_string_new(text.as_ptr(), &mut s) },
-            tidelog_status::TIDELOG_OK
-        );
+        let made = unsafe { crate::tidelog_string_new(text.as_ptr(), &mut s) };
+        assert_eq!(made, tidelog_status::TIDELOG_OK);
         // SAFETY: `s` came from tidelog_string_new and is handed over once.
-        assert_eq!(unsafe { take_string(s) }.as_deref(), Some("{\"id\":1}"));
+        let back = unsafe { take_string(s) };
+        assert_eq!(back.as_deref(), Some("{\"id\":1}"));
         // SAFETY: NULL is accepted.
         assert_eq!(unsafe { take_string(std::ptr::null_mut()) }, None);
         let mut out = std::ptr::NonNull::<tidelog_string>::dangling().as_ptr();
         // SAFETY: a NULL text with a valid out pointer.
-        assert_eq!(
-            unsafe { crate::tidelog_string_new(std::ptr::null(), &mut out) },
-            tidelog_status::TIDELOG_NULL_ARGUMENT
-        );
+        let refused = unsafe { crate::tidelog_string_new(std::ptr::null(), &mut out) };
+        assert_eq!(refused, tidelog_status::TIDELOG_NULL_ARGUMENT);
         assert!(out.is_null());
     }
 }
