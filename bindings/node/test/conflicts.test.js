@@ -2,7 +2,7 @@
 // Concurrent writes from Node: the `conflict` table option, counters, the
 // conflict log and a JavaScript resolver, with two databases in one process
 // replicating over mutual TLS on 127.0.0.1. Every conflict is made the same
-// way: both nodes write the same key before they first connect (node a
+// way: while their link is down, both nodes write the same key (node a
 // first), so the writes are truly concurrent.
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -29,8 +29,13 @@ setLogCallback((r) => {
 after(() => setLogCallback(null));
 const saying = (text) => logged.filter((m) => m.includes(text));
 
-/** Nodes a and b with `doc`, `counters` and `res` (conflict "resolver"). */
-function pair() {
+/**
+ * Nodes a and b with `doc`, `counters` and `res` (conflict "resolver"),
+ * replicating all three both ways. They meet once (so the first,
+ * whole-table sync is behind them), then b drops the link: what each
+ * writes until `heal()` arrives through the log, concurrently.
+ */
+async function pair() {
   const dir = tmpdir('tidelog-conflicts-');
   const certs = devCerts(path.join(dir, 'pki'), ['a', 'b']);
   const a = open(path.join(dir, 'a'), { nodeName: 'a' });
@@ -41,16 +46,21 @@ function pair() {
     db.createTable('res', { conflict: 'resolver' });
   }
   const flows = TABLES.map((table) => ({ table, publish: true, subscribe: true }));
+  a.startReplication({ tls: certs.nodes.a, ...FAST });
+  b.startReplication({ tls: certs.nodes.b, ...FAST });
+  a.addPeer({ name: 'b', tables: flows });
+  const addr = a.listen('127.0.0.1:0');
+  b.addPeer({ name: 'a', address: addr, tables: flows });
+  for (const t of TABLES) {
+    a.upsert(t, { id: 'from-a' });
+    b.upsert(t, { id: 'from-b' });
+  }
+  for (const t of TABLES) await waitUntil(`the nodes met (${t})`, () => a.get(t, 'from-b') && b.get(t, 'from-a'));
+  b.removePeer('a');
   return {
     a,
     b,
-    connect() {
-      a.startReplication({ tls: certs.nodes.a, ...FAST });
-      b.startReplication({ tls: certs.nodes.b, ...FAST });
-      a.addPeer({ name: 'b', tables: flows });
-      const addr = a.listen('127.0.0.1:0');
-      b.addPeer({ name: 'a', address: addr, tables: flows });
-    },
+    heal: () => b.addPeer({ name: 'a', address: addr, tables: flows }),
     both: (table, key) => [a.get(table, key), b.get(table, key)],
     close() {
       b.close();
@@ -124,12 +134,12 @@ test('increment: on the database, in a transaction, and hostile amounts', () => 
 });
 
 test('increments from two nodes add up', async () => {
-  const p = pair();
+  const p = await pair();
   try {
     p.a.increment('counters', 'c', 'n', 3);
     p.a.increment('counters', 'c', 'n', 3);
     p.b.increment('counters', 'c', 'n', 4);
-    p.connect();
+    p.heal();
     await waitUntil('10 on both', () => p.both('counters', 'c').every((r) => r && r.n === 10));
   } finally {
     p.close();
@@ -139,10 +149,10 @@ test('increments from two nodes add up', async () => {
 // ---- the conflict log ------------------------------------------------------------------
 
 test('a conflict shows up in both conflict logs and in the _conflicts table', async () => {
-  const p = pair();
+  const p = await pair();
   try {
     await writeBoth(p, 'doc', [1]);
-    p.connect();
+    p.heal();
     await waitUntil("b's version on both", () => p.both('doc', 1).every((r) => vOf(r) === 'b1'));
     const onA = () => p.a.conflicts().filter((e) => e.table === 'doc');
     const onB = () => p.b.conflicts().filter((e) => e.table === 'doc');
@@ -174,7 +184,7 @@ test('a conflict shows up in both conflict logs and in the _conflicts table', as
 // ---- resolvers -----------------------------------------------------------------------
 
 test("the resolver is called and its answer wins on both nodes", async () => {
-  const p = pair();
+  const p = await pair();
   const cases = [];
   const resolve = (c) => {
     cases.push(c);
@@ -186,7 +196,7 @@ test("the resolver is called and its answer wins on both nodes", async () => {
     await writeBoth(p, 'res', [1, 2, 3]);
     p.a.setConflictResolver('res', resolve);
     p.b.setConflictResolver('res', resolve);
-    p.connect();
+    p.heal();
     await waitUntil("the resolver's record on both", () => p.both('res', 1).every((r) => vOf(r) === 'resolved'));
     await waitUntil('deleted on both', () => p.both('res', 2).every((r) => r === null));
     await waitUntil('3 converged', () => new Set(p.both('res', 3).map(vOf)).size === 1);
@@ -204,7 +214,7 @@ test("the resolver is called and its answer wins on both nodes", async () => {
 });
 
 test('a resolver that throws or answers garbage takes the remote version, logged', async () => {
-  const p = pair();
+  const p = await pair();
   const resolve = (c) => {
     switch (c.key) {
       case 1:
@@ -226,7 +236,7 @@ test('a resolver that throws or answers garbage takes the remote version, logged
     await writeBoth(p, 'res', keys);
     p.a.setConflictResolver('res', resolve);
     p.b.setConflictResolver('res', resolve);
-    p.connect();
+    p.heal();
     for (const k of keys) {
       await waitUntil(`key ${k} converged`, () => new Set(p.both('res', k).map(vOf)).size === 1);
       assert.ok([`a${k}`, `b${k}`].includes(vOf(p.a.get('res', k))));
@@ -245,7 +255,7 @@ test('a resolver that throws or answers garbage takes the remote version, logged
 });
 
 test('a resolver that does not answer in time: the remote version, and the log says so', async () => {
-  const p = pair();
+  const p = await pair();
   let calls = 0;
   const stuck = () => {
     calls += 1;
@@ -258,7 +268,7 @@ test('a resolver that does not answer in time: the remote version, and the log s
     await writeBoth(p, 'res', [1]);
     p.a.setConflictResolver('res', stuck, { timeoutMs: 100 });
     p.b.setConflictResolver('res', stuck, { timeoutMs: 100 });
-    p.connect();
+    p.heal();
     await waitUntil('the timeout logged', () => saying('no answer within 100 ms').length);
     await waitUntil('1 converged', () => new Set(p.both('res', 1).map(vOf)).size === 1);
     assert.notEqual(vOf(p.a.get('res', 1)), 'too late');
@@ -288,16 +298,16 @@ test('resolver arguments and replacing, clearing, closing', () => {
 });
 
 test('closing while a library thread waits for the event loop does not wait out the resolver timeout', async () => {
-  const p = pair();
+  const p = await pair();
   await writeBoth(p, 'res', [1]);
   // An hour: if close waited for the answer, this test would time out.
   p.a.setConflictResolver('res', () => 'keep_local', { timeoutMs: 600000 });
   p.b.setConflictResolver('res', () => 'keep_local', { timeoutMs: 600000 });
-  p.connect();
+  p.heal();
   // Keep the event loop busy until the link is up and a conflict has
   // arrived, so a library thread is waiting for an answer; then close.
   const end = Date.now() + 60000;
-  while (Date.now() < end && !p.a.peerStatus('b').connected);
+  while (Date.now() < end && !p.b.peerStatus('a').connected);
   const settle = Date.now() + 1000;
   while (Date.now() < settle);
   p.close();

@@ -1,7 +1,7 @@
 """Concurrent writes from Python: the ``conflict`` table option, counters,
 the conflict log and a Python resolver, with two databases in one process
 replicating over mutual TLS on 127.0.0.1. Every conflict is made the same
-way: both nodes write the same key before they first connect (node a
+way: while their link is down, both nodes write the same key (node a
 first), so the writes are truly concurrent."""
 
 from __future__ import annotations
@@ -61,9 +61,12 @@ def capture() -> Iterator[Capture]:
 
 
 class Pair:
-    """Nodes a and b, each with tables `doc` (lww), `counters` and `res`
-    (conflict="resolver"), replicating all three both ways once `connect`
-    is called."""
+    """Nodes a and b, each with tables `doc`, `counters` and `res`
+    (conflict="resolver"), replicating all three both ways. They meet once
+    (so the first, whole-table sync is behind them), then b drops the link:
+    what each writes until `heal` arrives through the log, concurrently."""
+
+    TABLES = ("doc", "counters", "res")
 
     def __init__(self, tmp_path: Path) -> None:
         self.pki = tidelog.dev_certs(tmp_path / "pki", ["a", "b"])
@@ -73,20 +76,27 @@ class Pair:
             db.create_table("doc")
             db.create_table("counters")
             db.create_table("res", conflict="resolver")
+        self.flows: List[tidelog.TableFlow] = [
+            {"table": t, "publish": True, "subscribe": True} for t in self.TABLES
+        ]
+        self.a.start_replication(**self.tls("a"))
+        self.b.start_replication(**self.tls("b"))
+        self.a.add_peer("b", tables=self.flows)
+        self.addr = self.a.listen("127.0.0.1:0")
+        self.b.add_peer("a", address=self.addr, tables=self.flows)
+        for t in self.TABLES:
+            self.a.upsert(t, {"id": "from-a"})
+            self.b.upsert(t, {"id": "from-b"})
+        for t in self.TABLES:
+            wait_until(f"the nodes met ({t})", lambda: self.a.get(t, "from-b") and self.b.get(t, "from-a"))
+        self.b.remove_peer("a")
 
     def tls(self, node: str) -> Dict[str, Any]:
         f = self.pki["nodes"][node]
         return dict(cert=f["cert"], key=f["key"], ca=self.pki["ca"], **FAST)
 
-    def connect(self) -> None:
-        flows: List[tidelog.TableFlow] = [
-            {"table": t, "publish": True, "subscribe": True} for t in ("doc", "counters", "res")
-        ]
-        self.a.start_replication(**self.tls("a"))
-        self.b.start_replication(**self.tls("b"))
-        self.a.add_peer("b", tables=flows)
-        addr = self.a.listen("127.0.0.1:0")
-        self.b.add_peer("a", address=addr, tables=flows)
+    def heal(self) -> None:
+        self.b.add_peer("a", address=self.addr, tables=self.flows)
 
     def both(self, table: str, key: tidelog.Key) -> Tuple[Optional[tidelog.Record], Optional[tidelog.Record]]:
         return self.a.get(table, key), self.b.get(table, key)
@@ -188,7 +198,7 @@ def test_increments_from_two_nodes_add_up(pair: Pair) -> None:
     pair.a.increment("counters", "c", "n", 3)
     pair.a.increment("counters", "c", "n", 3)
     pair.b.increment("counters", "c", "n", 4)
-    pair.connect()
+    pair.heal()
     wait_until("10 on both", lambda: [v_n(pair.a, "counters", "c"), v_n(pair.b, "counters", "c")] == [10, 10])
 
 
@@ -197,7 +207,7 @@ def test_increments_from_two_nodes_add_up(pair: Pair) -> None:
 
 def test_conflict_shows_up_in_both_logs_and_in_conflicts_table(pair: Pair) -> None:
     write_both(pair, "doc", [1])
-    pair.connect()
+    pair.heal()
     wait_until("b's version on both", lambda: [v_of(r) for r in pair.both("doc", 1)] == ["b1", "b1"])
     wait_until("an entry on a", lambda: [e for e in pair.a.conflicts() if e["table"] == "doc"])
     wait_until("an entry on b", lambda: [e for e in pair.b.conflicts() if e["table"] == "doc"])
@@ -242,7 +252,7 @@ def test_resolver_is_called_and_its_answer_wins_on_both_nodes(pair: Pair) -> Non
     write_both(pair, "res", [1, 2, 3])
     pair.a.set_conflict_resolver("res", resolve)
     pair.b.set_conflict_resolver("res", resolve)
-    pair.connect()
+    pair.heal()
     wait_until("the resolver's record on both", lambda: [v_of(r) for r in pair.both("res", 1)] == ["resolved"] * 2)
     wait_until("deleted on both", lambda: pair.both("res", 2) == (None, None))
     wait_until("3 converged", lambda: len({v_of(r) for r in pair.both("res", 3)}) == 1)
@@ -276,7 +286,7 @@ def test_hostile_resolvers_count_as_take_remote_and_are_logged(pair: Pair, captu
     write_both(pair, "res", keys)
     pair.a.set_conflict_resolver("res", resolve)
     pair.b.set_conflict_resolver("res", resolve)
-    pair.connect()
+    pair.heal()
     for k in keys:
         # Each node took the other's version, then the later of the two
         # writes won everywhere: the nodes converge.
@@ -314,7 +324,7 @@ def test_closing_with_a_resolver_registered(pair: Pair) -> None:
     write_both(pair, "res", [1])
     pair.a.set_conflict_resolver("res", slow)
     pair.b.set_conflict_resolver("res", slow)
-    pair.connect()
+    pair.heal()
     assert started.wait(30), "the resolver was never called"
     # Closing while a call may be in progress on a library thread: no
     # deadlock (close releases the GIL), and the handle is closed.

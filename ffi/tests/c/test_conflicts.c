@@ -240,9 +240,6 @@ static void resolver_arguments(tidelog_db *db, struct resolver_state *rs) {
 
 static void prepare(tidelog_db *db, const char *node) {
     char rec[128];
-    OK(tidelog_create_table(db, "doc", NULL));
-    OK(tidelog_create_table(db, "counters", NULL));
-    OK(tidelog_create_table(db, "res", "{\"conflict\": \"resolver\"}"));
     snprintf(rec, sizeof rec, "{\"id\":1,\"v\":\"%s\"}", node);
     OK(tidelog_upsert(db, "doc", rec, NULL));
     OK(tidelog_increment(db, "counters", "\"c\"", "n", strcmp(node, "a") == 0 ? 3 : 4, NULL));
@@ -251,6 +248,20 @@ static void prepare(tidelog_db *db, const char *node) {
     for (int k = 1; k <= 6; k++) {
         snprintf(rec, sizeof rec, "{\"id\":%d,\"v\":\"%s%d\"}", k, node, k);
         OK(tidelog_upsert(db, "res", rec, NULL));
+    }
+}
+
+/* Each node writes a marker into every table; returns when each has the
+ * other's: the link is up and the first sync done. */
+static void meet(tidelog_db *a, tidelog_db *b) {
+    const char *tables[] = {"doc", "counters", "res"};
+    for (size_t i = 0; i < 3; i++) {
+        OK(tidelog_upsert(a, tables[i], "{\"id\":\"from-a\"}", NULL));
+        OK(tidelog_upsert(b, tables[i], "{\"id\":\"from-b\"}", NULL));
+    }
+    for (size_t i = 0; i < 3; i++) {
+        WAIT_FOR("a's marker on b", !v_is(b, tables[i], "\"from-a\"", "<none>"));
+        WAIT_FOR("b's marker on a", !v_is(a, tables[i], "\"from-b\"", "<none>"));
     }
 }
 
@@ -279,13 +290,15 @@ int main(int argc, char **argv) {
     table_option(a);
     increments_local(a);
 
-    /* Concurrent writes on both nodes, before they ever meet. */
-    prepare(a, "a");
-    tu_sleep_ms(5); /* b's writes are the later ones */
-    prepare(b, "b");
-    resolver_arguments(a, &rs_a);
-    OK(tidelog_set_conflict_resolver(b, "res", resolve, &rs_b));
-
+    /* The nodes meet once (so the first, whole-table sync is behind them),
+     * then b drops the link, both write the same keys, and b dials again:
+     * what each wrote meanwhile arrives through the log, concurrently. */
+    OK(tidelog_create_table(a, "doc", NULL));
+    OK(tidelog_create_table(a, "counters", NULL));
+    OK(tidelog_create_table(a, "res", "{\"conflict\": \"resolver\"}"));
+    OK(tidelog_create_table(b, "doc", NULL));
+    OK(tidelog_create_table(b, "counters", NULL));
+    OK(tidelog_create_table(b, "res", "{\"conflict\": \"resolver\"}"));
     const char *tables = "[{\"table\": \"doc\", \"publish\": true, \"subscribe\": true},"
                          " {\"table\": \"counters\", \"publish\": true, \"subscribe\": true},"
                          " {\"table\": \"res\", \"publish\": true, \"subscribe\": true}]";
@@ -296,6 +309,15 @@ int main(int argc, char **argv) {
     OK(tidelog_listen(a, "127.0.0.1:0", &addr));
     snprintf(json, sizeof json, "{\"name\": \"a\", \"address\": \"%s\", \"tables\": %s}",
              tidelog_string_data(addr), tables);
+    OK(tidelog_add_peer(b, json));
+    meet(a, b);
+    OK(tidelog_remove_peer(b, "a"));
+
+    prepare(a, "a");
+    tu_sleep_ms(5); /* b's writes are the later ones */
+    prepare(b, "b");
+    resolver_arguments(a, &rs_a);
+    OK(tidelog_set_conflict_resolver(b, "res", resolve, &rs_b));
     OK(tidelog_add_peer(b, json));
 
     /* Last writer wins on `doc`, and both logs say who lost. */
