@@ -77,6 +77,8 @@
  *   See tidelog_subscribe(). The library also runs background threads of
  *   its own (`tidelog-events`, storage maintenance, `tidelog-net` for
  *   replication); none ever calls into your code except callbacks.
+ * - Conflict resolvers (tidelog_set_conflict_resolver()) run on the
+ *   library thread applying a peer's changes, possibly several at once.
  * - Blocking calls: tidelog_wait_for_ack() and tidelog_next_event() block
  *   only the calling thread.
  *
@@ -84,8 +86,9 @@
  * 1. tidelog_subscription_free() every subscription (waits out a callback
  *    in progress; after it returns, its `user_data` may be released);
  * 2. tidelog_txn_free() transactions you no longer need;
- * 3. tidelog_close() the database (stops replication, delivers queued
- *    events, flushes, releases the data directory; check its status);
+ * 3. tidelog_close() the database (stops replication, waits out a
+ *    conflict resolver call in progress, delivers queued events, flushes,
+ *    releases the data directory; check its status);
  * 4. tidelog_db_free() the handle (closes it if you skipped step 3).
  * Other orders are safe too (no crash, no leak): calls on a closed
  * database return ::TIDELOG_CLOSED, and closing ends every subscription.
