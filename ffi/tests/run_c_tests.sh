@@ -120,7 +120,7 @@ for variant in shared static; do
     "$src/make_certs.sh" "$scratch/log_certs" hub stranger
     "$bin/test_log" "$scratch" "$scratch/log_certs"
 
-    echo "-- test_conflicts: two nodes write the same keys, then meet"
+    echo "-- test_conflicts: two nodes write the same keys while their link is down"
     "$src/make_certs.sh" "$scratch/conflict_certs" a b
     "$bin/test_conflicts" "$scratch" "$scratch/conflict_certs"
 

@@ -1,7 +1,7 @@
 /* Concurrent writes through the C ABI: the `conflict` table option,
  * counters, the conflict log and a C resolver, with two databases in one
  * process replicating over mutual TLS on 127.0.0.1. Every conflict is made
- * the same way: both nodes write the same key before they first connect
+ * the same way: while their link is down, both nodes write the same key
  * (node a first, then b), so the writes are truly concurrent.
  *
  *   test_conflicts <scratch dir> <cert dir with ca, a and b> */
