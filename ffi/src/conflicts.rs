@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
-use tidelog_core::{ConflictCase, Resolution};
+use tidelog_core::{ConflictCase, ConflictResolver, Resolution};
 
 use crate::db_txn::with_open_txn;
 use crate::guard::{guard, str_arg, Fail, OptOut, Out};
@@ -109,15 +109,26 @@ static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 type Targets = HashMap<(usize, String), Arc<Target>>;
 static TARGETS: Mutex<Option<Targets>> = Mutex::new(None);
 
-fn remember(db: usize, table: &str, t: Arc<Target>) -> Option<Arc<Target>> {
-    TARGETS
-        .lock()
-        .get_or_insert_with(HashMap::new)
-        .insert((db, table.to_string()), t)
-}
-
-fn forget(db: usize, table: &str) -> Option<Arc<Target>> {
-    TARGETS.lock().as_mut()?.remove(&(db, table.to_string()))
+/// Runs `change` (the core's install or removal) and updates the registry
+/// under one lock, so that concurrent calls for the same table cannot leave
+/// the core holding a resolver the registry does not know (which closing
+/// would then not wait for). Returns the resolver replaced or removed, to
+/// be stopped after the lock is released.
+fn swap<T>(
+    db: usize,
+    table: &str,
+    new: Option<Arc<Target>>,
+    change: impl FnOnce() -> tidelog_core::Result<T>,
+) -> tidelog_core::Result<(T, Option<Arc<Target>>)> {
+    let mut g = TARGETS.lock();
+    let done = change()?;
+    let map = g.get_or_insert_with(HashMap::new);
+    let key = (db, table.to_string());
+    let old = match new {
+        Some(t) => map.insert(key, t),
+        None => map.remove(&key),
+    };
+    Ok((done, old))
 }
 
 /// Stops every resolver installed through database handle `db` (when it is
@@ -410,21 +421,21 @@ pub unsafe extern "C" fn tidelog_set_conflict_resolver(
             user_data: UserData(user_data),
         });
         let t = target.clone();
-        db.set_conflict_resolver(
-            table,
-            Arc::new(move |case: &ConflictCase| {
-                // A panic here would unwind through the core's apply thread;
-                // the remote version is the answer that changes nothing.
-                catch_unwind(AssertUnwindSafe(|| t.resolve(case))).unwrap_or_else(|_| {
-                    warn(
-                        &t.table,
-                        format_args!("a bug in tidelog's C adapter panicked"),
-                    );
-                    Resolution::TakeRemote
-                })
-            }),
-        )?;
-        if let Some(old) = remember(handle, table, target) {
+        let resolver: ConflictResolver = Arc::new(move |case: &ConflictCase| {
+            // A panic here would unwind through the core's apply thread;
+            // the remote version is the answer that changes nothing.
+            catch_unwind(AssertUnwindSafe(|| t.resolve(case))).unwrap_or_else(|_| {
+                warn(
+                    &t.table,
+                    format_args!("a bug in tidelog's C adapter panicked"),
+                );
+                Resolution::TakeRemote
+            })
+        });
+        let ((), old) = swap(handle, table, Some(target), || {
+            db.set_conflict_resolver(table, resolver)
+        })?;
+        if let Some(old) = old {
             old.stop();
         }
         Ok(())
@@ -452,8 +463,13 @@ pub unsafe extern "C" fn tidelog_clear_conflict_resolver(
         let db = handles::db(db)?;
         // SAFETY: as above.
         let table = unsafe { str_arg(table, "table") }?;
-        let was = db.clear_conflict_resolver(table);
-        if let Some(t) = forget(handle, table) {
+        let (was, old) = swap(
+            handle,
+            table,
+            None,
+            || Ok(db.clear_conflict_resolver(table)),
+        )?;
+        if let Some(t) = old {
             t.stop();
         }
         out.set(was);
