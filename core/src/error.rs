@@ -165,7 +165,8 @@ pub enum Error {
         table: String,
         key: String,
         attribute: String,
-        found: String,
+        /// What the attribute holds instead.
+        found: NotInteger,
     },
     #[error("incrementing attribute `{attribute}` of record {key} in table `{table}` by {by} would overflow a 64-bit integer: nothing was written")]
     CounterOverflow {
@@ -174,6 +175,30 @@ pub enum Error {
         attribute: String,
         by: i64,
     },
+}
+
+/// What a counter attribute held instead of an integer (kept to one
+/// byte: errors travel in every `Result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotInteger {
+    Boolean,
+    /// A fraction, or beyond 64-bit integers.
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl std::fmt::Display for NotInteger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotInteger::Boolean => "a boolean",
+            NotInteger::Number => "a number with a fraction or beyond 64-bit integers",
+            NotInteger::String => "a string",
+            NotInteger::Array => "an array",
+            NotInteger::Object => "an object",
+        })
+    }
 }
 
 impl Error {

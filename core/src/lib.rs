@@ -22,7 +22,7 @@ pub mod view;
 
 pub use local::{codec, hlc, log, record};
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, NotInteger, Result};
 pub use local::catalog::{TableInfo, TableOptions};
 pub use local::codec::{Key, Stamp};
 pub use local::conflict::{

@@ -159,13 +159,13 @@ pub struct LogWriteView<'a> {
 
 impl<'a> LogWriteView<'a> {
     fn of(w: &'a LogWrite, stamp: &Stamp) -> Self {
-        let (op, record) = match &w.op {
+        let (op, record) = match w.op.inner() {
             WriteOp::Put { json, created } => {
                 (OpKind::Put, Some(RecordView::logged(json, *created, stamp)))
             }
-            WriteOp::Delete => (OpKind::Delete, None),
             // Wire-only: a log never holds one (see `WriteOp::Delta`).
             WriteOp::Delta { .. } => (OpKind::Put, None),
+            _ => (OpKind::Delete, None),
         };
         LogWriteView {
             table: &w.table,

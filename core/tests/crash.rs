@@ -44,7 +44,7 @@ fn writer(dir: &str, engine: EngineKind, sync: bool) {
         .expect("log")
         .iter()
         .flat_map(|e| e.writes.iter())
-        .filter_map(|w| match (&w.table[..], &w.key, &w.op) {
+        .filter_map(|w| match (&w.table[..], &w.key, w.op.inner()) {
             ("c", Key::Int(k), WriteOp::Put { .. }) => Some(k + 1),
             _ => None,
         })
@@ -90,10 +90,10 @@ fn verify(dir: &std::path::Path, engine: EngineKind, acked: u64, must_keep_acked
             assert_eq!(e.seq, seq, "log has a gap");
             seq += 1;
             for w in &e.writes {
-                let v = match &w.op {
+                let v = match w.op.inner() {
                     WriteOp::Put { json, .. } => Some((e.stamp, json.clone())),
                     // Deltas travel only on the wire; a log never has one.
-                    WriteOp::Delete | WriteOp::Delta { .. } => None,
+                    _ => None,
                 };
                 expected.insert((w.table.clone(), w.key.clone()), v);
             }

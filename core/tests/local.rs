@@ -563,7 +563,7 @@ fn expired_records_are_evicted_without_logging() {
             .unwrap()
             .iter()
             .flat_map(|e| e.writes.iter())
-            .filter(|w| matches!(w.op, WriteOp::Delete))
+            .filter(|w| matches!(w.op.inner(), WriteOp::Delete))
             .count();
         assert_eq!(evictions_logged, 0);
         assert!(log_after.last >= log_before.last);

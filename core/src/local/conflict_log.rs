@@ -39,6 +39,46 @@ pub(crate) struct ConflictState {
     next: AtomicU64,
     /// Serializes appends with their eviction, so the byte count holds.
     append: Mutex<()>,
+    /// Node names by node id, as peers introduced themselves.
+    names: RwLock<HashMap<u64, String>>,
+    /// Tables with records that have a merge state (see `side`).
+    stateful: RwLock<std::collections::HashSet<u32>>,
+}
+
+impl ConflictState {
+    pub(crate) fn is_stateful(&self, table: u32) -> bool {
+        let s = self.stateful.read();
+        !s.is_empty() && s.contains(&table)
+    }
+
+    pub(crate) fn mark_stateful(&self, tables: &[u32]) {
+        if tables.iter().any(|t| !self.is_stateful(*t)) {
+            self.stateful.write().extend(tables.iter().copied());
+        }
+    }
+}
+
+impl Database {
+    /// Remembers that `node_id` is `name` (a peer's hello), for naming
+    /// origins in conflict-log entries.
+    pub(crate) fn learn_node_name(&self, node_id: u64, name: &str) {
+        let names = &self.shared.conflicts.names;
+        if names.read().get(&node_id).map(String::as_str) != Some(name) {
+            names.write().insert(node_id, name.to_string());
+        }
+    }
+
+    /// The name of node `id`: this node's, a peer's that introduced
+    /// itself, or the id as text.
+    pub(crate) fn node_name_of(&self, id: u64) -> String {
+        if id == self.shared.node_id {
+            return self.shared.node_name.clone();
+        }
+        match self.shared.conflicts.names.read().get(&id) {
+            Some(n) => n.clone(),
+            None => format!("{id:#x}"),
+        }
+    }
 }
 
 /// Creates `_conflicts` if this directory lacks it, finds the next entry
@@ -61,6 +101,8 @@ pub(crate) fn open(db: &Database) -> Result<()> {
         }
     }
     db.shared.conflicts.next.store(next, Ordering::Relaxed);
+    let stateful = crate::local::side::stateful_tables(&*db.store()?)?;
+    db.shared.conflicts.mark_stateful(&stateful);
     enforce_bounds(db)
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, NotInteger, Result};
 use crate::local::codec::Key;
 
 /// Adds `by` to integer attribute `attr` of `obj` (absent counts as 0).
@@ -39,10 +39,13 @@ pub(crate) fn add(
     Ok(())
 }
 
-fn describe(v: &Value) -> String {
+fn describe(v: &Value) -> NotInteger {
     match v {
-        Value::Number(n) => format!("the number {n}"),
-        other => format!("{} {other}", crate::local::record::json_type(other)),
+        Value::Number(_) => NotInteger::Number,
+        Value::String(_) => NotInteger::String,
+        Value::Bool(_) => NotInteger::Boolean,
+        Value::Array(_) => NotInteger::Array,
+        _ => NotInteger::Object,
     }
 }
 

@@ -540,11 +540,16 @@ impl Database {
         };
         // Table ids are never reused, so leftover rows are unreachable; purge
         // them in chunks so writers are not blocked for long.
-        for space in [Space::Rows, Space::Index] {
+        let side = crate::local::side::side_prefix(def.id);
+        for (space, prefix) in [
+            (Space::Rows, &def.row_prefix()[..]),
+            (Space::Index, &def.row_prefix()[..]),
+            (Space::Meta, &side[..]),
+        ] {
             loop {
                 let _w = self.shared.write.lock();
                 let mut batch = Batch::default();
-                for item in store.prefix(space, &def.row_prefix(), false).take(10_000) {
+                for item in store.prefix(space, prefix, false).take(10_000) {
                     batch.delete(space, item?.0.to_vec());
                 }
                 if batch.is_empty() {

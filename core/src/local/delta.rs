@@ -205,6 +205,18 @@ impl Database {
             return Ok(None);
         };
         let header = decode_row_header(&v)?;
+        // A record with a merge state shows a merged row; what a sender's
+        // delta edits is the last whole write it sent, which is the base.
+        let rk = row_key(def.id, key);
+        if let Some(side) = store.get(Space::Meta, &crate::local::side::side_key(&rk))? {
+            if let Some(state) = crate::local::side::Side::decode(&side)?.state {
+                return Ok(Some(Version {
+                    stamp: state.base_stamp,
+                    created: state.created,
+                    json: state.base,
+                }));
+            }
+        }
         let json = if header.tombstone {
             None
         } else {

@@ -35,6 +35,11 @@ pub(crate) fn index_prefix(table: u32, slot: u16) -> [u8; 6] {
     p
 }
 
+/// The table id a row key starts with.
+pub(crate) fn table_id_of_row(rk: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(rk.get(..4)?.try_into().ok()?))
+}
+
 pub(crate) fn row_key(table: u32, key: &Key) -> Vec<u8> {
     let mut k = Vec::with_capacity(24);
     k.extend_from_slice(&row_prefix(table));

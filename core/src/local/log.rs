@@ -30,6 +30,76 @@ pub enum WriteOp {
         script: Vec<u8>,
         lits: String,
     },
+    /// A write with what conflict handling needs (see `conflict_log` and
+    /// `merge`): `op` is the write itself as ever (a `Put` after-image, a
+    /// `Delete`, or on the wire a `Delta`), which every reader that does
+    /// not settle conflicts takes as it is; `base` is the stamp of the
+    /// version it replaced at its origin (the default stamp: none), so a
+    /// receiver tells a sequential update from a concurrent one.
+    Meta {
+        op: Box<WriteOp>,
+        base: Stamp,
+        kind: MetaKind,
+    },
+}
+
+/// What kind of write a [`WriteOp::Meta`] is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaKind {
+    /// A whole-record write (an upsert, or a delete).
+    Whole,
+    /// A conflict's resolution, written by `keep_local` or a resolver:
+    /// other nodes apply it by plain last-writer-wins, never resolving it
+    /// again, so two nodes cannot answer each other forever.
+    Resolution,
+    /// An `update` of a `merge` table: the patched attributes (JSON object
+    /// text), merged per attribute by receivers of that policy.
+    Patch { attrs: String },
+    /// An `increment`: its origin's running totals for counter `attr`
+    /// (what it added and what it took away, both only growing). `init`:
+    /// the origin had no live record and created `{<key>}` with this
+    /// write.
+    Count {
+        attr: String,
+        added: u64,
+        taken: u64,
+        init: bool,
+    },
+    /// A row of an initial sync or resync whose record has a merge state
+    /// (JSON): the receiver joins it into its own, so overrides and
+    /// counter contributions other nodes hold are not lost to the merged
+    /// row. Never in a log.
+    Synced { state: String },
+}
+
+impl WriteOp {
+    /// The write itself, without its conflict metadata.
+    pub fn inner(&self) -> &WriteOp {
+        match self {
+            WriteOp::Meta { op, .. } => op.inner(),
+            other => other,
+        }
+    }
+
+    /// [`WriteOp::inner`], to change in place (delta encoding).
+    pub fn inner_mut(&mut self) -> &mut WriteOp {
+        match self {
+            WriteOp::Meta { op, .. } => op.inner_mut(),
+            other => other,
+        }
+    }
+
+    /// Whether a later write of the record makes this one redundant to
+    /// send (patches and counts carry what a later write may not).
+    pub fn supersedable(&self) -> bool {
+        !matches!(
+            self,
+            WriteOp::Meta {
+                kind: MetaKind::Patch { .. } | MetaKind::Count { .. } | MetaKind::Synced { .. },
+                ..
+            }
+        )
+    }
 }
 
 /// One write of a transaction.
@@ -69,10 +139,10 @@ impl LogEntry {
                 .map(|w| {
                     w.table.len()
                         + 24
-                        + match &w.op {
+                        + match w.op.inner() {
                             WriteOp::Put { json, .. } => json.len(),
-                            WriteOp::Delete => 0,
                             WriteOp::Delta { script, lits, .. } => script.len() + lits.len(),
+                            _ => 32,
                         }
                 })
                 .sum::<usize>();

@@ -40,12 +40,16 @@ pub(crate) struct Contribution {
     pub(crate) added: u64,
     /// Sum of the magnitudes of its negative increments.
     pub(crate) taken: u64,
+    /// Stamp of the origin's latest increment: the totals and the stamp
+    /// grow together, so the larger of each is one consistent version.
+    pub(crate) stamp: Stamp,
 }
 
 impl Contribution {
     fn join(&mut self, other: Contribution) {
         self.added = self.added.max(other.added);
         self.taken = self.taken.max(other.taken);
+        self.stamp = self.stamp.max(other.stamp);
     }
 
     fn net(self) -> i128 {
@@ -58,8 +62,12 @@ impl Contribution {
 pub(crate) struct MergeState {
     /// Stamp of the base; the default (zero) stamp: no whole write yet.
     pub(crate) base_stamp: Stamp,
-    /// The base record; `None`: a tombstone, or no whole write yet.
-    pub(crate) base: Option<Map<String, Value>>,
+    /// The base record as the write carried it (JSON object text, kept
+    /// verbatim: a sender's attribute delta is an edit of exactly this
+    /// text); `None`: a tombstone, or no whole write yet.
+    pub(crate) base: Option<String>,
+    /// The base write's creation time (HLC), kept for `__createdtime__`.
+    pub(crate) created: u64,
     /// Attribute -> (value, stamp of the patch that set it).
     pub(crate) overrides: BTreeMap<String, (Value, Stamp)>,
     /// Attribute -> origin node id -> contribution.
@@ -71,7 +79,9 @@ pub(crate) struct MergeState {
 pub(crate) enum MergeOp {
     Upsert {
         stamp: Stamp,
-        record: Map<String, Value>,
+        /// JSON object text.
+        record: String,
+        created: u64,
     },
     Delete {
         stamp: Stamp,
@@ -92,8 +102,12 @@ impl MergeState {
     /// Merges one write in; returns whether the state changed.
     pub(crate) fn apply(&mut self, op: &MergeOp) -> bool {
         match op {
-            MergeOp::Upsert { stamp, record } => self.rebase(*stamp, Some(record.clone())),
-            MergeOp::Delete { stamp } => self.rebase(*stamp, None),
+            MergeOp::Upsert {
+                stamp,
+                record,
+                created,
+            } => self.rebase(*stamp, Some(record.clone()), *created),
+            MergeOp::Delete { stamp } => self.rebase(*stamp, None, 0),
             MergeOp::Patch { stamp, attrs } => {
                 if *stamp <= self.base_stamp {
                     return false;
@@ -126,23 +140,25 @@ impl MergeState {
         }
     }
 
-    fn rebase(&mut self, stamp: Stamp, base: Option<Map<String, Value>>) -> bool {
+    fn rebase(&mut self, stamp: Stamp, base: Option<String>, created: u64) -> bool {
         if stamp <= self.base_stamp {
             return false;
         }
         self.base_stamp = stamp;
         self.base = base;
+        self.created = created;
         self.overrides.retain(|_, (_, s)| *s > stamp);
         true
     }
 
     /// Joins another replica's state of the same record into this one (what
-    /// an initial sync carries).
+    /// an initial sync or resync carries).
     pub(crate) fn join(&mut self, other: &MergeState) {
         let whole = match &other.base {
             Some(r) => MergeOp::Upsert {
                 stamp: other.base_stamp,
                 record: r.clone(),
+                created: other.created,
             },
             None => MergeOp::Delete {
                 stamp: other.base_stamp,
@@ -167,13 +183,24 @@ impl MergeState {
         }
     }
 
-    /// The record readers see; `None` while the base is a tombstone or
-    /// absent.
-    pub(crate) fn visible(&self) -> Option<Map<String, Value>> {
-        let mut m = self.base.clone()?;
+    /// The base with the overrides, without the counters' contributions:
+    /// what a whole write of the record replaces.
+    pub(crate) fn plain(&self) -> Option<Map<String, Value>> {
+        // Only checked objects become a base; anything else reads as empty.
+        let mut m = match serde_json::from_str::<Value>(self.base.as_deref()?) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
         for (k, (v, _)) in &self.overrides {
             m.insert(k.clone(), v.clone());
         }
+        Some(m)
+    }
+
+    /// The record readers see; `None` while the base is a tombstone or
+    /// absent.
+    pub(crate) fn visible(&self) -> Option<Map<String, Value>> {
+        let mut m = self.plain()?;
         for (attr, per_origin) in &self.counters {
             let start = m.get(attr).and_then(Value::as_i64).unwrap_or(0);
             let sum: i128 = per_origin.values().map(|c| c.net()).sum::<i128>() + i128::from(start);
@@ -187,9 +214,14 @@ impl MergeState {
 
     /// Stamp of the newest write that shaped the visible record.
     pub(crate) fn newest(&self) -> Stamp {
+        let counted = self
+            .counters
+            .values()
+            .flat_map(|o| o.values().map(|c| c.stamp));
         self.overrides
             .values()
             .map(|(_, s)| *s)
+            .chain(counted)
             .fold(self.base_stamp, Stamp::max)
     }
 
@@ -200,9 +232,10 @@ impl MergeState {
     }
 }
 
-/// `origin`'s contribution after it adds `by` to what it had.
-pub(crate) fn contribute(had: Contribution, by: i64) -> Option<Contribution> {
+/// `origin`'s contribution after it adds `by` to what it had, at `stamp`.
+pub(crate) fn contribute(had: Contribution, by: i64, stamp: Stamp) -> Option<Contribution> {
     let mut c = had;
+    c.stamp = stamp;
     if by >= 0 {
         c.added = c.added.checked_add(by.unsigned_abs())?;
     } else {
@@ -233,7 +266,8 @@ mod tests {
         let ops = [
             MergeOp::Upsert {
                 stamp: st(1, 1),
-                record: obj(json!({"id": "t", "limit": 5, "last": 0})),
+                record: json!({"id": "t", "limit": 5, "last": 0}).to_string(),
+                created: 1,
             },
             MergeOp::Patch {
                 stamp: st(2, 2),
@@ -261,7 +295,8 @@ mod tests {
         let mut s = MergeState::default();
         s.apply(&MergeOp::Upsert {
             stamp: st(1, 1),
-            record: obj(json!({"id": 1, "a": 1})),
+            record: json!({"id": 1, "a": 1}).to_string(),
+            created: 1,
         });
         s.apply(&MergeOp::Delete { stamp: st(3, 1) });
         s.apply(&MergeOp::Patch {
@@ -273,7 +308,8 @@ mod tests {
         // recreates the record: the patch still wins `a`.
         s.apply(&MergeOp::Upsert {
             stamp: st(5, 3),
-            record: obj(json!({"id": 1, "a": 0, "b": 1})),
+            record: json!({"id": 1, "a": 0, "b": 1}).to_string(),
+            created: 5,
         });
         assert_eq!(s.visible(), Some(obj(json!({"id": 1, "a": 2, "b": 1}))));
         // A patch older than the base changes nothing.
@@ -288,11 +324,12 @@ mod tests {
         let mut s = MergeState::default();
         s.apply(&MergeOp::Upsert {
             stamp: st(1, 1),
-            record: obj(json!({"id": 1, "n": 10})),
+            record: json!({"id": 1, "n": 10}).to_string(),
+            created: 1,
         });
-        let c1 = contribute(Contribution::default(), 3).unwrap();
-        let c2 = contribute(c1, -1).unwrap();
-        let d1 = contribute(Contribution::default(), 5).unwrap();
+        let c1 = contribute(Contribution::default(), 3, st(3, 1)).unwrap();
+        let c2 = contribute(c1, -1, st(4, 1)).unwrap();
+        let d1 = contribute(Contribution::default(), 5, st(3, 2)).unwrap();
         for (origin, totals) in [(1, c1), (2, d1), (1, c2), (1, c1), (2, d1)] {
             s.apply(&MergeOp::Count {
                 attr: "n".into(),
@@ -304,17 +341,15 @@ mod tests {
         // An upsert sets the base part; contributions stay.
         s.apply(&MergeOp::Upsert {
             stamp: st(2, 1),
-            record: obj(json!({"id": 1, "n": 0})),
+            record: json!({"id": 1, "n": 0}).to_string(),
+            created: 2,
         });
         assert_eq!(s.visible().unwrap()["n"], json!(7));
-        assert!(contribute(
-            Contribution {
-                added: u64::MAX,
-                taken: 0
-            },
-            1
-        )
-        .is_none());
+        let full = Contribution {
+            added: u64::MAX,
+            ..Default::default()
+        };
+        assert!(contribute(full, 1, st(9, 1)).is_none());
     }
 
     fn op_strategy() -> impl Strategy<Value = Vec<MergeOp>> {
@@ -330,7 +365,8 @@ mod tests {
                     match kind {
                         0 => MergeOp::Upsert {
                             stamp,
-                            record: obj(json!({"id": 1, attr: v, format!("a{b}"): v * 2})),
+                            record: json!({"id": 1, attr: v, format!("a{b}"): v * 2}).to_string(),
+                            created: stamp.time,
                         },
                         1 => MergeOp::Delete { stamp },
                         2 => MergeOp::Patch {
@@ -339,7 +375,7 @@ mod tests {
                         },
                         _ => {
                             let t = totals.entry((node, attr.clone())).or_default();
-                            *t = contribute(*t, v).unwrap_or(*t);
+                            *t = contribute(*t, v, stamp).unwrap_or(*t);
                             MergeOp::Count {
                                 attr,
                                 origin: node,

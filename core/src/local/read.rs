@@ -443,11 +443,25 @@ impl Database {
                         .to_string(),
                 )
             };
+            // Read for every row, not only in tables marked stateful: the
+            // mark follows a commit, and a row merged just before it must
+            // not go out as a plain row (its text is merged, not a base).
+            let side = store.get(Space::Meta, &crate::local::side::side_key(&k))?;
+            let merge = match side
+                .map(|v| crate::local::side::Side::decode(&v))
+                .transpose()?
+            {
+                Some(crate::local::side::Side {
+                    state: Some(state), ..
+                }) => Some(serde_json::to_string(&state).unwrap_or_default()),
+                _ => None,
+            };
             rows.push(StateRow {
                 key,
                 stamp: h.stamp,
                 created: h.created,
                 json,
+                merge,
             });
         }
         let more = full || looked_at == limit;
@@ -462,6 +476,8 @@ pub(crate) struct StateRow {
     pub(crate) stamp: crate::local::codec::Stamp,
     pub(crate) created: u64,
     pub(crate) json: Option<String>,
+    /// The record's merge state (JSON), where it has one.
+    pub(crate) merge: Option<String>,
 }
 
 fn read_record(store: &Store, def: &TableDef, key: Key) -> Result<Option<Record>> {

@@ -279,6 +279,7 @@ mod tests {
             primary_key: "id".into(),
             indexes: vec!["sensor".into(), "tags".into()],
             expiration: None,
+            conflict: Default::default(),
         }
     }
 

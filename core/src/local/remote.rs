@@ -61,6 +61,21 @@ impl Database {
         txns: Vec<RemoteTxn>,
         cursor: Option<(&str, &[u8])>,
     ) -> Result<Vec<RemoteOutcome>> {
+        let mut found = crate::local::settle::Found::default();
+        let outcomes = self.apply_remote_locked(txns, cursor, &mut found)?;
+        // Committed; what follows runs with no lock held (a resolver may
+        // read the database) and cannot undo the apply, so it reports
+        // rather than fails.
+        crate::local::resolve::after_apply(self, found);
+        Ok(outcomes)
+    }
+
+    fn apply_remote_locked(
+        &self,
+        txns: Vec<RemoteTxn>,
+        cursor: Option<(&str, &[u8])>,
+        found: &mut crate::local::settle::Found,
+    ) -> Result<Vec<RemoteOutcome>> {
         let shared = &self.shared;
         let store = shared.writable_store()?;
         let mut w = shared.write.lock();
@@ -102,12 +117,21 @@ impl Database {
                     continue;
                 };
                 let rk = row_key(def.id, &wr.key);
-                let old = ctx.current(&rk)?;
-                if old.as_ref().is_some_and(|o| o.header.stamp >= t.stamp) {
+                let changed = crate::local::settle::remote_write(
+                    self,
+                    &mut ctx,
+                    def,
+                    rk,
+                    &wr.key,
+                    &wr.op,
+                    t.stamp,
+                    obj.as_ref(),
+                    found,
+                )?;
+                if !changed {
                     superseded += 1;
                     continue;
                 }
-                ctx.write(def, rk, &wr.key, old, t.stamp, &wr.op, obj.as_ref())?;
                 applied.push(wr);
             }
             let applied_count = applied.len();
@@ -132,6 +156,7 @@ impl Database {
             });
         }
         let repeated = ctx.repeated;
+        let stateful = std::mem::take(&mut ctx.stateful);
         let mut batch = ctx.batch;
         if let Some((name, value)) = cursor {
             batch.put(Space::Meta, cursor_key(name), value.to_vec());
@@ -150,6 +175,7 @@ impl Database {
             .zip(entries.last())
             .map(|(a, b)| (a.seq, b.seq));
         commit_batch(self, &store, batch, repeated, seqs)?;
+        shared.conflicts.mark_stateful(&stateful);
         w.next_seq = next_seq;
         for (seq, bytes) in sizes {
             w.log_bytes += bytes;
@@ -186,10 +212,19 @@ impl Database {
                 checked.push(None);
                 continue; // counted as a missing table by the caller
             };
-            if matches!(w.op, WriteOp::Delta { .. }) {
+            if matches!(w.op.inner(), WriteOp::Delta { .. }) {
                 return Err(crate::local::delta::unresolved());
             }
-            let WriteOp::Put { json, .. } = &w.op else {
+            if let WriteOp::Meta { op, .. } = &w.op {
+                // One level: the metadata wraps the write itself.
+                if matches!(**op, WriteOp::Meta { .. }) {
+                    return Err(Error::Peer(format!(
+                        "table `{}` key {}: a write's conflict metadata wraps another's; the peer is not speaking this protocol",
+                        w.table, w.key
+                    )));
+                }
+            }
+            let WriteOp::Put { json, .. } = w.op.inner() else {
                 checked.push(Some(Checked { def, obj: None }));
                 continue;
             };

@@ -14,11 +14,14 @@ use crate::local::catalog::TableDef;
 use crate::local::codec::{
     decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp, ROW_HEADER_LEN,
 };
+use crate::local::conflict::ConflictPolicy;
 use crate::local::db::{Database, Durability, WriteState};
 use crate::local::keys::{expiry_key, row_key, seq_key, tombstone_key};
 use crate::local::listener::{Change, ChangeEvent};
-use crate::local::log::{LogEntry, LogWrite, WriteOp};
+use crate::local::log::{LogEntry, LogWrite, MetaKind, WriteOp};
+use crate::local::merge::MergeState;
 use crate::local::record::{extract_key, strip_computed, Record};
+use crate::local::side::{side_key, Side};
 use crate::local::storage::{Batch, Space, Store};
 
 /// What a committed transaction was given.
@@ -67,6 +70,9 @@ struct Pending {
 pub struct Transaction {
     db: Database,
     writes: Vec<Pending>,
+    /// What its whole writes are marked as: `Resolution` for what
+    /// `keep_local` and resolvers commit.
+    pub(crate) kind: MetaKind,
 }
 
 impl Database {
@@ -74,6 +80,7 @@ impl Database {
         Transaction {
             db: self.clone(),
             writes: Vec::new(),
+            kind: MetaKind::Whole,
         }
     }
 
@@ -323,6 +330,51 @@ impl Transaction {
                         break;
                     }
                 }
+                let policy = def.conflict;
+                let track = shared.opts.conflict_log_max_bytes > 0;
+                let stateful = shared.conflicts.is_stateful(def.id);
+                let wants_merge = matches!(p.op, Op::Increment { .. })
+                    || (matches!(p.op, Op::Update(_)) && policy == ConflictPolicy::MergeAttributes);
+                // Only a table with merge states can have one for this record
+                // (the mark is set under this same lock), and only an earlier
+                // write of this commit leaves a base this write must pass on:
+                // otherwise the write path reads nothing more than before.
+                let same_commit = old.as_ref().is_some_and(|o| o.header.stamp == stamp);
+                let side = if stateful || wants_merge || same_commit {
+                    ctx.side(&rk)?
+                } else {
+                    None
+                };
+                // The version this write replaces at this node: what a
+                // receiver compares its own current version with. An
+                // earlier write of this same commit passes its own on.
+                let base = match (&old, &side) {
+                    (Some(o), Some(sd)) if o.header.stamp == stamp => sd.base,
+                    (Some(o), _) => o.header.stamp,
+                    (None, _) => Stamp::default(),
+                };
+                if wants_merge || side.as_ref().is_some_and(|sd| sd.state.is_some()) {
+                    let state = side.and_then(|sd| sd.state);
+                    let (op, gone) = merge_local(
+                        &mut ctx,
+                        &def,
+                        rk,
+                        p,
+                        old,
+                        state,
+                        stamp,
+                        base,
+                        max_bytes,
+                        &log_writes,
+                    )?;
+                    existed += gone;
+                    log_writes.push(LogWrite {
+                        table: p.table.clone(),
+                        key: p.key.clone(),
+                        op,
+                    });
+                    continue;
+                }
                 let live_old = old.as_ref().filter(|o| !o.header.tombstone);
                 let created = live_old.map(|o| o.header.created).unwrap_or(stamp.time);
                 let merged;
@@ -368,20 +420,23 @@ impl Transaction {
                         existed += usize::from(live_old.is_some());
                         (WriteOp::Delete, None)
                     }
-                    Op::Increment { attr, by } => {
-                        let mut m = match live_old {
-                            Some(o) => o.object()?,
-                            None => {
-                                let mut m = Map::new();
-                                m.insert(def.primary_key.clone(), p.key.to_json());
-                                m
-                            }
-                        };
-                        crate::local::counter::add(&mut m, &p.table, &p.key, attr, *by)?;
-                        merged = m;
-                        let json = to_json(&merged, max_bytes)?;
-                        (WriteOp::Put { json, created }, Some(&merged))
+                    // Counted through the merge state above.
+                    Op::Increment { .. } => return Err(crate::local::delta::unresolved()),
+                };
+                // Receivers settle with the base even where this node keeps
+                // no conflict log; a resolution must say it is one.
+                let meta = track
+                    || matches!(policy, ConflictPolicy::KeepLocal | ConflictPolicy::Resolver)
+                    || self.kind != MetaKind::Whole;
+                let op = if meta {
+                    ctx.put_side(&rk, Some(Side { base, state: None }));
+                    WriteOp::Meta {
+                        op: Box::new(op),
+                        base,
+                        kind: self.kind.clone(),
                     }
+                } else {
+                    op
                 };
                 ctx.write(&def, rk, &p.key, old, stamp, &op, new_obj)?;
                 log_writes.push(LogWrite {
@@ -402,10 +457,162 @@ impl Transaction {
                 writes: log_writes,
             };
             let repeated = ctx.repeated;
+            let stateful = std::mem::take(&mut ctx.stateful);
             let seq = finish(&db, &store, &mut w, ctx.batch, repeated, entry, true)?;
+            shared.conflicts.mark_stateful(&stateful);
             return Ok((CommitInfo { seq, stamp }, existed));
         }
     }
+}
+
+/// A local write to a record that has, or gains, a merge state (a merge
+/// patch, an increment, or any write to a record with overrides or
+/// counters): merged into the state, the row set to the visible record,
+/// the state kept beside it. Returns the log write and whether a delete
+/// found a live record.
+#[allow(clippy::too_many_arguments)]
+fn merge_local(
+    ctx: &mut Ctx<'_>,
+    def: &TableDef,
+    rk: Vec<u8>,
+    p: &Pending,
+    old: Option<OldRow>,
+    state: Option<MergeState>,
+    stamp: Stamp,
+    base: Stamp,
+    max_bytes: usize,
+    earlier: &[LogWrite],
+) -> Result<(WriteOp, usize)> {
+    use crate::local::merge::MergeOp;
+    use crate::local::settle::{local_increment, state_from_row, LocalMerge};
+    let mut state = match state {
+        Some(s) => s,
+        None => state_from_row(old.as_ref())?,
+    };
+    let live = state.visible();
+    let mut gone = 0;
+    let not_found = || Error::RecordNotFound {
+        table: p.table.clone(),
+        key: p.key.to_string(),
+    };
+    let created = live
+        .as_ref()
+        .map(|_| state.created)
+        .filter(|c| *c != 0)
+        .unwrap_or(stamp.time);
+    let lm = match &p.op {
+        Op::Insert { json, .. } | Op::Upsert { json, .. } => {
+            if matches!(p.op, Op::Insert { .. }) && live.is_some() {
+                return Err(Error::DuplicateKey {
+                    table: p.table.clone(),
+                    key: p.key.to_string(),
+                });
+            }
+            LocalMerge {
+                ops: vec![MergeOp::Upsert {
+                    stamp,
+                    record: json.clone(),
+                    created,
+                }],
+                kind: MetaKind::Whole,
+                logged: Some(json.clone()),
+            }
+        }
+        Op::Update(patch) if def.conflict == ConflictPolicy::MergeAttributes => {
+            live.as_ref().ok_or_else(not_found)?;
+            // The key names the record; it is no attribute to merge.
+            let mut patch = patch.clone();
+            patch.remove(&def.primary_key);
+            let mut attrs = patch.clone();
+            // An earlier patch of the record in this same commit: the
+            // receiver applies only a commit's last write to a record, so
+            // this one carries both.
+            if let Some(i) = earlier
+                .iter()
+                .rposition(|w| w.table == p.table && w.key == p.key)
+            {
+                if let WriteOp::Meta {
+                    kind: MetaKind::Patch { attrs: prev },
+                    ..
+                } = &earlier[i].op
+                {
+                    let mut both = crate::local::record::parse_object(prev)?;
+                    both.extend(attrs);
+                    attrs = both;
+                }
+            }
+            LocalMerge {
+                ops: vec![MergeOp::Patch {
+                    stamp,
+                    attrs: patch.clone(),
+                }],
+                kind: MetaKind::Patch {
+                    attrs: to_json(&attrs, max_bytes)?,
+                },
+                logged: None,
+            }
+        }
+        Op::Update(patch) => {
+            // Last writer wins the whole record: the patch makes a whole
+            // write of what it changes (counters keep their contributions).
+            let mut m = state.plain().ok_or_else(not_found)?;
+            m.extend(patch.clone());
+            let json = to_json(&m, max_bytes)?;
+            LocalMerge {
+                ops: vec![MergeOp::Upsert {
+                    stamp,
+                    record: json.clone(),
+                    created,
+                }],
+                kind: MetaKind::Whole,
+                logged: Some(json),
+            }
+        }
+        Op::Delete => {
+            gone = usize::from(live.is_some());
+            LocalMerge {
+                ops: vec![MergeOp::Delete { stamp }],
+                kind: MetaKind::Whole,
+                logged: None,
+            }
+        }
+        Op::Increment { attr, by } => local_increment(&state, def, &p.key, attr, *by, stamp)?,
+    };
+    for op in &lm.ops {
+        state.apply(op);
+    }
+    let visible = state.visible();
+    let row_op = match &visible {
+        Some(m) => WriteOp::Put {
+            json: to_json(m, max_bytes)?,
+            created: if state.created == 0 {
+                stamp.time
+            } else {
+                state.created
+            },
+        },
+        None => WriteOp::Delete,
+    };
+    // Whole writes log what was written; patches and counts the record
+    // they leave, as a log reader would expect to see it.
+    let logged = match (&lm.kind, lm.logged, &row_op) {
+        (MetaKind::Whole, Some(json), WriteOp::Put { created, .. }) => WriteOp::Put {
+            json,
+            created: *created,
+        },
+        (MetaKind::Whole, None, _) => WriteOp::Delete,
+        _ => row_op.clone(),
+    };
+    ctx.put_side(&rk, Some(crate::local::settle::side_after(base, state)));
+    ctx.write(def, rk, &p.key, old, stamp, &row_op, visible.as_ref())?;
+    Ok((
+        WriteOp::Meta {
+            op: Box::new(logged),
+            base,
+            kind: lm.kind,
+        },
+        gone,
+    ))
 }
 
 const STAGE_INSERT: u8 = 0;
@@ -444,11 +651,11 @@ pub(crate) fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) ->
 #[derive(Clone)]
 pub(crate) struct OldRow {
     pub(crate) header: RowHeader,
-    json: Arc<str>,
+    pub(crate) json: Arc<str>,
 }
 
 impl OldRow {
-    fn object(&self) -> Result<Map<String, Value>> {
+    pub(crate) fn object(&self) -> Result<Map<String, Value>> {
         match serde_json::from_str::<Value>(&self.json) {
             Ok(Value::Object(m)) => Ok(m),
             _ => Err(Error::Corrupt("stored record is not a JSON object".into())),
@@ -467,6 +674,11 @@ pub(crate) struct Ctx<'a> {
     /// Log sequence the current transaction's writes will carry; tombstones
     /// remember it so collection knows when every peer has them.
     pub(crate) seq: u64,
+    /// Side entries this batch wrote (`None`: removed), so later writes
+    /// of the same record see them.
+    sides: HashMap<Vec<u8>, Option<Side>>,
+    /// Tables that gained a merge state in this batch.
+    pub(crate) stateful: Vec<u32>,
 }
 
 impl<'a> Ctx<'a> {
@@ -479,7 +691,42 @@ impl<'a> Ctx<'a> {
             overlay: repeats.then(HashMap::new),
             repeated: false,
             seq,
+            sides: HashMap::new(),
+            stateful: Vec::new(),
         }
+    }
+
+    /// The side entry of row `rk` (see `side`).
+    pub(crate) fn side(&self, rk: &[u8]) -> Result<Option<Side>> {
+        if let Some(s) = self.sides.get(rk) {
+            return Ok(s.clone());
+        }
+        match self.store.get(Space::Meta, &side_key(rk))? {
+            Some(v) => Ok(Some(Side::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stages row `rk`'s side entry (`None`: remove it).
+    pub(crate) fn put_side(&mut self, rk: &[u8], side: Option<Side>) {
+        let k = side_key(rk);
+        match &side {
+            Some(sd) => {
+                if sd.state.is_some() {
+                    if let Some(id) = crate::local::keys::table_id_of_row(rk) {
+                        self.batch.put(
+                            Space::Meta,
+                            crate::local::side::stateful_key(id),
+                            Vec::new(),
+                        );
+                        self.stateful.push(id);
+                    }
+                }
+                self.batch.put(Space::Meta, k, sd.encode());
+            }
+            None => self.batch.delete(Space::Meta, k),
+        }
+        self.repeated |= self.sides.insert(rk.to_vec(), side).is_some();
     }
 
     pub(crate) fn current(&self, rk: &[u8]) -> Result<Option<OldRow>> {
@@ -516,6 +763,7 @@ impl<'a> Ctx<'a> {
         op: &WriteOp,
         new_obj: Option<&Map<String, Value>>,
     ) -> Result<()> {
+        let op = op.inner();
         let seq_bytes = self.seq.to_be_bytes();
         let (header, body): (RowHeader, &[u8]) = match op {
             WriteOp::Put { json, created } => (
@@ -534,7 +782,9 @@ impl<'a> Ctx<'a> {
                 },
                 &seq_bytes,
             ),
-            WriteOp::Delta { .. } => return Err(crate::local::delta::unresolved()),
+            WriteOp::Delta { .. } | WriteOp::Meta { .. } => {
+                return Err(crate::local::delta::unresolved())
+            }
         };
         if let Some(o) = old.as_ref().filter(|o| o.header.tombstone) {
             self.batch.delete(
@@ -560,7 +810,7 @@ impl<'a> Ctx<'a> {
                     Ok(Value::Object(m)) => index_entries(def, key, &m),
                     _ => return Err(Error::NotAnObject("a non-object".into())),
                 },
-                (WriteOp::Delete | WriteOp::Delta { .. }, _) => BTreeSet::new(),
+                _ => BTreeSet::new(),
             };
             if old_entries.is_empty() {
                 // A new record (the common case when catching up): nothing
@@ -592,7 +842,7 @@ impl<'a> Ctx<'a> {
         if let Some(overlay) = &mut self.overlay {
             let json = match op {
                 WriteOp::Put { json, .. } => Arc::from(json.as_str()),
-                WriteOp::Delete | WriteOp::Delta { .. } => Arc::from(""),
+                _ => Arc::from(""),
             };
             self.repeated |= overlay.insert(rk, OldRow { header, json }).is_some();
         }
@@ -696,14 +946,14 @@ pub(crate) fn queue_events(db: &Database, entry: LogEntry, local: bool) {
         if !listeners.wants(&wr.table) {
             continue;
         }
-        let record = match wr.op {
+        let record = match wr.op.inner() {
             WriteOp::Put { json, created } => Some(Record::from_parts(
                 wr.key.clone(),
                 entry.stamp,
-                created,
-                Arc::from(json),
+                *created,
+                Arc::from(json.as_str()),
             )),
-            WriteOp::Delete | WriteOp::Delta { .. } => None,
+            _ => None,
         };
         let change = Change {
             key: wr.key,

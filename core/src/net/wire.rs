@@ -27,7 +27,10 @@ use crate::local::log::LogWrite;
 /// Version spoken by this build. Both sides must speak the same one.
 /// Version 2 added `Hello::relays_accepted` (origin rules) and `Refusals`
 /// (an acknowledgement never stands for a refused write).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: writes may carry conflict metadata (`WriteOp::Meta`: the version a
+/// write replaced, merge patches, counter totals, resolutions), which a
+/// version-3 node cannot decode, so the two refuse each other at hello.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Default largest frame payload accepted or sent (16 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -192,6 +195,10 @@ pub struct SyncRow {
     pub created: u64,
     /// Record JSON text; `None` = tombstone.
     pub json: Option<String>,
+    /// The record's merge state (JSON), where it has one (see
+    /// `local::merge`): per-attribute overrides and counter contributions
+    /// that the merged `json` alone would lose. Since version 4.
+    pub merge: Option<String>,
 }
 
 /// Why the publisher is sending a table's state instead of its log.
@@ -784,12 +791,14 @@ pub(crate) mod tests {
                         stamp: stamp(3),
                         created: 2,
                         json: Some(r#"{"id":1}"#.into()),
+                        merge: None,
                     },
                     SyncRow {
                         key: Key::Str("x".into()),
                         stamp: stamp(4),
                         created: 1,
                         json: None,
+                        merge: Some("{}".into()),
                     },
                 ],
                 done: true,

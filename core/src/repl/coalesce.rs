@@ -71,6 +71,11 @@ pub(crate) fn coalesce(
         let at = local_times.get(&t.seq).map_or(0, |lt| millis(*lt));
         drop[i] = !t.writes.is_empty()
             && t.writes.iter().all(|w| {
+                // A patch or count carries what a later write of the key
+                // may not (other attributes, a counter's total).
+                if !w.op.supersedable() {
+                    return false;
+                }
                 let (Some(window), Some(next)) = (
                     windows.get(&w.table),
                     later.get(&(w.table.as_str(), &w.key)),

@@ -89,8 +89,8 @@ impl Bases {
     pub(crate) fn observe_peer_writes(&mut self, entries: &[LogEntry], peer_node_id: u64) {
         for e in entries.iter().filter(|e| e.stamp.node == peer_node_id) {
             for w in &e.writes {
-                match &w.op {
-                    WriteOp::Put { json, created } => self.remember(
+                match w.op.inner() {
+                    WriteOp::Put { json, created } if w.op.supersedable() => self.remember(
                         &w.table,
                         &w.key,
                         Base {
@@ -112,8 +112,11 @@ impl Bases {
         let mut sent = 0;
         for t in txns {
             for w in &mut t.writes {
-                let (json, created) = match &mut w.op {
-                    WriteOp::Put { json, created } => (std::mem::take(json), *created),
+                // A patch or count is merged by what it carries, not by its
+                // after-image, so it goes whole.
+                let whole = w.op.supersedable();
+                let (json, created) = match w.op.inner_mut() {
+                    WriteOp::Put { json, created } if whole => (std::mem::take(json), *created),
                     _ => {
                         self.forget(&w.table, &w.key);
                         continue;
@@ -133,7 +136,7 @@ impl Bases {
                     }
                     _ => None,
                 };
-                w.op = match delta {
+                *w.op.inner_mut() = match delta {
                     Some(d) => {
                         sent += 1;
                         d
@@ -206,7 +209,7 @@ pub(crate) fn resolve(
                 created,
                 script,
                 lits,
-            } = &w.op
+            } = w.op.inner()
             {
                 let base = t.stamp.time.checked_sub(*base_back).map(|time| Stamp {
                     time,
@@ -224,7 +227,7 @@ pub(crate) fn resolve(
                         json: Some(text),
                     }) if Some(*stamp) == base => match rebuild(text, script, lits, max_bytes) {
                         Ok(json) => {
-                            w.op = WriteOp::Put {
+                            *w.op.inner_mut() = WriteOp::Put {
                                 json,
                                 created: created.unwrap_or(*base_created),
                             }
@@ -263,11 +266,11 @@ pub(crate) fn resolve(
                 None => true,
             };
             if newer {
-                let json = match &w.op {
+                let json = match w.op.inner() {
                     WriteOp::Put { json, .. } => Some(json.clone()),
                     _ => None,
                 };
-                let created = match &w.op {
+                let created = match w.op.inner() {
                     WriteOp::Put { created, .. } => *created,
                     _ => 0,
                 };

@@ -284,7 +284,7 @@ impl Receiver {
         let has_delta = batch.iter().any(|t| {
             t.writes
                 .iter()
-                .any(|w| matches!(w.op, WriteOp::Delta { .. }))
+                .any(|w| matches!(w.op.inner(), WriteOp::Delta { .. }))
         });
         if has_delta {
             if !self.deltas {
@@ -598,13 +598,16 @@ impl Receiver {
                         writes: vec![LogWrite {
                             table: table.clone(),
                             key: row.key,
-                            op: match row.json {
-                                Some(json) => WriteOp::Put {
-                                    json,
-                                    created: row.created,
+                            op: crate::local::settle::synced_op(
+                                match row.json {
+                                    Some(json) => WriteOp::Put {
+                                        json,
+                                        created: row.created,
+                                    },
+                                    None => WriteOp::Delete,
                                 },
-                                None => WriteOp::Delete,
-                            },
+                                row.merge,
+                            ),
                         }],
                     },
                 )

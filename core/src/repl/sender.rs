@@ -313,6 +313,7 @@ impl Sender {
                     stamp: s.stamp,
                     created: s.created,
                     json: s.json,
+                    merge: s.merge,
                 })
                 .collect();
             // Metered: each chunk is written (and counted) before the
@@ -756,9 +757,18 @@ const HELD_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 fn write_size(w: &LogWrite) -> usize {
     w.table.len()
         + element_cost::<LogWrite>()
-        + match &w.op {
+        + match w.op.inner() {
             WriteOp::Put { json, .. } => json.len(),
-            WriteOp::Delete => 0,
             WriteOp::Delta { script, lits, .. } => script.len() + lits.len(),
+            // A delete, and a patch's or count's own fields, are small next
+            // to the budget's per-element charge.
+            _ => 0,
+        }
+        + match &w.op {
+            WriteOp::Meta {
+                kind: crate::local::log::MetaKind::Patch { attrs },
+                ..
+            } => attrs.len(),
+            _ => 0,
         }
 }

@@ -218,7 +218,11 @@ async fn dial_once(r: &Arc<Replicator>, peer: &Arc<PeerState>, addr: &str) -> Re
 /// origin violation on `peer` and noted as its last error.
 fn check_node_id(r: &Replicator, db: &Database, peer: &PeerState, node_id: u64) -> Result<()> {
     match admit::node_id_taken(r, db, &peer.name(), node_id) {
-        None => Ok(()),
+        None => {
+            // So conflict-log entries name the peer's writes by its name.
+            db.learn_node_name(node_id, &peer.name());
+            Ok(())
+        }
         Some(reason) => {
             let mut c = peer.counters.lock();
             c.origin_violations += 1;

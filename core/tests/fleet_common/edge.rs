@@ -257,6 +257,7 @@ impl Edge {
                                 WriteOp::Put { json, .. } => Some(json),
                                 _ => None,
                             },
+                            merge: None,
                         })
                     })
                     .collect();

@@ -1,0 +1,535 @@
+//! Settling a write against the record it meets, for the paths that need
+//! more than last-writer-wins on the row: records with a merge state
+//! (`merge` patches, counters), conflict detection, and what `keep_local`
+//! and resolvers do after a remote write.
+//!
+//! **What is logged as a conflict** (on the node where it happens, each
+//! loser once): a remote whole write `W` meeting current version `c`
+//! (`W.base` = the version `W` replaced at its origin; `c.base` likewise):
+//! - `W > c` and `W.base != c`: `c` lost (a concurrent overwrite);
+//! - `W < c` and `c.base != W`: `W` lost (it arrived late and concurrent);
+//! - equal stamps are the same write; `W.base == c` (or `c.base == W`) is
+//!   a sequential update, never a conflict.
+//!
+//! The loser's side is `local` when it was written on this node, `remote`
+//! otherwise. A remote merge patch logs the attributes that lost (to the
+//! base or to a newer patch of the attribute); counts never conflict.
+//! Writes without a known base (from a node with the conflict log off, or
+//! from before it) are never reported.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::local::catalog::TableDef;
+use crate::local::codec::{Key, Stamp};
+use crate::local::conflict::{ConflictEntry, ConflictPolicy, ConflictSide};
+use crate::local::log::{MetaKind, WriteOp};
+use crate::local::merge::{contribute, MergeOp, MergeState};
+use crate::local::side::Side;
+use crate::local::write::OldRow;
+
+/// The merge state a record without one stands for: its row as the base.
+pub(crate) fn state_from_row(old: Option<&OldRow>) -> Result<MergeState> {
+    let mut s = MergeState::default();
+    if let Some(o) = old {
+        s.base_stamp = o.header.stamp;
+        if !o.header.tombstone {
+            s.base = Some(o.json.to_string());
+            s.created = o.header.created;
+        }
+    }
+    Ok(s)
+}
+
+/// What a local write does to a record with (or gaining) a merge state.
+pub(crate) struct LocalMerge {
+    pub(crate) ops: Vec<MergeOp>,
+    pub(crate) kind: MetaKind,
+    /// The after-image the log carries for a whole write (`None`: a
+    /// delete, or a patch or count, which log the visible record): the
+    /// record's text as written.
+    pub(crate) logged: Option<String>,
+}
+
+/// The merge operations of a local increment, checked: `NotACounter` and
+/// `CounterOverflow` refuse it before anything is staged.
+pub(crate) fn local_increment(
+    state: &MergeState,
+    def: &TableDef,
+    key: &Key,
+    attr: &str,
+    by: i64,
+    stamp: Stamp,
+) -> Result<LocalMerge> {
+    let visible = state.visible();
+    let init = visible.is_none();
+    let mut check = visible.unwrap_or_default();
+    // Refuses a non-integer attribute and a sum beyond i64.
+    crate::local::counter::add(&mut check, &def.name, key, attr, by)?;
+    let had = state
+        .counters
+        .get(attr)
+        .and_then(|o| o.get(&stamp.node))
+        .copied()
+        .unwrap_or_default();
+    let totals = contribute(had, by, stamp).ok_or_else(|| Error::CounterOverflow {
+        table: def.name.clone(),
+        key: key.to_string(),
+        attribute: attr.to_string(),
+        by,
+    })?;
+    let mut ops = Vec::with_capacity(2);
+    if init {
+        ops.push(init_op(def, key, stamp));
+    }
+    ops.push(MergeOp::Count {
+        attr: attr.to_string(),
+        origin: stamp.node,
+        totals,
+    });
+    Ok(LocalMerge {
+        ops,
+        kind: MetaKind::Count {
+            attr: attr.to_string(),
+            added: totals.added,
+            taken: totals.taken,
+            init,
+        },
+        logged: None,
+    })
+}
+
+/// The record an increment creates where there was none: its key alone.
+fn init_op(def: &TableDef, key: &Key, stamp: Stamp) -> MergeOp {
+    let mut record = Map::new();
+    record.insert(def.primary_key.clone(), key.to_json());
+    MergeOp::Upsert {
+        stamp,
+        record: Value::Object(record).to_string(),
+        created: stamp.time,
+    }
+}
+
+/// The merge operations a remote write stands for on a record with a merge
+/// state. `policy`: this node's policy for the table.
+pub(crate) fn remote_ops(
+    def: &TableDef,
+    key: &Key,
+    stamp: Stamp,
+    op: &WriteOp,
+) -> Result<Vec<MergeOp>> {
+    let (inner, kind) = match op {
+        WriteOp::Meta { op, kind, .. } => (&**op, Some(kind)),
+        other => (other, None),
+    };
+    Ok(match (kind, inner) {
+        (
+            Some(MetaKind::Count {
+                attr,
+                added,
+                taken,
+                init,
+            }),
+            _,
+        ) => {
+            let mut ops = Vec::with_capacity(2);
+            if *init {
+                ops.push(init_op(def, key, stamp));
+            }
+            ops.push(MergeOp::Count {
+                attr: attr.clone(),
+                origin: stamp.node,
+                totals: crate::local::merge::Contribution {
+                    added: *added,
+                    taken: *taken,
+                    stamp,
+                },
+            });
+            ops
+        }
+        (Some(MetaKind::Synced { .. }), _) => Vec::new(),
+        (Some(MetaKind::Patch { attrs }), _) if def.conflict == ConflictPolicy::MergeAttributes => {
+            vec![MergeOp::Patch {
+                stamp,
+                attrs: crate::local::record::parse_object(attrs)?,
+            }]
+        }
+        (_, WriteOp::Put { json, created }) => vec![MergeOp::Upsert {
+            stamp,
+            // Checked as an object with its key by `check_remote_writes`.
+            record: json.clone(),
+            created: *created,
+        }],
+        (_, WriteOp::Delete) => vec![MergeOp::Delete { stamp }],
+        _ => return Err(crate::local::delta::unresolved()),
+    })
+}
+
+/// Whether a remote write goes through the merge state rather than the
+/// row's last-writer-wins: a count always, a patch under `merge`.
+pub(crate) fn needs_merge(def: &TableDef, op: &WriteOp) -> bool {
+    match op {
+        WriteOp::Meta {
+            kind: MetaKind::Count { .. } | MetaKind::Synced { .. },
+            ..
+        } => true,
+        WriteOp::Meta {
+            kind: MetaKind::Patch { .. },
+            ..
+        } => def.conflict == ConflictPolicy::MergeAttributes,
+        _ => false,
+    }
+}
+
+/// The base and whether `op` is a resolution, for a remote write (`None`
+/// base: unknown, the write came without metadata).
+pub(crate) fn meta_of(op: &WriteOp) -> (Option<Stamp>, bool) {
+    match op {
+        // A sync row's state has no single base: never reported.
+        WriteOp::Meta {
+            kind: MetaKind::Synced { .. },
+            ..
+        } => (None, false),
+        WriteOp::Meta { base, kind, .. } => (Some(*base), matches!(kind, MetaKind::Resolution)),
+        _ => (None, false),
+    }
+}
+
+/// The attributes of a remote merge patch that lost on this record (to its
+/// base, or to a newer patch of the attribute), with the stamp that beat
+/// them; empty when every attribute won or the patch was already here.
+pub(crate) fn lost_attributes(
+    state: &MergeState,
+    stamp: Stamp,
+    op: &WriteOp,
+) -> Option<(Map<String, Value>, Stamp)> {
+    let WriteOp::Meta {
+        kind: MetaKind::Patch { attrs },
+        ..
+    } = op
+    else {
+        return None;
+    };
+    let attrs = crate::local::record::parse_object(attrs).ok()?;
+    let mut lost = Map::new();
+    let mut winner = Stamp::default();
+    for (k, v) in attrs {
+        let beat = match state.overrides.get(&k) {
+            Some((_, s)) if *s == stamp => return None, // already applied
+            Some((_, s)) if *s > stamp => Some(*s),
+            _ if state.base_stamp > stamp => Some(state.base_stamp),
+            _ => None,
+        };
+        if let Some(b) = beat {
+            winner = winner.max(b);
+            lost.insert(k, v);
+        }
+    }
+    (!lost.is_empty()).then_some((lost, winner))
+}
+
+/// A conflict found while applying, before it has its id and time.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn entry(
+    def: &TableDef,
+    key: &Key,
+    rule: ConflictPolicy,
+    node_id: u64,
+    names: &dyn Fn(u64) -> String,
+    winner: Stamp,
+    loser: Stamp,
+    loser_values: Option<Value>,
+) -> ConflictEntry {
+    ConflictEntry {
+        id: String::new(),
+        table: def.name.clone(),
+        key: key.clone(),
+        rule,
+        lost: if loser.node == node_id {
+            ConflictSide::Local
+        } else {
+            ConflictSide::Remote
+        },
+        winner,
+        winner_origin: names(winner.node),
+        loser,
+        loser_origin: names(loser.node),
+        loser_values,
+        at_ms: 0,
+    }
+}
+
+/// The side entry a row keeps after a write with base `base` left `state`.
+pub(crate) fn side_after(base: Stamp, state: MergeState) -> Side {
+    Side {
+        base,
+        state: state.has_extras().then_some(state),
+    }
+}
+
+/// What applying remote writes found to do once their commit is done:
+/// the conflicts to log, and the resolutions to run (outside every lock).
+#[derive(Default)]
+pub(crate) struct Found {
+    pub(crate) entries: Vec<ConflictEntry>,
+    pub(crate) follow: Vec<FollowUp>,
+}
+
+/// A resolution to run after the commit.
+pub(crate) enum FollowUp {
+    /// `keep_local`: re-assert this node's version (`None`: its tombstone),
+    /// which a remote write would have replaced.
+    KeepLocal {
+        table: String,
+        key: Key,
+        local: Option<String>,
+        local_stamp: Stamp,
+    },
+    /// `resolver`: ask the table's resolver; `remote_won`: what
+    /// last-writer-wins left.
+    Ask {
+        case: crate::local::conflict::ConflictCase,
+        remote_won: bool,
+    },
+}
+
+fn json_value(text: Option<&str>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// Applies one remote write (the last of its transaction to its record)
+/// at `stamp`; returns whether it changed the record. Conflicts and
+/// follow-ups go to `found`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn remote_write(
+    db: &crate::local::db::Database,
+    ctx: &mut crate::local::write::Ctx<'_>,
+    def: &TableDef,
+    rk: Vec<u8>,
+    key: &Key,
+    op: &WriteOp,
+    stamp: Stamp,
+    obj: Option<&Map<String, Value>>,
+    found: &mut Found,
+) -> Result<bool> {
+    let shared = &db.shared;
+    let track = shared.opts.conflict_log_max_bytes > 0;
+    let policy = def.conflict;
+    let detect = track || matches!(policy, ConflictPolicy::KeepLocal | ConflictPolicy::Resolver);
+    let (wbase, resolution) = meta_of(op);
+    let merge = needs_merge(def, op);
+    let side = if detect || merge || shared.conflicts.is_stateful(def.id) {
+        ctx.side(&rk)?
+    } else {
+        None
+    };
+    let old = ctx.current(&rk)?;
+    let cur = old.as_ref().map(|o| o.header.stamp);
+    let old_json = old
+        .as_ref()
+        .filter(|o| !o.header.tombstone)
+        .map(|o| o.json.to_string());
+    let names = |id: u64| db.node_name_of(id);
+    let w_json = match op.inner() {
+        WriteOp::Put { json, .. } => Some(json.as_str()),
+        _ => None,
+    };
+    let state = side.as_ref().and_then(|s| s.state.clone());
+    if merge || state.is_some() {
+        let mut state = match state {
+            Some(s) => s,
+            None => state_from_row(old.as_ref())?,
+        };
+        if track {
+            if let Some((lost, winner)) = lost_attributes(&state, stamp, op) {
+                found.entries.push(entry(
+                    def,
+                    key,
+                    ConflictPolicy::MergeAttributes,
+                    shared.node_id,
+                    &names,
+                    winner,
+                    stamp,
+                    Some(Value::Object(lost)),
+                ));
+            }
+        }
+        let whole = !merge && op.supersedable();
+        if track && whole {
+            if let (Some(c), Some(wb)) = (cur, wbase) {
+                let c_base = side.as_ref().map(|s| s.base);
+                if stamp > c && wb != c {
+                    found.entries.push(entry(
+                        def,
+                        key,
+                        policy,
+                        shared.node_id,
+                        &names,
+                        stamp,
+                        c,
+                        json_value(old_json.as_deref()),
+                    ));
+                } else if stamp < c && c_base.is_some_and(|b| b != stamp) {
+                    found.entries.push(entry(
+                        def,
+                        key,
+                        policy,
+                        shared.node_id,
+                        &names,
+                        c,
+                        stamp,
+                        json_value(w_json),
+                    ));
+                }
+            }
+        }
+        let mut changed = false;
+        if let WriteOp::Meta {
+            kind: MetaKind::Synced { state: theirs },
+            ..
+        } = op
+        {
+            let theirs: MergeState = serde_json::from_str(theirs).map_err(|e| {
+                Error::Peer(format!(
+                    "table `{}` key {key}: a sync row's merge state does not decode: {e}",
+                    def.name
+                ))
+            })?;
+            let before = state.clone();
+            state.join(&theirs);
+            changed = state != before;
+        }
+        for m in remote_ops(def, key, stamp, op)? {
+            changed |= state.apply(&m);
+        }
+        if !changed {
+            return Ok(false);
+        }
+        let newest = state.newest();
+        let visible = state.visible();
+        let row_op = match &visible {
+            Some(m) => WriteOp::Put {
+                json: serde_json::to_string(m).map_err(|e| Error::InvalidJson(e.to_string()))?,
+                created: if state.created == 0 {
+                    newest.time
+                } else {
+                    state.created
+                },
+            },
+            None => WriteOp::Delete,
+        };
+        ctx.put_side(&rk, Some(side_after(wbase.unwrap_or_default(), state)));
+        if visible.is_some() || old.as_ref().is_some_and(|o| !o.header.tombstone) {
+            ctx.write(def, rk, key, old, newest, &row_op, visible.as_ref())?;
+        }
+        return Ok(true);
+    }
+    let resolver_rule = || {
+        if shared.conflicts.resolvers.read().contains_key(&def.name) {
+            ConflictPolicy::Resolver
+        } else {
+            // No resolver installed: last writer wins, and the entry says so.
+            ConflictPolicy::LastWriterWins
+        }
+    };
+    let rule = match policy {
+        ConflictPolicy::Resolver => resolver_rule(),
+        p => p,
+    };
+    let case = |remote_won: bool| FollowUp::Ask {
+        case: crate::local::conflict::ConflictCase {
+            table: def.name.clone(),
+            key: key.clone(),
+            local: json_value(old_json.as_deref()),
+            local_stamp: cur.unwrap_or_default(),
+            remote: json_value(w_json),
+            remote_stamp: stamp,
+        },
+        remote_won,
+    };
+    if let Some(c) = cur.filter(|c| *c >= stamp) {
+        let c_base = side.as_ref().map(|s| s.base);
+        if c > stamp && wbase.is_some() && c_base.is_some_and(|b| b != stamp) {
+            if track {
+                found.entries.push(entry(
+                    def,
+                    key,
+                    rule,
+                    shared.node_id,
+                    &names,
+                    c,
+                    stamp,
+                    json_value(w_json),
+                ));
+            }
+            if rule == ConflictPolicy::Resolver && !resolution {
+                found.follow.push(case(false));
+            }
+        }
+        return Ok(false);
+    }
+    let concurrent = matches!((cur, wbase), (Some(c), Some(wb)) if wb != c);
+    if concurrent {
+        let c = cur.unwrap_or_default();
+        if policy == ConflictPolicy::KeepLocal && c.node == shared.node_id && !resolution {
+            if track {
+                found.entries.push(entry(
+                    def,
+                    key,
+                    rule,
+                    shared.node_id,
+                    &names,
+                    c,
+                    stamp,
+                    json_value(w_json),
+                ));
+            }
+            found.follow.push(FollowUp::KeepLocal {
+                table: def.name.clone(),
+                key: key.clone(),
+                local: old_json,
+                local_stamp: c,
+            });
+            return Ok(false);
+        }
+        if track {
+            found.entries.push(entry(
+                def,
+                key,
+                rule,
+                shared.node_id,
+                &names,
+                stamp,
+                c,
+                json_value(old_json.as_deref()),
+            ));
+        }
+        if rule == ConflictPolicy::Resolver && !resolution {
+            found.follow.push(case(true));
+        }
+    }
+    if detect {
+        ctx.put_side(
+            &rk,
+            Some(Side {
+                base: wbase.unwrap_or_default(),
+                state: None,
+            }),
+        );
+    }
+    ctx.write(def, rk, key, old, stamp, op, obj)?;
+    Ok(true)
+}
+
+/// A sync row as the receiver applies it: with its merge state, a
+/// `Synced` write the merge joins; without, the plain write as ever.
+pub(crate) fn synced_op(op: WriteOp, merge: Option<String>) -> WriteOp {
+    match merge {
+        Some(state) => WriteOp::Meta {
+            op: Box::new(op),
+            base: Stamp::default(),
+            kind: MetaKind::Synced { state },
+        },
+        None => op,
+    }
+}
