@@ -77,6 +77,8 @@
  *   See tidelog_subscribe(). The library also runs background threads of
  *   its own (`tidelog-events`, storage maintenance, `tidelog-net` for
  *   replication); none ever calls into your code except callbacks.
+ * - Conflict resolvers (tidelog_set_conflict_resolver()) run on the
+ *   library thread applying a peer's changes, possibly several at once.
  * - Blocking calls: tidelog_wait_for_ack() and tidelog_next_event() block
  *   only the calling thread.
  *
@@ -84,8 +86,9 @@
  * 1. tidelog_subscription_free() every subscription (waits out a callback
  *    in progress; after it returns, its `user_data` may be released);
  * 2. tidelog_txn_free() transactions you no longer need;
- * 3. tidelog_close() the database (stops replication, delivers queued
- *    events, flushes, releases the data directory; check its status);
+ * 3. tidelog_close() the database (stops replication, waits out a
+ *    conflict resolver call in progress, delivers queued events, flushes,
+ *    releases the data directory; check its status);
  * 4. tidelog_db_free() the handle (closes it if you skipped step 3).
  * Other orders are safe too (no crash, no leak): calls on a closed
  * database return ::TIDELOG_CLOSED, and closing ends every subscription.
@@ -218,6 +221,30 @@ typedef enum {
 } tidelog_status;
 
 /**
+ * What a resolver answers (its return value, as an `int32_t`).
+ */
+typedef enum {
+    /**
+     * Keep the remote version (what last writer wins would do when the
+     * remote write is newer). Also what any invalid answer counts as.
+     */
+    TIDELOG_TAKE_REMOTE = 0,
+    /**
+     * Keep the local version.
+     */
+    TIDELOG_KEEP_LOCAL = 1,
+    /**
+     * Write the record the resolver put in `*out_record` (a JSON object
+     * with the primary key).
+     */
+    TIDELOG_WRITE = 2,
+    /**
+     * Delete the record.
+     */
+    TIDELOG_DELETE = 3,
+} tidelog_resolution;
+
+/**
  * An open database (opaque). Created by tidelog_open(), released by
  * tidelog_db_free().
  */
@@ -241,6 +268,31 @@ typedef struct tidelog_subscription tidelog_subscription;
  * released by tidelog_txn_free().
  */
 typedef struct tidelog_txn tidelog_txn;
+
+/**
+ * A conflict resolver, installed with tidelog_set_conflict_resolver().
+ *
+ * @param case_json  the conflict as NUL-terminated JSON text, valid only
+ *                   during the call (copy it to keep it):
+ *                   `{"table": "t", "key": k, "local": {...} or null,
+ *                   "local_stamp": {"time": <u64>, "node": <u64>},
+ *                   "remote": {...} or null, "remote_stamp": {...}}`
+ *                   (null: that side is a delete).
+ * @param user_data  the pointer given to tidelog_set_conflict_resolver().
+ * @param out_record points to a `tidelog_string *` that is NULL when the
+ *                   call starts. To answer ::TIDELOG_WRITE, store there a
+ *                   string made with tidelog_string_new() holding the
+ *                   record as a JSON object. Whatever is stored there
+ *                   belongs to tidelog from then on, whatever the answer:
+ *                   tidelog frees it; never free it yourself.
+ * @return a ::tidelog_resolution value. Any other value, ::TIDELOG_WRITE
+ *         without a record, or a record that is not a JSON object counts
+ *         as ::TIDELOG_TAKE_REMOTE and is reported to the log callback
+ *         (target "tidelog::resolver").
+ */
+typedef int32_t (*tidelog_resolver_fn)(const char *case_json,
+                                       void *user_data,
+                                       tidelog_string **out_record);
 
 /**
  * A change callback.
@@ -327,6 +379,120 @@ const char *tidelog_status_name(int32_t status);
 tidelog_status tidelog_selftest_panic(void);
 
 /**
+ * Adds `by` to the integer attribute `attr` of a record, in a transaction
+ * of its own, creating the record `{<primary key>: key, attr: by}` if it
+ * is absent. Increments made on different nodes add up when they meet
+ * (each node's contribution is kept apart), unlike two upserts of the sum.
+ *
+ * @param db       a database handle.
+ * @param table    table name.
+ * @param key_json the primary key as JSON: `42` or `"abc"`.
+ * @param attr     the attribute to add to (its value must be an integer
+ *                 if present).
+ * @param by       the amount, negative to subtract.
+ * @param out_seq  optional (may be NULL): receives the log sequence number.
+ * @return TIDELOG_OK, TIDELOG_NOT_FOUND (no such table),
+ *         TIDELOG_INVALID_INPUT (bad key or attribute, the attribute holds
+ *         a non-integer, overflow), TIDELOG_CLOSED, ...
+ */
+tidelog_status tidelog_increment(tidelog_db *db,
+                                 const char *table,
+                                 const char *key_json,
+                                 const char *attr,
+                                 int64_t by,
+                                 uint64_t *out_seq);
+
+/**
+ * Stages an increment (see tidelog_increment()) in a transaction.
+ *
+ * @param txn      a transaction handle.
+ * @param table    table name.
+ * @param key_json the primary key as JSON: `42` or `"abc"`.
+ * @param attr     the integer attribute to add to.
+ * @param by       the amount, negative to subtract.
+ */
+tidelog_status tidelog_txn_increment(tidelog_txn *txn,
+                                     const char *table,
+                                     const char *key_json,
+                                     const char *attr,
+                                     int64_t by);
+
+/**
+ * Reads the conflict log, oldest first: a JSON array of `{"id":
+ * "<node>:<n>", "table", "key", "rule": "lww"|"merge"|"keep_local"|
+ * "resolver", "lost": "local"|"remote", "winner": {"time", "node"},
+ * "winner_origin": "<node name>", "loser": {...}, "loser_origin",
+ * "loser_values": {...} or null, "at_ms": ms}`. `lost`: which write lost
+ * (a local one a remote write overwrote, or a remote one that lost);
+ * `loser_values`: the losing record (under "merge", only the losing
+ * attributes; null for a delete). The same entries are the records of the
+ * system table `_conflicts`, readable with tidelog_get() and
+ * tidelog_scan(). The log is bounded: see tidelog_conflicts_dropped().
+ *
+ * @param db       a database handle.
+ * @param out_json receives the JSON text; free it with tidelog_string_free().
+ */
+tidelog_status tidelog_conflicts(tidelog_db *db, tidelog_string **out_json);
+
+/**
+ * How many entries the conflict log dropped to stay within its size and
+ * age bounds.
+ *
+ * @param db        a database handle.
+ * @param out_count receives the count (0 on failure).
+ */
+tidelog_status tidelog_conflicts_dropped(tidelog_db *db, uint64_t *out_count);
+
+/**
+ * Installs `callback` as the conflict resolver of `table` (created with
+ * `"conflict": "resolver"`), replacing an earlier one. Without one, such a
+ * table falls back to last writer wins.
+ *
+ * Threading: the callback runs on a tidelog thread (the one applying a
+ * peer's transaction), never on one of yours, with no tidelog lock held.
+ * Conflicts arriving from several peers may be resolved at the same time
+ * on different threads, so it must be thread-safe. It may read the
+ * database; it should not write the record in question itself (answer
+ * ::TIDELOG_WRITE instead). It may block, but replication from that peer
+ * waits meanwhile. It must not unwind (C++ exception) or longjmp out.
+ *
+ * The answer other than the state last writer wins produced is committed
+ * as a new local write that replicates, so every node ends with it.
+ *
+ * @param db        a database handle.
+ * @param table     table name.
+ * @param callback  the resolver; not NULL.
+ * @param user_data passed back to `callback` untouched (may be NULL); it
+ *                  must stay valid until tidelog_clear_conflict_resolver()
+ *                  for this table returned, a later
+ *                  tidelog_set_conflict_resolver() for it returned, or
+ *                  tidelog_close() / tidelog_db_free() returned: each of
+ *                  them waits for a call in progress (except one made
+ *                  from inside this callback).
+ * @return TIDELOG_OK, TIDELOG_NOT_FOUND (no such table),
+ *         TIDELOG_INVALID_INPUT (the table's policy is not "resolver"),
+ *         TIDELOG_NULL_ARGUMENT, TIDELOG_CLOSED, ...
+ */
+tidelog_status tidelog_set_conflict_resolver(tidelog_db *db,
+                                             const char *table,
+                                             tidelog_resolver_fn callback,
+                                             void *user_data);
+
+/**
+ * Removes the conflict resolver of `table` (it falls back to last writer
+ * wins). When this returns, the callback is not running and will not be
+ * called again, so its `user_data` may be released (called from inside
+ * the callback, the current call is the last).
+ *
+ * @param db          a database handle.
+ * @param table       table name.
+ * @param out_was_set optional (may be NULL): receives whether one was set.
+ */
+tidelog_status tidelog_clear_conflict_resolver(tidelog_db *db,
+                                               const char *table,
+                                               bool *out_was_set);
+
+/**
  * Opens (creating if needed) the data directory `dir`.
  *
  * A directory is opened by one handle in one process at a time; a second
@@ -351,6 +517,9 @@ tidelog_status tidelog_selftest_panic(void);
  *   to 1 d);
  * - `"retention"`: `{"log_max_bytes", "log_max_age", "log_min_age",
  *   "tombstone_min_age", "tombstone_max_age"}` (see the README);
+ * - `"conflict_log_max_bytes"` (default 4 MiB; 0 turns the conflict log
+ *   off) and `"conflict_log_max_age"` (default 7 d) bound the conflict
+ *   log (tidelog_conflicts(); entries dropped: tidelog_conflicts_dropped());
  * - `"recover_prefix"`: `true` opens a directory whose engine journal was
  *   damaged by keeping its longest valid prefix (the count dropped goes to
  *   the log) instead of failing with TIDELOG_CORRUPT (default `false`).
@@ -423,8 +592,15 @@ tidelog_status tidelog_flush(tidelog_db *db);
  * @param table        table name: 1-128 of `[A-Za-z0-9_.-]`, not starting
  *                     with `__`.
  * @param options_json NULL for the defaults, or `{"primary_key": "id",
- *                     "indexes": ["attr", ...], "expiration": seconds}`
- *                     (each optional).
+ *                     "indexes": ["attr", ...], "expiration": seconds,
+ *                     "conflict": "lww"}` (each optional). `"conflict"`
+ *                     is the rule for concurrent writes from different
+ *                     nodes: `"lww"` (default: last writer wins),
+ *                     `"merge"` (per attribute: the newer write of each
+ *                     attribute wins), `"keep_local"` (the local version
+ *                     wins), `"resolver"` (the callback installed with
+ *                     tidelog_set_conflict_resolver() decides). Losing
+ *                     writes are recorded, see tidelog_conflicts().
  * @return TIDELOG_OK, TIDELOG_ALREADY_EXISTS, TIDELOG_INVALID_INPUT, ...
  */
 tidelog_status tidelog_create_table(tidelog_db *db, const char *table, const char *options_json);
@@ -455,7 +631,7 @@ tidelog_status tidelog_drop_table(tidelog_db *db, const char *table);
 
 /**
  * Lists the tables: a JSON array of `{"name", "primary_key", "indexes",
- * "expiration"}` objects, by name.
+ * "expiration", "conflict"}` objects, by name.
  *
  * @param db       a database handle.
  * @param out_json receives the JSON text; free it with tidelog_string_free().
@@ -463,7 +639,8 @@ tidelog_status tidelog_drop_table(tidelog_db *db, const char *table);
 tidelog_status tidelog_list_tables(tidelog_db *db, tidelog_string **out_json);
 
 /**
- * Describes one table: `{"name", "primary_key", "indexes", "expiration"}`.
+ * Describes one table: `{"name", "primary_key", "indexes", "expiration",
+ * "conflict"}`.
  *
  * @param db       a database handle.
  * @param table    table name.
@@ -1093,6 +1270,18 @@ size_t tidelog_string_len(const tidelog_string *s);
  * @param s a string from tidelog, or NULL.
  */
 void tidelog_string_free(tidelog_string *s);
+
+/**
+ * Makes a tidelog string holding a copy of `text`: the way to hand text
+ * to tidelog where a call says it takes a ::tidelog_string (a conflict
+ * resolver's record to write, see ::tidelog_resolver_fn). Free it with
+ * tidelog_string_free() unless you handed it over.
+ *
+ * @param text NUL-terminated UTF-8, copied (the caller keeps it).
+ * @param out  receives the new string (NULL on failure).
+ * @return TIDELOG_OK, TIDELOG_NULL_ARGUMENT, TIDELOG_INVALID_UTF8.
+ */
+tidelog_status tidelog_string_new(const char *text, tidelog_string **out);
 
 #ifdef __cplusplus
 }  // extern "C"

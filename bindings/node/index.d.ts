@@ -82,6 +82,10 @@ export interface OpenOptions {
   expiryInterval?: Duration;
   /** How long the transaction log and tombstones stay. */
   retention?: RetentionOptions;
+  /** Bytes the conflict log keeps, oldest dropped first (conflictsDropped counts them); default "4MiB", 0: no conflict log. */
+  conflictLogMaxBytes?: Size;
+  /** Conflict-log entries older than this are dropped; default "7d". */
+  conflictLogMaxAge?: Duration;
   /**
    * Open a directory whose engine journal was damaged by keeping its longest
    * valid prefix (the count dropped goes to the log) instead of throwing
@@ -117,6 +121,8 @@ export interface TableOptions {
   indexes?: string[];
   /** Records older than this many seconds are evicted locally (never replicated). */
   expiration?: number;
+  /** The rule for concurrent writes from different nodes; default "lww". */
+  conflict?: ConflictPolicy;
 }
 
 export interface TableInfo {
@@ -124,6 +130,54 @@ export interface TableInfo {
   primaryKey: string;
   indexes: string[];
   expiration: number | null;
+  conflict: ConflictPolicy;
+}
+
+/**
+ * A table's rule for concurrent writes: last writer wins, per-attribute
+ * merge, keep the local version, or ask the table's resolver
+ * (setConflictResolver).
+ */
+export type ConflictPolicy = 'lww' | 'merge' | 'keep_local' | 'resolver';
+
+/** One entry of the conflict log: a write that lost to a concurrent one (a `_conflicts` record). */
+export interface ConflictEntry {
+  /** "<node name>:<n>", unique across nodes; the `_conflicts` key. */
+  id: string;
+  table: string;
+  key: Key;
+  /** The rule that decided. */
+  rule: ConflictPolicy;
+  /** Which write lost: a local one a remote write overwrote, or a remote one. */
+  lost: 'local' | 'remote';
+  winner: Stamp;
+  winnerOrigin: string;
+  loser: Stamp;
+  loserOrigin: string;
+  /** The losing record (under "merge" only the losing attributes); null for a delete. */
+  loserValues: JsonObject | null;
+  /** When it was logged, ms since the epoch. */
+  atMs: number;
+}
+
+/** What a conflict resolver is asked: two concurrent versions of a record (null: that side deleted it). */
+export interface ConflictCase {
+  table: string;
+  key: Key;
+  local: JsonObject | null;
+  localStamp: Stamp;
+  remote: JsonObject | null;
+  remoteStamp: Stamp;
+}
+
+/** A resolver's answer: keep one version, delete the record, or the record to write. */
+export type Resolution = 'take_remote' | 'keep_local' | 'delete' | JsonObject;
+
+export type ConflictResolver = (conflict: ConflictCase) => Resolution;
+
+export interface ConflictResolverOptions {
+  /** How long the library thread waits for the event loop's answer; default 5000, 1 to 600000. */
+  timeoutMs?: number;
 }
 
 /** A range of primary keys (scan) or indexed values (find). */
@@ -427,6 +481,8 @@ export declare class Transaction {
   upsert(table: string, record: object): this;
   update(table: string, patch: object): this;
   delete(table: string, key: Key): this;
+  /** Stages an increment of the integer attribute `attr` (default by 1). */
+  increment(table: string, key: Key, attr: string, by?: number | bigint): this;
   /** Number of staged writes. */
   readonly length: number;
   /** True once committed or rolled back. */
@@ -465,6 +521,8 @@ export declare class Database {
   upsert(table: string, record: object): CommitInfo;
   update(table: string, patch: object): CommitInfo;
   delete(table: string, key: Key): boolean;
+  /** Adds `by` (default 1) to the integer attribute `attr`, creating the record if absent; increments from different nodes add up. */
+  increment(table: string, key: Key, attr: string, by?: number | bigint): CommitInfo;
   transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<TransactionResult<T>>;
   transaction<T>(fn: (tx: Transaction) => T): TransactionResult<T>;
   transactionAsync<T>(fn: (tx: Transaction) => T): Promise<TransactionResult<T>>;
@@ -484,6 +542,14 @@ export declare class Database {
   readLog(fromSeq?: number, limit?: number): LogEntry[];
   readLogSince(sinceMs: number, limit?: number): LogEntry[];
 
+  /** The conflict log, oldest first (also the system table `_conflicts`). */
+  conflicts(): ConflictEntry[];
+  /** Entries the conflict log dropped to stay within its bounds. */
+  conflictsDropped(): number;
+  /** Makes `resolver` decide the conflicts of `table` (created with conflict "resolver"). */
+  setConflictResolver(table: string, resolver: ConflictResolver, options?: ConflictResolverOptions): void;
+  /** Removes the resolver of `table`; returns whether one was set. */
+  clearConflictResolver(table: string): boolean;
   onChange(table: string, listener: ChangeListener): number;
   removeListener(id: number): boolean;
 

@@ -290,7 +290,50 @@ function tableInfo(t) {
     primaryKey: t.primaryKey,
     indexes: t.indexes,
     expiration: orNull(t.expiration),
+    conflict: t.conflict,
   };
+}
+
+/** An increment amount: a safe integer, or a bigint in i64 range. */
+function checkBy(by) {
+  if (typeof by === 'number' && Number.isSafeInteger(by)) return by;
+  if (typeof by === 'bigint' && by >= I64_MIN && by <= I64_MAX) return by;
+  throw invalid(`invalid increment: \`by\` must be a safe integer or a bigint in 64-bit range, got ${describe(by)}`);
+}
+
+const ANSWERS = ['take_remote', 'keep_local', 'delete'];
+const ANSWER_TEXT = "'take_remote', 'keep_local', 'delete', or an object (the record to write)";
+
+/**
+ * Runs the caller's resolver on the event loop and turns whatever it does
+ * into one answer the native side takes: `{ answer }`, `{ write: json }`,
+ * or `{ error }` (a throw or an answer that is none of the above; the
+ * native side logs it and takes the remote version).
+ */
+function answerOf(resolver, c) {
+  let r;
+  try {
+    r = resolver(c);
+  } catch (e) {
+    return { error: `it threw: ${e && e.stack ? e.stack : String(e)}` };
+  }
+  if (typeof r === 'string') {
+    return ANSWERS.includes(r) ? { answer: r } : { error: `it returned ${JSON.stringify(r)}; expected ${ANSWER_TEXT}` };
+  }
+  if (r !== null && typeof r === 'object' && !Array.isArray(r)) {
+    if (typeof r.then === 'function') {
+      // Not awaited: the library thread waits for a synchronous answer.
+      Promise.resolve(r).catch(() => {});
+      return { error: 'it returned a promise; a resolver answers synchronously' };
+    }
+    try {
+      return { write: recordJson(r) };
+    } catch (e) {
+      return { error: `the record it returned cannot be written: ${e.message}` };
+    }
+  }
+  const what = r === undefined ? 'undefined (no answer)' : describe(r);
+  return { error: `it returned ${what}; expected ${ANSWER_TEXT}` };
 }
 
 /**
@@ -364,6 +407,16 @@ class Transaction {
   delete(table, key) {
     try {
       this.#n.delete(table, checkKey(key));
+    } catch (e) {
+      throw toError(e);
+    }
+    return this;
+  }
+
+  /** Stages an increment of the integer attribute `attr` (see Database#increment). */
+  increment(table, key, attr, by = 1) {
+    try {
+      this.#n.increment(table, checkKey(key), attr, checkBy(by));
     } catch (e) {
       throw toError(e);
     }
@@ -601,6 +654,19 @@ class Database {
   }
 
   /**
+   * Adds `by` (default 1) to the integer attribute `attr` of the record
+   * with `key`, creating `{ [primaryKey]: key, [attr]: by }` if there is
+   * none. Increments made on different nodes add up when they meet.
+   */
+  increment(table, key, attr, by = 1) {
+    try {
+      return this.#n.increment(table, checkKey(key), attr, checkBy(by));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /**
    * Runs `fn(tx)` and commits its writes atomically when it returns (or,
    * if it returns a promise, when that resolves); throws or rejects →
    * nothing is written. Returns the commit info with `result`, fn's value.
@@ -830,6 +896,60 @@ class Database {
   readLogSince(sinceMs, limit = 1000) {
     try {
       return this.#n.readLogSince(optNumber(sinceMs, 'sinceMs'), optNumber(limit, 'limit'));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  // ---- listeners
+
+  // ---- conflicts
+
+  /**
+   * The conflict log, oldest first: one entry per write that lost to a
+   * concurrent one. The same entries are the records of the system table
+   * `_conflicts`.
+   */
+  conflicts() {
+    try {
+      return this.#n.conflicts();
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Entries the conflict log dropped to stay within its size and age bounds. */
+  conflictsDropped() {
+    return this.#n.conflictsDropped();
+  }
+
+  /**
+   * Makes `resolver(conflictCase)` decide the conflicts of `table` (created
+   * with `conflict: 'resolver'`), replacing an earlier one. It runs on the
+   * event loop and answers synchronously: 'take_remote', 'keep_local',
+   * 'delete', or an object (the record to write). The library thread that
+   * asks waits at most `options.timeoutMs` (default 5000) for the event
+   * loop; a timeout, a throw or any other answer takes the remote version
+   * and is logged (target "tidelog::resolver", see setLogCallback). A
+   * resolver never keeps the process alive.
+   */
+  setConflictResolver(table, resolver, options) {
+    checkFunction(resolver, 'the conflict resolver');
+    const o = checkOptions(options, 'resolver options');
+    if (o.timeoutMs !== undefined && (typeof o.timeoutMs !== 'number' || !Number.isFinite(o.timeoutMs))) {
+      throw invalid(`invalid resolver options: timeoutMs must be a number of milliseconds, got ${describe(o.timeoutMs)}`);
+    }
+    try {
+      this.#n.setConflictResolver(table, (c) => answerOf(resolver, c), o.timeoutMs);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Removes the resolver of `table`; returns whether one was set. */
+  clearConflictResolver(table) {
+    try {
+      return this.#n.clearConflictResolver(table);
     } catch (e) {
       throw toError(e);
     }

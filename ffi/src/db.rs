@@ -40,6 +40,9 @@ use crate::tidelog_status;
 ///   to 1 d);
 /// - `"retention"`: `{"log_max_bytes", "log_max_age", "log_min_age",
 ///   "tombstone_min_age", "tombstone_max_age"}` (see the README);
+/// - `"conflict_log_max_bytes"` (default 4 MiB; 0 turns the conflict log
+///   off) and `"conflict_log_max_age"` (default 7 d) bound the conflict
+///   log (tidelog_conflicts(); entries dropped: tidelog_conflicts_dropped());
 /// - `"recover_prefix"`: `true` opens a directory whose engine journal was
 ///   damaged by keeping its longest valid prefix (the count dropped goes to
 ///   the log) instead of failing with TIDELOG_CORRUPT (default `false`).
@@ -86,7 +89,13 @@ pub unsafe extern "C" fn tidelog_open(
 ///         database is closed anyway).
 #[no_mangle]
 pub extern "C" fn tidelog_close(db: *mut tidelog_db) -> tidelog_status {
-    guard(|| Ok(handles::db(db)?.close()?))
+    guard(|| {
+        let d = handles::db(db)?;
+        // Before the core lets go of them: a resolver's `user_data` may be
+        // freed once this returns, so no call of it may still be running.
+        crate::conflicts::stop_all(db as usize);
+        Ok(d.close()?)
+    })
 }
 
 /// Closes the database if still open and releases the handle. NULL, and a
@@ -100,6 +109,7 @@ pub extern "C" fn tidelog_close(db: *mut tidelog_db) -> tidelog_status {
 pub extern "C" fn tidelog_db_free(db: *mut tidelog_db) {
     guard_void(|| {
         if let Some(Object::Db(d)) = handles::take(db as usize, |o| matches!(o, Object::Db(_))) {
+            crate::conflicts::stop_all(db as usize);
             let _ = d.close();
         }
     })
@@ -149,12 +159,12 @@ pub extern "C" fn tidelog_flush(db: *mut tidelog_db) -> tidelog_status {
 
 // ---- tables ------------------------------------------------------------------
 
+/// Through core's options schema, so a refusal names the option (e.g.
+/// `conflict`) as in every other binding.
 fn table_options(v: Option<Value>) -> FfiResult<TableOptions> {
     match v {
         None => Ok(TableOptions::default()),
-        Some(v) => {
-            serde_json::from_value(v).map_err(|e| Fail::invalid(format!("table options: {e}")))
-        }
+        Some(v) => Ok(tidelog_core::options::table_options(v)?),
     }
 }
 
@@ -164,8 +174,15 @@ fn table_options(v: Option<Value>) -> FfiResult<TableOptions> {
 /// @param table        table name: 1-128 of `[A-Za-z0-9_.-]`, not starting
 ///                     with `__`.
 /// @param options_json NULL for the defaults, or `{"primary_key": "id",
-///                     "indexes": ["attr", ...], "expiration": seconds}`
-///                     (each optional).
+///                     "indexes": ["attr", ...], "expiration": seconds,
+///                     "conflict": "lww"}` (each optional). `"conflict"`
+///                     is the rule for concurrent writes from different
+///                     nodes: `"lww"` (default: last writer wins),
+///                     `"merge"` (per attribute: the newer write of each
+///                     attribute wins), `"keep_local"` (the local version
+///                     wins), `"resolver"` (the callback installed with
+///                     tidelog_set_conflict_resolver() decides). Losing
+///                     writes are recorded, see tidelog_conflicts().
 /// @return TIDELOG_OK, TIDELOG_ALREADY_EXISTS, TIDELOG_INVALID_INPUT, ...
 #[no_mangle]
 pub unsafe extern "C" fn tidelog_create_table(
@@ -231,7 +248,7 @@ pub unsafe extern "C" fn tidelog_drop_table(
 }
 
 /// Lists the tables: a JSON array of `{"name", "primary_key", "indexes",
-/// "expiration"}` objects, by name.
+/// "expiration", "conflict"}` objects, by name.
 ///
 /// @param db       a database handle.
 /// @param out_json receives the JSON text; free it with tidelog_string_free().
@@ -249,7 +266,8 @@ pub unsafe extern "C" fn tidelog_list_tables(
     })
 }
 
-/// Describes one table: `{"name", "primary_key", "indexes", "expiration"}`.
+/// Describes one table: `{"name", "primary_key", "indexes", "expiration",
+/// "conflict"}`.
 ///
 /// @param db       a database handle.
 /// @param table    table name.

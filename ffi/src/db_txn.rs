@@ -44,7 +44,7 @@ pub unsafe extern "C" fn tidelog_txn_begin(
     })
 }
 
-fn with_open_txn<T>(
+pub(crate) fn with_open_txn<T>(
     txn: *mut tidelog_txn,
     f: impl FnOnce(&mut Transaction) -> FfiResult<T>,
 ) -> FfiResult<T> {

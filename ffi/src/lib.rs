@@ -22,6 +22,7 @@
 // function shares is stated once, at the top of the header.
 #![allow(clippy::missing_safety_doc)]
 
+mod conflicts;
 mod db;
 mod db_txn;
 mod events;
@@ -34,6 +35,7 @@ mod strings;
 
 use std::ffi::c_char;
 
+pub use conflicts::*;
 pub use db::*;
 pub use db_txn::*;
 pub use events::*;

@@ -4,8 +4,8 @@
 
 use std::ffi::c_char;
 
-use crate::guard::{guard_void, Fail, FfiResult};
-use crate::tidelog_status::*;
+use crate::guard::{guard, guard_void, str_arg, Fail, FfiResult, Out};
+use crate::tidelog_status::{self, *};
 
 const STRING_LIVE: u64 = 0x7469_6465_6c6f_6753; // "tidelogS"
 const STRING_DEAD: u64 = 0xdead_dead_dead_dead;
@@ -95,5 +95,48 @@ pub unsafe extern "C" fn tidelog_string_free(s: *mut tidelog_string) {
             std::ptr::addr_of_mut!((*s).magic).write_volatile(STRING_DEAD);
             drop(Box::from_raw(s));
         }
+    })
+}
+
+/// Takes back a string C handed to tidelog (a resolver's answer): its text,
+/// with the string freed. `None` for NULL or a pointer that is not a live
+/// tidelog string.
+///
+/// # Safety
+/// `s` is NULL or a pointer that came from tidelog and nobody else frees.
+pub(crate) unsafe fn take_string(s: *mut tidelog_string) -> Option<String> {
+    // SAFETY: forwarded contract.
+    unsafe { live_string(s) }?;
+    // SAFETY: `s` is a live string, so it came from Box::into_raw in
+    // `new_string` and, by the contract, only we own it now.
+    let mut b = unsafe { Box::from_raw(s) };
+    b.magic = STRING_DEAD;
+    let mut text = std::mem::take(&mut b.text);
+    text.pop();
+    // Made from a &str by tidelog_string_new() or from a String by
+    // `new_string`, so it is UTF-8; checked anyway rather than trusted.
+    String::from_utf8(text).ok()
+}
+
+/// Makes a tidelog string holding a copy of `text`: the way to hand text
+/// to tidelog where a call says it takes a ::tidelog_string (a conflict
+/// resolver's record to write, see ::tidelog_resolver_fn). Free it with
+/// tidelog_string_free() unless you handed it over.
+///
+/// @param text NUL-terminated UTF-8, copied (the caller keeps it).
+/// @param out  receives the new string (NULL on failure).
+/// @return TIDELOG_OK, TIDELOG_NULL_ARGUMENT, TIDELOG_INVALID_UTF8.
+#[no_mangle]
+pub unsafe extern "C" fn tidelog_string_new(
+    text: *const c_char,
+    out: *mut *mut tidelog_string,
+) -> tidelog_status {
+    guard(|| {
+        // SAFETY: pointer arguments follow the header contract.
+        let out = unsafe { Out::new(out, "out", std::ptr::null_mut()) }?;
+        // SAFETY: as above.
+        let text = unsafe { str_arg(text, "text") }?;
+        out.set(new_string(text.to_string())?);
+        Ok(())
     })
 }

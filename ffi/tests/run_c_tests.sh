@@ -8,6 +8,8 @@
 #   test_threads  4 threads on one handle while a listener runs
 #   repl_node     cloud and edge as two processes over mutual TLS
 #   test_log      the log callback sees a hub refuse a node it does not know
+#   test_conflicts  the conflict option, counters, the conflict log and a C
+#                 resolver, two nodes in one process over mutual TLS
 # No sanitizer suppressions. Needs gcc, pkg-config and openssl (certs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -88,7 +90,7 @@ for variant in shared static; do
     echo "== C tests against libtidelog ($variant)"
     bin="$out/bin/$variant"
     mkdir -p "$bin"
-    for prog in test_api test_bad_values test_options test_threads repl_node test_log; do
+    for prog in test_api test_bad_values test_options test_threads repl_node test_log test_conflicts; do
         # shellcheck disable=SC2046
         gcc "${cflags[@]}" $(pkg-config --cflags tidelog) "$src/$prog.c" -o "$bin/$prog" \
             $(link_flags "$variant")
@@ -117,6 +119,10 @@ for variant in shared static; do
     echo "-- test_log: a refused link reaches the log callback"
     "$src/make_certs.sh" "$scratch/log_certs" hub stranger
     "$bin/test_log" "$scratch" "$scratch/log_certs"
+
+    echo "-- test_conflicts: two nodes write the same keys while their link is down"
+    "$src/make_certs.sh" "$scratch/conflict_certs" a b
+    "$bin/test_conflicts" "$scratch" "$scratch/conflict_certs"
 
     echo "-- repl_node: cloud and edge processes over mutual TLS"
     repl="$scratch/repl"

@@ -25,6 +25,10 @@ import {
   UnsupportedError,
   type ChangeEvent,
   type CommitInfo,
+  type ConflictCase,
+  type ConflictEntry,
+  type ConflictPolicy,
+  type Resolution,
   type DevCerts,
   type LogEntry,
   type PeerStatus,
@@ -140,6 +144,28 @@ async function main(): Promise<void> {
     void e.loggedMs;
   }
   void recent;
+
+  // Concurrent writes: a counter, a resolver, the conflict log.
+  const policy: ConflictPolicy = edge.createTable('counts', { conflict: 'merge' }).conflict;
+  edge.createTable('settled', { conflict: 'resolver', primaryKey: 'name' });
+  const bumped: CommitInfo = edge.increment('counts', 'visits', 'n', 2);
+  edge.transaction((t) => void t.increment('counts', 'visits', 'n').increment('counts', 'visits', 'n', 3n));
+  edge.setConflictResolver(
+    'settled',
+    (c: ConflictCase): Resolution => {
+      const newer = c.remoteStamp.time > c.localStamp.time ? c.remote : c.local;
+      return newer === null ? 'delete' : { ...newer, settled: true };
+    },
+    { timeoutMs: 2000 },
+  );
+  const cleared: boolean = edge.clearConflictResolver('settled');
+  const entries: ConflictEntry[] = edge.conflicts();
+  for (const e of entries) {
+    const lost: 'local' | 'remote' = e.lost;
+    void [lost, e.winner.time, e.loserValues, e.atMs, e.rule];
+  }
+  const dropped: number = edge.conflictsDropped();
+  void [policy, bumped, cleared, dropped];
 
   const events: ChangeEvent[] = [];
   const id: number = edge.onChange('thresholds', (ev: ChangeEvent) => {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use napi::bindgen_prelude::{BigInt, Either3};
+use napi::bindgen_prelude::{BigInt, Either, Either3};
 use napi::Status;
 use serde_json::Value;
 use tidelog::{ErrorKind, Key};
@@ -68,6 +68,21 @@ pub(crate) fn key_of(k: JsKey) -> napi::Result<Key> {
             (i, true) => Ok(Key::Int(i)),
             _ => Err(invalid(
                 "invalid key: a bigint key must fit in a signed 64-bit integer",
+            )),
+        },
+    }
+}
+
+/// An increment amount: index.js passes a safe integer or an i64 bigint.
+pub(crate) type JsBy = Either<i64, BigInt>;
+
+pub(crate) fn by_of(by: JsBy) -> napi::Result<i64> {
+    match by {
+        Either::A(i) => Ok(i),
+        Either::B(b) => match b.get_i64() {
+            (i, true) => Ok(i),
+            _ => Err(invalid(
+                "invalid increment: a bigint amount must fit in a signed 64-bit integer",
             )),
         },
     }

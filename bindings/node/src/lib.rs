@@ -23,6 +23,7 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod conflicts;
 mod convert;
 mod fast;
 mod layout;
@@ -45,6 +46,7 @@ use serde_json::Value;
 use tidelog::view::records_json;
 use tidelog::{Database, EngineKind, Key, ListenerId, ScanOptions};
 
+use conflicts::*;
 use convert::*;
 use listeners::*;
 // Registered with napi by its attribute; re-exported so the test build,
@@ -61,6 +63,7 @@ use views::*;
 pub struct NativeDb {
     pub(crate) db: Database,
     listeners: Slots,
+    resolvers: Resolvers,
 }
 
 #[napi]
@@ -74,6 +77,7 @@ impl NativeDb {
         Ok(NativeDb {
             db,
             listeners: Arc::new(Mutex::new(HashMap::new())),
+            resolvers: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -93,6 +97,12 @@ impl NativeDb {
     /// nothing of this database keeps the process alive.
     #[napi]
     pub fn close(&self, env: Env) -> napi::Result<()> {
+        // First: a library thread waiting for a resolver's answer stops
+        // waiting, so closing (on this thread, which that answer would need)
+        // does not wait out its timeout.
+        for (_, r) in lock(&self.resolvers).drain() {
+            r.close();
+        }
         let result = self.db.close();
         let slots: Vec<Arc<ListenerSlot>> = lock(&self.listeners).drain().map(|(_, s)| s).collect();
         for s in slots {
@@ -222,6 +232,23 @@ impl NativeDb {
     }
 
     #[napi]
+    pub fn increment(
+        &self,
+        env: Env,
+        table: String,
+        key: JsKey,
+        attr: String,
+        by: JsBy,
+    ) -> napi::Result<CommitObj> {
+        let c = self
+            .db
+            .increment(&table, key_of(key)?, &attr, by_of(by)?)
+            .js()?;
+        self.owe_events(&env, [table.as_str()]);
+        Ok(commit_obj(c))
+    }
+
+    #[napi]
     pub fn transaction(&self) -> NativeTx {
         NativeTx::new(self.db.transaction(), self.listeners.clone())
     }
@@ -310,6 +337,49 @@ impl NativeDb {
             &self.db.read_log_since(since, limit).js()?,
             self.db.node_id(),
         ))
+    }
+
+    // ---- conflicts
+
+    #[napi]
+    pub fn conflicts(&self) -> napi::Result<Vec<ConflictEntryObj>> {
+        Ok(entry_objs(&self.db.conflicts().js()?))
+    }
+
+    #[napi]
+    pub fn conflicts_dropped(&self) -> f64 {
+        self.db.conflicts_dropped() as f64
+    }
+
+    /// `callback` is index.js's wrapper around the caller's resolver.
+    #[napi]
+    pub fn set_conflict_resolver(
+        &self,
+        table: String,
+        callback: Function<ConflictCaseObj, AnswerObj>,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<()> {
+        if self.db.is_closed() {
+            return Err(err(tidelog::Error::Closed));
+        }
+        let slot = ResolverSlot::new(&table, callback, timeout_of(timeout_ms)?)?;
+        if let Err(e) = self.db.set_conflict_resolver(&table, slot.resolver()) {
+            slot.close();
+            return Err(err(e));
+        }
+        if let Some(old) = lock(&self.resolvers).insert(table, slot) {
+            old.close();
+        }
+        Ok(())
+    }
+
+    #[napi]
+    pub fn clear_conflict_resolver(&self, table: String) -> bool {
+        let was = self.db.clear_conflict_resolver(&table);
+        if let Some(slot) = lock(&self.resolvers).remove(&table) {
+            slot.close();
+        }
+        was
     }
 
     // ---- listeners

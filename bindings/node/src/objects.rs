@@ -16,6 +16,8 @@ pub struct TableOpts {
     pub primary_key: Option<String>,
     pub indexes: Option<Vec<String>>,
     pub expiration: Option<f64>,
+    /// "lww" (default), "merge", "keep_local" or "resolver".
+    pub conflict: Option<String>,
 }
 
 #[napi(object, object_from_js = false)]
@@ -24,11 +26,13 @@ pub struct TableInfoObj {
     pub primary_key: String,
     pub indexes: Vec<String>,
     pub expiration: Option<f64>,
+    pub conflict: String,
 }
 
 impl From<TableInfo> for TableInfoObj {
     fn from(t: TableInfo) -> Self {
         TableInfoObj {
+            conflict: t.conflict.name().to_string(),
             name: t.name,
             primary_key: t.primary_key,
             indexes: t.indexes,
@@ -77,6 +81,9 @@ pub(crate) fn table_options(o: Option<TableOpts>) -> napi::Result<TableOptions> 
         }
         if let Some(e) = o.expiration {
             t.expiration = Some(uint("expiration", e)?);
+        }
+        if let Some(c) = o.conflict {
+            t.conflict = crate::conflicts::policy(&c)?;
         }
     }
     Ok(t)

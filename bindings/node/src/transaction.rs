@@ -8,7 +8,7 @@ use napi::{Env, Status, Task};
 use napi_derive::napi;
 use tidelog::{CommitInfo, Database, Transaction};
 
-use crate::convert::{err, invalid, key_of, record_value, JsKey, OrJs};
+use crate::convert::{by_of, err, invalid, key_of, record_value, JsBy, JsKey, OrJs};
 use crate::listeners::{owe_events, Slots};
 use crate::views::{commit_obj, CommitObj};
 
@@ -73,6 +73,21 @@ impl NativeTx {
     pub fn delete(&mut self, table: String, key: JsKey) -> napi::Result<()> {
         let k = key_of(key)?;
         self.open(&table)?.delete(&table, k).js().map(|_| ())
+    }
+
+    #[napi]
+    pub fn increment(
+        &mut self,
+        table: String,
+        key: JsKey,
+        attr: String,
+        by: JsBy,
+    ) -> napi::Result<()> {
+        let k = key_of(key)?;
+        self.open(&table)?
+            .increment(&table, k, &attr, by_of(by)?)
+            .js()
+            .map(|_| ())
     }
 
     #[napi(getter)]

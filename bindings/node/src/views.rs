@@ -65,9 +65,9 @@ impl ToNapiValue for RecordJs {
     }
 }
 
-type KeyJs = Either<i64, String>;
+pub(crate) type KeyJs = Either<i64, String>;
 
-fn key_js(k: &Key) -> KeyJs {
+pub(crate) fn key_js(k: &Key) -> KeyJs {
     match k {
         Key::Int(i) => Either::A(*i),
         Key::Str(s) => Either::B(s.clone()),
@@ -80,7 +80,7 @@ pub struct StampObj {
     pub node: BigInt,
 }
 
-fn stamp_obj(s: &Stamp) -> StampObj {
+pub(crate) fn stamp_obj(s: &Stamp) -> StampObj {
     StampObj {
         time: BigInt::from(s.time),
         node: BigInt::from(s.node),

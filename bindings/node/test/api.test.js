@@ -109,12 +109,14 @@ describe('tables, writes and reads', () => {
       primaryKey: 'id',
       indexes: ['sensor', 'tags'],
       expiration: 3600,
+      conflict: 'lww',
     });
     assert.deepEqual(db.createTable('thresholds', { primaryKey: 'sensor' }), {
       name: 'thresholds',
       primaryKey: 'sensor',
       indexes: [],
       expiration: null,
+      conflict: 'lww',
     });
     assert.equal(db.ensureTable('thresholds'), false);
     assert.equal(db.ensureTable('gone'), true);

@@ -82,6 +82,23 @@ def main() -> None:
         except tidelog.DuplicateKeyError as e:
             print("typed error:", e.kind, e)
 
+        # Concurrent writes: a counter, a resolver, the conflict log.
+        policy: tidelog.ConflictPolicy = edge.create_table("visits", conflict="merge")["conflict"]
+        edge.increment("visits", "home", "n", 2)
+        with edge.transaction() as tx:
+            tx.increment("visits", "home", "n")
+        edge.create_table("settled", conflict="resolver")
+
+        def settle(case: tidelog.ConflictCase) -> tidelog.Resolution:
+            newer = case["remote"] if case["remote_stamp"]["time"] > case["local_stamp"]["time"] else case["local"]
+            return "delete" if newer is None else {**newer, "settled": True}
+
+        edge.set_conflict_resolver("settled", settle)
+        entries: List[tidelog.ConflictEntry] = edge.conflicts()
+        print(policy, len(entries), "conflicts,", edge.conflicts_dropped(), "dropped",
+              [(e["table"], e["lost"], e["winner_origin"]) for e in entries])
+        edge.clear_conflict_resolver("settled")
+
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod conflicts;
 mod convert;
 mod error;
 mod fork;
@@ -168,7 +169,7 @@ impl PyDatabase {
     // ---- tables ----------------------------------------------------------
 
     /// Creates a table. Raises `TableExistsError` if it exists.
-    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None))]
+    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None, conflict=None))]
     fn create_table<'py>(
         &self,
         py: Python<'py>,
@@ -176,15 +177,21 @@ impl PyDatabase {
         primary_key: &str,
         indexes: Option<Vec<String>>,
         expiration: Option<i64>,
+        conflict: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let db = self.h.db()?;
-        let opts = table_options(primary_key, indexes.unwrap_or_default(), expiration)?;
+        let opts = table_options(
+            primary_key,
+            indexes.unwrap_or_default(),
+            expiration,
+            conflict,
+        )?;
         let info = py.detach(|| db.create_table(name, opts)).py()?;
         to_py_via_serde(py, &info)
     }
 
     /// Creates the table unless it exists; returns whether it created it.
-    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None))]
+    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None, conflict=None))]
     fn ensure_table(
         &self,
         py: Python<'_>,
@@ -192,9 +199,15 @@ impl PyDatabase {
         primary_key: &str,
         indexes: Option<Vec<String>>,
         expiration: Option<i64>,
+        conflict: Option<&str>,
     ) -> PyResult<bool> {
         let db = self.h.db()?;
-        let opts = table_options(primary_key, indexes.unwrap_or_default(), expiration)?;
+        let opts = table_options(
+            primary_key,
+            indexes.unwrap_or_default(),
+            expiration,
+            conflict,
+        )?;
         py.detach(|| db.ensure_table(name, opts)).py()
     }
 
@@ -264,6 +277,24 @@ impl PyDatabase {
         let t = py_str(table)?;
         let k = py_to_key(key)?;
         py.detach(|| db.delete(t, k)).py()
+    }
+
+    /// Adds `by` to the integer attribute `attr` of the record with `key`
+    /// (creating `{primary key: key, attr: by}` if there is none).
+    /// Increments made on different nodes add up when they meet.
+    #[pyo3(signature = (table, key, attr, by=1))]
+    fn increment(
+        &self,
+        py: Python<'_>,
+        table: &Bound<'_, PyString>,
+        key: &Bound<'_, PyAny>,
+        attr: &str,
+        by: i64,
+    ) -> PyResult<PyCommitInfo> {
+        let db = self.h.db()?;
+        let t = py_str(table)?;
+        let k = py_to_key(key)?;
+        Ok(py.detach(|| db.increment(t, k, attr, by)).py()?.into())
     }
 
     /// A transaction over one or more tables: use it as a context manager
@@ -479,6 +510,53 @@ impl PyDatabase {
             list.append(log_entry_to_py(py, e, db.node_id())?)?;
         }
         Ok(list)
+    }
+
+    // ---- conflicts -------------------------------------------------------
+
+    /// The conflict log, oldest first: a dict per write that lost to a
+    /// concurrent one (also the records of the system table `_conflicts`).
+    fn conflicts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let db = self.h.db()?;
+        let es = py.detach(|| db.conflicts()).py()?;
+        conflicts::entries_to_py(py, &es)
+    }
+
+    /// How many entries the conflict log dropped to stay within its bounds.
+    fn conflicts_dropped(&self) -> PyResult<u64> {
+        Ok(self.h.db()?.conflicts_dropped())
+    }
+
+    /// Makes `resolver(case)` decide the conflicts of `table` (a table
+    /// created with `conflict="resolver"`), replacing an earlier one. It
+    /// runs on a tidelog thread, holding the GIL; it returns
+    /// "take_remote", "keep_local", "delete" or a dict (the record to
+    /// write). An exception or any other answer is logged (logger
+    /// `tidelog.resolver`) and counts as "take_remote".
+    fn set_conflict_resolver(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        resolver: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let db = self.h.db()?;
+        if db.is_closed() {
+            return Err(tidelog::Error::Closed).py();
+        }
+        if !resolver.is_callable() {
+            return Err(invalid(format!(
+                "resolver must be callable, got {}",
+                type_name(resolver)
+            )));
+        }
+        let r = conflicts::resolver(table, resolver.clone().unbind());
+        py.detach(|| db.set_conflict_resolver(table, r)).py()
+    }
+
+    /// Removes the resolver of `table`; returns whether one was set.
+    fn clear_conflict_resolver(&self, py: Python<'_>, table: &str) -> PyResult<bool> {
+        let db = self.h.db()?;
+        Ok(py.detach(|| db.clear_conflict_resolver(table)))
     }
 
     // ---- listeners -------------------------------------------------------

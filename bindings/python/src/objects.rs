@@ -29,6 +29,7 @@ pub(crate) fn table_options(
     primary_key: &str,
     indexes: Vec<String>,
     expiration: Option<i64>,
+    conflict: Option<&str>,
 ) -> PyResult<TableOptions> {
     Ok(TableOptions {
         primary_key: primary_key.to_string(),
@@ -36,6 +37,7 @@ pub(crate) fn table_options(
         expiration: expiration
             .map(|e| non_negative("expiration", e))
             .transpose()?,
+        conflict: crate::conflicts::policy(conflict)?,
     })
 }
 

@@ -91,6 +91,23 @@ impl PyTransaction {
         Ok(slf.clone())
     }
 
+    /// Stages an increment of the integer attribute `attr` (see
+    /// `Database.increment`).
+    #[pyo3(signature = (table, key, attr, by=1))]
+    fn increment<'py>(
+        slf: &Bound<'py, Self>,
+        table: &Bound<'_, PyString>,
+        key: &Bound<'_, PyAny>,
+        attr: &str,
+        by: i64,
+    ) -> PyResult<Bound<'py, Self>> {
+        let t = py_str(table)?;
+        let k = py_to_key(key)?;
+        slf.get()
+            .with_tx(|tx| tx.increment(t, k, attr, by).map(|_| ()).py())?;
+        Ok(slf.clone())
+    }
+
     /// Commits every staged write atomically; the transaction is then done.
     fn commit(&self, py: Python<'_>) -> PyResult<PyCommitInfo> {
         self.h.db()?;

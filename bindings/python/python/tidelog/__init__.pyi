@@ -21,6 +21,9 @@ __version__: str
 from ._types import (
     Change as Change,
     ChangeEvent as ChangeEvent,
+    ConflictCase as ConflictCase,
+    ConflictEntry as ConflictEntry,
+    ConflictPolicy as ConflictPolicy,
     DevPki as DevPki,
     DurationOption as DurationOption,
     Key as Key,
@@ -31,6 +34,7 @@ from ._types import (
     PeerStatus as PeerStatus,
     Record as Record,
     RefusalStatus as RefusalStatus,
+    Resolution as Resolution,
     Stamp as Stamp,
     RecordIn as RecordIn,
     RetentionOptions as RetentionOptions,
@@ -58,6 +62,8 @@ def open(
     expiry_interval: Optional[DurationOption] = None,
     recover_prefix: bool = ...,
     retention: Optional[RetentionOptions] = None,
+    conflict_log_max_bytes: Optional[SizeOption] = None,
+    conflict_log_max_age: Optional[DurationOption] = None,
 ) -> "Database":
     """Opens (creating if needed) the data directory ``path`` for node
     ``node_name``. Raises :class:`LockedError` if another handle or process
@@ -66,7 +72,9 @@ def open(
     ``Database.dropped_transactions``). Use the result as a context manager
     to close it. The keywords are the options schema every binding shares:
     an unknown or out-of-range one raises :class:`InvalidInputError`
-    naming it and what it accepts."""
+    naming it and what it accepts. ``conflict_log_max_bytes`` (default
+    "4MiB"; 0 turns the conflict log off) and ``conflict_log_max_age``
+    (default "7d") bound the conflict log (``Database.conflicts``)."""
 
 def dev_certs(out_dir: StrPath, nodes: Sequence[str], *, ca_name: str = "tidelog dev CA") -> DevPki:
     """Writes a development CA and a certificate and key per node into
@@ -109,6 +117,8 @@ class Transaction:
         """Stages an update (merge into an existing record)."""
     def delete(self, table: str, key: Key) -> "Transaction":
         """Stages a delete."""
+    def increment(self, table: str, key: Key, attr: str, by: int = 1) -> "Transaction":
+        """Stages an increment of the integer attribute ``attr``."""
     def commit(self) -> CommitInfo:
         """Commits every staged write atomically."""
     def rollback(self) -> None:
@@ -175,8 +185,10 @@ class Database:
         primary_key: str = "id",
         indexes: Optional[Sequence[str]] = None,
         expiration: Optional[int] = None,
+        conflict: Optional[ConflictPolicy] = None,
     ) -> TableInfo:
-        """Creates a table (raises :class:`TableExistsError` if it exists)."""
+        """Creates a table (raises :class:`TableExistsError` if it exists).
+        ``conflict`` is its rule for concurrent writes (default "lww")."""
     def ensure_table(
         self,
         name: str,
@@ -184,6 +196,7 @@ class Database:
         primary_key: str = "id",
         indexes: Optional[Sequence[str]] = None,
         expiration: Optional[int] = None,
+        conflict: Optional[ConflictPolicy] = None,
     ) -> bool:
         """Creates the table unless it exists; returns whether it did."""
     def drop_table(self, name: str) -> None:
@@ -202,6 +215,9 @@ class Database:
         """Merges attributes; raises :class:`RecordNotFoundError` if absent."""
     def delete(self, table: str, key: Key) -> bool:
         """Deletes; returns whether a live record was there."""
+    def increment(self, table: str, key: Key, attr: str, by: int = 1) -> CommitInfo:
+        """Adds ``by`` to the integer attribute ``attr`` (creating the record
+        if absent); increments from different nodes add up."""
     def transaction(self) -> Transaction:
         """Starts a transaction over any tables."""
 
@@ -246,6 +262,19 @@ class Database:
         """Log entries from a sequence on."""
     def read_log_since(self, millis: int, limit: int = 1000) -> List[LogEntry]:
         """Log entries committed at or after a time (ms since the epoch)."""
+
+    # conflicts
+    def conflicts(self) -> List[ConflictEntry]:
+        """The conflict log, oldest first (also the table ``_conflicts``)."""
+    def conflicts_dropped(self) -> int:
+        """Entries the conflict log dropped to stay within its bounds."""
+    def set_conflict_resolver(self, table: str, resolver: Callable[[ConflictCase], Resolution]) -> None:
+        """Makes ``resolver`` decide the conflicts of ``table`` (created with
+        ``conflict="resolver"``). It runs on a tidelog thread holding the
+        GIL; an exception or an invalid answer is logged (logger
+        ``tidelog.resolver``) and counts as "take_remote"."""
+    def clear_conflict_resolver(self, table: str) -> bool:
+        """Removes the resolver of ``table``; returns whether one was set."""
 
     # listeners
     def on_change(self, table: str, callback: Callable[[ChangeEvent], object]) -> int:

@@ -41,6 +41,13 @@ class RetentionOptions(TypedDict, total=False):
     tombstone_min_age: Union[str, int]
     tombstone_max_age: Union[str, int]
 
+# A Union of single Literals rather than one Literal: the same type to
+# mypy, and a Union at run time too, which is what stubtest compares.
+ConflictPolicy = Union[Literal["lww"], Literal["merge"], Literal["keep_local"], Literal["resolver"]]
+"""A table's rule for concurrent writes from different nodes: last writer
+wins (the default), per-attribute merge, keep the local version, or ask the
+table's resolver (``Database.set_conflict_resolver``)."""
+
 class TableInfo(TypedDict):
     """A table definition."""
 
@@ -48,6 +55,7 @@ class TableInfo(TypedDict):
     primary_key: str
     indexes: List[str]
     expiration: Optional[int]
+    conflict: ConflictPolicy
 
 class LogBounds(TypedDict):
     """Where the transaction log starts and ends."""
@@ -230,3 +238,39 @@ class DevPki(TypedDict):
     ca: str
     nodes: Dict[str, NodeCertFiles]
 
+
+class ConflictEntry(TypedDict):
+    """One entry of the conflict log: a write that lost to a concurrent one
+    (also a record of the system table ``_conflicts``, keyed by ``id``)."""
+
+    id: str
+    """``"<node name>:<n>"``, unique across nodes."""
+    table: str
+    key: Key
+    rule: ConflictPolicy
+    """The rule that decided."""
+    lost: Literal["local", "remote"]
+    """Which write lost: a local one a remote write overwrote, or a remote one."""
+    winner: Stamp
+    winner_origin: str
+    loser: Stamp
+    loser_origin: str
+    loser_values: Optional[Dict[str, Any]]
+    """The losing record (under "merge" only the losing attributes); None for a delete."""
+    at_ms: int
+    """When it was logged, ms since the epoch."""
+
+class ConflictCase(TypedDict):
+    """What a conflict resolver is asked: two concurrent versions of one
+    record (``None``: that side deleted it)."""
+
+    table: str
+    key: Key
+    local: Optional[Dict[str, Any]]
+    local_stamp: Stamp
+    remote: Optional[Dict[str, Any]]
+    remote_stamp: Stamp
+
+Resolution = Union[Literal["take_remote", "keep_local", "delete"], Dict[str, Any]]
+"""A conflict resolver's answer: keep one of the versions, delete the
+record, or a dict: the record to write (with the primary key)."""
