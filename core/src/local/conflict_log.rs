@@ -11,10 +11,8 @@
 //!
 //! Nothing here runs on a write that meets no conflict.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -28,35 +26,6 @@ use crate::local::storage::{Batch, Space};
 /// Digits of the entry number in an id: ids of one node sort in the order
 /// they were logged.
 const ID_DIGITS: usize = 12;
-
-/// What the database keeps in memory for the conflict log and policies.
-#[derive(Default)]
-pub(crate) struct ConflictState {
-    pub(crate) resolvers: RwLock<HashMap<String, ConflictResolver>>,
-    /// Entries evicted by the bounds since open.
-    dropped: AtomicU64,
-    /// Number of the next entry this node logs.
-    next: AtomicU64,
-    /// Serializes appends with their eviction, so the byte count holds.
-    append: Mutex<()>,
-    /// Node names by node id, as peers introduced themselves.
-    names: RwLock<HashMap<u64, String>>,
-    /// Tables with records that have a merge state (see `side`).
-    stateful: RwLock<std::collections::HashSet<u32>>,
-}
-
-impl ConflictState {
-    pub(crate) fn is_stateful(&self, table: u32) -> bool {
-        let s = self.stateful.read();
-        !s.is_empty() && s.contains(&table)
-    }
-
-    pub(crate) fn mark_stateful(&self, tables: &[u32]) {
-        if tables.iter().any(|t| !self.is_stateful(*t)) {
-            self.stateful.write().extend(tables.iter().copied());
-        }
-    }
-}
 
 impl Database {
     /// Remembers that `node_id` is `name` (a peer's hello), for naming

@@ -227,7 +227,7 @@ pub(crate) struct Shared {
     /// `recover_prefix`), or when the engine was reopened after a failure.
     dropped: AtomicU64,
     /// The conflict log's counters and the tables' resolvers.
-    pub(crate) conflicts: crate::local::conflict_log::ConflictState,
+    pub(crate) conflicts: crate::local::conflict_state::ConflictState,
 }
 
 /// Why writes are refused until the engine is reopened.
@@ -408,9 +408,7 @@ impl Database {
             dropped: AtomicU64::new(dropped),
             conflicts: Default::default(),
         });
-        let db = Database { shared };
-        crate::local::conflict_log::open(&db)?;
-        Ok(db)
+        Ok(Database { shared })
     }
 
     pub fn node_name(&self) -> &str {

@@ -5,6 +5,7 @@ pub(crate) mod catalog;
 pub mod codec;
 pub(crate) mod conflict;
 pub(crate) mod conflict_log;
+pub(crate) mod conflict_state;
 pub(crate) mod counter;
 pub(crate) mod db;
 pub mod delta;

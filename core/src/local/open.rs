@@ -13,6 +13,7 @@ impl Database {
     /// Opens (creating if needed) the data directory `dir`.
     pub fn open(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Database> {
         let db = Database::open_engine(dir, opts)?;
+        crate::local::conflict_log::open(&db)?;
         let maintenance = Maintenance::start(&db.shared);
         *db.shared.stop_maintenance.lock() = Some(Box::new(move || maintenance.stop()));
         Ok(db)
