@@ -91,7 +91,7 @@ impl Mesh {
                         .iter()
                         .filter(|r| !states.iter().all(|o| o.contains(r)))
                         .collect();
-                    eprintln!("{}: {differs:#?}", NAMES_ALL[i]);
+                    eprintln!("{} ({}): {differs:#?}", NAMES_ALL[i], self.dbs[i].node_id());
                 }
                 panic!("timed out waiting for: {what}");
             }

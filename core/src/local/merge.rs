@@ -183,6 +183,58 @@ impl MergeState {
         }
     }
 
+    /// The part of this state written by origins `keep` accepts: the base,
+    /// each override and each contribution go by the node of their stamp
+    /// (a contribution by its origin too). `None` when nothing is left.
+    ///
+    /// A sync may only carry some origins' writes (never the peer's own,
+    /// and only this node's to a peer that takes no relays), while a
+    /// merged record holds writes of many origins: filtering the record by
+    /// its newest stamp alone would drop the allowed origins' parts with
+    /// it, and the peer would never get the ones older than the log
+    /// position it streams from. Joining a part is sound because the join
+    /// is per part.
+    pub(crate) fn only_origins(&self, keep: impl Fn(u64) -> bool) -> Option<MergeState> {
+        let base_kept = self.base_stamp > Stamp::default() && keep(self.base_stamp.node);
+        let mut out = MergeState::default();
+        if base_kept {
+            out.base_stamp = self.base_stamp;
+            out.base = self.base.clone();
+            out.created = self.created;
+        }
+        out.overrides = self
+            .overrides
+            .iter()
+            .filter(|(_, (_, s))| keep(s.node))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (attr, per_origin) in &self.counters {
+            let kept: BTreeMap<u64, Contribution> = per_origin
+                .iter()
+                .filter(|(o, c)| keep(**o) && keep(c.stamp.node))
+                .map(|(o, c)| (*o, *c))
+                .collect();
+            if !kept.is_empty() {
+                out.counters.insert(attr.clone(), kept);
+            }
+        }
+        (base_kept || out.has_extras()).then_some(out)
+    }
+
+    /// Every stamp the state holds (the base's, the overrides', the
+    /// contributions'), with each contribution's origin as a stamp of it:
+    /// what a receiver checks against the origins it accepts.
+    pub(crate) fn origins(&self) -> impl Iterator<Item = u64> + '_ {
+        let base = (self.base_stamp > Stamp::default()).then_some(self.base_stamp.node);
+        let counted = self
+            .counters
+            .values()
+            .flat_map(|o| o.iter().flat_map(|(origin, c)| [*origin, c.stamp.node]));
+        base.into_iter()
+            .chain(self.overrides.values().map(|(_, s)| s.node))
+            .chain(counted)
+    }
+
     /// The base with the overrides, without the counters' contributions:
     /// what a whole write of the record replaces.
     pub(crate) fn plain(&self) -> Option<Map<String, Value>> {
