@@ -472,4 +472,81 @@ mod tests {
             prop_assert_eq!(lr.visible(), reference.visible());
         }
     }
+
+    proptest! {
+        /// A late node (origin 0) joins by sync from nodes 1 and 2, each of
+        /// which may send only its own origin's writes: each sends the
+        /// part of its state of its origin, taken at some point of its log
+        /// (it has its own writes up to there and any subset of the
+        /// others'), then streams its own writes after that point. Sync
+        /// parts, streamed writes, racing copies of writes the parts
+        /// already hold, and the late node's own writes arrive in any
+        /// order with repeats: the late node ends with the state of every
+        /// write.
+        #[test]
+        fn sync_parts_and_streamed_writes_in_any_order_give_the_same_state(
+            ops in op_strategy(),
+            seed in any::<u64>(),
+            cuts in (0usize..14, 0usize..14),
+            seen in any::<u64>(),
+        ) {
+            let mut reference = MergeState::default();
+            for op in &ops {
+                reference.apply(op);
+            }
+            let origin = |op: &MergeOp| match op {
+                MergeOp::Upsert { stamp, .. } | MergeOp::Delete { stamp }
+                | MergeOp::Patch { stamp, .. } => stamp.node,
+                MergeOp::Count { origin, .. } => *origin,
+            };
+            // What arrives at node 0, as separate deliveries.
+            let mut arrivals: Vec<MergeState> = Vec::new();
+            let as_state = |op: &MergeOp| {
+                let mut s = MergeState::default();
+                s.apply(op);
+                s
+            };
+            for op in ops.iter().filter(|o| origin(o) == 0) {
+                arrivals.push(as_state(op));
+            }
+            for (sender, cut) in [(1u64, cuts.0), (2u64, cuts.1)] {
+                let own: Vec<&MergeOp> = ops.iter().filter(|o| origin(o) == sender).collect();
+                let cut = cut.min(own.len());
+                let mut state = MergeState::default();
+                for op in &own[..cut] {
+                    state.apply(op);
+                }
+                // Some of the other origins' writes reached the sender
+                // before its sync (bit i of `seen`).
+                for (i, op) in ops.iter().enumerate() {
+                    if origin(op) != sender && seen >> (i % 64) & 1 == 1 {
+                        state.apply(op);
+                    }
+                }
+                if let Some(part) = state.only_origins(|o| o == sender) {
+                    prop_assert!(part.origins().all(|o| o == sender));
+                    arrivals.push(part);
+                }
+                // Streamed after the sync's log position, and a racing
+                // copy of the last write before it.
+                for op in &own[cut..] {
+                    arrivals.push(as_state(op));
+                }
+                if let Some(op) = cut.checked_sub(1).and_then(|i| own.get(i)) {
+                    arrivals.push(as_state(op));
+                }
+            }
+            let mut shuffled: Vec<&MergeState> = arrivals.iter().chain(arrivals.iter()).collect();
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut late = MergeState::default();
+            for a in shuffled {
+                late.join(a);
+            }
+            prop_assert_eq!(&late, &reference);
+        }
+    }
 }
