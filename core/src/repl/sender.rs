@@ -359,7 +359,7 @@ impl Sender {
                 };
                 let routed = self.routes.sync_row(&want.table, row, resync);
                 if let Some(row) = routed
-                    .map(|r| self.origins_allowed(r))
+                    .map(|r| super::sync_part::allowed(r, |o| self.may_send_origin(o)))
                     .transpose()?
                     .flatten()
                 {
@@ -399,32 +399,6 @@ impl Sender {
         }
         let (db, peer) = (self.db.clone(), self.peer.clone());
         blocking(move || peer.caught_up(&db, mark)).await
-    }
-
-    /// The part of a sync row the origin rules let go to the peer. A
-    /// plain row is one write: it goes or not by its stamp. A row with a
-    /// merge state holds writes of many origins, so the state goes with
-    /// the allowed origins' parts (stamped with the newest of them), and
-    /// the row not at all only when none is left.
-    fn origins_allowed(&self, mut row: SyncRow) -> Result<Option<SyncRow>> {
-        let Some(text) = &row.merge else {
-            return Ok(self.may_send_origin(row.stamp.node).then_some(row));
-        };
-        let state: crate::local::merge::MergeState = serde_json::from_str(text).map_err(|e| {
-            Error::Corrupt(format!(
-                "the merge state of key {} does not decode ({e}); the store is damaged",
-                row.key
-            ))
-        })?;
-        let Some(part) = state.only_origins(|o| self.may_send_origin(o)) else {
-            return Ok(None);
-        };
-        if part != state {
-            row.stamp = part.newest();
-            row.merge =
-                Some(serde_json::to_string(&part).map_err(|e| Error::InvalidJson(e.to_string()))?);
-        }
-        Ok(Some(row))
     }
 
     fn may_send_origin(&self, origin: u64) -> bool {
