@@ -1,7 +1,9 @@
 //! Conflict policies over real replication (mutual TLS on 127.0.0.1):
 //! three nodes in a full mesh write concurrently (upserts, patches,
 //! deletes, counters), one restarts, a fourth joins late by initial sync,
-//! and every copy converges; counters lose no count.
+//! and every copy converges; counters lose no count. The late node joins
+//! either while nothing is written or while every node (itself too) keeps
+//! writing, so its initial syncs overlap patches and counts.
 
 mod repl_common;
 
@@ -172,7 +174,9 @@ fn run(policy: ConflictPolicy, during: bool) {
         .dbs
         .iter()
         .enumerate()
-        .map(|(i, db)| writer(db.clone(), 1000 + i as u64, 60))
+        // More writes while syncing: the longer they run, the more of
+        // the syncs they overlap.
+        .map(|(i, db)| writer(db.clone(), 1000 + i as u64, if during { 200 } else { 60 }))
         .collect();
     total += handles.into_iter().map(|h| h.join().unwrap()).sum::<i64>();
     m.wait_converged(&format!("{policy:?}: all four converge"));
