@@ -712,6 +712,19 @@ fn txn(seq: u64, stamp: Stamp, key: &str) -> WireTxn {
     wire_txn(seq, stamp, vec![put("alerts", key, &json)])
 }
 
+/// A merge state (as sync rows carry it) with a base at `base` and a
+/// count of origin `counted.node`.
+fn forged_state(base: Stamp, counted: Stamp) -> String {
+    serde_json::json!({
+        "base_stamp": base,
+        "base": r#"{"id":"forged-4"}"#,
+        "created": 1,
+        "overrides": {},
+        "counters": {"n": {counted.node.to_string(): {"added": 1, "taken": 0, "stamp": counted}}},
+    })
+    .to_string()
+}
+
 #[test]
 fn forged_origins_close_the_link_and_apply_nothing_of_the_frame() {
     let f = fixture();
@@ -761,6 +774,25 @@ fn forged_origins_close_the_link_and_apply_nothing_of_the_frame() {
                         merge: None,
                     },
                 ],
+                done: true,
+                upto_seq: 5,
+            },
+            "does not accept relayed writes",
+        ),
+        (
+            "merge state of a sync row as edge-1",
+            Message::SyncChunk {
+                table: "alerts".into(),
+                primary_key: "id".into(),
+                // The row's stamp is edge-2's own; a count inside its
+                // merge state claims edge-1's origin.
+                rows: vec![SyncRow {
+                    key: Key::Str("forged-4".into()),
+                    stamp: now_stamp(),
+                    created: 1,
+                    json: Some(r#"{"id":"forged-4","n":1}"#.into()),
+                    merge: Some(forged_state(now_stamp(), stamp_of(edge1_id))),
+                }],
                 done: true,
                 upto_seq: 5,
             },

@@ -183,6 +183,58 @@ impl MergeState {
         }
     }
 
+    /// The part of this state written by origins `keep` accepts: the base,
+    /// each override and each contribution go by the node of their stamp
+    /// (a contribution by its origin too). `None` when nothing is left.
+    ///
+    /// A sync may only carry some origins' writes (never the peer's own,
+    /// and only this node's to a peer that takes no relays), while a
+    /// merged record holds writes of many origins: filtering the record by
+    /// its newest stamp alone would drop the allowed origins' parts with
+    /// it, and the peer would never get the ones older than the log
+    /// position it streams from. Joining a part is sound because the join
+    /// is per part.
+    pub(crate) fn only_origins(&self, keep: impl Fn(u64) -> bool) -> Option<MergeState> {
+        let base_kept = self.base_stamp > Stamp::default() && keep(self.base_stamp.node);
+        let mut out = MergeState::default();
+        if base_kept {
+            out.base_stamp = self.base_stamp;
+            out.base = self.base.clone();
+            out.created = self.created;
+        }
+        out.overrides = self
+            .overrides
+            .iter()
+            .filter(|(_, (_, s))| keep(s.node))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (attr, per_origin) in &self.counters {
+            let kept: BTreeMap<u64, Contribution> = per_origin
+                .iter()
+                .filter(|(o, c)| keep(**o) && keep(c.stamp.node))
+                .map(|(o, c)| (*o, *c))
+                .collect();
+            if !kept.is_empty() {
+                out.counters.insert(attr.clone(), kept);
+            }
+        }
+        (base_kept || out.has_extras()).then_some(out)
+    }
+
+    /// Every stamp the state holds (the base's, the overrides', the
+    /// contributions'), with each contribution's origin as a stamp of it:
+    /// what a receiver checks against the origins it accepts.
+    pub(crate) fn origins(&self) -> impl Iterator<Item = u64> + '_ {
+        let base = (self.base_stamp > Stamp::default()).then_some(self.base_stamp.node);
+        let counted = self
+            .counters
+            .values()
+            .flat_map(|o| o.iter().flat_map(|(origin, c)| [*origin, c.stamp.node]));
+        base.into_iter()
+            .chain(self.overrides.values().map(|(_, s)| s.node))
+            .chain(counted)
+    }
+
     /// The base with the overrides, without the counters' contributions:
     /// what a whole write of the record replaces.
     pub(crate) fn plain(&self) -> Option<Map<String, Value>> {
@@ -418,6 +470,83 @@ mod tests {
             prop_assert_eq!(&lr, &reference);
             prop_assert_eq!(&rl, &reference);
             prop_assert_eq!(lr.visible(), reference.visible());
+        }
+    }
+
+    proptest! {
+        /// A late node (origin 0) joins by sync from nodes 1 and 2, each of
+        /// which may send only its own origin's writes: each sends the
+        /// part of its state of its origin, taken at some point of its log
+        /// (it has its own writes up to there and any subset of the
+        /// others'), then streams its own writes after that point. Sync
+        /// parts, streamed writes, racing copies of writes the parts
+        /// already hold, and the late node's own writes arrive in any
+        /// order with repeats: the late node ends with the state of every
+        /// write.
+        #[test]
+        fn sync_parts_and_streamed_writes_in_any_order_give_the_same_state(
+            ops in op_strategy(),
+            seed in any::<u64>(),
+            cuts in (0usize..14, 0usize..14),
+            seen in any::<u64>(),
+        ) {
+            let mut reference = MergeState::default();
+            for op in &ops {
+                reference.apply(op);
+            }
+            let origin = |op: &MergeOp| match op {
+                MergeOp::Upsert { stamp, .. } | MergeOp::Delete { stamp }
+                | MergeOp::Patch { stamp, .. } => stamp.node,
+                MergeOp::Count { origin, .. } => *origin,
+            };
+            // What arrives at node 0, as separate deliveries.
+            let mut arrivals: Vec<MergeState> = Vec::new();
+            let as_state = |op: &MergeOp| {
+                let mut s = MergeState::default();
+                s.apply(op);
+                s
+            };
+            for op in ops.iter().filter(|o| origin(o) == 0) {
+                arrivals.push(as_state(op));
+            }
+            for (sender, cut) in [(1u64, cuts.0), (2u64, cuts.1)] {
+                let own: Vec<&MergeOp> = ops.iter().filter(|o| origin(o) == sender).collect();
+                let cut = cut.min(own.len());
+                let mut state = MergeState::default();
+                for op in &own[..cut] {
+                    state.apply(op);
+                }
+                // Some of the other origins' writes reached the sender
+                // before its sync (bit i of `seen`).
+                for (i, op) in ops.iter().enumerate() {
+                    if origin(op) != sender && seen >> (i % 64) & 1 == 1 {
+                        state.apply(op);
+                    }
+                }
+                if let Some(part) = state.only_origins(|o| o == sender) {
+                    prop_assert!(part.origins().all(|o| o == sender));
+                    arrivals.push(part);
+                }
+                // Streamed after the sync's log position, and a racing
+                // copy of the last write before it.
+                for op in &own[cut..] {
+                    arrivals.push(as_state(op));
+                }
+                if let Some(op) = cut.checked_sub(1).and_then(|i| own.get(i)) {
+                    arrivals.push(as_state(op));
+                }
+            }
+            let mut shuffled: Vec<&MergeState> = arrivals.iter().chain(arrivals.iter()).collect();
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut late = MergeState::default();
+            for a in shuffled {
+                late.join(a);
+            }
+            prop_assert_eq!(&late, &reference);
         }
     }
 }

@@ -27,6 +27,7 @@ mod sender;
 mod session;
 mod stall;
 mod status;
+mod sync_part;
 
 pub use config::{
     Compression, LinkBudget, PeerConfig, QuotaPeriod, ReplicationOptions, Security, TableFlow,

@@ -18,6 +18,7 @@ use crate::local::catalog::TableOptions;
 use crate::local::codec::Stamp;
 use crate::local::db::Database;
 use crate::local::log::{LogWrite, WriteOp};
+use crate::local::merge::MergeState;
 use crate::local::remote::{RemoteOutcome, RemoteTxn};
 use crate::net::wire::{Message, RefusalKind, SyncReason, SyncRow, TxnRefusal, WireTxn};
 
@@ -150,7 +151,20 @@ impl Receiver {
                     self.origin_violation("a transaction", txns.iter().map(|t| t.stamp))
                 }
                 Message::SyncChunk { rows, .. } => {
-                    self.origin_violation("a sync row", rows.iter().map(|r| r.stamp))
+                    // A merge state holds many origins' writes: each is
+                    // held to the rules, not only the row's stamp. One
+                    // that does not decode is refused when applied.
+                    let inner: Vec<Stamp> = rows
+                        .iter()
+                        .filter_map(|r| r.merge.as_deref())
+                        .filter_map(|m| serde_json::from_str::<MergeState>(m).ok())
+                        .flat_map(|s| s.origins().collect::<Vec<_>>())
+                        .map(|node| Stamp { time: 0, node })
+                        .collect();
+                    self.origin_violation(
+                        "a sync row (or a merge state in one)",
+                        rows.iter().map(|r| r.stamp).chain(inner),
+                    )
                 }
                 _ => None,
             };

@@ -348,20 +348,25 @@ impl Sender {
             // Row filters too: a resync also deletes at the peer what its
             // filter no longer selects.
             let resync = sync.reason != SyncReason::Initial;
-            let rows = rows
-                .into_iter()
-                .filter(|s| self.may_send_origin(s.stamp.node))
-                .filter_map(|s| {
-                    let row = SyncRow {
-                        key: s.key,
-                        stamp: s.stamp,
-                        created: s.created,
-                        json: s.json,
-                        merge: s.merge,
-                    };
-                    self.routes.sync_row(&want.table, row, resync)
-                })
-                .collect();
+            let mut out = Vec::with_capacity(rows.len());
+            for s in rows {
+                let row = SyncRow {
+                    key: s.key,
+                    stamp: s.stamp,
+                    created: s.created,
+                    json: s.json,
+                    merge: s.merge,
+                };
+                let routed = self.routes.sync_row(&want.table, row, resync);
+                if let Some(row) = routed
+                    .map(|r| super::sync_part::allowed(r, |o| self.may_send_origin(o)))
+                    .transpose()?
+                    .flatten()
+                {
+                    out.push(row);
+                }
+            }
+            let rows = out;
             // Metered: each chunk is written (and counted) before the
             // next is planned.
             self.send_bulk(
