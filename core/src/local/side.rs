@@ -1,9 +1,12 @@
-//! What a row keeps beside it for conflict handling, in the meta space
-//! under `side/<row key>`: the stamp of the version its current version
-//! replaced at its origin (its *base*, so a late older write can be told
-//! from a concurrent one), and the merge state (`merge`) of a record that
-//! has per-attribute overrides or counters. Rows written while the
-//! conflict log is off, and rows older than it, have none.
+//! What a row keeps for conflict handling: the stamp of the version its
+//! current version replaced at its origin (its *base*, so a late older
+//! write can be told from a concurrent one), in the row header
+//! (`codec::RowHeader::base`), and, beside the row in the meta space under
+//! `side/<row key>`, the merge state (`merge`) of a record that has
+//! per-attribute overrides or counters, written with its base. Rows
+//! written while the conflict log is off, and rows older than it, have
+//! neither. Older versions kept every base in a side entry; those entries
+//! still read (see [`tables_with_sides`]) and go at the row's next write.
 
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
@@ -39,6 +42,35 @@ pub(crate) fn stateful_tables(store: &crate::local::storage::Store) -> Result<Ve
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .ok_or_else(|| Error::Corrupt("stateful table mark".into()))?;
         out.push(u32::from_be_bytes(id));
+    }
+    Ok(out)
+}
+
+/// The tables with any side entry: those with merge states, and those
+/// whose rows still have their base in a side entry (written before bases
+/// moved into the row). Their writes look the entry up. One seek per
+/// table, not one read per entry.
+pub(crate) fn tables_with_sides(store: &crate::local::storage::Store) -> Result<Vec<u32>> {
+    use std::ops::Bound;
+    let mut out = Vec::new();
+    let mut lo = PREFIX.to_vec();
+    let hi = crate::local::storage::prefix_successor(PREFIX).map(Bound::Excluded);
+    loop {
+        let hi = hi.clone().unwrap_or(Bound::Unbounded);
+        let first = store
+            .range(crate::local::storage::Space::Meta, Bound::Included(lo), hi, false)
+            .next();
+        let Some(item) = first else { break };
+        let (k, _) = item?;
+        let id = k
+            .get(PREFIX.len()..)
+            .and_then(crate::local::keys::table_id_of_row)
+            .ok_or_else(|| Error::Corrupt("side entry key without a table id".into()))?;
+        out.push(id);
+        match id.checked_add(1) {
+            Some(next) => lo = side_prefix(next),
+            None => break,
+        }
     }
     Ok(out)
 }
