@@ -442,11 +442,17 @@ mod tests {
 
     #[test]
     fn row_with_base_round_trips_and_old_rows_still_read() {
-        let base = Stamp { time: 5 << 16, node: 2 };
+        let base = Stamp {
+            time: 5 << 16,
+            node: 2,
+        };
         for tombstone in [false, true] {
             let h = RowHeader {
                 tombstone,
-                stamp: Stamp { time: 7 << 16, node: 9 },
+                stamp: Stamp {
+                    time: 7 << 16,
+                    node: 9,
+                },
                 created: 3,
                 base: Some(base),
             };
@@ -465,7 +471,13 @@ mod tests {
         old.extend_from_slice(&42u64.to_be_bytes());
         let back = decode_row_header(&old).unwrap();
         assert!(back.tombstone && back.base.is_none());
-        assert_eq!(back.stamp, Stamp { time: 7 << 16, node: 9 });
+        assert_eq!(
+            back.stamp,
+            Stamp {
+                time: 7 << 16,
+                node: 9
+            }
+        );
         assert_eq!(row_body(&old).unwrap(), &42u64.to_be_bytes());
     }
 
@@ -483,9 +495,21 @@ mod tests {
         let mut all_flags = good.clone();
         all_flags[0] = 0xFF;
         // The base flag set on a row too short to hold the base.
-        let mut short = encode_row(&RowHeader { base: None, ..h.clone() }, b"");
+        let mut short = encode_row(
+            &RowHeader {
+                base: None,
+                ..h.clone()
+            },
+            b"",
+        );
         short[0] = FLAG_BASE;
-        for bad in [&unknown_flag[..], &all_flags[..], &short[..], &good[..30], &[][..]] {
+        for bad in [
+            &unknown_flag[..],
+            &all_flags[..],
+            &short[..],
+            &good[..30],
+            &[][..],
+        ] {
             assert!(matches!(decode_row_header(bad), Err(Error::Corrupt(_))));
             assert!(matches!(row_body(bad), Err(Error::Corrupt(_))));
         }

@@ -58,7 +58,12 @@ pub(crate) fn tables_with_sides(store: &crate::local::storage::Store) -> Result<
     loop {
         let hi = hi.clone().unwrap_or(Bound::Unbounded);
         let first = store
-            .range(crate::local::storage::Space::Meta, Bound::Included(lo), hi, false)
+            .range(
+                crate::local::storage::Space::Meta,
+                Bound::Included(lo),
+                hi,
+                false,
+            )
             .next();
         let Some(item) = first else { break };
         let (k, _) = item?;
