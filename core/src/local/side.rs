@@ -156,4 +156,63 @@ mod tests {
             assert!(matches!(Side::decode(bad), Err(Error::Corrupt(_))));
         }
     }
+
+    /// A database written before bases moved into the row: its rows have
+    /// 25-byte headers and their bases in side entries. Those bases still
+    /// read, and a row's next write moves its base into the row.
+    #[test]
+    fn a_base_in_an_old_side_entry_reads_and_moves_into_the_row() {
+        use crate::local::codec::{decode_row_header, encode_row, RowHeader};
+        use crate::local::storage::{Batch, Space};
+        use crate::{Database, OpenOptions, TableOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let legacy_base = Stamp {
+            time: 3 << 16,
+            node: 77,
+        };
+        let (id, rk) = {
+            let db = Database::open(dir.path(), OpenOptions::new("n1")).unwrap();
+            db.create_table("t", TableOptions::default()).unwrap();
+            db.upsert("t", serde_json::json!({"id": 1, "v": 1}))
+                .unwrap();
+            let def = db.table("t").unwrap();
+            let rk = crate::local::keys::row_key(def.id, &1.into());
+            let store = db.store().unwrap();
+            let row = store.get(Space::Rows, &rk).unwrap().unwrap();
+            let h = decode_row_header(&row).unwrap();
+            assert!(h.base.is_some(), "a new write keeps its base in the row");
+            let mut b = Batch::default();
+            let old = RowHeader {
+                base: None,
+                ..h.clone()
+            };
+            b.put(Space::Rows, rk.clone(), encode_row(&old, &row[h.len()..]));
+            let side = Side {
+                base: legacy_base,
+                state: None,
+            };
+            b.put(Space::Meta, side_key(&rk), side.encode());
+            db.shared.commit(&store, b, true, None).unwrap();
+            (def.id, rk)
+        };
+        let db = Database::open(dir.path(), OpenOptions::new("n1")).unwrap();
+        assert!(
+            db.shared.conflicts.is_stateful(id),
+            "the old entry is looked up"
+        );
+        {
+            let store = db.store().unwrap();
+            let mut ctx = crate::local::write::Ctx::new(&store, false, 0);
+            let old = ctx.current(&rk).unwrap();
+            let side = ctx.side(&rk, old.as_ref(), true).unwrap().unwrap();
+            assert_eq!((side.base, side.state), (legacy_base, None));
+        }
+        let before = db.get("t", 1).unwrap().unwrap().stamp();
+        db.upsert("t", serde_json::json!({"id": 1, "v": 2}))
+            .unwrap();
+        let store = db.store().unwrap();
+        assert!(store.get(Space::Meta, &side_key(&rk)).unwrap().is_none());
+        let row = store.get(Space::Rows, &rk).unwrap().unwrap();
+        assert_eq!(decode_row_header(&row).unwrap().base, Some(before));
+    }
 }
