@@ -225,36 +225,90 @@ pub(crate) struct RowHeader {
     pub(crate) stamp: Stamp,
     /// HLC time at which the record was first created (kept across updates).
     pub(crate) created: u64,
+    /// The version this one replaced at its origin (its *base*, see
+    /// `local::settle`), where conflict handling recorded one. Kept in the
+    /// row rather than beside it so a write costs no extra key.
+    pub(crate) base: Option<Stamp>,
 }
 
+/// Length of a header without a base; rows written before bases moved
+/// into the row all have this one.
 pub(crate) const ROW_HEADER_LEN: usize = 25;
+/// Length of a header that carries a base stamp.
+const ROW_HEADER_LEN_BASE: usize = ROW_HEADER_LEN + 16;
+/// Flag bits of a header's first byte.
+const FLAG_TOMBSTONE: u8 = 1;
+const FLAG_BASE: u8 = 2;
+
+impl RowHeader {
+    /// Where the row's body (JSON, or a tombstone's sequence) starts.
+    pub(crate) fn len(&self) -> usize {
+        if self.base.is_some() {
+            ROW_HEADER_LEN_BASE
+        } else {
+            ROW_HEADER_LEN
+        }
+    }
+}
+
+/// Whether a stored row is a live record, from its flag byte alone (for
+/// counting; a damaged flag byte counts as not live).
+pub(crate) fn is_live_row(v: &[u8]) -> bool {
+    v.first()
+        .is_some_and(|f| f & !(FLAG_TOMBSTONE | FLAG_BASE) == 0 && f & FLAG_TOMBSTONE == 0)
+}
 
 pub(crate) fn encode_row(h: &RowHeader, json: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(ROW_HEADER_LEN + json.len());
-    v.push(u8::from(h.tombstone));
+    let mut v = Vec::with_capacity(h.len() + json.len());
+    let flags = u8::from(h.tombstone) | if h.base.is_some() { FLAG_BASE } else { 0 };
+    v.push(flags);
     v.extend_from_slice(&h.stamp.time.to_be_bytes());
     v.extend_from_slice(&h.stamp.node.to_be_bytes());
     v.extend_from_slice(&h.created.to_be_bytes());
+    if let Some(b) = h.base {
+        v.extend_from_slice(&b.time.to_be_bytes());
+        v.extend_from_slice(&b.node.to_be_bytes());
+    }
     v.extend_from_slice(json);
     v
 }
 
 pub(crate) fn decode_row_header(v: &[u8]) -> Result<RowHeader> {
-    if v.len() < ROW_HEADER_LEN || v[0] > 1 {
-        return Err(Error::Corrupt("row header".into()));
+    let flags = *v
+        .first()
+        .ok_or_else(|| Error::Corrupt("row header: empty row".into()))?;
+    if flags & !(FLAG_TOMBSTONE | FLAG_BASE) != 0 {
+        return Err(Error::Corrupt(format!(
+            "row header: unknown flags {flags:#04x} (a newer tidelog wrote it, or the row is damaged)"
+        )));
     }
-    let u = |r: std::ops::Range<usize>| {
+    let len = if flags & FLAG_BASE != 0 {
+        ROW_HEADER_LEN_BASE
+    } else {
+        ROW_HEADER_LEN
+    };
+    if v.len() < len {
+        return Err(Error::Corrupt(format!(
+            "row header: {} bytes, expected at least {len}",
+            v.len()
+        )));
+    }
+    let u = |at: usize| {
         let mut b = [0u8; 8];
-        b.copy_from_slice(&v[r]);
+        b.copy_from_slice(&v[at..at + 8]);
         u64::from_be_bytes(b)
     };
     Ok(RowHeader {
-        tombstone: v[0] == 1,
+        tombstone: flags & FLAG_TOMBSTONE != 0,
         stamp: Stamp {
-            time: u(1..9),
-            node: u(9..17),
+            time: u(1),
+            node: u(9),
         },
-        created: u(17..25),
+        created: u(17),
+        base: (flags & FLAG_BASE != 0).then(|| Stamp {
+            time: u(25),
+            node: u(33),
+        }),
     })
 }
 
@@ -370,6 +424,7 @@ mod tests {
                 node: 9,
             },
             created: 3,
+            base: None,
         };
         let v = encode_row(&h, b"{}");
         let back = decode_row_header(&v).unwrap();
@@ -378,5 +433,85 @@ mod tests {
             (false, h.stamp, 3)
         );
         assert_eq!(&v[ROW_HEADER_LEN..], b"{}");
+    }
+
+    fn row_body(v: &[u8]) -> Result<&[u8]> {
+        let h = decode_row_header(v)?;
+        Ok(&v[h.len()..])
+    }
+
+    #[test]
+    fn row_with_base_round_trips_and_old_rows_still_read() {
+        let base = Stamp {
+            time: 5 << 16,
+            node: 2,
+        };
+        for tombstone in [false, true] {
+            let h = RowHeader {
+                tombstone,
+                stamp: Stamp {
+                    time: 7 << 16,
+                    node: 9,
+                },
+                created: 3,
+                base: Some(base),
+            };
+            let v = encode_row(&h, b"{\"a\":1}");
+            let back = decode_row_header(&v).unwrap();
+            assert_eq!((back.tombstone, back.base), (tombstone, Some(base)));
+            assert_eq!(back.len(), 41);
+            assert_eq!(row_body(&v).unwrap(), b"{\"a\":1}");
+        }
+        // A row as written before bases moved into the row: flag byte 0/1,
+        // 25 header bytes, then the body.
+        let mut old = vec![1u8];
+        old.extend_from_slice(&(7u64 << 16).to_be_bytes());
+        old.extend_from_slice(&9u64.to_be_bytes());
+        old.extend_from_slice(&0u64.to_be_bytes());
+        old.extend_from_slice(&42u64.to_be_bytes());
+        let back = decode_row_header(&old).unwrap();
+        assert!(back.tombstone && back.base.is_none());
+        assert_eq!(
+            back.stamp,
+            Stamp {
+                time: 7 << 16,
+                node: 9
+            }
+        );
+        assert_eq!(row_body(&old).unwrap(), &42u64.to_be_bytes());
+    }
+
+    #[test]
+    fn damaged_row_headers_are_corrupt_not_panics() {
+        let h = RowHeader {
+            tombstone: false,
+            stamp: Stamp { time: 1, node: 1 },
+            created: 1,
+            base: Some(Stamp { time: 2, node: 2 }),
+        };
+        let good = encode_row(&h, b"{}");
+        let mut unknown_flag = good.clone();
+        unknown_flag[0] = 0x04;
+        let mut all_flags = good.clone();
+        all_flags[0] = 0xFF;
+        // The base flag set on a row too short to hold the base.
+        let mut short = encode_row(
+            &RowHeader {
+                base: None,
+                ..h.clone()
+            },
+            b"",
+        );
+        short[0] = FLAG_BASE;
+        for bad in [
+            &unknown_flag[..],
+            &all_flags[..],
+            &short[..],
+            &good[..30],
+            &[][..],
+        ] {
+            assert!(matches!(decode_row_header(bad), Err(Error::Corrupt(_))));
+            assert!(matches!(row_body(bad), Err(Error::Corrupt(_))));
+        }
     }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::local::catalog::{TableOptions, CONFLICTS_TABLE};
-use crate::local::codec::{decode_row_header, Key, ROW_HEADER_LEN};
+use crate::local::codec::{decode_row_header, Key};
 use crate::local::conflict::{ConflictEntry, ConflictPolicy, ConflictResolver, ID_ATTR};
 use crate::local::db::Database;
 use crate::local::keys::row_key;
@@ -70,7 +70,9 @@ pub(crate) fn open(db: &Database) -> Result<()> {
         }
     }
     db.shared.conflicts.next.store(next, Ordering::Relaxed);
-    let stateful = crate::local::side::stateful_tables(&*db.store()?)?;
+    let store = db.store()?;
+    let mut stateful = crate::local::side::stateful_tables(&store)?;
+    stateful.extend(crate::local::side::tables_with_sides(&store)?);
     db.shared.conflicts.mark_stateful(&stateful);
     enforce_bounds(db)
 }
@@ -88,7 +90,7 @@ fn entries_raw(db: &Database) -> Result<Vec<(Key, usize, Option<ConflictEntry>)>
             continue;
         }
         let (key, _) = crate::local::codec::take_key(&k[def.row_prefix().len()..])?;
-        let body = &v[ROW_HEADER_LEN..];
+        let body = &v[header.len()..];
         let entry = serde_json::from_slice::<Value>(body)
             .ok()
             .and_then(|j| ConflictEntry::from_json(&j));

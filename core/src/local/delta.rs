@@ -13,7 +13,7 @@
 //! | 1` takes the next `len` bytes of the literals as one member.
 
 use crate::error::{Error, Result};
-use crate::local::codec::{decode_row_header, Key, Stamp, ROW_HEADER_LEN};
+use crate::local::codec::{decode_row_header, Key, Stamp};
 use crate::local::db::Database;
 use crate::local::keys::row_key;
 use crate::local::storage::Space;
@@ -221,7 +221,7 @@ impl Database {
             None
         } else {
             Some(
-                std::str::from_utf8(&v[ROW_HEADER_LEN..])
+                std::str::from_utf8(&v[header.len()..])
                     .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
                     .to_string(),
             )

@@ -153,8 +153,17 @@ impl LogEntry {
                 .writes
                 .iter()
                 .map(|w| {
+                    // A Meta wrapper adds its tag, base stamp (two varints
+                    // of up to 10 bytes) and kind: without room for it the
+                    // buffer of a large transaction is copied to grow.
+                    let meta = if matches!(w.op, WriteOp::Meta { .. }) {
+                        24
+                    } else {
+                        0
+                    };
                     w.table.len()
                         + 24
+                        + meta
                         + match w.op.inner() {
                             WriteOp::Put { json, .. } => json.len(),
                             WriteOp::Delta { script, lits, .. } => script.len() + lits.len(),

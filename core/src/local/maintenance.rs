@@ -209,7 +209,7 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
             if h.tombstone {
                 batch.delete(Space::Index, tombstone_key(def.id, h.stamp.millis(), &key));
             } else if !def.indexes.is_empty() {
-                let body = &row[crate::local::codec::ROW_HEADER_LEN..];
+                let body = &row[h.len()..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
                     for k in index_entries(def, &key, &obj) {
                         batch.delete(Space::Index, k);

@@ -243,7 +243,7 @@ impl Database {
         let mut n = 0;
         for item in store.prefix(Space::Rows, &def.row_prefix(), false) {
             let (_, v) = item?;
-            if v.first() == Some(&0) {
+            if crate::local::codec::is_live_row(&v) {
                 n += 1;
             }
         }
@@ -438,7 +438,7 @@ impl Database {
                 None
             } else {
                 Some(
-                    std::str::from_utf8(&v[crate::local::codec::ROW_HEADER_LEN..])
+                    std::str::from_utf8(&v[h.len()..])
                         .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
                         .to_string(),
                 )

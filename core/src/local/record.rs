@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::local::codec::{decode_row_header, Key, Stamp, ROW_HEADER_LEN};
+use crate::local::codec::{decode_row_header, Key, Stamp};
 use crate::local::storage::Bytes;
 
 /// Attribute names tidelog adds to every record it returns.
@@ -15,8 +15,9 @@ pub const UPDATED_ATTR: &str = "__updatedtime__";
 
 #[derive(Clone)]
 enum Body {
-    /// A stored row, header included; the JSON starts at `ROW_HEADER_LEN`.
-    Stored(Bytes),
+    /// A stored row, header included, and where its JSON starts (the
+    /// header's length varies).
+    Stored(Bytes, usize),
     Owned(Arc<str>),
 }
 
@@ -46,14 +47,14 @@ impl Record {
         if h.tombstone {
             return Ok(None);
         }
-        if std::str::from_utf8(&row[ROW_HEADER_LEN..]).is_err() {
+        if std::str::from_utf8(&row[h.len()..]).is_err() {
             return Err(Error::Corrupt("record is not UTF-8".into()));
         }
         Ok(Some(Record {
             key,
             stamp: h.stamp,
             created: h.created,
-            body: Body::Stored(row),
+            body: Body::Stored(row, h.len()),
         }))
     }
 
@@ -89,7 +90,7 @@ impl Record {
     pub fn body_json(&self) -> &str {
         match &self.body {
             // Checked to be UTF-8 when the record was made.
-            Body::Stored(b) => std::str::from_utf8(&b[ROW_HEADER_LEN..]).unwrap_or("{}"),
+            Body::Stored(b, at) => std::str::from_utf8(&b[*at..]).unwrap_or("{}"),
             Body::Owned(s) => s,
         }
     }

@@ -11,7 +11,7 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use crate::error::Result;
-use crate::local::codec::{decode_row_header, take_key, ROW_HEADER_LEN};
+use crate::local::codec::{decode_row_header, take_key};
 use crate::local::db::Database;
 use crate::local::keys::{expiry_key, row_key, seq_from_key, seq_key, TOMBSTONE_INDEX};
 use crate::local::log::LogEntry;
@@ -157,7 +157,7 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
                     continue;
                 }
                 let seq = row
-                    .get(ROW_HEADER_LEN..ROW_HEADER_LEN + 8)
+                    .get(h.len()..h.len() + 8)
                     .and_then(|b| b.try_into().ok())
                     .map(u64::from_be_bytes)
                     .unwrap_or(u64::MAX);

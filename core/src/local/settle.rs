@@ -318,12 +318,13 @@ pub(crate) fn remote_write(
     let detect = track || matches!(policy, ConflictPolicy::KeepLocal | ConflictPolicy::Resolver);
     let (wbase, resolution) = meta_of(op);
     let merge = needs_merge(def, op);
-    let side = if detect || merge || shared.conflicts.is_stateful(def.id) {
-        ctx.side(&rk)?
+    let old = ctx.current(&rk)?;
+    let look = merge || shared.conflicts.is_stateful(def.id);
+    let side = if detect || look {
+        ctx.side(&rk, old.as_ref(), look)?
     } else {
         None
     };
-    let old = ctx.current(&rk)?;
     let cur = old.as_ref().map(|o| o.header.stamp);
     let old_json = old
         .as_ref()

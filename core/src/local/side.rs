@@ -1,9 +1,12 @@
-//! What a row keeps beside it for conflict handling, in the meta space
-//! under `side/<row key>`: the stamp of the version its current version
-//! replaced at its origin (its *base*, so a late older write can be told
-//! from a concurrent one), and the merge state (`merge`) of a record that
-//! has per-attribute overrides or counters. Rows written while the
-//! conflict log is off, and rows older than it, have none.
+//! What a row keeps for conflict handling: the stamp of the version its
+//! current version replaced at its origin (its *base*, so a late older
+//! write can be told from a concurrent one), in the row header
+//! (`codec::RowHeader::base`), and, beside the row in the meta space under
+//! `side/<row key>`, the merge state (`merge`) of a record that has
+//! per-attribute overrides or counters, written with its base. Rows
+//! written while the conflict log is off, and rows older than it, have
+//! neither. Older versions kept every base in a side entry; those entries
+//! still read (see [`tables_with_sides`]) and go at the row's next write.
 
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
@@ -39,6 +42,40 @@ pub(crate) fn stateful_tables(store: &crate::local::storage::Store) -> Result<Ve
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .ok_or_else(|| Error::Corrupt("stateful table mark".into()))?;
         out.push(u32::from_be_bytes(id));
+    }
+    Ok(out)
+}
+
+/// The tables with any side entry: those with merge states, and those
+/// whose rows still have their base in a side entry (written before bases
+/// moved into the row). Their writes look the entry up. One seek per
+/// table, not one read per entry.
+pub(crate) fn tables_with_sides(store: &crate::local::storage::Store) -> Result<Vec<u32>> {
+    use std::ops::Bound;
+    let mut out = Vec::new();
+    let mut lo = PREFIX.to_vec();
+    let hi = crate::local::storage::prefix_successor(PREFIX).map(Bound::Excluded);
+    loop {
+        let hi = hi.clone().unwrap_or(Bound::Unbounded);
+        let first = store
+            .range(
+                crate::local::storage::Space::Meta,
+                Bound::Included(lo),
+                hi,
+                false,
+            )
+            .next();
+        let Some(item) = first else { break };
+        let (k, _) = item?;
+        let id = k
+            .get(PREFIX.len()..)
+            .and_then(crate::local::keys::table_id_of_row)
+            .ok_or_else(|| Error::Corrupt("side entry key without a table id".into()))?;
+        out.push(id);
+        match id.checked_add(1) {
+            Some(next) => lo = side_prefix(next),
+            None => break,
+        }
     }
     Ok(out)
 }
@@ -118,5 +155,64 @@ mod tests {
         for bad in [&b"short"[..], &[0u8; 17][..], &[1u8; 20][..]] {
             assert!(matches!(Side::decode(bad), Err(Error::Corrupt(_))));
         }
+    }
+
+    /// A database written before bases moved into the row: its rows have
+    /// 25-byte headers and their bases in side entries. Those bases still
+    /// read, and a row's next write moves its base into the row.
+    #[test]
+    fn a_base_in_an_old_side_entry_reads_and_moves_into_the_row() {
+        use crate::local::codec::{decode_row_header, encode_row, RowHeader};
+        use crate::local::storage::{Batch, Space};
+        use crate::{Database, OpenOptions, TableOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let legacy_base = Stamp {
+            time: 3 << 16,
+            node: 77,
+        };
+        let (id, rk) = {
+            let db = Database::open(dir.path(), OpenOptions::new("n1")).unwrap();
+            db.create_table("t", TableOptions::default()).unwrap();
+            db.upsert("t", serde_json::json!({"id": 1, "v": 1}))
+                .unwrap();
+            let def = db.table("t").unwrap();
+            let rk = crate::local::keys::row_key(def.id, &1.into());
+            let store = db.store().unwrap();
+            let row = store.get(Space::Rows, &rk).unwrap().unwrap();
+            let h = decode_row_header(&row).unwrap();
+            assert!(h.base.is_some(), "a new write keeps its base in the row");
+            let mut b = Batch::default();
+            let old = RowHeader {
+                base: None,
+                ..h.clone()
+            };
+            b.put(Space::Rows, rk.clone(), encode_row(&old, &row[h.len()..]));
+            let side = Side {
+                base: legacy_base,
+                state: None,
+            };
+            b.put(Space::Meta, side_key(&rk), side.encode());
+            db.shared.commit(&store, b, true, None).unwrap();
+            (def.id, rk)
+        };
+        let db = Database::open(dir.path(), OpenOptions::new("n1")).unwrap();
+        assert!(
+            db.shared.conflicts.is_stateful(id),
+            "the old entry is looked up"
+        );
+        {
+            let store = db.store().unwrap();
+            let mut ctx = crate::local::write::Ctx::new(&store, false, 0);
+            let old = ctx.current(&rk).unwrap();
+            let side = ctx.side(&rk, old.as_ref(), true).unwrap().unwrap();
+            assert_eq!((side.base, side.state), (legacy_base, None));
+        }
+        let before = db.get("t", 1).unwrap().unwrap().stamp();
+        db.upsert("t", serde_json::json!({"id": 1, "v": 2}))
+            .unwrap();
+        let store = db.store().unwrap();
+        assert!(store.get(Space::Meta, &side_key(&rk)).unwrap().is_none());
+        let row = store.get(Space::Rows, &rk).unwrap().unwrap();
+        assert_eq!(decode_row_header(&row).unwrap().base, Some(before));
     }
 }

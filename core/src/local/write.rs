@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::local::catalog::TableDef;
 use crate::local::codec::{
-    decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp, ROW_HEADER_LEN,
+    decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp,
 };
 use crate::local::conflict::ConflictPolicy;
 use crate::local::db::{Database, Durability, WriteState};
@@ -337,15 +337,9 @@ impl Transaction {
                 let wants_merge = matches!(p.op, Op::Increment { .. })
                     || (matches!(p.op, Op::Update(_)) && policy == ConflictPolicy::MergeAttributes);
                 // Only a table with merge states can have one for this record
-                // (the mark is set under this same lock), and only an earlier
-                // write of this commit leaves a base this write must pass on:
-                // otherwise the write path reads nothing more than before.
-                let same_commit = old.as_ref().is_some_and(|o| o.header.stamp == stamp);
-                let side = if stateful || wants_merge || same_commit {
-                    ctx.side(&rk)?
-                } else {
-                    None
-                };
+                // (the mark is set under this same lock); the base is in the
+                // row already read, so otherwise the write reads nothing more.
+                let side = ctx.side(&rk, old.as_ref(), stateful || wants_merge)?;
                 // The version this write replaces at this node: what a
                 // receiver compares its own current version with. An
                 // earlier write of this same commit passes its own on.
@@ -687,6 +681,13 @@ pub(crate) struct Ctx<'a> {
     sides: HashMap<Vec<u8>, Option<Side>>,
     /// Tables that gained a merge state in this batch.
     pub(crate) stateful: Vec<u32>,
+    /// The base `put_side` staged for the row `base_row`, which its next
+    /// `write` puts in the row header (so a base costs no key of its own).
+    next_base: Option<Stamp>,
+    base_row: Vec<u8>,
+    /// A row whose side entry holds only a base (written before bases
+    /// moved into the row): the next base staged for it removes the entry.
+    legacy_side: Option<Vec<u8>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -704,6 +705,9 @@ impl<'a> Ctx<'a> {
             writes_in_entry: 0,
             sides: HashMap::new(),
             stateful: Vec::new(),
+            next_base: None,
+            base_row: Vec::new(),
+            legacy_side: None,
         }
     }
 
@@ -719,19 +723,59 @@ impl<'a> Ctx<'a> {
         std::mem::take(&mut self.prior)
     }
 
-    /// The side entry of row `rk` (see `side`).
-    pub(crate) fn side(&self, rk: &[u8]) -> Result<Option<Side>> {
-        if let Some(s) = self.sides.get(rk) {
-            return Ok(s.clone());
+    /// What row `rk` (now `old`) keeps for conflict handling (see `side`):
+    /// its base from the row header, and its merge state, looked up in the
+    /// meta space only where `look` says the record may have one (a table
+    /// marked stateful, or a write that merges).
+    pub(crate) fn side(
+        &mut self,
+        rk: &[u8],
+        old: Option<&OldRow>,
+        look: bool,
+    ) -> Result<Option<Side>> {
+        if !self.sides.is_empty() {
+            if let Some(s) = self.sides.get(rk) {
+                return Ok(s.clone());
+            }
         }
-        match self.store.get(Space::Meta, &side_key(rk))? {
-            Some(v) => Ok(Some(Side::decode(&v)?)),
-            None => Ok(None),
-        }
+        let row_base = old.and_then(|o| o.header.base);
+        let entry = if look {
+            match self.store.get(Space::Meta, &side_key(rk))? {
+                Some(v) => Some(Side::decode(&v)?),
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(match entry {
+            // A merge state is always written with its base: that one holds.
+            Some(sd) if sd.state.is_some() => Some(sd),
+            Some(mut sd) => {
+                self.legacy_side = Some(rk.to_vec());
+                if let Some(b) = row_base {
+                    sd.base = b;
+                }
+                Some(sd)
+            }
+            None => row_base.map(|base| Side { base, state: None }),
+        })
     }
 
-    /// Stages row `rk`'s side entry (`None`: remove it).
+    /// Stages row `rk`'s side entry (`None`: remove it). A base alone goes
+    /// into the header of the row's next `write`, not into the meta space.
     pub(crate) fn put_side(&mut self, rk: &[u8], side: Option<Side>) {
+        if let Some(sd) = &side {
+            self.next_base = Some(sd.base);
+            self.base_row.clear();
+            self.base_row.extend_from_slice(rk);
+            if sd.state.is_none() && !self.sides.contains_key(rk) {
+                if self.legacy_side.as_deref() == Some(rk) {
+                    self.legacy_side = None;
+                    self.batch.delete(Space::Meta, side_key(rk));
+                }
+                return;
+            }
+        }
         let k = side_key(rk);
         match &side {
             Some(sd) => {
@@ -763,7 +807,7 @@ impl<'a> Ctx<'a> {
         let json = if header.tombstone {
             ""
         } else {
-            std::str::from_utf8(&v[ROW_HEADER_LEN..])
+            std::str::from_utf8(&v[header.len()..])
                 .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
         };
         Ok(Some(OldRow {
@@ -798,6 +842,10 @@ impl<'a> Ctx<'a> {
             self.prior
                 .push(crate::local::log::Prior { write: index, old });
         }
+        let base = match self.next_base.take() {
+            Some(b) if self.base_row == rk => Some(b),
+            _ => None,
+        };
         let op = op.inner();
         let seq_bytes = self.seq.to_be_bytes();
         let (header, body): (RowHeader, &[u8]) = match op {
@@ -806,6 +854,7 @@ impl<'a> Ctx<'a> {
                     tombstone: false,
                     stamp,
                     created: *created,
+                    base,
                 },
                 json.as_bytes(),
             ),
@@ -814,6 +863,7 @@ impl<'a> Ctx<'a> {
                     tombstone: true,
                     stamp,
                     created: 0,
+                    base,
                 },
                 &seq_bytes,
             ),
