@@ -312,6 +312,27 @@ pub(crate) fn decode_row_header(v: &[u8]) -> Result<RowHeader> {
     })
 }
 
+/// A row as it stands before a write, from storage or from an earlier write
+/// of the same commit.
+#[derive(Clone)]
+pub(crate) struct OldRow {
+    pub(crate) header: RowHeader,
+    pub(crate) json: std::sync::Arc<str>,
+}
+
+impl OldRow {
+    pub(crate) fn object(
+        &self,
+    ) -> crate::error::Result<serde_json::Map<String, serde_json::Value>> {
+        match serde_json::from_str::<serde_json::Value>(&self.json) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            _ => Err(crate::error::Error::Corrupt(
+                "stored record is not a JSON object".into(),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

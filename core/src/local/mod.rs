@@ -26,6 +26,7 @@ pub(crate) mod remote;
 pub(crate) mod resolve;
 pub(crate) mod retention;
 pub(crate) mod settle;
+pub(crate) mod settle_local;
 pub(crate) mod side;
 pub(crate) mod storage;
 pub(crate) mod write;

@@ -480,7 +480,7 @@ fn merge_local(
     earlier: &[LogWrite],
 ) -> Result<(WriteOp, usize)> {
     use crate::local::merge::MergeOp;
-    use crate::local::settle::{local_increment, state_from_row, LocalMerge};
+    use crate::local::settle_local::{local_increment, state_from_row, LocalMerge};
     let mut state = match state {
         Some(s) => s,
         None => state_from_row(old.as_ref())?,
@@ -599,7 +599,10 @@ fn merge_local(
         (MetaKind::Whole, None, _) => WriteOp::Delete,
         _ => row_op.clone(),
     };
-    ctx.put_side(&rk, Some(crate::local::settle::side_after(base, state)));
+    ctx.put_side(
+        &rk,
+        Some(crate::local::settle_local::side_after(base, state)),
+    );
     ctx.write(def, rk, &p.key, old, stamp, &row_op, visible.as_ref())?;
     Ok((
         WriteOp::Meta {
@@ -642,22 +645,7 @@ pub(crate) fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) ->
     false
 }
 
-/// A row as it stands before a write, from storage or from an earlier write
-/// of the same commit.
-#[derive(Clone)]
-pub(crate) struct OldRow {
-    pub(crate) header: RowHeader,
-    pub(crate) json: Arc<str>,
-}
-
-impl OldRow {
-    pub(crate) fn object(&self) -> Result<Map<String, Value>> {
-        match serde_json::from_str::<Value>(&self.json) {
-            Ok(Value::Object(m)) => Ok(m),
-            _ => Err(Error::Corrupt("stored record is not a JSON object".into())),
-        }
-    }
-}
+pub(crate) use crate::local::codec::OldRow;
 
 /// Builds one atomic batch; with several writes it remembers what each one
 /// left behind, so later writes to the same record see it.
