@@ -57,6 +57,9 @@ async function pair() {
   }
   for (const t of TABLES) await waitUntil(`the nodes met (${t})`, () => a.get(t, 'from-b') && b.get(t, 'from-a'));
   b.removePeer('a');
+  // Removing a peer ends its link asynchronously: frames still in flight
+  // would make the writes that follow sequential, not concurrent.
+  await waitUntil("a sees b's link end", () => !a.peerStatus('b').connected);
   return {
     a,
     b,

@@ -90,6 +90,9 @@ class Pair:
         for t in self.TABLES:
             wait_until(f"the nodes met ({t})", lambda: self.a.get(t, "from-b") and self.b.get(t, "from-a"))
         self.b.remove_peer("a")
+        # Removing a peer ends its link asynchronously: frames still in
+        # flight would make the writes that follow sequential, not concurrent.
+        wait_until("a sees b's link end", lambda: not self.a.peer_status("b")["connected"])
 
     def tls(self, node: str) -> Dict[str, Any]:
         f = self.pki["nodes"][node]

@@ -132,6 +132,17 @@ static int64_t int_attr(tidelog_db *db, const char *table, const char *key, cons
         }                                                                        \
     } while (0)
 
+/* Whether `db`'s link to `peer` is down: removing a peer ends its link
+ * asynchronously, and frames still in flight on it would turn the
+ * concurrent writes below into sequential ones (nothing to log). */
+static int link_down(tidelog_db *db, const char *peer) {
+    tidelog_string *s = NULL;
+    OK(tidelog_peer_status(db, peer, &s));
+    int down = strstr(tidelog_string_data(s), "\"connected\":false") != NULL;
+    tidelog_string_free(s);
+    return down;
+}
+
 static int same_v(tidelog_db *a, tidelog_db *b, const char *table, const char *key) {
     char va[128], vb[128];
     v_of(a, table, key, va, sizeof va);
@@ -312,6 +323,7 @@ int main(int argc, char **argv) {
     OK(tidelog_add_peer(b, json));
     meet(a, b);
     OK(tidelog_remove_peer(b, "a"));
+    WAIT_FOR("a to see b's link end", link_down(a, "b"));
 
     prepare(a, "a");
     tu_sleep_ms(5); /* b's writes are the later ones */
