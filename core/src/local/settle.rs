@@ -12,8 +12,9 @@
 //!   a sequential update, never a conflict.
 //!
 //! The loser's side is `local` when it was written on this node, `remote`
-//! otherwise. A remote merge patch logs the attributes that lost (to the
-//! base or to a newer patch of the attribute); counts never conflict.
+//! otherwise. Under `merge`, `c` is the record's version (newest base or
+//! override; counts never move it) and the losers are per attribute (see
+//! `merge_losses`); counts never conflict.
 //! Writes without a known base (from a node with the conflict log off, or
 //! from before it) are never reported.
 
