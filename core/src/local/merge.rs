@@ -277,6 +277,16 @@ impl MergeState {
             .fold(self.base_stamp, Stamp::max)
     }
 
+    /// Stamp of the record's version as conflicts see it: the newest base
+    /// or override. Counter contributions are left out: an increment is
+    /// never a conflict, so it must not make a later write look concurrent.
+    pub(crate) fn version(&self) -> Stamp {
+        self.overrides
+            .values()
+            .map(|(_, s)| *s)
+            .fold(self.base_stamp, Stamp::max)
+    }
+
     /// Whether the state holds anything beyond its base (then it must be
     /// kept beside the row).
     pub(crate) fn has_extras(&self) -> bool {

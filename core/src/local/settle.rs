@@ -12,8 +12,9 @@
 //!   a sequential update, never a conflict.
 //!
 //! The loser's side is `local` when it was written on this node, `remote`
-//! otherwise. A remote merge patch logs the attributes that lost (to the
-//! base or to a newer patch of the attribute); counts never conflict.
+//! otherwise. Under `merge`, `c` is the record's version (newest base or
+//! override; counts never move it) and the losers are per attribute (see
+//! `merge_losses`); counts never conflict.
 //! Writes without a known base (from a node with the conflict log off, or
 //! from before it) are never reported.
 
@@ -113,37 +114,117 @@ pub(crate) fn meta_of(op: &WriteOp) -> (Option<Stamp>, bool) {
     }
 }
 
-/// The attributes of a remote merge patch that lost on this record (to its
-/// base, or to a newer patch of the attribute), with the stamp that beat
-/// them; empty when every attribute won or the patch was already here.
-pub(crate) fn lost_attributes(
+/// One loser a remote write makes on a record with a merge state.
+pub(crate) struct Loss {
+    pub(crate) winner: Stamp,
+    pub(crate) loser: Stamp,
+    /// The losing record, the attributes that lost, or null (a delete).
+    pub(crate) values: Option<Value>,
+}
+
+/// What a remote write at `stamp` with base `wb` makes lose on a `merge`
+/// record holding `state` (`vb`: the base of its version), before it is
+/// merged in. The write and the record's version (`MergeState::version`)
+/// are concurrent by the `lww` rule; only then, per attribute: a patch's
+/// attribute loses to a newer override, to a newer base, or to a tombstone
+/// base; an override a newer patch or whole write replaces loses; a whole
+/// write loses to a newer base, or makes the base it replaces lose. Counts
+/// and sync rows never lose.
+pub(crate) fn merge_losses(
     state: &MergeState,
+    vb: Stamp,
     stamp: Stamp,
+    wb: Stamp,
     op: &WriteOp,
-) -> Option<(Map<String, Value>, Stamp)> {
-    let WriteOp::Meta {
-        kind: MetaKind::Patch { attrs },
-        ..
-    } = op
-    else {
-        return None;
+) -> Vec<Loss> {
+    let v = state.version();
+    let concurrent = if stamp > v {
+        wb != v
+    } else {
+        stamp < v && vb != stamp
     };
-    let attrs = crate::local::record::parse_object(attrs).ok()?;
-    let mut lost = Map::new();
-    let mut winner = Stamp::default();
-    for (k, v) in attrs {
-        let beat = match state.overrides.get(&k) {
-            Some((_, s)) if *s == stamp => return None, // already applied
-            Some((_, s)) if *s > stamp => Some(*s),
-            _ if state.base_stamp > stamp => Some(state.base_stamp),
-            _ => None,
-        };
-        if let Some(b) = beat {
-            winner = winner.max(b);
-            lost.insert(k, v);
-        }
+    if !concurrent {
+        return Vec::new();
     }
-    (!lost.is_empty()).then_some((lost, winner))
+    let (kind, inner) = match op {
+        WriteOp::Meta { op, kind, .. } => (kind, op.inner()),
+        _ => return Vec::new(),
+    };
+    // Overrides `stamp` replaces, grouped by the patch that set them.
+    let mut replaced: std::collections::BTreeMap<Stamp, Map<String, Value>> = Default::default();
+    let mut out = Vec::new();
+    match kind {
+        MetaKind::Patch { attrs } => {
+            let Ok(attrs) = crate::local::record::parse_object(attrs) else {
+                return Vec::new();
+            };
+            let tombstone = state.base.is_none() && state.base_stamp > Stamp::default();
+            let mut lost = Map::new();
+            let mut winner = Stamp::default();
+            for (k, val) in attrs {
+                let held = state.overrides.get(&k);
+                let beat = match held {
+                    Some((_, q)) if *q == stamp => return Vec::new(), // already here
+                    Some((_, q)) if *q > stamp => Some(*q),
+                    _ if state.base_stamp > stamp || tombstone => Some(state.base_stamp),
+                    _ => None,
+                };
+                match (beat, held) {
+                    (Some(b), _) => {
+                        winner = winner.max(b);
+                        lost.insert(k, val);
+                    }
+                    (None, Some((old, q))) => {
+                        replaced.entry(*q).or_default().insert(k, old.clone());
+                    }
+                    (None, None) => {}
+                }
+            }
+            if !lost.is_empty() {
+                out.push(Loss {
+                    winner,
+                    loser: stamp,
+                    values: Some(Value::Object(lost)),
+                });
+            }
+        }
+        MetaKind::Whole | MetaKind::Resolution => {
+            let written = match inner {
+                WriteOp::Put { json, .. } => json_value(Some(json)),
+                _ => None,
+            };
+            if stamp < state.base_stamp {
+                out.push(Loss {
+                    winner: state.base_stamp,
+                    loser: stamp,
+                    values: written,
+                });
+            } else if stamp > state.base_stamp {
+                if state.base_stamp > Stamp::default() {
+                    out.push(Loss {
+                        winner: stamp,
+                        loser: state.base_stamp,
+                        values: json_value(state.base.as_deref()),
+                    });
+                }
+                for (k, (old, q)) in &state.overrides {
+                    if *q < stamp {
+                        replaced
+                            .entry(*q)
+                            .or_default()
+                            .insert(k.clone(), old.clone());
+                    }
+                }
+            }
+        }
+        MetaKind::Count { .. } | MetaKind::Synced { .. } => {}
+    }
+    out.extend(replaced.into_iter().map(|(q, m)| Loss {
+        winner: stamp,
+        loser: q,
+        values: Some(Value::Object(m)),
+    }));
+    out
 }
 
 /// A conflict found while applying, before it has its id and time.
@@ -251,25 +332,28 @@ pub(crate) fn remote_write(
             Some(s) => s,
             None => state_from_row(old.as_ref())?,
         };
-        if track {
-            if let Some((lost, winner)) = lost_attributes(&state, stamp, op) {
+        // The base of the record's version: what a write must have
+        // replaced to be sequential (as `side.base` under lww).
+        let vb = side.as_ref().map(|s| s.base).unwrap_or_default();
+        let v = state.version();
+        if track && policy == ConflictPolicy::MergeAttributes {
+            for l in merge_losses(&state, vb, stamp, wbase.unwrap_or_default(), op) {
                 found.entries.push(entry(
                     def,
                     key,
                     ConflictPolicy::MergeAttributes,
                     shared.node_id,
                     &names,
-                    winner,
-                    stamp,
-                    Some(Value::Object(lost)),
+                    l.winner,
+                    l.loser,
+                    l.values,
                 ));
             }
-        }
-        let whole = !merge && op.supersedable();
-        if track && whole {
-            if let (Some(c), Some(wb)) = (cur, wbase) {
-                let c_base = side.as_ref().map(|s| s.base);
-                if stamp > c && wb != c {
+        } else if track && op.supersedable() {
+            // Whole writes to a record with counters: last writer wins on
+            // its version, which the counters do not move.
+            if let Some(wb) = wbase {
+                if stamp > v && wb != v && v > Stamp::default() {
                     found.entries.push(entry(
                         def,
                         key,
@@ -277,17 +361,17 @@ pub(crate) fn remote_write(
                         shared.node_id,
                         &names,
                         stamp,
-                        c,
+                        v,
                         json_value(old_json.as_deref()),
                     ));
-                } else if stamp < c && c_base.is_some_and(|b| b != stamp) {
+                } else if stamp < v && vb != stamp {
                     found.entries.push(entry(
                         def,
                         key,
                         policy,
                         shared.node_id,
                         &names,
-                        c,
+                        v,
                         stamp,
                         json_value(w_json),
                     ));
@@ -329,7 +413,14 @@ pub(crate) fn remote_write(
             },
             None => WriteOp::Delete,
         };
-        ctx.put_side(&rk, Some(side_after(wbase.unwrap_or_default(), state)));
+        // A write that became the version passes its base on; one that did
+        // not (a count, a late patch) leaves the version's base.
+        let base = if state.version() > v {
+            wbase.unwrap_or_default()
+        } else {
+            vb
+        };
+        ctx.put_side(&rk, Some(side_after(base, state)));
         if visible.is_some() || old.as_ref().is_some_and(|o| !o.header.tombstone) {
             ctx.write(def, rk, key, old, newest, &row_op, visible.as_ref())?;
         }

@@ -349,7 +349,8 @@ impl Transaction {
                     (None, _) => Stamp::default(),
                 };
                 if wants_merge || side.as_ref().is_some_and(|sd| sd.state.is_some()) {
-                    let state = side.and_then(|sd| sd.state);
+                    let (vb, state) =
+                        side.map_or((Stamp::default(), None), |sd| (sd.base, sd.state));
                     let (op, gone) = merge_local(
                         &mut ctx,
                         &def,
@@ -358,7 +359,7 @@ impl Transaction {
                         old,
                         state,
                         stamp,
-                        base,
+                        (base, vb),
                         max_bytes,
                         &log_writes,
                     )?;
@@ -475,7 +476,7 @@ fn merge_local(
     old: Option<OldRow>,
     state: Option<MergeState>,
     stamp: Stamp,
-    base: Stamp,
+    (base, vb): (Stamp, Stamp),
     max_bytes: usize,
     earlier: &[LogWrite],
 ) -> Result<(WriteOp, usize)> {
@@ -484,6 +485,15 @@ fn merge_local(
     let mut state = match state {
         Some(s) => s,
         None => state_from_row(old.as_ref())?,
+    };
+    // Receivers compare the base with the record's version, which counts
+    // do not move (an increment is never a conflict); an earlier write of
+    // this commit passes its own base on.
+    let v = state.version();
+    let base = if old.as_ref().is_some_and(|o| o.header.stamp == stamp) {
+        base
+    } else {
+        v
     };
     let live = state.visible();
     let mut gone = 0;
@@ -599,9 +609,11 @@ fn merge_local(
         (MetaKind::Whole, None, _) => WriteOp::Delete,
         _ => row_op.clone(),
     };
+    // A count that left the version as it was keeps that version's base.
+    let side_base = if state.version() > v { base } else { vb };
     ctx.put_side(
         &rk,
-        Some(crate::local::settle_local::side_after(base, state)),
+        Some(crate::local::settle_local::side_after(side_base, state)),
     );
     ctx.write(def, rk, &p.key, old, stamp, &row_op, visible.as_ref())?;
     Ok((
