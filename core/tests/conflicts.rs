@@ -331,7 +331,9 @@ impl Model {
                 assert_eq!(
                     base,
                     rec.version(),
-                    "the base a local write carries is the version it replaced"
+                    "the base a local write carries is the version it replaced: {:?} on {:?}",
+                    w.op,
+                    w.key
                 );
                 let what = match what {
                     What::Count { init } => What::Whole { live: true }.only(init),
@@ -494,6 +496,7 @@ fn each_conflict_log_lists_exactly_the_writes_that_lost_there() {
         ConflictPolicy::Resolver,
     ] {
         for seed in [3u64, 11, 4242, 77_777, 5, 8_675_309] {
+            eprintln!("exact log: {policy:?} seed {seed}");
             let mut model = Some(Model::new(policy, 3));
             let nodes = random_run(policy, seed, &mut model);
             assert_converged(&nodes, &format!("{policy:?} seed {seed}"));

@@ -685,8 +685,9 @@ pub(crate) struct Ctx<'a> {
     /// `write` puts in the row header (so a base costs no key of its own).
     next_base: Option<Stamp>,
     base_row: Vec<u8>,
-    /// A row whose side entry holds only a base (written before bases
-    /// moved into the row): the next base staged for it removes the entry.
+    /// A row whose side entry was read (a base written before bases moved
+    /// into the row, or a merge state): staging a base without a state for
+    /// it removes the entry.
     legacy_side: Option<Vec<u8>>,
 }
 
@@ -749,7 +750,13 @@ impl<'a> Ctx<'a> {
         };
         Ok(match entry {
             // A merge state is always written with its base: that one holds.
-            Some(sd) if sd.state.is_some() => Some(sd),
+            // Remembered like a legacy entry: a write that leaves the record
+            // without a state must remove it, or the stale state would be
+            // read back at the record's next write.
+            Some(sd) if sd.state.is_some() => {
+                self.legacy_side = Some(rk.to_vec());
+                Some(sd)
+            }
             Some(mut sd) => {
                 self.legacy_side = Some(rk.to_vec());
                 if let Some(b) = row_base {
