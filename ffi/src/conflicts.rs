@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tidelog_core::{ConflictCase, ConflictResolver, Resolution};
 
 use crate::db_txn::with_open_txn;
@@ -164,7 +164,7 @@ impl Target {
         if self.cancelled.load(Ordering::Acquire) {
             return Resolution::TakeRemote;
         }
-        let text = case_json(case).to_string();
+        let text = case.to_json().to_string();
         // serde_json escapes NUL, so this cannot fail; if it did, the remote
         // version is the safe answer.
         let Ok(text) = CString::new(text) else {
@@ -229,18 +229,6 @@ impl Target {
             }
         }
     }
-}
-
-/// The case as C (and the other bindings' JSON) sees it.
-pub(crate) fn case_json(c: &ConflictCase) -> Value {
-    json!({
-        "table": c.table,
-        "key": c.key.to_json(),
-        "local": c.local,
-        "local_stamp": c.local_stamp,
-        "remote": c.remote,
-        "remote_stamp": c.remote_stamp,
-    })
 }
 
 // ---- counters ----------------------------------------------------------------
@@ -480,6 +468,7 @@ pub unsafe extern "C" fn tidelog_clear_conflict_resolver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     unsafe extern "C" fn never(
         _: *const c_char,

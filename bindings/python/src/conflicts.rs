@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
-use serde_json::{json, Value};
 use tidelog::{ConflictCase, ConflictPolicy, ConflictResolver, Resolution};
 
 use crate::convert::{py_to_value, type_name, value_to_py};
@@ -38,18 +37,6 @@ pub(crate) fn entries_to_py<'py>(
         list.append(value_to_py(py, &e.to_json())?)?;
     }
     Ok(list)
-}
-
-/// What the callable receives: the same fields as C's case JSON.
-fn case_value(c: &ConflictCase) -> Value {
-    json!({
-        "table": c.table,
-        "key": c.key.to_json(),
-        "local": c.local,
-        "local_stamp": c.local_stamp,
-        "remote": c.remote,
-        "remote_stamp": c.remote_stamp,
-    })
 }
 
 fn answer(v: &Bound<'_, PyAny>) -> Result<Resolution, String> {
@@ -83,7 +70,7 @@ pub(crate) fn resolver(table: &str, callable: Py<PyAny>) -> ConflictResolver {
     Arc::new(move |case: &ConflictCase| {
         // None while the interpreter is shutting down: nobody to ask.
         let asked = Python::try_attach(|py| {
-            let arg = value_to_py(py, &case_value(case))
+            let arg = value_to_py(py, &case.to_json())
                 .map_err(|e| format!("the case could not be made a dict: {e}"))?;
             match callable.call1(py, (arg,)) {
                 Ok(v) => answer(v.bind(py)),

@@ -183,6 +183,21 @@ pub struct ConflictCase {
     pub remote_stamp: Stamp,
 }
 
+impl ConflictCase {
+    /// The case as the bindings hand it to a resolver written in C or
+    /// Python: the struct's field names, stamps as `{"time", "node"}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "table": self.table,
+            "key": self.key.to_json(),
+            "local": self.local,
+            "local_stamp": self.local_stamp,
+            "remote": self.remote,
+            "remote_stamp": self.remote_stamp,
+        })
+    }
+}
+
 /// A resolver's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resolution {

@@ -350,14 +350,7 @@ impl Sender {
             let resync = sync.reason != SyncReason::Initial;
             let mut out = Vec::with_capacity(rows.len());
             for s in rows {
-                let row = SyncRow {
-                    key: s.key,
-                    stamp: s.stamp,
-                    created: s.created,
-                    json: s.json,
-                    merge: s.merge,
-                };
-                let routed = self.routes.sync_row(&want.table, row, resync);
+                let routed = self.routes.sync_row(&want.table, s.into(), resync);
                 if let Some(row) = routed
                     .map(|r| super::sync_part::allowed(r, |o| self.may_send_origin(o)))
                     .transpose()?

@@ -6,6 +6,20 @@ use crate::error::{Error, Result};
 use crate::local::merge::MergeState;
 use crate::net::wire::SyncRow;
 
+/// A row of this node's table state, as a sync sends it (before the row
+/// filter and the origin rules cut it).
+impl From<crate::local::read::StateRow> for SyncRow {
+    fn from(s: crate::local::read::StateRow) -> SyncRow {
+        SyncRow {
+            key: s.key,
+            stamp: s.stamp,
+            created: s.created,
+            json: s.json,
+            merge: s.merge,
+        }
+    }
+}
+
 /// The part of `row` the origin rules let go (`may_send`: whether writes
 /// of an origin may go to the peer). A plain row is one write: it goes or
 /// not by its stamp. A row with a merge state holds writes of many
@@ -85,14 +99,7 @@ mod tests {
         let (rows, next) = from.state_chunk("t", None, 1000, usize::MAX, None).unwrap();
         assert!(next.is_none());
         for s in rows {
-            let row = SyncRow {
-                key: s.key,
-                stamp: s.stamp,
-                created: s.created,
-                json: s.json,
-                merge: s.merge,
-            };
-            let Some(row) = allowed(row, |o| o == own).unwrap() else {
+            let Some(row) = allowed(s.into(), |o| o == own).unwrap() else {
                 continue;
             };
             let op = match row.json {
