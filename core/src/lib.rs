@@ -13,6 +13,7 @@
 //! `tidelog::maintenance` (background flush, retention, sweeps) and
 //! `tidelog::listener` (change listeners).
 
+pub mod cloud;
 pub mod error;
 mod local;
 pub mod net;
