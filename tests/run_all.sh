@@ -52,7 +52,22 @@ step_clippy() {
     cargo clippy -p tidelog-python -p tidelog-node --features bench --all-targets -- -D warnings
 }
 
+# The servers the cloud-side tests start privately (PostgreSQL 15+ as its own
+# user, nats-server with JetStream), from Debian's packages where missing.
+ensure_servers() {
+    local want=()
+    ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
+    command -v nats-server >/dev/null 2>&1 || want+=(nats-server)
+    [ ${#want[@]} -eq 0 ] && return 0
+    echo "== apt-get install ${want[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${want[@]}" >/dev/null
+}
+
 step_rust() {
+    ensure_servers
     echo "== import cycles (core, ffi)"
     python3 tests/import_cycles.py
     echo "== cargo test"
