@@ -9,4 +9,7 @@
 //! (Kafka, say) implements [`sink::Sink`] and nothing on the edge-facing
 //! side changes.
 
+pub mod driver;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sink;

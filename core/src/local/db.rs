@@ -228,6 +228,8 @@ pub(crate) struct Shared {
     dropped: AtomicU64,
     /// The conflict log's counters and the tables' resolvers.
     pub(crate) conflicts: crate::local::conflict_state::ConflictState,
+    /// Log positions the cloud sinks still need (see `retention`).
+    pub(crate) log_holds: crate::local::retention::LogHolds,
 }
 
 /// Why writes are refused until the engine is reopened.
@@ -407,6 +409,7 @@ impl Database {
             mark: Mutex::new(mark.min(last)),
             dropped: AtomicU64::new(dropped),
             conflicts: Default::default(),
+            log_holds: Default::default(),
         });
         Ok(Database { shared })
     }

@@ -26,7 +26,10 @@ const MARK_EVERY: Duration = Duration::from_secs(1);
 
 fn trim(db: &Database) -> Result<()> {
     let replicator = db.shared.replication.lock().clone();
-    let floor = replicator.as_ref().map_or(0, |r| r.acked_floor());
+    let floor = replicator
+        .as_ref()
+        .map_or(0, |r| r.acked_floor())
+        .min(db.shared.log_holds.floor());
     let now = crate::local::hlc::wall_millis();
     let report = crate::local::retention::trim_log(db, floor, now)?;
     crate::local::retention::collect_tombstones(db, floor, now)?;
