@@ -317,6 +317,11 @@ impl<S: Sink> Driver<S> {
 
     /// Counts and reports a failure, then waits before the next try.
     async fn failed(&mut self, e: SinkError) -> std::result::Result<(), Stopped> {
+        // While the destination is down the backlog still grows: keep the
+        // status honest between tries.
+        let resume = self.status.lock().resume_point;
+        let head = self.blocking(|db| db.log_bounds()).await?.last;
+        self.note_backlog(resume, head).await?;
         {
             let mut s = self.status.lock();
             s.retries += 1;
