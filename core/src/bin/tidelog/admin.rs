@@ -56,6 +56,10 @@ pub struct Response {
     /// `status` and `peers`: the library's `PeerStatus` of each, as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<serde_json::Value>>,
+    /// `status` of the whole node: each `[[sinks]]` entry's status, where
+    /// the serve runs any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<Vec<serde_json::Value>>,
     /// What the CLI prints without `--json`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<String>,
@@ -227,9 +231,25 @@ fn status(hub: &Hub, peer: Option<&str>) -> Result<Response, String> {
     if lines.is_empty() {
         lines.push("no peers configured".into());
     }
+    // Sinks have names of their own, not peers': only the node's status
+    // (no peer named) lists them.
+    let sinks = match peer {
+        Some(_) => Vec::new(),
+        None => hub.sinks.lock().statuses(),
+    };
+    lines.extend(sinks.iter().map(super::sinks::status_line));
+    let sinks = (!sinks.is_empty())
+        .then(|| {
+            sinks
+                .iter()
+                .map(|s| serde_json::to_value(s).map_err(|e| format!("cannot encode a status: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
     Ok(Response {
         ok: true,
         peers: Some(json(&peers)?),
+        sinks,
         lines,
         ..Response::default()
     })

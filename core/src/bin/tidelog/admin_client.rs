@@ -44,8 +44,11 @@ pub fn run(cmd: &Admin) -> Result<(), CliError> {
     }
     if cmd.json {
         let peers = answer.peers.unwrap_or_default();
-        let value = match (&cmd.what, peers.as_slice()) {
-            (AdminCommand::Status(Some(_)), [one]) => one.clone(),
+        let value = match (&cmd.what, peers.as_slice(), answer.sinks) {
+            (AdminCommand::Status(Some(_)), [one], _) => one.clone(),
+            // A serve with sinks: both lists, by name (without any, the
+            // array of peers as ever, so existing scripts keep working).
+            (_, _, Some(sinks)) => serde_json::json!({ "peers": peers, "sinks": sinks }),
             _ => serde_json::Value::Array(peers),
         };
         let text = serde_json::to_string_pretty(&value)

@@ -82,6 +82,18 @@
 //!   { table = "alerts", subscribe = true },
 //! ]
 //! # budget, compression, deltas: as for [[peers]]; an admitted peer never relays
+//!
+//! [[sinks]]                      # optional; the hub's log of some tables into another system
+//! kind = "postgres"              # "postgres"; started after the database opens; a reload does not apply changes
+//! name = "cloud"                 # default "postgres"; unique per kind; the key of its resume point
+//! url = "host=db.internal port=5432 user=tidelog dbname=fleet"  # or postgres://user@host:port/db; no TLS yet
+//! hub = "cloud-1"                # default node_name; each hub in front of one database keeps its resume point
+//! max_batch_rows = 10000         # log entries per PostgreSQL transaction
+//! max_batch_bytes = 8388608      # bytes of log entries per PostgreSQL transaction
+//! tables = [
+//!   { name = "alerts" },                              # into PostgreSQL table "alerts", created if missing
+//!   { name = "events", pg_table = "fleet.events" },  # into another (schema-qualified) table
+//! ]
 //! ```
 
 use std::collections::HashSet;
@@ -107,6 +119,7 @@ const SERVE_KEYS: &[&str] = &[
     "rules",
     "admin",
     "metrics",
+    "sinks",
 ];
 
 /// The most bytes of a Unix socket path: `sun_path` holds 108 on Linux,
@@ -135,6 +148,8 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// `[metrics] listen`: where `/metrics` is served; `None`: off.
     pub metrics_listen: Option<String>,
+    /// `[[sinks]]`: where the hub's tables go beyond tidelog.
+    pub sinks: Vec<SinkConfig>,
     open: OpenOptions,
     /// The database options as written, so a reload can name the ones
     /// that changed (they need a restart).
@@ -165,6 +180,24 @@ struct ServeKeys {
     #[serde(default)]
     admin: AdminKeys,
     metrics: Option<MetricsKeys>,
+    #[serde(default)]
+    sinks: Vec<SinkConfig>,
+}
+
+/// One `[[sinks]]` entry; `kind` picks the destination.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    Postgres(tidelog::cloud::postgres::PostgresSinkConfig),
+}
+
+impl SinkConfig {
+    /// The sink's name as status and metrics show it.
+    pub fn label(&self) -> String {
+        match self {
+            SinkConfig::Postgres(c) => format!("postgres:{}", c.name),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +314,7 @@ impl Config {
                 None => serve.data_dir.join(DEFAULT_SOCKET),
             },
             metrics_listen: serve.metrics.map(|m| m.listen),
+            sinks: serve.sinks,
             open,
             open_raw,
             replication: serve.replication,
@@ -350,6 +384,18 @@ impl Config {
             r.validate(&self.open.node_name)
                 .map_err(|e| format!("[[rules]] `{}`: {e}", r.name))?;
         }
+        let mut sinks = HashSet::new();
+        for s in &self.sinks {
+            if !sinks.insert(s.label()) {
+                return Err(format!(
+                    "sink `{}` is listed twice in [[sinks]]: give each a different `name`",
+                    s.label()
+                ));
+            }
+            match s {
+                SinkConfig::Postgres(c) => c.validate().map_err(|e| format!("[[sinks]] {e}"))?,
+            }
+        }
         self.replication_options()?;
         let len = self.admin_socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
@@ -382,7 +428,7 @@ impl Config {
     /// The settings of `new` that differ from this (running) config and
     /// that only a restart applies: the database's options (`node_name`,
     /// `engine`, `[retention]`, ...), `data_dir`, `listen`, the `[tls]`
-    /// files, `insecure`, `[admin]`, `[metrics]` and `[replication]`'s timers. One name per
+    /// files, `insecure`, `[admin]`, `[metrics]`, `[[sinks]]` and `[replication]`'s timers. One name per
     /// setting, sorted within each section. Peers, tables and `status_interval_secs`
     /// are applied by a reload and are not listed.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
@@ -417,6 +463,11 @@ impl Config {
         }
         if self.metrics_listen != new.metrics_listen {
             changed.push("metrics.listen".into());
+        }
+        // Not reloadable yet: a sink keeps its resume point in its
+        // destination, so a restart picks a changed one up where it was.
+        if self.sinks != new.sinks {
+            changed.push("sinks".into());
         }
         changed_keys(
             "replication.",

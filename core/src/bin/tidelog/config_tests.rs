@@ -265,3 +265,36 @@ fn rules_are_read_in_order_and_checked_with_reasons() {
     .unwrap_err();
     assert!(e.contains("rule `e` is listed twice"), "{e}");
 }
+
+#[test]
+fn sinks_are_read_checked_and_not_reloadable() {
+    let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
+    let sink = "[[sinks]]\nkind = \"postgres\"\nurl = \"host=127.0.0.1 user=t dbname=f\"\n\
+                tables = [{ name = \"alerts\" }, { name = \"ev\", pg_table = \"fleet.events\" }]\n";
+    let c = parse(&format!("{base}{sink}")).unwrap();
+    let SinkConfig::Postgres(p) = &c.sinks[0];
+    assert_eq!(c.sinks[0].label(), "postgres:postgres");
+    assert_eq!(p.tables[1].pg_table.as_deref(), Some("fleet.events"));
+    assert_eq!((p.max_batch_rows, p.hub.as_deref()), (10_000, None));
+
+    // Hostile and mistaken entries, each refused with what to change.
+    let e = parse(&format!("{base}{sink}colour = 1\n")).unwrap_err();
+    assert!(e.contains("unknown field `colour`"), "{e}");
+    let e = parse(&format!("{base}[[sinks]]\nkind = \"kafka\"\nurl = \"x\"\ntables = []\n"))
+        .unwrap_err();
+    assert!(e.contains("kafka") && e.contains("postgres"), "{e}");
+    let e = parse(&format!("{base}{sink}{sink}")).unwrap_err();
+    assert!(e.contains("listed twice"), "{e}");
+    let e = parse(&format!(
+        "{base}[[sinks]]\nkind = \"postgres\"\nurl = \"host=x\"\ntables = [{{ name = \"a\", pg_table = \"a.b.c\" }}]\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("schema.table"), "{e}");
+    let e = parse(&format!("{base}[[sinks]]\nkind = \"postgres\"\nurl = \"host=x\"\ntables = []\n"))
+        .unwrap_err();
+    assert!(e.contains("`tables` is empty"), "{e}");
+
+    let without = parse(base).unwrap();
+    assert_eq!(without.restart_only_changes(&c), ["sinks"]);
+    assert!(c.restart_only_changes(&parse(&format!("{base}{sink}")).unwrap()).is_empty());
+}

@@ -16,6 +16,7 @@ mod logger;
 mod metrics;
 mod reload;
 mod serve;
+mod sinks;
 
 use std::process::ExitCode;
 

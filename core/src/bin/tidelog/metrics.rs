@@ -16,7 +16,10 @@
 //! (labels `peer`, `table`) `tidelog_table_coalesced` and
 //! `tidelog_table_refused_writes` (label `direction` too); for the node
 //! `tidelog_accepted_tls_failures`, `tidelog_certificate_expiry_days`,
-//! `tidelog_peers`.
+//! `tidelog_peers`; per `[[sinks]]` entry (label `sink`)
+//! `tidelog_sink_backlog`, `tidelog_sink_lag_seconds`,
+//! `tidelog_sink_retries`, `tidelog_sink_rows`, `tidelog_sink_overruns`,
+//! `tidelog_sink_connected`.
 
 use std::convert::Infallible;
 use std::sync::atomic::AtomicU64;
@@ -142,6 +145,7 @@ pub fn render(hub: &Hub) -> Result<String, String> {
     let accepted = hub.db.accepted_tls_failures().unwrap_or(0);
     let mut reg = Registry::default();
     fill(&mut reg, &peers, accepted, hub.cert_not_after);
+    fill_sinks(&mut reg, &hub.sinks.lock().statuses());
     let mut out = String::new();
     encode(&mut out, &reg).map_err(|e| format!("cannot encode metrics: {e}"))?;
     Ok(out)
@@ -285,6 +289,55 @@ fn fill(reg: &mut Registry, peers: &[PeerStatus], accepted_tls: u64, cert_not_af
             "Days until this node's certificate ([tls] cert) expires; negative once expired",
             days,
         );
+    }
+}
+
+fn fill_sinks(reg: &mut Registry, sinks: &[tidelog::cloud::driver::SinkStatus]) {
+    type L = [(&'static str, String); 1];
+    let backlog = Family::<L, Gauge>::default();
+    reg.register(
+        "tidelog_sink_backlog",
+        "Log entries after the sink's resume point (not yet in its destination)",
+        backlog.clone(),
+    );
+    let lag = Family::<L, Gauge<f64, AtomicU64>>::default();
+    reg.register(
+        "tidelog_sink_lag_seconds",
+        "Age of the oldest log entry the sink has not applied (0 without a backlog)",
+        lag.clone(),
+    );
+    let retries = Family::<L, Counter<u64>>::default();
+    reg.register(
+        "tidelog_sink_retries",
+        "Failed tries of the sink's destination (each retried with backoff)",
+        retries.clone(),
+    );
+    let rows = Family::<L, Counter<u64>>::default();
+    reg.register(
+        "tidelog_sink_rows",
+        "Rows the sink applied since start",
+        rows.clone(),
+    );
+    let overruns = Family::<L, Counter<u64>>::default();
+    reg.register(
+        "tidelog_sink_overruns",
+        "Times the log was trimmed past the sink's resume point and the tables' state was resent",
+        overruns.clone(),
+    );
+    let connected = Family::<L, Gauge>::default();
+    reg.register(
+        "tidelog_sink_connected",
+        "1 while the sink's last exchange with its destination succeeded",
+        connected.clone(),
+    );
+    for s in sinks {
+        let l: L = [("sink", s.name.clone())];
+        backlog.get_or_create(&l).set(clamp(s.backlog));
+        lag.get_or_create(&l).set(s.lag_seconds);
+        retries.get_or_create(&l).inc_by(s.retries);
+        rows.get_or_create(&l).inc_by(s.rows);
+        overruns.get_or_create(&l).inc_by(s.overruns);
+        connected.get_or_create(&l).set(i64::from(s.connected));
     }
 }
 

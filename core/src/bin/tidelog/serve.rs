@@ -39,6 +39,8 @@ pub struct Hub {
     pub cert_not_after: Option<i64>,
     /// `status_interval_secs` as running, for the status ticker.
     status_interval: watch::Sender<u64>,
+    /// `[[sinks]]` as started.
+    pub sinks: Mutex<super::sinks::Sinks>,
 }
 
 impl Hub {
@@ -115,8 +117,13 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         cfg: Mutex::new(cfg),
         config_path: config_path.to_path_buf(),
         cert_not_after,
+        sinks: Mutex::new(super::sinks::Sinks::none()),
     });
-    let started = start(&hub.cfg.lock(), &db);
+    let started = start(&hub.cfg.lock(), &db).and_then(|_| {
+        let sinks = super::sinks::Sinks::start(&hub.cfg.lock().sinks, &db)?;
+        *hub.sinks.lock() = sinks;
+        Ok(())
+    });
     let outcome = started.and_then(|_| {
         let tasks = rt.block_on(async { spawn_services(&hub, &mut socket) })?;
         log!("ready");
@@ -126,6 +133,8 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         }
         ended
     });
+    // Before the close: a sink reads the database until it stops.
+    hub.sinks.lock().stop();
     // Gone before the close: a client now hears "no serve", not silence.
     drop(socket);
     drop(hub);

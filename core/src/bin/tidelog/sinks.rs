@@ -1,0 +1,110 @@
+//! `[[sinks]]` of `tidelog serve`: each sink's driver runs on a small
+//! runtime of its own, started once the database and its tables are open
+//! and stopped before the database closes. A slow destination shares
+//! nothing with the admin socket, `/metrics` or replication.
+
+use tidelog::cloud::driver::{self, DriverConfig, SinkHandle, SinkStatus};
+use tidelog::cloud::postgres::PostgresSink;
+use tidelog::Database;
+
+use super::config::SinkConfig;
+use super::CliError;
+
+/// The running sinks and the runtime they run on.
+pub struct Sinks {
+    runtime: Option<tokio::runtime::Runtime>,
+    handles: Vec<SinkHandle>,
+}
+
+impl Sinks {
+    pub fn none() -> Sinks {
+        Sinks {
+            runtime: None,
+            handles: Vec::new(),
+        }
+    }
+
+    /// Starts every configured sink; none are running if one is refused.
+    pub fn start(configs: &[SinkConfig], db: &Database) -> Result<Sinks, CliError> {
+        if configs.is_empty() {
+            return Ok(Sinks::none());
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tidelog-sink")
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Runtime(format!("cannot start the sinks' runtime: {e}")))?;
+        let mut handles = Vec::new();
+        for c in configs {
+            let handle = match c {
+                SinkConfig::Postgres(pc) => {
+                    let sink = PostgresSink::new(pc.clone(), db.node_name())
+                        .map_err(|e| CliError::Config(format!("[[sinks]] {e}")))?;
+                    let mut dc =
+                        DriverConfig::new(pc.tables.iter().map(|t| t.name.clone()).collect());
+                    dc.max_batch_rows = pc.max_batch_rows;
+                    dc.max_batch_bytes = pc.max_batch_bytes;
+                    let _enter = runtime.enter();
+                    driver::spawn(db.clone(), sink, dc)
+                }
+            };
+            log::info!(
+                "sink `{}`: sending {}",
+                c.label(),
+                match c {
+                    SinkConfig::Postgres(pc) => pc
+                        .tables
+                        .iter()
+                        .map(|t| format!("`{}`", t.name))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            );
+            handles.push(handle);
+        }
+        Ok(Sinks {
+            runtime: Some(runtime),
+            handles,
+        })
+    }
+
+    pub fn statuses(&self) -> Vec<SinkStatus> {
+        self.handles.iter().map(SinkHandle::status).collect()
+    }
+
+    /// Stops every sink (a batch in flight is rolled back by its
+    /// destination and sent again at the next start).
+    pub fn stop(&mut self) {
+        let handles = std::mem::take(&mut self.handles);
+        if let Some(rt) = self.runtime.take() {
+            rt.block_on(async {
+                for h in handles {
+                    h.stop().await;
+                }
+            });
+            rt.shutdown_timeout(std::time::Duration::from_secs(3));
+        }
+    }
+}
+
+/// One line of `tidelog status` for a sink.
+pub fn status_line(s: &SinkStatus) -> String {
+    let mut line = format!(
+        "sink {}: {}, applied through {} of {}, backlog {}, lag {:.1}s, {} batches, {} rows, {} retries, {} overruns",
+        s.name,
+        if s.connected { "connected" } else { "not connected" },
+        s.resume_point,
+        s.log_head,
+        s.backlog,
+        s.lag_seconds,
+        s.batches,
+        s.rows,
+        s.retries,
+        s.overruns
+    );
+    if let Some(e) = &s.last_error {
+        line.push_str(&format!(", last error: {e}"));
+    }
+    line
+}
