@@ -119,7 +119,8 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         cert_not_after,
         sinks: Mutex::new(super::sinks::Sinks::none()),
     });
-    let started = start(&hub.cfg.lock(), &db).and_then(|_| {
+    let started = start(&hub.cfg.lock(), &db);
+    let started = started.and_then(|_| {
         let sinks = super::sinks::Sinks::start(&hub.cfg.lock().sinks, &db)?;
         *hub.sinks.lock() = sinks;
         Ok(())
