@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tidelog::*;
 
 const T: Duration = Duration::from_secs(40);
-const PER_EDGE: u64 = 1500;
+const PER_EDGE: u64 = 4000;
 
 fn write_config(dir: &Path, pg: &Postgres, metrics: &str) -> PathBuf {
     let text = format!(
@@ -87,8 +87,11 @@ fn write(db: &Database, name: &str, from: u64, to: u64) -> BTreeSet<String> {
             db.delete("alerts", k.as_str()).unwrap();
             deleted.insert(k);
         } else {
-            db.upsert("alerts", json!({"id": format!("{name}-{i}"), "level": i % 4, "msg": "pump pressure"}))
-                .unwrap();
+            db.upsert(
+                "alerts",
+                json!({"id": format!("{name}-{i}"), "level": i % 4, "msg": "pump pressure"}),
+            )
+            .unwrap();
         }
     }
     deleted
@@ -96,14 +99,22 @@ fn write(db: &Database, name: &str, from: u64, to: u64) -> BTreeSet<String> {
 
 fn status_json(dir: &Path) -> Value {
     let out = tidelog(dir, &["status", "--json", "--config", "cloud.toml"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("status --json is JSON")
 }
 
 fn metrics(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text
@@ -183,16 +194,30 @@ fn a_hub_sinks_the_edges_alerts_into_postgres_exactly_once_across_a_sigkill() {
     let mut sink = Value::Null;
     wait_until("the sink catching up", T, || {
         sink = status_json(dir)["sinks"][0].clone();
-        sink["backlog"] == 0 && sink["resume_point"] == sink["log_head"] && sink["connected"] == true
+        sink["backlog"] == 0
+            && sink["resume_point"] == sink["log_head"]
+            && sink["connected"] == true
     });
     assert_eq!(sink["name"], "postgres:cloud");
     assert!(sink["rows"].as_u64().unwrap() > 0, "{sink}");
 
     let text = metrics(&metrics_addr);
-    assert!(text.contains("tidelog_sink_backlog{sink=\"postgres:cloud\"} 0"), "{text}");
-    assert!(text.contains("tidelog_sink_rows_total{sink=\"postgres:cloud\"}"), "{text}");
-    assert!(text.contains("tidelog_sink_retries_total{sink=\"postgres:cloud\"}"), "{text}");
-    assert!(text.contains("tidelog_sink_lag_seconds{sink=\"postgres:cloud\"}"), "{text}");
+    assert!(
+        text.contains("tidelog_sink_backlog{sink=\"postgres:cloud\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tidelog_sink_rows_total{sink=\"postgres:cloud\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tidelog_sink_retries_total{sink=\"postgres:cloud\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tidelog_sink_lag_seconds{sink=\"postgres:cloud\"}"),
+        "{text}"
+    );
 
     // The union of the edges' tables (their key ranges are disjoint).
     let mut union = BTreeMap::new();

@@ -64,9 +64,7 @@ struct PgRow {
 async fn pg_rows(c: &tokio_postgres::Client, table: &str) -> (BTreeMap<Key, PgRow>, usize) {
     let rows = c
         .query(
-            &format!(
-                "SELECT key, record, deleted, stamp_time, stamp_node::text FROM {table}"
-            ),
+            &format!("SELECT key, record, deleted, stamp_time, stamp_node::text FROM {table}"),
             &[],
         )
         .await
@@ -142,7 +140,13 @@ fn batches_land_with_tombstones_and_stamps_and_only_newer_stamps_replace() {
             after_seq: 0,
             through_seq: 3,
             rows: vec![
-                row("alerts", Key::from("a"), Some(hostile.clone()), 100, HIGH + 7),
+                row(
+                    "alerts",
+                    Key::from("a"),
+                    Some(hostile.clone()),
+                    100,
+                    HIGH + 7,
+                ),
                 row("alerts", Key::Int(7), Some(json!({"id": 7})), 100, 3),
                 row("alerts", Key::from("b"), None, 50, 1),
                 row("odd", Key::Int(-1), Some(json!({"id": -1})), 1, u64::MAX),
@@ -159,7 +163,10 @@ fn batches_land_with_tombstones_and_stamps_and_only_newer_stamps_replace() {
             PgRow {
                 record: Some(hostile.clone()),
                 deleted: false,
-                stamp: Stamp { time: 100, node: HIGH + 7 }
+                stamp: Stamp {
+                    time: 100,
+                    node: HIGH + 7
+                }
             }
         );
         assert_eq!(
@@ -179,14 +186,38 @@ fn batches_land_with_tombstones_and_stamps_and_only_newer_stamps_replace() {
             through_seq: 6,
             rows: vec![
                 // Node ids around 2^63 order as unsigned: HIGH + 6 < HIGH + 7.
-                row("alerts", Key::from("a"), Some(json!({"id": "a", "v": 0})), 100, HIGH + 6),
+                row(
+                    "alerts",
+                    Key::from("a"),
+                    Some(json!({"id": "a", "v": 0})),
+                    100,
+                    HIGH + 6,
+                ),
                 // An older time loses whatever its node.
-                row("alerts", Key::Int(7), Some(json!({"id": 7, "v": 0})), 99, u64::MAX),
+                row(
+                    "alerts",
+                    Key::Int(7),
+                    Some(json!({"id": 7, "v": 0})),
+                    99,
+                    u64::MAX,
+                ),
                 // An equal stamp is the same write: nothing changes.
-                row("alerts", Key::Int(7), Some(json!({"id": 7, "v": 1})), 100, 3),
+                row(
+                    "alerts",
+                    Key::Int(7),
+                    Some(json!({"id": 7, "v": 1})),
+                    100,
+                    3,
+                ),
                 // A newer delete wins, and an older write cannot resurrect.
                 row("alerts", Key::from("a"), None, 100, u64::MAX),
-                row("alerts", Key::from("b"), Some(json!({"id": "b"})), 49, u64::MAX),
+                row(
+                    "alerts",
+                    Key::from("b"),
+                    Some(json!({"id": "b"})),
+                    49,
+                    u64::MAX,
+                ),
             ],
         })
         .await
@@ -198,7 +229,10 @@ fn batches_land_with_tombstones_and_stamps_and_only_newer_stamps_replace() {
             PgRow {
                 record: None,
                 deleted: true,
-                stamp: Stamp { time: 100, node: u64::MAX }
+                stamp: Stamp {
+                    time: 100,
+                    node: u64::MAX
+                }
             }
         );
         assert_eq!(rows[&Key::Int(7)].record, Some(json!({"id": 7})));
@@ -243,27 +277,43 @@ fn a_table_of_another_shape_or_an_unreachable_server_is_a_typed_error() {
     );
     pg.query("CREATE TABLE missing (key jsonb PRIMARY KEY, record jsonb)");
     rt().block_on(async {
-        let mut s =
-            PostgresSink::new(config(&pg, "w", &[("t", Some("wrong_type"))]), "h").unwrap();
+        let mut s = PostgresSink::new(config(&pg, "w", &[("t", Some("wrong_type"))]), "h").unwrap();
         let e = s.resume_point().await.unwrap_err();
         assert!(!e.transient, "{e}");
-        assert!(e.message.contains("stamp_node") && e.message.contains("numeric(20,0)"), "{e}");
+        assert!(
+            e.message.contains("stamp_node") && e.message.contains("numeric(20,0)"),
+            "{e}"
+        );
 
         let mut s = PostgresSink::new(config(&pg, "m", &[("t", Some("missing"))]), "h").unwrap();
         let e = s.resume_point().await.unwrap_err();
-        assert!(!e.transient && e.message.contains("no column `deleted`"), "{e}");
+        assert!(
+            !e.transient && e.message.contains("no column `deleted`"),
+            "{e}"
+        );
 
         let mut c = config(&pg, "x", &[("t", None)]);
         c.url = format!("host=127.0.0.1 port={} user=tidelog dbname=nope", pg.port);
-        let e = PostgresSink::new(c, "h").unwrap().resume_point().await.unwrap_err();
-        assert!(!e.transient && e.message.contains("create the database"), "{e}");
+        let e = PostgresSink::new(c, "h")
+            .unwrap()
+            .resume_point()
+            .await
+            .unwrap_err();
+        assert!(
+            !e.transient && e.message.contains("create the database"),
+            "{e}"
+        );
 
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
         let mut c = config(&pg, "x", &[("t", None)]);
         c.url = format!("host=127.0.0.1 port={port} user=tidelog dbname=tidelog");
-        let e = PostgresSink::new(c, "h").unwrap().resume_point().await.unwrap_err();
+        let e = PostgresSink::new(c, "h")
+            .unwrap()
+            .resume_point()
+            .await
+            .unwrap_err();
         assert!(e.transient, "{e}");
 
         let bad = config(&pg, "x", &[("t", Some("a.b.c"))]);
@@ -285,7 +335,8 @@ impl Write {
         (self.time * 7 + self.node % 5).is_multiple_of(4)
     }
     fn record(&self) -> Option<Value> {
-        (!self.deleted()).then(|| json!({"id": self.key.to_json(), "v": format!("{}@{}", self.time, self.node)}))
+        (!self.deleted())
+            .then(|| json!({"id": self.key.to_json(), "v": format!("{}@{}", self.time, self.node)}))
     }
     fn row(&self, table: &str) -> SinkRow {
         row(table, self.key.clone(), self.record(), self.time, self.node)
@@ -293,13 +344,20 @@ impl Write {
 }
 
 fn write_strategy() -> impl Strategy<Value = Write> {
-    (0i64..4, 1u64..12, prop::sample::select(vec![5, HIGH - 1, HIGH, HIGH + 1])).prop_map(
-        |(k, time, node)| Write {
-            key: if k % 2 == 0 { Key::Int(k) } else { Key::Str(format!("k{k}")) },
+    (
+        0i64..4,
+        1u64..12,
+        prop::sample::select(vec![5, HIGH - 1, HIGH, HIGH + 1]),
+    )
+        .prop_map(|(k, time, node)| Write {
+            key: if k % 2 == 0 {
+                Key::Int(k)
+            } else {
+                Key::Str(format!("k{k}"))
+            },
             time,
             node,
-        },
-    )
+        })
 }
 
 /// A history, then how it is delivered: the writes and some repeated,
@@ -351,11 +409,9 @@ fn reordered_repeated_and_split_batches_end_at_the_last_writer_wins_state() {
             let n = case.fetch_add(1, Ordering::Relaxed);
             let (table, sink_name) = (format!("prop_{n}"), format!("prop{n}"));
             runtime.block_on(async {
-                let mut sink = PostgresSink::new(
-                    config(&pg, &sink_name, &[("t", Some(&table))]),
-                    "hub",
-                )
-                .unwrap();
+                let mut sink =
+                    PostgresSink::new(config(&pg, &sink_name, &[("t", Some(&table))]), "hub")
+                        .unwrap();
                 let mut high = 0u64;
                 for (writes, seq) in &batches {
                     let batch = SinkBatch {
@@ -385,7 +441,10 @@ fn reordered_repeated_and_split_batches_end_at_the_last_writer_wins_state() {
                         Some(&PgRow {
                             record: w.record(),
                             deleted: w.deleted(),
-                            stamp: Stamp { time: w.time, node: w.node },
+                            stamp: Stamp {
+                                time: w.time,
+                                node: w.node
+                            },
                         })
                     );
                 }
@@ -403,8 +462,10 @@ fn hub(dir: &std::path::Path, retention: Option<Retention>) -> Database {
         opts = opts.retention(r);
     }
     let db = Database::open(dir, opts).expect("open hub");
-    db.create_table("alerts", TableOptions::default()).expect("table");
-    db.create_table("other", TableOptions::default()).expect("table");
+    db.create_table("alerts", TableOptions::default())
+        .expect("table");
+    db.create_table("other", TableOptions::default())
+        .expect("table");
     db
 }
 
@@ -425,7 +486,10 @@ async fn caught_up(db: &Database, h: &SinkHandle) {
         if s.resume_point >= head && s.connected {
             return;
         }
-        assert!(Instant::now() < deadline, "sink not caught up: {s:?}, head {head}");
+        assert!(
+            Instant::now() < deadline,
+            "sink not caught up: {s:?}, head {head}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -475,7 +539,10 @@ async fn assert_matches(c: &tokio_postgres::Client, model: &Model) {
         .await
         .unwrap()
         .and_then(|r| r.get::<_, Option<String>>(0));
-    assert_eq!(other, None, "a table the sink does not carry reached PostgreSQL");
+    assert_eq!(
+        other, None,
+        "a table the sink does not carry reached PostgreSQL"
+    );
 }
 
 #[test]
@@ -487,22 +554,33 @@ fn a_replay_from_an_older_resume_point_changes_nothing() {
     write_alerts(&db, &mut model, 0, 300, 3, 200);
     // Patches and counters carry no after-image: the record's state goes.
     db.increment("alerts", 7, "hits", 5).unwrap();
-    db.update("alerts", json!({"id": 8, "extra": true})).unwrap();
+    db.update("alerts", json!({"id": 8, "extra": true}))
+        .unwrap();
     for k in [7, 8] {
         let r = db.get("alerts", k).unwrap().unwrap();
         model.insert(
             Key::Int(k),
-            (Some(serde_json::from_str(r.body_json()).unwrap()), r.stamp()),
+            (
+                Some(serde_json::from_str(r.body_json()).unwrap()),
+                r.stamp(),
+            ),
         );
     }
     rt().block_on(async {
         let c = client(&pg).await;
         let cfg = config(&pg, "replay", &[("alerts", None)]);
-        let h = driver::spawn(db.clone(), PostgresSink::new(cfg.clone(), "hub").unwrap(), fast(&["alerts"], 64));
+        let h = driver::spawn(
+            db.clone(),
+            PostgresSink::new(cfg.clone(), "hub").unwrap(),
+            fast(&["alerts"], 64),
+        );
         caught_up(&db, &h).await;
         assert_matches(&c, &model).await;
         let before = c
-            .query("SELECT key, record, deleted, stamp_time, stamp_node FROM alerts ORDER BY key", &[])
+            .query(
+                "SELECT key, record, deleted, stamp_time, stamp_node FROM alerts ORDER BY key",
+                &[],
+            )
             .await
             .unwrap()
             .iter()
@@ -513,8 +591,14 @@ fn a_replay_from_an_older_resume_point_changes_nothing() {
         h.stop().await;
         let was = digest(&c).await;
         // Rewind the resume point by hand and replay everything.
-        c.execute("UPDATE tidelog_sink_progress SET seq = 0", &[]).await.unwrap();
-        let h = driver::spawn(db.clone(), PostgresSink::new(cfg, "hub").unwrap(), fast(&["alerts"], 64));
+        c.execute("UPDATE tidelog_sink_progress SET seq = 0", &[])
+            .await
+            .unwrap();
+        let h = driver::spawn(
+            db.clone(),
+            PostgresSink::new(cfg, "hub").unwrap(),
+            fast(&["alerts"], 64),
+        );
         caught_up(&db, &h).await;
         assert!(h.status().rows > 0);
         h.stop().await;
@@ -534,7 +618,11 @@ fn a_killed_server_is_retried_through_and_nothing_lands_twice() {
     drop(c0);
     let cfg = config(&pg, "kill", &[("alerts", None)]);
     let h = runtime.block_on(async {
-        driver::spawn(db.clone(), PostgresSink::new(cfg, "hub").unwrap(), fast(&["alerts"], 50))
+        driver::spawn(
+            db.clone(),
+            PostgresSink::new(cfg, "hub").unwrap(),
+            fast(&["alerts"], 50),
+        )
     });
     let mut model = Model::new();
     let writer = {
@@ -580,7 +668,11 @@ fn writes_proceed_while_the_server_is_down_and_land_after() {
     write_alerts(&db, &mut model, 0, 50, 2, 100);
     let cfg = config(&pg, "down", &[("alerts", None)]);
     let h = runtime.block_on(async {
-        let h = driver::spawn(db.clone(), PostgresSink::new(cfg, "hub").unwrap(), fast(&["alerts"], 100));
+        let h = driver::spawn(
+            db.clone(),
+            PostgresSink::new(cfg, "hub").unwrap(),
+            fast(&["alerts"], 100),
+        );
         caught_up(&db, &h).await;
         h
     });
@@ -622,7 +714,11 @@ fn a_log_trimmed_past_the_resume_point_is_reported_and_the_state_resent() {
     write_alerts(&db, &mut model, 0, 20, 2, 500);
     let cfg = config(&pg, "overrun", &[("alerts", None)]);
     let h = runtime.block_on(async {
-        let h = driver::spawn(db.clone(), PostgresSink::new(cfg, "hub").unwrap(), fast(&["alerts"], 100));
+        let h = driver::spawn(
+            db.clone(),
+            PostgresSink::new(cfg, "hub").unwrap(),
+            fast(&["alerts"], 100),
+        );
         caught_up(&db, &h).await;
         h
     });
@@ -633,7 +729,11 @@ fn a_log_trimmed_past_the_resume_point_is_reported_and_the_state_resent() {
     write_alerts(&db, &mut model, 20, 1500, 2, 500);
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.log_bounds().unwrap().first <= resume + 1 {
-        assert!(Instant::now() < deadline, "the log was not trimmed: {:?}", db.log_bounds());
+        assert!(
+            Instant::now() < deadline,
+            "the log was not trimmed: {:?}",
+            db.log_bounds()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     pg.restart();

@@ -250,14 +250,15 @@ impl<S: Sink> Driver<S> {
         for table in tables {
             let mut after: Option<Key> = None;
             loop {
-                let (limit, max_bytes) =
-                    (self.config.max_batch_rows, self.config.max_batch_bytes);
+                let (limit, max_bytes) = (self.config.max_batch_rows, self.config.max_batch_bytes);
                 let (t, from) = (table.clone(), after.clone());
                 let chunk = self
-                    .blocking(move |db| match db.state_chunk(&t, from.as_ref(), limit, max_bytes, None) {
-                        // A table not created yet has no state to send.
-                        Err(Error::TableNotFound(_)) => Ok((Vec::new(), None)),
-                        other => other,
+                    .blocking(move |db| {
+                        match db.state_chunk(&t, from.as_ref(), limit, max_bytes, None) {
+                            // A table not created yet has no state to send.
+                            Err(Error::TableNotFound(_)) => Ok((Vec::new(), None)),
+                            other => other,
+                        }
                     })
                     .await?;
                 let (rows, next) = chunk;

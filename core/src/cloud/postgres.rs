@@ -107,9 +107,12 @@ impl PostgresSinkConfig {
                 self.name
             ));
         }
-        self.url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| format!("sink `{}`: `url` is not a PostgreSQL connection string: {e}", self.name))?;
+        self.url.parse::<tokio_postgres::Config>().map_err(|e| {
+            format!(
+                "sink `{}`: `url` is not a PostgreSQL connection string: {e}",
+                self.name
+            )
+        })?;
         Ok(())
     }
 }
@@ -172,13 +175,14 @@ impl PostgresSink {
         })?;
         let mut tables = Vec::new();
         for (i, t) in config.tables.iter().enumerate() {
-            let quoted = quoted_table(t.pg_table.as_deref().unwrap_or(&t.name)).map_err(|message| {
-                SinkError {
-                    sink: name.clone(),
-                    message,
-                    transient: false,
-                }
-            })?;
+            let quoted =
+                quoted_table(t.pg_table.as_deref().unwrap_or(&t.name)).map_err(|message| {
+                    SinkError {
+                        sink: name.clone(),
+                        message,
+                        transient: false,
+                    }
+                })?;
             let upsert = format!(
                 "INSERT INTO {quoted} AS t (key, record, deleted, stamp_time, stamp_node) \
                  SELECT DISTINCT ON (key) key, record, deleted, stamp_time, stamp_node \
@@ -353,7 +357,10 @@ impl PostgresSink {
             copy.send(bytes::Bytes::from(staged.text))
                 .await
                 .map_err(|e| err("copying rows", &e))?;
-            copy.as_mut().finish().await.map_err(|e| err("copying rows", &e))?;
+            copy.as_mut()
+                .finish()
+                .await
+                .map_err(|e| err("copying rows", &e))?;
         }
         for upsert in &upserts {
             client

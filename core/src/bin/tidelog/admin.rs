@@ -242,7 +242,9 @@ fn status(hub: &Hub, peer: Option<&str>) -> Result<Response, String> {
         .then(|| {
             sinks
                 .iter()
-                .map(|s| serde_json::to_value(s).map_err(|e| format!("cannot encode a status: {e}")))
+                .map(|s| {
+                    serde_json::to_value(s).map_err(|e| format!("cannot encode a status: {e}"))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;

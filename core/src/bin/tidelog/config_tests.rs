@@ -280,8 +280,10 @@ fn sinks_are_read_checked_and_not_reloadable() {
     // Hostile and mistaken entries, each refused with what to change.
     let e = parse(&format!("{base}{sink}colour = 1\n")).unwrap_err();
     assert!(e.contains("unknown field `colour`"), "{e}");
-    let e = parse(&format!("{base}[[sinks]]\nkind = \"kafka\"\nurl = \"x\"\ntables = []\n"))
-        .unwrap_err();
+    let e = parse(&format!(
+        "{base}[[sinks]]\nkind = \"kafka\"\nurl = \"x\"\ntables = []\n"
+    ))
+    .unwrap_err();
     assert!(e.contains("kafka") && e.contains("postgres"), "{e}");
     let e = parse(&format!("{base}{sink}{sink}")).unwrap_err();
     assert!(e.contains("listed twice"), "{e}");
@@ -290,11 +292,15 @@ fn sinks_are_read_checked_and_not_reloadable() {
     ))
     .unwrap_err();
     assert!(e.contains("schema.table"), "{e}");
-    let e = parse(&format!("{base}[[sinks]]\nkind = \"postgres\"\nurl = \"host=x\"\ntables = []\n"))
-        .unwrap_err();
+    let e = parse(&format!(
+        "{base}[[sinks]]\nkind = \"postgres\"\nurl = \"host=x\"\ntables = []\n"
+    ))
+    .unwrap_err();
     assert!(e.contains("`tables` is empty"), "{e}");
 
     let without = parse(base).unwrap();
     assert_eq!(without.restart_only_changes(&c), ["sinks"]);
-    assert!(c.restart_only_changes(&parse(&format!("{base}{sink}")).unwrap()).is_empty());
+    assert!(c
+        .restart_only_changes(&parse(&format!("{base}{sink}")).unwrap())
+        .is_empty());
 }
