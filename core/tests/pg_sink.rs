@@ -829,3 +829,59 @@ fn throughput_from_the_log_next_to_a_plain_copy_and_upsert() {
         );
     });
 }
+
+/// With replication running and no peer needing the log, retention trims
+/// every acknowledged entry; a sink whose destination is down holds the
+/// log at its resume point like a peer would. A second hub without a sink,
+/// written the same, is the control: its log does get trimmed.
+#[test]
+fn a_sink_holds_the_log_at_its_resume_point_while_its_destination_is_down() {
+    let mut pg = Postgres::start();
+    let (d1, d2) = (common::scratch_dir(), common::scratch_dir());
+    let (held, control) = (hub(d1.path(), None), hub(d2.path(), None));
+    for db in [&held, &control] {
+        db.start_replication(tidelog::ReplicationOptions::insecure())
+            .unwrap();
+    }
+    let runtime = rt();
+    let mut model = Model::new();
+    write_alerts(&held, &mut model, 0, 20, 2, 100);
+    let cfg = config(&pg, "hold", &[("alerts", None)]);
+    let h = runtime.block_on(async {
+        let h = driver::spawn(
+            held.clone(),
+            PostgresSink::new(cfg, "hub").unwrap(),
+            fast(&["alerts"], 100),
+        );
+        caught_up(&held, &h).await;
+        h
+    });
+    let resume = h.status().resume_point;
+    pg.kill();
+    write_alerts(&held, &mut model, 20, 200, 2, 100);
+    write_alerts(&control, &mut Model::new(), 0, 220, 2, 100);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while control.log_bounds().unwrap().first <= 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the control's log was never trimmed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // One more trim pass of the held hub after the control's (both run
+    // every second): then the hold has been looked at.
+    std::thread::sleep(Duration::from_millis(1500));
+    let first = held.log_bounds().unwrap().first;
+    assert!(
+        first <= resume + 1,
+        "trimmed to {first} past the sink's resume point {resume}"
+    );
+    pg.restart();
+    runtime.block_on(async {
+        caught_up(&held, &h).await;
+        assert_eq!(h.status().overruns, 0);
+        let c = client(&pg).await;
+        assert_matches(&c, &model).await;
+        h.stop().await;
+    });
+}
