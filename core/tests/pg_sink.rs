@@ -885,3 +885,41 @@ fn a_sink_holds_the_log_at_its_resume_point_while_its_destination_is_down() {
         h.stop().await;
     });
 }
+
+/// A resume point past this hub's log was written by another data
+/// directory under the same hub name: the driver resends the state rather
+/// than skip this log up to that point.
+#[test]
+fn a_resume_point_past_the_hubs_log_resends_the_state() {
+    let pg = Postgres::start();
+    let dir = common::scratch_dir();
+    let db = hub(dir.path(), None);
+    let mut model = Model::new();
+    write_alerts(&db, &mut model, 0, 40, 2, 60);
+    let runtime = rt();
+    runtime.block_on(async {
+        let c = client(&pg).await;
+        c.batch_execute(
+            "CREATE TABLE tidelog_sink_progress (sink text NOT NULL, hub text NOT NULL, \
+             seq bigint NOT NULL, PRIMARY KEY (sink, hub)); \
+             INSERT INTO tidelog_sink_progress VALUES ('reset', 'hub', 1000000)",
+        )
+        .await
+        .unwrap();
+        let cfg = config(&pg, "reset", &[("alerts", None)]);
+        let h = driver::spawn(
+            db.clone(),
+            PostgresSink::new(cfg, "hub").unwrap(),
+            fast(&["alerts"], 100),
+        );
+        caught_up(&db, &h).await;
+        assert_matches(&c, &model).await;
+        // And the log after it is followed as ever.
+        let mut more = Model::new();
+        write_alerts(&db, &mut more, 40, 20, 2, 60);
+        model.extend(more);
+        caught_up(&db, &h).await;
+        assert_matches(&c, &model).await;
+        h.stop().await;
+    });
+}

@@ -184,6 +184,20 @@ impl<S: Sink> Driver<S> {
                 return Err(Stopped);
             }
             let bounds = self.blocking(|db| db.log_bounds()).await?;
+            if resume > bounds.last {
+                // Positions count in one data directory's log: a resume
+                // point past it was made by another (a replaced or
+                // restored one under the same `hub` name). Nothing of this
+                // log can be skipped by it.
+                log::warn!(
+                    target: "tidelog::sink",
+                    "{}: the destination's resume point {resume} is past this hub's log (head {}): it was written by another data directory under the same hub name (give each its own `hub`); resending the tables' whole state",
+                    self.sink.name(),
+                    bounds.last
+                );
+                resume = self.resend_state(resume, false).await?;
+                continue;
+            }
             self.note_backlog(resume, bounds.last).await?;
             if resume >= bounds.last {
                 commits.mark_unchanged();
@@ -196,7 +210,7 @@ impl<S: Sink> Driver<S> {
                 continue;
             }
             if bounds.first > resume + 1 {
-                resume = self.resend_state(resume).await?;
+                resume = self.resend_state(resume, resume > 0).await?;
                 continue;
             }
             let (limit, max_bytes) = (self.config.max_batch_rows, self.config.max_batch_bytes);
@@ -235,10 +249,15 @@ impl<S: Sink> Driver<S> {
     /// Sends every row of the sink's tables (tombstones included) and
     /// moves the resume point to the log head noted before the scan: any
     /// write after it is still in the log, and a state newer than an entry
-    /// is harmless under last-writer-wins.
-    async fn resend_state(&mut self, resume: u64) -> std::result::Result<u64, Stopped> {
+    /// is harmless under last-writer-wins. Returns that head, where the
+    /// driver goes on reading the log.
+    async fn resend_state(
+        &mut self,
+        resume: u64,
+        overrun: bool,
+    ) -> std::result::Result<u64, Stopped> {
         let head = self.blocking(|db| db.log_bounds()).await?.last;
-        if resume > 0 {
+        if overrun {
             self.status.lock().overruns += 1;
             log::warn!(
                 target: "tidelog::sink",
@@ -290,7 +309,7 @@ impl<S: Sink> Driver<S> {
             rows: Vec::new(),
         };
         self.apply(&done).await?;
-        Ok(done.through_seq)
+        Ok(head)
     }
 
     async fn note_backlog(&mut self, resume: u64, head: u64) -> std::result::Result<(), Stopped> {

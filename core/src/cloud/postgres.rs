@@ -36,8 +36,10 @@ pub struct PostgresSinkConfig {
     pub url: String,
     /// The tidelog tables to sink, each with an optional PostgreSQL table.
     pub tables: Vec<PostgresTableConfig>,
-    /// This hub's name in the progress table; default the node name. Each
-    /// hub in front of one database keeps its own resume point.
+    /// This hub's name in the progress table; default (in `tidelog serve`)
+    /// the node name and the data directory's node id, `cloud#00c0ffee...`:
+    /// log positions count in one data directory. Each hub in front of one
+    /// database keeps its own resume point.
     #[serde(default)]
     pub hub: Option<String>,
     /// Most log entries per batch (one PostgreSQL transaction).

@@ -87,7 +87,7 @@
 //! kind = "postgres"              # "postgres"; started after the database opens; a reload does not apply changes
 //! name = "cloud"                 # default "postgres"; unique per kind; the key of its resume point
 //! url = "host=db.internal port=5432 user=tidelog dbname=fleet"  # or postgres://user@host:port/db; no TLS yet
-//! hub = "cloud-1"                # default node_name; each hub in front of one database keeps its resume point
+//! # hub = "cloud-1"              # default "<node_name>#<node id>" (positions count per data directory)
 //! max_batch_rows = 10000         # log entries per PostgreSQL transaction
 //! max_batch_bytes = 8388608      # bytes of log entries per PostgreSQL transaction
 //! tables = [

@@ -39,7 +39,11 @@ impl Sinks {
         for c in configs {
             let handle = match c {
                 SinkConfig::Postgres(pc) => {
-                    let sink = PostgresSink::new(pc.clone(), db.node_name())
+                    // Log positions belong to one data directory: its node id
+                    // (random at creation) keeps a replaced directory from
+                    // inheriting the old one's resume point.
+                    let hub = format!("{}#{:016x}", db.node_name(), db.node_id());
+                    let sink = PostgresSink::new(pc.clone(), &hub)
                         .map_err(|e| CliError::Config(format!("[[sinks]] {e}")))?;
                     let mut dc =
                         DriverConfig::new(pc.tables.iter().map(|t| t.name.clone()).collect());
