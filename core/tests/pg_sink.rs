@@ -923,3 +923,51 @@ fn a_resume_point_past_the_hubs_log_resends_the_state() {
         h.stop().await;
     });
 }
+
+/// A destination that accepts the connection and then says nothing (a
+/// network dropping packets) is a transient failure after the timeout,
+/// retried, never a hang.
+#[test]
+fn a_destination_that_never_answers_times_out_and_is_retried() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accepted connections are kept open and never read.
+    let keeper = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().take(3) {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let dir = common::scratch_dir();
+    let db = hub(dir.path(), None);
+    db.upsert("alerts", json!({"id": 1})).unwrap();
+    let mut cfg = PostgresSinkConfig::new(
+        format!("host=127.0.0.1 port={port} user=tidelog dbname=tidelog"),
+        &["alerts"],
+    );
+    cfg.name = "silent".into();
+    let mut dc = fast(&["alerts"], 10);
+    dc.apply_timeout = Duration::from_millis(300);
+    rt().block_on(async {
+        let h = driver::spawn(db.clone(), PostgresSink::new(cfg, "hub").unwrap(), dc);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = h.status();
+            if s.retries >= 2 {
+                assert!(!s.connected, "{s:?}");
+                assert_eq!(s.last_error_transient, Some(true), "{s:?}");
+                assert!(
+                    s.last_error.as_deref().unwrap_or("").contains("no answer"),
+                    "{s:?}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Stop is prompt even mid-try.
+        h.stop().await;
+    });
+    drop(keeper);
+}

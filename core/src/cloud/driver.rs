@@ -46,6 +46,9 @@ pub struct DriverConfig {
     pub fatal_backoff: Duration,
     /// Longest wait for a commit before the log is looked at anyway.
     pub poll: Duration,
+    /// A destination that answers nothing this long (a network that drops
+    /// packets rather than connections) counts as a transient failure.
+    pub apply_timeout: Duration,
 }
 
 impl DriverConfig {
@@ -58,6 +61,7 @@ impl DriverConfig {
             max_backoff: Duration::from_secs(5),
             fatal_backoff: Duration::from_secs(15),
             poll: Duration::from_millis(500),
+            apply_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -170,9 +174,15 @@ impl<S: Sink> Driver<S> {
 
     async fn run_inner(&mut self) -> std::result::Result<(), Stopped> {
         let mut resume = loop {
-            match self.sink.resume_point().await {
-                Ok(seq) => break seq,
-                Err(e) => self.failed(e).await?,
+            let outcome =
+                tokio::time::timeout(self.config.apply_timeout, self.sink.resume_point()).await;
+            match outcome {
+                Ok(Ok(seq)) => break seq,
+                Ok(Err(e)) => self.failed(e).await?,
+                Err(_) => {
+                    self.failed(self.timed_out("reading the resume point"))
+                        .await?
+                }
             }
         };
         self.succeeded();
@@ -183,6 +193,9 @@ impl<S: Sink> Driver<S> {
             if *self.stopped.borrow() {
                 return Err(Stopped);
             }
+            // Seen before the bounds are read: a commit after this wakes
+            // the wait below.
+            commits.borrow_and_update();
             let bounds = self.blocking(|db| db.log_bounds()).await?;
             if resume > bounds.last {
                 // Positions count in one data directory's log: a resume
@@ -200,7 +213,6 @@ impl<S: Sink> Driver<S> {
             }
             self.note_backlog(resume, bounds.last).await?;
             if resume >= bounds.last {
-                commits.mark_unchanged();
                 let mut stopped = self.stopped.clone();
                 tokio::select! {
                     _ = commits.changed() => {}
@@ -229,8 +241,11 @@ impl<S: Sink> Driver<S> {
     async fn apply(&mut self, batch: &SinkBatch) -> std::result::Result<(), Stopped> {
         loop {
             let mut stopped = self.stopped.clone();
+            let timeout = self.config.apply_timeout;
             let outcome = tokio::select! {
-                r = self.sink.apply(batch) => r,
+                r = tokio::time::timeout(timeout, self.sink.apply(batch)) => {
+                    r.unwrap_or_else(|_| Err(self.timed_out("applying a batch")))
+                }
                 _ = stopped.changed() => return Err(Stopped),
             };
             match outcome {
@@ -328,6 +343,17 @@ impl<S: Sink> Driver<S> {
         s.backlog = backlog.txns;
         s.lag_seconds = lag;
         Ok(())
+    }
+
+    fn timed_out(&self, doing: &str) -> SinkError {
+        SinkError {
+            sink: self.sink.name(),
+            message: format!(
+                "{doing}: no answer within {:?} (the destination or the network hangs); retrying",
+                self.config.apply_timeout
+            ),
+            transient: true,
+        }
     }
 
     fn succeeded(&mut self) {

@@ -163,6 +163,10 @@ pub struct PostgresSink {
     hub: String,
     tables: Vec<Table>,
     client: Option<Client>,
+    /// Set while a call talks to the server: still set at the next call,
+    /// the previous one was abandoned midway (a timeout, a stop) and its
+    /// connection may be inside a transaction, so it is not reused.
+    busy: bool,
 }
 
 impl PostgresSink {
@@ -206,6 +210,7 @@ impl PostgresSink {
             config,
             tables,
             client: None,
+            busy: false,
         })
     }
 
@@ -213,15 +218,18 @@ impl PostgresSink {
         classify(&self.name(), doing, e)
     }
 
-    /// Connects (if not connected) and makes sure the layout is there.
+    /// Connects (if not connected, or if the last call was abandoned) and
+    /// makes sure the layout is there; marks the connection busy.
     async fn client(&mut self) -> Result<&Client, SinkError> {
-        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) || self.busy {
             self.client = None;
         }
         if self.client.is_none() {
             let client = self.connect().await?;
             self.client = Some(client);
         }
+        // Cleared by the caller once its exchange is over.
+        self.busy = true;
         self.client.as_ref().ok_or_else(|| SinkError {
             sink: self.name(),
             message: "no connection".into(),
@@ -406,6 +414,7 @@ impl Sink for PostgresSink {
             Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
         }
         .await;
+        self.busy = false;
         if outcome.is_err() {
             self.client = None;
         }
@@ -414,6 +423,7 @@ impl Sink for PostgresSink {
 
     async fn apply(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
         let outcome = self.apply_once(batch).await;
+        self.busy = false;
         if outcome.is_err() {
             // The connection may be mid-transaction or gone: start afresh.
             self.client = None;
