@@ -186,6 +186,19 @@ impl<S: Sink> Driver<S> {
             }
         };
         self.succeeded();
+        let head = self.blocking(|db| db.log_bounds()).await?.last;
+        if resume > head {
+            // Positions count in one data directory's log: a resume point
+            // past it was made by another (a replaced or restored one under
+            // the same `hub` name). Nothing of this log can be skipped by
+            // it. (Neither the hold nor the status take that point.)
+            log::warn!(
+                target: "tidelog::sink",
+                "{}: the destination's resume point {resume} is past this hub's log (head {head}): it was written by another data directory under the same hub name (give each its own `hub`); resending the tables' whole state",
+                self.sink.name(),
+            );
+            resume = self.resend_state(resume, false).await?;
+        }
         let mut commits = self.db.shared.committed.subscribe();
         loop {
             self.hold.store(resume, Ordering::Release);
@@ -197,20 +210,6 @@ impl<S: Sink> Driver<S> {
             // the wait below.
             commits.borrow_and_update();
             let bounds = self.blocking(|db| db.log_bounds()).await?;
-            if resume > bounds.last {
-                // Positions count in one data directory's log: a resume
-                // point past it was made by another (a replaced or
-                // restored one under the same `hub` name). Nothing of this
-                // log can be skipped by it.
-                log::warn!(
-                    target: "tidelog::sink",
-                    "{}: the destination's resume point {resume} is past this hub's log (head {}): it was written by another data directory under the same hub name (give each its own `hub`); resending the tables' whole state",
-                    self.sink.name(),
-                    bounds.last
-                );
-                resume = self.resend_state(resume, false).await?;
-                continue;
-            }
             self.note_backlog(resume, bounds.last).await?;
             if resume >= bounds.last {
                 let mut stopped = self.stopped.clone();
