@@ -971,3 +971,90 @@ fn a_destination_that_never_answers_times_out_and_is_retried() {
     });
     drop(keeper);
 }
+
+/// Hub commit to visible in PostgreSQL (the progress row, committed with
+/// the rows, covering the commit) at 5,000 rows/s: 50-row transactions
+/// every 10 ms for 3 s. Reported, not asserted; every row is checked.
+#[test]
+fn commit_to_visible_latency_at_5000_rows_per_second() {
+    let pg = Postgres::start();
+    let dir = common::scratch_dir();
+    let db = hub(dir.path(), None);
+    let runtime = rt();
+    let cfg = config(&pg, "latency", &[("alerts", None)]);
+    let h = runtime.block_on(async {
+        let h = driver::spawn(
+            db.clone(),
+            PostgresSink::new(cfg, "hub").unwrap(),
+            fast(&["alerts"], 1000),
+        );
+        caught_up(&db, &h).await;
+        h
+    });
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut commits = Vec::new();
+            for t in 0..300u64 {
+                let due = start + Duration::from_millis(10 * t);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let mut tx = db.transaction();
+                for i in 0..50 {
+                    let k = t * 50 + i;
+                    tx.upsert_json("alerts", &format!("{{\"id\":{k},\"msg\":\"{k:0>80}\"}}"))
+                        .unwrap();
+                }
+                commits.push((tx.commit().unwrap().seq, Instant::now()));
+            }
+            commits
+        })
+    };
+    let seen = runtime.block_on(async {
+        let c = client(&pg).await;
+        let mut seen: Vec<(i64, Instant)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let p = progress(&c, "latency").await.unwrap_or(0);
+            if seen.last().is_none_or(|(s, _)| *s < p) {
+                seen.push((p, Instant::now()));
+            }
+            if writer.is_finished() && p as u64 >= db.log_bounds().unwrap().last {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", h.status());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM alerts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 15_000);
+        seen
+    });
+    let commits = writer.join().unwrap();
+    let mut lat: Vec<Duration> = commits
+        .iter()
+        .map(|(seq, at)| {
+            let (_, visible) = seen
+                .iter()
+                .find(|(s, _)| *s as u64 >= *seq)
+                .expect("every commit became visible");
+            visible.saturating_duration_since(*at)
+        })
+        .collect();
+    lat.sort();
+    let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
+    println!(
+        "commit to visible in PostgreSQL at 5,000 rows/s: p50 {:?}, p99 {:?}, max {:?} ({} txns, {} batches)",
+        pct(50),
+        pct(99),
+        lat[lat.len() - 1],
+        lat.len(),
+        h.status().batches
+    );
+    runtime.block_on(h.stop());
+}
