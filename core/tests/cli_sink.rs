@@ -201,6 +201,12 @@ fn a_hub_sinks_the_edges_alerts_into_postgres_exactly_once_across_a_sigkill() {
     assert_eq!(sink["name"], "postgres:cloud");
     assert!(sink["rows"].as_u64().unwrap() > 0, "{sink}");
 
+    let out = tidelog(dir, &["status", "--config", "cloud.toml"]);
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("sink postgres:cloud: connected, applied through"),
+        "{human}"
+    );
     let text = metrics(&metrics_addr);
     assert!(
         text.contains("tidelog_sink_backlog{sink=\"postgres:cloud\"} 0"),

@@ -305,7 +305,13 @@ async fn run(
             }
             _ = next_tick => {
                 let hub = hub.clone();
-                let _ = tokio::task::spawn_blocking(move || log_status(&hub.db)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    log_status(&hub.db);
+                    for s in hub.sinks.lock().statuses() {
+                        log!("{}", super::sinks::status_line(&s));
+                    }
+                })
+                .await;
             }
         }
     }
