@@ -136,7 +136,7 @@ pub fn spawn<S: Sink>(db: Database, sink: S, config: DriverConfig) -> SinkHandle
         // Held at 0 until the destination says where it stands: nothing the
         // sink may still need is trimmed meanwhile (the caps still apply).
         hold: db.shared.log_holds.hold(0),
-        tables: config.tables.iter().cloned().collect(),
+        tables: Arc::new(config.tables.iter().cloned().collect()),
         db,
         sink,
         config,
@@ -156,7 +156,7 @@ struct Driver<S: Sink> {
     db: Database,
     sink: S,
     config: DriverConfig,
-    tables: HashSet<String>,
+    tables: Arc<HashSet<String>>,
     status: Arc<Mutex<SinkStatus>>,
     stopped: tokio::sync::watch::Receiver<bool>,
     hold: Arc<AtomicU64>,
@@ -200,6 +200,10 @@ impl<S: Sink> Driver<S> {
             resume = self.resend_state(resume, false).await?;
         }
         let mut commits = self.db.shared.committed.subscribe();
+        // The next batch, read while the one before it is applied: the
+        // position it starts after, and the read.
+        let mut prefetched: Option<(u64, tokio::task::JoinHandle<Result<Option<SinkBatch>>>)> =
+            None;
         loop {
             self.hold.store(resume, Ordering::Release);
             self.status.lock().resume_point = resume;
@@ -225,12 +229,30 @@ impl<S: Sink> Driver<S> {
                 continue;
             }
             let (limit, max_bytes) = (self.config.max_batch_rows, self.config.max_batch_bytes);
-            let tables = self.tables.clone();
-            let batch = self
-                .blocking(move |db| read_batch(db, &tables, resume, limit, max_bytes))
-                .await?;
+            let ready = match prefetched.take() {
+                Some((after, read)) if after == resume => read.await.ok().and_then(|r| r.ok()),
+                _ => None,
+            };
+            // A failed or trimmed read ahead is read again here, with retries.
+            let batch = match ready.flatten() {
+                Some(b) => Some(b),
+                None => {
+                    let tables = self.tables.clone();
+                    self.blocking(move |db| read_batch(db, &tables, resume, limit, max_bytes))
+                        .await?
+                }
+            };
             // Trimmed between the bounds and the read: resend next round.
             let Some(batch) = batch else { continue };
+            if batch.through_seq < bounds.last {
+                let (db, tables, from) = (self.db.clone(), self.tables.clone(), batch.through_seq);
+                prefetched = Some((
+                    from,
+                    tokio::task::spawn_blocking(move || {
+                        read_batch(&db, &tables, from, limit, max_bytes)
+                    }),
+                ));
+            }
             self.apply(&batch).await?;
             resume = batch.through_seq;
         }
