@@ -9,4 +9,8 @@
 //! (Kafka, say) implements [`sink::Sink`] and nothing on the edge-facing
 //! side changes.
 
+#[cfg(feature = "postgres")]
+pub mod pg_source;
+#[cfg(feature = "postgres")]
+mod pg_source_sql;
 pub mod sink;
