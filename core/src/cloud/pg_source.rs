@@ -476,9 +476,11 @@ impl Reader {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&sql::INSTALL_LOCK])
             .await
             .map_err(e("waiting for the install lock"))?;
-        tx.batch_execute(sql::INSTALL_TABLES)
+        let shared: bool = tx
+            .query_one(sql::SHARED_TABLES_EXIST, &[])
             .await
-            .map_err(e("creating the source's tables"))?;
+            .map_err(e("looking for the source's tables"))?
+            .get(0);
         tx.batch_execute(&sql::create_table(&self.cfg.pg_table))
             .await
             .map_err(e("creating the table"))?;
@@ -492,10 +494,32 @@ impl Reader {
             .await
             .map_err(e("naming the table"))?
             .get(0);
+        let pk = self.cfg.primary_key.as_deref().unwrap_or("id");
+        let stamp_call = format!("tidelog_source_stamp_v1({}, {})", literal(pk), literal(&name));
+        // Installed already (every reconnect comes here): no DDL, whose
+        // locks would wait for, and deadlock with, the table's writers.
+        if shared {
+            let current: bool = tx
+                .query_one(sql::INSTALLED, &[&name, &sql::VERSION, &stamp_call])
+                .await
+                .map_err(e("checking the installed triggers"))?
+                .get(0);
+            if current {
+                tx.commit().await.map_err(e("COMMIT of the install check"))?;
+                return Ok(name);
+            }
+        }
+        // The sourced table before the change table, in the order its
+        // writers lock them.
+        tx.batch_execute(&format!("LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE"))
+            .await
+            .map_err(e("locking the table for the install"))?;
+        tx.batch_execute(sql::INSTALL_TABLES)
+            .await
+            .map_err(e("creating the source's tables"))?;
         tx.batch_execute(sql::INSTALL_FUNCTIONS)
             .await
             .map_err(e("installing the trigger functions"))?;
-        let pk = self.cfg.primary_key.as_deref().unwrap_or("id");
         tx.batch_execute(&sql::create_triggers(&name, &literal(pk), &literal(&name)))
             .await
             .map_err(e("installing the triggers"))?;

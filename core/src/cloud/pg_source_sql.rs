@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS tidelog_source_trim (
   pg_table text   PRIMARY KEY,
   through  bigint NOT NULL
 );
+-- Last: its presence says the statements above ran.
 CREATE TABLE IF NOT EXISTS tidelog_source_version (
   one     boolean PRIMARY KEY DEFAULT true CHECK (one),
   version int     NOT NULL
@@ -181,6 +182,17 @@ pub const COLUMNS: &str = "SELECT a.attname::text, format_type(a.atttypid, a.att
 /// hub however each spells it.
 pub const CANONICAL_NAME: &str = "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::regclass";
+
+/// Whether [`INSTALL_TABLES`] ran (it made the version table last).
+pub const SHARED_TABLES_EXIST: &str = "SELECT to_regclass('tidelog_source_version') IS NOT NULL";
+
+/// `$1`: table, `$2`: [`VERSION`], `$3`: the stamp trigger's call as
+/// installed for this table. True when nothing needs (re)installing.
+pub const INSTALLED: &str = "SELECT coalesce((SELECT version FROM tidelog_source_version), 0) = $2
+  AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = $1::text::regclass
+         AND t.tgname IN ('tidelog_source_lock', 'tidelog_source_capture')) = 2
+  AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = $1::text::regclass
+         AND t.tgname = 'tidelog_source_stamp' AND strpos(pg_get_triggerdef(t.oid), $3) > 0)";
 
 /// `$1`: table, `$2`: after id, `$3`: limit. Ids are handed out in commit
 /// order, so what is visible after `$2` is a gapless prefix to read.
