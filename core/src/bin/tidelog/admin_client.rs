@@ -44,8 +44,10 @@ pub fn run(cmd: &Admin) -> Result<(), CliError> {
     }
     if cmd.json {
         let peers = answer.peers.unwrap_or_default();
-        let value = match (&cmd.what, peers.as_slice()) {
-            (AdminCommand::Status(Some(_)), [one]) => one.clone(),
+        let value = match (&cmd.what, peers.as_slice(), answer.sources) {
+            (AdminCommand::Status(Some(_)), [one], _) => one.clone(),
+            // A hub with [[sources]]: both lists, named.
+            (_, _, Some(sources)) => serde_json::json!({ "peers": peers, "sources": sources }),
             _ => serde_json::Value::Array(peers),
         };
         let text = serde_json::to_string_pretty(&value)
