@@ -61,7 +61,9 @@ fn max_of(db: &Database, sensor: &str) -> Option<i64> {
 }
 
 fn source_node(pg: &Postgres) -> u64 {
-    pg.query("SELECT node FROM tidelog_source_node").parse().unwrap()
+    pg.query("SELECT node FROM tidelog_source_node")
+        .parse()
+        .unwrap()
 }
 
 async fn client(pg: &Postgres) -> tokio_postgres::Client {
@@ -136,12 +138,18 @@ fn hostile_rows_are_refused_in_sql_or_skipped_by_the_reader() {
     rt.block_on(async {
         let c = client(&pg).await;
         for (sql, says) in [
-            (r#"INSERT INTO thresholds (record) VALUES ('[1, 2]')"#, "JSON object"),
+            (
+                r#"INSERT INTO thresholds (record) VALUES ('[1, 2]')"#,
+                "JSON object",
+            ),
             (
                 r#"INSERT INTO thresholds (key, record) VALUES ('"a"', '{"sensor": "b"}')"#,
                 "but key is",
             ),
-            (r#"INSERT INTO thresholds (record) VALUES ('{"max": 1}')"#, "key must be"),
+            (
+                r#"INSERT INTO thresholds (record) VALUES ('{"max": 1}')"#,
+                "key must be",
+            ),
             (
                 r#"INSERT INTO thresholds (key, record) VALUES ('{"o": 1}', '{"max": 1}')"#,
                 "key must be",
@@ -185,11 +193,19 @@ fn a_table_of_another_shape_is_a_typed_error_naming_the_column() {
     let src = PgSource::spawn(rt.handle(), h.db.clone(), config(&pg, "hub-1")).unwrap();
     wait_status(&src, "the layout error", |s| s.last_error.is_some());
     let e = src.status().last_error.unwrap();
-    assert!(e.contains("`stamp_node` is bigint") && e.contains("numeric(20,0)"), "{e}");
+    assert!(
+        e.contains("`stamp_node` is bigint") && e.contains("numeric(20,0)"),
+        "{e}"
+    );
     let mut bad = config(&pg, "hub-1");
     bad.primary_key = Some("id".into());
-    let e = PgSource::spawn(rt.handle(), h.db.clone(), bad).err().unwrap();
-    assert!(!e.transient && e.message.contains("keys on \"sensor\""), "{e}");
+    let e = PgSource::spawn(rt.handle(), h.db.clone(), bad)
+        .err()
+        .unwrap();
+    assert!(
+        !e.transient && e.message.contains("keys on \"sensor\""),
+        "{e}"
+    );
     let mut missing = config(&pg, "hub-1");
     missing.table = "nope".into();
     assert!(PgSource::spawn(rt.handle(), h.db.clone(), missing).is_err());
@@ -251,10 +267,11 @@ fn a_change_that_commits_late_with_a_lower_id_is_not_skipped() {
     wait_for("both changes", || {
         max_of(&h.db, "first") == Some(1) && max_of(&h.db, "second") == Some(2)
     });
-    let ids = pg.query(
-        "SELECT string_agg(key #>> '{}', ',' ORDER BY id) FROM tidelog_changes",
+    let ids = pg.query("SELECT string_agg(key #>> '{}', ',' ORDER BY id) FROM tidelog_changes");
+    assert!(
+        ids.is_empty() || ids == "first,second",
+        "ids in commit order: {ids}"
     );
-    assert!(ids.is_empty() || ids == "first,second", "ids in commit order: {ids}");
     rt.block_on(src.stop());
 }
 
@@ -324,7 +341,9 @@ fn restarts_of_postgres_and_of_the_reader_lose_nothing_and_apply_nothing_twice()
     wait_status(&src, "disconnected", |s| !s.connected);
     pg.restart();
     write_range(&pg, 40, 80);
-    wait_for("caught up after the kill", || max_of(&h.db, "k19") == Some(79));
+    wait_for("caught up after the kill", || {
+        max_of(&h.db, "k19") == Some(79)
+    });
     assert!(src.status().reconnects >= 1);
     rt.block_on(src.stop());
     // Written while no reader runs: the next one resumes from tidelog's
@@ -351,14 +370,19 @@ fn a_new_hub_loads_the_existing_table_tombstones_included_then_follows() {
     wait_status(&src1, "first load", |s| s.reloads == 1);
     write_range(&pg, 0, 30);
     pg.query(r#"DELETE FROM thresholds WHERE key = '"k5"'"#);
-    wait_for("hub-1 caught up", || first.db.get("thresholds", "k5").unwrap().is_none());
+    wait_for("hub-1 caught up", || {
+        first.db.get("thresholds", "k5").unwrap().is_none()
+    });
     let second = hub("hub-2");
     // A tombstone the new hub must learn: its older record is there first.
     second
         .db
         .apply_remote(
             &[tidelog::RemoteTxn {
-                stamp: tidelog::Stamp { time: 1 << 16, node: 9 },
+                stamp: tidelog::Stamp {
+                    time: 1 << 16,
+                    node: 9,
+                },
                 writes: vec![tidelog::LogWrite {
                     table: "thresholds".into(),
                     key: "k5".into(),
@@ -377,7 +401,9 @@ fn a_new_hub_loads_the_existing_table_tombstones_included_then_follows() {
     assert_same(&pg, &second.db);
     assert_eq!(src2.status().applied, 20, "19 records and 1 tombstone");
     pg.query(r#"UPDATE thresholds SET record = record || '{"max": 1000}' WHERE key = '"k1"'"#);
-    wait_for("the change after the load", || max_of(&second.db, "k1") == Some(1000));
+    wait_for("the change after the load", || {
+        max_of(&second.db, "k1") == Some(1000)
+    });
     assert_eq!(src2.status().reloads, 1);
     rt.block_on(src1.stop());
     rt.block_on(src2.stop());
@@ -403,7 +429,9 @@ fn retention_trims_what_every_hub_applied_and_a_hub_past_the_cap_reloads() {
         max_of(&h1.db, "k4") == Some(4) && max_of(&h2.db, "k4") == Some(4)
     });
     // Applied by every hub: trimmed, although far below the cap.
-    wait_for("trimmed", || pg.query("SELECT count(*) FROM tidelog_changes") == "0");
+    wait_for("trimmed", || {
+        pg.query("SELECT count(*) FROM tidelog_changes") == "0"
+    });
     rt.block_on(s2.stop());
     // hub-2 is away: its progress holds changes back up to the cap only.
     write_range(&pg, 5, 40);
@@ -477,7 +505,9 @@ fn pg_source_capture_overhead() {
     );
     let start = Instant::now();
     let src = PgSource::spawn(rt.handle(), h.db.clone(), config(&pg, "hub-1")).unwrap();
-    wait_for("all changes in tidelog", || src.status().applied >= (11 * N) as u64);
+    wait_for("all changes in tidelog", || {
+        src.status().applied >= (11 * N) as u64
+    });
     println!(
         "reader: {} changes into tidelog at {:.0} changes/s",
         11 * N,

@@ -142,7 +142,9 @@ impl PgSourceConfig {
         let bad = |m: String| Err(self.error(m, false));
         let parts: Vec<&str> = self.pg_table.split('.').collect();
         let ident = |p: &&str| {
-            p.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
                 && p.len() <= 63
                 && p.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -154,7 +156,9 @@ impl PgSourceConfig {
             ));
         }
         if self.url.trim().is_empty() {
-            return bad("url is empty: give a connection string such as \"postgres://user@host/db\"".into());
+            return bad(
+                "url is empty: give a connection string such as \"postgres://user@host/db\"".into(),
+            );
         }
         if self.hub.is_empty() {
             return bad("hub name is empty: give the hub's node name".into());
@@ -238,7 +242,10 @@ impl PgSource {
         cfg.validate()?;
         let info = db.describe_table(&cfg.table).map_err(|e| {
             cfg.error(
-                format!("tidelog table `{}`: {e} (create it, e.g. under [[tables]])", cfg.table),
+                format!(
+                    "tidelog table `{}`: {e} (create it, e.g. under [[tables]])",
+                    cfg.table
+                ),
                 false,
             )
         })?;
@@ -351,8 +358,7 @@ struct Reader {
 
 impl Reader {
     fn pg_error(&self, what: &str, e: tokio_postgres::Error) -> PgSourceError {
-        self.cfg
-            .error(format!("{what}: {e}"), is_transient(&e))
+        self.cfg.error(format!("{what}: {e}"), is_transient(&e))
     }
 
     /// One connection's life: ends with an error when it breaks.
@@ -400,7 +406,10 @@ impl Reader {
                 .map_err(|e| self.pg_error("reading the change table's head", e))?;
             let (head, trimmed) = (heads.get::<_, i64>(0), heads.get::<_, i64>(1));
             let mut resume = match self.resume_point()? {
-                None => self.reload(&mut client, "first start: no resume point").await?,
+                None => {
+                    self.reload(&mut client, "first start: no resume point")
+                        .await?
+                }
                 Some(r) if r < trimmed as u64 => {
                     let why = format!(
                         "changes after {r} were trimmed (through {trimmed}): this hub was away longer than the change table keeps (max_age, max_rows)"
@@ -495,7 +504,11 @@ impl Reader {
             .map_err(e("naming the table"))?
             .get(0);
         let pk = self.cfg.primary_key.as_deref().unwrap_or("id");
-        let stamp_call = format!("tidelog_source_stamp_v1({}, {})", literal(pk), literal(&name));
+        let stamp_call = format!(
+            "tidelog_source_stamp_v1({}, {})",
+            literal(pk),
+            literal(&name)
+        );
         // Installed already (every reconnect comes here): no DDL, whose
         // locks would wait for, and deadlock with, the table's writers.
         if shared {
@@ -505,7 +518,9 @@ impl Reader {
                 .map_err(e("checking the installed triggers"))?
                 .get(0);
             if current {
-                tx.commit().await.map_err(e("COMMIT of the install check"))?;
+                tx.commit()
+                    .await
+                    .map_err(e("COMMIT of the install check"))?;
                 return Ok(name);
             }
         }
@@ -566,7 +581,11 @@ impl Reader {
             self.cfg
                 .error(format!("reading the resume point: {e}"), false)
         })?;
-        Ok(stored.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok().map(u64::from_le_bytes)))
+        Ok(stored.and_then(|b| {
+            <[u8; 8]>::try_from(b.as_slice())
+                .ok()
+                .map(u64::from_le_bytes)
+        }))
     }
 
     /// Loads every row of the table as of one snapshot, then stores the
@@ -654,8 +673,10 @@ impl Reader {
         .await
         .map_err(|e| self.cfg.error(format!("the apply task failed: {e}"), true))?
         .map_err(|e| {
-            self.cfg
-                .error(format!("applying into tidelog table `{}`: {e}", self.cfg.table), true)
+            self.cfg.error(
+                format!("applying into tidelog table `{}`: {e}", self.cfg.table),
+                true,
+            )
         })?;
         let mut s = self.status.lock();
         for o in outcomes {
@@ -670,7 +691,8 @@ impl Reader {
                     s.superseded += superseded as u64;
                     if missing_table > 0 {
                         s.refused += missing_table as u64;
-                        s.last_error = Some(format!("tidelog table `{}` does not exist", self.cfg.table));
+                        s.last_error =
+                            Some(format!("tidelog table `{}` does not exist", self.cfg.table));
                     }
                 }
                 RemoteOutcome::Refused(e) => {
@@ -721,7 +743,8 @@ fn to_txn(table: &str, r: &Row, first: usize) -> Result<RemoteTxn, String> {
         .and_then(|v| Key::from_json(&v))
         .ok_or_else(|| format!("key {key_text} is neither a string nor a 64-bit integer"))?;
     let stamp = Stamp {
-        time: u64::try_from(time).map_err(|_| format!("key {key_text}: negative stamp_time {time}"))?,
+        time: u64::try_from(time)
+            .map_err(|_| format!("key {key_text}: negative stamp_time {time}"))?,
         node: node
             .parse()
             .map_err(|_| format!("key {key_text}: stamp_node {node} is not a u64"))?,
@@ -785,7 +808,15 @@ mod tests {
         let mut schema = ok.clone();
         schema.pg_table = "cloud.thresholds_2".into();
         assert!(schema.validate().is_ok());
-        for bad in ["x; DROP TABLE y", "Thresholds", "a.b.c", "", "1x", "\"q\"", "a."] {
+        for bad in [
+            "x; DROP TABLE y",
+            "Thresholds",
+            "a.b.c",
+            "",
+            "1x",
+            "\"q\"",
+            "a.",
+        ] {
             let mut c = ok.clone();
             c.pg_table = bad.into();
             let e = c.validate().unwrap_err();

@@ -196,11 +196,13 @@ pub const INSTALLED: &str = "SELECT coalesce((SELECT version FROM tidelog_source
 
 /// `$1`: table, `$2`: after id, `$3`: limit. Ids are handed out in commit
 /// order, so what is visible after `$2` is a gapless prefix to read.
-pub const READ_CHANGES: &str = "SELECT id, key::text, record::text, deleted, stamp_time, stamp_node::text
+pub const READ_CHANGES: &str =
+    "SELECT id, key::text, record::text, deleted, stamp_time, stamp_node::text
   FROM tidelog_changes WHERE pg_table = $1 AND id > $2 ORDER BY id LIMIT $3";
 
 /// `$1`: table. The newest change id and how far changes were trimmed.
-pub const HEADS: &str = "SELECT (SELECT coalesce(max(id), 0) FROM tidelog_changes WHERE pg_table = $1),
+pub const HEADS: &str =
+    "SELECT (SELECT coalesce(max(id), 0) FROM tidelog_changes WHERE pg_table = $1),
   (SELECT coalesce(max(through), 0) FROM tidelog_source_trim WHERE pg_table = $1)";
 
 /// `$1`: hub, `$2`: table, `$3`: applied through.

@@ -531,8 +531,14 @@ fn check_sources(sources: &[SourceConfig]) -> Result<(), String> {
     let mut seen = HashSet::new();
     for (i, s) in sources.iter().enumerate() {
         let c = s.pg_config("check");
-        c.validate()
-            .map_err(|e| format!("[[sources]] #{} (table `{}`): {}", i + 1, s.table, e.message))?;
+        c.validate().map_err(|e| {
+            format!(
+                "[[sources]] #{} (table `{}`): {}",
+                i + 1,
+                s.table,
+                e.message
+            )
+        })?;
         if !seen.insert((c.table.clone(), c.pg_table.clone())) {
             return Err(format!(
                 "[[sources]]: table `{}` from `{}` is listed twice",

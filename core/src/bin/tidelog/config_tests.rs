@@ -276,7 +276,10 @@ fn sources_parse_with_defaults_and_refuse_what_would_not_work() {
     ))
     .unwrap();
     let a = c.sources[0].pg_config("hub");
-    assert_eq!((a.pg_table.as_str(), a.primary_key.as_deref()), ("thresholds", None));
+    assert_eq!(
+        (a.pg_table.as_str(), a.primary_key.as_deref()),
+        ("thresholds", None)
+    );
     assert_eq!(a.max_rows, 1_000_000);
     let b = c.sources[1].pg_config("hub");
     assert_eq!(b.pg_table, "cloud.t_2");
@@ -286,8 +289,12 @@ fn sources_parse_with_defaults_and_refuse_what_would_not_work() {
     let source = |body: &str| parse(&format!("{base}[[sources]]\n{body}")).unwrap_err();
     let e = source("kind = \"mysql\"\nurl = \"x\"\ntable = \"t\"");
     assert!(e.contains("unknown variant `mysql`"), "{e}");
-    let e = source("kind = \"postgres\"\nurl = \"x\"\ntable = \"t\"\npg_table = \"t; DROP TABLE x\"");
-    assert!(e.contains("[[sources]] #1") && e.contains("pg_table"), "{e}");
+    let e =
+        source("kind = \"postgres\"\nurl = \"x\"\ntable = \"t\"\npg_table = \"t; DROP TABLE x\"");
+    assert!(
+        e.contains("[[sources]] #1") && e.contains("pg_table"),
+        "{e}"
+    );
     let e = source("kind = \"postgres\"\nurl = \"x\"\ntable = \"t\"\nslot = \"s\"");
     assert!(e.contains("unknown field `slot`"), "{e}");
     let e = source("kind = \"postgres\"\ntable = \"t\"");

@@ -120,8 +120,9 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         cert_not_after,
         sources: Mutex::new(Vec::new()),
     });
-    let started = start(&hub.cfg.lock(), &db)
-        .and_then(|_| start_sources(&hub, rt.handle()));
+    let started = start(&hub.cfg.lock(), &db);
+    // Separate: `start` holds the config's lock while it runs.
+    let started = started.and_then(|_| start_sources(&hub, rt.handle()));
     let outcome = started.and_then(|_| {
         let tasks = rt.block_on(async { spawn_services(&hub, &mut socket) })?;
         log!("ready");
