@@ -174,6 +174,8 @@ fn hostile_rows_are_refused_in_sql_or_skipped_by_the_reader() {
     ));
     pg.query(r#"INSERT INTO thresholds (record) VALUES ('{"sensor": "ok", "max": 1}')"#);
     wait_for("the good change", || max_of(&h.db, "ok") == Some(1));
+    // Counted once the batch's commit returned.
+    wait_status(&src, "the count", |s| s.applied == 1);
     let s = src.status();
     assert_eq!(s.refused, 2, "{s:?}");
     assert!(s.last_error.is_some_and(|e| e.contains("refused")));
@@ -301,6 +303,7 @@ fn writes_by_the_sink_are_not_captured() {
         pg.query(r#"SELECT stamp_time, stamp_node FROM thresholds WHERE key = '"from-edge"'"#),
         "123456|42"
     );
+    wait_status(&src, "the count", |s| s.applied >= 1);
     assert_eq!(src.status().applied, 1);
     rt.block_on(src.stop());
 }
@@ -354,10 +357,35 @@ fn restarts_of_postgres_and_of_the_reader_lose_nothing_and_apply_nothing_twice()
     wait_for("caught up after the reader's restart", || {
         max_of(&h.db, "k19") == Some(119) && h.db.get("thresholds", "k3").unwrap().is_none()
     });
+    wait_status(&src, "the count", |s| s.applied >= 41);
     let s = src.status();
     assert_eq!((s.reloads, s.superseded, s.refused), (0, 0, 0), "{s:?}");
     assert_eq!(s.applied, 41);
     assert_same(&pg, &h.db);
+    rt.block_on(src.stop());
+}
+
+#[test]
+fn a_recreated_change_table_makes_the_reader_reload_rather_than_wait_forever() {
+    let pg = Postgres::start();
+    let rt = runtime();
+    let h = hub("hub-1");
+    let src = PgSource::spawn(rt.handle(), h.db.clone(), config(&pg, "hub-1")).unwrap();
+    wait_status(&src, "first load", |s| s.reloads == 1);
+    write_range(&pg, 0, 10);
+    wait_for("applied", || max_of(&h.db, "k9") == Some(9));
+    rt.block_on(src.stop());
+    pg.query("DROP TABLE tidelog_changes; DELETE FROM tidelog_source_trim");
+    let src = PgSource::spawn(rt.handle(), h.db.clone(), config(&pg, "hub-1")).unwrap();
+    wait_status(&src, "the reload", |s| s.reloads == 1);
+    assert!(src
+        .status()
+        .last_reload
+        .is_some_and(|r| r.contains("recreated")));
+    pg.query(r#"UPDATE thresholds SET record = record || '{"max": 99}' WHERE key = '"k2"'"#);
+    wait_for("a change after the recreation", || {
+        max_of(&h.db, "k2") == Some(99)
+    });
     rt.block_on(src.stop());
 }
 
@@ -441,11 +469,12 @@ fn retention_trims_what_every_hub_applied_and_a_hub_past_the_cap_reloads() {
     });
     let s2 = PgSource::spawn(rt.handle(), h2.db.clone(), quick("hub-2")).unwrap();
     wait_for("hub-2 reloaded", || max_of(&h2.db, "k19") == Some(39));
+    wait_status(&s2, "the reload counted", |s| s.reloads == 1);
     let st = s2.status();
     assert_eq!(st.reloads, 1, "{st:?}");
     assert!(st.last_reload.is_some_and(|r| r.contains("trimmed")));
     assert_same(&pg, &h2.db);
-    assert!(s1.status().trimmed > 0);
+    wait_status(&s1, "hub-1's trims counted", |s| s.trimmed > 0);
     rt.block_on(s1.stop());
     rt.block_on(s2.stop());
 }

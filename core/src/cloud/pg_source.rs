@@ -427,6 +427,16 @@ impl Reader {
                     log::warn!("{}: reloading the whole table: {why}", self.cfg.name());
                     self.reload(&mut client, &why).await?
                 }
+                // Beyond every id the change table ever handed out: it
+                // was dropped and made again, its ids restarted.
+                Some(r) if r > head.max(trimmed) as u64 => {
+                    let why = format!(
+                        "resume id {r} is beyond the change table's newest id {}: tidelog_changes was recreated",
+                        head.max(trimmed)
+                    );
+                    log::warn!("{}: reloading the whole table: {why}", self.cfg.name());
+                    self.reload(&mut client, &why).await?
+                }
                 Some(r) => r,
             };
             loop {
@@ -639,6 +649,14 @@ impl Reader {
         let head = head.max(0) as u64;
         self.apply(Vec::new(), Some(head)).await?;
         tx.commit().await.map_err(e("COMMIT of the reload"))?;
+        // Other hubs' trims hold back for this one from here on.
+        client
+            .execute(
+                sql::SAVE_PROGRESS,
+                &[&self.cfg.hub, &self.pg_table, &(head as i64)],
+            )
+            .await
+            .map_err(|e| self.pg_error("saving progress", e))?;
         let mut s = self.status.lock();
         s.reloads += 1;
         s.last_reload = Some(why.to_string());

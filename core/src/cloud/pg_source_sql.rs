@@ -54,7 +54,6 @@ CREATE TABLE IF NOT EXISTS tidelog_source_trim (
   pg_table text   PRIMARY KEY,
   through  bigint NOT NULL
 );
--- Last: its presence says the statements above ran.
 CREATE TABLE IF NOT EXISTS tidelog_source_version (
   one     boolean PRIMARY KEY DEFAULT true CHECK (one),
   version int     NOT NULL
@@ -183,8 +182,10 @@ pub const COLUMNS: &str = "SELECT a.attname::text, format_type(a.atttypid, a.att
 pub const CANONICAL_NAME: &str = "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::regclass";
 
-/// Whether [`INSTALL_TABLES`] ran (it made the version table last).
-pub const SHARED_TABLES_EXIST: &str = "SELECT to_regclass('tidelog_source_version') IS NOT NULL";
+/// Whether every table of [`INSTALL_TABLES`] is there.
+pub const SHARED_TABLES_EXIST: &str = "SELECT to_regclass('tidelog_source_version') IS NOT NULL
+  AND to_regclass('tidelog_source_node') IS NOT NULL AND to_regclass('tidelog_changes') IS NOT NULL
+  AND to_regclass('tidelog_source_progress') IS NOT NULL AND to_regclass('tidelog_source_trim') IS NOT NULL";
 
 /// `$1`: table, `$2`: [`VERSION`], `$3`: the stamp trigger's call as
 /// installed for this table. True when nothing needs (re)installing.
