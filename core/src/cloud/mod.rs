@@ -12,5 +12,7 @@
 #[cfg(feature = "postgres")]
 pub mod pg_source;
 #[cfg(feature = "postgres")]
+mod pg_source_reader;
+#[cfg(feature = "postgres")]
 mod pg_source_sql;
 pub mod sink;
