@@ -280,6 +280,12 @@ impl Reader {
     async fn reload(&self, client: &mut Client, why: &str) -> Result<u64, PgSourceError> {
         let this = self;
         let e = |what: &'static str| move |e| this.pg_error(what, e);
+        // First hold back other hubs' trims at what is trimmed now, so the
+        // changes after the snapshot are still there when the load ends.
+        client
+            .execute(sql::HOLD_TRIMS, &[&self.cfg.hub, &self.pg_table])
+            .await
+            .map_err(e("holding back trims for the reload"))?;
         let tx = client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

@@ -211,6 +211,12 @@ pub const SAVE_PROGRESS: &str = "INSERT INTO tidelog_source_progress (hub, pg_ta
   VALUES ($1, $2, $3, now())
   ON CONFLICT (hub, pg_table) DO UPDATE SET change_id = EXCLUDED.change_id, at = EXCLUDED.at";
 
+/// `$1`: hub, `$2`: table. This hub's progress at how far changes are
+/// trimmed now, before a reload: the changes after its snapshot stay.
+pub const HOLD_TRIMS: &str = "INSERT INTO tidelog_source_progress (hub, pg_table, change_id, at)
+  SELECT $1, $2, coalesce((SELECT max(through) FROM tidelog_source_trim WHERE pg_table = $2), 0), now()
+  ON CONFLICT (hub, pg_table) DO UPDATE SET change_id = EXCLUDED.change_id, at = EXCLUDED.at";
+
 /// `$1`: table, `$2`: max age in seconds, `$3`: max rows. Trims what every
 /// hub has applied, and past the caps even what an absent hub has not (it
 /// then finds its resume point below `through` and reloads). Returns the
