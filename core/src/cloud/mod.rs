@@ -11,5 +11,11 @@
 
 pub mod driver;
 #[cfg(feature = "postgres")]
+pub mod pg_source;
+#[cfg(feature = "postgres")]
+mod pg_source_reader;
+#[cfg(feature = "postgres")]
+mod pg_source_sql;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sink;

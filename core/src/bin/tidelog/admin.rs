@@ -65,6 +65,9 @@ pub struct Response {
     pub lines: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadReport>,
+    /// `status` of a hub with `[[sources]]`: each source's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<serde_json::Value>>,
 }
 
 impl Response {
@@ -248,11 +251,21 @@ fn status(hub: &Hub, peer: Option<&str>) -> Result<Response, String> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
+    let sources = match peer {
+        Some(_) => Vec::new(),
+        None => hub.sources.lock().iter().map(|s| s.status()).collect(),
+    };
+    lines.extend(sources.iter().map(super::serve::source_line));
+    let sources = sources
+        .iter()
+        .map(|s| serde_json::to_value(s).map_err(|e| format!("cannot encode a status: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Response {
         ok: true,
         peers: Some(json(&peers)?),
         sinks,
         lines,
+        sources: (!sources.is_empty()).then_some(sources),
         ..Response::default()
     })
 }

@@ -44,12 +44,21 @@ pub fn run(cmd: &Admin) -> Result<(), CliError> {
     }
     if cmd.json {
         let peers = answer.peers.unwrap_or_default();
-        let value = match (&cmd.what, peers.as_slice(), answer.sinks) {
-            (AdminCommand::Status(Some(_)), [one], _) => one.clone(),
-            // A serve with sinks: both lists, by name (without any, the
-            // array of peers as ever, so existing scripts keep working).
-            (_, _, Some(sinks)) => serde_json::json!({ "peers": peers, "sinks": sinks }),
-            _ => serde_json::Value::Array(peers),
+        let value = match (&cmd.what, peers.as_slice(), answer.sinks, answer.sources) {
+            (AdminCommand::Status(Some(_)), [one], _, _) => one.clone(),
+            (_, _, None, None) => serde_json::Value::Array(peers),
+            // A hub with [[sinks]] or [[sources]]: the lists, named (without
+            // either, the array of peers as ever, so scripts keep working).
+            (_, _, sinks, sources) => {
+                let mut o = serde_json::json!({ "peers": peers });
+                if let Some(s) = sinks {
+                    o["sinks"] = serde_json::Value::Array(s);
+                }
+                if let Some(s) = sources {
+                    o["sources"] = serde_json::Value::Array(s);
+                }
+                o
+            }
         };
         let text = serde_json::to_string_pretty(&value)
             .map_err(|e| CliError::Runtime(format!("cannot print the answer: {e}")))?;

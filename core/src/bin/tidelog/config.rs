@@ -94,6 +94,18 @@
 //!   { name = "alerts" },                              # into PostgreSQL table "alerts", created if missing
 //!   { name = "events", pg_table = "fleet.events" },  # into another (schema-qualified) table
 //! ]
+//!
+//! [[sources]]                    # a PostgreSQL table edited by SQL feeding a tidelog table
+//! kind = "postgres"
+//! url = "postgres://tidelog@127.0.0.1:5432/cloud"   # libpq string or URL (no TLS yet)
+//! table = "thresholds"           # the tidelog table (under [[tables]] or existing)
+//! # pg_table = "cloud.thresholds"  # default: `table`; created with the layout if missing
+//! # primary_key = "sensor"       # default: the table's; must equal it
+//! # batch_rows = 1000            # changes per applied batch
+//! # poll_interval = "1s"         # look for changes this often besides LISTEN/NOTIFY
+//! # trim_interval = "10s"        # how often this hub trims the change table
+//! # max_age = "7d"               # changes older than this are trimmed even if a hub lacks them
+//! # max_rows = 1000000           # and the change table keeps at most this many of the table
 //! ```
 
 use std::collections::HashSet;
@@ -120,6 +132,7 @@ const SERVE_KEYS: &[&str] = &[
     "admin",
     "metrics",
     "sinks",
+    "sources",
 ];
 
 /// The most bytes of a Unix socket path: `sun_path` holds 108 on Linux,
@@ -156,6 +169,8 @@ pub struct Config {
     open_raw: toml::Table,
     /// `[replication]` as written; decoded once the TLS paths are known.
     replication: toml::Table,
+    /// `[[sources]]`, in file order.
+    pub sources: Vec<SourceConfig>,
 }
 
 /// The server's own part of the file.
@@ -182,6 +197,8 @@ struct ServeKeys {
     metrics: Option<MetricsKeys>,
     #[serde(default)]
     sinks: Vec<SinkConfig>,
+    #[serde(default)]
+    sources: Vec<SourceConfig>,
 }
 
 /// One `[[sinks]]` entry; `kind` picks the destination.
@@ -318,6 +335,7 @@ impl Config {
             open,
             open_raw,
             replication: serve.replication,
+            sources: serve.sources,
         };
         cfg.resolve_paths(base);
         Ok(cfg)
@@ -397,6 +415,7 @@ impl Config {
             }
         }
         self.replication_options()?;
+        check_sources(&self.sources)?;
         let len = self.admin_socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(format!(
@@ -475,6 +494,9 @@ impl Config {
             &new.replication,
             &mut changed,
         );
+        if self.sources != new.sources {
+            changed.push("sources".into());
+        }
         changed
     }
 
@@ -514,6 +536,68 @@ impl Config {
             options::decode("[replication]", toml::Value::Table(r)).map_err(|e| e.to_string())?;
         settings.to_replication_options().map_err(|e| e.to_string())
     }
+}
+
+/// `[[sources]]`: where a tidelog table's changes come from besides its
+/// peers (issue 19). One block so the sinks' can sit beside it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    pub url: String,
+    pub table: String,
+    pub pg_table: Option<String>,
+    pub primary_key: Option<String>,
+    pub batch_rows: Option<u32>,
+    pub poll_interval: Option<options::DurationOpt>,
+    pub trim_interval: Option<options::DurationOpt>,
+    pub max_age: Option<options::DurationOpt>,
+    pub max_rows: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Postgres,
+}
+
+impl SourceConfig {
+    /// The library's config for this source, read by the hub `hub`.
+    pub fn pg_config(&self, hub: &str) -> tidelog::cloud::pg_source::PgSourceConfig {
+        let mut c = tidelog::cloud::pg_source::PgSourceConfig::new(&self.url, &self.table, hub);
+        if let Some(t) = &self.pg_table {
+            c.pg_table = t.clone();
+        }
+        c.primary_key = self.primary_key.clone();
+        c.batch_rows = self.batch_rows.unwrap_or(c.batch_rows);
+        c.poll_interval = self.poll_interval.map_or(c.poll_interval, |d| d.0);
+        c.trim_interval = self.trim_interval.map_or(c.trim_interval, |d| d.0);
+        c.max_age = self.max_age.map_or(c.max_age, |d| d.0);
+        c.max_rows = self.max_rows.unwrap_or(c.max_rows);
+        c
+    }
+}
+
+fn check_sources(sources: &[SourceConfig]) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for (i, s) in sources.iter().enumerate() {
+        let c = s.pg_config("check");
+        c.validate().map_err(|e| {
+            format!(
+                "[[sources]] #{} (table `{}`): {}",
+                i + 1,
+                s.table,
+                e.message
+            )
+        })?;
+        if !seen.insert((c.table.clone(), c.pg_table.clone())) {
+            return Err(format!(
+                "[[sources]]: table `{}` from `{}` is listed twice",
+                c.table, c.pg_table
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Appends `prefix` + each key whose value differs between `old` and `new`

@@ -304,3 +304,44 @@ fn sinks_are_read_checked_and_not_reloadable() {
         .restart_only_changes(&parse(&format!("{base}{sink}")).unwrap())
         .is_empty());
 }
+
+#[test]
+fn sources_parse_with_defaults_and_refuse_what_would_not_work() {
+    let base = "node_name = \"cloud\"\ndata_dir = \"d\"\ninsecure = true\n";
+    let c = parse(&format!(
+        "{base}[[sources]]\nkind = \"postgres\"\nurl = \"postgres://u@h/db\"\ntable = \"thresholds\"\n\
+         [[sources]]\nkind = \"postgres\"\nurl = \"host=h\"\ntable = \"t2\"\npg_table = \"cloud.t_2\"\n\
+         primary_key = \"sensor\"\npoll_interval = \"250ms\"\nmax_age = \"1d\"\nmax_rows = 50\n"
+    ))
+    .unwrap();
+    let a = c.sources[0].pg_config("hub");
+    assert_eq!(
+        (a.pg_table.as_str(), a.primary_key.as_deref()),
+        ("thresholds", None)
+    );
+    assert_eq!(a.max_rows, 1_000_000);
+    let b = c.sources[1].pg_config("hub");
+    assert_eq!(b.pg_table, "cloud.t_2");
+    assert_eq!(b.poll_interval, Duration::from_millis(250));
+    assert_eq!(b.max_age, Duration::from_secs(86_400));
+    assert_eq!((b.max_rows, b.hub.as_str()), (50, "hub"));
+    let source = |body: &str| parse(&format!("{base}[[sources]]\n{body}")).unwrap_err();
+    let e = source("kind = \"mysql\"\nurl = \"x\"\ntable = \"t\"");
+    assert!(e.contains("unknown variant `mysql`"), "{e}");
+    let e =
+        source("kind = \"postgres\"\nurl = \"x\"\ntable = \"t\"\npg_table = \"t; DROP TABLE x\"");
+    assert!(
+        e.contains("[[sources]] #1") && e.contains("pg_table"),
+        "{e}"
+    );
+    let e = source("kind = \"postgres\"\nurl = \"x\"\ntable = \"t\"\nslot = \"s\"");
+    assert!(e.contains("unknown field `slot`"), "{e}");
+    let e = source("kind = \"postgres\"\ntable = \"t\"");
+    assert!(e.contains("missing field `url`"), "{e}");
+    let e = source("kind = \"postgres\"\nurl = \"x\"\ntable = \"t\"\nmax_rows = 0");
+    assert!(e.contains("at least 1"), "{e}");
+    let e = source(
+        "kind = \"postgres\"\nurl = \"x\"\ntable = \"t\"\n[[sources]]\nkind = \"postgres\"\nurl = \"y\"\ntable = \"t\"",
+    );
+    assert!(e.contains("listed twice"), "{e}");
+}

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tidelog::cloud::pg_source::{PgSource, PgSourceStatus};
 use tidelog::{Database, Error, PeerStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -41,6 +42,8 @@ pub struct Hub {
     status_interval: watch::Sender<u64>,
     /// `[[sinks]]` as started.
     pub sinks: Mutex<super::sinks::Sinks>,
+    /// `[[sources]]`, running on this program's runtime.
+    pub sources: Mutex<Vec<PgSource>>,
 }
 
 impl Hub {
@@ -118,8 +121,11 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
         config_path: config_path.to_path_buf(),
         cert_not_after,
         sinks: Mutex::new(super::sinks::Sinks::none()),
+        sources: Mutex::new(Vec::new()),
     });
     let started = start(&hub.cfg.lock(), &db);
+    // Separate: `start` holds the config's lock while it runs.
+    let started = started.and_then(|_| start_sources(&hub, rt.handle()));
     let started = started.and_then(|_| {
         let sinks = super::sinks::Sinks::start(&hub.cfg.lock().sinks, &db)?;
         *hub.sinks.lock() = sinks;
@@ -136,6 +142,13 @@ pub fn serve(config_path: &Path) -> Result<(), CliError> {
     });
     // Before the close: a sink reads the database until it stops.
     hub.sinks.lock().stop();
+    // Before the close: a source's last batch commits or is not applied.
+    let sources = std::mem::take(&mut *hub.sources.lock());
+    rt.block_on(async {
+        for s in sources {
+            s.stop().await;
+        }
+    });
     // Gone before the close: a client now hears "no serve", not silence.
     drop(socket);
     drop(hub);
@@ -241,6 +254,42 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
         None => None,
     };
     Ok(bound)
+}
+
+/// `[[sources]]`, after the tables exist; each reads as this node.
+fn start_sources(hub: &Hub, rt: &tokio::runtime::Handle) -> Result<(), CliError> {
+    let configs = hub.cfg.lock().sources.clone();
+    for s in configs {
+        let cfg = s.pg_config(hub.db.node_name());
+        let name = cfg.name();
+        let pg_table = cfg.pg_table.clone();
+        let source = PgSource::spawn(rt, hub.db.clone(), cfg)
+            .map_err(|e| CliError::Config(format!("[[sources]] {e}")))?;
+        log!("source `{name}`: reading PostgreSQL table {pg_table}");
+        hub.sources.lock().push(source);
+    }
+    Ok(())
+}
+
+/// One line per source: link, resume id, backlog, lag, counts, last error.
+pub fn source_line(s: &PgSourceStatus) -> String {
+    format!(
+        "source `{}` from {} {} | resume id {} backlog {} | lag {} ms | applied {} superseded {} refused {} | reloads {}{} | trimmed {} | reconnects {} | last error: {}",
+        s.name,
+        if s.pg_table.is_empty() { "-" } else { &s.pg_table },
+        if s.connected { "connected" } else { "disconnected" },
+        s.resume_id,
+        s.backlog,
+        s.lag_ms,
+        s.applied,
+        s.superseded,
+        s.refused,
+        s.reloads,
+        s.last_reload.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        s.trimmed,
+        s.reconnects,
+        s.last_error.as_deref().unwrap_or("-"),
+    )
 }
 
 /// Creates table `t` if missing; an existing one with another definition
