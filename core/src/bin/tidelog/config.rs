@@ -115,6 +115,7 @@ use serde::Deserialize;
 use tidelog::options::{self, OpenSettings, ReplicationSettings};
 use tidelog::{OpenOptions, PeerConfig, PeerRule, ReplicationOptions, TableOptions};
 
+use super::sinks::SinkConfig;
 use super::CliError;
 
 /// The keys that are about running the server, not about the database;
@@ -199,22 +200,6 @@ struct ServeKeys {
     sinks: Vec<SinkConfig>,
     #[serde(default)]
     sources: Vec<SourceConfig>,
-}
-
-/// One `[[sinks]]` entry; `kind` picks the destination.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum SinkConfig {
-    Postgres(tidelog::cloud::postgres::PostgresSinkConfig),
-}
-
-impl SinkConfig {
-    /// The sink's name as status and metrics show it.
-    pub fn label(&self) -> String {
-        match self {
-            SinkConfig::Postgres(c) => format!("postgres:{}", c.name),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -402,18 +387,7 @@ impl Config {
             r.validate(&self.open.node_name)
                 .map_err(|e| format!("[[rules]] `{}`: {e}", r.name))?;
         }
-        let mut sinks = HashSet::new();
-        for s in &self.sinks {
-            if !sinks.insert(s.label()) {
-                return Err(format!(
-                    "sink `{}` is listed twice in [[sinks]]: give each a different `name`",
-                    s.label()
-                ));
-            }
-            match s {
-                SinkConfig::Postgres(c) => c.validate().map_err(|e| format!("[[sinks]] {e}"))?,
-            }
-        }
+        super::sinks::check(&self.sinks)?;
         self.replication_options()?;
         check_sources(&self.sources)?;
         let len = self.admin_socket.as_os_str().len();

@@ -3,12 +3,45 @@
 //! and stopped before the database closes. A slow destination shares
 //! nothing with the admin socket, `/metrics` or replication.
 
+use serde::Deserialize;
 use tidelog::cloud::driver::{self, DriverConfig, SinkHandle, SinkStatus};
 use tidelog::cloud::postgres::PostgresSink;
 use tidelog::Database;
 
-use super::config::SinkConfig;
 use super::CliError;
+
+/// One `[[sinks]]` entry; `kind` picks the destination.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    Postgres(tidelog::cloud::postgres::PostgresSinkConfig),
+}
+
+impl SinkConfig {
+    /// The sink's name as status and metrics show it.
+    pub fn label(&self) -> String {
+        match self {
+            SinkConfig::Postgres(c) => format!("postgres:{}", c.name),
+        }
+    }
+}
+
+/// What the schema cannot say: names given twice, values the sink refuses.
+pub fn check(sinks: &[SinkConfig]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for s in sinks {
+        if !seen.insert(s.label()) {
+            return Err(format!(
+                "sink `{}` is listed twice in [[sinks]]: give each a different `name`",
+                s.label()
+            ));
+        }
+        match s {
+            SinkConfig::Postgres(c) => c.validate().map_err(|e| format!("[[sinks]] {e}"))?,
+        }
+    }
+    Ok(())
+}
 
 /// The running sinks and the runtime they run on.
 pub struct Sinks {
