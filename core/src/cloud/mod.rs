@@ -12,6 +12,7 @@
 pub mod driver;
 #[cfg(feature = "postgres")]
 pub mod pg_source;
+mod pg_source_config;
 #[cfg(feature = "postgres")]
 mod pg_source_reader;
 #[cfg(feature = "postgres")]

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
 
-use crate::cloud::pg_source::{PgSourceConfig, PgSourceError, PgSourceStatus};
+use crate::cloud::pg_source_config::{PgSourceConfig, PgSourceError, PgSourceStatus};
 use crate::cloud::pg_source_sql as sql;
 use crate::local::codec::{Key, Stamp};
 use crate::local::db::Database;

@@ -229,7 +229,7 @@ pub(crate) struct Shared {
     /// The conflict log's counters and the tables' resolvers.
     pub(crate) conflicts: crate::local::conflict_state::ConflictState,
     /// Log positions the cloud sinks still need (see `retention`).
-    pub(crate) log_holds: crate::local::retention::LogHolds,
+    pub(crate) log_holds: crate::local::log_hold::LogHolds,
 }
 
 /// Why writes are refused until the engine is reopened.
