@@ -26,7 +26,7 @@
 //!
 //! Environment: `TIDELOG_BENCH_N` records per round (default 4000 for
 //! single-record commits, 20000 for transactions), `TIDELOG_BENCH_PAIRS`
-//! (default 15), `TIDELOG_BENCH_TX` (`1` or `1000`: that case only),
+//! (default 40), `TIDELOG_BENCH_TX` (`1` or `1000`: that case only),
 //! `TIDELOG_BENCH_INDEX` (`1` or `0`: that table only).
 
 use std::time::{Duration, Instant};
@@ -149,7 +149,7 @@ fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let pairs = env("TIDELOG_BENCH_PAIRS").unwrap_or(15).max(1);
+    let pairs = env("TIDELOG_BENCH_PAIRS").unwrap_or(40).max(1);
     let only = std::env::var("TIDELOG_BENCH_ONLY").ok();
     let cases = [1u64, 1000]
         .into_iter()
