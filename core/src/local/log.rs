@@ -110,7 +110,8 @@ pub struct LogWrite {
     pub op: WriteOp,
 }
 
-/// A committed transaction as the log stores it.
+/// A committed transaction as the log stores it (in the form `log_form`
+/// describes: postcard, whole writes' conflict metadata compact).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Local sequence number (dense, starting at 1).
@@ -143,48 +144,6 @@ impl LogEntry {
     /// Node id of the instance where the transaction was first committed.
     pub fn origin(&self) -> u64 {
         self.stamp.node
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        // Sized up front: growing the Vec from empty was a measurable share
-        // of a single-record commit. Serializing plain owned data cannot fail.
-        let estimate = 32
-            + self
-                .writes
-                .iter()
-                .map(|w| {
-                    // A Meta wrapper adds its tag, base stamp (two varints
-                    // of up to 10 bytes) and kind: without room for it the
-                    // buffer of a large transaction is copied to grow.
-                    let meta = if matches!(w.op, WriteOp::Meta { .. }) {
-                        24
-                    } else {
-                        0
-                    };
-                    w.table.len()
-                        + 24
-                        + meta
-                        + match w.op.inner() {
-                            WriteOp::Put { json, .. } => json.len(),
-                            WriteOp::Delta { script, lits, .. } => script.len() + lits.len(),
-                            _ => 32,
-                        }
-                })
-                .sum::<usize>();
-        let bytes = postcard::to_extend(self, Vec::with_capacity(estimate)).unwrap_or_default();
-        if self.prior.is_empty() {
-            return bytes;
-        }
-        postcard::to_extend(&self.prior, bytes).unwrap_or_default()
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Result<LogEntry> {
-        let bad = |e: postcard::Error| Error::Corrupt(format!("log entry: {e}"));
-        let (mut entry, rest): (LogEntry, _) = postcard::take_from_bytes(bytes).map_err(bad)?;
-        if !rest.is_empty() {
-            entry.prior = postcard::from_bytes(rest).map_err(bad)?;
-        }
-        Ok(entry)
     }
 
     /// The local commit time alone, read from the front of an encoded entry

@@ -16,6 +16,7 @@ pub mod hlc;
 pub(crate) mod keys;
 pub(crate) mod listener;
 pub mod log;
+pub(crate) mod log_form;
 pub(crate) mod log_hold;
 pub(crate) mod maintenance;
 pub(crate) mod merge;

@@ -422,7 +422,8 @@ pub(crate) fn remote_write(
         };
         ctx.put_side(&rk, Some(side_after(base, state)));
         if visible.is_some() || old.as_ref().is_some_and(|o| !o.header.tombstone) {
-            ctx.write(def, rk, key, old, newest, &row_op, visible.as_ref())?;
+            let v = visible.as_ref();
+            ctx.write(def, rk, key, old, newest, &row_op, v, Some(base))?;
         }
         return Ok(true);
     }
@@ -510,16 +511,11 @@ pub(crate) fn remote_write(
             found.follow.push(case(true));
         }
     }
-    if detect {
-        ctx.put_side(
-            &rk,
-            Some(Side {
-                base: wbase.unwrap_or_default(),
-                state: None,
-            }),
-        );
+    let row_base = detect.then(|| wbase.unwrap_or_default());
+    if let Some(base) = row_base {
+        ctx.put_side(&rk, Some(Side { base, state: None }));
     }
-    ctx.write(def, rk, key, old, stamp, op, obj)?;
+    ctx.write(def, rk, key, old, stamp, op, obj, row_base)?;
     Ok(true)
 }
 

@@ -424,17 +424,18 @@ impl Transaction {
                 let meta = track
                     || matches!(policy, ConflictPolicy::KeepLocal | ConflictPolicy::Resolver)
                     || self.kind != MetaKind::Whole;
-                let op = if meta {
+                let (op, row_base) = if meta {
                     ctx.put_side(&rk, Some(Side { base, state: None }));
-                    WriteOp::Meta {
+                    let op = WriteOp::Meta {
                         op: Box::new(op),
                         base,
                         kind: self.kind.clone(),
-                    }
+                    };
+                    (op, Some(base))
                 } else {
-                    op
+                    (op, None)
                 };
-                ctx.write(&def, rk, &p.key, old, stamp, &op, new_obj)?;
+                ctx.write(&def, rk, &p.key, old, stamp, &op, new_obj, row_base)?;
                 log_writes.push(LogWrite {
                     table: p.table.clone(),
                     key: p.key.clone(),
@@ -615,7 +616,16 @@ fn merge_local(
         &rk,
         Some(crate::local::settle_local::side_after(side_base, state)),
     );
-    ctx.write(def, rk, &p.key, old, stamp, &row_op, visible.as_ref())?;
+    ctx.write(
+        def,
+        rk,
+        &p.key,
+        old,
+        stamp,
+        &row_op,
+        visible.as_ref(),
+        Some(side_base),
+    )?;
     Ok((
         WriteOp::Meta {
             op: Box::new(logged),
@@ -681,10 +691,6 @@ pub(crate) struct Ctx<'a> {
     sides: HashMap<Vec<u8>, Option<Side>>,
     /// Tables that gained a merge state in this batch.
     pub(crate) stateful: Vec<u32>,
-    /// The base `put_side` staged for the row `base_row`, which its next
-    /// `write` puts in the row header (so a base costs no key of its own).
-    next_base: Option<Stamp>,
-    base_row: Vec<u8>,
     /// A row whose side entry was read (a base written before bases moved
     /// into the row, or a merge state): staging a base without a state for
     /// it removes the entry.
@@ -706,8 +712,6 @@ impl<'a> Ctx<'a> {
             writes_in_entry: 0,
             sides: HashMap::new(),
             stateful: Vec::new(),
-            next_base: None,
-            base_row: Vec::new(),
             legacy_side: None,
         }
     }
@@ -768,13 +772,11 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// Stages row `rk`'s side entry (`None`: remove it). A base alone goes
-    /// into the header of the row's next `write`, not into the meta space.
+    /// Stages row `rk`'s side entry (`None`: remove it). A base alone
+    /// stages nothing here: the caller passes it to the row's `write`,
+    /// which keeps it in the row header (so a base costs no key of its own).
     pub(crate) fn put_side(&mut self, rk: &[u8], side: Option<Side>) {
         if let Some(sd) = &side {
-            self.next_base = Some(sd.base);
-            self.base_row.clear();
-            self.base_row.extend_from_slice(rk);
             if sd.state.is_none() && !self.sides.contains_key(rk) {
                 if self.legacy_side.as_deref() == Some(rk) {
                     self.legacy_side = None;
@@ -825,7 +827,11 @@ impl<'a> Ctx<'a> {
 
     /// Adds the row, index and expiry changes of one write to the batch.
     /// `new_obj`: a put's indexed attributes (or its whole object), where
-    /// the caller has them; otherwise its JSON is parsed for them.
+    /// the caller has them; otherwise its JSON is parsed for them. `base`:
+    /// what the row header keeps as the version this one replaced (the
+    /// base of the side staged for it with `put_side`), passed here rather
+    /// than remembered with the row's key, which cost a copy of the key
+    /// per commit.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn write(
         &mut self,
@@ -836,6 +842,7 @@ impl<'a> Ctx<'a> {
         stamp: Stamp,
         op: &WriteOp,
         new_obj: Option<&Map<String, Value>>,
+        base: Option<Stamp>,
     ) -> Result<()> {
         let index = self.writes_in_entry;
         self.writes_in_entry += 1;
@@ -849,10 +856,6 @@ impl<'a> Ctx<'a> {
             self.prior
                 .push(crate::local::log::Prior { write: index, old });
         }
-        let base = match self.next_base.take() {
-            Some(b) if self.base_row == rk => Some(b),
-            _ => None,
-        };
         let op = op.inner();
         let seq_bytes = self.seq.to_be_bytes();
         let (header, body): (RowHeader, &[u8]) = match op {
