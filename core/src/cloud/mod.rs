@@ -9,4 +9,6 @@
 //! (Kafka, say) implements [`sink::Sink`] and nothing on the edge-facing
 //! side changes.
 
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod sink;

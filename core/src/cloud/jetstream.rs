@@ -1,0 +1,667 @@
+//! The NATS JetStream sink: the hub's log of some tables as messages of a
+//! stream, one subject per table and key, for users whose cloud is a
+//! stream rather than a database.
+//!
+//! Each write becomes one message on `<subject_prefix>.<table>.<key>`
+//! (tokens encoded as [`subject`] describes) whose payload is the record's
+//! JSON text, or empty for a delete, with the headers of [`guard`]
+//! (`Tidelog-Table`, `Tidelog-Key`, `Tidelog-Stamp`, `Tidelog-Deleted`) and
+//! `Nats-Msg-Id` = origin node, stamp time, table and key. The same write
+//! therefore always has the same id, and the server drops a republish
+//! within the stream's duplicate window.
+//!
+//! A batch is published with at most `max_in_flight` messages awaiting
+//! their acknowledgement; only when every message of the batch is
+//! acknowledged (a "duplicate" acknowledgement counts: the message is in
+//! the stream) does the resume point move, and it is kept in JetStream
+//! itself (KV bucket [`RESUME_BUCKET`], key `<hub>.<sink name>`), so a
+//! restarted hub, or another one taking over the same name, resumes there.
+//! Replaying from an older resume point republishes the same ids: within
+//! the duplicate window the server drops them; beyond it the consumer's
+//! [`guard::StampGuard`] skips them.
+//!
+//! Stays within nats-server 2.9's features (no stream options of 2.10+).
+
+pub mod guard;
+pub mod subject;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::{self, kv, Context};
+use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
+use serde::Deserialize;
+
+use crate::cloud::sink::{Sink, SinkBatch, SinkError, SinkRow};
+use crate::options::DurationOpt;
+
+pub use guard::{HeaderError, StampGuard, Verdict, WriteMeta};
+
+/// The KV bucket holding every JetStream sink's resume point.
+pub const RESUME_BUCKET: &str = "tidelog_sinks";
+
+/// A JetStream sink, as `tidelog serve` configures it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetStreamSinkConfig {
+    /// The NATS server, e.g. `nats://127.0.0.1:4222` (`tls://` for TLS).
+    pub url: String,
+    /// The stream the messages go to; created when missing (file storage,
+    /// the duplicate window below). Default `tidelog`.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// First subject token(s): messages go to `<prefix>.<table>.<key>`.
+    /// Default `tidelog`.
+    #[serde(default = "default_prefix")]
+    pub subject_prefix: String,
+    /// The tidelog tables this sink publishes; rows of other tables in a
+    /// batch are left out.
+    pub tables: Vec<String>,
+    /// This hub's name: resume points are kept per hub and sink.
+    pub hub: String,
+    /// How long the server remembers message ids to drop republished
+    /// writes (a duration; default 2 minutes). Past it, consumers rely on
+    /// the stamp guard.
+    #[serde(default = "default_window")]
+    pub duplicate_window: DurationOpt,
+    /// Messages published and not yet acknowledged, at most (1-4096;
+    /// default 256).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// How long to wait for the server (connecting, an acknowledgement, a
+    /// stream or KV request) before the batch fails and is retried
+    /// (default 5 s).
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationOpt,
+    /// A NATS `.creds` file (JWT and NKey seed), when the server wants one.
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    /// TLS to the server; when set, TLS is required.
+    #[serde(default)]
+    pub tls: Option<JetStreamTls>,
+}
+
+/// TLS files (PEM) for the NATS connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetStreamTls {
+    /// CA certificate(s) to trust for the server, besides the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate, when the server asks for one (with `key`).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+fn default_stream() -> String {
+    "tidelog".into()
+}
+fn default_prefix() -> String {
+    "tidelog".into()
+}
+fn default_window() -> DurationOpt {
+    DurationOpt(Duration::from_secs(120))
+}
+fn default_in_flight() -> usize {
+    256
+}
+fn default_timeout() -> DurationOpt {
+    DurationOpt(Duration::from_secs(5))
+}
+
+fn is_subject_char(c: char) -> bool {
+    !(c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
+}
+
+impl JetStreamSinkConfig {
+    /// The name in status and logs: `jetstream:<stream>`.
+    pub fn sink_name(&self) -> String {
+        format!("jetstream:{}", self.stream)
+    }
+
+    /// Checks every field; the message names the field and what it takes.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.url.trim().is_empty() {
+            return Err("url: empty; give the NATS server, e.g. `nats://127.0.0.1:4222`".into());
+        }
+        if self.stream.is_empty()
+            || self.stream.len() > 64
+            || !self
+                .stream
+                .chars()
+                .all(|c| is_subject_char(c) && c != '/' && c != '\\')
+        {
+            return Err(format!(
+                "stream: `{}` must be 1-64 characters without spaces, `.`, `*`, `>`, `/` or `\\`",
+                self.stream
+            ));
+        }
+        if self.subject_prefix.len() > 256
+            || self
+                .subject_prefix
+                .split('.')
+                .any(|t| t.is_empty() || !t.chars().all(is_subject_char))
+        {
+            return Err(format!(
+                "subject_prefix: `{}` must be 1-256 characters of `.`-separated non-empty tokens without spaces, `*` or `>`",
+                self.subject_prefix
+            ));
+        }
+        if self.tables.is_empty() {
+            return Err("tables: empty; name the tidelog tables this sink publishes".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.tables {
+            crate::local::catalog::validate_table_name(t).map_err(|e| format!("tables: {e}"))?;
+            if !seen.insert(t) {
+                return Err(format!("tables: `{t}` is listed twice"));
+            }
+        }
+        if self.hub.is_empty() || self.hub.len() > 128 || self.hub.chars().any(char::is_control) {
+            return Err(format!(
+                "hub: `{}` must be 1-128 characters without control characters (this hub's name)",
+                self.hub.escape_debug()
+            ));
+        }
+        let w = self.duplicate_window.0;
+        if w < Duration::from_secs(1) || w > Duration::from_secs(7 * 24 * 3600) {
+            return Err(format!("duplicate_window: {w:?} must be between 1s and 7d"));
+        }
+        if !(1..=4096).contains(&self.max_in_flight) {
+            return Err(format!(
+                "max_in_flight: {} must be between 1 and 4096",
+                self.max_in_flight
+            ));
+        }
+        let t = self.timeout.0;
+        if t < Duration::from_millis(100) || t > Duration::from_secs(600) {
+            return Err(format!("timeout: {t:?} must be between 100ms and 10m"));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err("tls: give both `cert` and `key`, or neither".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counters for status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JetStreamSinkStats {
+    /// Messages acknowledged as new.
+    pub published: u64,
+    /// Messages the server acknowledged as duplicates (dropped).
+    pub duplicates: u64,
+    /// Rows of tables this sink does not publish, left out.
+    pub skipped_rows: u64,
+}
+
+/// The sink; see the module documentation.
+pub struct JetStreamSink {
+    cfg: JetStreamSinkConfig,
+    name: String,
+    js: Context,
+    kv: kv::Store,
+    kv_key: String,
+    /// Table name -> subject token, for the configured tables only.
+    table_tokens: HashMap<String, String>,
+    /// The resume point last read or written; `None` until read.
+    stored: Option<u64>,
+    stats: JetStreamSinkStats,
+}
+
+fn sink_error(sink: &str, transient: bool, message: impl Into<String>) -> SinkError {
+    SinkError {
+        sink: sink.to_string(),
+        message: message.into(),
+        transient,
+    }
+}
+
+impl JetStreamSink {
+    /// Connects, checks the server has JetStream, creates or checks the
+    /// stream and the resume-point bucket.
+    pub async fn connect(cfg: JetStreamSinkConfig) -> Result<JetStreamSink, SinkError> {
+        let name = cfg.sink_name();
+        cfg.validate()
+            .map_err(|m| sink_error(&name, false, format!("config: {m}")))?;
+        let timeout = cfg.timeout.0;
+        let mut opts = ConnectOptions::new()
+            .name(format!("tidelog hub {} ({name})", cfg.hub))
+            .connection_timeout(timeout);
+        if let Some(path) = &cfg.credentials {
+            opts = opts.credentials_file(path).await.map_err(|e| {
+                sink_error(
+                    &name,
+                    false,
+                    format!(
+                        "credentials: cannot read `{}`: {e}; give a NATS .creds file",
+                        path.display()
+                    ),
+                )
+            })?;
+        }
+        if let Some(tls) = &cfg.tls {
+            if let Some(ca) = &tls.ca {
+                opts = opts.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                opts = opts.add_client_certificate(cert.clone(), key.clone());
+            }
+            opts = opts.require_tls(true);
+        }
+        let client = opts.connect(cfg.url.as_str()).await.map_err(|e| {
+            let (transient, what) = match e.kind() {
+                ConnectErrorKind::ServerParse => {
+                    (false, "check `url` (e.g. `nats://127.0.0.1:4222`)")
+                }
+                ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+                    (false, "check `credentials` and the server's authorization")
+                }
+                ConnectErrorKind::Tls => (
+                    false,
+                    "check `tls` (CA, certificate and key) and the server's TLS",
+                ),
+                _ => (true, "is nats-server running there? retrying"),
+            };
+            sink_error(
+                &name,
+                transient,
+                format!("cannot connect to {}: {e}; {what}", cfg.url),
+            )
+        })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .build(client);
+        check_jetstream(&js, &name, &cfg.url).await?;
+        let table_tokens: HashMap<String, String> = cfg
+            .tables
+            .iter()
+            .map(|t| (t.clone(), subject::string_token(t)))
+            .collect();
+        ensure_stream(&js, &name, &cfg, &table_tokens).await?;
+        let kv = ensure_bucket(&js, &name).await?;
+        let kv_key = format!("{}.{}", subject::kv_part(&cfg.hub), subject::kv_part(&name));
+        Ok(JetStreamSink {
+            cfg,
+            name,
+            js,
+            kv,
+            kv_key,
+            table_tokens,
+            stored: None,
+            stats: JetStreamSinkStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> JetStreamSinkStats {
+        self.stats
+    }
+
+    /// The KV key of this sink's resume point in [`RESUME_BUCKET`].
+    pub fn resume_key(&self) -> &str {
+        &self.kv_key
+    }
+
+    /// The subject a row goes to; `None` for a table this sink does not
+    /// publish.
+    pub fn subject_of(&self, table: &str, key: &crate::Key) -> Option<String> {
+        let t = self.table_tokens.get(table)?;
+        Some(format!(
+            "{}.{t}.{}",
+            self.cfg.subject_prefix,
+            subject::key_token(key)
+        ))
+    }
+
+    fn message(&self, row: &SinkRow, table_token: &str) -> (String, PublishMessage) {
+        let key_token = subject::key_token(&row.key);
+        let subject = format!("{}.{table_token}.{key_token}", self.cfg.subject_prefix);
+        let mut headers = HeaderMap::new();
+        // None of these can hold CR or LF (validated table names, JSON
+        // text, digits), which is all a header value may not hold.
+        headers.insert(guard::HEADER_TABLE, row.table.as_str());
+        headers.insert(guard::HEADER_KEY, row.key.to_json().to_string().as_str());
+        headers.insert(
+            guard::HEADER_STAMP,
+            guard::stamp_header(&row.stamp).as_str(),
+        );
+        headers.insert(
+            guard::HEADER_DELETED,
+            if row.record.is_none() {
+                "true"
+            } else {
+                "false"
+            },
+        );
+        let payload = row
+            .record
+            .as_ref()
+            .map(|r| bytes_of(r.as_bytes()))
+            .unwrap_or_default();
+        let id = subject::msg_id(row.stamp.node, row.stamp.time, table_token, &key_token);
+        let msg = PublishMessage::build()
+            .payload(payload)
+            .headers(headers)
+            .message_id(id);
+        (subject, msg)
+    }
+
+    fn publish_error(
+        &self,
+        e: async_nats::jetstream::context::PublishError,
+        row: &SinkRow,
+    ) -> SinkError {
+        let timeout = self.cfg.timeout.0;
+        let (transient, what) = match e.kind() {
+            PublishErrorKind::TimedOut => (
+                true,
+                format!("no acknowledgement within {timeout:?}: the server is down, restarting or overloaded; the batch is retried"),
+            ),
+            PublishErrorKind::MaxPayloadExceeded => (
+                false,
+                "the message is larger than the server's max_payload: raise `max_payload` in nats-server's config".to_string(),
+            ),
+            PublishErrorKind::StreamNotFound => (
+                true,
+                format!(
+                    "no stream took the subject: the server is still starting JetStream, or stream `{}` was deleted (then restart the sink to create it again)",
+                    self.cfg.stream
+                ),
+            ),
+            _ => (true, "the connection failed; the batch is retried".to_string()),
+        };
+        sink_error(
+            &self.name,
+            transient,
+            format!(
+                "publishing {}/{}: {e}; {what}",
+                row.table,
+                row.key.to_json()
+            ),
+        )
+    }
+
+    async fn read_resume_point(&mut self) -> Result<u64, SinkError> {
+        let entry = self.kv.get(self.kv_key.as_str()).await.map_err(|e| {
+            sink_error(
+                &self.name,
+                true,
+                format!(
+                    "reading the resume point ({RESUME_BUCKET}/{}): {e}; retrying",
+                    self.kv_key
+                ),
+            )
+        })?;
+        let point = match entry {
+            None => 0,
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    sink_error(
+                        &self.name,
+                        false,
+                        format!(
+                            "the resume point in KV {RESUME_BUCKET}/{} is not a number ({:?}); someone else wrote it: delete the key (`nats kv del {RESUME_BUCKET} {}`) to republish from the start (consumers' stamp guards skip what they have)",
+                            self.kv_key,
+                            String::from_utf8_lossy(&bytes),
+                            self.kv_key
+                        ),
+                    )
+                })?,
+        };
+        self.stored = Some(point);
+        Ok(point)
+    }
+
+    async fn apply_batch(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+        let cap = self.cfg.max_in_flight;
+        let mut pending = VecDeque::with_capacity(cap.min(batch.rows.len()));
+        for row in &batch.rows {
+            let Some(table_token) = self.table_tokens.get(&row.table) else {
+                self.stats.skipped_rows += 1;
+                continue;
+            };
+            let (subject, msg) = self.message(row, table_token);
+            let ack = self
+                .js
+                .send_publish(subject, msg)
+                .await
+                .map_err(|e| self.publish_error(e, row))?;
+            pending.push_back((ack, row));
+            if pending.len() >= cap {
+                if let Some((ack, row)) = pending.pop_front() {
+                    self.await_ack(ack, row).await?;
+                }
+            }
+        }
+        while let Some((ack, row)) = pending.pop_front() {
+            self.await_ack(ack, row).await?;
+        }
+        self.store_resume_point(batch.through_seq).await
+    }
+
+    async fn await_ack(
+        &mut self,
+        ack: async_nats::jetstream::context::PublishAckFuture,
+        row: &SinkRow,
+    ) -> Result<(), SinkError> {
+        let ack = ack.await.map_err(|e| self.publish_error(e, row))?;
+        if ack.duplicate {
+            self.stats.duplicates += 1;
+        } else {
+            self.stats.published += 1;
+        }
+        Ok(())
+    }
+
+    /// Moves the resume point forward only: a replayed older batch leaves
+    /// it where it is (its messages were acknowledged, nothing is lost).
+    async fn store_resume_point(&mut self, through: u64) -> Result<(), SinkError> {
+        let current = match self.stored {
+            Some(p) => p,
+            None => self.read_resume_point().await?,
+        };
+        if through <= current {
+            return Ok(());
+        }
+        self.kv
+            .put(self.kv_key.as_str(), bytes_of(through.to_string().as_bytes()))
+            .await
+            .map_err(|e| {
+                sink_error(
+                    &self.name,
+                    true,
+                    format!(
+                        "storing the resume point {through} ({RESUME_BUCKET}/{}): {e}; the batch's messages are in the stream and are republished as duplicates on retry",
+                        self.kv_key
+                    ),
+                )
+            })?;
+        self.stored = Some(through);
+        Ok(())
+    }
+}
+
+fn bytes_of(b: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(b)
+}
+
+impl Sink for JetStreamSink {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn resume_point(&mut self) -> impl std::future::Future<Output = Result<u64, SinkError>> + Send {
+        self.read_resume_point()
+    }
+
+    fn apply(
+        &mut self,
+        batch: &SinkBatch,
+    ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
+        self.apply_batch(batch)
+    }
+}
+
+const NO_JETSTREAM: &str = "start nats-server with JetStream (`nats-server -js -sd DIR`, or a `jetstream {}` block in its config) and enable it for this account";
+
+async fn check_jetstream(js: &Context, name: &str, url: &str) -> Result<(), SinkError> {
+    use async_nats::jetstream::context::AccountErrorKind;
+    match js.query_account().await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.kind() {
+            AccountErrorKind::JetStreamUnavailable => Err(sink_error(
+                name,
+                false,
+                format!("the server at {url} has no JetStream: {NO_JETSTREAM}"),
+            )),
+            AccountErrorKind::JetStream(err)
+                if err.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED
+                    || err.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT =>
+            {
+                Err(sink_error(
+                    name,
+                    false,
+                    format!("the server at {url} has JetStream off ({err}): {NO_JETSTREAM}"),
+                ))
+            }
+            _ => Err(sink_error(
+                name,
+                true,
+                format!("asking {url} for its JetStream account: {e}; retrying"),
+            )),
+        },
+    }
+}
+
+fn conflict(name: &str, cfg: &JetStreamSinkConfig, what: String) -> SinkError {
+    sink_error(
+        name,
+        false,
+        format!(
+            "stream `{}` exists with another configuration: {what}; change the stream (`nats stream edit {}`) or this sink's `stream`/`subject_prefix`/`duplicate_window`",
+            cfg.stream, cfg.stream
+        ),
+    )
+}
+
+async fn ensure_stream(
+    js: &Context,
+    name: &str,
+    cfg: &JetStreamSinkConfig,
+    table_tokens: &HashMap<String, String>,
+) -> Result<(), SinkError> {
+    let mut wanted: Vec<String> = table_tokens
+        .values()
+        .map(|t| format!("{}.{t}.>", cfg.subject_prefix))
+        .collect();
+    wanted.sort();
+    let window = cfg.duplicate_window.0;
+    match js.get_stream(cfg.stream.as_str()).await {
+        Ok(stream) => {
+            let have = &stream.cached_info().config;
+            if have.storage != StorageType::File {
+                return Err(conflict(
+                    name,
+                    cfg,
+                    format!("storage {:?}, not file", have.storage),
+                ));
+            }
+            if have.duplicate_window != window {
+                return Err(conflict(
+                    name,
+                    cfg,
+                    format!(
+                        "duplicate window {:?}, this sink wants {window:?}",
+                        have.duplicate_window
+                    ),
+                ));
+            }
+            let missing: Vec<&String> = wanted
+                .iter()
+                .filter(|s| !have.subjects.contains(s))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            // A table added to the sink: add its subject, keep the rest.
+            let mut update = have.clone();
+            update.subjects.extend(missing.into_iter().cloned());
+            js.update_stream(update).await.map(|_| ()).map_err(|e| {
+                conflict(
+                    name,
+                    cfg,
+                    format!("adding this sink's subjects failed: {e}"),
+                )
+            })
+        }
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(err)
+                if err.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+            {
+                let config = StreamConfig {
+                    name: cfg.stream.clone(),
+                    subjects: wanted,
+                    storage: StorageType::File,
+                    duplicate_window: window,
+                    description: Some("tidelog sink: one subject per table and key".into()),
+                    ..Default::default()
+                };
+                js.create_stream(config)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| match e.kind() {
+                        CreateStreamErrorKind::TimedOut => sink_error(
+                            name,
+                            true,
+                            format!("creating stream `{}`: {e}; retrying", cfg.stream),
+                        ),
+                        _ => conflict(name, cfg, format!("creating it failed: {e}")),
+                    })
+            }
+            _ => Err(sink_error(
+                name,
+                true,
+                format!("reading stream `{}`: {e}; retrying", cfg.stream),
+            )),
+        },
+    }
+}
+
+async fn ensure_bucket(js: &Context, name: &str) -> Result<kv::Store, SinkError> {
+    if let Ok(store) = js.get_key_value(RESUME_BUCKET).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: RESUME_BUCKET.into(),
+            description: "tidelog sinks' resume points, per hub and sink".into(),
+            history: 1,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another hub made it in between.
+        Err(create) => js.get_key_value(RESUME_BUCKET).await.map_err(|_| {
+            sink_error(
+                name,
+                true,
+                format!(
+                    "creating KV bucket `{RESUME_BUCKET}` for resume points: {create}; retrying"
+                ),
+            )
+        }),
+    }
+}
