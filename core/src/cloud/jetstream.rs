@@ -32,8 +32,9 @@ use std::time::Duration;
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::jetstream::stream::{DiscardPolicy, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::{self, kv, Context};
+use async_nats::jetstream::{self, Context};
 use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
 use serde::Deserialize;
 
@@ -209,7 +210,9 @@ pub struct JetStreamSink {
     cfg: JetStreamSinkConfig,
     name: String,
     js: Context,
-    kv: kv::Store,
+    /// The bucket's stream (KV layout: `$KV.<bucket>.<key>`, one message
+    /// per key).
+    bucket: Stream,
     kv_key: String,
     /// Table name -> subject token, for the configured tables only.
     table_tokens: HashMap<String, String>,
@@ -288,13 +291,13 @@ impl JetStreamSink {
             .map(|t| (t.clone(), subject::string_token(t)))
             .collect();
         ensure_stream(&js, &name, &cfg, &table_tokens).await?;
-        let kv = ensure_bucket(&js, &name).await?;
+        let bucket = ensure_bucket(&js, &name).await?;
         let kv_key = format!("{}.{}", subject::kv_part(&cfg.hub), subject::kv_part(&name));
         Ok(JetStreamSink {
             cfg,
             name,
             js,
-            kv,
+            bucket,
             kv_key,
             table_tokens,
             stored: None,
@@ -304,6 +307,10 @@ impl JetStreamSink {
 
     pub fn stats(&self) -> JetStreamSinkStats {
         self.stats
+    }
+
+    fn kv_subject(&self) -> String {
+        format!("$KV.{RESUME_BUCKET}.{}", self.kv_key)
     }
 
     /// The KV key of this sink's resume point in [`RESUME_BUCKET`].
@@ -391,16 +398,24 @@ impl JetStreamSink {
     }
 
     async fn read_resume_point(&mut self) -> Result<u64, SinkError> {
-        let entry = self.kv.get(self.kv_key.as_str()).await.map_err(|e| {
-            sink_error(
-                &self.name,
-                true,
-                format!(
-                    "reading the resume point ({RESUME_BUCKET}/{}): {e}; retrying",
-                    self.kv_key
-                ),
-            )
-        })?;
+        let entry = match self
+            .bucket
+            .get_last_raw_message_by_subject(&self.kv_subject())
+            .await
+        {
+            Ok(m) => Some(m.payload),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => None,
+            Err(e) => {
+                return Err(sink_error(
+                    &self.name,
+                    true,
+                    format!(
+                        "reading the resume point ({RESUME_BUCKET}/{}): {e}; retrying",
+                        self.kv_key
+                    ),
+                ))
+            }
+        };
         let point = match entry {
             None => 0,
             Some(bytes) => std::str::from_utf8(&bytes)
@@ -474,10 +489,14 @@ impl JetStreamSink {
         if through <= current {
             return Ok(());
         }
-        self.kv
-            .put(self.kv_key.as_str(), bytes_of(through.to_string().as_bytes()))
-            .await
-            .map_err(|e| {
+        let subject = self.kv_subject();
+        let put = async {
+            self.js
+                .publish(subject, bytes_of(through.to_string().as_bytes()))
+                .await?
+                .await
+        };
+        put.await.map_err(|e| {
                 sink_error(
                     &self.name,
                     true,
@@ -516,31 +535,39 @@ impl Sink for JetStreamSink {
 const NO_JETSTREAM: &str = "start nats-server with JetStream (`nats-server -js -sd DIR`, or a `jetstream {}` block in its config) and enable it for this account";
 
 async fn check_jetstream(js: &Context, name: &str, url: &str) -> Result<(), SinkError> {
-    use async_nats::jetstream::context::AccountErrorKind;
-    match js.query_account().await {
-        Ok(_) => Ok(()),
-        Err(e) => match e.kind() {
-            AccountErrorKind::JetStreamUnavailable => Err(sink_error(
-                name,
-                false,
-                format!("the server at {url} has no JetStream: {NO_JETSTREAM}"),
-            )),
-            AccountErrorKind::JetStream(err)
-                if err.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED
-                    || err.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT =>
-            {
+    use async_nats::jetstream::context::RequestErrorKind;
+    // The raw account info, not `query_account`: its typed reply wants
+    // fields nats-server 2.9 does not send. Only the error matters here.
+    match js.request::<_, (), serde_json::Value>("INFO", &()).await {
+        Ok(reply) => match reply.get("error") {
+            None => Ok(()),
+            Some(err) => {
+                let code = err.get("err_code").and_then(serde_json::Value::as_u64);
+                let off = [
+                    ErrorCode::JETSTREAM_NOT_ENABLED.0,
+                    ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT.0,
+                ];
                 Err(sink_error(
                     name,
                     false,
-                    format!("the server at {url} has JetStream off ({err}): {NO_JETSTREAM}"),
+                    if code.is_some_and(|c| off.contains(&c)) {
+                        format!("the server at {url} has JetStream off ({err}): {NO_JETSTREAM}")
+                    } else {
+                        format!("the server at {url} refused the JetStream account info: {err}; check this account's JetStream permissions")
+                    },
                 ))
             }
-            _ => Err(sink_error(
-                name,
-                true,
-                format!("asking {url} for its JetStream account: {e}; retrying"),
-            )),
         },
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Err(sink_error(
+            name,
+            false,
+            format!("the server at {url} has no JetStream: {NO_JETSTREAM}"),
+        )),
+        Err(e) => Err(sink_error(
+            name,
+            true,
+            format!("asking {url} for its JetStream account: {e}; retrying"),
+        )),
     }
 }
 
@@ -638,23 +665,31 @@ async fn ensure_stream(
     }
 }
 
-async fn ensure_bucket(js: &Context, name: &str) -> Result<kv::Store, SinkError> {
-    if let Ok(store) = js.get_key_value(RESUME_BUCKET).await {
-        return Ok(store);
+/// The resume points' bucket, made as a plain stream in the KV layout
+/// (what `nats kv` reads) rather than through the client's KV API, whose
+/// replies want fields nats-server 2.9 does not send.
+async fn ensure_bucket(js: &Context, name: &str) -> Result<Stream, SinkError> {
+    let stream = format!("KV_{RESUME_BUCKET}");
+    if let Ok(s) = js.get_stream(stream.as_str()).await {
+        return Ok(s);
     }
     let created = js
-        .create_key_value(kv::Config {
-            bucket: RESUME_BUCKET.into(),
-            description: "tidelog sinks' resume points, per hub and sink".into(),
-            history: 1,
+        .create_stream(StreamConfig {
+            name: stream.clone(),
+            description: Some("tidelog sinks' resume points, per hub and sink".into()),
+            subjects: vec![format!("$KV.{RESUME_BUCKET}.>")],
+            max_messages_per_subject: 1,
+            discard: DiscardPolicy::New,
             storage: StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
             ..Default::default()
         })
         .await;
     match created {
-        Ok(store) => Ok(store),
+        Ok(s) => Ok(s),
         // Another hub made it in between.
-        Err(create) => js.get_key_value(RESUME_BUCKET).await.map_err(|_| {
+        Err(create) => js.get_stream(stream.as_str()).await.map_err(|_| {
             sink_error(
                 name,
                 true,
