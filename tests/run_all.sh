@@ -52,7 +52,17 @@ step_clippy() {
     cargo clippy -p tidelog-python -p tidelog-node --features bench --all-targets -- -D warnings
 }
 
+# The JetStream sink's tests start a private nats-server (2.9 from Debian
+# is enough); installed only where missing.
+ensure_nats_server() {
+    command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update && $sudo apt-get install -y nats-server
+}
+
 step_rust() {
+    ensure_nats_server
     echo "== import cycles (core, ffi)"
     python3 tests/import_cycles.py
     echo "== cargo test"

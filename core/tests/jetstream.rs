@@ -107,9 +107,12 @@ async fn read_all(url: &str, stream: &str) -> Vec<Got> {
     out
 }
 
+/// Per (table, key): the record's JSON (None: deleted) and its stamp.
+type State = BTreeMap<(String, Key), (Option<Vec<u8>>, Stamp)>;
+
 /// Final state per (table, key) as a consumer applying through a
 /// StampGuard sees it: the record (None: deleted) and its stamp.
-fn guarded_state(got: &[Got]) -> BTreeMap<(String, Key), (Option<Vec<u8>>, Stamp)> {
+fn guarded_state(got: &[Got]) -> State {
     let mut guard = StampGuard::new();
     let mut state = BTreeMap::new();
     for g in got {
@@ -125,8 +128,8 @@ fn guarded_state(got: &[Got]) -> BTreeMap<(String, Key), (Option<Vec<u8>>, Stamp
 }
 
 /// Last writer per (table, key) of a log, the reference.
-fn reference(log: &[SinkRow]) -> BTreeMap<(String, Key), (Option<Vec<u8>>, Stamp)> {
-    let mut state: BTreeMap<(String, Key), (Option<Vec<u8>>, Stamp)> = BTreeMap::new();
+fn reference(log: &[SinkRow]) -> State {
+    let mut state = State::new();
     for r in log {
         let k = (r.table.clone(), r.key.clone());
         if state.get(&k).is_none_or(|(_, s)| *s < r.stamp) {

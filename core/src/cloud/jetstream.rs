@@ -22,12 +22,11 @@
 //!
 //! Stays within nats-server 2.9's features (no stream options of 2.10+).
 
+mod config;
 pub mod guard;
 pub mod subject;
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
-use std::time::Duration;
 
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
@@ -36,163 +35,14 @@ use async_nats::jetstream::stream::{DiscardPolicy, LastRawMessageErrorKind, Stre
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, Context};
 use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
-use serde::Deserialize;
 
 use crate::cloud::sink::{Sink, SinkBatch, SinkError, SinkRow};
-use crate::options::DurationOpt;
 
+pub use config::{JetStreamSinkConfig, JetStreamTls};
 pub use guard::{HeaderError, StampGuard, Verdict, WriteMeta};
 
 /// The KV bucket holding every JetStream sink's resume point.
 pub const RESUME_BUCKET: &str = "tidelog_sinks";
-
-/// A JetStream sink, as `tidelog serve` configures it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JetStreamSinkConfig {
-    /// The NATS server, e.g. `nats://127.0.0.1:4222` (`tls://` for TLS).
-    pub url: String,
-    /// The stream the messages go to; created when missing (file storage,
-    /// the duplicate window below). Default `tidelog`.
-    #[serde(default = "default_stream")]
-    pub stream: String,
-    /// First subject token(s): messages go to `<prefix>.<table>.<key>`.
-    /// Default `tidelog`.
-    #[serde(default = "default_prefix")]
-    pub subject_prefix: String,
-    /// The tidelog tables this sink publishes; rows of other tables in a
-    /// batch are left out.
-    pub tables: Vec<String>,
-    /// This hub's name: resume points are kept per hub and sink.
-    pub hub: String,
-    /// How long the server remembers message ids to drop republished
-    /// writes (a duration; default 2 minutes). Past it, consumers rely on
-    /// the stamp guard.
-    #[serde(default = "default_window")]
-    pub duplicate_window: DurationOpt,
-    /// Messages published and not yet acknowledged, at most (1-4096;
-    /// default 256).
-    #[serde(default = "default_in_flight")]
-    pub max_in_flight: usize,
-    /// How long to wait for the server (connecting, an acknowledgement, a
-    /// stream or KV request) before the batch fails and is retried
-    /// (default 5 s).
-    #[serde(default = "default_timeout")]
-    pub timeout: DurationOpt,
-    /// A NATS `.creds` file (JWT and NKey seed), when the server wants one.
-    #[serde(default)]
-    pub credentials: Option<PathBuf>,
-    /// TLS to the server; when set, TLS is required.
-    #[serde(default)]
-    pub tls: Option<JetStreamTls>,
-}
-
-/// TLS files (PEM) for the NATS connection.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JetStreamTls {
-    /// CA certificate(s) to trust for the server, besides the system's.
-    #[serde(default)]
-    pub ca: Option<PathBuf>,
-    /// Client certificate, when the server asks for one (with `key`).
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-}
-
-fn default_stream() -> String {
-    "tidelog".into()
-}
-fn default_prefix() -> String {
-    "tidelog".into()
-}
-fn default_window() -> DurationOpt {
-    DurationOpt(Duration::from_secs(120))
-}
-fn default_in_flight() -> usize {
-    256
-}
-fn default_timeout() -> DurationOpt {
-    DurationOpt(Duration::from_secs(5))
-}
-
-fn is_subject_char(c: char) -> bool {
-    !(c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
-}
-
-impl JetStreamSinkConfig {
-    /// The name in status and logs: `jetstream:<stream>`.
-    pub fn sink_name(&self) -> String {
-        format!("jetstream:{}", self.stream)
-    }
-
-    /// Checks every field; the message names the field and what it takes.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.url.trim().is_empty() {
-            return Err("url: empty; give the NATS server, e.g. `nats://127.0.0.1:4222`".into());
-        }
-        if self.stream.is_empty()
-            || self.stream.len() > 64
-            || !self
-                .stream
-                .chars()
-                .all(|c| is_subject_char(c) && c != '/' && c != '\\')
-        {
-            return Err(format!(
-                "stream: `{}` must be 1-64 characters without spaces, `.`, `*`, `>`, `/` or `\\`",
-                self.stream
-            ));
-        }
-        if self.subject_prefix.len() > 256
-            || self
-                .subject_prefix
-                .split('.')
-                .any(|t| t.is_empty() || !t.chars().all(is_subject_char))
-        {
-            return Err(format!(
-                "subject_prefix: `{}` must be 1-256 characters of `.`-separated non-empty tokens without spaces, `*` or `>`",
-                self.subject_prefix
-            ));
-        }
-        if self.tables.is_empty() {
-            return Err("tables: empty; name the tidelog tables this sink publishes".into());
-        }
-        let mut seen = std::collections::HashSet::new();
-        for t in &self.tables {
-            crate::local::catalog::validate_table_name(t).map_err(|e| format!("tables: {e}"))?;
-            if !seen.insert(t) {
-                return Err(format!("tables: `{t}` is listed twice"));
-            }
-        }
-        if self.hub.is_empty() || self.hub.len() > 128 || self.hub.chars().any(char::is_control) {
-            return Err(format!(
-                "hub: `{}` must be 1-128 characters without control characters (this hub's name)",
-                self.hub.escape_debug()
-            ));
-        }
-        let w = self.duplicate_window.0;
-        if w < Duration::from_secs(1) || w > Duration::from_secs(7 * 24 * 3600) {
-            return Err(format!("duplicate_window: {w:?} must be between 1s and 7d"));
-        }
-        if !(1..=4096).contains(&self.max_in_flight) {
-            return Err(format!(
-                "max_in_flight: {} must be between 1 and 4096",
-                self.max_in_flight
-            ));
-        }
-        let t = self.timeout.0;
-        if t < Duration::from_millis(100) || t > Duration::from_secs(600) {
-            return Err(format!("timeout: {t:?} must be between 100ms and 10m"));
-        }
-        if let Some(tls) = &self.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
-                return Err("tls: give both `cert` and `key`, or neither".into());
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Counters for status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
