@@ -335,6 +335,84 @@ fn the_resume_point_moves_only_after_every_ack() {
 }
 
 #[test]
+fn a_kill_mid_batch_fails_it_and_keeps_the_resume_point() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let rt = runtime();
+    let cfg = config(&url, "s6", &["t"]);
+    let log: Vec<SinkRow> = (0..20_100u64)
+        .map(|i| {
+            row(
+                "t",
+                Key::Int((i % 500) as i64),
+                10 + i,
+                2,
+                Some("{\"x\":1}"),
+            )
+        })
+        .collect();
+    let b = vec![
+        SinkBatch {
+            after_seq: 0,
+            through_seq: 100,
+            rows: log[..100].to_vec(),
+        },
+        SinkBatch {
+            after_seq: 100,
+            through_seq: log.len() as u64,
+            rows: log[100..].to_vec(),
+        },
+    ];
+    let mut sink = rt.block_on(connect_retrying(&cfg));
+    rt.block_on(sink.apply(&b[0])).expect("first batch");
+    // SIGKILL once the second batch has started landing.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let killer = std::thread::spawn(move || {
+        let _ = started_rx.blocking_recv();
+        server.kill();
+        server
+    });
+    let watcher = rt.spawn({
+        let url = url.clone();
+        async move {
+            let client = async_nats::connect(url).await.expect("watcher connect");
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js.get_stream("s6").await.expect("stream");
+            while stream.info().await.map(|i| i.state.messages).unwrap_or(0) < 600 {}
+            let _ = started_tx.send(());
+        }
+    });
+    let err = rt
+        .block_on(sink.apply(&b[1]))
+        .expect_err("the server died mid-batch");
+    assert!(err.transient, "{err}");
+    rt.block_on(watcher).expect("watcher");
+    let mut server = killer.join().expect("killer");
+    server.start_again();
+    let point = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match sink.resume_point().await {
+                Ok(p) => break p,
+                Err(e) if e.transient && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("resume point after restart: {e}"),
+            }
+        }
+    });
+    assert_eq!(
+        point, 100,
+        "a batch cut by the kill must not move the resume point"
+    );
+    rt.block_on(drive(&mut sink, &b, &AtomicU64::new(0)));
+    let got = rt.block_on(read_all(&url, "s6"));
+    assert_eq!(duplicates(&got), 0);
+    assert_eq!(got.len(), log.len());
+    assert_eq!(guarded_state(&got), reference(&log));
+}
+
+#[test]
 fn replays_within_the_window_add_no_message() {
     let server = NatsServer::start();
     runtime().block_on(async {
