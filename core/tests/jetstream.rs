@@ -282,6 +282,12 @@ fn a_batch_lands_with_subjects_headers_and_ids() {
         let mut other = connect_retrying(&other).await;
         assert_eq!(other.resume_point().await.expect("resume point"), 0);
         assert_ne!(other.resume_key(), again.resume_key());
+        // Another sink of the same hub on the same stream, by its name.
+        let mut named = cfg.clone();
+        named.name = Some("js-second".into());
+        let mut named = connect_retrying(&named).await;
+        assert_eq!(named.name(), "js-second");
+        assert_eq!(named.resume_point().await.expect("resume point"), 0);
     });
 }
 

@@ -26,6 +26,11 @@ pub struct JetStreamSinkConfig {
     pub tables: Vec<String>,
     /// This hub's name: resume points are kept per hub and sink.
     pub hub: String,
+    /// This sink's name in status and logs, and with `hub` the key of its
+    /// resume point: two JetStream sinks of one hub need different names
+    /// (e.g. one per table on the same stream). Default `jetstream:<stream>`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// How long the server remembers message ids to drop republished
     /// writes (a duration; default 2 minutes). Past it, consumers rely on
     /// the stamp guard.
@@ -83,9 +88,12 @@ fn is_subject_char(c: char) -> bool {
 }
 
 impl JetStreamSinkConfig {
-    /// The name in status and logs: `jetstream:<stream>`.
+    /// The name in status and logs: `name`, else `jetstream:<stream>`.
     pub fn sink_name(&self) -> String {
-        format!("jetstream:{}", self.stream)
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("jetstream:{}", self.stream),
+        }
     }
 
     /// Checks every field; the message names the field and what it takes.
@@ -131,6 +139,14 @@ impl JetStreamSinkConfig {
                 "hub: `{}` must be 1-128 characters without control characters (this hub's name)",
                 self.hub.escape_debug()
             ));
+        }
+        if let Some(n) = &self.name {
+            if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+                return Err(format!(
+                    "name: `{}` must be 1-128 characters without control characters",
+                    n.escape_debug()
+                ));
+            }
         }
         let w = self.duplicate_window.0;
         if w < Duration::from_secs(1) || w > Duration::from_secs(7 * 24 * 3600) {
@@ -183,6 +199,8 @@ mod tests {
         assert_eq!(cfg.max_in_flight, 256);
         assert_eq!(cfg.timeout.0, Duration::from_secs(5));
         assert_eq!(cfg.sink_name(), "jetstream:tidelog");
+        let cfg = decode(with("name", "js-alerts".into())).expect("a name");
+        assert_eq!(cfg.sink_name(), "js-alerts");
         let cfg = decode(with("duplicate_window", "10m".into())).expect("a unit");
         assert_eq!(cfg.duplicate_window.0, Duration::from_secs(600));
         decode(with("subject_prefix", "org.fleet_1".into())).expect("a two-token prefix");
@@ -210,6 +228,8 @@ mod tests {
             ("hub", "".into()),
             ("hub", "a\nb".into()),
             ("hub", "h".repeat(129).into()),
+            ("name", "".into()),
+            ("name", "a\tb".into()),
             ("duplicate_window", 0.into()),
             ("duplicate_window", "8d".into()),
             ("max_in_flight", 0.into()),
