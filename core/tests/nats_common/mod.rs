@@ -3,6 +3,9 @@
 //! stands in for the server.
 #![allow(dead_code)]
 
+#[cfg(feature = "jetstream")]
+pub mod sink;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
