@@ -20,6 +20,20 @@
 //! the duplicate window the server drops them; beyond it the consumer's
 //! [`guard::StampGuard`] skips them.
 //!
+//! The resume point only moves forward: a replayed older batch leaves it
+//! where it is. It is only as durable as the stream: nats-server acknowledges
+//! a message before it is fsynced (its `sync_interval`), so a crash of the
+//! server's machine (not of the process) can lose acknowledged messages
+//! behind a resume point that moved; replay from an older point (delete the
+//! KV key) after such a crash.
+//!
+//! Consumers of the stream: subscribe to `<subject_prefix>.>` (or one
+//! table's `<subject_prefix>.<table token>.>`), read each message's
+//! headers with [`WriteMeta::from_headers`], feed them to a [`StampGuard`]
+//! and apply only what it answers [`Verdict::Apply`] for (an empty payload
+//! with `Tidelog-Deleted: true` deletes the record). Do not take the key
+//! from the subject: a long key's token is a digest.
+//!
 //! Stays within nats-server 2.9's features (no stream options of 2.10+).
 
 mod config;
