@@ -57,7 +57,7 @@ step_clippy() {
 ensure_servers() {
     local want=()
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
-    command -v nats-server >/dev/null 2>&1 || want+=(nats-server)
+    command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || want+=(nats-server)
     [ ${#want[@]} -eq 0 ] && return 0
     echo "== apt-get install ${want[*]}"
     local sudo=""

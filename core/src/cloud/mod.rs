@@ -10,6 +10,8 @@
 //! side changes.
 
 pub mod driver;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 #[cfg(feature = "postgres")]
 pub mod pg_source;
 mod pg_source_config;
