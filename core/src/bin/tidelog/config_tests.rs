@@ -272,7 +272,9 @@ fn sinks_are_read_checked_and_not_reloadable() {
     let sink = "[[sinks]]\nkind = \"postgres\"\nurl = \"host=127.0.0.1 user=t dbname=f\"\n\
                 tables = [{ name = \"alerts\" }, { name = \"ev\", pg_table = \"fleet.events\" }]\n";
     let c = parse(&format!("{base}{sink}")).unwrap();
-    let SinkConfig::Postgres(p) = &c.sinks[0];
+    let SinkConfig::Postgres(p) = &c.sinks[0] else {
+        panic!("a postgres sink: {:?}", c.sinks[0]);
+    };
     assert_eq!(c.sinks[0].label(), "postgres:postgres");
     assert_eq!(p.tables[1].pg_table.as_deref(), Some("fleet.events"));
     assert_eq!((p.max_batch_rows, p.hub.as_deref()), (10_000, None));
@@ -303,6 +305,31 @@ fn sinks_are_read_checked_and_not_reloadable() {
     assert!(c
         .restart_only_changes(&parse(&format!("{base}{sink}")).unwrap())
         .is_empty());
+}
+
+#[test]
+fn jetstream_sinks_are_read_with_the_hub_left_to_serve_and_checked() {
+    let base = "node_name = \"n\"\ndata_dir = \"d\"\ninsecure = true\n";
+    let sink =
+        "[[sinks]]\nkind = \"jetstream\"\nurl = \"nats://127.0.0.1:4222\"\ntables = [\"alerts\"]\n";
+    let c = parse(&format!("{base}{sink}")).unwrap();
+    let SinkConfig::Jetstream(j) = &c.sinks[0] else {
+        panic!("a jetstream sink: {:?}", c.sinks[0]);
+    };
+    assert_eq!(c.sinks[0].label(), "jetstream:tidelog");
+    assert!(j.hub.is_empty(), "serve fills the hub in");
+    // Hostile and mistaken entries, each refused naming the field.
+    for (extra, want) in [
+        ("stream = \"a.b\"\n", "stream"),
+        ("max_in_flight = 0\n", "max_in_flight"),
+        ("duplicate_window = \"0s\"\n", "duplicate_window"),
+        ("colour = 1\n", "unknown field `colour`"),
+    ] {
+        let e = parse(&format!("{base}{sink}{extra}")).unwrap_err();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    let e = parse(&format!("{base}{sink}{sink}")).unwrap_err();
+    assert!(e.contains("listed twice"), "{e}");
 }
 
 #[test]

@@ -5,7 +5,9 @@
 
 use serde::Deserialize;
 use tidelog::cloud::driver::{self, DriverConfig, SinkHandle, SinkStatus};
+use tidelog::cloud::jetstream::{JetStreamSink, JetStreamSinkConfig};
 use tidelog::cloud::postgres::PostgresSink;
+use tidelog::cloud::sink::{Sink, SinkBatch, SinkError};
 use tidelog::Database;
 
 use super::CliError;
@@ -15,6 +17,7 @@ use super::CliError;
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SinkConfig {
     Postgres(tidelog::cloud::postgres::PostgresSinkConfig),
+    Jetstream(JetStreamSinkConfig),
 }
 
 impl SinkConfig {
@@ -22,6 +25,14 @@ impl SinkConfig {
     pub fn label(&self) -> String {
         match self {
             SinkConfig::Postgres(c) => format!("postgres:{}", c.name),
+            SinkConfig::Jetstream(c) => c.sink_name(),
+        }
+    }
+
+    fn tables(&self) -> Vec<String> {
+        match self {
+            SinkConfig::Postgres(c) => c.tables.iter().map(|t| t.name.clone()).collect(),
+            SinkConfig::Jetstream(c) => c.tables.clone(),
         }
     }
 }
@@ -38,9 +49,71 @@ pub fn check(sinks: &[SinkConfig]) -> Result<(), String> {
         }
         match s {
             SinkConfig::Postgres(c) => c.validate().map_err(|e| format!("[[sinks]] {e}"))?,
+            SinkConfig::Jetstream(c) => {
+                // Serve names the hub when the config leaves it out.
+                let mut c = c.clone();
+                if c.hub.is_empty() {
+                    c.hub = "hub".into();
+                }
+                c.validate()
+                    .map_err(|e| format!("[[sinks]] kind = \"jetstream\": {e}"))?
+            }
         }
     }
     Ok(())
+}
+
+/// A sink whose connection is made by the driver's first call, so a
+/// destination that is down when serve starts is retried like one that
+/// goes down later, instead of keeping the hub from starting.
+enum Connecting {
+    JetStream(JetStreamSinkConfig, Option<JetStreamSink>),
+}
+
+impl Connecting {
+    async fn sink(&mut self) -> Result<&mut JetStreamSink, SinkError> {
+        let Connecting::JetStream(cfg, sink) = self;
+        if sink.is_none() {
+            *sink = Some(JetStreamSink::connect(cfg.clone()).await?);
+        }
+        sink.as_mut().ok_or_else(|| SinkError {
+            sink: cfg.sink_name(),
+            message: "not connected".into(),
+            transient: true,
+        })
+    }
+
+    /// A connection that failed mid-call is made anew on the next one.
+    fn reset_on<T>(&mut self, r: Result<T, SinkError>) -> Result<T, SinkError> {
+        if matches!(&r, Err(e) if e.transient) {
+            let Connecting::JetStream(_, sink) = self;
+            *sink = None;
+        }
+        r
+    }
+}
+
+impl Sink for Connecting {
+    fn name(&self) -> String {
+        let Connecting::JetStream(cfg, _) = self;
+        cfg.sink_name()
+    }
+
+    async fn resume_point(&mut self) -> Result<u64, SinkError> {
+        let r = match self.sink().await {
+            Ok(s) => s.resume_point().await,
+            Err(e) => Err(e),
+        };
+        self.reset_on(r)
+    }
+
+    async fn apply(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+        let r = match self.sink().await {
+            Ok(s) => s.apply(batch).await,
+            Err(e) => Err(e),
+        };
+        self.reset_on(r)
+    }
 }
 
 /// The running sinks and the runtime they run on.
@@ -69,13 +142,13 @@ impl Sinks {
             .build()
             .map_err(|e| CliError::Runtime(format!("cannot start the sinks' runtime: {e}")))?;
         let mut handles = Vec::new();
+        // Log positions belong to one data directory: its node id (random at
+        // creation) keeps a replaced directory from inheriting the old one's
+        // resume point.
+        let hub = format!("{}#{:016x}", db.node_name(), db.node_id());
         for c in configs {
             let handle = match c {
                 SinkConfig::Postgres(pc) => {
-                    // Log positions belong to one data directory: its node id
-                    // (random at creation) keeps a replaced directory from
-                    // inheriting the old one's resume point.
-                    let hub = format!("{}#{:016x}", db.node_name(), db.node_id());
                     let sink = PostgresSink::new(pc.clone(), &hub)
                         .map_err(|e| CliError::Config(format!("[[sinks]] {e}")))?;
                     let mut dc =
@@ -85,18 +158,27 @@ impl Sinks {
                     let _enter = runtime.enter();
                     driver::spawn(db.clone(), sink, dc)
                 }
+                SinkConfig::Jetstream(jc) => {
+                    let mut jc = jc.clone();
+                    if jc.hub.is_empty() {
+                        jc.hub = hub.clone();
+                    }
+                    let _enter = runtime.enter();
+                    driver::spawn(
+                        db.clone(),
+                        Connecting::JetStream(jc.clone(), None),
+                        DriverConfig::new(jc.tables.clone()),
+                    )
+                }
             };
             log::info!(
                 "sink `{}`: sending {}",
                 c.label(),
-                match c {
-                    SinkConfig::Postgres(pc) => pc
-                        .tables
-                        .iter()
-                        .map(|t| format!("`{}`", t.name))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
+                c.tables()
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             handles.push(handle);
         }

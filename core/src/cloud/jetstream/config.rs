@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::options::DurationOpt;
 
 /// A JetStream sink, as `tidelog serve` configures it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JetStreamSinkConfig {
     /// The NATS server, e.g. `nats://127.0.0.1:4222` (`tls://` for TLS).
@@ -24,7 +24,10 @@ pub struct JetStreamSinkConfig {
     /// The tidelog tables this sink publishes; rows of other tables in a
     /// batch are left out.
     pub tables: Vec<String>,
-    /// This hub's name: resume points are kept per hub and sink.
+    /// This hub's name: resume points are kept per hub and sink. Under
+    /// `tidelog serve` it may be left out: serve uses `<node name>#<node
+    /// id>` (log positions belong to one data directory).
+    #[serde(default)]
     pub hub: String,
     /// This sink's name in status and logs, and with `hub` the key of its
     /// resume point: two JetStream sinks of one hub need different names
@@ -54,7 +57,7 @@ pub struct JetStreamSinkConfig {
 }
 
 /// TLS files (PEM) for the NATS connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JetStreamTls {
     /// CA certificate(s) to trust for the server, besides the system's.
