@@ -14,6 +14,7 @@ pub mod driver;
 pub mod jetstream;
 #[cfg(feature = "postgres")]
 pub mod pg_source;
+#[cfg(feature = "postgres")]
 mod pg_source_config;
 #[cfg(feature = "postgres")]
 mod pg_source_reader;
