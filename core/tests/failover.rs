@@ -89,9 +89,16 @@ fn a_down_first_address_falls_through_to_the_second() {
     let (pki, stems) = fleet_pki();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (b, b_addr) = hub(dirs.0.path(), pki.path(), &stems[1]);
-    let e = edge(dirs.1.path(), pki.path(), dead_address(), b_addr.to_string());
+    let e = edge(
+        dirs.1.path(),
+        pki.path(),
+        dead_address(),
+        b_addr.to_string(),
+    );
     write_alerts(&e, 0, 5);
-    wait_until("the second hub has the edge's alerts", T, || alerts(&b) == 5);
+    wait_until("the second hub has the edge's alerts", T, || {
+        alerts(&b) == 5
+    });
     let s = e.peer_status("cloud").unwrap();
     assert!(s.connected, "{s:?}");
     assert_eq!(s.address.as_deref(), Some(b_addr.to_string().as_str()));

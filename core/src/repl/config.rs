@@ -457,7 +457,11 @@ impl PeerConfig {
             ));
         }
         for (i, a) in all.iter().enumerate() {
-            let field = if i == 0 { "peer address" } else { "peer addresses" };
+            let field = if i == 0 {
+                "peer address"
+            } else {
+                "peer addresses"
+            };
             let ok = a
                 .rsplit_once(':')
                 .filter(|(host, _)| !host.trim().is_empty())

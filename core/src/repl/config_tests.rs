@@ -12,7 +12,9 @@ fn msg(p: PeerConfig) -> String {
 
 #[test]
 fn several_hubs_are_dialed_in_order() {
-    let p = peer().also_at("hub-2.example:7000").also_at("10.0.0.3:7001");
+    let p = peer()
+        .also_at("hub-2.example:7000")
+        .also_at("10.0.0.3:7001");
     p.validate("edge-1").unwrap();
     assert_eq!(
         p.dial_addresses(),
@@ -37,7 +39,10 @@ fn bad_addresses_are_refused_with_reasons() {
     }
     many.validate("edge-1").unwrap();
     let m = msg(many.also_at("one-more.example:7000"));
-    assert!(m.contains("17 addresses") && m.contains("at most 16"), "{m}");
+    assert!(
+        m.contains("17 addresses") && m.contains("at most 16"),
+        "{m}"
+    );
 }
 
 #[test]

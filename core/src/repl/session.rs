@@ -133,7 +133,8 @@ async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
         }
         // A failed dial or a dropped link moves to the next hub; the one
         // that works is kept (the link ended, so this one did not).
-        peer.dial_at.store((at + 1) % addrs.len(), Ordering::Relaxed);
+        peer.dial_at
+            .store((at + 1) % addrs.len(), Ordering::Relaxed);
         tried_in_round += 1;
         if tried_in_round < addrs.len() {
             continue;
