@@ -1124,6 +1124,9 @@ tidelog_status tidelog_listen(tidelog_db *db, const char *address, tidelog_strin
  *                  `name` is the peer's node name (the DNS name in its
  *                  certificate). With an `address` this instance dials
  *                  the peer; without one it waits for the peer to dial in.
+ *                  Optional `"addresses": ["host:port", ...]`: more hubs
+ *                  of the same logical peer (one node name), tried after
+ *                  `address` in order, wrapping (at most 16 in all).
  *                  Data for a table flows from A to B iff A publishes it
  *                  to B and B subscribes to it from A. Optional
  *                  `"relays": true|false`: whether the peer may forward

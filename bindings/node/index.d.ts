@@ -334,6 +334,12 @@ export interface PeerConfig {
   name: string;
   /** "host:port" to dial; without one, this instance waits for the peer to dial in. */
   address?: string;
+  /**
+   * More "host:port"s of the same logical peer (several hubs with one node name),
+   * tried after `address` in order, wrapping; the dialer stays on the one that works
+   * (at most 16 in all, no duplicates; needs `address`).
+   */
+  addresses?: string[];
   tables?: TableFlow[];
   /**
    * Whether the peer may forward other nodes' writes to this instance

@@ -625,7 +625,9 @@ impl PyDatabase {
     }
 
     /// Adds a peer. With `address` this instance dials it; without, it
-    /// waits for the peer to dial in. `tables` lists dicts like
+    /// waits for the peer to dial in. `addresses`: more "host:port"s of
+    /// the same logical peer (several hubs with one node name), tried after
+    /// `address` in order. `tables` lists dicts like
     /// `{"table": "alerts", "publish": True, "subscribe": False}` (and an
     /// optional `"since_ms"`, and `"priority"` 0-255: higher is sent first).
     #[pyo3(signature = (name, **config))]

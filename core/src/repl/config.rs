@@ -255,6 +255,14 @@ pub struct PeerConfig {
     /// to dial in (an edge behind a firewall has none configured for it).
     #[serde(default)]
     pub address: Option<String>,
+    /// More `host:port`s of the same logical peer (several hubs that all
+    /// present a certificate for `name`), tried after `address`, in order,
+    /// wrapping. The dialer stays on the address that works and moves on
+    /// only when a dial fails or the link drops; the redial backoff grows
+    /// once per round of all addresses. Needs `address`; at most
+    /// [`MAX_PEER_ADDRESSES`] in all, no duplicates.
+    #[serde(default)]
+    pub addresses: Vec<String>,
     #[serde(default)]
     pub tables: Vec<TableFlow>,
     /// Whether this peer forwards (relays) transactions of other origins
@@ -323,6 +331,7 @@ impl PeerConfig {
         PeerConfig {
             name: name.into(),
             address: None,
+            addresses: Vec::new(),
             tables: Vec::new(),
             relays: None,
             budget: None,
@@ -361,6 +370,21 @@ impl PeerConfig {
         self.address = Some(addr.into());
         self
     }
+    /// Adds an address of the same logical peer, dialed after `address`
+    /// (see [`PeerConfig::addresses`]).
+    pub fn also_at(mut self, addr: impl Into<String>) -> Self {
+        self.addresses.push(addr.into());
+        self
+    }
+    /// Every address to dial, in dialing order: `address`, then
+    /// `addresses`. Empty for a peer that dials in.
+    pub fn dial_addresses(&self) -> Vec<String> {
+        self.address
+            .iter()
+            .chain(self.addresses.iter())
+            .cloned()
+            .collect()
+    }
     pub fn table(mut self, flow: TableFlow) -> Self {
         self.tables.push(flow);
         self
@@ -371,17 +395,7 @@ impl PeerConfig {
         if self.name == own_name {
             return Err(Error::invalid("peer name", "a node cannot be its own peer"));
         }
-        if let Some(a) = &self.address {
-            if a.rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                return Err(Error::invalid(
-                    "peer address",
-                    format!("`{a}` must be host:port"),
-                ));
-            }
-        }
+        self.validate_addresses()?;
         let wants = self.tables.iter().filter(|t| t.subscribe).count();
         if wants > crate::net::wire::MAX_HELLO_WANTS {
             return Err(Error::invalid(
@@ -408,6 +422,63 @@ impl PeerConfig {
                     format!(
                         "table `{}` is listed twice for peer `{}`",
                         t.table, self.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Most addresses one logical peer may have: enough for any hub cluster,
+/// few enough that a round of failed dials stays short.
+pub const MAX_PEER_ADDRESSES: usize = 16;
+
+impl PeerConfig {
+    fn validate_addresses(&self) -> Result<()> {
+        if self.address.is_none() && !self.addresses.is_empty() {
+            return Err(Error::invalid(
+                "peer addresses",
+                format!(
+                    "peer `{}` has `addresses` but no `address`: put the first hub in `address`",
+                    self.name
+                ),
+            ));
+        }
+        let all = self.dial_addresses();
+        if all.len() > MAX_PEER_ADDRESSES {
+            return Err(Error::invalid(
+                "peer addresses",
+                format!(
+                    "peer `{}` has {} addresses: at most {MAX_PEER_ADDRESSES} (address plus addresses)",
+                    self.name,
+                    all.len()
+                ),
+            ));
+        }
+        for (i, a) in all.iter().enumerate() {
+            let field = if i == 0 {
+                "peer address"
+            } else {
+                "peer addresses"
+            };
+            let ok = a
+                .rsplit_once(':')
+                .filter(|(host, _)| !host.trim().is_empty())
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_some();
+            if !ok {
+                return Err(Error::invalid(
+                    field,
+                    format!("`{a}` must be host:port, e.g. `hub-1.example:7000`"),
+                ));
+            }
+            if all[..i].contains(a) {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "`{a}` is listed twice for peer `{}`: list each hub once",
+                        self.name
                     ),
                 ));
             }
@@ -499,3 +570,7 @@ pub(crate) fn validate_budget(b: &LinkBudget) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -111,6 +111,10 @@ impl Counters {
 
 pub(crate) struct PeerState {
     config: Mutex<PeerConfig>,
+    /// Which of the peer's dial addresses (`address`, then `addresses`)
+    /// the dialer is on: kept across redials so that one hub of a logical
+    /// peer gets each transaction once (see `session::dial_loop`).
+    pub(crate) dial_at: std::sync::atomic::AtomicUsize,
     /// Last contact, and the rule that admitted it (if one did).
     pub(crate) contact: Contact,
     pub(crate) counters: Mutex<Counters>,
@@ -172,6 +176,7 @@ impl PeerState {
         }
         Arc::new(PeerState {
             config: Mutex::new(config),
+            dial_at: std::sync::atomic::AtomicUsize::new(0),
             contact: Contact::default(),
             counters: Mutex::new(counters),
             acked: watch::Sender::new(acked),
@@ -509,9 +514,14 @@ impl PeerState {
                 }
             })
             .collect();
+        // With several hubs: the one the dialer is on.
+        let dialing = config
+            .dial_addresses()
+            .get(self.dial_at.load(std::sync::atomic::Ordering::Relaxed))
+            .cloned();
         Ok(PeerStatus {
             name: config.name,
-            address: config.address,
+            address: dialing,
             rule: self.contact.rule(),
             last_contact_ms: self.contact.last_contact_ms(),
             connected: c.connected,

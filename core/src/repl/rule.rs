@@ -107,6 +107,7 @@ impl PeerRule {
         PeerConfig {
             name: node_name.to_string(),
             address: None,
+            addresses: Vec::new(),
             tables: self.tables.clone(),
             relays: Some(false),
             budget: self.budget.clone(),

@@ -59,11 +59,19 @@ async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
     let mut generation = peer.generation.subscribe();
     let mut closing = r.closing.subscribe();
     let mut jitter = Jitter::for_peer(&peer.name());
+    // Attempts since the last stable link or backoff sleep: with several
+    // hubs the backoff waits once per round of all of them, so a dead hub
+    // costs one connect, not a backoff, before the next is tried.
+    let mut tried_in_round = 0usize;
     loop {
         generation.borrow_and_update();
-        let Some(addr) = peer.config().address else {
+        let addrs = peer.config().dial_addresses();
+        if addrs.is_empty() {
             return;
-        };
+        }
+        let at = peer.dial_at.load(Ordering::Relaxed) % addrs.len();
+        peer.dial_at.store(at, Ordering::Relaxed);
+        let addr = addrs[at].clone();
         let started = Instant::now();
         // Still unaware of a settings change that lands during the dial, so
         // a link the dial finishes afterwards ends at once, with a goodbye.
@@ -121,7 +129,17 @@ async fn dial_loop(r: Arc<Replicator>, peer: Arc<PeerState>) {
         }
         if started.elapsed() >= STABLE_LINK {
             backoff = r.opts.backoff_initial;
+            tried_in_round = 0;
         }
+        // A failed dial or a dropped link moves to the next hub; the one
+        // that works is kept (the link ended, so this one did not).
+        peer.dial_at
+            .store((at + 1) % addrs.len(), Ordering::Relaxed);
+        tried_in_round += 1;
+        if tried_in_round < addrs.len() {
+            continue;
+        }
+        tried_in_round = 0;
         let delay = jitter.spread(backoff);
         tokio::select! {
             () = until_closing(&mut closing) => return,

@@ -310,13 +310,16 @@ class Database:
         name: str,
         *,
         address: Optional[str] = None,
+        addresses: Optional[Sequence[str]] = None,
         tables: Optional[Sequence[TableFlow]] = None,
         relays: Optional[bool] = None,
         budget: Optional[LinkBudget] = None,
         compression: Optional[str] = None,
         deltas: Optional[bool] = None,
     ) -> None:
-        """Adds a peer (dialed if it has an address). ``relays``: whether
+        """Adds a peer (dialed if it has an address; ``addresses``: more
+        "host:port"s of the same logical peer, several hubs with one node
+        name, tried after ``address`` in order). ``relays``: whether
         the peer may forward other nodes' writes to this instance (default:
         True with an address, False without; see the README's origin
         rules)."""
@@ -325,6 +328,7 @@ class Database:
         name: str,
         *,
         address: Optional[str] = None,
+        addresses: Optional[Sequence[str]] = None,
         tables: Optional[Sequence[TableFlow]] = None,
         relays: Optional[bool] = None,
         budget: Optional[LinkBudget] = None,

@@ -151,7 +151,7 @@ pub fn reload(db: &Database, running: &mut Config, path: &Path) -> ReloadReport 
                         "added peer `{}` ({})",
                         p.name,
                         match &p.address {
-                            Some(a) => format!("dialing {a}"),
+                            Some(_) => format!("dialing {}", p.dial_addresses().join(" then ")),
                             None => "waiting for it to dial in".into(),
                         }
                     ));

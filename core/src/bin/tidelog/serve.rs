@@ -218,7 +218,7 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
             "peer `{}`: {}",
             p.name,
             match &p.address {
-                Some(a) => format!("dialing {a}"),
+                Some(_) => format!("dialing {}", p.dial_addresses().join(" then ")),
                 None => "waiting for it to dial in".into(),
             }
         );
