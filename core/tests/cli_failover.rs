@@ -116,13 +116,6 @@ fn edge(dir: &Path, name: &str, a: &str, b: &str) -> Database {
     db
 }
 
-fn status_json(dir: &Path, tag: &str) -> Value {
-    let config = format!("cloud-{tag}.toml");
-    let out = tidelog(dir, &["status", "--json", "--config", &config]);
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-}
-
 /// Waits until every edge has a link up to the hub at `addr`.
 fn all_on(edges: &[Database], addr: &str) {
     wait_until(&format!("every edge linked to {addr}"), T, || {
@@ -172,7 +165,7 @@ fn pg_rows(pg: &Postgres) -> (BTreeMap<String, (Value, Stamp)>, usize) {
 }
 
 fn sink_rows(dir: &Path, tag: &str) -> u64 {
-    status_json(dir, tag)["sinks"][0]["rows"]
+    status_json(dir, &format!("cloud-{tag}.toml"))["sinks"][0]["rows"]
         .as_u64()
         .unwrap_or(0)
 }
@@ -269,7 +262,7 @@ fn edges_fail_over_between_two_hubs_with_nothing_lost_or_doubled_in_postgres() {
         });
     }
     wait_until("hub A's sink catching up", T, || {
-        let sink = status_json(dir, "a")["sinks"][0].clone();
+        let sink = status_json(dir, "cloud-a.toml")["sinks"][0].clone();
         sink["backlog"] == 0 && sink["resume_point"] == sink["log_head"]
     });
 

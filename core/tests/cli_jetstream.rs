@@ -54,16 +54,6 @@ timeout = "1s"
     path
 }
 
-fn status_json(dir: &Path) -> Value {
-    let out = tidelog(dir, &["status", "--json", "--config", "cloud.toml"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-}
-
 #[test]
 fn a_hub_publishes_alerts_to_jetstream_once_the_server_is_up() {
     let mut nats = NatsServer::start();
@@ -114,7 +104,7 @@ fn a_hub_publishes_alerts_to_jetstream_once_the_server_is_up() {
         "the sink reporting the server down and its backlog",
         T,
         || {
-            sink = status_json(dir)["sinks"][0].clone();
+            sink = status_json(dir, "cloud.toml")["sinks"][0].clone();
             sink["connected"] == false
                 && sink["last_error"].is_string()
                 && sink["backlog"].as_u64().unwrap_or(0) > 0
@@ -123,7 +113,7 @@ fn a_hub_publishes_alerts_to_jetstream_once_the_server_is_up() {
 
     nats.start_again();
     wait_until("the sink catching up", T, || {
-        sink = status_json(dir)["sinks"][0].clone();
+        sink = status_json(dir, "cloud.toml")["sinks"][0].clone();
         sink["backlog"] == 0 && sink["resume_point"] == sink["log_head"]
     });
     assert_eq!(sink["name"], "jetstream:fleet");

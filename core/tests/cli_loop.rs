@@ -196,9 +196,9 @@ fn edge_writes_reach_postgres_and_sql_edits_reach_the_edges_with_no_echo() {
 
     // 3. Quiet: wait until the hub's log and the change table stop moving.
     let hub_log_head = |dir: &Path| -> u64 {
-        let out = tidelog(dir, &["status", "--json", "--config", "cloud.toml"]);
-        let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-        v["sinks"][0]["log_head"].as_u64().expect("log_head")
+        status_json(dir, "cloud.toml")["sinks"][0]["log_head"]
+            .as_u64()
+            .expect("log_head")
     };
     let mut last = (
         hub_log_head(dir),

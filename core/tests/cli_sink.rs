@@ -97,16 +97,6 @@ fn write(db: &Database, name: &str, from: u64, to: u64) -> BTreeSet<String> {
     deleted
 }
 
-fn status_json(dir: &Path) -> Value {
-    let out = tidelog(dir, &["status", "--json", "--config", "cloud.toml"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-}
-
 fn metrics(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
@@ -193,7 +183,7 @@ fn a_hub_sinks_the_edges_alerts_into_postgres_exactly_once_across_a_sigkill() {
     }
     let mut sink = Value::Null;
     wait_until("the sink catching up", T, || {
-        sink = status_json(dir)["sinks"][0].clone();
+        sink = status_json(dir, "cloud.toml")["sinks"][0].clone();
         sink["backlog"] == 0
             && sink["resume_point"] == sink["log_head"]
             && sink["connected"] == true

@@ -19,6 +19,18 @@ pub fn tidelog(dir: &Path, args: &[&str]) -> Output {
         .expect("run tidelog")
 }
 
+/// `tidelog status --json --config CONFIG` in `dir`, parsed; panics with
+/// the command's stderr when it fails.
+pub fn status_json(dir: &Path, config: &str) -> serde_json::Value {
+    let out = tidelog(dir, &["status", "--json", "--config", config]);
+    assert!(
+        out.status.success(),
+        "tidelog status --json failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
 /// Makes a CA and node certificates in `dir/pki` with the binary itself.
 pub fn make_certs(dir: &Path, nodes: &[&str]) -> PathBuf {
     let mut args = vec!["certs", "--out", "pki", "--ca-name", "cli test CA"];
