@@ -175,6 +175,13 @@ pub enum Error {
         attribute: String,
         by: i64,
     },
+    #[error("table `{table}` would hold {would} bytes, past its disk_budget_bytes of {budget} (on_full = \"refuse\"): nothing was written; delete records from it, raise its budget with set_table_budget, or choose on_full = \"drop_oldest\"")]
+    TableFull {
+        table: String,
+        /// The table's logical bytes had the write committed.
+        would: u64,
+        budget: u64,
+    },
 }
 
 /// What a counter attribute held instead of an integer (kept to one
@@ -227,7 +234,8 @@ impl Error {
             Error::Storage(_)
             | Error::Io { .. }
             | Error::DiskFull { .. }
-            | Error::OutcomeUnknown { .. } => ErrorKind::Storage,
+            | Error::OutcomeUnknown { .. }
+            | Error::TableFull { .. } => ErrorKind::Storage,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::ClockSkew { .. } => ErrorKind::ClockSkew,
             Error::Refused { kind, .. } => match kind {

@@ -24,7 +24,8 @@ pub mod view;
 pub use local::{codec, hlc, log, record};
 
 pub use error::{Error, ErrorKind, NotInteger, Result};
-pub use local::catalog::{TableInfo, TableOptions};
+pub use local::catalog::{OnFull, TableInfo, TableOptions};
+pub use local::table_stats::TableStats;
 pub use local::codec::{Key, Stamp};
 pub use local::conflict::{
     ConflictCase, ConflictEntry, ConflictPolicy, ConflictResolver, ConflictSide, Resolution,

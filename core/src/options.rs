@@ -268,6 +268,13 @@ pub const RANGES: &[(&str, Range)] = &[
         },
     ),
     (
+        "listener_queue_max",
+        Range::Count {
+            min: 1,
+            max: 1 << 24,
+        },
+    ),
+    (
         "retention.log_max_bytes",
         Range::Size {
             min: MIB,
@@ -516,6 +523,9 @@ pub struct OpenSettings {
     pub conflict_log_max_bytes: Option<SizeOpt>,
     /// Age past which conflict-log entries are dropped.
     pub conflict_log_max_age: Option<DurationOpt>,
+    /// Change events queued for listeners before new ones are dropped and
+    /// counted (see `ChangeEvent::missed`).
+    pub listener_queue_max: Option<u64>,
     /// Deprecated (TOML): `memory_budget` in MiB.
     memory_budget_mib: Option<u64>,
     /// Deprecated (TOML): `max_clock_skew` in seconds.
@@ -678,6 +688,11 @@ impl OpenSettings {
         }
         if let Some(r) = self.retention {
             o.retention = r.to_retention()?;
+        }
+        if let Some(n) = checked_count("listener_queue_max", self.listener_queue_max)? {
+            o.listener_queue_max = usize::try_from(n).map_err(|_| {
+                Error::invalid("listener_queue_max", "is too large for this machine")
+            })?;
         }
         Ok(o)
     }
@@ -978,6 +993,7 @@ mod tests {
             "expiry_interval",
             "conflict_log_max_bytes",
             "conflict_log_max_age",
+            "listener_queue_max",
         ];
         for (name, _) in RANGES {
             let leaf = name.rsplit('.').next().unwrap_or(name);

@@ -255,6 +255,10 @@ pub struct ChangeEventView<'a> {
     pub local: bool,
     /// The records changed in this table, in the order they were written.
     pub changes: Vec<ChangeView<'a>>,
+    /// Events of this table dropped just before this one because the
+    /// listener queue (`listener_queue_max`) was full; 0 normally. A
+    /// listener that mirrors the table reads it again when this is not 0.
+    pub missed: u64,
 }
 
 impl<'a> ChangeEventView<'a> {
@@ -267,6 +271,7 @@ impl<'a> ChangeEventView<'a> {
             stamp_ms: e.stamp.millis(),
             local: e.local,
             changes: e.changes.iter().map(ChangeView::of).collect(),
+            missed: e.missed,
         }
     }
 }
@@ -404,6 +409,7 @@ mod tests {
             seq: 4,
             stamp,
             local: false,
+            missed: 0,
             changes: vec![
                 Change {
                     key: Key::Str("a\"b".into()),
@@ -426,7 +432,7 @@ mod tests {
                    "stamp_ms": 7, "local": false, "changes": [
                        {"key": "a\"b", "record": {"id": "a\"b", "v": 1,
                            "__createdtime__": 5, "__updatedtime__": 7}},
-                       {"key": -3, "record": null}]})
+                       {"key": -3, "record": null}], "missed": 0})
         );
     }
 }

@@ -25,6 +25,26 @@ pub struct TableOptions {
     /// How concurrent writes to a record are settled (`"conflict"`:
     /// `"lww"`, `"merge"`, `"keep_local"` or `"resolver"`).
     pub conflict: ConflictPolicy,
+    /// The most logical bytes the table's live records may take (see
+    /// `table_stats`: each record's stored key plus its JSON text); `None`:
+    /// no budget. What a write past it does is `on_full`.
+    pub disk_budget_bytes: Option<u64>,
+    /// `"refuse"` (the default) or `"drop_oldest"`.
+    pub on_full: OnFull,
+}
+
+/// What a local write that would take a table past its
+/// `disk_budget_bytes` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// The write fails with [`Error::TableFull`]; other tables keep
+    /// writing, and deletes still work.
+    #[default]
+    Refuse,
+    /// The records written longest ago (by stamp, the order expiry uses)
+    /// are removed locally in the same commit, and counted.
+    DropOldest,
 }
 
 impl Default for TableOptions {
@@ -34,6 +54,8 @@ impl Default for TableOptions {
             indexes: Vec::new(),
             expiration: None,
             conflict: ConflictPolicy::LastWriterWins,
+            disk_budget_bytes: None,
+            on_full: OnFull::Refuse,
         }
     }
 }
@@ -55,6 +77,11 @@ impl TableOptions {
         self.conflict = policy;
         self
     }
+    pub fn disk_budget(mut self, bytes: u64, on_full: OnFull) -> Self {
+        self.disk_budget_bytes = Some(bytes);
+        self.on_full = on_full;
+        self
+    }
 }
 
 /// A table as `describe` and `list_tables` report it.
@@ -65,6 +92,8 @@ pub struct TableInfo {
     pub indexes: Vec<String>,
     pub expiration: Option<u64>,
     pub conflict: ConflictPolicy,
+    pub disk_budget_bytes: Option<u64>,
+    pub on_full: OnFull,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +107,11 @@ pub(crate) struct TableDef {
     /// last-writer-wins tables.
     #[serde(default)]
     pub(crate) conflict: ConflictPolicy,
+    /// Absent in definitions stored before budgets existed: no budget.
+    #[serde(default)]
+    pub(crate) disk_budget_bytes: Option<u64>,
+    #[serde(default)]
+    pub(crate) on_full: OnFull,
 }
 
 impl TableDef {
@@ -88,7 +122,16 @@ impl TableDef {
             indexes: self.indexes.clone(),
             expiration: self.expiration,
             conflict: self.conflict,
+            disk_budget_bytes: self.disk_budget_bytes,
+            on_full: self.on_full,
         }
+    }
+
+    /// Whether writes keep the by-stamp index (`EXPIRY_INDEX`): expiry
+    /// reads it, and so does a budget that drops the oldest records.
+    pub(crate) fn keeps_age_index(&self) -> bool {
+        self.expiration.is_some()
+            || (self.disk_budget_bytes.is_some() && self.on_full == OnFull::DropOldest)
     }
 
     /// Prefix of every row key of this table.
@@ -138,6 +181,18 @@ pub(crate) fn validate_table_name(name: &str) -> Result<()> {
         return Err(Error::invalid(
             "table name",
             format!("`{name}` must be 1-128 characters of letters, digits, '_', '-' or '.', not starting with \"__\""),
+        ));
+    }
+    Ok(())
+}
+
+/// A budget of 0 would refuse (or drop) every record: almost surely a
+/// mistake for "no budget", which is leaving it out.
+pub(crate) fn validate_budget(bytes: Option<u64>) -> Result<()> {
+    if bytes == Some(0) {
+        return Err(Error::invalid(
+            "disk_budget_bytes",
+            "must be at least 1 byte; leave it out (null) for no budget",
         ));
     }
     Ok(())
@@ -212,6 +267,7 @@ impl Catalog {
         if opts.expiration == Some(0) {
             return Err(Error::invalid("expiration", "must be at least 1 second"));
         }
+        validate_budget(opts.disk_budget_bytes)?;
         if name == CONFLICTS_TABLE && !system {
             return Err(reserved(name));
         }
@@ -225,6 +281,8 @@ impl Catalog {
             indexes: opts.indexes.clone(),
             expiration: opts.expiration,
             conflict: opts.conflict,
+            disk_budget_bytes: opts.disk_budget_bytes,
+            on_full: opts.on_full,
         };
         batch.put(
             Space::Meta,

@@ -133,12 +133,14 @@ fn enforce_bounds(db: &Database) -> Result<()> {
     let cutoff = crate::local::hlc::wall_millis()
         .saturating_sub(u64::try_from(opts.conflict_log_max_age.as_millis()).unwrap_or(u64::MAX));
     let mut evict = Vec::new();
+    let mut gone = Vec::new();
     for (key, len, entry) in rows {
         let too_old = entry.as_ref().is_none_or(|e| e.at_ms < cutoff);
         if bytes <= opts.conflict_log_max_bytes && !too_old {
             break;
         }
         bytes -= len as u64;
+        gone.push(len);
         evict.push(key);
     }
     if evict.is_empty() {
@@ -148,10 +150,15 @@ fn enforce_bounds(db: &Database) -> Result<()> {
     let def = db.table(CONFLICTS_TABLE)?;
     let _w = db.shared.write.lock();
     let mut batch = Batch::default();
-    for key in &evict {
-        batch.delete(Space::Rows, row_key(def.id, key));
+    let mut live = Vec::with_capacity(evict.len());
+    for (key, len) in evict.iter().zip(gone) {
+        let rk = row_key(def.id, key);
+        live.push(crate::local::table_stats::record_bytes(&rk, len));
+        batch.delete(Space::Rows, rk);
     }
+    let staged = crate::local::table_stats::stage_removed(db, &store, &mut batch, &def, &live)?;
     db.shared.commit(&store, batch, false, None)?;
+    staged.apply(db);
     db.shared
         .dirty
         .store(true, std::sync::atomic::Ordering::Release);

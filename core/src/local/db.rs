@@ -70,6 +70,9 @@ pub struct OpenOptions {
     pub conflict_log_max_bytes: u64,
     /// Conflict-log entries older than this are dropped.
     pub conflict_log_max_age: Duration,
+    /// Change events the listener queue holds before it drops (and
+    /// counts) new ones; see [`ChangeEvent::missed`](crate::ChangeEvent).
+    pub listener_queue_max: usize,
 }
 
 /// How long transaction-log entries and tombstones are kept.
@@ -122,6 +125,7 @@ impl OpenOptions {
             recover_prefix: false,
             conflict_log_max_bytes: 4 << 20,
             conflict_log_max_age: Duration::from_secs(7 * 86_400),
+            listener_queue_max: crate::local::listener::DEFAULT_LISTENER_QUEUE_MAX,
         }
     }
     pub fn engine(mut self, engine: EngineKind) -> Self {
@@ -162,6 +166,10 @@ impl OpenOptions {
     }
     pub fn conflict_log_max_age(mut self, age: Duration) -> Self {
         self.conflict_log_max_age = age;
+        self
+    }
+    pub fn listener_queue_max(mut self, events: usize) -> Self {
+        self.listener_queue_max = events;
         self
     }
 }
@@ -230,6 +238,8 @@ pub(crate) struct Shared {
     pub(crate) conflicts: crate::local::conflict_state::ConflictState,
     /// Log positions the cloud sinks still need (see `retention`).
     pub(crate) log_holds: crate::local::log_hold::LogHolds,
+    /// Each table's statistics as of the last commit (see `table_stats`).
+    pub(crate) table_stats: crate::local::table_stats::StatsCache,
 }
 
 /// Why writes are refused until the engine is reopened.
@@ -345,6 +355,13 @@ impl Database {
         if opts.max_record_bytes == 0 {
             return Err(Error::invalid("max_record_bytes", "must be at least 1"));
         }
+        if opts.listener_queue_max == 0 {
+            return Err(Error::invalid(
+                "listener_queue_max",
+                "must be at least 1 event; raise it for bursty listeners",
+            ));
+        }
+        let listener_queue_max = opts.listener_queue_max;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock = DirLock::acquire(&dir)?;
         let identity = load_or_create_identity(&dir, &opts.node_name, opts.engine)?;
@@ -396,7 +413,11 @@ impl Database {
             }),
             catalog: RwLock::new(catalog),
             hlc,
-            listeners: Arc::new(Listeners::default()),
+            listeners: {
+                let l = Listeners::default();
+                l.set_bound(listener_queue_max);
+                Arc::new(l)
+            },
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             committed: tokio::sync::watch::Sender::new(next_seq - 1),
@@ -410,6 +431,7 @@ impl Database {
             dropped: AtomicU64::new(dropped),
             conflicts: Default::default(),
             log_holds: Default::default(),
+            table_stats: Default::default(),
         });
         Ok(Database { shared })
     }
@@ -534,9 +556,11 @@ impl Database {
             let def = self.shared.catalog.read().get(name)?.clone();
             let mut batch = Batch::default();
             batch.delete(Space::Meta, crate::local::keys::table_key(name));
+            batch.delete(Space::Meta, crate::local::table_stats::stats_key(def.id));
             self.shared
                 .commit(&store, batch, self.sync_commits(), None)?;
             self.shared.catalog.write().remove(name);
+            self.shared.table_stats.forget(def.id);
             def
         };
         // Table ids are never reused, so leftover rows are unreachable; purge
@@ -612,6 +636,12 @@ impl Database {
     /// How many listener calls panicked so far.
     pub fn listener_panics(&self) -> u64 {
         self.shared.listeners.panics.load(Ordering::Relaxed)
+    }
+
+    /// Change events dropped since open because the listener queue was
+    /// full (see [`OpenOptions::listener_queue_max`]).
+    pub fn listener_events_missed(&self) -> u64 {
+        self.shared.listeners.missed_total.load(Ordering::Relaxed)
     }
 
     // ---- metadata for replication -------------------------------------
@@ -781,6 +811,8 @@ impl Shared {
         seqs: Option<(u64, u64)>,
     ) -> Result<()> {
         store.commit(batch, sync).map_err(|mut f| {
+            // Cached statistics may be ahead of what storage will hold.
+            self.table_stats.clear();
             // Reads still show the state before the batch: remember it, to
             // put back after the reopen.
             let undo = f.batch.take().and_then(|b| undo_batch(store, &b).ok());
@@ -935,6 +967,8 @@ impl Shared {
         }
         let (first_seq, next_seq, log_bytes, _, log_sizes) = log_state(&store)?;
         let catalog = Catalog::load(&store)?;
+        // Read while the failed write was still visible: read them again.
+        self.table_stats.clear();
         let last = next_seq - 1;
         for (seq, end) in &fault.unknown {
             let kept = store

@@ -2,10 +2,17 @@
 //! commit lock (so events keep commit order), and one dispatcher thread calls
 //! the listeners with no tidelog lock held, so a listener may read and write
 //! the database, even the same table, without deadlock.
+//!
+//! The queue holds at most `listener_queue_max` events, so a slow listener
+//! costs bounded memory and never holds up a commit: an event that finds
+//! the queue full is dropped and counted per table, and the next event of
+//! that table that is queued carries the count in `missed` (a listener that
+//! keeps a copy of the table reads it again when `missed > 0`).
+//! [`crate::Database::listener_events_missed`] is the total.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
 
@@ -34,6 +41,9 @@ pub struct ChangeEvent {
     /// it was applied from a peer.
     pub local: bool,
     pub changes: Vec<Change>,
+    /// Events of this table dropped just before this one because the
+    /// listener queue was full (see `listener_queue_max`); 0 normally.
+    pub missed: u64,
 }
 
 impl ChangeEvent {
@@ -49,18 +59,50 @@ pub struct ListenerId(pub u64);
 
 pub(crate) type ListenerFn = Arc<dyn Fn(&ChangeEvent) + Send + Sync + 'static>;
 
-#[derive(Default)]
+/// Events the listener queue holds by default.
+pub const DEFAULT_LISTENER_QUEUE_MAX: usize = 10_000;
+
 pub(crate) struct Listeners {
     by_table: RwLock<HashMap<String, Vec<(ListenerId, ListenerFn)>>>,
     any: AtomicBool,
     next_id: AtomicU64,
-    sender: Mutex<Option<Sender<ChangeEvent>>>,
+    sender: Mutex<Option<SyncSender<ChangeEvent>>>,
+    /// Most events queued at once.
+    bound: AtomicUsize,
+    /// Events dropped per table since that table's last queued event.
+    missed: Mutex<HashMap<String, u64>>,
+    any_missed: AtomicBool,
+    /// Every event dropped since open.
+    pub(crate) missed_total: AtomicU64,
     thread: Mutex<Option<(ThreadId, JoinHandle<()>)>>,
     /// Listener calls that panicked (reported, then ignored).
     pub(crate) panics: AtomicU64,
 }
 
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            by_table: RwLock::default(),
+            any: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+            sender: Mutex::new(None),
+            bound: AtomicUsize::new(DEFAULT_LISTENER_QUEUE_MAX),
+            missed: Mutex::default(),
+            any_missed: AtomicBool::new(false),
+            missed_total: AtomicU64::new(0),
+            thread: Mutex::new(None),
+            panics: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Listeners {
+    /// Sets the queue's bound (at least 1); takes effect when the first
+    /// listener is added.
+    pub(crate) fn set_bound(&self, events: usize) {
+        self.bound.store(events.max(1), Ordering::Relaxed);
+    }
+
     pub(crate) fn add(self: &Arc<Self>, table: &str, f: ListenerFn) -> ListenerId {
         let id = ListenerId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         self.ensure_dispatcher();
@@ -95,10 +137,26 @@ impl Listeners {
         self.any.load(Ordering::Acquire)
     }
 
-    /// Queues an event; called with the commit lock held, so it must not block.
-    pub(crate) fn queue(&self, event: ChangeEvent) {
-        if let Some(tx) = self.sender.lock().as_ref() {
-            let _ = tx.send(event);
+    /// Queues an event; called with the commit lock held, so it must not
+    /// block: where the queue is full the event is dropped and counted.
+    pub(crate) fn queue(&self, mut event: ChangeEvent) {
+        let sender = self.sender.lock();
+        let Some(tx) = sender.as_ref() else { return };
+        let owed = if self.any_missed.load(Ordering::Acquire) {
+            self.missed.lock().remove(&event.table).unwrap_or(0)
+        } else {
+            0
+        };
+        event.missed = owed;
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(e)) => {
+                self.missed_total.fetch_add(1, Ordering::Relaxed);
+                let mut missed = self.missed.lock();
+                *missed.entry(e.table).or_insert(0) += owed + 1;
+                self.any_missed.store(true, Ordering::Release);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 
@@ -107,7 +165,7 @@ impl Listeners {
         if sender.is_some() {
             return;
         }
-        let (tx, rx) = channel::<ChangeEvent>();
+        let (tx, rx) = sync_channel::<ChangeEvent>(self.bound.load(Ordering::Relaxed));
         let me = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("tidelog-events".into())

@@ -200,6 +200,7 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
     let lo = std::ops::Bound::Included(prefix.to_vec());
     let mut batch = Batch::default();
     let mut n = 0;
+    let mut gone = Vec::new();
     let iter = store.range(Space::Index, lo, std::ops::Bound::Excluded(hi), false);
     for item in iter.take(EVICT_CHUNK) {
         let (ek, _) = item?;
@@ -211,7 +212,11 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
             let h = decode_row_header(&row)?;
             if h.tombstone {
                 batch.delete(Space::Index, tombstone_key(def.id, h.stamp.millis(), &key));
-            } else if !def.indexes.is_empty() {
+            } else {
+                let body = &row[h.len()..];
+                gone.push(crate::local::table_stats::record_bytes(&rk, body.len()));
+            }
+            if !h.tombstone && !def.indexes.is_empty() {
                 let body = &row[h.len()..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
                     for k in index_entries(def, &key, &obj) {
@@ -223,7 +228,10 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
         }
     }
     if !batch.is_empty() {
+        let staged =
+            crate::local::table_stats::stage_removed(db, &store, &mut batch, def, &gone)?;
         db.shared.commit(&store, batch, false, None)?;
+        staged.apply(db);
         db.shared.dirty.store(true, Ordering::Release);
     }
     Ok(n)

@@ -31,4 +31,5 @@ pub(crate) mod settle;
 pub(crate) mod settle_local;
 pub(crate) mod side;
 pub(crate) mod storage;
+pub(crate) mod table_stats;
 pub(crate) mod write;

@@ -236,20 +236,6 @@ impl Database {
         )
     }
 
-    /// Number of live records in the table.
-    pub fn count(&self, table: &str) -> Result<u64> {
-        let store = self.store()?;
-        let def = self.table(table)?;
-        let mut n = 0;
-        for item in store.prefix(Space::Rows, &def.row_prefix(), false) {
-            let (_, v) = item?;
-            if crate::local::codec::is_live_row(&v) {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
     // ---- log ----------------------------------------------------------
 
     pub fn log_bounds(&self) -> Result<LogBounds> {

@@ -280,6 +280,8 @@ mod tests {
             indexes: vec!["sensor".into(), "tags".into()],
             expiration: None,
             conflict: Default::default(),
+            disk_budget_bytes: None,
+            on_full: Default::default(),
         }
     }
 

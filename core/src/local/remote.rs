@@ -160,6 +160,7 @@ impl Database {
         let repeated = ctx.repeated;
         let stateful = std::mem::take(&mut ctx.stateful);
         let mut batch = ctx.batch;
+        let staged = crate::local::table_stats::stage(self, &store, &mut batch, &ctx.stats, false)?;
         if let Some((name, value)) = cursor {
             batch.put(Space::Meta, cursor_key(name), value.to_vec());
         }
@@ -177,6 +178,7 @@ impl Database {
             .zip(entries.last())
             .map(|(a, b)| (a.seq, b.seq));
         commit_batch(self, &store, batch, repeated, seqs)?;
+        staged.apply(self);
         shared.conflicts.mark_stateful(&stateful);
         w.next_seq = next_seq;
         for (seq, bytes) in sizes {

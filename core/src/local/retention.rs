@@ -164,7 +164,7 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
                 if seq <= acked_floor || millis < max_cut {
                     batch.delete(Space::Index, ik.to_vec());
                     batch.delete(Space::Rows, rk);
-                    if def.expiration.is_some() {
+                    if def.keeps_age_index() {
                         batch.delete(Space::Index, expiry_key(def.id, millis, &key));
                     }
                     purged += 1;

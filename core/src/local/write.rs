@@ -456,7 +456,9 @@ impl Transaction {
             };
             let repeated = ctx.repeated;
             let stateful = std::mem::take(&mut ctx.stateful);
-            let seq = finish(&db, &store, &mut w, ctx.batch, repeated, entry, true)?;
+            let seq = finish(
+                &db, &store, &mut w, ctx.batch, &ctx.stats, repeated, entry, true,
+            )?;
             shared.conflicts.mark_stateful(&stateful);
             return Ok((CommitInfo { seq, stamp }, existed));
         }
@@ -695,6 +697,8 @@ pub(crate) struct Ctx<'a> {
     /// into the row, or a merge state): staging a base without a state for
     /// it removes the entry.
     legacy_side: Option<Vec<u8>>,
+    /// What the batch changes in each table's statistics.
+    pub(crate) stats: crate::local::table_stats::Deltas,
 }
 
 impl<'a> Ctx<'a> {
@@ -713,6 +717,7 @@ impl<'a> Ctx<'a> {
             sides: HashMap::new(),
             stateful: Vec::new(),
             legacy_side: None,
+            stats: Default::default(),
         }
     }
 
@@ -922,7 +927,17 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        if def.expiration.is_some() {
+        let live_bytes = |json: &str| crate::local::table_stats::record_bytes(&rk, json.len());
+        let old_live = old
+            .as_ref()
+            .filter(|o| !o.header.tombstone)
+            .map(|o| live_bytes(&o.json));
+        let new_live = match op {
+            WriteOp::Put { json, .. } => Some(live_bytes(json)),
+            _ => None,
+        };
+        self.stats.row(def, &rk, old_live, new_live);
+        if def.keeps_age_index() {
             let new_exp = expiry_key(def.id, stamp.millis(), key);
             if let Some(o) = &old {
                 let old_exp = expiry_key(def.id, o.header.stamp.millis(), key);
@@ -971,20 +986,25 @@ pub(crate) fn index_entries(
     out
 }
 
-/// Appends the log entry, commits, advances the sequence and queues events.
+/// Appends the log entry and the tables' statistics, commits, advances the
+/// sequence and queues events.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     db: &Database,
     store: &Store,
     w: &mut WriteState,
     mut batch: Batch,
+    stats: &crate::local::table_stats::Deltas,
     repeated: bool,
     entry: LogEntry,
     local: bool,
 ) -> Result<u64> {
+    let staged = crate::local::table_stats::stage(db, store, &mut batch, stats, local)?;
     let encoded = entry.encode();
     let bytes = crate::local::log::entry_size(encoded.len());
     batch.put(Space::Log, seq_key(entry.seq).to_vec(), encoded);
     commit_batch(db, store, batch, repeated, Some((entry.seq, entry.seq)))?;
+    staged.apply(db);
     w.next_seq = entry.seq + 1;
     w.log_bytes += bytes;
     w.log_sizes.appended(entry.seq, bytes);
@@ -1058,6 +1078,7 @@ pub(crate) fn queue_events(db: &Database, entry: LogEntry, local: bool) {
                 stamp: entry.stamp,
                 local,
                 changes: vec![change],
+                missed: 0,
             }),
         }
     }

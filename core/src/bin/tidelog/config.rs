@@ -238,6 +238,12 @@ pub struct TableConfig {
     /// `"lww"` (default), `"merge"`, `"keep_local"` or `"resolver"`.
     #[serde(default)]
     pub conflict: tidelog::ConflictPolicy,
+    /// See `TableOptions::disk_budget_bytes`.
+    #[serde(default)]
+    pub disk_budget_bytes: Option<u64>,
+    /// `"refuse"` (default) or `"drop_oldest"`.
+    #[serde(default)]
+    pub on_full: tidelog::OnFull,
 }
 
 fn default_primary_key() -> String {
@@ -251,6 +257,8 @@ impl TableConfig {
             indexes: self.indexes.clone(),
             expiration: self.expiration,
             conflict: self.conflict,
+            disk_budget_bytes: self.disk_budget_bytes,
+            on_full: self.on_full,
         }
     }
 }
