@@ -476,3 +476,7 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+#[path = "table_stats_tests.rs"]
+mod props;
