@@ -25,7 +25,6 @@ pub use local::{codec, hlc, log, record};
 
 pub use error::{Error, ErrorKind, NotInteger, Result};
 pub use local::catalog::{OnFull, TableInfo, TableOptions};
-pub use local::table_stats::TableStats;
 pub use local::codec::{Key, Stamp};
 pub use local::conflict::{
     ConflictCase, ConflictEntry, ConflictPolicy, ConflictResolver, ConflictSide, Resolution,
@@ -40,6 +39,7 @@ pub use local::read::{LogBounds, ScanOptions};
 pub use local::record::Record;
 pub use local::remote::{RemoteOutcome, RemoteTxn};
 pub use local::storage::EngineKind;
+pub use local::table_stats::TableStats;
 pub use local::write::{CommitInfo, Transaction};
 pub use net::tls::{PemSource, TlsIdentity};
 /// Test only: moves the clock a link's quota periods and windows see.

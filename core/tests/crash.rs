@@ -161,7 +161,11 @@ fn verify(dir: &std::path::Path, engine: EngineKind, acked: u64, must_keep_acked
         // between the two would show here.
         let stats = db.table_stats(t).unwrap();
         let rows = db.scan(t, &ScanOptions::default()).unwrap();
-        assert_eq!(stats.records, rows.len() as u64, "{t}: count and rows disagree");
+        assert_eq!(
+            stats.records,
+            rows.len() as u64,
+            "{t}: count and rows disagree"
+        );
         assert_eq!(
             stats.bytes,
             rows.iter()

@@ -417,7 +417,8 @@ impl Database {
             crate::local::keys::table_key(table),
             serde_json::to_vec(&def).map_err(|e| Error::Storage(e.to_string()))?,
         );
-        self.shared.commit(&store, batch, self.sync_commits(), None)?;
+        self.shared
+            .commit(&store, batch, self.sync_commits(), None)?;
         self.shared.catalog.write().insert(def.clone());
         // Then the drops, in a second commit: they read the age index the
         // first one may have just built.
