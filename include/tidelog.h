@@ -522,7 +522,10 @@ tidelog_status tidelog_clear_conflict_resolver(tidelog_db *db,
  *   log (tidelog_conflicts(); entries dropped: tidelog_conflicts_dropped());
  * - `"recover_prefix"`: `true` opens a directory whose engine journal was
  *   damaged by keeping its longest valid prefix (the count dropped goes to
- *   the log) instead of failing with TIDELOG_CORRUPT (default `false`).
+ *   the log) instead of failing with TIDELOG_CORRUPT (default `false`);
+ * - `"listener_queue_max"`: change events queued for callbacks before new
+ *   ones are dropped and reported in the next event's `"missed"` (default
+ *   10000, 1 to 16777216).
  *
  * Older spellings still accepted for one release: `"max_clock_skew_ms"`,
  * `"expiry_interval_ms"`, `{"grouped_ms": n}` as `"durability"`.
@@ -601,6 +604,8 @@ tidelog_status tidelog_flush(tidelog_db *db);
  *                     wins), `"resolver"` (the callback installed with
  *                     tidelog_set_conflict_resolver() decides). Losing
  *                     writes are recorded, see tidelog_conflicts().
+ *                     `"disk_budget_bytes"` and `"on_full"`: the table's
+ *                     disk budget, see tidelog_set_table_budget().
  * @return TIDELOG_OK, TIDELOG_ALREADY_EXISTS, TIDELOG_INVALID_INPUT, ...
  */
 tidelog_status tidelog_create_table(tidelog_db *db, const char *table, const char *options_json);
@@ -1285,6 +1290,39 @@ void tidelog_string_free(tidelog_string *s);
  * @return TIDELOG_OK, TIDELOG_NULL_ARGUMENT, TIDELOG_INVALID_UTF8.
  */
 tidelog_status tidelog_string_new(const char *text, tidelog_string **out);
+
+/**
+ * A table's statistics, kept with every commit and read without a scan:
+ * `{"records", "bytes", "dropped", "disk_budget_bytes"}`. `bytes` is the
+ * logical size a budget limits: each live record's stored key plus its
+ * JSON text; `dropped` counts records removed by `"on_full":
+ * "drop_oldest"`; `disk_budget_bytes` is null without a budget.
+ *
+ * @param db       a database handle.
+ * @param table    table name.
+ * @param out_json receives the JSON text; free it with tidelog_string_free().
+ * @return TIDELOG_OK, TIDELOG_NOT_FOUND, ...
+ */
+tidelog_status tidelog_table_stats(tidelog_db *db, const char *table, tidelog_string **out_json);
+
+/**
+ * Sets or removes a table's disk budget while the database runs.
+ *
+ * A write that would take the table past its budget fails with
+ * TIDELOG_STORAGE (`"on_full": "refuse"`, the default; other tables keep
+ * writing, deletes still work), or removes the table's records written
+ * longest ago in the same commit (`"drop_oldest"`; counted in
+ * tidelog_table_stats()). A `"drop_oldest"` budget below the table's
+ * bytes drops at once.
+ *
+ * @param db          a database handle.
+ * @param table       table name.
+ * @param budget_json `{"disk_budget_bytes": n, "on_full": "refuse" |
+ *                    "drop_oldest"}`; `{"disk_budget_bytes": null}` removes
+ *                    the budget. 0 bytes is refused.
+ * @return TIDELOG_OK, TIDELOG_NOT_FOUND, TIDELOG_INVALID_INPUT, ...
+ */
+tidelog_status tidelog_set_table_budget(tidelog_db *db, const char *table, const char *budget_json);
 
 #ifdef __cplusplus
 }  // extern "C"

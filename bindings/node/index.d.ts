@@ -86,6 +86,8 @@ export interface OpenOptions {
   conflictLogMaxBytes?: Size;
   /** Conflict-log entries older than this are dropped; default "7d". */
   conflictLogMaxAge?: Duration;
+  /** Change events queued for listeners before new ones are dropped and reported in ChangeEvent.missed; default 10000. */
+  listenerQueueMax?: number;
   /**
    * Open a directory whose engine journal was damaged by keeping its longest
    * valid prefix (the count dropped goes to the log) instead of throwing
@@ -123,7 +125,18 @@ export interface TableOptions {
   expiration?: number;
   /** The rule for concurrent writes from different nodes; default "lww". */
   conflict?: ConflictPolicy;
+  /** Logical bytes (each live record's stored key plus its JSON text) the table may hold. */
+  diskBudgetBytes?: number;
+  /** What a write past the budget does; default "refuse". */
+  onFull?: OnFull;
 }
+
+/**
+ * What a write that would take a table past its budget does: fail with a
+ * StorageError (code 'STORAGE'), or remove the records written longest ago
+ * in the same commit, counted in TableStats.dropped.
+ */
+export type OnFull = 'refuse' | 'drop_oldest';
 
 export interface TableInfo {
   name: string;
@@ -131,6 +144,19 @@ export interface TableInfo {
   indexes: string[];
   expiration: number | null;
   conflict: ConflictPolicy;
+  diskBudgetBytes: number | null;
+  onFull: OnFull;
+}
+
+/** A table's statistics, kept with every commit (read without a scan). */
+export interface TableStats {
+  /** Live records (what count returns). */
+  records: number;
+  /** Their logical bytes: what diskBudgetBytes limits. */
+  bytes: number;
+  /** Records dropped by onFull "drop_oldest". */
+  dropped: number;
+  diskBudgetBytes: number | null;
 }
 
 /**
@@ -249,6 +275,8 @@ export interface ChangeEvent {
   /** True if committed on this instance, false if applied from a peer. */
   local: boolean;
   changes: Change[];
+  /** Events of this table dropped just before this one because the listener queue (listenerQueueMax) was full; 0 normally. */
+  missed: number;
 }
 
 export type ChangeListener = (event: ChangeEvent) => void | Promise<void>;
@@ -543,6 +571,10 @@ export declare class Database {
   find<T extends object = JsonObject>(table: string, attribute: string, range?: FindOptions): StoredRecord<T>[];
   findEq<T extends object = JsonObject>(table: string, attribute: string, value: JsonValue): StoredRecord<T>[];
   count(table: string): number;
+  /** A table's live records, their logical bytes and what its budget dropped, without a scan. */
+  tableStats(table: string): TableStats;
+  /** Sets (null: removes) a table's disk budget while running. */
+  setTableBudget(table: string, diskBudgetBytes: number | null, onFull?: OnFull): void;
 
   logBounds(): LogBounds;
   readLog(fromSeq?: number, limit?: number): LogEntry[];

@@ -291,6 +291,8 @@ function tableInfo(t) {
     indexes: t.indexes,
     expiration: orNull(t.expiration),
     conflict: t.conflict,
+    diskBudgetBytes: orNull(t.diskBudgetBytes),
+    onFull: t.onFull,
   };
 }
 
@@ -868,6 +870,28 @@ class Database {
   count(table) {
     try {
       return this.#n.count(table);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  tableStats(table) {
+    try {
+      const s = this.#n.tableStats(table);
+      return {
+        records: s.records,
+        bytes: s.bytes,
+        dropped: s.dropped,
+        diskBudgetBytes: orNull(s.diskBudgetBytes),
+      };
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  setTableBudget(table, diskBudgetBytes, onFull) {
+    try {
+      this.#n.setTableBudget(table, diskBudgetBytes ?? undefined, onFull ?? undefined);
     } catch (e) {
       throw toError(e);
     }

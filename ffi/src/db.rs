@@ -45,7 +45,10 @@ use crate::tidelog_status;
 ///   log (tidelog_conflicts(); entries dropped: tidelog_conflicts_dropped());
 /// - `"recover_prefix"`: `true` opens a directory whose engine journal was
 ///   damaged by keeping its longest valid prefix (the count dropped goes to
-///   the log) instead of failing with TIDELOG_CORRUPT (default `false`).
+///   the log) instead of failing with TIDELOG_CORRUPT (default `false`);
+/// - `"listener_queue_max"`: change events queued for callbacks before new
+///   ones are dropped and reported in the next event's `"missed"` (default
+///   10000, 1 to 16777216).
 ///
 /// Older spellings still accepted for one release: `"max_clock_skew_ms"`,
 /// `"expiry_interval_ms"`, `{"grouped_ms": n}` as `"durability"`.
@@ -183,6 +186,8 @@ fn table_options(v: Option<Value>) -> FfiResult<TableOptions> {
 ///                     wins), `"resolver"` (the callback installed with
 ///                     tidelog_set_conflict_resolver() decides). Losing
 ///                     writes are recorded, see tidelog_conflicts().
+///                     `"disk_budget_bytes"` and `"on_full"`: the table's
+///                     disk budget, see tidelog_set_table_budget().
 /// @return TIDELOG_OK, TIDELOG_ALREADY_EXISTS, TIDELOG_INVALID_INPUT, ...
 #[no_mangle]
 pub unsafe extern "C" fn tidelog_create_table(

@@ -32,6 +32,7 @@ mod json;
 mod logging;
 mod repl;
 mod strings;
+mod table_stats;
 
 use std::ffi::c_char;
 
@@ -43,6 +44,7 @@ pub use handles::{tidelog_db, tidelog_subscription, tidelog_txn};
 pub use logging::*;
 pub use repl::*;
 pub use strings::*;
+pub use table_stats::*;
 
 /// The ABI version this header describes. Compare it with
 /// tidelog_abi_version() at run time: they differ when the program was

@@ -308,6 +308,24 @@ impl NativeDb {
         self.db.count(&table).js().map(|n| n as f64)
     }
 
+    #[napi]
+    pub fn table_stats(&self, table: String) -> napi::Result<crate::objects::TableStatsObj> {
+        self.db.table_stats(&table).js().map(Into::into)
+    }
+
+    #[napi]
+    pub fn set_table_budget(
+        &self,
+        table: String,
+        bytes: Option<f64>,
+        on_full: Option<String>,
+    ) -> napi::Result<()> {
+        let (bytes, on_full) = crate::objects::disk_budget(bytes, on_full)?;
+        self.db
+            .set_table_budget(&table, bytes.map(|b| (b, on_full)))
+            .js()
+    }
+
     // ---- log
 
     #[napi]

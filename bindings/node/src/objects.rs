@@ -18,6 +18,29 @@ pub struct TableOpts {
     pub expiration: Option<f64>,
     /// "lww" (default), "merge", "keep_local" or "resolver".
     pub conflict: Option<String>,
+    /// Logical bytes the table's live records may take.
+    pub disk_budget_bytes: Option<f64>,
+    /// "refuse" (default) or "drop_oldest".
+    pub on_full: Option<String>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct TableStatsObj {
+    pub records: f64,
+    pub bytes: f64,
+    pub dropped: f64,
+    pub disk_budget_bytes: Option<f64>,
+}
+
+impl From<tidelog::TableStats> for TableStatsObj {
+    fn from(s: tidelog::TableStats) -> Self {
+        TableStatsObj {
+            records: s.records as f64,
+            bytes: s.bytes as f64,
+            dropped: s.dropped as f64,
+            disk_budget_bytes: s.disk_budget_bytes.map(|b| b as f64),
+        }
+    }
 }
 
 #[napi(object, object_from_js = false)]
@@ -27,6 +50,8 @@ pub struct TableInfoObj {
     pub indexes: Vec<String>,
     pub expiration: Option<f64>,
     pub conflict: String,
+    pub disk_budget_bytes: Option<f64>,
+    pub on_full: String,
 }
 
 impl From<TableInfo> for TableInfoObj {
@@ -37,6 +62,12 @@ impl From<TableInfo> for TableInfoObj {
             primary_key: t.primary_key,
             indexes: t.indexes,
             expiration: t.expiration.map(|e| e as f64),
+            disk_budget_bytes: t.disk_budget_bytes.map(|b| b as f64),
+            on_full: match t.on_full {
+                tidelog::OnFull::Refuse => "refuse",
+                tidelog::OnFull::DropOldest => "drop_oldest",
+            }
+            .to_string(),
         }
     }
 }
@@ -85,8 +116,24 @@ pub(crate) fn table_options(o: Option<TableOpts>) -> napi::Result<TableOptions> 
         if let Some(c) = o.conflict {
             t.conflict = crate::conflicts::policy(&c)?;
         }
+        (t.disk_budget_bytes, t.on_full) = disk_budget(o.disk_budget_bytes, o.on_full)?;
     }
     Ok(t)
+}
+
+/// `disk_budget_bytes` and `on_full` as the options schema reads them, so
+/// a bad value is refused with the same words in every binding.
+pub(crate) fn disk_budget(
+    bytes: Option<f64>,
+    on_full: Option<String>,
+) -> napi::Result<(Option<u64>, tidelog::OnFull)> {
+    let bytes = bytes.map(|b| uint("disk_budget_bytes", b)).transpose()?;
+    let mut v = serde_json::json!({ "disk_budget_bytes": bytes });
+    if let Some(o) = on_full {
+        v["on_full"] = Value::from(o);
+    }
+    let t = tidelog::options::table_options(v).map_err(crate::convert::err)?;
+    Ok((t.disk_budget_bytes, t.on_full))
 }
 
 pub(crate) fn bounds(o: &RangeOpts) -> napi::Result<(Bound<&Value>, Bound<&Value>)> {

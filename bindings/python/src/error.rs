@@ -33,6 +33,8 @@ pub fn class_for(e: &Error) -> &'static str {
         Error::TableExists(_) => "TableExistsError",
         Error::DuplicateKey { .. } => "DuplicateKeyError",
         Error::PeerExists(_) => "PeerExistsError",
+        Error::DiskFull { .. } => "DiskFullError",
+        Error::TableFull { .. } => "TableFullError",
         _ => class_for_kind(e.kind()),
     }
 }

@@ -169,7 +169,8 @@ impl PyDatabase {
     // ---- tables ----------------------------------------------------------
 
     /// Creates a table. Raises `TableExistsError` if it exists.
-    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None, conflict=None))]
+    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None, conflict=None, disk_budget_bytes=None, on_full=None))]
+    #[allow(clippy::too_many_arguments)]
     fn create_table<'py>(
         &self,
         py: Python<'py>,
@@ -178,6 +179,8 @@ impl PyDatabase {
         indexes: Option<Vec<String>>,
         expiration: Option<i64>,
         conflict: Option<&str>,
+        disk_budget_bytes: Option<i64>,
+        on_full: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let db = self.h.db()?;
         let opts = table_options(
@@ -185,13 +188,15 @@ impl PyDatabase {
             indexes.unwrap_or_default(),
             expiration,
             conflict,
+            (disk_budget_bytes, on_full),
         )?;
         let info = py.detach(|| db.create_table(name, opts)).py()?;
         to_py_via_serde(py, &info)
     }
 
     /// Creates the table unless it exists; returns whether it created it.
-    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None, conflict=None))]
+    #[pyo3(signature = (name, *, primary_key="id", indexes=None, expiration=None, conflict=None, disk_budget_bytes=None, on_full=None))]
+    #[allow(clippy::too_many_arguments)]
     fn ensure_table(
         &self,
         py: Python<'_>,
@@ -200,6 +205,8 @@ impl PyDatabase {
         indexes: Option<Vec<String>>,
         expiration: Option<i64>,
         conflict: Option<&str>,
+        disk_budget_bytes: Option<i64>,
+        on_full: Option<&str>,
     ) -> PyResult<bool> {
         let db = self.h.db()?;
         let opts = table_options(
@@ -207,6 +214,7 @@ impl PyDatabase {
             indexes.unwrap_or_default(),
             expiration,
             conflict,
+            (disk_budget_bytes, on_full),
         )?;
         py.detach(|| db.ensure_table(name, opts)).py()
     }
@@ -227,6 +235,29 @@ impl PyDatabase {
     fn describe_table<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let info = self.h.db()?.describe_table(name).py()?;
         to_py_via_serde(py, &info)
+    }
+
+    /// A table's live records, their logical bytes and what its budget
+    /// dropped, read without a scan.
+    fn table_stats<'py>(&self, py: Python<'py>, table: &str) -> PyResult<Bound<'py, PyAny>> {
+        let db = self.h.db()?;
+        let s = py.detach(|| db.table_stats(table)).py()?;
+        to_py_via_serde(py, &s)
+    }
+
+    /// Sets (or with `None` removes) a table's disk budget while running.
+    #[pyo3(signature = (table, disk_budget_bytes, on_full=None))]
+    fn set_table_budget(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        disk_budget_bytes: Option<i64>,
+        on_full: Option<&str>,
+    ) -> PyResult<()> {
+        let db = self.h.db()?;
+        let (bytes, on_full) = crate::objects::disk_budget(disk_budget_bytes, on_full)?;
+        py.detach(|| db.set_table_budget(table, bytes.map(|b| (b, on_full))))
+            .py()
     }
 
     // ---- writes ----------------------------------------------------------

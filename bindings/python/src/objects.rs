@@ -30,7 +30,9 @@ pub(crate) fn table_options(
     indexes: Vec<String>,
     expiration: Option<i64>,
     conflict: Option<&str>,
+    budget: (Option<i64>, Option<&str>),
 ) -> PyResult<TableOptions> {
+    let (disk_budget_bytes, on_full) = disk_budget(budget.0, budget.1)?;
     Ok(TableOptions {
         primary_key: primary_key.to_string(),
         indexes,
@@ -38,7 +40,26 @@ pub(crate) fn table_options(
             .map(|e| non_negative("expiration", e))
             .transpose()?,
         conflict: crate::conflicts::policy(conflict)?,
+        disk_budget_bytes,
+        on_full,
     })
+}
+
+/// `disk_budget_bytes` and `on_full` as the options schema reads them, so
+/// a bad value is refused with the same words in every binding.
+pub(crate) fn disk_budget(
+    bytes: Option<i64>,
+    on_full: Option<&str>,
+) -> PyResult<(Option<u64>, tidelog::OnFull)> {
+    let bytes = bytes
+        .map(|b| non_negative("disk_budget_bytes", b))
+        .transpose()?;
+    let mut v = serde_json::json!({ "disk_budget_bytes": bytes });
+    if let Some(o) = on_full {
+        v["on_full"] = serde_json::Value::from(o);
+    }
+    let t = tidelog::options::table_options(v).map_err(crate::error::to_py)?;
+    Ok((t.disk_budget_bytes, t.on_full))
 }
 
 pub(crate) fn to_py_via_serde<'py, T: serde::Serialize>(

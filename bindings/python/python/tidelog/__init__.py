@@ -33,6 +33,8 @@ from ._errors import (
     PeerNotFoundError,
     RecordNotFoundError,
     StorageError,
+    DiskFullError,
+    TableFullError,
     TableExistsError,
     TableNotFoundError,
     TimeoutError,
@@ -65,7 +67,9 @@ from ._types import (
     LinkBudget,
     TrafficStatus,
     TableInfo,
+    TableStats,
     TableStatus,
+    OnFull,
 )
 from ._tidelog import (
     CommitInfo,
@@ -99,6 +103,8 @@ __all__ = [
     "SizeOption",
     "RetentionOptions",
     "TableInfo",
+    "TableStats",
+    "OnFull",
     "LogBounds",
     "LogWrite",
     "LogEntry",

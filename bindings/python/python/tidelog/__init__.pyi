@@ -44,6 +44,8 @@ from ._types import (
     LinkBudget as LinkBudget,
     TrafficStatus as TrafficStatus,
     TableInfo as TableInfo,
+    TableStats as TableStats,
+    OnFull as OnFull,
     TableStatus as TableStatus,
 )
 
@@ -64,6 +66,7 @@ def open(
     retention: Optional[RetentionOptions] = None,
     conflict_log_max_bytes: Optional[SizeOption] = None,
     conflict_log_max_age: Optional[DurationOption] = None,
+    listener_queue_max: Optional[int] = None,
 ) -> "Database":
     """Opens (creating if needed) the data directory ``path`` for node
     ``node_name``. Raises :class:`LockedError` if another handle or process
@@ -186,6 +189,8 @@ class Database:
         indexes: Optional[Sequence[str]] = None,
         expiration: Optional[int] = None,
         conflict: Optional[ConflictPolicy] = None,
+        disk_budget_bytes: Optional[int] = None,
+        on_full: Optional[OnFull] = None,
     ) -> TableInfo:
         """Creates a table (raises :class:`TableExistsError` if it exists).
         ``conflict`` is its rule for concurrent writes (default "lww")."""
@@ -197,6 +202,8 @@ class Database:
         indexes: Optional[Sequence[str]] = None,
         expiration: Optional[int] = None,
         conflict: Optional[ConflictPolicy] = None,
+        disk_budget_bytes: Optional[int] = None,
+        on_full: Optional[OnFull] = None,
     ) -> bool:
         """Creates the table unless it exists; returns whether it did."""
     def drop_table(self, name: str) -> None:
@@ -205,6 +212,14 @@ class Database:
         """Every table, by name."""
     def describe_table(self, name: str) -> TableInfo:
         """A table's definition."""
+    def table_stats(self, table: str) -> TableStats:
+        """A table's live records, their logical bytes and what its budget
+        dropped, read without a scan."""
+    def set_table_budget(
+        self, table: str, disk_budget_bytes: Optional[int], on_full: Optional[OnFull] = None
+    ) -> None:
+        """Sets (``None``: removes) a table's disk budget while running; a
+        ``"drop_oldest"`` budget below the table's bytes drops at once."""
 
     # writes
     def insert(self, table: str, record: RecordIn) -> CommitInfo:
@@ -404,6 +419,12 @@ class LockedError(Error):
 
 class StorageError(Error):
     """Storage engine or file system failure."""
+
+class DiskFullError(StorageError):
+    """The disk is full; writes resume once space is freed."""
+
+class TableFullError(StorageError):
+    """A write would take a table past its ``disk_budget_bytes``."""
 
 class CorruptError(Error):
     """Stored data could not be decoded."""

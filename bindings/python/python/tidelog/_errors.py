@@ -24,6 +24,8 @@ __all__ = [
     "ForkedError",
     "LockedError",
     "StorageError",
+    "DiskFullError",
+    "TableFullError",
     "CorruptError",
     "ClockSkewError",
     "TimeoutError",
@@ -105,6 +107,18 @@ class StorageError(Error):
     """The storage engine or the file system failed."""
 
     kind = "storage"
+
+
+class DiskFullError(StorageError):
+    """The disk holding the database is full. Nothing of the failed write
+    was committed (unless the message says its outcome is unknown); writes
+    resume by themselves once space is freed, without a reopen."""
+
+
+class TableFullError(StorageError):
+    """A write would take a table past its ``disk_budget_bytes`` with
+    ``on_full="refuse"``: nothing was written. Delete records from the
+    table, raise its budget, or use ``on_full="drop_oldest"``."""
 
 
 class CorruptError(Error):

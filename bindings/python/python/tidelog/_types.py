@@ -48,6 +48,12 @@ ConflictPolicy = Union[Literal["lww"], Literal["merge"], Literal["keep_local"], 
 wins (the default), per-attribute merge, keep the local version, or ask the
 table's resolver (``Database.set_conflict_resolver``)."""
 
+OnFull = Union[Literal["refuse"], Literal["drop_oldest"]]
+"""What a write that would take a table past its ``disk_budget_bytes``
+does: fail with :class:`TableFullError` (the default), or remove the
+records written longest ago in the same commit, counted in
+``TableStats.dropped``."""
+
 class TableInfo(TypedDict):
     """A table definition."""
 
@@ -56,6 +62,18 @@ class TableInfo(TypedDict):
     indexes: List[str]
     expiration: Optional[int]
     conflict: ConflictPolicy
+    disk_budget_bytes: Optional[int]
+    on_full: OnFull
+
+class TableStats(TypedDict):
+    """A table's statistics, kept with every commit (``Database.table_stats``).
+    ``bytes`` is the logical size the budget limits: each live record's
+    stored key plus its JSON text."""
+
+    records: int
+    bytes: int
+    dropped: int
+    disk_budget_bytes: Optional[int]
 
 class LogBounds(TypedDict):
     """Where the transaction log starts and ends."""
@@ -118,6 +136,7 @@ class ChangeEvent(TypedDict):
     stamp_ms: int
     local: bool
     changes: List[Change]
+    missed: int
 
 class _TableFlowBase(TypedDict):
     table: str
