@@ -114,7 +114,7 @@ def test_full_disk_is_a_typed_error_and_writes_resume(tmpfs: Path) -> None:
         assert db.table_stats("t")["records"] == db.count("t")
 
 
-def rec(i: int) -> dict:
+def rec(i: int) -> "dict[str, object]":
     # 28 bytes of JSON and a 13-byte stored key: 41 counted bytes.
     return {"id": i, "v": "x" * 10}
 

@@ -145,7 +145,15 @@ def test_closed_database_raises_closed_error(tmp_path: Path) -> None:
 
 def test_tables(db: tidelog.Database) -> None:
     info = db.create_table("readings", primary_key="rid", indexes=["sensor"], expiration=60)
-    assert info == {"name": "readings", "primary_key": "rid", "indexes": ["sensor"], "expiration": 60, "conflict": "lww"}
+    assert info == {
+        "name": "readings",
+        "primary_key": "rid",
+        "indexes": ["sensor"],
+        "expiration": 60,
+        "conflict": "lww",
+        "disk_budget_bytes": None,
+        "on_full": "refuse",
+    }
     assert db.describe_table("readings") == info
     assert db.ensure_table("readings") is False
     assert db.ensure_table("alerts") is True
