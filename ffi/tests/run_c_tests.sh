@@ -10,6 +10,7 @@
 #   test_log      the log callback sees a hub refuse a node it does not know
 #   test_conflicts  the conflict option, counters, the conflict log and a C
 #                 resolver, two nodes in one process over mutual TLS
+#   test_disk     a full disk (a tmpfs: needs root, as CI) and table budgets
 # No sanitizer suppressions. Needs gcc, pkg-config and openssl (certs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -90,7 +91,7 @@ for variant in shared static; do
     echo "== C tests against libtidelog ($variant)"
     bin="$out/bin/$variant"
     mkdir -p "$bin"
-    for prog in test_api test_bad_values test_options test_threads repl_node test_log test_conflicts; do
+    for prog in test_api test_bad_values test_options test_threads repl_node test_log test_conflicts test_disk; do
         # shellcheck disable=SC2046
         gcc "${cflags[@]}" $(pkg-config --cflags tidelog) "$src/$prog.c" -o "$bin/$prog" \
             $(link_flags "$variant")
@@ -115,6 +116,8 @@ for variant in shared static; do
     "$bin/test_options" "$scratch"
     echo "-- test_threads"
     "$bin/test_threads" "$scratch"
+    echo "-- test_disk: a full disk (tmpfs, root) and table disk budgets"
+    "$bin/test_disk" "$scratch"
 
     echo "-- test_log: a refused link reaches the log callback"
     "$src/make_certs.sh" "$scratch/log_certs" hub stranger
