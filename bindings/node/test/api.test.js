@@ -110,6 +110,8 @@ describe('tables, writes and reads', () => {
       indexes: ['sensor', 'tags'],
       expiration: 3600,
       conflict: 'lww',
+      diskBudgetBytes: null,
+      onFull: 'refuse',
     });
     assert.deepEqual(db.createTable('thresholds', { primaryKey: 'sensor' }), {
       name: 'thresholds',
@@ -117,6 +119,8 @@ describe('tables, writes and reads', () => {
       indexes: [],
       expiration: null,
       conflict: 'lww',
+      diskBudgetBytes: null,
+      onFull: 'refuse',
     });
     assert.equal(db.ensureTable('thresholds'), false);
     assert.equal(db.ensureTable('gone'), true);
