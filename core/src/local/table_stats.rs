@@ -58,6 +58,8 @@ pub struct TableStats {
 pub(crate) struct Delta {
     records: i64,
     bytes: i64,
+    /// The table has a budget (so only then is its definition looked up).
+    budgeted: bool,
 }
 
 /// What a batch changes, per table id; a batch touches few tables, so a
@@ -82,6 +84,7 @@ impl Deltas {
         let d = Delta {
             records: i64::from(new.is_some()) - i64::from(old.is_some()),
             bytes: new.unwrap_or(0) as i64 - old.unwrap_or(0) as i64,
+            budgeted: def.disk_budget_bytes.is_some(),
         };
         if def.disk_budget_bytes.is_some() && def.on_full == OnFull::DropOldest {
             self.written.push(rk.to_vec());
@@ -94,6 +97,7 @@ impl Deltas {
             Some((_, e)) => {
                 e.records += d.records;
                 e.bytes += d.bytes;
+                e.budgeted |= d.budgeted;
             }
             None => self.tables.push((id, d)),
         }
@@ -238,7 +242,7 @@ pub(crate) fn stage(
             bytes: old.bytes.saturating_add_signed(d.bytes),
             dropped: old.dropped,
         };
-        if d.bytes > 0 {
+        if d.bytes > 0 && d.budgeted {
             if let Some(def) = def_by_id(db, *id) {
                 if let Some(budget) = def.disk_budget_bytes.filter(|b| new.bytes > *b) {
                     enforce(db, store, batch, &def, budget, &mut new, deltas, local)?;
@@ -307,7 +311,7 @@ fn drop_oldest(
             .ok_or_else(|| Error::Corrupt("age index entry too short".into()))?;
         let (key, _) = take_key(rest)?;
         let rk = row_key(def.id, &key);
-        if written.iter().any(|w| *w == rk) {
+        if written.contains(&rk) {
             continue;
         }
         let Some(row) = store.get(Space::Rows, &rk)? else {
@@ -352,6 +356,7 @@ pub(crate) fn stage_removed(
             Delta {
                 records: -1,
                 bytes: -(*b as i64),
+                budgeted: false,
             },
         );
     }
