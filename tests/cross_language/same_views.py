@@ -40,7 +40,7 @@ TABLE = "alerts"
 
 ENTRY = ["seq", "origin", "stamp", "stamp_ms", "local", "logged_ms", "writes"]
 WRITE = ["table", "key", "op", "record"]
-EVENT = ["table", "seq", "origin", "stamp", "stamp_ms", "local", "changes"]
+EVENT = ["table", "seq", "origin", "stamp", "stamp_ms", "local", "changes", "missed"]
 CHANGE = ["key", "record"]
 COMMIT = ["seq", "origin", "stamp", "stamp_ms"]
 STAMP = ["time", "node"]
@@ -160,7 +160,7 @@ def canon(obj: Any, fields: List[str], lang: str, where: str) -> Dict[str, Any]:
         v, at = obj[n], f"{where}.{n}"
         if f in ("origin", "time", "node"):
             out[f] = u64(v, lang, at)
-        elif f in ("seq", "stamp_ms", "logged_ms"):
+        elif f in ("seq", "stamp_ms", "logged_ms", "missed"):
             out[f] = plain(v, lang, at)
         elif f == "stamp":
             out[f] = canon(v, STAMP, lang, at)
@@ -307,6 +307,7 @@ def main() -> int:
             event = canon(out["event"], EVENT, lang, "event")
             want = {f: entry[f] for f in EVENT if f in entry}
             want["table"] = TABLE
+            want["missed"] = 0
             want["changes"] = [{"key": w["key"], "record": w["record"]} for w in entry["writes"] if w["table"] == TABLE]
             d = first_difference(want, event, "event")
             check(not d, f"{lang}: the change event is not its log entry: {d}")

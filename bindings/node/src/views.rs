@@ -172,6 +172,7 @@ pub struct ChangeEventObj {
     pub stamp_ms: f64,
     pub local: bool,
     pub changes: Vec<ChangeObj>,
+    pub missed: f64,
 }
 
 pub(crate) fn event_obj(e: &ChangeEvent) -> ChangeEventObj {
@@ -191,5 +192,6 @@ pub(crate) fn event_obj(e: &ChangeEvent) -> ChangeEventObj {
                 record: c.record.as_ref().map(RecordJs::of),
             })
             .collect(),
+        missed: v.missed as f64,
     }
 }
