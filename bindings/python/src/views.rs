@@ -128,5 +128,6 @@ pub(crate) fn event_to_py<'py>(py: Python<'py>, e: &ChangeEvent) -> PyResult<Bou
         changes.append(cd)?;
     }
     d.set_item("changes", changes)?;
+    d.set_item("missed", v.missed)?;
     Ok(d.into_any())
 }

@@ -101,3 +101,29 @@ def test_close_with_a_busy_listener_does_not_deadlock(tmp_path: Any) -> None:
     started.wait(10)
     db.close()  # waits for queued events without holding the GIL
     assert db.closed
+
+
+def test_a_stalled_listener_is_told_what_it_missed(tmp_path: Any) -> None:
+    # The queue holds 4 events: the rest are dropped, never queued without
+    # bound, and the next delivered event says how many.
+    gate = threading.Event()
+    got: List[int] = []
+    missed: List[int] = []
+    with tidelog.open(tmp_path / "db", "n", listener_queue_max=4) as db:
+        db.create_table("t")
+
+        def on(e: tidelog.ChangeEvent) -> None:
+            gate.wait()
+            got.append(e["seq"])
+            missed.append(e["missed"])
+
+        db.on_change("t", on)
+        for i in range(200):
+            db.upsert("t", {"id": i})
+        gate.set()
+        wait_until("the queue drains", lambda: len(got) == 5)
+        last = db.upsert("t", {"id": 0, "v": 1})
+        wait_until("the last event", lambda: got[-1] == last.seq)
+    assert len(got) == 6
+    assert len(got) + sum(missed) == 201
+    assert got == sorted(got)
