@@ -121,6 +121,9 @@ fn drop_oldest_removes_the_oldest_in_the_same_commit_and_counts_them() {
         .unwrap();
     assert_eq!(found.len(), 10);
     // Rewriting an old record makes it the newest: the next drop skips it.
+    // (The order is by the millisecond of the last write, then by key: the
+    // pause puts the rewrite in a later millisecond than every other.)
+    std::thread::sleep(std::time::Duration::from_millis(3));
     db.upsert("t", rec(1015)).unwrap();
     db.insert("t", rec(1025)).unwrap();
     assert!(db.get("t", 1015i64).unwrap().is_some());

@@ -42,8 +42,9 @@ pub enum OnFull {
     /// writing, and deletes still work.
     #[default]
     Refuse,
-    /// The records written longest ago (by stamp, the order expiry uses)
-    /// are removed locally in the same commit, and counted.
+    /// The records written longest ago (by the millisecond of their last
+    /// write, then by primary key: the by-stamp index expiry uses) are
+    /// removed locally in the same commit, and counted.
     DropOldest,
 }
 

@@ -288,8 +288,10 @@ fn enforce(
     }
 }
 
-/// Removes from `batch`'s table, oldest stamp first, live records other
-/// than `written` until `need` bytes are freed (or none is left). Returns
+/// Removes from `batch`'s table, oldest first (by the millisecond of the
+/// last write, then by key: the age index's order, which expiry shares, so
+/// a budget costs no index of its own), live records other than `written`
+/// until `need` bytes are freed (or none is left). Returns
 /// how many records and bytes went. Like expiry, the removal is local and
 /// never replicated.
 fn drop_oldest(
