@@ -9,12 +9,15 @@
 //! an older stamp.
 //!
 //! - PostgreSQL sink: `TIDELOG_FAULT_ROWS` distinct keys (default
-//!   100,000), PostgreSQL SIGKILLed and restarted; the million by hand:
+//!   100,000), PostgreSQL SIGKILLed and restarted (it stays down until a
+//!   hub's sink has found it gone); the million by hand:
 //!   `cargo test --release -p tidelog --test cli_fault -- --ignored --nocapture`.
-//! - JetStream sink: the same run (default 30,000 keys, for time; the same
-//!   variable overrides it), nats-server restarted; the stream read back
+//! - JetStream sink: the same run, nats-server restarted; the stream read back
 //!   through a `StampGuard` consumer: 0 missing keys, 0 wrong final
-//!   states, 0 message ids stored twice.
+//!   states, 0 message ids stored twice. nats-server is stopped (SIGTERM)
+//!   and started again, a restart as the issue asks; whether a SIGKILLed
+//!   nats-server keeps every publish it acknowledged is nats-server's
+//!   store's business and not tested here.
 //!
 //! `TIDELOG_FAULT_SEED` repeats a run (the seed is printed). Timings
 //! (rows/s end to end, time to converge after the last fault) and what the
@@ -90,7 +93,10 @@ fn pg_state(pg: &Postgres) -> HashMap<String, Want> {
             stamp,
             deleted,
         };
-        assert!(got.insert(key.clone(), w).is_none(), "key {key} twice in PostgreSQL");
+        assert!(
+            got.insert(key.clone(), w).is_none(),
+            "key {key} twice in PostgreSQL"
+        );
     }
     got
 }
@@ -112,27 +118,37 @@ fn postgres_fault_run(rows: u64) {
     hubs[1].start();
     let edges = edges(dir, &hubs[0].addr, &hubs[1].addr, rows);
 
-    let t = run_with_faults(&edges, &mut hubs, seed, || {
+    let t = run_with_faults(&edges, &mut hubs, seed, |busy| {
         pg.kill();
-        // Long enough for the sinks to fail a batch or a connect.
-        std::thread::sleep(Duration::from_millis(500));
+        // Down until a sink with writes to apply has found it gone.
+        busy.wait_sink_down();
         pg.restart();
     });
-    wait_converged(dir, &edges, &hubs, CONVERGE);
+    wait_converged(&edges, &hubs, CONVERGE);
     let converged = Instant::now();
     report("postgres", rows, &t, converged);
-    print_costs(dir, &edges, &hubs);
+    print_costs(&edges, &hubs);
 
     let want = expected(&edges);
     assert_eq!(want.len() as u64, rows);
     let got = pg_state(&pg);
     let distinct = pg.query("SELECT count(*), count(DISTINCT key) FROM fleet_alerts");
-    assert_eq!(distinct, format!("{rows}|{rows}"), "rows|distinct keys in PostgreSQL");
+    assert_eq!(
+        distinct,
+        format!("{rows}|{rows}"),
+        "rows|distinct keys in PostgreSQL"
+    );
     let tombstones = got.values().filter(|w| w.deleted).count();
     let deletes: u64 = edges.iter().map(|e| e.book.lock().unwrap().deletes).sum();
-    assert_eq!(tombstones as u64, deletes, "tombstones against the edges' deletes");
+    assert_eq!(
+        tombstones as u64, deletes,
+        "tombstones against the edges' deletes"
+    );
     let diff = compare(&want, &got);
-    assert!(diff.is_empty(), "PostgreSQL is not the union of the edges' tables: {diff:#?}");
+    assert!(
+        diff.is_empty(),
+        "PostgreSQL is not the union of the edges' tables: {diff:#?}"
+    );
 
     for e in edges {
         e.db.close().unwrap();
@@ -186,16 +202,20 @@ fn jetstream_fault_run(rows: u64) {
     // One hub first, so the stream is created once, not raced.
     hubs[0].start();
     poll("hub A's sink connected", T, || {
-        hubs[0].status(dir)["sinks"][0]["connected"] == true
+        hubs[0].status()["sinks"][0]["connected"] == true
     });
     hubs[1].start();
     let edges = edges(dir, &hubs[0].addr, &hubs[1].addr, rows);
 
-    let t = run_with_faults(&edges, &mut hubs, seed, || nats.restart());
-    wait_converged(dir, &edges, &hubs, CONVERGE);
+    let t = run_with_faults(&edges, &mut hubs, seed, |busy| {
+        nats.stop();
+        busy.wait_sink_down();
+        nats.start_again();
+    });
+    wait_converged(&edges, &hubs, CONVERGE);
     let converged = Instant::now();
     report("jetstream", rows, &t, converged);
-    print_costs(dir, &edges, &hubs);
+    print_costs(&edges, &hubs);
 
     let want = expected(&edges);
     assert_eq!(want.len() as u64, rows);
@@ -233,7 +253,10 @@ fn jetstream_fault_run(rows: u64) {
         got.insert(key.clone(), w);
     }
     let diff = compare(&want, &got);
-    assert!(diff.is_empty(), "the stream's final states are not the edges': {diff:#?}");
+    assert!(
+        diff.is_empty(),
+        "the stream's final states are not the edges': {diff:#?}"
+    );
 
     for e in edges {
         e.db.close().unwrap();
@@ -246,5 +269,5 @@ fn jetstream_fault_run(rows: u64) {
 
 #[test]
 fn jetstream_sink_fault_run() {
-    jetstream_fault_run(rows_from_env(30_000));
+    jetstream_fault_run(rows_from_env(100_000));
 }

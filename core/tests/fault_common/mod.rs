@@ -157,6 +157,7 @@ pub struct Edge {
 
 pub struct Hub {
     pub tag: &'static str,
+    pub dir: PathBuf,
     pub config: PathBuf,
     pub addr: String,
     pub serve: Option<Serve>,
@@ -172,7 +173,11 @@ impl Hub {
             set_listen(&self.config, &addr);
             self.addr = addr;
         } else {
-            assert_eq!(addr, self.addr, "hub {} restarted on another port", self.tag);
+            assert_eq!(
+                addr, self.addr,
+                "hub {} restarted on another port",
+                self.tag
+            );
         }
         self.serve = Some(s);
     }
@@ -181,8 +186,17 @@ impl Hub {
         self.serve.take().expect("hub running").kill();
     }
 
-    pub fn status(&self, dir: &Path) -> Value {
-        status_json(dir, &format!("cloud-{}.toml", self.tag))
+    pub fn status(&self) -> Value {
+        status_json(&self.dir, &format!("cloud-{}.toml", self.tag))
+    }
+
+    /// Waits until this hub's sink found its destination gone.
+    pub fn wait_sink_down(&self) {
+        poll(
+            &format!("hub {}'s sink noticing the outage", self.tag),
+            T,
+            || self.status()["sinks"][0]["connected"] == false,
+        );
     }
 }
 
@@ -237,6 +251,7 @@ name = "alerts"
     std::fs::write(&config, text).unwrap();
     Hub {
         tag,
+        dir: dir.to_path_buf(),
         config,
         addr: String::new(),
         serve: None,
@@ -299,7 +314,10 @@ pub fn wait_linked(edges: &[Edge], want: impl Fn(&Edge) -> String) {
         if all {
             return;
         }
-        assert!(Instant::now() < deadline, "edges not linked as expected within {T:?}");
+        assert!(
+            Instant::now() < deadline,
+            "edges not linked as expected within {T:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -424,7 +442,10 @@ pub fn expected(edges: &[Edge]) -> HashMap<String, Want> {
             };
             let rec: Value = serde_json::from_str(r.body_json()).unwrap();
             let (stamp, deleted) = book.last.get(key).copied().unwrap_or_else(|| {
-                panic!("{}: key {key} in its table that its writer never wrote", e.name)
+                panic!(
+                    "{}: key {key} in its table that its writer never wrote",
+                    e.name
+                )
             });
             assert!(!deleted, "{}: deleted key {key} is live", e.name);
             assert_eq!(stamp, r.stamp(), "{}: key {key}'s stamp", e.name);
@@ -482,7 +503,10 @@ pub fn compare(want: &HashMap<String, Want>, got: &HashMap<String, Want>) -> Vec
         ("missing", missing),
         ("at an older stamp than the edge's", older),
         ("at a newer stamp than the edge's", newer),
-        ("at the edge's stamp with another record or deleted flag", differ),
+        (
+            "at the edge's stamp with another record or deleted flag",
+            differ,
+        ),
         ("that no edge has", extra),
     ] {
         if !keys.is_empty() {
@@ -499,7 +523,7 @@ pub fn compare(want: &HashMap<String, Want>, got: &HashMap<String, Want>) -> Vec
 }
 
 /// What the moves and kills cost, as the edges and the hubs report it.
-pub fn print_costs(dir: &Path, edges: &[Edge], hubs: &[Hub]) {
+pub fn print_costs(edges: &[Edge], hubs: &[Hub]) {
     for e in edges {
         let s = e.db.peer_status("cloud").unwrap();
         let b = e.book.lock().unwrap();
@@ -519,7 +543,7 @@ pub fn print_costs(dir: &Path, edges: &[Edge], hubs: &[Hub]) {
         );
     }
     for h in hubs {
-        let st = h.status(dir);
+        let st = h.status();
         for p in st["peers"].as_array().into_iter().flatten() {
             eprintln!(
                 "fault: hub {} (since its restart) from {}: duplicates received (resent rows it had) {}, syncs received {}, connects {}",
@@ -539,7 +563,10 @@ pub fn print_costs(dir: &Path, edges: &[Edge], hubs: &[Hub]) {
 pub fn poll(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -552,17 +579,24 @@ pub struct Timings {
 }
 
 /// Runs the writers with the faults in between: hub A killed (edge-1 and
-/// edge-2 move to B) and restarted, `restart_destination` called, hub B
+/// edge-2 move to B) and restarted, `restart_destination` called with hub
+/// B (every edge is on it then, and the writers go on), hub B
 /// killed (every edge on A, so edge-3 moves too) and restarted. Both hubs
 /// run when it is called and when it returns.
 pub fn run_with_faults(
     edges: &[Edge],
     hubs: &mut [Hub; 2],
     seed: u64,
-    mut restart_destination: impl FnMut(),
+    mut restart_destination: impl FnMut(&Hub),
 ) -> Timings {
     let (a, b) = (hubs[0].addr.clone(), hubs[1].addr.clone());
-    let home = |e: &Edge| if e.name == "edge-3" { b.clone() } else { a.clone() };
+    let home = |e: &Edge| {
+        if e.name == "edge-3" {
+            b.clone()
+        } else {
+            a.clone()
+        }
+    };
     wait_linked(edges, home);
     let gate = AtomicU64::new(GATE[0]);
     let dead = std::sync::atomic::AtomicBool::new(false);
@@ -571,8 +605,14 @@ pub fn run_with_faults(
     let wait_for = |per_mille: u64| {
         let deadline = Instant::now() + Duration::from_secs(900);
         while !all_reached(edges, per_mille) {
-            assert!(!dead.load(Ordering::Acquire), "a writer failed (its panic follows)");
-            assert!(Instant::now() < deadline, "writers not at {per_mille} per mille in 900 s");
+            assert!(
+                !dead.load(Ordering::Acquire),
+                "a writer failed (its panic follows)"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "writers not at {per_mille} per mille in 900 s"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     };
@@ -589,7 +629,11 @@ pub fn run_with_faults(
                     }
                 }
                 let _guard = OnPanic(dead);
-                write(e, seed ^ (i as u64 + 1).wrapping_mul(0x1000_0000_01b3), gate);
+                write(
+                    e,
+                    seed ^ (i as u64 + 1).wrapping_mul(0x1000_0000_01b3),
+                    gate,
+                );
             });
         }
         wait_for(FIRE[0]);
@@ -597,12 +641,15 @@ pub fn run_with_faults(
         hubs[0].kill();
         wait_linked(edges, |_| b.clone());
         hubs[0].start();
-        eprintln!("fault: hub A SIGKILLed and restarted, edge-1 and edge-2 on B, in {:?}", t.elapsed());
+        eprintln!(
+            "fault: hub A SIGKILLed and restarted, edge-1 and edge-2 on B, in {:?}",
+            t.elapsed()
+        );
         gate.store(GATE[1], Ordering::Release);
 
         wait_for(FIRE[1]);
         let t = Instant::now();
-        restart_destination();
+        restart_destination(&hubs[1]);
         eprintln!("fault: destination restarted in {:?}", t.elapsed());
         gate.store(GATE[2], Ordering::Release);
 
@@ -612,13 +659,21 @@ pub fn run_with_faults(
         wait_linked(edges, |_| a.clone());
         hubs[1].start();
         last_fault = Instant::now();
-        eprintln!("fault: hub B SIGKILLed and restarted, every edge on A, in {:?}", t.elapsed());
+        eprintln!(
+            "fault: hub B SIGKILLed and restarted, every edge on A, in {:?}",
+            t.elapsed()
+        );
         gate.store(1000, Ordering::Release);
     });
     let writes_done = Instant::now();
     let both: BTreeSet<String> = [a, b].into();
     for e in edges {
-        assert_eq!(*e.seen_on.lock().unwrap(), both, "{} was not on both hubs", e.name);
+        assert_eq!(
+            *e.seen_on.lock().unwrap(),
+            both,
+            "{} was not on both hubs",
+            e.name
+        );
     }
     Timings {
         start,
@@ -629,18 +684,24 @@ pub fn run_with_faults(
 
 /// Waits until every edge's writes are acknowledged by the hub it is on
 /// and both hubs' sinks have applied their whole log.
-pub fn wait_converged(dir: &Path, edges: &[Edge], hubs: &[Hub; 2], timeout: Duration) {
+pub fn wait_converged(edges: &[Edge], hubs: &[Hub; 2], timeout: Duration) {
     for e in edges {
         let last = e.db.log_bounds().unwrap().last;
-        poll(&format!("{}'s writes acknowledged", e.name), timeout, || {
-            e.db.peer_status("cloud").unwrap().acked_seq >= last
-        });
+        poll(
+            &format!("{}'s writes acknowledged", e.name),
+            timeout,
+            || e.db.peer_status("cloud").unwrap().acked_seq >= last,
+        );
     }
     for h in hubs {
-        poll(&format!("hub {}'s sink at its log head", h.tag), timeout, || {
-            let st = h.status(dir);
-            let s = &st["sinks"][0];
-            s["backlog"] == 0 && s["resume_point"] == s["log_head"]
-        });
+        poll(
+            &format!("hub {}'s sink at its log head", h.tag),
+            timeout,
+            || {
+                let st = h.status();
+                let s = &st["sinks"][0];
+                s["backlog"] == 0 && s["resume_point"] == s["log_head"]
+            },
+        );
     }
 }
