@@ -99,6 +99,9 @@ step_scenario() {
     SCENARIO_QUICK=1 EDGE_LANG=node bash examples/edge_scenario.sh
     SCENARIO_QUICK=1 EDGE_LANG=python bash examples/edge_scenario.sh
     SCENARIO_QUICK=1 EDGE_LANG=c bash examples/edge_scenario.sh
+    echo "== fleet over PostgreSQL, short run (examples/fleet_postgres.sh: two hubs, three Node.js edges, a private PostgreSQL)"
+    ensure_servers
+    SCENARIO_QUICK=1 bash examples/fleet_postgres.sh
 }
 
 step_readme() {

@@ -16,6 +16,8 @@
 //   EDGE_DATA       data directory (created if missing)
 //   EDGE_PKI        directory made by `tidelog certs` (ca.pem, edge-1.pem, edge-1.key)
 //   CLOUD_ADDR      host:port of the cloud (`tidelog serve`)
+//   CLOUD_ADDRS     optional, comma-separated: more hubs of the same logical
+//                   cloud, tried after CLOUD_ADDR (examples/fleet_postgres.sh)
 //   EDGE_LOG        optional file that receives a copy of every line printed
 //   WINDOW_SECS     readings before an alert that go into it (default 60)
 //   EXPIRE_SECS     age after which readings expire locally (default 120)
@@ -32,6 +34,7 @@ const NODE = env('EDGE_NODE', 'edge-1');
 const DATA = env('EDGE_DATA', path.join(__dirname, '..', '.edge-data'));
 const PKI = env('EDGE_PKI', path.join(__dirname, '..', 'pki'));
 const CLOUD = env('CLOUD_ADDR', '127.0.0.1:7000');
+const MORE_HUBS = env('CLOUD_ADDRS', '').split(',').filter((a) => a !== '');
 const LOG = process.env.EDGE_LOG;
 const WINDOW_MS = Number(env('WINDOW_SECS', 60)) * 1000;
 const EXPIRE_SECS = Number(env('EXPIRE_SECS', 120));
@@ -67,12 +70,14 @@ db.startReplication({
 db.addPeer({
   name: 'cloud',
   address: CLOUD,
+  addresses: MORE_HUBS,
   tables: [
     { table: 'thresholds', subscribe: true },
     { table: 'alerts', publish: true },
   ],
 });
-say(`opened ${DATA} as ${NODE} (node id ${db.nodeId}); dialing the cloud at ${CLOUD}`);
+const also = MORE_HUBS.length ? ` (or ${MORE_HUBS.join(', ')})` : '';
+say(`opened ${DATA} as ${NODE} (node id ${db.nodeId}); dialing the cloud at ${CLOUD}${also}`);
 
 // The thresholds table as the cloud defines it (a subscriber would also
 // create it on the first change it receives).
