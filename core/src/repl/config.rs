@@ -39,11 +39,16 @@ pub struct ReplicationOptions {
     pub max_frame_bytes: usize,
     /// Most transactions read from the log, sent and applied as one batch
     /// (a batch also stops at half of `max_frame_bytes`). Larger batches
-    /// mean fewer commits on the receiver: catching up on 400,000
-    /// single-record transactions drained at about 72,000/s with 1,000 per
-    /// batch and about 100,000/s with 4,000 (2 cores). At low rates a
-    /// batch holds what was committed since the last one, so this does not
-    /// add latency.
+    /// mean fewer commits on the receiver, but each is held whole in the
+    /// receiver's memory while it applies (decoded, staged, in the engine's
+    /// batch, and in every allocator arena that handled it). Measured with
+    /// `benches/edge_memory` (a 1,000,000-record catch-up, edge in its own
+    /// process, 2 cores, two runs each): with an 8 MiB edge budget, peak
+    /// RSS 62-63 MiB at 4,000 per batch, 51-52 MiB at 2,000, 44 MiB at
+    /// 1,000, draining at 106-115k, 120-126k and 104k records/s; with the
+    /// 64 MiB default, 137k/s at 2,000 against 147-154k/s at 4,000. At low
+    /// rates a batch holds what was committed since the last one, so this
+    /// does not add latency.
     pub batch_max_txns: usize,
     /// Most transactions sent and not yet acknowledged.
     pub window_txns: u64,
@@ -63,7 +68,7 @@ impl ReplicationOptions {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            batch_max_txns: 4000,
+            batch_max_txns: 2000,
             window_txns: 50_000,
             sync_chunk_rows: 1000,
             worker_threads: 2,
