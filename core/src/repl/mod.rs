@@ -27,6 +27,7 @@ mod sender;
 mod session;
 mod stall;
 mod status;
+mod sunk;
 mod sync_part;
 
 pub use config::{
@@ -35,4 +36,5 @@ pub use config::{
 #[doc(hidden)]
 pub use meter::set_budget_clock_offset_ms;
 pub use rule::PeerRule;
+pub use sunk::{EdgePosition, ResumeHints, SinkGate};
 pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};

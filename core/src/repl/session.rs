@@ -364,6 +364,16 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
         return Err(e);
     }
     let cursor = load_cursor(&db, &hello.node_name).await?;
+    // Where another hub already put the peer's writes into a shared sink
+    // destination, this hub's hello asks only for what follows.
+    let cursor = super::sunk::seed_cursor(
+        &r.sunk,
+        &hello.node_name,
+        hello.node_id,
+        &subscribed_tables(&peer),
+        cursor,
+    )
+    .await;
     let ours = our_hello(&r, &db, &peer, &cursor);
     let relays_accepted = ours.relays_accepted;
     writer.write_message(&Message::Hello(ours)).await?;
@@ -406,6 +416,15 @@ async fn refuse(writer: &mut Writer, reason: String) -> Error {
         })
         .await;
     Error::Peer(reason)
+}
+
+fn subscribed_tables(peer: &PeerState) -> Vec<String> {
+    peer.config()
+        .tables
+        .iter()
+        .filter(|t| t.subscribe)
+        .map(|t| t.table.clone())
+        .collect()
 }
 
 async fn load_cursor(db: &Database, peer: &str) -> Result<PeerCursor> {
@@ -509,6 +528,7 @@ async fn run(
     peer.set_connected(hello.node_id);
     peer.meter.new_link();
     let (tx, rx) = mpsc::channel::<Message>(64);
+    let ack_tx = tx.clone();
     // Two deep: an initial sync reads ahead no further than that.
     let (bulk_tx, bulk_rx) = mpsc::channel::<BulkMessage>(2);
     let activity = Arc::new(Activity::default());
@@ -526,6 +546,10 @@ async fn run(
     let violation = Arc::new(Mutex::new(None::<String>));
     let (violated_tx, violated) = oneshot::channel::<()>();
     let quota_db = db.clone();
+    let subscribed = subscribed_tables(peer);
+    let head = *db.shared.committed.borrow();
+    let gate = r.sunk.link(&name, hello.node_id, &subscribed, head);
+    let acks = gate.as_ref().map(|g| g.acks());
     let receiver = Receiver::new(
         db,
         peer.clone(),
@@ -534,7 +558,15 @@ async fn run(
         relays_accepted,
         (violation.clone(), violated_tx),
         activity.clone(),
-    );
+    )
+    .gated(gate);
+    // A gated link's acknowledgements go out as its sinks commit them.
+    let held_acks = async {
+        match acks {
+            Some(q) => q.run(ack_tx, r.opts.heartbeat_interval).await,
+            None => std::future::pending().await,
+        }
+    };
     let idle = r.opts.idle_timeout;
     let heartbeat = r.opts.heartbeat_interval;
     let mut closing = r.closing.subscribe();
@@ -566,6 +598,7 @@ async fn run(
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
+        res = goodbye_first(held_acks) => res.map(|()| Ended::Done),
         res = write_loop(writer, rx, bulk_rx, heartbeat, goodbye, peer, &activity) => res,
         reason = watchdog => Err(stalled_error(&reason)),
     };
