@@ -363,7 +363,13 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
             .await;
         return Err(e);
     }
-    let cursor = load_cursor(&db, &hello.node_name).await?;
+    let mut cursor = load_cursor(&db, &hello.node_name).await?;
+    // Void before the hello, not only in `run`: this hello's resume points
+    // would otherwise ask a reset peer for its new log from the old one's
+    // positions.
+    if cursor.peer_node_id != hello.node_id {
+        cursor = void_cursor(&hello.node_name, hello.node_id, cursor);
+    }
     // Where another hub already put the peer's writes into a shared sink
     // destination, this hub's hello asks only for what follows.
     let cursor = super::sunk::seed_cursor(
@@ -416,6 +422,22 @@ async fn refuse(writer: &mut Writer, reason: String) -> Error {
         })
         .await;
     Error::Peer(reason)
+}
+
+/// The cursor for a peer that now has node id `node_id`: a new log, so
+/// the old positions say nothing about it.
+fn void_cursor(name: &str, node_id: u64, old: PeerCursor) -> PeerCursor {
+    if old.peer_node_id != 0 {
+        log::info!(
+            target: "tidelog::repl",
+            "peer `{name}` now has node id {node_id:#x} (was {:#x}): its log restarted, so its tables are synced afresh",
+            old.peer_node_id
+        );
+    }
+    PeerCursor {
+        peer_node_id: node_id,
+        tables: Default::default(),
+    }
 }
 
 fn subscribed_tables(peer: &PeerState) -> Vec<String> {
@@ -513,17 +535,7 @@ async fn run(
     writer.set_max_frame_bytes((hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes));
     negotiate(peer, &hello, &mut reader, &mut writer)?;
     if cursor.peer_node_id != hello.node_id {
-        if cursor.peer_node_id != 0 {
-            log::info!(
-                target: "tidelog::repl",
-                "peer `{name}` now has node id {:#x} (was {:#x}): its log restarted, so its tables are synced afresh",
-                hello.node_id, cursor.peer_node_id
-            );
-        }
-        cursor = PeerCursor {
-            peer_node_id: hello.node_id,
-            tables: Default::default(),
-        };
+        cursor = void_cursor(&name, hello.node_id, cursor);
     }
     peer.set_connected(hello.node_id);
     peer.meter.new_link();
