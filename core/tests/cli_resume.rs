@@ -105,7 +105,8 @@ fn edge(dir: &Path, folder: &str, addrs: &[&str]) -> Database {
     for a in &addrs[1..] {
         peer = peer.also_at(*a);
     }
-    db.add_peer(peer.table(TableFlow::publish("alerts"))).unwrap();
+    db.add_peer(peer.table(TableFlow::publish("alerts")))
+        .unwrap();
     db
 }
 
@@ -242,9 +243,17 @@ fn a_stopped_postgres_holds_the_acknowledgement_until_it_is_back() {
     // is reported, not taken for a stalled link.
     std::thread::sleep(Duration::from_secs(3));
     let s = e.peer_status("cloud").unwrap();
-    assert!(s.acked_seq < last, "acknowledged {} with PostgreSQL down", s.acked_seq);
+    assert!(
+        s.acked_seq < last,
+        "acknowledged {} with PostgreSQL down",
+        s.acked_seq
+    );
     assert!(s.acked_seq >= first);
-    assert_eq!(s.stalls, 0, "held acknowledgements counted as a stall: {:?}", s.stalled);
+    assert_eq!(
+        s.stalls, 0,
+        "held acknowledgements counted as a stall: {:?}",
+        s.stalled
+    );
     assert_eq!(s.connects, 1, "the link was torn down: {:?}", s.last_error);
     eprintln!("while PostgreSQL was down: {:?}", s.last_error);
 

@@ -18,13 +18,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::cloud::sink::{EdgePosition, Sink, SinkBatch, SinkError, SinkRow};
-use crate::repl::SinkGate;
 use crate::error::{Error, Result};
 use crate::local::codec::{decode_row_header, Key};
 use crate::local::db::Database;
 use crate::local::keys::row_key;
 use crate::local::log::{LogEntry, MetaKind, WriteOp};
 use crate::local::storage::Space;
+use crate::repl::SinkGate;
 
 /// How a driver batches and retries.
 #[derive(Debug, Clone)]

@@ -36,5 +36,5 @@ pub use config::{
 #[doc(hidden)]
 pub use meter::set_budget_clock_offset_ms;
 pub use rule::PeerRule;
-pub use sunk::{EdgePosition, ResumeHints, SinkGate};
 pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
+pub use sunk::{EdgePosition, ResumeHints, SinkGate};

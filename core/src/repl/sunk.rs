@@ -287,9 +287,7 @@ impl LinkGate {
                 continue;
             }
             let mut edges = g.edges.lock();
-            let p = edges
-                .entry((self.edge.clone(), self.node_id))
-                .or_default();
+            let p = edges.entry((self.edge.clone(), self.node_id)).or_default();
             // A frame with no new write of the gate's tables only moves
             // the positions: one entry, not one per frame.
             match p.pending.back_mut() {
@@ -297,7 +295,10 @@ impl LinkGate {
                 _ => p.pending.push_back((*h, seqs)),
             }
         }
-        self.queue.entries.lock().push_back((upto, self.last_h.clone()));
+        self.queue
+            .entries
+            .lock()
+            .push_back((upto, self.last_h.clone()));
         self.queue.pushed.notify_one();
     }
 
@@ -317,7 +318,8 @@ pub(crate) struct AckQueue {
 
 impl AckQueue {
     /// The acknowledgements now due, in order, and, if one still waits,
-    /// why (for `AckHeld`): its position and the first gate it waits for.
+    /// what `AckHeld` says: the peer position applied, and which gate
+    /// holds the first waiting one.
     fn due(&self) -> (Vec<u64>, Option<(u64, String)>) {
         let committed: Vec<u64> = self
             .gates
@@ -334,15 +336,12 @@ impl AckQueue {
                     entries.pop_front();
                 }
                 Some(g) => {
-                    let gate = &self.gates[g];
                     let why = format!(
-                        "applied through your sequence {}, but sink `{}` has put this hub's log into its destination only through {} of the {} it needs (the destination is slow or down); the acknowledgement follows once it has",
-                        entries.back().map_or(*upto, |(u, _)| *u),
-                        gate.name,
-                        committed[g],
-                        h[g],
+                        "its sink `{}` has put its log into the destination only through position {} of the {} these writes need (the destination is slow or down); the acknowledgement follows once it has",
+                        self.gates[g].name, committed[g], h[g],
                     );
-                    return (out, Some((*upto, why)));
+                    let applied = entries.back().map_or(*upto, |(u, _)| *u);
+                    return (out, Some((applied, why)));
                 }
             }
         }
@@ -352,7 +351,11 @@ impl AckQueue {
     /// Sends the link's acknowledgements as the gates release them, and
     /// an `AckHeld` every `heartbeat` while one waits. Runs until the link
     /// ends.
-    pub(crate) async fn run(self: Arc<Self>, tx: mpsc::Sender<Message>, heartbeat: Duration) -> Result<()> {
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        tx: mpsc::Sender<Message>,
+        heartbeat: Duration,
+    ) -> Result<()> {
         let mut moved = self.sunk.moved.subscribe();
         let mut held_told: Option<Instant> = None;
         loop {
