@@ -10,14 +10,12 @@
 //! edge (the old one finishing its backlog while the edge already moved)
 //! never move it back. Names are bound parameters, never SQL text.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use crate::repl::{EdgePosition, ResumeHints};
+use crate::repl::{EdgePosition, HintsFuture, ResumeHints};
 
 /// Creates the table if it is missing (run with the sink's layout).
 pub(crate) const CREATE: &str = "CREATE TABLE IF NOT EXISTS tidelog_edge_progress (\
@@ -123,11 +121,7 @@ impl PostgresResumeHints {
 }
 
 impl ResumeHints for PostgresResumeHints {
-    fn edge_positions(
-        &self,
-        edge: &str,
-        node_id: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<(String, u64)>, String>> + Send + '_>> {
+    fn edge_positions(&self, edge: &str, node_id: u64) -> HintsFuture<'_> {
         let edge = edge.to_string();
         Box::pin(async move { self.read(&edge, node_id).await })
     }

@@ -37,4 +37,4 @@ pub use config::{
 pub use meter::set_budget_clock_offset_ms;
 pub use rule::PeerRule;
 pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
-pub use sunk::{EdgePosition, ResumeHints, SinkGate};
+pub use sunk::{EdgePosition, HintsFuture, ResumeHints, SinkGate};

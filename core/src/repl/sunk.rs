@@ -67,12 +67,13 @@ pub trait ResumeHints: Send + Sync + 'static {
     /// The positions (table, peer log sequence) stored for the peer named
     /// `edge` with node id `node_id`; none known: an empty list. An error
     /// says what failed; the link then resumes from this hub's own cursor.
-    fn edge_positions(
-        &self,
-        edge: &str,
-        node_id: u64,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<Vec<(String, u64)>, String>> + Send + '_>>;
+    fn edge_positions(&self, edge: &str, node_id: u64) -> HintsFuture<'_>;
 }
+
+/// What [`ResumeHints::edge_positions`] returns: (table, peer log
+/// sequence) pairs, or what failed.
+pub type HintsFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<Vec<(String, u64)>, String>> + Send + 'a>>;
 
 /// The gates and hints of one replication engine.
 pub(crate) struct Sunk {
