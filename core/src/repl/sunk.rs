@@ -487,3 +487,7 @@ impl Database {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "sunk_tests.rs"]
+mod tests;
