@@ -535,7 +535,23 @@ async fn run(
     writer.set_max_frame_bytes((hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes));
     negotiate(peer, &hello, &mut reader, &mut writer)?;
     if cursor.peer_node_id != hello.node_id {
+        // Only a dialed link gets here with positions (an accepted one
+        // voided them before its hello). Our hello asked the peer to go on
+        // from positions in another node's log (another hub of one logical
+        // peer, or a reset peer): it may now stream from a place in its own
+        // log that means something else, which this side would refuse as
+        // not synced. Store the void cursor and redial: the next hello
+        // asks for a sync instead.
+        let stale = cursor.peer_node_id != 0 && cursor.tables.values().any(|c| c.synced);
         cursor = void_cursor(&name, hello.node_id, cursor);
+        if stale {
+            let (db2, name2, c) = (db.clone(), name.clone(), cursor.clone());
+            blocking(move || c.store(&db2, &name2)).await?;
+            return Err(Error::Peer(format!(
+                "`{name}` answered with node id {:#x}, not the one this node's resume points for it count in; redialing to sync its tables afresh",
+                hello.node_id
+            )));
+        }
     }
     peer.set_connected(hello.node_id);
     peer.meter.new_link();
