@@ -238,10 +238,18 @@ impl<S: Sink> Driver<S> {
                     self.apply(&marker, &positions).await?;
                 }
                 let mut stopped = self.stopped.clone();
+                let gate = self.config.gate.clone();
+                let noted = async {
+                    match &gate {
+                        Some(g) => g.noted().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = commits.changed() => {}
                     _ = stopped.changed() => return Err(Stopped),
                     _ = tokio::time::sleep(self.config.poll) => {}
+                    () = noted => {}
                 }
                 continue;
             }

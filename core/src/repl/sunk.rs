@@ -99,6 +99,8 @@ struct GateState {
     /// The hub log position the sink committed through.
     committed: AtomicU64,
     edges: Mutex<HashMap<(String, u64), EdgeProgress>>,
+    /// Wakes an idle driver when a link noted positions it may store.
+    noted: Notify,
 }
 
 /// One peer's positions as far as one gate knows them.
@@ -168,15 +170,27 @@ impl SinkGate {
         out
     }
 
-    /// `positions` are stored in the destination.
+    /// `positions` are stored in the destination: acknowledgements that
+    /// waited for them go out.
     pub fn positions_written(&self, positions: &[EdgePosition]) {
-        let mut edges = self.state.edges.lock();
-        for p in positions {
-            if let Some(e) = edges.get_mut(&(p.edge.clone(), p.node_id)) {
-                let w = e.written.entry(p.table.clone()).or_default();
-                *w = (*w).max(p.seq);
+        {
+            let mut edges = self.state.edges.lock();
+            for p in positions {
+                if let Some(e) = edges.get_mut(&(p.edge.clone(), p.node_id)) {
+                    let w = e.written.entry(p.table.clone()).or_default();
+                    *w = (*w).max(p.seq);
+                }
             }
         }
+        if !positions.is_empty() {
+            self.sunk.moved.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Returns once a link noted positions this gate may store (at once
+    /// if one did since the last call).
+    pub async fn noted(&self) {
+        self.state.noted.notified().await
     }
 }
 
@@ -194,6 +208,7 @@ impl Sunk {
             tables: tables.into_iter().collect(),
             committed: AtomicU64::new(0),
             edges: Mutex::new(HashMap::new()),
+            noted: Notify::new(),
         });
         gates.push(state.clone());
         SinkGate {
@@ -241,6 +256,7 @@ impl Sunk {
             queue: Arc::new(AckQueue {
                 sunk: self.clone(),
                 gates: gates.clone(),
+                edge: (edge.to_string(), node_id),
                 entries: Mutex::new(VecDeque::new()),
                 pushed: Notify::new(),
             }),
@@ -277,6 +293,7 @@ impl LinkGate {
     /// The peer's log up to `upto` is applied and `cursor` committed with
     /// it: queue its acknowledgement and note the gated tables' positions.
     pub(crate) fn applied_upto(&mut self, upto: u64, cursor: &PeerCursor) {
+        let mut needs = Vec::with_capacity(self.gates.len());
         for (g, h) in self.gates.iter().zip(&self.last_h) {
             let seqs: Vec<(String, u64)> = cursor
                 .tables
@@ -284,6 +301,7 @@ impl LinkGate {
                 .filter(|(t, c)| c.synced && g.tables.contains(*t))
                 .map(|(t, c)| (t.clone(), c.seq))
                 .collect();
+            needs.push(seqs.clone());
             if seqs.is_empty() {
                 continue;
             }
@@ -295,11 +313,14 @@ impl LinkGate {
                 Some((last, prev)) if *last == *h => *prev = seqs,
                 _ => p.pending.push_back((*h, seqs)),
             }
+            drop(edges);
+            g.noted.notify_one();
         }
-        self.queue
-            .entries
-            .lock()
-            .push_back((upto, self.last_h.clone()));
+        self.queue.entries.lock().push_back(Waiting {
+            upto,
+            h: self.last_h.clone(),
+            positions: needs,
+        });
         self.queue.pushed.notify_one();
     }
 
@@ -312,9 +333,22 @@ impl LinkGate {
 pub(crate) struct AckQueue {
     sunk: Arc<Sunk>,
     gates: Vec<Arc<GateState>>,
-    /// (peer position, per gate the hub position it waits for).
-    entries: Mutex<VecDeque<(u64, Vec<u64>)>>,
+    /// The peer's name and node id, as the gates key its positions.
+    edge: (String, u64),
+    entries: Mutex<VecDeque<Waiting>>,
     pushed: Notify,
+}
+
+/// One frame's acknowledgement, until the gates release it.
+struct Waiting {
+    /// The peer position to acknowledge.
+    upto: u64,
+    /// Per gate, the hub position its sink must have committed.
+    h: Vec<u64>,
+    /// Per gate, the peer positions its sink must have stored: an
+    /// acknowledgement lets the peer trim its log, so a hub it moves to
+    /// must find a position at least that far, or it resends the table.
+    positions: Vec<Vec<(String, u64)>>,
 }
 
 impl AckQueue {
@@ -329,24 +363,40 @@ impl AckQueue {
             .collect();
         let mut entries = self.entries.lock();
         let mut out = Vec::new();
-        while let Some((upto, h)) = entries.front() {
-            let waiting = h.iter().zip(&committed).position(|(h, c)| h > c);
+        while let Some(w) = entries.front() {
+            let waiting = w.h.iter().zip(&committed).position(|(h, c)| h > c);
             match waiting {
-                None => {
-                    out.push(*upto);
+                None if !self.unstored(w) => {
+                    out.push(w.upto);
                     entries.pop_front();
                 }
+                // Committed, its positions not stored yet: a moment (the
+                // driver stores them next, and wakes this queue).
+                None => return (out, None),
                 Some(g) => {
                     let why = format!(
                         "its sink `{}` has put its log into the destination only through position {} of the {} these writes need (the destination is slow or down); the acknowledgement follows once it has",
-                        self.gates[g].name, committed[g], h[g],
+                        self.gates[g].name, committed[g], w.h[g],
                     );
-                    let applied = entries.back().map_or(*upto, |(u, _)| *u);
+                    let applied = entries.back().map_or(w.upto, |b| b.upto);
                     return (out, Some((applied, why)));
                 }
             }
         }
         (out, None)
+    }
+
+    /// Whether a gate has not stored a position `w` needs.
+    fn unstored(&self, w: &Waiting) -> bool {
+        self.gates.iter().zip(&w.positions).any(|(g, need)| {
+            if need.is_empty() {
+                return false;
+            }
+            let edges = g.edges.lock();
+            let written = edges.get(&self.edge).map(|e| &e.written);
+            need.iter()
+                .any(|(t, s)| written.and_then(|w| w.get(t)).is_none_or(|have| have < s))
+        })
     }
 
     /// Sends the link's acknowledgements as the gates release them, and

@@ -23,6 +23,14 @@ fn names(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// What the driver does after a batch through `seq`: stores the positions
+/// it makes durable, and says it committed.
+fn commit(gate: &SinkGate, seq: u64) {
+    let p = gate.positions_through(seq);
+    gate.positions_written(&p);
+    gate.committed(seq);
+}
+
 #[test]
 fn a_link_without_a_sunk_table_is_not_gated() {
     let sunk = Arc::new(Sunk::default());
@@ -53,16 +61,19 @@ fn acknowledgements_wait_for_the_sink_and_go_one_per_frame_in_order() {
         why.contains("`pg`") && why.contains("through position 0 of the 10"),
         "{why}"
     );
-    gate.committed(9);
+    commit(&gate, 9);
     assert!(
         q.due().0.is_empty(),
         "released before the sink committed it"
     );
-    gate.committed(10);
+    commit(&gate, 10);
     assert_eq!(q.due(), (vec![3, 4], None));
     // A committed position never moves back.
     gate.committed(2);
     link.applied_upto(5, &cursor(1, &[("alerts", 5, true)]));
+    // Committed, but position 5 is not stored yet.
+    assert_eq!(q.due(), (vec![], None));
+    commit(&gate, 10);
     assert_eq!(q.due(), (vec![5], None));
 }
 
@@ -70,14 +81,34 @@ fn acknowledgements_wait_for_the_sink_and_go_one_per_frame_in_order() {
 fn a_new_link_waits_for_what_earlier_links_applied() {
     let sunk = Arc::new(Sunk::default());
     let gate = sunk.gate("pg", names(&["alerts"]));
-    gate.committed(3);
+    commit(&gate, 3);
     // The head was 7 when the link came up: frames that write nothing
     // still wait for it (a restarted hub's earlier applies).
     let mut link = sunk.link("e", 1, &names(&["alerts"]), 7).unwrap();
     link.applied_upto(20, &cursor(1, &[("alerts", 20, true)]));
     assert!(link.acks().due().0.is_empty());
-    gate.committed(7);
+    commit(&gate, 7);
     assert_eq!(link.acks().due().0, vec![20]);
+}
+
+#[test]
+fn an_acknowledgement_waits_until_its_positions_are_stored_too() {
+    let sunk = Arc::new(Sunk::default());
+    let gate = sunk.gate("pg", names(&["alerts"]));
+    let mut link = sunk.link("e", 1, &names(&["alerts"]), 0).unwrap();
+    link.applied(["alerts"].into_iter(), 4);
+    link.applied_upto(9, &cursor(1, &[("alerts", 9, true)]));
+    // The batch through 4 was built before the link noted position 9.
+    gate.committed(4);
+    assert_eq!(
+        link.acks().due(),
+        (vec![], None),
+        "acknowledged past the stored position"
+    );
+    let p = gate.positions_through(4);
+    assert_eq!(p.len(), 1);
+    gate.positions_written(&p);
+    assert_eq!(link.acks().due().0, vec![9]);
 }
 
 #[test]
@@ -88,7 +119,7 @@ fn only_a_link_of_the_gates_tables_waits_for_that_gate() {
     let mut link = sunk.link("e", 1, &names(&["alerts"]), 0).unwrap();
     link.applied(["alerts"].into_iter(), 4);
     link.applied_upto(2, &cursor(1, &[("alerts", 2, true)]));
-    pg.committed(4);
+    commit(&pg, 4);
     // The `js` gate never committed anything: not this link's concern.
     assert_eq!(link.acks().due().0, vec![2]);
 }
@@ -163,6 +194,7 @@ fn seeded(hints: Hints, subscribed: &[&str], cursor: PeerCursor, node: u64) -> P
         tables: ["alerts".to_string()].into_iter().collect(),
         committed: AtomicU64::new(0),
         edges: Mutex::new(HashMap::new()),
+        noted: Notify::new(),
     }));
     sunk.hints.lock().push(Arc::new(hints));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -246,7 +278,7 @@ fn the_ack_task_tells_the_peer_while_held_then_acknowledges() {
         }
         // Repeated while held, so the peer's watchdog sees progress.
         assert!(matches!(rx.recv().await, Some(Message::AckHeld { .. })));
-        gate.committed(3);
+        commit(&gate, 3);
         loop {
             match rx.recv().await {
                 Some(Message::AckHeld { .. }) => continue,
