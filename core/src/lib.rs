@@ -46,8 +46,9 @@ pub use net::tls::{PemSource, TlsIdentity};
 #[doc(hidden)]
 pub use repl::set_budget_clock_offset_ms;
 pub use repl::{
-    Compression, LinkBudget, PeerConfig, PeerRule, PeerStatus, QuotaPeriod, RefusalStatus,
-    ReplicationOptions, Security, TableFlow, TableStatus, TrafficStatus,
+    Compression, EdgePosition, HintsFuture, LinkBudget, PeerConfig, PeerRule, PeerStatus,
+    QuotaPeriod, RefusalStatus, ReplicationOptions, ResumeHints, Security, SinkGate, TableFlow,
+    TableStatus, TrafficStatus,
 };
 pub use view::{
     ChangeEventView, ChangeView, CommitInfoView, LogEntryView, LogWriteView, OpKind, RecordView,

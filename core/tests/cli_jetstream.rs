@@ -94,9 +94,19 @@ fn a_hub_publishes_alerts_to_jetstream_once_the_server_is_up() {
         }
     }
     let last = edge.log_bounds().unwrap().last;
-    wait_until("the hub acknowledging every edge write", T, || {
-        edge.peer_status("cloud").unwrap().acked_seq >= last
-    });
+    // Applied by the hub, but not acknowledged while the sink cannot
+    // publish: an acknowledgement of a sunk table means "in the stream".
+    wait_until(
+        "the hub holding its acknowledgement for the sink",
+        T,
+        || {
+            edge.peer_status("cloud")
+                .unwrap()
+                .last_error
+                .is_some_and(|m| m.contains("holds its acknowledgement"))
+        },
+    );
+    assert!(edge.peer_status("cloud").unwrap().acked_seq < last);
     // The server is still down: the sink reports it and its backlog (the
     // status is refreshed at each retry).
     let mut sink = Value::Null;
@@ -117,6 +127,9 @@ fn a_hub_publishes_alerts_to_jetstream_once_the_server_is_up() {
         sink["backlog"] == 0 && sink["resume_point"] == sink["log_head"]
     });
     assert_eq!(sink["name"], "jetstream:fleet");
+    wait_until("the hub acknowledging every edge write", T, || {
+        edge.peer_status("cloud").unwrap().acked_seq >= last
+    });
 
     let got = runtime().block_on(read_all(&url, "fleet"));
     assert_eq!(duplicates(&got), 0, "a message twice");

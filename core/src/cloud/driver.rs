@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::cloud::sink::{Sink, SinkBatch, SinkError, SinkRow};
+use crate::cloud::sink::{EdgePosition, Sink, SinkBatch, SinkError, SinkRow};
 use crate::error::{Error, Result};
 use crate::local::codec::{decode_row_header, Key};
 use crate::local::db::Database;
 use crate::local::keys::row_key;
 use crate::local::log::{LogEntry, MetaKind, WriteOp};
 use crate::local::storage::Space;
+use crate::repl::SinkGate;
 
 /// How a driver batches and retries.
 #[derive(Debug, Clone)]
@@ -49,6 +50,11 @@ pub struct DriverConfig {
     /// A destination that answers nothing this long (a network that drops
     /// packets rather than connections) counts as a transient failure.
     pub apply_timeout: Duration,
+    /// The replication gate of this sink ([`crate::Database::sink_gate`]):
+    /// edges' transactions of its tables are acknowledged once the driver
+    /// committed them, and their positions go with the batches. `None`:
+    /// acknowledgements do not wait for this sink.
+    pub gate: Option<SinkGate>,
 }
 
 impl DriverConfig {
@@ -62,6 +68,7 @@ impl DriverConfig {
             fatal_backoff: Duration::from_secs(15),
             poll: Duration::from_millis(500),
             apply_timeout: Duration::from_secs(120),
+            gate: None,
         }
     }
 }
@@ -207,6 +214,9 @@ impl<S: Sink> Driver<S> {
         loop {
             self.hold.store(resume, Ordering::Release);
             self.status.lock().resume_point = resume;
+            if let Some(gate) = &self.config.gate {
+                gate.committed(resume);
+            }
             if *self.stopped.borrow() {
                 return Err(Stopped);
             }
@@ -216,11 +226,30 @@ impl<S: Sink> Driver<S> {
             let bounds = self.blocking(|db| db.log_bounds()).await?;
             self.note_backlog(resume, bounds.last).await?;
             if resume >= bounds.last {
+                // Positions noted after the last batch was read: stored
+                // alone, so a hub taking an idle edge over finds them.
+                let positions = self.positions(resume);
+                if !positions.is_empty() {
+                    let marker = SinkBatch {
+                        after_seq: resume,
+                        through_seq: resume,
+                        rows: Vec::new(),
+                    };
+                    self.apply(&marker, &positions).await?;
+                }
                 let mut stopped = self.stopped.clone();
+                let gate = self.config.gate.clone();
+                let noted = async {
+                    match &gate {
+                        Some(g) => g.noted().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = commits.changed() => {}
                     _ = stopped.changed() => return Err(Stopped),
                     _ = tokio::time::sleep(self.config.poll) => {}
+                    () = noted => {}
                 }
                 continue;
             }
@@ -253,18 +282,32 @@ impl<S: Sink> Driver<S> {
                     }),
                 ));
             }
-            self.apply(&batch).await?;
+            let positions = self.positions(batch.through_seq);
+            self.apply(&batch, &positions).await?;
             resume = batch.through_seq;
         }
     }
 
-    /// Applies one batch, retrying until it lands or stop is asked for.
-    async fn apply(&mut self, batch: &SinkBatch) -> std::result::Result<(), Stopped> {
+    /// The edge positions a commit through `seq` makes durable.
+    fn positions(&self, seq: u64) -> Vec<EdgePosition> {
+        self.config
+            .gate
+            .as_ref()
+            .map_or_else(Vec::new, |g| g.positions_through(seq))
+    }
+
+    /// Applies one batch with `positions`, retrying until it lands or stop
+    /// is asked for.
+    async fn apply(
+        &mut self,
+        batch: &SinkBatch,
+        positions: &[EdgePosition],
+    ) -> std::result::Result<(), Stopped> {
         loop {
             let mut stopped = self.stopped.clone();
             let timeout = self.config.apply_timeout;
             let outcome = tokio::select! {
-                r = tokio::time::timeout(timeout, self.sink.apply(batch)) => {
+                r = tokio::time::timeout(timeout, self.sink.apply_with_positions(batch, positions)) => {
                     r.unwrap_or_else(|_| Err(self.timed_out("applying a batch")))
                 }
                 _ = stopped.changed() => return Err(Stopped),
@@ -272,6 +315,9 @@ impl<S: Sink> Driver<S> {
             match outcome {
                 Ok(()) => {
                     self.succeeded();
+                    if let Some(gate) = &self.config.gate {
+                        gate.positions_written(positions);
+                    }
                     let mut s = self.status.lock();
                     s.batches += 1;
                     s.rows += batch.rows.len() as u64;
@@ -331,7 +377,7 @@ impl<S: Sink> Driver<S> {
                         .collect(),
                 };
                 if !batch.rows.is_empty() {
-                    self.apply(&batch).await?;
+                    self.apply(&batch, &[]).await?;
                 }
                 match next {
                     Some(k) => after = Some(k),
@@ -344,7 +390,8 @@ impl<S: Sink> Driver<S> {
             through_seq: head.max(resume),
             rows: Vec::new(),
         };
-        self.apply(&done).await?;
+        let positions = self.positions(done.through_seq);
+        self.apply(&done, &positions).await?;
         Ok(head)
     }
 

@@ -13,6 +13,8 @@ pub mod driver;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 #[cfg(feature = "postgres")]
+pub mod pg_progress;
+#[cfg(feature = "postgres")]
 pub mod pg_source;
 #[cfg(feature = "postgres")]
 mod pg_source_config;

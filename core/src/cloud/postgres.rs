@@ -8,7 +8,8 @@
 //! table per tidelog table with the columns `key jsonb PRIMARY KEY`,
 //! `record jsonb` (NULL for a tombstone), `deleted boolean`, `stamp_time
 //! bigint`, `stamp_node numeric(20,0)` (a u64: bigint would misorder node
-//! ids >= 2^63), and `tidelog_sink_progress (sink, hub, seq)`. Every
+//! ids >= 2^63), `tidelog_sink_progress (sink, hub, seq)`, and the edges'
+//! positions, `tidelog_edge_progress` (see `pg_progress`). Every
 //! transaction of the sink runs with `SET LOCAL tidelog.writer = 'sink'`
 //! so the source's triggers know not to echo it.
 
@@ -20,7 +21,8 @@ use serde::Deserialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use crate::cloud::sink::{Sink, SinkBatch, SinkError};
+use crate::cloud::pg_progress;
+use crate::cloud::sink::{EdgePosition, Sink, SinkBatch, SinkError};
 
 /// One `[[sinks]]` entry of kind `postgres`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -271,6 +273,10 @@ impl PostgresSink {
             .batch_execute(setup)
             .await
             .map_err(|e| self.error("creating tidelog_sink_progress", &e))?;
+        client
+            .batch_execute(pg_progress::CREATE)
+            .await
+            .map_err(|e| self.error("creating tidelog_edge_progress", &e))?;
         for t in &self.tables {
             let create = format!(
                 "CREATE TABLE IF NOT EXISTS {} (\
@@ -329,7 +335,11 @@ impl PostgresSink {
         Ok(())
     }
 
-    async fn apply_once(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+    async fn apply_once(
+        &mut self,
+        batch: &SinkBatch,
+        edges: &[EdgePosition],
+    ) -> Result<(), SinkError> {
         let staged = stage(&self.tables, batch).map_err(|message| SinkError {
             sink: self.name(),
             message,
@@ -386,6 +396,9 @@ impl PostgresSink {
             )
             .await
             .map_err(|e| err("moving the resume point", &e))?;
+        pg_progress::store(client, edges)
+            .await
+            .map_err(|e| err("storing the edges' positions", &e))?;
         client
             .batch_execute("COMMIT")
             .await
@@ -422,7 +435,15 @@ impl Sink for PostgresSink {
     }
 
     async fn apply(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
-        let outcome = self.apply_once(batch).await;
+        self.apply_with_positions(batch, &[]).await
+    }
+
+    async fn apply_with_positions(
+        &mut self,
+        batch: &SinkBatch,
+        edges: &[EdgePosition],
+    ) -> Result<(), SinkError> {
+        let outcome = self.apply_once(batch, edges).await;
         self.busy = false;
         if outcome.is_err() {
             // The connection may be mid-transaction or gone: start afresh.

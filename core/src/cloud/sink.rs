@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use crate::local::codec::{Key, Stamp};
+pub use crate::repl::EdgePosition;
 
 /// One record's state after a write of the hub's log, as a sink stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,4 +65,19 @@ pub trait Sink: Send + 'static {
 
     /// Applies `batch` and moves the resume point to `batch.through_seq`.
     fn apply(&mut self, batch: &SinkBatch) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Applies `batch` as [`Sink::apply`] and, in the same destination
+    /// transaction, stores `edges`: the edges' log positions this batch
+    /// makes durable (each only ever moves forward), from which another hub
+    /// taking an edge over resumes. A destination with no place for them
+    /// (the default) applies the batch alone: edges moved to another hub
+    /// then resend from that hub's own cursor, which costs time, not rows.
+    fn apply_with_positions(
+        &mut self,
+        batch: &SinkBatch,
+        edges: &[EdgePosition],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = edges;
+        self.apply(batch)
+    }
 }

@@ -286,6 +286,11 @@ pub enum Message {
     /// will acknowledge nothing more on this link, so the sender ends the
     /// link and, reconnected, sends from the receiver's resume point whole.
     DeltaMiss { seq: u64, reason: String },
+    /// The receiver applied the sender's log through `applied_seq` but
+    /// does not acknowledge it yet: a sink of its tables has not put it
+    /// into its destination (see `repl::sunk`). Repeated every heartbeat
+    /// while it holds, so the sender counts the link as moving.
+    AckHeld { applied_seq: u64, reason: String },
 }
 
 thread_local! {
@@ -363,6 +368,7 @@ impl Message {
             Message::TxnsUpTo { .. } => "TxnsUpTo",
             Message::Refusals(_) => "Refusals",
             Message::DeltaMiss { .. } => "DeltaMiss",
+            Message::AckHeld { .. } => "AckHeld",
         }
     }
 }
@@ -855,6 +861,10 @@ pub(crate) mod tests {
             Message::DeltaMiss {
                 seq: 3,
                 reason: "no version of a-1".into(),
+            },
+            Message::AckHeld {
+                applied_seq: 8,
+                reason: "sink down".into(),
             },
         ]
     }

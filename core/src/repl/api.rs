@@ -74,6 +74,7 @@ impl Database {
             max_admitted: std::sync::atomic::AtomicUsize::new(super::admit::MAX_ADMITTED_PEERS),
             admit_lock: Mutex::new(()),
             accepted_tls_failures: std::sync::atomic::AtomicU64::new(0),
+            sunk: Default::default(),
         });
         r.handle.spawn(session::persist_acks(Arc::downgrade(&r)));
         *slot = Some(r);

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::local::codec::Stamp;
 use crate::local::db::Database;
-use crate::local::keys::{acked_key, not_wanted_key, quota_key, refusal_key, refusals_prefix};
+use crate::local::keys::{
+    acked_key, cursor_key, not_wanted_key, quota_key, refusal_key, refusals_prefix,
+};
 use crate::net::wire::RefusalKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -49,6 +51,12 @@ impl PeerCursor {
 
     pub(crate) fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Stores the cursor alone (the receiver stores it with what it
+    /// applies; this is for a cursor voided before anything was).
+    pub(crate) fn store(&self, db: &Database, peer: &str) -> Result<()> {
+        db.meta_put(&cursor_key(peer), &self.encode())
     }
 }
 

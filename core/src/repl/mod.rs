@@ -27,6 +27,7 @@ mod sender;
 mod session;
 mod stall;
 mod status;
+mod sunk;
 mod sync_part;
 
 pub use config::{
@@ -36,3 +37,4 @@ pub use config::{
 pub use meter::set_budget_clock_offset_ms;
 pub use rule::PeerRule;
 pub use status::{PeerStatus, RefusalStatus, TableStatus, TrafficStatus};
+pub use sunk::{EdgePosition, HintsFuture, ResumeHints, SinkGate};

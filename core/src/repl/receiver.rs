@@ -13,6 +13,7 @@ use super::deltas::{resolve, Resolved, PAUSE_AFTER_MISS};
 use super::link::{blocking, link_closed, Reader};
 use super::peer::PeerState;
 use super::stall::Activity;
+use super::sunk::LinkGate;
 use crate::error::{Error, Result};
 use crate::local::catalog::TableOptions;
 use crate::local::codec::Stamp;
@@ -47,6 +48,9 @@ pub(super) struct Receiver {
     missed: bool,
     /// Tells the link's stall watchdog when a frame is being handled.
     activity: Arc<Activity>,
+    /// Set when a sink sends some of the tables this link receives: then
+    /// acknowledgements wait for it (see `repl::sunk`).
+    gate: Option<LinkGate>,
 }
 
 /// The reason slot and the signal of [`Receiver::new`].
@@ -87,7 +91,14 @@ impl Receiver {
             missed: false,
             activity,
             peer,
+            gate: None,
         }
+    }
+
+    /// Acknowledgements go through `gate` (see `repl::sunk`).
+    pub(super) fn gated(mut self, gate: Option<LinkGate>) -> Receiver {
+        self.gate = gate;
+        self
     }
 
     /// The origin rules: the peer may send writes of its own origin (the
@@ -257,6 +268,19 @@ impl Receiver {
                     self.peer.set_acked(upto_seq);
                 }
                 Message::Heartbeat { .. } => {}
+                Message::AckHeld {
+                    applied_seq,
+                    reason,
+                } => {
+                    // Not a stall: the peer applies, and its sink is behind.
+                    self.activity.ack_held();
+                    let sent = self.peer.counters.lock().sent_seq;
+                    self.peer.note_error(format!(
+                        "`{}` applied through {} but holds its acknowledgement: {reason}",
+                        self.name,
+                        applied_seq.min(sent)
+                    ));
+                }
                 Message::Goodbye { reason } => {
                     return Err(Error::Peer(format!(
                         "`{}` closed the link: {reason}",
@@ -411,6 +435,10 @@ impl Receiver {
             c.log_frames_in += 1;
         }
         self.send_refusals().await?;
+        if let Some(gate) = &mut self.gate {
+            gate.applied_upto(upto, &self.cursor);
+            return Ok(());
+        }
         self.tx
             .send(Message::Ack { upto_seq: upto })
             .await
@@ -470,6 +498,16 @@ impl Receiver {
             db.apply_remote_owned(txns, Some((&name, &cursor)))
         })
         .await?;
+        if let Some(gate) = &mut self.gate {
+            // Read after the apply: the head covers its entries.
+            let head = *self.db.shared.committed.borrow();
+            gate.applied(
+                about
+                    .iter()
+                    .flat_map(|(_, _, tables)| tables.iter().map(String::as_str)),
+                head,
+            );
+        }
         let mut refusals = Vec::new();
         let (mut refused_writes, mut duplicates) = (0, 0);
         // One outcome per transaction, in order.

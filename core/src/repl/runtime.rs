@@ -53,6 +53,8 @@ pub(crate) struct Replicator {
     /// proven for them, so they count for the node
     /// (`Database::accepted_tls_failures`).
     pub(crate) accepted_tls_failures: std::sync::atomic::AtomicU64,
+    /// The sinks' acknowledgement gates and resume hints (see `sunk`).
+    pub(crate) sunk: Arc<super::sunk::Sunk>,
 }
 
 impl Replicator {

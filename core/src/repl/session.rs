@@ -363,7 +363,23 @@ async fn accept_one(r: Arc<Replicator>, tcp: TcpStream) -> Result<()> {
             .await;
         return Err(e);
     }
-    let cursor = load_cursor(&db, &hello.node_name).await?;
+    let mut cursor = load_cursor(&db, &hello.node_name).await?;
+    // Void before the hello, not only in `run`: this hello's resume points
+    // would otherwise ask a reset peer for its new log from the old one's
+    // positions.
+    if cursor.peer_node_id != hello.node_id {
+        cursor = void_cursor(&hello.node_name, hello.node_id, cursor);
+    }
+    // Where another hub already put the peer's writes into a shared sink
+    // destination, this hub's hello asks only for what follows.
+    let cursor = super::sunk::seed_cursor(
+        &r.sunk,
+        &hello.node_name,
+        hello.node_id,
+        &subscribed_tables(&peer),
+        cursor,
+    )
+    .await;
     let ours = our_hello(&r, &db, &peer, &cursor);
     let relays_accepted = ours.relays_accepted;
     writer.write_message(&Message::Hello(ours)).await?;
@@ -406,6 +422,31 @@ async fn refuse(writer: &mut Writer, reason: String) -> Error {
         })
         .await;
     Error::Peer(reason)
+}
+
+/// The cursor for a peer that now has node id `node_id`: a new log, so
+/// the old positions say nothing about it.
+fn void_cursor(name: &str, node_id: u64, old: PeerCursor) -> PeerCursor {
+    if old.peer_node_id != 0 {
+        log::info!(
+            target: "tidelog::repl",
+            "peer `{name}` now has node id {node_id:#x} (was {:#x}): its log restarted, so its tables are synced afresh",
+            old.peer_node_id
+        );
+    }
+    PeerCursor {
+        peer_node_id: node_id,
+        tables: Default::default(),
+    }
+}
+
+fn subscribed_tables(peer: &PeerState) -> Vec<String> {
+    peer.config()
+        .tables
+        .iter()
+        .filter(|t| t.subscribe)
+        .map(|t| t.table.clone())
+        .collect()
 }
 
 async fn load_cursor(db: &Database, peer: &str) -> Result<PeerCursor> {
@@ -494,21 +535,28 @@ async fn run(
     writer.set_max_frame_bytes((hello.max_frame_bytes as usize).min(r.opts.max_frame_bytes));
     negotiate(peer, &hello, &mut reader, &mut writer)?;
     if cursor.peer_node_id != hello.node_id {
-        if cursor.peer_node_id != 0 {
-            log::info!(
-                target: "tidelog::repl",
-                "peer `{name}` now has node id {:#x} (was {:#x}): its log restarted, so its tables are synced afresh",
-                hello.node_id, cursor.peer_node_id
-            );
+        // Only a dialed link gets here with positions (an accepted one
+        // voided them before its hello). Our hello asked the peer to go on
+        // from positions in another node's log (another hub of one logical
+        // peer, or a reset peer): it may now stream from a place in its own
+        // log that means something else, which this side would refuse as
+        // not synced. Store the void cursor and redial: the next hello
+        // asks for a sync instead.
+        let stale = cursor.peer_node_id != 0 && cursor.tables.values().any(|c| c.synced);
+        cursor = void_cursor(&name, hello.node_id, cursor);
+        if stale {
+            let (db2, name2, c) = (db.clone(), name.clone(), cursor.clone());
+            blocking(move || c.store(&db2, &name2)).await?;
+            return Err(Error::Peer(format!(
+                "`{name}` answered with node id {:#x}, not the one this node's resume points for it count in; redialing to sync its tables afresh",
+                hello.node_id
+            )));
         }
-        cursor = PeerCursor {
-            peer_node_id: hello.node_id,
-            tables: Default::default(),
-        };
     }
     peer.set_connected(hello.node_id);
     peer.meter.new_link();
     let (tx, rx) = mpsc::channel::<Message>(64);
+    let ack_tx = tx.clone();
     // Two deep: an initial sync reads ahead no further than that.
     let (bulk_tx, bulk_rx) = mpsc::channel::<BulkMessage>(2);
     let activity = Arc::new(Activity::default());
@@ -526,6 +574,10 @@ async fn run(
     let violation = Arc::new(Mutex::new(None::<String>));
     let (violated_tx, violated) = oneshot::channel::<()>();
     let quota_db = db.clone();
+    let subscribed = subscribed_tables(peer);
+    let head = *db.shared.committed.borrow();
+    let gate = r.sunk.link(&name, hello.node_id, &subscribed, head);
+    let acks = gate.as_ref().map(|g| g.acks());
     let receiver = Receiver::new(
         db,
         peer.clone(),
@@ -534,7 +586,15 @@ async fn run(
         relays_accepted,
         (violation.clone(), violated_tx),
         activity.clone(),
-    );
+    )
+    .gated(gate);
+    // A gated link's acknowledgements go out as its sinks commit them.
+    let held_acks = async {
+        match acks {
+            Some(q) => q.run(ack_tx, r.opts.heartbeat_interval).await,
+            None => std::future::pending().await,
+        }
+    };
     let idle = r.opts.idle_timeout;
     let heartbeat = r.opts.heartbeat_interval;
     let mut closing = r.closing.subscribe();
@@ -566,6 +626,7 @@ async fn run(
     let ended = tokio::select! {
         res = goodbye_first(sender.run(hello.wants)) => res.map(|()| Ended::Done),
         res = goodbye_first(receiver.run(&mut reader, idle)) => res.map(|()| Ended::Done),
+        res = goodbye_first(held_acks) => res.map(|()| Ended::Done),
         res = write_loop(writer, rx, bulk_rx, heartbeat, goodbye, peer, &activity) => res,
         reason = watchdog => Err(stalled_error(&reason)),
     };

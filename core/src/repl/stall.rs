@@ -22,7 +22,9 @@
 //! Not stalls: a table the link's budget holds (quota or window: nothing is
 //! sent, so nothing waits for an acknowledgement), a rate-capped link whose
 //! acknowledgements move, an initial sync whose chunks are written, an idle
-//! link.
+//! link, a peer that says each heartbeat it applied but holds the
+//! acknowledgement for its sink (`AckHeld`, see `repl::sunk`; the reason
+//! is the peer's `last_error`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,6 +62,9 @@ pub(crate) struct Activity {
     frames_sent: AtomicU64,
     last_data_frame: AtomicU64,
     acks: AtomicU64,
+    /// `AckHeld` frames received: the peer applies, but a sink of its
+    /// holds the acknowledgement (see `repl::sunk`); progress, not a stall.
+    held: AtomicU64,
 }
 
 impl Activity {
@@ -82,6 +87,10 @@ impl Activity {
 
     pub(crate) fn acked(&self) {
         self.acks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ack_held(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn wrote_bulk(&self) {
@@ -127,7 +136,7 @@ pub(crate) async fn watch(
     // Once a heartbeat: a stall shows within three to four of them, at
     // one wakeup per link per heartbeat, like the heartbeat itself.
     let tick = heartbeat.max(Duration::from_millis(10));
-    let (mut last_acks, mut last_bulk) = (0, 0);
+    let (mut last_acks, mut last_bulk, mut last_held) = (0, 0, 0);
     let mut progress_at = Instant::now();
     let name = peer.name();
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
@@ -145,8 +154,9 @@ pub(crate) async fn watch(
             .load(Ordering::Relaxed)
             .saturating_sub(acks);
         let bulk = activity.bulk_written.load(Ordering::Relaxed);
-        if acks != last_acks || waiting == 0 || bulk != last_bulk {
-            (last_acks, last_bulk) = (acks, bulk);
+        let held = activity.held.load(Ordering::Relaxed);
+        if acks != last_acks || waiting == 0 || bulk != last_bulk || held != last_held {
+            (last_acks, last_bulk, last_held) = (acks, bulk, held);
             progress_at = now;
         }
         let writing = *activity.writing.lock();

@@ -397,6 +397,8 @@ impl Edge {
             Message::Goodbye { reason } => return Err(format!("hub said goodbye: {reason}")),
             Message::Hello(_) => return Err("a second hello".into()),
             Message::DeltaMiss { .. } => return Err("a delta miss, but we send no deltas".into()),
+            // The hub's sink holds the acknowledgement: it comes later.
+            Message::AckHeld { .. } => None,
         })
     }
 

@@ -211,6 +211,9 @@ fn start(cfg: &Config, db: &Database) -> Result<Option<SocketAddr>, CliError> {
     let replication = cfg.replication_options().map_err(CliError::Config)?;
     db.start_replication(replication)
         .map_err(|e| CliError::Config(format!("cannot start replication: {e}")))?;
+    // Before any peer can link: no acknowledgement of a sunk table goes
+    // out before its sink committed it.
+    super::sinks::gate(&cfg.sinks, db)?;
     for p in &cfg.peers {
         db.add_peer(p.clone())
             .map_err(|e| CliError::Config(format!("peer `{}`: {e}", p.name)))?;

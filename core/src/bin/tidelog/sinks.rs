@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use tidelog::cloud::driver::{self, DriverConfig, SinkHandle, SinkStatus};
 use tidelog::cloud::jetstream::{JetStreamSink, JetStreamSinkConfig};
+use tidelog::cloud::pg_progress::PostgresResumeHints;
 use tidelog::cloud::postgres::PostgresSink;
 use tidelog::cloud::sink::{Sink, SinkBatch, SinkError};
 use tidelog::Database;
@@ -58,6 +59,23 @@ pub fn check(sinks: &[SinkConfig]) -> Result<(), String> {
                 c.validate()
                     .map_err(|e| format!("[[sinks]] kind = \"jetstream\": {e}"))?
             }
+        }
+    }
+    Ok(())
+}
+
+/// Registers each sink's acknowledgement gate with replication (edges'
+/// transactions of its tables are acknowledged once the sink committed
+/// them), and each PostgreSQL sink's edge positions as resume hints (an
+/// edge moved from another hub resumes where PostgreSQL has it).
+pub fn gate(configs: &[SinkConfig], db: &Database) -> Result<(), CliError> {
+    for c in configs {
+        db.sink_gate(&c.label(), c.tables())
+            .map_err(|e| CliError::Runtime(format!("sink `{}`: {e}", c.label())))?;
+        if let SinkConfig::Postgres(pc) = c {
+            let hints = PostgresResumeHints::new(pc.url.clone(), c.tables());
+            db.add_resume_hints(std::sync::Arc::new(hints))
+                .map_err(|e| CliError::Runtime(format!("sink `{}`: {e}", c.label())))?;
         }
     }
     Ok(())
@@ -155,6 +173,7 @@ impl Sinks {
                         DriverConfig::new(pc.tables.iter().map(|t| t.name.clone()).collect());
                     dc.max_batch_rows = pc.max_batch_rows;
                     dc.max_batch_bytes = pc.max_batch_bytes;
+                    dc.gate = db.sink_gate(&c.label(), c.tables()).ok();
                     let _enter = runtime.enter();
                     driver::spawn(db.clone(), sink, dc)
                 }
@@ -164,11 +183,9 @@ impl Sinks {
                         jc.hub = hub.clone();
                     }
                     let _enter = runtime.enter();
-                    driver::spawn(
-                        db.clone(),
-                        Connecting::JetStream(jc.clone(), None),
-                        DriverConfig::new(jc.tables.clone()),
-                    )
+                    let mut dc = DriverConfig::new(jc.tables.clone());
+                    dc.gate = db.sink_gate(&c.label(), c.tables()).ok();
+                    driver::spawn(db.clone(), Connecting::JetStream(jc.clone(), None), dc)
                 }
             };
             log::info!(
