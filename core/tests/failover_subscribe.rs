@@ -3,16 +3,14 @@
 //! it must end with the new hub's rows of that table and its later
 //! changes.
 //!
-//! Found by examples/fleet_postgres.sh: the edge dials and sends its hello
+//! Found by examples/fleet_postgres.sh: the edge dialed and sent its hello
 //! (with its resume point per subscribed table, a position in hub A's log)
-//! before it learns that the hub it reached has another node id; only
-//! then does it void its cursor (session.rs, `run`). Hub B takes the old
-//! position as one in its own log: if that position is within B's log it
-//! streams from there, skipping B's earlier entries, while the edge, whose
-//! cursor now says "not synced", refuses every streamed write of the table
-//! ("has not accepted table ... on this link yet"), for as long as the
-//! link lives. Ignored until the dial side is fixed; run it with
-//! `cargo test -p tidelog --test failover_subscribe -- --ignored`.
+//! before it learned that the hub it reached has another node id. Hub B
+//! took the old position as one in its own log and streamed from there,
+//! skipping its earlier entries, while the edge, whose cursor then said
+//! "not synced", refused every streamed write of the table. The edge now
+//! stores the voided cursor and redials (session.rs, `run`), so its next
+//! hello asks for a sync; this test fails without that.
 
 mod repl_common;
 
@@ -66,7 +64,6 @@ fn max_of(db: &Database, sensor: &str) -> Option<i64> {
 }
 
 #[test]
-#[ignore = "known bug: a moved edge's hello carries the old hub's resume points (see the module docs)"]
 fn a_moved_edge_gets_the_new_hubs_rows_of_a_subscribed_table() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

@@ -156,7 +156,7 @@ fn enforce_bounds(db: &Database) -> Result<()> {
         live.push(crate::local::table_stats::record_bytes(&rk, len));
         batch.delete(Space::Rows, rk);
     }
-    let staged = crate::local::table_stats::stage_removed(db, &store, &mut batch, &def, &live)?;
+    let staged = crate::local::table_budget::stage_removed(db, &store, &mut batch, &def, &live)?;
     db.shared.commit(&store, batch, false, None)?;
     staged.apply(db);
     db.shared

@@ -228,7 +228,7 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
         }
     }
     if !batch.is_empty() {
-        let staged = crate::local::table_stats::stage_removed(db, &store, &mut batch, def, &gone)?;
+        let staged = crate::local::table_budget::stage_removed(db, &store, &mut batch, def, &gone)?;
         db.shared.commit(&store, batch, false, None)?;
         staged.apply(db);
         db.shared.dirty.store(true, Ordering::Release);

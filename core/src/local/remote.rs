@@ -160,7 +160,8 @@ impl Database {
         let repeated = ctx.repeated;
         let stateful = std::mem::take(&mut ctx.stateful);
         let mut batch = ctx.batch;
-        let staged = crate::local::table_stats::stage(self, &store, &mut batch, &ctx.stats, false)?;
+        let staged =
+            crate::local::table_budget::stage(self, &store, &mut batch, &ctx.stats, false)?;
         if let Some((name, value)) = cursor {
             batch.put(Space::Meta, cursor_key(name), value.to_vec());
         }

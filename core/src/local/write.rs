@@ -11,9 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::local::catalog::TableDef;
-use crate::local::codec::{
-    decode_row_header, encode_row, put_index_value, put_key, Key, RowHeader, Stamp,
-};
+use crate::local::codec::{decode_row_header, encode_row, Key, RowHeader, Stamp};
 use crate::local::conflict::ConflictPolicy;
 use crate::local::db::{Database, Durability, WriteState};
 use crate::local::keys::{expiry_key, row_key, seq_key, tombstone_key};
@@ -670,6 +668,7 @@ pub(crate) fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) ->
 }
 
 pub(crate) use crate::local::codec::OldRow;
+pub(crate) use crate::local::index_entries::index_entries;
 
 /// Builds one atomic batch; with several writes it remembers what each one
 /// left behind, so later writes to the same record see it.
@@ -960,32 +959,6 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Every index key a record has: one per indexed scalar attribute, one per
-/// distinct scalar element of an indexed array.
-pub(crate) fn index_entries(
-    def: &TableDef,
-    key: &Key,
-    obj: &Map<String, Value>,
-) -> BTreeSet<Vec<u8>> {
-    let mut out = BTreeSet::new();
-    for (i, attr) in def.indexes.iter().enumerate() {
-        let Some(v) = obj.get(attr) else { continue };
-        let prefix = def.index_prefix(i as u16 + 1);
-        let mut add = |v: &Value| {
-            let mut k = prefix.to_vec();
-            if put_index_value(&mut k, v) {
-                put_key(&mut k, key);
-                out.insert(k);
-            }
-        };
-        match v {
-            Value::Array(items) => items.iter().for_each(&mut add),
-            other => add(other),
-        }
-    }
-    out
-}
-
 /// Appends the log entry and the tables' statistics, commits, advances the
 /// sequence and queues events.
 #[allow(clippy::too_many_arguments)]
@@ -999,7 +972,7 @@ fn finish(
     entry: LogEntry,
     local: bool,
 ) -> Result<u64> {
-    let staged = crate::local::table_stats::stage(db, store, &mut batch, stats, local)?;
+    let staged = crate::local::table_budget::stage(db, store, &mut batch, stats, local)?;
     let encoded = entry.encode();
     let bytes = crate::local::log::entry_size(encoded.len());
     batch.put(Space::Log, seq_key(entry.seq).to_vec(), encoded);
