@@ -64,8 +64,8 @@ impl std::str::FromStr for Profile {
 /// benchmark's footprint phase (1,000,000 single-record writes, 16 MiB
 /// budget): records and index 176 -> 64 bytes/record, everything with log
 /// and journal 427 -> 200, bytes written towards the device 929 -> 658 per
-/// record; point gets on the grown store lost about 40 % (each cache miss
-/// now decompresses its block). Settings are fixed when a keyspace is
+/// record. The price is on reads that miss the small cache, which now
+/// decompress their block. Settings are fixed when a keyspace is
 /// created: directories made before keep theirs and stay readable.
 pub(crate) fn keyspace_options(space: Space, memtable: u64) -> fjall::KeyspaceCreateOptions {
     use fjall::config::CompressionPolicy;
