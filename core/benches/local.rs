@@ -5,7 +5,10 @@
 //! unit tidelog commits, (b) SQLite through rusqlite, and (c) tidelog on each
 //! engine: single-record upserts, 1000-record transactions, point gets and
 //! index finds. Then, each in a child process of its own, it loads 1,000,000
-//! records per contender and reports disk bytes per record and peak memory.
+//! records per contender and reports disk bytes per record (records and
+//! index alone, and everything), bytes written towards the device, peak
+//! memory, and point gets and index finds on the grown store, with the
+//! issue-21 targets against SQLite.
 //! It reports; it never asserts a timing.
 //!
 //! Environment:
@@ -13,6 +16,8 @@
 //! - `TIDELOG_BENCH_BIG_N` records of the footprint phase (default 1000000)
 //! - `TIDELOG_BENCH_SKIP_1M=1` skips the footprint phase
 //! - `TIDELOG_BENCH_ONLY=tidelog-fjall,raw-fjall` runs only these contenders
+//! - `TIDELOG_BENCH_BUDGET_MIB` memory budget of every contender (default:
+//!   tidelog's default budget)
 
 #[path = "local/contenders.rs"]
 mod contenders;
@@ -30,7 +35,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use contenders::{Kind, Res};
-use workload::{dir_bytes, proc_status_kib, utc_now, SplitMix, Workload};
+use workload::{dir_bytes, proc_io, proc_status_kib, utc_now, SplitMix, Workload};
 
 /// Records per transaction in the transaction phase.
 const TX: u64 = 1000;
@@ -160,9 +165,10 @@ fn run_all(cfg: &Config) -> Res<()> {
         workload::INDEXED
     );
     println!(
-        "durability: tidelog Grouped{{{:?}}} (default engine settings, 64 MiB budget); raw floors: \
+        "durability: tidelog Grouped{{{:?}}} (default engine settings, {} MiB budget); raw floors: \
          each commit written to the OS, fsync every {:?} when dirty; SQLite: WAL, synchronous=NORMAL",
         contenders::GROUP_INTERVAL,
+        contenders::budget() >> 20,
         contenders::GROUP_INTERVAL
     );
     println!();
@@ -345,25 +351,57 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Disk and memory after `big_n` single-record writes, one child process per
-/// contender so each peak RSS is its own.
+/// What one footprint child measured.
+struct Footprint {
+    kind: Kind,
+    n: f64,
+    write_secs: f64,
+    disk: f64,
+    table: f64,
+    hwm_kib: f64,
+    device: f64,
+    wchar: f64,
+    gets_per_sec: f64,
+    finds_per_sec: f64,
+}
+
+impl Footprint {
+    fn per_record(&self, bytes: f64) -> f64 {
+        bytes / self.n
+    }
+    fn writes_per_sec(&self) -> f64 {
+        self.n / self.write_secs
+    }
+}
+
+/// Disk, device writes, memory and reads after `big_n` single-record
+/// writes, one child process per contender so each peak RSS and each I/O
+/// counter is its own.
 fn footprint(cfg: &Config) -> Res<()> {
     println!(
-        "\nfootprint after {} single-record writes (each contender in its own process; \
-         disk = data directory after close; peak RSS = VmHWM of that process)",
-        cfg.big_n
+        "\nfootprint after {} single-record writes with one index, memory budget {} MiB for \
+         every contender (SQLite: cache_size), each contender in its own process.\n\
+         rows+idx = records and index alone (tidelog: their table files after a checkpoint); \
+         all = data directory after close (tidelog: with log and journal); device = write_bytes \
+         of /proc/self/io at close (pages sent towards the device); to OS = wchar; \
+         gets and finds on the grown store, random keys",
+        cfg.big_n,
+        contenders::budget() >> 20
     );
     println!(
-        "{:<16} {:>12} {:>10} {:>13} {:>14} {:>15} {:>14}",
+        "{:<14} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9} {:>10} {:>12}",
         "contender",
         "writes/s",
-        "disk MiB",
-        "bytes/record",
-        "peak RSS MiB",
-        "RSS open MiB",
-        "baseline MiB"
+        "B/rec r+i",
+        "B/rec all",
+        "dev B/rec",
+        "OS B/rec",
+        "peak MiB",
+        "gets/s",
+        "find rec/s"
     );
     let exe = std::env::current_exe()?;
+    let mut all = Vec::new();
     for kind in BIG.into_iter().filter(|k| cfg.only.contains(k)) {
         eprintln!("footprint: {} x {} ...", kind.name(), cfg.big_n);
         let out = Command::new(&exe)
@@ -375,44 +413,121 @@ fn footprint(cfg: &Config) -> Res<()> {
             .lines()
             .find_map(|l| l.strip_prefix("TIDELOG-CHILD "))
         else {
-            println!("{:<16} failed ({})", kind.name(), out.status);
+            println!("{:<14} failed ({})", kind.name(), out.status);
             continue;
         };
         let f: Vec<f64> = line
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
-        let [secs, disk, hwm, rss_open, base] = f[..] else {
+        let [write_secs, disk, table, hwm_kib, device, wchar, gets_per_sec, finds_per_sec] = f[..]
+        else {
             return Err(format!("bad child output: {line}").into());
         };
-        let mib = |kib: f64| kib / 1024.0;
+        let m = Footprint {
+            kind,
+            n: cfg.big_n as f64,
+            write_secs,
+            disk,
+            table,
+            hwm_kib,
+            device,
+            wchar,
+            gets_per_sec,
+            finds_per_sec,
+        };
         println!(
-            "{:<16} {:>12} {:>10.1} {:>13.0} {:>14.1} {:>15.1} {:>14.1}",
+            "{:<14} {:>10} {:>10.0} {:>9.0} {:>10.0} {:>10.0} {:>9.1} {:>10} {:>12}",
             kind.name(),
-            thousands(cfg.big_n as f64 / secs),
-            disk / 1048576.0,
-            disk / cfg.big_n as f64,
-            mib(hwm),
-            mib(rss_open),
-            mib(base),
+            thousands(m.writes_per_sec()),
+            m.per_record(m.table),
+            m.per_record(m.disk),
+            m.per_record(m.device),
+            m.per_record(m.wchar),
+            m.hwm_kib / 1024.0,
+            thousands(m.gets_per_sec),
+            thousands(m.finds_per_sec),
         );
+        all.push(m);
     }
+    footprint_targets(&all);
     Ok(())
 }
 
+/// The issue's targets for tidelog-fjall against SQLite in this run.
+fn footprint_targets(all: &[Footprint]) {
+    let by = |k: Kind| all.iter().find(|m| m.kind == k);
+    let (Some(t), Some(s)) = (by(Kind::TidelogFjall), by(Kind::Sqlite)) else {
+        println!("TARGET footprint: needs tidelog-fjall and sqlite in the same run");
+        return;
+    };
+    let at_least = |what: &str, r: f64, goal: f64| {
+        let verdict = if r >= goal { "PASS" } else { "MISS" };
+        println!("TARGET {what}: {r:.2}x SQLite (target >= {goal:.2}x) -> {verdict}");
+    };
+    let at_most = |what: &str, r: f64, goal: f64| {
+        let verdict = if r <= goal { "PASS" } else { "MISS" };
+        println!("TARGET {what}: {r:.2}x SQLite (target <= {goal:.2}x) -> {verdict}");
+    };
+    at_least("point gets/s", t.gets_per_sec / s.gets_per_sec, 1.5);
+    at_least(
+        "index find records/s",
+        t.finds_per_sec / s.finds_per_sec,
+        1.0,
+    );
+    at_most("disk bytes/record, rows+index", t.table / s.disk, 1.2);
+    at_most("disk bytes/record, all (with log)", t.disk / s.disk, 2.0);
+    at_most("device bytes written/record", t.device / s.device, 1.0);
+    at_least(
+        "single-record writes/s",
+        t.writes_per_sec() / s.writes_per_sec(),
+        2.0,
+    );
+    let rss = t.hwm_kib / 1024.0;
+    let verdict = if rss < 30.0 { "PASS" } else { "MISS" };
+    println!(
+        "TARGET peak RSS: {rss:.1} MiB (SQLite {:.1} MiB; target < 30 MiB at the default) -> {verdict}",
+        s.hwm_kib / 1024.0
+    );
+}
+
 fn footprint_child(kind: Kind, n: u64) -> Res<()> {
-    let base = proc_status_kib("VmHWM");
     let dir = tempfile::tempdir()?;
-    let mut c = kind.open(dir.path(), Workload::new(n))?;
+    let wl = Workload::new(n);
+    let mut c = kind.open(dir.path(), wl)?;
     let t = Instant::now();
     for i in 0..n {
         c.write_one(i)?;
     }
-    let secs = t.elapsed().as_secs_f64();
-    let rss_open = proc_status_kib("VmRSS");
+    let write_secs = t.elapsed().as_secs_f64();
+    let gets = n.min(200_000);
+    let mut rng = SplitMix(7);
+    for _ in 0..gets / 10 {
+        black_box(c.get(rng.below(n))?);
+    }
+    let mut rng = SplitMix(42);
+    let t = Instant::now();
+    for _ in 0..gets {
+        black_box(c.get(black_box(rng.below(n)))?);
+    }
+    let gets_per_sec = gets as f64 / t.elapsed().as_secs_f64();
+    let finds = (n / 50).clamp(1_000, 20_000);
+    let mut rng = SplitMix(99);
+    let mut found = 0;
+    let t = Instant::now();
+    for _ in 0..finds {
+        found += c.find(black_box(rng.below(wl.groups)))?;
+    }
+    let finds_per_sec = found as f64 / t.elapsed().as_secs_f64();
+    let table = c.table_bytes()?;
     c.close()?;
-    let hwm = proc_status_kib("VmHWM");
     let disk = dir_bytes(dir.path());
-    println!("TIDELOG-CHILD {secs} {disk} {hwm} {rss_open} {base}");
+    println!(
+        "TIDELOG-CHILD {write_secs} {disk} {} {} {} {} {gets_per_sec} {finds_per_sec}",
+        table.unwrap_or(disk),
+        proc_status_kib("VmHWM"),
+        proc_io("write_bytes"),
+        proc_io("wchar"),
+    );
     Ok(())
 }

@@ -35,11 +35,13 @@ pub use local::db::{Database, Durability, OpenOptions, Retention};
 pub use local::fanout::route_filtered_changes;
 pub use local::listener::{Change, ChangeEvent, ListenerId};
 pub use local::log::{LogEntry, LogWrite, WriteOp};
+pub use local::profile::Profile;
 pub use local::read::{LogBounds, ScanOptions};
 pub use local::record::Record;
 pub use local::remote::{RemoteOutcome, RemoteTxn};
 pub use local::storage::EngineKind;
 pub use local::table_stats::TableStats;
+pub use local::usage::DiskUsage;
 pub use local::write::{CommitInfo, Transaction};
 pub use net::tls::{PemSource, TlsIdentity};
 /// Test only: moves the clock a link's quota periods and windows see.

@@ -23,8 +23,8 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::{
-    Durability, EngineKind, OpenOptions, PeerConfig, PemSource, ReplicationOptions, Retention,
-    Security, TlsIdentity,
+    Durability, EngineKind, OpenOptions, PeerConfig, PemSource, Profile, ReplicationOptions,
+    Retention, Security, TlsIdentity,
 };
 
 /// Decodes `T` from any serde format, naming the failing option by its
@@ -511,6 +511,9 @@ pub struct OpenSettings {
     pub durability: Option<DurabilitySetting>,
     #[serde(alias = "flush_interval_ms")]
     pub flush_interval: Option<DurationOpt>,
+    /// `"edge"` (default, 16 MiB) or `"hub"` (64 MiB): the memory budget
+    /// unless `memory_budget` is given too.
+    pub profile: Option<String>,
     pub memory_budget: Option<SizeOpt>,
     pub max_record_bytes: Option<SizeOpt>,
     #[serde(alias = "max_clock_skew_ms")]
@@ -652,6 +655,9 @@ impl OpenSettings {
                 .unwrap_or(Duration::from_millis(50)),
             },
         };
+        if let Some(p) = self.profile {
+            o = o.profile(p.parse::<Profile>()?);
+        }
         let budget = one_of(
             "memory_budget",
             self.memory_budget,
@@ -903,6 +909,25 @@ mod tests {
         }
         let o = open(json!({"node_name": "n", "memory_budget": "8MiB"})).unwrap();
         assert_eq!(o.memory_budget, 8 * MIB);
+    }
+
+    #[test]
+    fn a_profile_sets_the_budget_and_an_explicit_budget_wins() {
+        let edge = open(json!({"node_name": "n"})).unwrap();
+        assert_eq!(edge.memory_budget, 16 * MIB, "edge is the default");
+        let hub = open(json!({"node_name": "n", "profile": "hub"})).unwrap();
+        assert_eq!(hub.memory_budget, 64 * MIB);
+        let both = open(json!({"node_name": "n", "profile": "hub", "memory_budget": "8MiB"}));
+        assert_eq!(both.unwrap().memory_budget, 8 * MIB);
+        for bad in [json!("server"), json!(""), json!(1)] {
+            let m = message(open(json!({"node_name": "n", "profile": bad})));
+            assert!(m.contains("profile"), "names the option: {m}");
+        }
+        let m = message(open(json!({"node_name": "n", "profile": "Edge"})));
+        assert!(
+            m.contains("\"edge\"") && m.contains("\"hub\""),
+            "says what it accepts: {m}"
+        );
     }
 
     #[test]

@@ -24,8 +24,23 @@ pub trait Contender {
     fn get(&mut self, i: u64) -> Res<usize>;
     /// Reads every record whose indexed attribute is sensor `s`; returns how many.
     fn find(&mut self, s: u64) -> Res<usize>;
+    /// Bytes of records and indexes alone (without a log or journal), after
+    /// writing out what is buffered; `None` where the store has no log of
+    /// its own (SQLite: its files are records and indexes).
+    fn table_bytes(&mut self) -> Res<Option<u64>> {
+        Ok(None)
+    }
     /// Flushes and closes, so the directory holds everything.
     fn close(self: Box<Self>) -> Res<()>;
+}
+
+/// The memory budget every contender gets: `TIDELOG_BENCH_BUDGET_MIB`, or
+/// tidelog's default (its `edge` profile); SQLite's page cache gets the same.
+pub fn budget() -> u64 {
+    std::env::var("TIDELOG_BENCH_BUDGET_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or_else(|| tidelog::OpenOptions::new("b").memory_budget, |m| m << 20)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

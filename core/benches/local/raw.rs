@@ -10,14 +10,11 @@ use std::path::Path;
 
 use fjall::{Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::contenders::{Clock, Contender, Flusher, Res};
+use crate::contenders::{budget, Clock, Contender, Flusher, Res};
 use crate::workload::{
     id_from_index_key, index_key, index_prefix, log_push, log_start, row_key, row_value,
     sensor_name, Workload,
 };
-
-/// tidelog's default `OpenOptions::memory_budget`.
-const BUDGET: u64 = 64 << 20;
 
 pub struct RawFjall {
     // Field order: the flusher stops before the database drops.
@@ -42,7 +39,7 @@ impl RawFjall {
         // The same split as tidelog's `FjallSizes::for_budget`: a quarter
         // (less the metadata memtable) for the cache, the write buffers
         // mostly for records and log.
-        let sixteenth = BUDGET / 16;
+        let sixteenth = budget() / 16;
         let db = fjall::Database::builder(dir)
             .cache_size(4 * sixteenth - (1 << 20))
             .max_journaling_size(64 << 20)
@@ -161,7 +158,7 @@ impl RawSled {
     pub fn open(dir: &Path, wl: Workload) -> Res<RawSled> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(BUDGET)
+            .cache_capacity(budget())
             .flush_every_ms(None)
             .open()?;
         let flush_db = db.clone();

@@ -2,7 +2,7 @@
 //! WAL, synchronous=NORMAL (commits reach the OS, fsync at checkpoints),
 //! an integer primary key, the indexed attribute as a column with an index,
 //! the record as JSON text, prepared (cached) statements, and the same
-//! 64 MiB memory budget tidelog gets by default for its page cache.
+//! memory budget as tidelog ([`budget`]) for its page cache.
 
 use std::hint::black_box;
 use std::ops::Range;
@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::contenders::{Contender, Res};
+use crate::contenders::{budget, Contender, Res};
 use crate::workload::{sensor_name, Workload};
 
 const INSERT: &str = "INSERT INTO readings (id, sensor, body) VALUES (?1, ?2, ?3)";
@@ -31,12 +31,13 @@ impl Sqlite {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(format!("SQLite refused WAL mode: {mode}").into());
         }
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA synchronous = NORMAL;
-             PRAGMA cache_size = -65536;
+             PRAGMA cache_size = -{};
              CREATE TABLE readings (id INTEGER PRIMARY KEY, sensor TEXT NOT NULL, body TEXT NOT NULL);
              CREATE INDEX readings_sensor ON readings (sensor);",
-        )?;
+            budget() >> 10
+        ))?;
         Ok(Sqlite {
             conn,
             wl,

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::Value;
 use tidelog::{Database, Durability, EngineKind, OpenOptions, TableOptions};
 
-use crate::contenders::{Contender, Res, GROUP_INTERVAL};
+use crate::contenders::{budget, Contender, Res, GROUP_INTERVAL};
 use crate::workload::{sensor_name, Workload, INDEXED, TABLE};
 
 pub struct Tidelog {
@@ -19,6 +19,7 @@ impl Tidelog {
     pub fn open(dir: &Path, wl: Workload, engine: EngineKind) -> Res<Tidelog> {
         let opts = OpenOptions::new("bench-node")
             .engine(engine)
+            .memory_budget(budget())
             .durability(Durability::Grouped {
                 interval: GROUP_INTERVAL,
             });
@@ -56,6 +57,12 @@ impl Contender for Tidelog {
             .find_eq(TABLE, INDEXED, &Value::String(sensor_name(s)))?;
         black_box(&found);
         Ok(found.len())
+    }
+
+    fn table_bytes(&mut self) -> Res<Option<u64>> {
+        self.db.checkpoint()?;
+        let u = self.db.disk_usage()?;
+        Ok(u.records.zip(u.indexes).map(|(r, i)| r + i))
     }
 
     fn close(self: Box<Self>) -> Res<()> {

@@ -18,6 +18,7 @@ use crate::local::hlc::Hlc;
 use crate::local::keys::{cursor_key, seq_from_key};
 use crate::local::listener::{ChangeEvent, ListenerId, Listeners};
 use crate::local::log::LogEntry;
+use crate::local::profile::Profile;
 use crate::local::storage::{
     free_bytes, Batch, EngineKind, EngineTuning, Space, Store, WriteFailure, RESUME_FREE_BYTES,
 };
@@ -50,7 +51,8 @@ pub struct OpenOptions {
     /// Storage engine; fixed when the directory is created.
     pub engine: EngineKind,
     pub durability: Durability,
-    /// Bytes the storage engine may use for caches and write buffers.
+    /// Bytes the storage engine may use for caches and write buffers
+    /// (default: the `edge` [`Profile`]'s, 16 MiB).
     pub memory_budget: u64,
     /// Largest record (JSON text bytes) a write may carry.
     pub max_record_bytes: usize,
@@ -117,7 +119,7 @@ impl OpenOptions {
             node_name: node_name.into(),
             engine: EngineKind::default(),
             durability: Durability::default(),
-            memory_budget: 64 << 20,
+            memory_budget: Profile::default().memory_budget(),
             max_record_bytes: 1 << 20,
             max_clock_skew: Duration::from_secs(60),
             expiry_interval: Duration::from_secs(1),
@@ -134,6 +136,11 @@ impl OpenOptions {
     }
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
+        self
+    }
+    /// Sets the memory budget of a [`Profile`] (`edge` or `hub`).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.memory_budget = profile.memory_budget();
         self
     }
     pub fn memory_budget(mut self, bytes: u64) -> Self {

@@ -218,7 +218,7 @@ impl Store {
                 for space in SPACES {
                     let memtable = sizes.memtable(space);
                     let ks = db.keyspace(space.name(), || {
-                        fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                        crate::local::profile::keyspace_options(space, memtable)
                     })?;
                     opened.push(ks);
                 }
@@ -410,6 +410,41 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Bytes of `space`'s table files (fjall); `None` where the engine
+    /// keeps every space in one tree (sled).
+    pub(crate) fn space_disk_bytes(&self, space: Space) -> Option<u64> {
+        match self {
+            Store::Fjall { spaces, .. } => Some(spaces[space as usize].disk_space()),
+            Store::Sled { .. } => None,
+        }
+    }
+
+    /// Bytes of the engine's journal (fjall): recent writes of every space
+    /// that are not yet in table files.
+    pub(crate) fn journal_bytes(&self) -> Result<Option<u64>> {
+        match self {
+            Store::Fjall { db, .. } => Ok(Some(db.journal_disk_space()?)),
+            Store::Sled { .. } => Ok(None),
+        }
+    }
+
+    /// Writes every space's write buffer out to table files and waits, so
+    /// that the table files hold everything committed.
+    pub(crate) fn write_out_buffers(&self) -> Result<()> {
+        match self {
+            Store::Fjall { spaces, .. } => {
+                for ks in spaces {
+                    ks.rotate_memtable_and_wait()?;
+                }
+                Ok(())
+            }
+            Store::Sled { db, .. } => {
+                db.flush()?;
+                Ok(())
+            }
+        }
     }
 
     /// Whether the engine reported, on a read, that it stopped taking

@@ -58,6 +58,7 @@ def open(
     engine: Literal["fjall", "sled"] = ...,
     durability: Literal["grouped", "sync"] = ...,
     flush_interval: Optional[DurationOption] = None,
+    profile: Literal["edge", "hub"] = ...,
     memory_budget: Optional[SizeOption] = None,
     max_record_bytes: Optional[SizeOption] = None,
     max_clock_skew: Optional[DurationOption] = None,
