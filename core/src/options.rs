@@ -511,7 +511,7 @@ pub struct OpenSettings {
     pub durability: Option<DurabilitySetting>,
     #[serde(alias = "flush_interval_ms")]
     pub flush_interval: Option<DurationOpt>,
-    /// `"edge"` (default, 16 MiB) or `"hub"` (64 MiB): the memory budget
+    /// `"edge"` (16 MiB) or `"hub"` (default, 64 MiB): the memory budget
     /// unless `memory_budget` is given too.
     pub profile: Option<String>,
     pub memory_budget: Option<SizeOpt>,
@@ -913,8 +913,10 @@ mod tests {
 
     #[test]
     fn a_profile_sets_the_budget_and_an_explicit_budget_wins() {
-        let edge = open(json!({"node_name": "n"})).unwrap();
-        assert_eq!(edge.memory_budget, 16 * MIB, "edge is the default");
+        let default = open(json!({"node_name": "n"})).unwrap();
+        assert_eq!(default.memory_budget, 64 * MIB, "hub is the default");
+        let edge = open(json!({"node_name": "n", "profile": "edge"})).unwrap();
+        assert_eq!(edge.memory_budget, 16 * MIB);
         let hub = open(json!({"node_name": "n", "profile": "hub"})).unwrap();
         assert_eq!(hub.memory_budget, 64 * MIB);
         let both = open(json!({"node_name": "n", "profile": "hub", "memory_budget": "8MiB"}));

@@ -52,7 +52,7 @@ pub struct OpenOptions {
     pub engine: EngineKind,
     pub durability: Durability,
     /// Bytes the storage engine may use for caches and write buffers
-    /// (default: the `edge` [`Profile`]'s, 16 MiB).
+    /// (default: the `hub` [`Profile`]'s, 64 MiB).
     pub memory_budget: u64,
     /// Largest record (JSON text bytes) a write may carry.
     pub max_record_bytes: usize,
