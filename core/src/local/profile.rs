@@ -8,12 +8,12 @@
 //! ended with every thread asleep and memory at 393-707 MiB; at 64 MiB
 //! that was never seen. `memory_budget` set beside a
 //! profile wins. The budget is spread over fjall's block cache and the
-//! keyspaces' write buffers (memtables) by [`FjallSizes::for_budget`]; the
-//! per-keyspace table settings (compression, filters, block sizes) are the
-//! same for both profiles, since they decide the disk format, not memory.
+//! keyspaces' write buffers (memtables) by `FjallSizes::for_budget`; the
+//! per-keyspace table settings (compression, filters, block sizes; in
+//! `storage::keyspace_options`) are the same for both profiles, since they
+//! decide the disk format, not memory.
 
 use crate::error::{Error, Result};
-use crate::local::storage::Space;
 
 /// How much memory the storage engine may use (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,31 +54,6 @@ impl std::str::FromStr for Profile {
                 format!("`{other}` is not a profile; use \"edge\" (16 MiB) or \"hub\" (64 MiB)"),
             )),
         }
-    }
-}
-
-/// The create options of one keyspace: its write buffer, and lz4 on the
-/// data blocks of every level for records, index and log.
-///
-/// fjall compresses only its last levels by default, so most of a young
-/// table (and all of a log that is trimmed before it sinks) stayed raw.
-/// Records repeat their attribute names and much of their values, so lz4
-/// over a 4 KiB block does most of what a per-table name dictionary
-/// would, without a new record format. Measured with the local
-/// benchmark's footprint phase (1,000,000 single-record writes, 16 MiB
-/// budget): records and index 176 -> 64 bytes/record, everything with log
-/// and journal 427 -> 200, bytes written towards the device 929 -> 658 per
-/// record. The price is on reads that miss the small cache, which now
-/// decompress their block. Settings are fixed when a keyspace is
-/// created: directories made before keep theirs and stay readable.
-pub(crate) fn keyspace_options(space: Space, memtable: u64) -> fjall::KeyspaceCreateOptions {
-    use fjall::config::CompressionPolicy;
-    let o = fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable);
-    match space {
-        Space::Rows | Space::Index | Space::Log => {
-            o.data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
-        }
-        Space::Meta => o,
     }
 }
 
