@@ -60,7 +60,7 @@ impl std::str::FromStr for Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::storage::{Batch, EngineKind, EngineTuning, FjallSizes, Store};
+    use crate::local::storage::{Batch, EngineKind, EngineTuning, FjallSizes, Space, Store};
 
     #[test]
     fn hub_is_the_default_and_each_split_stays_within_its_budget() {
