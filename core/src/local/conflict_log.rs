@@ -116,30 +116,73 @@ pub(crate) fn append(db: &Database, mut entries: Vec<ConflictEntry>) -> Result<(
         tx.upsert(CONFLICTS_TABLE, e.to_json())?;
     }
     tx.commit()?;
-    enforce_bounds(db)
+    if bounds_due(db, now) {
+        enforce_bounds(db)?;
+    }
+    Ok(())
+}
+
+/// Whether an append must pass over the whole log for its bounds. A pass
+/// reads and parses every entry, so doing one per append made applies
+/// quadratic in the log's size (the chaos test's links stopped moving with
+/// a few thousand conflicts). The log's bytes are kept with every commit
+/// (`table_stats`), so the byte bound needs a pass only once it is
+/// exceeded, and a pass then evicts down to a low-water mark; the age
+/// bound is looked at once per half its age, at most once a second.
+fn bounds_due(db: &Database, now: u64) -> bool {
+    let opts = &db.shared.opts;
+    let over = db
+        .table_stats(CONFLICTS_TABLE)
+        .map(|s| s.bytes > opts.conflict_log_max_bytes)
+        .unwrap_or(true);
+    let max_age = u64::try_from(opts.conflict_log_max_age.as_millis()).unwrap_or(u64::MAX);
+    let every = (max_age / 2).clamp(1, 1000);
+    let checked = &db.shared.conflicts.bounds_checked_ms;
+    over || now.saturating_sub(checked.load(Ordering::Relaxed)) >= every
 }
 
 /// Evicts the oldest entries until the log is within its byte bound and
 /// none is older than its age bound; counts them in `conflicts_dropped`.
 fn enforce_bounds(db: &Database) -> Result<()> {
     let opts = &db.shared.opts;
-    let mut rows = entries_raw(db)?;
+    db.shared
+        .conflicts
+        .bounds_checked_ms
+        .store(crate::local::hlc::wall_millis(), Ordering::Relaxed);
+    let def = db.table(CONFLICTS_TABLE)?;
+    // Counted as the table's statistics count it (row key and JSON), so
+    // that `bounds_due` and this pass agree on when the log is over.
+    let mut rows: Vec<_> = entries_raw(db)?
+        .into_iter()
+        .map(|(key, len, entry)| {
+            let rk = row_key(def.id, &key);
+            let bytes = crate::local::table_stats::record_bytes(&rk, len);
+            (key, bytes, entry)
+        })
+        .collect();
     // Oldest first; records that are not entries go first of all.
     rows.sort_by(|a, b| {
-        let at = |r: &(Key, usize, Option<ConflictEntry>)| r.2.as_ref().map(|e| e.at_ms);
+        let at = |r: &(Key, u64, Option<ConflictEntry>)| r.2.as_ref().map(|e| e.at_ms);
         at(a).cmp(&at(b)).then_with(|| a.0.cmp(&b.0))
     });
-    let mut bytes: u64 = rows.iter().map(|r| r.1 as u64).sum();
+    let mut bytes: u64 = rows.iter().map(|r| r.1).sum();
+    // Over the bound, evict to nine tenths of it, so that the next passes
+    // are a tenth of the bound's appends away rather than the next one.
+    let target = if bytes > opts.conflict_log_max_bytes {
+        opts.conflict_log_max_bytes / 10 * 9
+    } else {
+        opts.conflict_log_max_bytes
+    };
     let cutoff = crate::local::hlc::wall_millis()
         .saturating_sub(u64::try_from(opts.conflict_log_max_age.as_millis()).unwrap_or(u64::MAX));
     let mut evict = Vec::new();
     let mut gone = Vec::new();
     for (key, len, entry) in rows {
         let too_old = entry.as_ref().is_none_or(|e| e.at_ms < cutoff);
-        if bytes <= opts.conflict_log_max_bytes && !too_old {
+        if bytes <= target && !too_old {
             break;
         }
-        bytes -= len as u64;
+        bytes -= len;
         gone.push(len);
         evict.push(key);
     }
@@ -147,14 +190,12 @@ fn enforce_bounds(db: &Database) -> Result<()> {
         return Ok(());
     }
     let store = db.shared.writable_store()?;
-    let def = db.table(CONFLICTS_TABLE)?;
     let _w = db.shared.write.lock();
     let mut batch = Batch::default();
     let mut live = Vec::with_capacity(evict.len());
-    for (key, len) in evict.iter().zip(gone) {
-        let rk = row_key(def.id, key);
-        live.push(crate::local::table_stats::record_bytes(&rk, len));
-        batch.delete(Space::Rows, rk);
+    for (key, bytes) in evict.iter().zip(gone) {
+        live.push(bytes);
+        batch.delete(Space::Rows, row_key(def.id, key));
     }
     let staged = crate::local::table_budget::stage_removed(db, &store, &mut batch, &def, &live)?;
     db.shared.commit(&store, batch, false, None)?;

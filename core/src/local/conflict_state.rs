@@ -18,6 +18,8 @@ pub(crate) struct ConflictState {
     pub(crate) dropped: AtomicU64,
     /// Number of the next entry this node logs.
     pub(crate) next: AtomicU64,
+    /// Wall millis of the last full pass over the log for its bounds.
+    pub(crate) bounds_checked_ms: AtomicU64,
     /// Serializes appends with their eviction, so the byte count holds.
     pub(crate) append: Mutex<()>,
     /// Node names by node id, as peers introduced themselves.
