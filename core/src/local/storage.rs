@@ -496,11 +496,11 @@ impl Store {
 /// fjall 3.1.13 asks its workers to seal a full buffer by `try_send` on
 /// their bounded (1,000) channel, once per commit for as long as the buffer
 /// stays full; a worker that seals one then `send`s (blocking) a flush
-/// request on that same channel. When both workers were busy flushing or
+/// request on that same channel. When every worker was busy flushing or
 /// compacting while a small buffer filled, the commits filled the channel
 /// with seal requests, and each worker that took one blocked for good
 /// sending its flush: nothing was flushed again, the buffers grew without
-/// bound (393-707 MiB at an 8-16 MiB budget), and the next explicit seal
+/// bound (148-853 MiB at an 8-16 MiB budget), and the next explicit seal
 /// (`write_out_buffers`) blocked the caller too. Backtraces and the
 /// reproduction are in profile.rs's module docs; upstream
 /// fjall-rs/fjall#323 (open) is the same bug. Sealing here means at most
@@ -508,8 +508,9 @@ impl Store {
 /// overfills it, before this runs; the worker then finds it already done
 /// and sends nothing), so the channel no longer fills.
 ///
-/// A space created under a smaller budget keeps fjall's smaller stored size
-/// and is sealed by fjall first; this guard then still bounds the rest.
+/// Not covered: a space created under a smaller budget than this open's
+/// (an `edge` directory opened as `hub`) keeps fjall's smaller stored size,
+/// so fjall asks for its seals first, as before this guard.
 fn seal_full_buffers(
     spaces: &[fjall::Keyspace; 4],
     memtables: &[u64; 4],
