@@ -72,7 +72,7 @@ export interface OpenOptions {
   durability?: 'grouped' | 'sync';
   /** Default "50ms"; 1 ms to 1 h. */
   flushInterval?: Duration;
-  /** "edge": a 16 MiB memory budget for small gateways; "hub" (default): 64 MiB. */
+  /** "edge" (default): a 16 MiB memory budget for small gateways; "hub": 64 MiB. */
   profile?: 'edge' | 'hub';
   /** Caches and write buffers; default the profile's ("16MiB" at the edge), 4 MiB to 1 TiB; wins over the profile. */
   memoryBudget?: Size;

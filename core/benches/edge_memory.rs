@@ -238,7 +238,9 @@ fn hub() -> Res<()> {
         log_max_bytes: 4 << 30,
         ..Retention::default()
     };
-    let hub = Database::open(dh.path(), OpenOptions::new("hub").retention(retention))?;
+    // Hubs run `tidelog serve`, whose default profile is hub.
+    let hub_open = OpenOptions::new("hub").profile(Profile::Hub);
+    let hub = Database::open(dh.path(), hub_open.retention(retention))?;
     hub.create_table(TABLE, TableOptions::default().index(workload::INDEXED))?;
     let mut hub_opts = repl_options(pki.path(), "hub");
     if let Some(b) = std::env::var("TIDELOG_EDGE_HUB_BATCH")

@@ -42,7 +42,8 @@ fn options(pki: &Path, node: &str) -> ReplicationOptions {
 
 /// The hub process: serves `n` edges until its stdin closes.
 fn hub(pki: &Path, dir: &Path, n: usize) {
-    let db = Database::open(dir, OpenOptions::new("hub")).unwrap();
+    // Hubs run `tidelog serve`, whose default profile is hub.
+    let db = Database::open(dir, OpenOptions::new("hub").profile(Profile::Hub)).unwrap();
     for t in ["thresholds", "alerts"] {
         db.create_table(t, TableOptions::default()).unwrap();
     }

@@ -511,8 +511,8 @@ pub struct OpenSettings {
     pub durability: Option<DurabilitySetting>,
     #[serde(alias = "flush_interval_ms")]
     pub flush_interval: Option<DurationOpt>,
-    /// `"edge"` (16 MiB) or `"hub"` (default, 64 MiB): the memory budget
-    /// unless `memory_budget` is given too.
+    /// `"edge"` (default, 16 MiB; `tidelog serve`: `"hub"`) or `"hub"`
+    /// (64 MiB): the memory budget unless `memory_budget` is given too.
     pub profile: Option<String>,
     pub memory_budget: Option<SizeOpt>,
     pub max_record_bytes: Option<SizeOpt>,
@@ -609,13 +609,19 @@ impl RetentionSettings {
 impl OpenSettings {
     /// The runtime options; `node_name` must be set.
     pub fn to_open_options(self) -> Result<OpenOptions> {
+        self.to_open_options_with(Profile::default())
+    }
+
+    /// The runtime options, with `profile`'s budget where the settings name
+    /// neither a profile nor a budget (`tidelog serve` keeps `hub`).
+    pub fn to_open_options_with(self, profile: Profile) -> Result<OpenOptions> {
         let name = self.node_name.ok_or_else(|| {
             Error::invalid(
                 "node_name",
                 "is required: this node's name (its certificate's DNS name)",
             )
         })?;
-        let mut o = OpenOptions::new(name);
+        let mut o = OpenOptions::new(name).profile(profile);
         if let Some(e) = self.engine {
             o.engine = e.parse::<EngineKind>()?;
         }
@@ -914,7 +920,18 @@ mod tests {
     #[test]
     fn a_profile_sets_the_budget_and_an_explicit_budget_wins() {
         let default = open(json!({"node_name": "n"})).unwrap();
-        assert_eq!(default.memory_budget, 64 * MIB, "hub is the default");
+        assert_eq!(default.memory_budget, 16 * MIB, "edge is the default");
+        // `tidelog serve` defaults to hub; what the settings say still wins.
+        let serve =
+            |v| from_json::<OpenSettings>("open options", v)?.to_open_options_with(Profile::Hub);
+        assert_eq!(
+            serve(json!({"node_name": "n"})).unwrap().memory_budget,
+            64 * MIB
+        );
+        let edge = serve(json!({"node_name": "n", "profile": "edge"})).unwrap();
+        assert_eq!(edge.memory_budget, 16 * MIB);
+        let own = serve(json!({"node_name": "n", "memory_budget": "8MiB"})).unwrap();
+        assert_eq!(own.memory_budget, 8 * MIB);
         let edge = open(json!({"node_name": "n", "profile": "edge"})).unwrap();
         assert_eq!(edge.memory_budget, 16 * MIB);
         let hub = open(json!({"node_name": "n", "profile": "hub"})).unwrap();

@@ -34,8 +34,8 @@ use crate::tidelog_status;
 /// - `"durability"`: `"sync"` (every commit on disk before it returns) or
 ///   `"grouped"` (default: flushed together every `"flush_interval"`,
 ///   default 50 ms, 1 ms to 1 h);
-/// - `"profile"`: `"edge"` (a 16 MiB memory budget) or `"hub"`
-///   (default: 64 MiB);
+/// - `"profile"`: `"edge"` (default: a 16 MiB memory budget) or `"hub"`
+///   (64 MiB);
 /// - `"memory_budget"`: size for caches and write buffers (default: the
 ///   profile's, 4 MiB to 1 TiB; it wins over the profile's);
 /// - `"max_record_bytes"` (default 1 MiB, up to 1 GiB), `"max_clock_skew"`

@@ -1,14 +1,28 @@
 //! Memory profiles and how a memory budget becomes fjall settings.
 //!
-//! A profile names a memory budget: `edge` for gateways with 256 MB-1 GB
-//! of RAM and flash that wears, `hub` (the default for now) for machines
-//! that take catch-up and fan-out for many edges. `hub` stays the default
-//! until the small budget's stall is understood: twice, 1,000,000
-//! single-record writes at 8-16 MiB (once with one fjall worker thread)
-//! ended with every thread asleep and memory at 393-707 MiB; at 64 MiB
-//! that was never seen. `memory_budget` set beside a
-//! profile wins. The budget is spread over fjall's block cache and the
-//! keyspaces' write buffers (memtables) by `FjallSizes::for_budget`; the
+//! A profile names a memory budget: `edge` (the library's default) for
+//! gateways with 256 MB-1 GB of RAM and flash that wears, `hub` (the
+//! default of `tidelog serve`) for machines that take catch-up and fan-out
+//! for many edges. `memory_budget` set beside a profile wins.
+//!
+//! `edge` became the default once small budgets stopped stalling. Before,
+//! 1,000,000 single-record writes at 8-16 MiB sometimes ended with every
+//! thread asleep and memory at 148-853 MiB. The backtraces showed the
+//! fjall workers and the writer blocked in `flume::Sender::send` of
+//! `WorkerMessage::Flush` (fjall 3.1.13 `keyspace/mod.rs:755`,
+//! `inner_rotate_memtable`), the workers called from their own
+//! `RotateMemtable` handler: the workers' channel (bounded, 1,000) was full
+//! of seal requests, which fjall's commit path `try_send`s once per commit
+//! while a write buffer is over its size and no worker has sealed it yet.
+//! Small buffers fill often, so a moment with every worker busy was enough
+//! (with one worker, every run).
+//! With the buffers no longer sealed, they grew with every write. The
+//! committing thread now seals its own full buffers
+//! (`storage::seal_full_buffers`). Counts of the before/after runs are in
+//! the README ("Edge footprint against SQLite").
+//!
+//! The budget is spread over fjall's block cache and the keyspaces' write
+//! buffers (memtables) by `FjallSizes::for_budget`; the
 //! per-keyspace table settings (compression, filters, block sizes; in
 //! `storage::keyspace_options`) are the same for both profiles, since they
 //! decide the disk format, not memory.
@@ -18,11 +32,11 @@ use crate::error::{Error, Result};
 /// How much memory the storage engine may use (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
-    /// Small gateways: a 16 MiB engine budget.
+    /// Small gateways: a 16 MiB engine budget; the library's default.
+    #[default]
     Edge,
     /// Hubs and servers: a 64 MiB engine budget, for faster catch-up and
-    /// batched writes; the default (see the module docs).
-    #[default]
+    /// batched writes; `tidelog serve`'s default.
     Hub,
 }
 
@@ -63,8 +77,8 @@ mod tests {
     use crate::local::storage::{Batch, EngineKind, EngineTuning, FjallSizes, Space, Store};
 
     #[test]
-    fn hub_is_the_default_and_each_split_stays_within_its_budget() {
-        assert_eq!(Profile::default(), Profile::Hub);
+    fn edge_is_the_default_and_each_split_stays_within_its_budget() {
+        assert_eq!(Profile::default(), Profile::Edge);
         assert!(Profile::Edge.memory_budget() < Profile::Hub.memory_budget());
         for p in [Profile::Edge, Profile::Hub] {
             let s = FjallSizes::for_budget(p.memory_budget());
@@ -105,6 +119,56 @@ mod tests {
         assert!(
             on_disk > 0 && on_disk * 2 < raw,
             "{on_disk} bytes on disk for {raw} written"
+        );
+    }
+
+    /// fjall 3.1.13's workers blocked for good on their own full channel
+    /// when small write buffers filled faster than the workers sealed them
+    /// (see `storage::seal_full_buffers`); with one worker and 1-1.25 MiB
+    /// buffers that happened within a few seconds of single-record
+    /// commits. Progress is all this asserts: the deadline only catches a
+    /// hang.
+    #[test]
+    fn small_write_buffers_keep_being_flushed_with_one_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = EngineTuning {
+            memory_budget: 4 << 20,
+        };
+        assert!(FjallSizes::for_budget(tuning.memory_budget).rows < 2 << 20);
+        let store = Store::open_fjall(dir.path(), tuning, Some(1)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let commits = 300_000u64;
+        std::thread::spawn(move || {
+            let run = || -> crate::error::Result<u64> {
+                for i in 0..commits {
+                    // Scattered record keys, so that compactions have work
+                    // and keep the single worker busy.
+                    let key = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes();
+                    let value = format!(
+                        r#"{{"id":{i},"sensor":"s-{:06}","site":"plant-7/line-3","v":{}}}"#,
+                        i % 1000,
+                        i * 7
+                    );
+                    let mut b = Batch::default();
+                    b.put(Space::Rows, key.to_vec(), value.clone().into_bytes());
+                    b.put(Space::Index, [&key[..4], &i.to_be_bytes()].concat(), vec![]);
+                    b.put(Space::Log, i.to_be_bytes().to_vec(), value.into_bytes());
+                    store.commit(b, false).map_err(|f| f.error)?;
+                }
+                store.write_out_buffers()?;
+                Ok(store.space_disk_bytes(Space::Rows).unwrap_or(0))
+            };
+            let _ = tx.send(run());
+        });
+        let rows_on_disk = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect(
+                "300,000 commits at a 4 MiB budget did not finish in 120 s: fjall's worker stopped",
+            )
+            .unwrap();
+        assert!(
+            rows_on_disk > 4 << 20,
+            "{rows_on_disk} bytes of records on disk"
         );
     }
 }

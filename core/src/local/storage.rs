@@ -138,8 +138,10 @@ pub(crate) struct EngineTuning {
 /// metadata space (cursors, acknowledgements) the minimum; the block cache
 /// keeps a quarter, since reads of recent data hit the memtables anyway.
 ///
-/// fjall fixes a keyspace's memtable size when it is created: a budget
-/// given at a later open resizes the cache only.
+/// fjall fixes a keyspace's memtable size when it is created, but the
+/// committing thread seals buffers at this open's sizes
+/// ([`seal_full_buffers`]): a smaller budget at a later open takes effect,
+/// a larger one grows the cache only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FjallSizes {
     pub(crate) cache: u64,
@@ -180,6 +182,9 @@ pub(crate) enum Store {
     Fjall {
         db: fjall::Database,
         spaces: [fjall::Keyspace; 4],
+        /// Each space's write buffer size under this open's budget; the
+        /// committing thread seals a buffer past it (see [`seal_full_buffers`]).
+        memtables: [u64; 4],
     },
     Sled {
         db: sled::Db,
@@ -196,35 +201,7 @@ impl Store {
     /// Opens (or creates) the engine's files under `dir`.
     pub(crate) fn open(kind: EngineKind, dir: &Path, tuning: EngineTuning) -> Result<Store> {
         match kind {
-            EngineKind::Fjall => {
-                let sizes = FjallSizes::for_budget(tuning.memory_budget);
-                // Like sled's, fjall's file lock can outlive a dropped handle
-                // for a moment (its workers hold it); our directory lock
-                // already proved no live handle remains, so wait for it.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                let db = loop {
-                    match fjall::Database::builder(dir)
-                        .cache_size(sizes.cache)
-                        .max_journaling_size(64 << 20)
-                        .open()
-                    {
-                        Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
-                            std::thread::sleep(std::time::Duration::from_millis(20));
-                        }
-                        other => break other?,
-                    }
-                };
-                let mut opened = Vec::with_capacity(SPACES.len());
-                for space in SPACES {
-                    let memtable = sizes.memtable(space);
-                    let ks = db.keyspace(space.name(), || keyspace_options(space, memtable))?;
-                    opened.push(ks);
-                }
-                let spaces: [fjall::Keyspace; 4] = opened
-                    .try_into()
-                    .map_err(|_| Error::Storage("fjall keyspace count mismatch".into()))?;
-                Ok(Store::Fjall { db, spaces })
-            }
+            EngineKind::Fjall => Self::open_fjall(dir, tuning, None),
             EngineKind::Sled => {
                 // One tree with a keyspace prefix byte: sled batches are only
                 // atomic within one tree, and multi-tree transactions are slow.
@@ -274,6 +251,48 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Opens fjall with its default worker count, or `workers` (tests).
+    pub(crate) fn open_fjall(
+        dir: &Path,
+        tuning: EngineTuning,
+        workers: Option<usize>,
+    ) -> Result<Store> {
+        let sizes = FjallSizes::for_budget(tuning.memory_budget);
+        // Like sled's, fjall's file lock can outlive a dropped handle
+        // for a moment (its workers hold it); our directory lock
+        // already proved no live handle remains, so wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            let mut builder = fjall::Database::builder(dir)
+                .cache_size(sizes.cache)
+                .max_journaling_size(64 << 20);
+            if let Some(n) = workers {
+                builder = builder.worker_threads(n);
+            }
+            match builder.open() {
+                Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
+        let mut opened = Vec::with_capacity(SPACES.len());
+        for space in SPACES {
+            let memtable = sizes.memtable(space);
+            let ks = db.keyspace(space.name(), || keyspace_options(space, memtable))?;
+            opened.push(ks);
+        }
+        let spaces: [fjall::Keyspace; 4] = opened
+            .try_into()
+            .map_err(|_| Error::Storage("fjall keyspace count mismatch".into()))?;
+        let memtables = SPACES.map(|space| sizes.memtable(space));
+        Ok(Store::Fjall {
+            db,
+            spaces,
+            memtables,
+        })
     }
 
     pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>> {
@@ -347,11 +366,17 @@ impl Store {
     /// have reached the engine (see [`WriteFailure::applied`]).
     pub(crate) fn commit(&self, batch: Batch, sync: bool) -> Result<(), WriteFailure> {
         match self {
-            Store::Fjall { db, spaces } => {
+            Store::Fjall {
+                db,
+                spaces,
+                memtables,
+            } => {
+                let mut touched = [false; 4];
                 let mut b = db.batch();
                 // fjall copies keys and values into its own buffers either
                 // way; borrowing them keeps the batch for a failure.
                 for (space, key, value) in &batch.ops {
+                    touched[*space as usize] = true;
                     let ks = &spaces[*space as usize];
                     match value {
                         Some(v) => b.insert(ks, key.as_slice(), v.as_slice()),
@@ -371,6 +396,8 @@ impl Store {
                     f.batch = Some(batch);
                     return Err(f);
                 }
+                seal_full_buffers(spaces, memtables, touched)
+                    .map_err(|e| WriteFailure::fjall(e, true))?;
                 if sync {
                     db.persist(fjall::PersistMode::SyncData)
                         .map_err(|e| WriteFailure::fjall(e, true))?;
@@ -461,6 +488,41 @@ impl Store {
             Store::Sled { .. } => dir_size(dir),
         }
     }
+}
+
+/// Seals each touched space's write buffer that has outgrown its size, on
+/// the committing thread, instead of leaving that to fjall's workers.
+///
+/// fjall 3.1.13 asks its workers to seal a full buffer by `try_send` on
+/// their bounded (1,000) channel, once per commit for as long as the buffer
+/// stays full; a worker that seals one then `send`s (blocking) a flush
+/// request on that same channel. When every worker was busy flushing or
+/// compacting while a small buffer filled, the commits filled the channel
+/// with seal requests, and each worker that took one blocked for good
+/// sending its flush: nothing was flushed again, the buffers grew without
+/// bound (148-853 MiB at an 8-16 MiB budget), and the next explicit seal
+/// (`write_out_buffers`) blocked the caller too. Backtraces and the
+/// reproduction are in profile.rs's module docs; upstream
+/// fjall-rs/fjall#323 (open) is the same bug. Sealing here means at most
+/// one seal request per buffer reaches the channel (the commit that first
+/// overfills it, before this runs; the worker then finds it already done
+/// and sends nothing), so the channel no longer fills.
+///
+/// Not covered: a space created under a smaller budget than this open's
+/// (an `edge` directory opened as `hub`) keeps fjall's smaller stored size,
+/// so fjall asks for its seals first, as before this guard.
+fn seal_full_buffers(
+    spaces: &[fjall::Keyspace; 4],
+    memtables: &[u64; 4],
+    touched: [bool; 4],
+) -> std::result::Result<(), fjall::Error> {
+    use fjall::AbstractTree;
+    for ((ks, limit), touched) in spaces.iter().zip(memtables).zip(touched) {
+        if touched && ks.tree.active_memtable().size() > *limit {
+            ks.rotate_memtable()?;
+        }
+    }
+    Ok(())
 }
 
 /// A write or flush the engine refused. Both engines stop taking writes

@@ -113,7 +113,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tidelog::options::{self, OpenSettings, ReplicationSettings};
-use tidelog::{OpenOptions, PeerConfig, PeerRule, ReplicationOptions, TableOptions};
+use tidelog::{OpenOptions, PeerConfig, PeerRule, Profile, ReplicationOptions, TableOptions};
 
 use super::sinks::SinkConfig;
 use super::CliError;
@@ -306,7 +306,11 @@ impl Config {
         let open_raw = open.clone();
         let open: OpenSettings =
             options::decode("option", toml::Value::Table(open)).map_err(|e| e.to_string())?;
-        let open = open.to_open_options().map_err(|e| e.to_string())?;
+        // A hub serves catch-up and fan-out for many edges: the library's
+        // small default budget would slow exactly that.
+        let open = open
+            .to_open_options_with(Profile::Hub)
+            .map_err(|e| e.to_string())?;
         let serve: ServeKeys = toml::Value::Table(serve)
             .try_into()
             .map_err(|e: toml::de::Error| e.to_string())?;
