@@ -138,10 +138,11 @@ pub(crate) struct EngineTuning {
 /// metadata space (cursors, acknowledgements) the minimum; the block cache
 /// keeps a quarter, since reads of recent data hit the memtables anyway.
 ///
-/// fjall fixes a keyspace's memtable size when it is created, but the
-/// committing thread seals buffers at this open's sizes
-/// ([`seal_full_buffers`]): a smaller budget at a later open takes effect,
-/// a larger one grows the cache only.
+/// The committing thread seals buffers at this open's sizes
+/// ([`seal_full_buffers`]), so a different budget at a later open takes
+/// effect for write buffers too (fjall's own stored size is a ceiling far
+/// above them, set when a keyspace is created; directories made before
+/// that keep their stored size, which then caps a larger budget's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FjallSizes {
     pub(crate) cache: u64,
@@ -508,9 +509,11 @@ impl Store {
 /// overfills it, before this runs; the worker then finds it already done
 /// and sends nothing), so the channel no longer fills.
 ///
-/// Not covered: a space created under a smaller budget than this open's
-/// (an `edge` directory opened as `hub`) keeps fjall's smaller stored size,
-/// so fjall asks for its seals first, as before this guard.
+/// Keyspaces are created with a far larger size in fjall's settings
+/// ([`keyspace_options`]), so fjall's own requests do not fire at all. Not
+/// covered: a directory created before that, under a smaller budget than
+/// this open's, keeps fjall's smaller stored size, so fjall asks for its
+/// seals first, as before this guard.
 fn seal_full_buffers(
     spaces: &[fjall::Keyspace; 4],
     memtables: &[u64; 4],
@@ -643,9 +646,19 @@ pub(crate) fn dir_size(dir: &Path) -> Result<u64> {
 /// record. The price is on reads that miss the small cache, which now
 /// decompress their block. Settings are fixed when a keyspace is
 /// created: directories made before keep theirs and stay readable.
+/// The least memtable size fjall is told (see `keyspace_options`): four
+/// times the hub profile's largest.
+const FJALL_MEMTABLE_CEILING: u64 = 80 << 20;
+
 pub(crate) fn keyspace_options(space: Space, memtable: u64) -> fjall::KeyspaceCreateOptions {
     use fjall::config::CompressionPolicy;
-    let o = fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable);
+    // fjall is told a far larger size than tidelog seals at, so that its
+    // own seal requests (see `seal_full_buffers`) never fire for a new
+    // keyspace, even when a later open's budget is larger than this one's
+    // (an `edge` directory opened as `hub`). It uses the size for nothing
+    // else.
+    let ceiling = memtable.saturating_mul(4).max(FJALL_MEMTABLE_CEILING);
+    let o = fjall::KeyspaceCreateOptions::default().max_memtable_size(ceiling);
     match space {
         Space::Rows | Space::Index | Space::Log => {
             o.data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
