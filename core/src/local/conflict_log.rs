@@ -160,6 +160,8 @@ fn enforce_bounds(db: &Database) -> Result<()> {
             (key, bytes, entry)
         })
         .collect();
+    #[cfg(test)]
+    tests::VISITED.with(|v| v.set(v.get() + rows.len() as u64));
     // Oldest first; records that are not entries go first of all.
     rows.sort_by(|a, b| {
         let at = |r: &(Key, u64, Option<ConflictEntry>)| r.2.as_ref().map(|e| e.at_ms);
@@ -256,5 +258,92 @@ impl Database {
             .write()
             .remove(table)
             .is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::local::codec::Stamp;
+    use crate::local::conflict::ConflictSide;
+    use crate::OpenOptions;
+
+    thread_local! {
+        /// Entries read by `enforce_bounds` on this thread (appends enforce
+        /// on the caller's thread, and each test has its own).
+        pub(super) static VISITED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn entry(i: i64) -> ConflictEntry {
+        ConflictEntry {
+            id: String::new(),
+            table: "t".into(),
+            key: Key::Int(i),
+            rule: ConflictPolicy::default(),
+            lost: ConflictSide::Local,
+            winner: Stamp::default(),
+            winner_origin: "a".into(),
+            loser: Stamp::default(),
+            loser_origin: "b".into(),
+            loser_values: Some(serde_json::json!({"v": "x".repeat(40)})),
+            at_ms: 0,
+        }
+    }
+
+    /// A return to one whole-log pass per append would read N²/2 entries
+    /// over N appends; under the bounds only the age check's passes (at
+    /// most one per second, each over at most N entries) may read any.
+    #[test]
+    fn appends_under_the_bounds_do_not_pass_over_the_whole_log_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), OpenOptions::new("n1")).unwrap();
+        VISITED.with(|v| v.set(0));
+        let n: u64 = 600;
+        let start = Instant::now();
+        for i in 0..n {
+            append(&db, vec![entry(i as i64)]).unwrap();
+        }
+        let passes_allowed = start.elapsed().as_secs() + 2;
+        let visited = VISITED.with(Cell::get);
+        assert_eq!(db.conflicts().unwrap().len() as u64, n);
+        assert!(
+            visited <= passes_allowed * n,
+            "enforcement read {visited} entries over {n} appends (at most {passes_allowed} passes of {n} expected)"
+        );
+    }
+
+    /// Over the byte bound, one pass evicts to nine tenths of it, so the
+    /// appends that follow find the log under its bound again.
+    #[test]
+    fn a_pass_over_the_byte_bound_evicts_to_nine_tenths() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 8_000;
+        let db = Database::open(
+            dir.path(),
+            OpenOptions::new("n1").conflict_log_max_bytes(max),
+        )
+        .unwrap();
+        let mut i = 0;
+        while db.conflicts_dropped() == 0 {
+            append(&db, vec![entry(i)]).unwrap();
+            i += 1;
+            assert!(i < 10_000, "the log never went over its byte bound");
+        }
+        let bytes = db.table_stats(CONFLICTS_TABLE).unwrap().bytes;
+        assert!(
+            bytes <= max / 10 * 9,
+            "{bytes} bytes left after eviction, bound {max}"
+        );
+        assert!(
+            bytes > max / 2,
+            "eviction took the log down to {bytes} of {max}"
+        );
+        let kept = db.conflicts().unwrap();
+        assert_eq!(kept.len() as u64 + db.conflicts_dropped(), i as u64);
+        // The oldest went: the newest entry is still there.
+        assert_eq!(kept.last().map(|e| e.key.clone()), Some(Key::Int(i - 1)));
     }
 }

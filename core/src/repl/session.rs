@@ -556,7 +556,6 @@ async fn run(
     peer.set_connected(hello.node_id);
     peer.meter.new_link();
     let (tx, rx) = mpsc::channel::<Message>(64);
-    let ack_tx = tx.clone();
     // Two deep: an initial sync reads ahead no further than that.
     let (bulk_tx, bulk_rx) = mpsc::channel::<BulkMessage>(2);
     let activity = Arc::new(Activity::default());
@@ -577,7 +576,9 @@ async fn run(
     let subscribed = subscribed_tables(peer);
     let head = *db.shared.committed.borrow();
     let gate = r.sunk.link(&name, hello.node_id, &subscribed, head);
-    let acks = gate.as_ref().map(|g| g.acks());
+    // Only a gated link sends held acknowledgements, so only it holds a
+    // second sender (an idle clone would keep the channel open for nothing).
+    let acks = gate.as_ref().map(|g| (g.acks(), tx.clone()));
     let receiver = Receiver::new(
         db,
         peer.clone(),
@@ -591,7 +592,7 @@ async fn run(
     // A gated link's acknowledgements go out as its sinks commit them.
     let held_acks = async {
         match acks {
-            Some(q) => q.run(ack_tx, r.opts.heartbeat_interval).await,
+            Some((q, ack_tx)) => q.run(ack_tx, r.opts.heartbeat_interval).await,
             None => std::future::pending().await,
         }
     };
