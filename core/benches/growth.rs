@@ -158,8 +158,10 @@ fn run() -> Res<()> {
     );
     println!(
         "grow to {max} records in interleaved chunks of {chunk}: tidelog 1 record/commit \
-         (default settings), SQLite {TX}-row transactions (WAL, synchronous=NORMAL, 64 MiB cache); \
-         at each size {gets} random gets of existing keys; disk = data directory while open"
+         (default settings), SQLite {TX}-row transactions (WAL, synchronous=NORMAL, {} MiB cache: \
+         tidelog's budget); at each size {gets} random gets of existing keys; disk = data \
+         directory while open",
+        contenders::budget() >> 20
     );
     let t_run = Instant::now();
     let base = tempfile::tempdir()?;
