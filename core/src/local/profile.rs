@@ -5,21 +5,12 @@
 //! default of `tidelog serve`) for machines that take catch-up and fan-out
 //! for many edges. `memory_budget` set beside a profile wins.
 //!
-//! `edge` became the default once small budgets stopped stalling. Before,
+//! `edge` became the default once small budgets stopped stalling: before,
 //! 1,000,000 single-record writes at 8-16 MiB sometimes ended with every
-//! thread asleep and memory at 148-853 MiB. The backtraces showed the
-//! fjall workers and the writer blocked in `flume::Sender::send` of
-//! `WorkerMessage::Flush` (fjall 3.1.13 `keyspace/mod.rs:755`,
-//! `inner_rotate_memtable`), the workers called from their own
-//! `RotateMemtable` handler: the workers' channel (bounded, 1,000) was full
-//! of seal requests, which fjall's commit path `try_send`s once per commit
-//! while a write buffer is over its size and no worker has sealed it yet.
-//! Small buffers fill often, so a moment with every worker busy was enough
-//! (with one worker, every run).
-//! With the buffers no longer sealed, they grew with every write. The
-//! committing thread now seals its own full buffers
-//! (`storage::seal_full_buffers`). Counts of the before/after runs are in
-//! the README ("Edge footprint against SQLite").
+//! thread asleep and memory at 148-853 MiB, a deadlock of fjall's workers
+//! on their own full channel that the committing thread now prevents
+//! (`storage::seal_full_buffers` says how). Counts of the before/after
+//! runs are in the README ("Edge footprint against SQLite").
 //!
 //! The budget is spread over fjall's block cache and the keyspaces' write
 //! buffers (memtables) by `FjallSizes::for_budget`; the

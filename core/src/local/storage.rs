@@ -198,9 +198,9 @@ pub(crate) enum Store {
     Fjall {
         db: fjall::Database,
         spaces: [fjall::Keyspace; 4],
-        /// Each space's write buffer size under this open's budget; the
-        /// committing thread seals a buffer past it (see [`seal_full_buffers`]).
-        memtables: [u64; 4],
+        /// This open's budget split; the committing thread seals a write
+        /// buffer past its size (see [`seal_full_buffers`]).
+        sizes: FjallSizes,
     },
     Sled {
         db: sled::Db,
@@ -303,12 +303,7 @@ impl Store {
         let spaces: [fjall::Keyspace; 4] = opened
             .try_into()
             .map_err(|_| Error::Storage("fjall keyspace count mismatch".into()))?;
-        let memtables = SPACES.map(|space| sizes.memtable(space));
-        Ok(Store::Fjall {
-            db,
-            spaces,
-            memtables,
-        })
+        Ok(Store::Fjall { db, spaces, sizes })
     }
 
     pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>> {
@@ -382,11 +377,7 @@ impl Store {
     /// have reached the engine (see [`WriteFailure::applied`]).
     pub(crate) fn commit(&self, batch: Batch, sync: bool) -> Result<(), WriteFailure> {
         match self {
-            Store::Fjall {
-                db,
-                spaces,
-                memtables,
-            } => {
+            Store::Fjall { db, spaces, sizes } => {
                 let mut touched = [false; 4];
                 let mut b = db.batch();
                 // fjall copies keys and values into its own buffers either
@@ -412,7 +403,7 @@ impl Store {
                     f.batch = Some(batch);
                     return Err(f);
                 }
-                seal_full_buffers(spaces, memtables, touched)
+                seal_full_buffers(spaces, sizes, touched)
                     .map_err(|e| WriteFailure::fjall(e, true))?;
                 if sync {
                     db.persist(fjall::PersistMode::SyncData)
@@ -517,26 +508,26 @@ impl Store {
 /// with seal requests, and each worker that took one blocked for good
 /// sending its flush: nothing was flushed again, the buffers grew without
 /// bound (148-853 MiB at an 8-16 MiB budget), and the next explicit seal
-/// (`write_out_buffers`) blocked the caller too. Backtraces and the
-/// reproduction are in profile.rs's module docs; upstream
-/// fjall-rs/fjall#323 (open) is the same bug. Sealing here means at most
-/// one seal request per buffer reaches the channel (the commit that first
-/// overfills it, before this runs; the worker then finds it already done
-/// and sends nothing), so the channel no longer fills.
+/// (`write_out_buffers`) blocked the caller too. gdb showed every fjall
+/// worker and that caller in `flume::Sender::send` from
+/// `inner_rotate_memtable` (`keyspace/mod.rs:755`); upstream
+/// fjall-rs/fjall#323 (open) is the same bug.
 ///
 /// Keyspaces are created with a far larger size in fjall's settings
-/// ([`keyspace_options`]), so fjall's own requests do not fire at all. Not
-/// covered: a directory created before that, under a smaller budget than
-/// this open's, keeps fjall's smaller stored size, so fjall asks for its
-/// seals first, as before this guard.
+/// ([`keyspace_options`]), so fjall's own requests never start. A
+/// directory created before that, under a smaller budget than this open's,
+/// keeps fjall's smaller stored size: there fjall's request comes from the
+/// commit that first overfills a buffer, this seals it right after, and
+/// the worker finds it done and sends nothing, so at most one request per
+/// buffer reaches the channel.
 fn seal_full_buffers(
     spaces: &[fjall::Keyspace; 4],
-    memtables: &[u64; 4],
+    sizes: &FjallSizes,
     touched: [bool; 4],
 ) -> std::result::Result<(), fjall::Error> {
     use fjall::AbstractTree;
-    for ((ks, limit), touched) in spaces.iter().zip(memtables).zip(touched) {
-        if touched && ks.tree.active_memtable().size() > *limit {
+    for ((ks, space), touched) in spaces.iter().zip(SPACES).zip(touched) {
+        if touched && ks.tree.active_memtable().size() > sizes.memtable(space) {
             ks.rotate_memtable()?;
         }
     }
@@ -647,13 +638,17 @@ pub(crate) fn dir_size(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
+/// The least write buffer size fjall is told (see `keyspace_options`):
+/// eight times the hub profile's largest (10 MiB).
+const FJALL_MEMTABLE_CEILING: u64 = 80 << 20;
+
 /// The create options of one keyspace: its write buffer, and lz4 on the
 /// data blocks of every level for records, index and log.
 ///
 /// fjall compresses only its last levels by default, so most of a young
 /// table (and all of a log that is trimmed before it sinks) stayed raw.
 /// Records repeat their attribute names and much of their values, so lz4
-/// over a 4 KiB block does most of what a per-table name dictionary
+/// over a data block does most of what a per-table name dictionary
 /// would, without a new record format. Measured with the local
 /// benchmark's footprint phase (1,000,000 single-record writes, 16 MiB
 /// budget): records and index 176 -> 64 bytes/record, everything with log
@@ -661,10 +656,6 @@ pub(crate) fn dir_size(dir: &Path) -> Result<u64> {
 /// record. The price is on reads that miss the small cache, which now
 /// decompress their block. Settings are fixed when a keyspace is
 /// created: directories made before keep theirs and stay readable.
-/// The least memtable size fjall is told (see `keyspace_options`): four
-/// times the hub profile's largest.
-const FJALL_MEMTABLE_CEILING: u64 = 80 << 20;
-
 pub(crate) fn keyspace_options(space: Space, memtable: u64) -> fjall::KeyspaceCreateOptions {
     use fjall::config::CompressionPolicy;
     // fjall is told a far larger size than tidelog seals at, so that its
