@@ -716,6 +716,36 @@ mod tests {
         );
     }
 
+    /// A write buffer never stays past this open's size after a commit,
+    /// even in a directory made with a larger budget (whose fjall settings
+    /// keep the larger size): the committing thread seals it.
+    #[test]
+    fn commits_leave_no_write_buffer_past_this_opens_size() {
+        use fjall::AbstractTree;
+        let dir = tempfile::tempdir().unwrap();
+        let at = |mib: u64| EngineTuning {
+            memory_budget: mib << 20,
+        };
+        drop(Store::open(EngineKind::Fjall, dir.path(), at(64)).unwrap());
+        let store = Store::open(EngineKind::Fjall, dir.path(), at(4)).unwrap();
+        let Store::Fjall { spaces, sizes, .. } = &store else {
+            unreachable!("opened as fjall")
+        };
+        let limit = sizes.memtable(Space::Rows);
+        assert!(limit < FjallSizes::for_budget(64 << 20).rows);
+        let mut largest = 0;
+        for i in 0..40_000u64 {
+            let mut b = Batch::default();
+            b.put(Space::Rows, i.to_be_bytes().to_vec(), vec![7; 100]);
+            store.commit(b, false).unwrap();
+            let now = spaces[Space::Rows as usize].tree.active_memtable().size();
+            assert!(now <= limit, "commit {i}: write buffer {now} > {limit}");
+            largest = largest.max(now);
+        }
+        // 40,000 x ~170 counted bytes went through buffers of `limit`.
+        assert!(largest > limit / 2, "{largest} of {limit}");
+    }
+
     fn engines() -> Vec<(EngineKind, tempfile::TempDir)> {
         [EngineKind::Fjall, EngineKind::Sled]
             .into_iter()
