@@ -4,6 +4,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
+const fs = require('node:fs');
 const path = require('node:path');
 const { open, InvalidInputError, NotFoundError } = require('..');
 const { tmpdir, waitUntil } = require('./helpers');
@@ -238,6 +239,9 @@ test("while the JavaScript thread is busy, a listener's queue stays bounded, dro
   db.close();
 });
 
+/** One directory for the child scripts below (each helper directory adds a process exit hook). */
+const childDirs = tmpdir();
+
 // Before the keep-alive was settled by looking, an event dropped (by the
 // core's queue or the hand-off) was never paid back and the last ones of a
 // table are reported nowhere: the listener stayed referenced and a script
@@ -248,7 +252,7 @@ for (const [how, write] of [
   ['transactions', 'for (let i = 0; i < N; i += 10) db.transaction((tx) => { for (let j = i; j < i + 10; j++) tx.upsert("t", { id: j }); });'],
 ]) {
   test(`a script whose slow listener misses events still exits by itself (${how})`, async () => {
-    const dir = tmpdir();
+    const dir = fs.mkdtempSync(path.join(childDirs, 'c-'));
     const script = `
       const { open } = require('.');
       const db = open(${JSON.stringify(path.join(dir, 'd'))}, { nodeName: 'child', listenerQueueMax: 20 });
@@ -278,7 +282,7 @@ for (const [how, write] of [
 }
 
 test('after drops, a script that writes and ends still sees its own later events', async () => {
-  const dir = tmpdir();
+  const dir = fs.mkdtempSync(path.join(childDirs, 'c-'));
   const script = `
     const { open } = require('.');
     const db = open(${JSON.stringify(path.join(dir, 'e'))}, { nodeName: 'child', listenerQueueMax: 10 });
@@ -304,4 +308,42 @@ test('after drops, a script that writes and ends still sees its own later events
   const r = await runChild(script, 30_000);
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /late 10 /, 'the events of the last writes were delivered before exit');
+});
+
+test('a script still exits when its last event was dropped and no delivery follows the queue emptying', async () => {
+  // The last delivery to `t` happens while the core still hands a large
+  // event of `u` to its second listener: the keep-alive of `t` cannot be
+  // settled then, and no event of `t` follows, so only a wake-up after the
+  // queue empties lets the process exit.
+  const dir = fs.mkdtempSync(path.join(childDirs, 'c-'));
+  const script = `
+    const { open } = require('.');
+    const db = open(${JSON.stringify(path.join(dir, 'f'))}, { nodeName: 'child', listenerQueueMax: 5 });
+    db.createTable('t');
+    db.createTable('u');
+    const BIG = 20000;
+    const u1 = db.onChange('u', () => {});
+    db.onChange('u', () => {});
+    let first = true;
+    db.onChange('t', () => {
+      if (!first) return;
+      first = false;
+      // Until the second large commit reached the first listener of u: the
+      // event thread is now converting it for the second one.
+      const t0 = Date.now();
+      while (db.listenerQueued(u1) === 0 && Date.now() - t0 < 20000);
+    });
+    const big = (tx, from) => {
+      for (let i = from; i < from + BIG; i++) tx.upsert('u', { id: i, pad: 'x'.repeat(100) });
+    };
+    // A large event keeps the event thread busy while t's commits overflow
+    // the core's queue.
+    db.transaction((tx) => big(tx, 0));
+    for (let i = 0; i < 300; i++) db.upsert('t', { id: i });
+    db.transactionAsync((tx) => big(tx, BIG));
+    process.on('exit', () => console.log('exited'));
+  `;
+  const r = await runChild(script, 30_000);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /exited/);
 });
