@@ -74,7 +74,6 @@ struct Handoff {
 }
 
 /// Where events for this listener may still be.
-#[derive(Debug, PartialEq)]
 enum InFlight {
     Nowhere,
     /// In the hand-off: their delivery will settle the keep-alive again.
