@@ -88,7 +88,7 @@ export interface OpenOptions {
   conflictLogMaxBytes?: Size;
   /** Conflict-log entries older than this are dropped; default "7d". */
   conflictLogMaxAge?: Duration;
-  /** Change events queued for listeners before new ones are dropped and reported in ChangeEvent.missed; default 10000. */
+  /** Change events queued for listeners before new ones are dropped and reported in ChangeEvent.missed; default 10000. Also bounds, per listener, the events waiting for the JavaScript thread. */
   listenerQueueMax?: number;
   /**
    * Open a directory whose engine journal was damaged by keeping its longest
@@ -277,7 +277,7 @@ export interface ChangeEvent {
   /** True if committed on this instance, false if applied from a peer. */
   local: boolean;
   changes: Change[];
-  /** Events of this table dropped just before this one because the listener queue (listenerQueueMax) was full; 0 normally. */
+  /** Events of this table dropped just before this one because the listener queue, or this listener's events waiting for the JavaScript thread, reached listenerQueueMax; 0 normally. */
   missed: number;
 }
 
@@ -592,6 +592,8 @@ export declare class Database {
   clearConflictResolver(table: string): boolean;
   onChange(table: string, listener: ChangeListener): number;
   removeListener(id: number): boolean;
+  /** Events of listener `id` waiting for the JavaScript thread (at most `listenerQueueMax`; the rest are dropped and counted in the next event's `missed`). */
+  listenerQueued(id: number): number;
 
   startReplication(options: ReplicationOptions): void;
   listen(addr?: string): string;

@@ -993,7 +993,8 @@ class Database {
     checkFunction(listener, 'the listener');
     let active = true;
     const dispatch = (ev) => {
-      if (!active) return;
+      // null: no event, a call that only let the addon check its keep-alive.
+      if (!active || ev === null) return;
       try {
         const r = listener(ev);
         if (r !== null && typeof r === 'object' && typeof r.then === 'function') {
@@ -1024,6 +1025,19 @@ class Database {
     }
     try {
       return this.#n.removeListener(optNumber(id, 'listener id'));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /**
+   * Events of listener `id` waiting for the JavaScript thread; never more
+   * than `listenerQueueMax` (past it they are dropped and counted in the
+   * next delivered event's `missed`).
+   */
+  listenerQueued(id) {
+    try {
+      return this.#n.listenerQueued(optNumber(id, 'listener id'));
     } catch (e) {
       throw toError(e);
     }

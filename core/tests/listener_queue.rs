@@ -102,3 +102,96 @@ fn the_bound_is_an_option_and_zero_is_refused() {
         assert!(e.to_string().contains("listener_queue_max"), "{bad}: {e}");
     }
 }
+
+/// Waits (up to a generous limit, so a bug fails instead of hanging) for
+/// `cond`.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn pending_counts_queued_and_running_events_not_dropped_ones_and_returns_to_zero() {
+    const SMALL: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), OpenOptions::new("n1").listener_queue_max(SMALL)).unwrap();
+    db.create_table("t", TableOptions::default()).unwrap();
+    assert_eq!(
+        db.listener_events_pending(),
+        0,
+        "no listener, nothing queued"
+    );
+    db.upsert("t", json!({"id": "before any listener"}))
+        .unwrap();
+    assert_eq!(
+        db.listener_events_pending(),
+        0,
+        "an event nobody listens to is not counted"
+    );
+
+    let entered = Arc::new(Barrier::new(2));
+    let gate = Arc::new(Barrier::new(2));
+    let delivered = Arc::new(AtomicU64::new(0));
+    // What the count read inside a listener call: the running event counts.
+    let seen_inside = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (entered, gate, delivered, seen_inside) = (
+            entered.clone(),
+            gate.clone(),
+            delivered.clone(),
+            seen_inside.clone(),
+        );
+        let db2 = db.clone();
+        let first = AtomicU64::new(0);
+        db.on_change("t", move |_| {
+            seen_inside
+                .lock()
+                .unwrap()
+                .push(db2.listener_events_pending());
+            if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                entered.wait();
+                gate.wait();
+            }
+            delivered.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    db.upsert("t", json!({"id": 0})).unwrap();
+    entered.wait();
+    // The listener holds the first event; SMALL fit in the queue behind it,
+    // the rest are dropped.
+    let writes = 50u64;
+    for i in 1..writes {
+        db.upsert("t", json!({"id": i})).unwrap();
+    }
+    assert_eq!(db.listener_events_missed(), writes - 1 - SMALL as u64);
+    assert_eq!(
+        db.listener_events_pending(),
+        SMALL + 1,
+        "the running event and a full queue; dropped events are not counted"
+    );
+    gate.wait();
+    wait_for("every queued event delivered", || {
+        delivered.load(Ordering::SeqCst) == SMALL as u64 + 1
+    });
+    wait_for(
+        "the count back to 0 after the last listener returned",
+        || db.listener_events_pending() == 0,
+    );
+    assert!(
+        seen_inside.lock().unwrap().iter().all(|&p| p >= 1),
+        "an event counts while its listener runs: {:?}",
+        seen_inside.lock().unwrap()
+    );
+    // Normal traffic after the overflow: counted, then back to 0.
+    db.upsert("t", json!({"id": "after"})).unwrap();
+    wait_for("the next event delivered", || {
+        delivered.load(Ordering::SeqCst) == SMALL as u64 + 2
+    });
+    wait_for("back to 0", || db.listener_events_pending() == 0);
+    db.close().unwrap();
+    assert_eq!(db.listener_events_pending(), 0);
+}

@@ -62,6 +62,9 @@ use views::*;
 #[napi]
 pub struct NativeDb {
     pub(crate) db: Database,
+    /// The same database, for the listeners to hold weakly (see
+    /// `ListenerSlot::db`).
+    listened: Arc<Database>,
     listeners: Slots,
     resolvers: Resolvers,
 }
@@ -75,6 +78,7 @@ impl NativeDb {
         logging::install();
         let db = Database::open(dir, options::open_options(&options_json)?).js()?;
         Ok(NativeDb {
+            listened: Arc::new(db.clone()),
             db,
             listeners: Arc::new(Mutex::new(HashMap::new())),
             resolvers: Arc::new(Mutex::new(HashMap::new())),
@@ -411,7 +415,8 @@ impl NativeDb {
         table: String,
         callback: Function<ChangeEventObj, ()>,
     ) -> napi::Result<f64> {
-        let slot = ListenerSlot::new(&table, callback)?;
+        let max = self.db.options().listener_queue_max;
+        let slot = ListenerSlot::new(&table, max, Arc::downgrade(&self.listened), callback)?;
         let target = slot.clone();
         let id = self.db.on_change(&table, move |ev| target.send(ev));
         let id = match id {
@@ -423,6 +428,14 @@ impl NativeDb {
         };
         lock(&self.listeners).insert(id.0, slot);
         Ok(id.0 as f64)
+    }
+
+    /// Events of listener `id` waiting for the JavaScript thread (at most
+    /// `listener_queue_max`; 0 for an unknown id).
+    #[napi]
+    pub fn listener_queued(&self, id: f64) -> napi::Result<f64> {
+        let id = uint("listener id", id)?;
+        Ok(lock(&self.listeners).get(&id).map_or(0, |s| s.queued()) as f64)
     }
 
     #[napi]

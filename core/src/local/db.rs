@@ -651,6 +651,15 @@ impl Database {
         self.shared.listeners.missed_total.load(Ordering::Relaxed)
     }
 
+    /// Change events queued for the listeners whose listeners have not all
+    /// returned yet (dropped events are not counted). At 0, every event of
+    /// a commit that has returned was handed to its listeners or dropped;
+    /// everything a listener did with it (e.g. passing it to another
+    /// thread) happened before this read.
+    pub fn listener_events_pending(&self) -> usize {
+        self.shared.listeners.pending.load(Ordering::Acquire)
+    }
+
     // ---- metadata for replication -------------------------------------
 
     /// The resume cursor stored for `name` by [`Database::apply_remote`].

@@ -9,6 +9,11 @@
 //! that table that is queued carries the count in `missed` (a listener that
 //! keeps a copy of the table reads it again when `missed > 0`).
 //! [`crate::Database::listener_events_missed`] is the total.
+//!
+//! [`crate::Database::listener_events_pending`] counts the events queued and
+//! not yet handed to every listener, so a binding that forwards events to
+//! another thread can tell when nothing more is on its way, even where the
+//! last events were dropped and no later event will report them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -74,6 +79,8 @@ pub(crate) struct Listeners {
     any_missed: AtomicBool,
     /// Every event dropped since open.
     pub(crate) missed_total: AtomicU64,
+    /// Events queued whose listeners have not all returned yet.
+    pub(crate) pending: AtomicUsize,
     thread: Mutex<Option<(ThreadId, JoinHandle<()>)>>,
     /// Listener calls that panicked (reported, then ignored).
     pub(crate) panics: AtomicU64,
@@ -90,6 +97,7 @@ impl Default for Listeners {
             missed: Mutex::default(),
             any_missed: AtomicBool::new(false),
             missed_total: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
             thread: Mutex::new(None),
             panics: AtomicU64::new(0),
         }
@@ -148,15 +156,21 @@ impl Listeners {
             0
         };
         event.missed = owed;
+        // Counted before the send: the dispatcher may finish the event (and
+        // take it off the count) before try_send returns here.
+        self.pending.fetch_add(1, Ordering::AcqRel);
         match tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(e)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 self.missed_total.fetch_add(1, Ordering::Relaxed);
                 let mut missed = self.missed.lock();
                 *missed.entry(e.table).or_insert(0) += owed + 1;
                 self.any_missed.store(true, Ordering::Release);
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -189,6 +203,9 @@ impl Listeners {
                             );
                         }
                     }
+                    // Release: whoever reads 0 also sees what the listeners
+                    // did with the event (a binding's hand-off count).
+                    listeners.pending.fetch_sub(1, Ordering::Release);
                 }
             });
         if let Ok(handle) = spawned {
