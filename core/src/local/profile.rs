@@ -16,7 +16,10 @@
 //! buffers (memtables) by `FjallSizes::for_budget`; the
 //! per-keyspace table settings (compression, filters, block sizes; in
 //! `storage::keyspace_options`) are the same for both profiles, since they
-//! decide the disk format, not memory.
+//! decide the disk format, not memory, except the size compactions cut
+//! tables at: a quarter of the budget of the open that creates a
+//! directory, so that a compaction's work stays in proportion to the
+//! write buffers that feed it.
 
 use crate::error::{Error, Result};
 
