@@ -304,10 +304,7 @@ impl Store {
         };
         let mut opened = Vec::with_capacity(SPACES.len());
         for space in SPACES {
-            let memtable = sizes.memtable(space);
-            let ks = db.keyspace(space.name(), || {
-                keyspace_options(space, memtable, sizes.table)
-            })?;
+            let ks = db.keyspace(space.name(), || keyspace_options(space, &sizes))?;
             opened.push(ks);
         }
         let spaces: [fjall::Keyspace; 4] = opened
@@ -666,18 +663,17 @@ const FJALL_MEMTABLE_CEILING: u64 = 80 << 20;
 /// record. The price is on reads that miss the small cache, which now
 /// decompress their block. Settings are fixed when a keyspace is
 /// created: directories made before keep theirs and stay readable.
-pub(crate) fn keyspace_options(
-    space: Space,
-    memtable: u64,
-    table: u64,
-) -> fjall::KeyspaceCreateOptions {
+pub(crate) fn keyspace_options(space: Space, sizes: &FjallSizes) -> fjall::KeyspaceCreateOptions {
     use fjall::config::CompressionPolicy;
     // fjall is told a far larger size than tidelog seals at, so that its
     // own seal requests (see `seal_full_buffers`) never fire for a new
     // keyspace, even when a later open's budget is larger than this one's
     // (an `edge` directory opened as `hub`). It uses the size for nothing
     // else.
-    let ceiling = memtable.saturating_mul(4).max(FJALL_MEMTABLE_CEILING);
+    let ceiling = sizes
+        .memtable(space)
+        .saturating_mul(4)
+        .max(FJALL_MEMTABLE_CEILING);
     let o = fjall::KeyspaceCreateOptions::default().max_memtable_size(ceiling);
     // fjall's leveled compaction keeps level 1 at four tables' worth and,
     // by default, cuts tables at 64 MiB: a level 1 of up to 256 MiB. Each
@@ -697,7 +693,7 @@ pub(crate) fn keyspace_options(
     // blocks it read, which stay allocated until the table is written
     // (heaptrack: 7.3 MiB of 22 MiB at the peak of 1,000,000 commits).
     let o = o.compaction_strategy(std::sync::Arc::new(
-        fjall::compaction::Leveled::default().with_table_target_size(table),
+        fjall::compaction::Leveled::default().with_table_target_size(sizes.table),
     ));
     let o = match space {
         Space::Rows | Space::Index | Space::Log => {
