@@ -758,6 +758,30 @@ mod tests {
         );
     }
 
+    /// Every keyspace is created with the creating open's table size, and
+    /// keeps it when a later open has another budget (fjall stores it).
+    #[test]
+    fn a_directory_keeps_the_table_size_of_the_open_that_created_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |mib: u64| EngineTuning {
+            memory_budget: mib << 20,
+        };
+        drop(Store::open(EngineKind::Fjall, dir.path(), at(16)).unwrap());
+        let store = Store::open(EngineKind::Fjall, dir.path(), at(64)).unwrap();
+        let Store::Fjall { spaces, sizes, .. } = &store else {
+            unreachable!("opened as fjall")
+        };
+        assert_eq!(sizes.table, 16 << 20, "this open's own size");
+        for (ks, space) in spaces.iter().zip(SPACES) {
+            let config = ks.config.compaction_strategy.get_config();
+            let target = config
+                .iter()
+                .find(|(k, _)| &k[..] == b"leveled_target_size")
+                .map(|(_, v)| u64::from_le_bytes(v[..8].try_into().unwrap()));
+            assert_eq!(target, Some(4 << 20), "{}", space.name());
+        }
+    }
+
     /// A write buffer never stays past this open's size after a commit,
     /// even in a directory made with a larger budget (whose fjall settings
     /// keep the larger size): the committing thread seals it.
