@@ -695,6 +695,17 @@ pub(crate) fn keyspace_options(space: Space, sizes: &FjallSizes) -> fjall::Keysp
     let o = o.compaction_strategy(std::sync::Arc::new(
         fjall::compaction::Leveled::default().with_table_target_size(sizes.table),
     ));
+    // fjall keeps the whole block index of each level-0 and level-1 table
+    // in memory, and a table moved down whole (records and log entries
+    // arrive in key order, so most tables are moved rather than merged)
+    // keeps it there for good: resident memory grew with the data. With
+    // the index partitioned at every level only each table's small top
+    // level stays resident and the partitions go through the block cache.
+    // Footprint child (single-record commits, 16 MiB), peak RSS fjall's
+    // way -> partitioned: 1,000,000 records 31-34 -> 30-31 MiB (gets
+    // unchanged), 3,000,000 64-65 -> 54-56 MiB (gets 0.86-0.91x),
+    // 10,000,000 99 -> 73 MiB (gets 0.85x).
+    let o = o.index_block_partitioning_policy(fjall::config::PartitioningPolicy::all(true));
     let o = match space {
         Space::Rows | Space::Index | Space::Log => {
             o.data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
@@ -780,6 +791,46 @@ mod tests {
                 .map(|(_, v)| u64::from_le_bytes(v[..8].try_into().unwrap()));
             assert_eq!(target, Some(4 << 20), "{}", space.name());
         }
+    }
+
+    /// Tables moved down whole keep what they had resident: with fjall's
+    /// full block index, every level-0 table's index stayed in memory for
+    /// good. Records written in key order (so that tables are moved, not
+    /// merged) must leave only the partitioned indexes' small top levels
+    /// resident.
+    #[test]
+    fn resident_block_indexes_stay_small_as_tables_pile_up() {
+        use fjall::AbstractTree;
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = EngineTuning {
+            memory_budget: 4 << 20,
+        };
+        let store = Store::open(EngineKind::Fjall, dir.path(), tuning).unwrap();
+        let records = 200_000u64;
+        for chunk in 0..records / 1000 {
+            let mut b = Batch::default();
+            for i in chunk * 1000..(chunk + 1) * 1000 {
+                let v = format!(
+                    r#"{{"id":{i},"kind":"temp","sensor":"s-{:06}","site":"plant-7/line-3","ts":{}}}"#,
+                    i % 1000,
+                    1_790_000_000_000 + i * 1000
+                );
+                b.put(Space::Rows, i.to_be_bytes().to_vec(), v.into_bytes());
+            }
+            store.commit(b, false).unwrap();
+        }
+        store.write_out_buffers().unwrap();
+        let Store::Fjall { spaces, .. } = &store else {
+            unreachable!("opened as fjall")
+        };
+        let tree = &spaces[Space::Rows as usize].tree;
+        let tables = tree.table_count();
+        let resident = tree.pinned_block_index_size();
+        assert!(tables >= 4, "{tables} tables");
+        assert!(
+            (resident as u64) < records / 20,
+            "{resident} bytes of block index resident for {records} records in {tables} tables"
+        );
     }
 
     /// A write buffer never stays past this open's size after a commit,
