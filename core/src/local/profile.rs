@@ -97,11 +97,7 @@ mod tests {
         for chunk in 0..20u64 {
             let mut b = Batch::default();
             for i in chunk * 500..(chunk + 1) * 500 {
-                let v = format!(
-                    r#"{{"id":{i},"kind":"temp","sensor":"s-{:06}","site":"plant-7/line-3","ts":{}}}"#,
-                    i % 1000,
-                    1_790_000_000_000 + i * 1000
-                );
+                let v = crate::local::storage::sample_reading(i);
                 let k = i.to_be_bytes().to_vec();
                 raw += (k.len() + v.len()) as u64;
                 b.put(Space::Rows, k, v.into_bytes());

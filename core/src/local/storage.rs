@@ -732,6 +732,17 @@ pub(crate) fn keyspace_options(space: Space, sizes: &FjallSizes) -> fjall::Keysp
     }
 }
 
+/// A sensor reading's JSON text, as tests store it for record `i`: the
+/// attribute names repeat and the values vary, as in real records.
+#[cfg(test)]
+pub(crate) fn sample_reading(i: u64) -> String {
+    format!(
+        r#"{{"id":{i},"kind":"temp","sensor":"s-{:06}","site":"plant-7/line-3","ts":{}}}"#,
+        i % 1000,
+        1_790_000_000_000 + i * 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -810,11 +821,7 @@ mod tests {
         for chunk in 0..records / 1000 {
             let mut b = Batch::default();
             for i in chunk * 1000..(chunk + 1) * 1000 {
-                let v = format!(
-                    r#"{{"id":{i},"kind":"temp","sensor":"s-{:06}","site":"plant-7/line-3","ts":{}}}"#,
-                    i % 1000,
-                    1_790_000_000_000 + i * 1000
-                );
+                let v = sample_reading(i);
                 b.put(Space::Rows, i.to_be_bytes().to_vec(), v.into_bytes());
             }
             store.commit(b, false).unwrap();
