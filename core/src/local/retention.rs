@@ -17,11 +17,15 @@ use crate::local::keys::{expiry_key, row_key, seq_from_key, seq_key, TOMBSTONE_I
 use crate::local::log::LogEntry;
 use crate::local::storage::{Batch, Space};
 
+/// Per commit of deletes: the most log sequence numbers one trim step
+/// covers, and the most tombstone index entries one collection step reads.
 const TRIM_CHUNK: usize = 1000;
 
 /// What one trim pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct TrimReport {
+    /// Sequence numbers the log's start moved past: the entries deleted
+    /// and any that were never written between them.
     pub(crate) removed: u64,
     /// The first sequence still in the log afterwards.
     pub(crate) first: u64,
