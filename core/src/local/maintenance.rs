@@ -219,7 +219,7 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
             if !h.tombstone && !def.indexes.is_empty() {
                 let body = &row[h.len()..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
-                    for k in index_entries(def, &key, &obj) {
+                    for k in index_entries(def, &key, &obj).into_keys() {
                         batch.delete(Space::Index, k);
                     }
                 }

@@ -204,7 +204,7 @@ impl Database {
             if out.len() >= limit {
                 break;
             }
-            let (k, _) = item?;
+            let (k, carried) = item?;
             let rest = &k[prefix.len()..];
             let vlen = index_value_len(rest)?;
             let (key, _) = take_key(&rest[vlen..])?;
@@ -212,7 +212,14 @@ impl Database {
                 continue;
             }
             let inexact = index_value_is_inexact(&rest[..vlen]);
-            let Some(rec) = read_record(&store, &def, key.clone())? else {
+            // An entry that carries its record's row (see `CarriesRow`) was
+            // written in the same batch as the row, so it is the row.
+            let rec = if carried.is_empty() {
+                read_record(&store, &def, key.clone())?
+            } else {
+                Record::from_row(key.clone(), carried)?
+            };
+            let Some(rec) = rec else {
                 continue;
             };
             // Numbers beyond 2^53 may share an index slot with neighbours,

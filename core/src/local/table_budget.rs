@@ -187,7 +187,7 @@ fn drop_oldest(
         let body = &row[h.len()..];
         if !def.indexes.is_empty() {
             if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
-                for k in index_entries(def, &key, &obj) {
+                for k in index_entries(def, &key, &obj).into_keys() {
                     batch.delete(Space::Index, k);
                 }
             }

@@ -3,7 +3,7 @@
 //! batch, under the commit lock. Remote transactions (`remote`) build their
 //! batch with the same `Ctx` and commit it the same way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -668,7 +668,7 @@ pub(crate) fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) ->
 }
 
 pub(crate) use crate::local::codec::OldRow;
-pub(crate) use crate::local::index_entries::index_entries;
+pub(crate) use crate::local::index_entries::{index_entries, CarriesRow};
 
 /// Builds one atomic batch; with several writes it remembers what each one
 /// left behind, so later writes to the same record see it.
@@ -898,10 +898,11 @@ impl<'a> Ctx<'a> {
                 Vec::new(),
             );
         }
+        let row = encode_row(&header, body);
         if !def.indexes.is_empty() {
             let old_entries = match &old {
                 Some(o) if !o.header.tombstone => index_entries(def, key, &o.object()?),
-                _ => BTreeSet::new(),
+                _ => BTreeMap::new(),
             };
             let new_entries = match (op, new_obj) {
                 (WriteOp::Put { .. }, Some(m)) => index_entries(def, key, m),
@@ -909,20 +910,20 @@ impl<'a> Ctx<'a> {
                     Ok(Value::Object(m)) => index_entries(def, key, &m),
                     _ => return Err(Error::NotAnObject("a non-object".into())),
                 },
-                _ => BTreeSet::new(),
+                _ => BTreeMap::new(),
             };
-            if old_entries.is_empty() {
-                // A new record (the common case when catching up): nothing
-                // to compare, so the entries move into the batch uncopied.
-                for added in new_entries {
-                    self.batch.put(Space::Index, added, Vec::new());
-                }
-            } else {
-                for gone in old_entries.difference(&new_entries) {
-                    self.batch.delete(Space::Index, gone.clone());
-                }
-                for added in new_entries.difference(&old_entries) {
-                    self.batch.put(Space::Index, added.clone(), Vec::new());
+            for gone in old_entries.keys().filter(|k| !new_entries.contains_key(*k)) {
+                self.batch.delete(Space::Index, gone.clone());
+            }
+            for (entry, carries) in new_entries {
+                // An entry that carries a row is rewritten with every
+                // version of it; one that carries none only when it is new
+                // or carried the row before (a scalar that became an array).
+                let unchanged = old_entries.get(&entry) == Some(&CarriesRow(false));
+                if carries.0 {
+                    self.batch.put(Space::Index, entry, row.clone());
+                } else if !unchanged {
+                    self.batch.put(Space::Index, entry, Vec::new());
                 }
             }
         }
@@ -946,8 +947,7 @@ impl<'a> Ctx<'a> {
             }
             self.batch.put(Space::Index, new_exp, Vec::new());
         }
-        self.batch
-            .put(Space::Rows, rk.clone(), encode_row(&header, body));
+        self.batch.put(Space::Rows, rk.clone(), row);
         if let Some(overlay) = &mut self.overlay {
             let json = match op {
                 WriteOp::Put { json, .. } => Arc::from(json.as_str()),
