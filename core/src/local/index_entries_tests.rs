@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 use crate::local::catalog::OnFull;
 use crate::local::codec::{Key, Stamp};
 use crate::local::conflict::ConflictPolicy;
-use crate::local::log::{LogWrite, WriteOp};
-use crate::local::remote::RemoteTxn;
+use crate::local::log::WriteOp;
 use crate::local::storage::{Batch, Space};
 use crate::{Database, OpenOptions, TableOptions};
 
@@ -125,8 +124,6 @@ fn run(db: &Database, table: &str, op: &Op) {
         }
         Op::Increment(k) => db.increment(table, *k, "c", 1).map(|_| ()),
         Op::Remote(k, w, future) => {
-            let now = crate::local::hlc::wall_millis();
-            let ms = if *future { now + 5 } else { now - 60_000 };
             let op = match w {
                 Some((t, n)) => WriteOp::Put {
                     json: record(*k, t, *n).to_string(),
@@ -134,17 +131,7 @@ fn run(db: &Database, table: &str, op: &Op) {
                 },
                 None => WriteOp::Delete,
             };
-            let txn = RemoteTxn {
-                stamp: Stamp {
-                    time: ms << 16,
-                    node: 77,
-                },
-                writes: vec![LogWrite {
-                    table: table.into(),
-                    key: Key::Int(*k),
-                    op,
-                }],
-            };
+            let txn = crate::local::remote::test_peer_write(table, *k, op, *future);
             db.apply_remote(&[txn], None).map(|_| ())
         }
         Op::Expire => {
@@ -152,6 +139,16 @@ fn run(db: &Database, table: &str, op: &Op) {
             crate::local::maintenance::sweep_expired(db, now + 1000).map(|_| ())
         }
     };
+}
+
+/// What a check compares of a record.
+fn seen_as(r: &crate::Record) -> (Key, String, Stamp, u64) {
+    (
+        r.key().clone(),
+        r.to_json_string(),
+        r.stamp(),
+        r.created_ms(),
+    )
 }
 
 /// Every find, record for record (body, stamp, creation time), against
@@ -166,27 +163,13 @@ fn check(db: &Database, table: &str) {
                 Some(v) => *v == value,
                 None => false,
             })
-            .map(|r| {
-                (
-                    r.key().clone(),
-                    r.to_json_string(),
-                    r.stamp(),
-                    r.created_ms(),
-                )
-            })
+            .map(seen_as)
             .collect();
         let mut got: Vec<(Key, String, Stamp, u64)> = db
             .find_eq(table, "tag", &value)
             .unwrap()
             .iter()
-            .map(|r| {
-                (
-                    r.key().clone(),
-                    r.to_json_string(),
-                    r.stamp(),
-                    r.created_ms(),
-                )
-            })
+            .map(seen_as)
             .collect();
         got.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(got, want, "{table}: find tag = {value}");

@@ -281,3 +281,23 @@ fn last_write_per_record(writes: &[LogWrite]) -> Vec<bool> {
     }
     last
 }
+
+/// A peer's (node 77) transaction of one write to integer key `key`,
+/// stamped 5 ms ahead of this node's clock when `future`, else a minute
+/// behind it: for tests of what applies and what loses.
+#[cfg(test)]
+pub(crate) fn test_peer_write(table: &str, key: i64, op: WriteOp, future: bool) -> RemoteTxn {
+    let now = crate::local::hlc::wall_millis();
+    let ms = if future { now + 5 } else { now - 60_000 };
+    RemoteTxn {
+        stamp: Stamp {
+            time: ms << 16,
+            node: 77,
+        },
+        writes: vec![LogWrite {
+            table: table.into(),
+            key: crate::local::codec::Key::Int(key),
+            op,
+        }],
+    }
+}

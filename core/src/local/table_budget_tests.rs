@@ -7,10 +7,9 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::local::codec::{Key, Stamp};
+
 use crate::local::conflict::ConflictPolicy;
-use crate::local::log::{LogWrite, WriteOp};
-use crate::local::remote::RemoteTxn;
+use crate::local::log::WriteOp;
 use crate::{OpenOptions, TableOptions};
 
 #[derive(Debug, Clone)]
@@ -76,8 +75,6 @@ fn run(db: &Database, table: &str, op: &Op) {
         }
         Op::Increment(k, by) => db.increment(table, *k, "c", *by).map(|_| ()),
         Op::Remote(k, n, future) => {
-            let now = crate::local::hlc::wall_millis();
-            let ms = if *future { now + 5 } else { now - 60_000 };
             let op = match n {
                 Some(n) => WriteOp::Put {
                     json: json!({"id": k, "v": pad(*n)}).to_string(),
@@ -85,17 +82,7 @@ fn run(db: &Database, table: &str, op: &Op) {
                 },
                 None => WriteOp::Delete,
             };
-            let txn = RemoteTxn {
-                stamp: Stamp {
-                    time: ms << 16,
-                    node: 77,
-                },
-                writes: vec![LogWrite {
-                    table: table.into(),
-                    key: Key::Int(*k),
-                    op,
-                }],
-            };
+            let txn = crate::local::remote::test_peer_write(table, *k, op, *future);
             db.apply_remote(&[txn], None).map(|_| ())
         }
         Op::Expire => {
