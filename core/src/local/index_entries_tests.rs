@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use crate::local::catalog::OnFull;
 use crate::local::codec::{Key, Stamp};
 use crate::local::conflict::ConflictPolicy;
-use crate::local::log::WriteOp;
 use crate::local::storage::{Batch, Space};
 use crate::{Database, OpenOptions, TableOptions};
 
@@ -124,15 +123,8 @@ fn run(db: &Database, table: &str, op: &Op) {
         }
         Op::Increment(k) => db.increment(table, *k, "c", 1).map(|_| ()),
         Op::Remote(k, w, future) => {
-            let op = match w {
-                Some((t, n)) => WriteOp::Put {
-                    json: record(*k, t, *n).to_string(),
-                    created: 0,
-                },
-                None => WriteOp::Delete,
-            };
-            let txn = crate::local::remote::test_peer_write(table, *k, op, *future);
-            db.apply_remote(&[txn], None).map(|_| ())
+            let json = w.as_ref().map(|(t, n)| record(*k, t, *n).to_string());
+            crate::local::remote::apply_test_peer_write(db, table, *k, json, *future)
         }
         Op::Expire => {
             let now = crate::local::hlc::wall_millis();

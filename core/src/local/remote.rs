@@ -282,14 +282,25 @@ fn last_write_per_record(writes: &[LogWrite]) -> Vec<bool> {
     last
 }
 
-/// A peer's (node 77) transaction of one write to integer key `key`,
-/// stamped 5 ms ahead of this node's clock when `future`, else a minute
-/// behind it: for tests of what applies and what loses.
+/// A peer's (node 77) transaction of one write to integer key `key`: a
+/// put of `json`, or a delete when `None`; stamped 5 ms ahead of this
+/// node's clock when `future`, else a minute behind it. Applied, for tests
+/// of what applies and what loses.
 #[cfg(test)]
-pub(crate) fn test_peer_write(table: &str, key: i64, op: WriteOp, future: bool) -> RemoteTxn {
+pub(crate) fn apply_test_peer_write(
+    db: &Database,
+    table: &str,
+    key: i64,
+    json: Option<String>,
+    future: bool,
+) -> Result<()> {
+    let op = match json {
+        Some(json) => WriteOp::Put { json, created: 0 },
+        None => WriteOp::Delete,
+    };
     let now = crate::local::hlc::wall_millis();
     let ms = if future { now + 5 } else { now - 60_000 };
-    RemoteTxn {
+    let txn = RemoteTxn {
         stamp: Stamp {
             time: ms << 16,
             node: 77,
@@ -299,5 +310,6 @@ pub(crate) fn test_peer_write(table: &str, key: i64, op: WriteOp, future: bool) 
             key: crate::local::codec::Key::Int(key),
             op,
         }],
-    }
+    };
+    db.apply_remote(&[txn], None).map(|_| ())
 }

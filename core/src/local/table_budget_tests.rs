@@ -9,7 +9,6 @@ use serde_json::json;
 use super::*;
 
 use crate::local::conflict::ConflictPolicy;
-use crate::local::log::WriteOp;
 use crate::{OpenOptions, TableOptions};
 
 #[derive(Debug, Clone)]
@@ -75,15 +74,8 @@ fn run(db: &Database, table: &str, op: &Op) {
         }
         Op::Increment(k, by) => db.increment(table, *k, "c", *by).map(|_| ()),
         Op::Remote(k, n, future) => {
-            let op = match n {
-                Some(n) => WriteOp::Put {
-                    json: json!({"id": k, "v": pad(*n)}).to_string(),
-                    created: 0,
-                },
-                None => WriteOp::Delete,
-            };
-            let txn = crate::local::remote::test_peer_write(table, *k, op, *future);
-            db.apply_remote(&[txn], None).map(|_| ())
+            let json = n.map(|n| json!({"id": k, "v": pad(n)}).to_string());
+            crate::local::remote::apply_test_peer_write(db, table, *k, json, *future)
         }
         Op::Expire => {
             // Half the records, by age: everything written over a second
