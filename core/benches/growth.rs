@@ -42,7 +42,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use contenders::{Contender, Kind, Res};
-use workload::{dir_bytes, utc_now, SplitMix, Workload};
+use workload::{dir_bytes, thread_read_calls, utc_now, SplitMix, Workload};
 
 /// The local benchmark's 1000-row transactions for SQLite.
 const TX: u64 = 1000;
@@ -100,14 +100,16 @@ impl Store {
         Ok(())
     }
 
-    /// Random gets over `0..n`; returns (gets/s, bytes read as a check).
-    fn gets(&mut self, n: u64, gets: u64) -> Res<(f64, u64)> {
+    /// Random gets over `0..n`; returns (gets/s, bytes read as a check,
+    /// read system calls per get).
+    fn gets(&mut self, n: u64, gets: u64) -> Res<(f64, u64, f64)> {
         let mut rng = SplitMix(7 ^ n);
         for _ in 0..gets / 10 {
             black_box(self.c.get(rng.below(n))?);
         }
         let mut rng = SplitMix(42 ^ n);
         let mut bytes = 0u64;
+        let reads = thread_read_calls();
         let t = Instant::now();
         for _ in 0..gets {
             let len = self.c.get(black_box(rng.below(n)))?;
@@ -116,7 +118,9 @@ impl Store {
             }
             bytes += len as u64;
         }
-        Ok((gets as f64 / t.elapsed().as_secs_f64(), bytes))
+        let per_sec = gets as f64 / t.elapsed().as_secs_f64();
+        let reads = (thread_read_calls() - reads) as f64 / gets as f64;
+        Ok((per_sec, bytes, reads))
     }
 
     fn disk(&self) -> u64 {
@@ -130,6 +134,9 @@ struct Row {
     writes: [f64; 2],
     segment: [f64; 2],
     gets: [f64; 2],
+    /// Read system calls per get: blocks (tidelog) or pages (SQLite) that
+    /// missed the store's own cache.
+    reads_per_get: [f64; 2],
     bytes_per_record: [f64; 2],
 }
 
@@ -185,6 +192,7 @@ fn run() -> Res<()> {
             writes: [0.0; 2],
             segment: [0.0; 2],
             gets: [0.0; 2],
+            reads_per_get: [0.0; 2],
             bytes_per_record: [0.0; 2],
         };
         let mut checks = [0u64; 2];
@@ -192,7 +200,7 @@ fn run() -> Res<()> {
             row.writes[i] = s.chunk_records as f64 / s.chunk_secs;
             row.segment[i] = s.segment_records as f64 / s.segment_secs;
             (s.segment_secs, s.segment_records) = (0.0, 0);
-            (row.gets[i], checks[i]) = s.gets(cp, gets)?;
+            (row.gets[i], checks[i], row.reads_per_get[i]) = s.gets(cp, gets)?;
             row.bytes_per_record[i] = s.disk() as f64 / cp as f64;
         }
         if checks[0] != checks[1] {
@@ -230,7 +238,7 @@ fn open(kind: Kind, base: &Path, wl: Workload) -> Res<Store> {
 
 fn print_header() {
     println!(
-        "\n{:>10} | {:>13} {:>13} {:>11} {:>11} | {:>13} {:>13} {:>7} | {:>8} {:>8}",
+        "\n{:>10} | {:>13} {:>13} {:>11} {:>11} | {:>13} {:>13} {:>7} {:>7} {:>7} | {:>8} {:>8}",
         "records",
         "tidelog wr/s",
         "SQLite wr/s",
@@ -239,6 +247,8 @@ fn print_header() {
         "tidelog get/s",
         "SQLite get/s",
         "gets x",
+        "tl rd/g",
+        "SQ rd/g",
         "tl B/rec",
         "SQ B/rec"
     );
@@ -246,7 +256,7 @@ fn print_header() {
 
 fn print_row(r: &Row) {
     println!(
-        "{:>10} | {:>13.0} {:>13.0} {:>11.0} {:>11.0} | {:>13.0} {:>13.0} {:>6.2}x | {:>8.0} {:>8.0}",
+        "{:>10} | {:>13.0} {:>13.0} {:>11.0} {:>11.0} | {:>13.0} {:>13.0} {:>6.2}x {:>7.2} {:>7.2} | {:>8.0} {:>8.0}",
         r.records,
         r.writes[0],
         r.writes[1],
@@ -255,6 +265,8 @@ fn print_row(r: &Row) {
         r.gets[0],
         r.gets[1],
         r.gets[0] / r.gets[1],
+        r.reads_per_get[0],
+        r.reads_per_get[1],
         r.bytes_per_record[0],
         r.bytes_per_record[1],
     );
@@ -263,7 +275,8 @@ fn print_row(r: &Row) {
 fn summary(rows: &[Row], max: u64) {
     println!(
         "\n(wr/s: the last chunk before each size; seg wr/s: every chunk since the size before; \
-         gets x = tidelog / SQLite)"
+         gets x = tidelog / SQLite; rd/g: read system calls per get on the reading thread, \
+         blocks or pages that missed the store's own cache)"
     );
     let worst = rows
         .iter()

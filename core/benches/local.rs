@@ -35,7 +35,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use contenders::{Kind, Res};
-use workload::{dir_bytes, proc_io, proc_status_kib, utc_now, SplitMix, Workload};
+use workload::{
+    dir_bytes, proc_io, proc_status_kib, thread_read_calls, utc_now, SplitMix, Workload,
+};
 
 /// Records per transaction in the transaction phase.
 const TX: u64 = 1000;
@@ -362,6 +364,8 @@ struct Footprint {
     device: f64,
     wchar: f64,
     gets_per_sec: f64,
+    /// Read system calls per get on the reading thread.
+    reads_per_get: f64,
     finds_per_sec: f64,
 }
 
@@ -384,12 +388,13 @@ fn footprint(cfg: &Config) -> Res<()> {
          rows+idx = records and index alone (tidelog: their table files after a checkpoint); \
          all = data directory after close (tidelog: with log and journal); device = write_bytes \
          of /proc/self/io at close (pages sent towards the device); to OS = wchar; \
-         gets and finds on the grown store, random keys",
+         gets and finds on the grown store, random keys; rd/get = read system calls per get \
+         on the reading thread (blocks or pages that missed the contender's own cache)",
         cfg.big_n,
         contenders::budget() >> 20
     );
     println!(
-        "{:<14} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9} {:>10} {:>12}",
+        "{:<14} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9} {:>10} {:>7} {:>12}",
         "contender",
         "writes/s",
         "B/rec r+i",
@@ -398,6 +403,7 @@ fn footprint(cfg: &Config) -> Res<()> {
         "OS B/rec",
         "peak MiB",
         "gets/s",
+        "rd/get",
         "find rec/s"
     );
     let exe = std::env::current_exe()?;
@@ -420,7 +426,8 @@ fn footprint(cfg: &Config) -> Res<()> {
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
-        let [write_secs, disk, table, hwm_kib, device, wchar, gets_per_sec, finds_per_sec] = f[..]
+        let [write_secs, disk, table, hwm_kib, device, wchar, gets_per_sec, reads_per_get, finds_per_sec] =
+            f[..]
         else {
             return Err(format!("bad child output: {line}").into());
         };
@@ -434,10 +441,11 @@ fn footprint(cfg: &Config) -> Res<()> {
             device,
             wchar,
             gets_per_sec,
+            reads_per_get,
             finds_per_sec,
         };
         println!(
-            "{:<14} {:>10} {:>10.0} {:>9.0} {:>10.0} {:>10.0} {:>9.1} {:>10} {:>12}",
+            "{:<14} {:>10} {:>10.0} {:>9.0} {:>10.0} {:>10.0} {:>9.1} {:>10} {:>7.2} {:>12}",
             kind.name(),
             thousands(m.writes_per_sec()),
             m.per_record(m.table),
@@ -446,6 +454,7 @@ fn footprint(cfg: &Config) -> Res<()> {
             m.per_record(m.wchar),
             m.hwm_kib / 1024.0,
             thousands(m.gets_per_sec),
+            m.reads_per_get,
             thousands(m.finds_per_sec),
         );
         all.push(m);
@@ -506,11 +515,13 @@ fn footprint_child(kind: Kind, n: u64) -> Res<()> {
         black_box(c.get(rng.below(n))?);
     }
     let mut rng = SplitMix(42);
+    let reads = thread_read_calls();
     let t = Instant::now();
     for _ in 0..gets {
         black_box(c.get(black_box(rng.below(n)))?);
     }
     let gets_per_sec = gets as f64 / t.elapsed().as_secs_f64();
+    let reads_per_get = (thread_read_calls() - reads) as f64 / gets as f64;
     let finds = (n / 50).clamp(1_000, 20_000);
     let mut rng = SplitMix(99);
     let mut found = 0;
@@ -523,7 +534,7 @@ fn footprint_child(kind: Kind, n: u64) -> Res<()> {
     c.close()?;
     let disk = dir_bytes(dir.path());
     println!(
-        "TIDELOG-CHILD {write_secs} {disk} {} {} {} {} {gets_per_sec} {finds_per_sec}",
+        "TIDELOG-CHILD {write_secs} {disk} {} {} {} {} {gets_per_sec} {reads_per_get} {finds_per_sec}",
         table.unwrap_or(disk),
         proc_status_kib("VmHWM"),
         proc_io("write_bytes"),

@@ -182,6 +182,17 @@ pub fn proc_io(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Read system calls (`read`, `pread64`, ...) the calling thread has made:
+/// its count around a loop of gets says how many blocks or pages each get
+/// read from the file system, without the engine's background threads.
+pub fn thread_read_calls() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscr:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
