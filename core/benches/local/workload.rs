@@ -164,32 +164,29 @@ impl SplitMix {
 
 /// A `/proc/self/status` field in KiB (VmHWM = peak RSS, VmRSS = now).
 pub fn proc_status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    proc_field("/proc/self/status", field)
 }
 
 /// A `/proc/self/io` counter: `write_bytes` is what this process sent
 /// towards the device (pages it dirtied), `wchar` what it handed to the OS.
 pub fn proc_io(field: &str) -> u64 {
-    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
-    io.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    proc_field("/proc/self/io", field)
 }
 
 /// Read system calls (`read`, `pread64`, ...) the calling thread has made:
 /// its count around a loop of gets says how many blocks or pages each get
 /// read from the file system, without the engine's background threads.
 pub fn thread_read_calls() -> u64 {
-    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap_or_default();
-    io.lines()
-        .find_map(|l| l.strip_prefix("syscr:"))
-        .and_then(|v| v.trim().parse().ok())
+    proc_field("/proc/thread-self/io", "syscr")
+}
+
+/// The number after `field:` in a `/proc` file of `name: value` lines (a
+/// `kB` unit dropped); 0 where the file or the field is missing.
+fn proc_field(path: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
 
