@@ -19,10 +19,11 @@ use parking_lot::Mutex;
 
 use crate::cloud::sink::{EdgePosition, Sink, SinkBatch, SinkError, SinkRow};
 use crate::error::{Error, Result};
-use crate::local::codec::{decode_row_header, Key};
+use crate::local::codec::Key;
 use crate::local::db::Database;
 use crate::local::keys::row_key;
 use crate::local::log::{LogEntry, MetaKind, WriteOp};
+use crate::local::row::decode_row;
 use crate::local::storage::Space;
 use crate::repl::SinkGate;
 
@@ -582,11 +583,11 @@ fn current_state(db: &Database, table: &str, key: &Key) -> Result<Option<State>>
     let Some(v) = store.get(Space::Rows, &row_key(def.id, key))? else {
         return Ok(None);
     };
-    let h = decode_row_header(&v)?;
+    let (h, body_at) = decode_row(&v)?;
     if h.tombstone {
         return Ok(Some((None, h.stamp)));
     }
-    let json = std::str::from_utf8(&v[h.len()..])
+    let json = std::str::from_utf8(&v[body_at..])
         .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?;
     Ok(Some((Some(json.to_string()), h.stamp)))
 }

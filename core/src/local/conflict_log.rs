@@ -17,10 +17,11 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::local::catalog::{TableOptions, CONFLICTS_TABLE};
-use crate::local::codec::{decode_row_header, Key};
+use crate::local::codec::Key;
 use crate::local::conflict::{ConflictEntry, ConflictPolicy, ConflictResolver, ID_ATTR};
 use crate::local::db::Database;
 use crate::local::keys::row_key;
+use crate::local::row::decode_row;
 use crate::local::storage::{Batch, Space};
 
 /// Digits of the entry number in an id: ids of one node sort in the order
@@ -85,12 +86,12 @@ fn entries_raw(db: &Database) -> Result<Vec<(Key, usize, Option<ConflictEntry>)>
     let mut out = Vec::new();
     for item in store.prefix(Space::Rows, &def.row_prefix(), false) {
         let (k, v) = item?;
-        let header = decode_row_header(&v)?;
+        let (header, body_at) = decode_row(&v)?;
         if header.tombstone {
             continue;
         }
         let (key, _) = crate::local::codec::take_key(&k[def.row_prefix().len()..])?;
-        let body = &v[header.len()..];
+        let body = &v[body_at..];
         let entry = serde_json::from_slice::<Value>(body)
             .ok()
             .and_then(|j| ConflictEntry::from_json(&j));

@@ -13,9 +13,10 @@
 //! | 1` takes the next `len` bytes of the literals as one member.
 
 use crate::error::{Error, Result};
-use crate::local::codec::{decode_row_header, Key, Stamp};
+use crate::local::codec::{Key, Stamp};
 use crate::local::db::Database;
 use crate::local::keys::row_key;
+use crate::local::row::decode_row;
 use crate::local::storage::Space;
 
 /// A delta is only worth sending when it is at most this share (in
@@ -204,7 +205,7 @@ impl Database {
         let Some(v) = store.get(Space::Rows, &row_key(def.id, key))? else {
             return Ok(None);
         };
-        let header = decode_row_header(&v)?;
+        let (header, body_at) = decode_row(&v)?;
         // A record with a merge state shows a merged row; what a sender's
         // delta edits is the last whole write it sent, which is the base.
         let rk = row_key(def.id, key);
@@ -221,7 +222,7 @@ impl Database {
             None
         } else {
             Some(
-                std::str::from_utf8(&v[header.len()..])
+                std::str::from_utf8(&v[body_at..])
                     .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
                     .to_string(),
             )

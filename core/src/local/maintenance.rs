@@ -11,9 +11,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::Result;
 use crate::local::catalog::TableDef;
-use crate::local::codec::{decode_row_header, take_key};
+use crate::local::codec::take_key;
 use crate::local::db::{Database, Durability, Shared};
 use crate::local::keys::{row_key, tombstone_key, EXPIRY_INDEX};
+use crate::local::row::decode_row;
 use crate::local::storage::{Batch, Space};
 use crate::local::write::index_entries;
 
@@ -209,15 +210,15 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
         batch.delete(Space::Index, ek.to_vec());
         let rk = row_key(def.id, &key);
         if let Some(row) = store.get(Space::Rows, &rk)? {
-            let h = decode_row_header(&row)?;
+            let (h, body_at) = decode_row(&row)?;
             if h.tombstone {
                 batch.delete(Space::Index, tombstone_key(def.id, h.stamp.millis(), &key));
             } else {
-                let body = &row[h.len()..];
+                let body = &row[body_at..];
                 gone.push(crate::local::table_stats::record_bytes(&rk, body.len()));
             }
             if !h.tombstone && !def.indexes.is_empty() {
-                let body = &row[h.len()..];
+                let body = &row[body_at..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
                     for k in index_entries(def, &key, &obj).into_keys() {
                         batch.delete(Space::Index, k);

@@ -29,6 +29,7 @@ pub(crate) mod record_text;
 pub(crate) mod remote;
 pub(crate) mod resolve;
 pub(crate) mod retention;
+pub(crate) mod row;
 pub(crate) mod settle;
 pub(crate) mod settle_local;
 pub(crate) mod side;

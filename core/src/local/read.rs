@@ -423,7 +423,7 @@ impl Database {
             bytes += v.len() + k.len();
             let (key, _) = take_key(&k[prefix.len()..])?;
             last = Some(key.clone());
-            let h = crate::local::codec::decode_row_header(&v)?;
+            let (h, body_at) = crate::local::row::decode_row(&v)?;
             if since_ms.is_some_and(|s| h.stamp.millis() < s) {
                 continue;
             }
@@ -431,7 +431,7 @@ impl Database {
                 None
             } else {
                 Some(
-                    std::str::from_utf8(&v[h.len()..])
+                    std::str::from_utf8(&v[body_at..])
                         .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
                         .to_string(),
                 )

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::local::codec::{decode_row_header, Key, Stamp};
+use crate::local::codec::{Key, Stamp};
+use crate::local::row::decode_row;
 use crate::local::storage::Bytes;
 
 /// Attribute names tidelog adds to every record it returns.
@@ -43,18 +44,18 @@ impl std::fmt::Debug for Record {
 impl Record {
     /// Wraps a stored live row; `None` for a tombstone.
     pub(crate) fn from_row(key: Key, row: Bytes) -> Result<Option<Record>> {
-        let h = decode_row_header(&row)?;
+        let (h, body_at) = decode_row(&row)?;
         if h.tombstone {
             return Ok(None);
         }
-        if std::str::from_utf8(&row[h.len()..]).is_err() {
+        if std::str::from_utf8(&row[body_at..]).is_err() {
             return Err(Error::Corrupt("record is not UTF-8".into()));
         }
         Ok(Some(Record {
             key,
             stamp: h.stamp,
             created: h.created,
-            body: Body::Stored(row, h.len()),
+            body: Body::Stored(row, body_at),
         }))
     }
 

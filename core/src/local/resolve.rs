@@ -85,7 +85,7 @@ fn current_stamp(db: &Database, table: &str, key: &Key) -> Result<Option<Stamp>>
     let def = db.table(table)?;
     let rk = crate::local::keys::row_key(def.id, key);
     match store.get(crate::local::storage::Space::Rows, &rk)? {
-        Some(v) => Ok(Some(crate::local::codec::decode_row_header(&v)?.stamp)),
+        Some(v) => Ok(Some(crate::local::row::decode_row_header(&v)?.stamp)),
         None => Ok(None),
     }
 }

@@ -11,10 +11,11 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use crate::error::Result;
-use crate::local::codec::{decode_row_header, take_key};
+use crate::local::codec::take_key;
 use crate::local::db::Database;
 use crate::local::keys::{expiry_key, row_key, seq_from_key, seq_key, TOMBSTONE_INDEX};
 use crate::local::log::LogEntry;
+use crate::local::row::decode_row;
 use crate::local::storage::{Batch, Space};
 
 /// Per commit of deletes: the most log sequence numbers one trim step
@@ -168,14 +169,14 @@ pub(crate) fn collect_tombstones(db: &Database, acked_floor: u64, now_ms: u64) -
                     batch.delete(Space::Index, ik.to_vec());
                     continue;
                 };
-                let h = decode_row_header(&row)?;
+                let (h, body_at) = decode_row(&row)?;
                 if !h.tombstone || h.stamp.millis() != millis {
                     // Stale entry; the write path normally removes these.
                     batch.delete(Space::Index, ik.to_vec());
                     continue;
                 }
                 let seq = row
-                    .get(h.len()..h.len() + 8)
+                    .get(body_at..body_at + 8)
                     .and_then(|b| b.try_into().ok())
                     .map(u64::from_be_bytes)
                     .unwrap_or(u64::MAX);

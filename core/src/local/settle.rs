@@ -543,7 +543,7 @@ mod tests {
     /// read, and a row's next write moves its base into the row.
     #[test]
     fn a_base_in_an_old_side_entry_reads_and_moves_into_the_row() {
-        use crate::local::codec::{decode_row_header, encode_row, RowHeader};
+        use crate::local::row::{decode_row, decode_row_header, encode_row, RowHeader};
         use crate::local::side::{side_key, Side};
         use crate::local::storage::{Batch, Space};
         use crate::{Database, OpenOptions, TableOptions};
@@ -561,14 +561,14 @@ mod tests {
             let rk = crate::local::keys::row_key(def.id, &1.into());
             let store = db.store().unwrap();
             let row = store.get(Space::Rows, &rk).unwrap().unwrap();
-            let h = decode_row_header(&row).unwrap();
+            let (h, body_at) = decode_row(&row).unwrap();
             assert!(h.base.is_some(), "a new write keeps its base in the row");
             let mut b = Batch::default();
             let old = RowHeader {
                 base: None,
                 ..h.clone()
             };
-            b.put(Space::Rows, rk.clone(), encode_row(&old, &row[h.len()..]));
+            b.put(Space::Rows, rk.clone(), encode_row(&old, &row[body_at..]));
             let side = Side {
                 base: legacy_base,
                 state: None,

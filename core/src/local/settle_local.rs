@@ -7,9 +7,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::local::catalog::TableDef;
-use crate::local::codec::{Key, OldRow, Stamp};
+use crate::local::codec::{Key, Stamp};
 use crate::local::log::MetaKind;
 use crate::local::merge::{contribute, MergeOp, MergeState};
+use crate::local::row::OldRow;
 use crate::local::side::Side;
 
 /// The merge state a record without one stands for: its row as the base.

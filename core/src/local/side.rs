@@ -1,7 +1,7 @@
 //! What a row keeps for conflict handling: the stamp of the version its
 //! current version replaced at its origin (its *base*, so a late older
 //! write can be told from a concurrent one), in the row header
-//! (`codec::RowHeader::base`), and, beside the row in the meta space under
+//! (`row::RowHeader::base`), and, beside the row in the meta space under
 //! `side/<row key>`, the merge state (`merge`) of a record that has
 //! per-attribute overrides or counters, written with its base. Rows
 //! written while the conflict log is off, and rows older than it, have

@@ -21,10 +21,11 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::local::catalog::{OnFull, TableDef};
-use crate::local::codec::{decode_row_header, is_live_row, take_key};
+use crate::local::codec::take_key;
 use crate::local::db::Database;
 use crate::local::index_entries::index_entries;
 use crate::local::keys::{row_key, EXPIRY_INDEX};
+use crate::local::row::{decode_row, decode_row_header, is_live_row};
 use crate::local::storage::{Batch, Space, Store};
 use crate::local::table_stats::{record_bytes, stats_key, Delta, Deltas, Stored, TableStats};
 
@@ -59,9 +60,9 @@ fn scan(store: &Store, id: u32) -> Result<Stored> {
     for item in store.prefix(Space::Rows, &prefix, false) {
         let (k, v) = item?;
         if is_live_row(&v) {
-            let h = decode_row_header(&v)?;
+            let (_, body_at) = decode_row(&v)?;
             s.records += 1;
-            s.bytes += record_bytes(&k, v.len() - h.len());
+            s.bytes += record_bytes(&k, v.len() - body_at);
         }
     }
     Ok(s)
@@ -179,12 +180,12 @@ fn drop_oldest(
             batch.delete(Space::Index, ek.to_vec());
             continue;
         };
-        let h = decode_row_header(&row)?;
+        let (h, body_at) = decode_row(&row)?;
         if h.tombstone {
             // Tombstones hold no counted bytes; retention collects them.
             continue;
         }
-        let body = &row[h.len()..];
+        let body = &row[body_at..];
         if !def.indexes.is_empty() {
             if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
                 for k in index_entries(def, &key, &obj).into_keys() {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::local::catalog::TableDef;
-use crate::local::codec::{decode_row_header, encode_row, Key, RowHeader, Stamp};
+use crate::local::codec::{Key, Stamp};
 use crate::local::conflict::ConflictPolicy;
 use crate::local::db::{Database, Durability, WriteState};
 use crate::local::keys::{expiry_key, row_key, seq_key, tombstone_key};
@@ -19,6 +19,7 @@ use crate::local::listener::{Change, ChangeEvent};
 use crate::local::log::{LogEntry, LogWrite, MetaKind, WriteOp};
 use crate::local::merge::MergeState;
 use crate::local::record::{extract_key, strip_computed, Record};
+use crate::local::row::{decode_row, encode_row, RowHeader};
 use crate::local::side::{side_key, Side};
 use crate::local::storage::{Batch, Space, Store};
 
@@ -667,8 +668,8 @@ pub(crate) fn has_repeats<'k>(keys: impl Iterator<Item = (&'k str, &'k Key)>) ->
     false
 }
 
-pub(crate) use crate::local::codec::OldRow;
 pub(crate) use crate::local::index_entries::{index_entries, CarriesRow};
+pub(crate) use crate::local::row::OldRow;
 
 /// Builds one atomic batch; with several writes it remembers what each one
 /// left behind, so later writes to the same record see it.
@@ -816,11 +817,11 @@ impl<'a> Ctx<'a> {
         let Some(v) = self.store.get(Space::Rows, rk)? else {
             return Ok(None);
         };
-        let header = decode_row_header(&v)?;
+        let (header, body_at) = decode_row(&v)?;
         let json = if header.tombstone {
             ""
         } else {
-            std::str::from_utf8(&v[header.len()..])
+            std::str::from_utf8(&v[body_at..])
                 .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
         };
         Ok(Some(OldRow {
