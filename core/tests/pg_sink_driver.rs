@@ -112,9 +112,17 @@ fn a_killed_server_is_retried_through_and_nothing_lands_twice() {
         std::thread::sleep(Duration::from_millis(5));
     }
     pg.kill();
-    std::thread::sleep(Duration::from_millis(300));
-    pg.restart();
     model.extend(writer.join().unwrap());
+    // The sink may have drained everything before the kill landed: these
+    // commits go out while the server is down, so it must fail at least
+    // once before the restart.
+    write_alerts(&db, &mut model, 1500, 200, 4, 2000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.status().retries == 0 {
+        assert!(Instant::now() < deadline, "{:?}", h.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pg.restart();
     runtime.block_on(async {
         caught_up(&db, &h).await;
         let s = h.status();
