@@ -23,7 +23,7 @@ use crate::local::codec::Key;
 use crate::local::db::Database;
 use crate::local::keys::row_key;
 use crate::local::log::{LogEntry, MetaKind, WriteOp};
-use crate::local::row::decode_row;
+use crate::local::row::{decode_row, row_json};
 use crate::local::storage::Space;
 use crate::repl::SinkGate;
 
@@ -587,7 +587,6 @@ fn current_state(db: &Database, table: &str, key: &Key) -> Result<Option<State>>
     if h.tombstone {
         return Ok(Some((None, h.stamp)));
     }
-    let json = std::str::from_utf8(&v[body_at..])
-        .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?;
+    let json = row_json(&v, body_at)?;
     Ok(Some((Some(json.to_string()), h.stamp)))
 }

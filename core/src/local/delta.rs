@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::local::codec::{Key, Stamp};
 use crate::local::db::Database;
 use crate::local::keys::row_key;
-use crate::local::row::decode_row;
+use crate::local::row::{decode_row, row_json};
 use crate::local::storage::Space;
 
 /// A delta is only worth sending when it is at most this share (in
@@ -221,11 +221,7 @@ impl Database {
         let json = if header.tombstone {
             None
         } else {
-            Some(
-                std::str::from_utf8(&v[body_at..])
-                    .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
-                    .to_string(),
-            )
+            Some(row_json(&v, body_at)?.to_string())
         };
         Ok(Some(Version {
             stamp: header.stamp,

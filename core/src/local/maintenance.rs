@@ -211,14 +211,13 @@ fn evict_chunk(db: &Database, def: &TableDef, cutoff_ms: u64) -> Result<usize> {
         let rk = row_key(def.id, &key);
         if let Some(row) = store.get(Space::Rows, &rk)? {
             let (h, body_at) = decode_row(&row)?;
+            let body = &row[body_at..];
             if h.tombstone {
                 batch.delete(Space::Index, tombstone_key(def.id, h.stamp.millis(), &key));
             } else {
-                let body = &row[body_at..];
                 gone.push(crate::local::table_stats::record_bytes(&rk, body.len()));
             }
             if !h.tombstone && !def.indexes.is_empty() {
-                let body = &row[body_at..];
                 if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) {
                     for k in index_entries(def, &key, &obj).into_keys() {
                         batch.delete(Space::Index, k);

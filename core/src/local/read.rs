@@ -430,11 +430,7 @@ impl Database {
             let json = if h.tombstone {
                 None
             } else {
-                Some(
-                    std::str::from_utf8(&v[body_at..])
-                        .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
-                        .to_string(),
-                )
+                Some(crate::local::row::row_json(&v, body_at)?.to_string())
             };
             // Read for every row, not only in tables marked stateful: the
             // mark follows a commit, and a row merged just before it must

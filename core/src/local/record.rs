@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::local::codec::{Key, Stamp};
-use crate::local::row::decode_row;
+use crate::local::row::{decode_row, row_json};
 use crate::local::storage::Bytes;
 
 /// Attribute names tidelog adds to every record it returns.
@@ -48,9 +48,7 @@ impl Record {
         if h.tombstone {
             return Ok(None);
         }
-        if std::str::from_utf8(&row[body_at..]).is_err() {
-            return Err(Error::Corrupt("record is not UTF-8".into()));
-        }
+        row_json(&row, body_at)?;
         Ok(Some(Record {
             key,
             stamp: h.stamp,

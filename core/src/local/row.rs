@@ -144,6 +144,11 @@ pub(crate) fn decode_row(v: &[u8]) -> Result<(RowHeader, usize)> {
     Ok((header, len))
 }
 
+/// A live row's JSON text, from where [`decode_row`] said its body starts.
+pub(crate) fn row_json(v: &[u8], body_at: usize) -> Result<&str> {
+    std::str::from_utf8(&v[body_at..]).map_err(|_| Error::Corrupt("record is not UTF-8".into()))
+}
+
 pub(crate) fn decode_row_header(v: &[u8]) -> Result<RowHeader> {
     decode_row(v).map(|(h, _)| h)
 }

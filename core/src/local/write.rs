@@ -19,7 +19,7 @@ use crate::local::listener::{Change, ChangeEvent};
 use crate::local::log::{LogEntry, LogWrite, MetaKind, WriteOp};
 use crate::local::merge::MergeState;
 use crate::local::record::{extract_key, strip_computed, Record};
-use crate::local::row::{decode_row, encode_row, RowHeader};
+use crate::local::row::{decode_row, encode_row, row_json, RowHeader};
 use crate::local::side::{side_key, Side};
 use crate::local::storage::{Batch, Space, Store};
 
@@ -821,8 +821,7 @@ impl<'a> Ctx<'a> {
         let json = if header.tombstone {
             ""
         } else {
-            std::str::from_utf8(&v[body_at..])
-                .map_err(|_| Error::Corrupt("record is not UTF-8".into()))?
+            row_json(&v, body_at)?
         };
         Ok(Some(OldRow {
             header,
