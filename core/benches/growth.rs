@@ -22,6 +22,9 @@
 // The local benchmark's contenders and workload, shared rather than copied;
 // this benchmark uses only part of them.
 #[allow(dead_code)]
+#[path = "local/alone.rs"]
+mod alone;
+#[allow(dead_code)]
 #[path = "local/contenders.rs"]
 mod contenders;
 #[allow(dead_code)]

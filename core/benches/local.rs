@@ -16,9 +16,13 @@
 //! - `TIDELOG_BENCH_BIG_N` records of the footprint phase (default 1000000)
 //! - `TIDELOG_BENCH_SKIP_1M=1` skips the footprint phase
 //! - `TIDELOG_BENCH_ONLY=tidelog-fjall,raw-fjall` runs only these contenders
+//!   (`fjall-alone`, the engine alone answering the same gets, runs in the
+//!   footprint phase only)
 //! - `TIDELOG_BENCH_BUDGET_MIB` memory budget of every contender (default:
 //!   tidelog's default budget)
 
+#[path = "local/alone.rs"]
+mod alone;
 #[path = "local/contenders.rs"]
 mod contenders;
 #[path = "local/raw.rs"]
@@ -42,11 +46,12 @@ use workload::{
 /// Records per transaction in the transaction phase.
 const TX: u64 = 1000;
 /// Contenders of the footprint phase.
-const BIG: [Kind; 4] = [
+const BIG: [Kind; 5] = [
     Kind::TidelogFjall,
     Kind::TidelogSled,
     Kind::RawFjall,
     Kind::Sqlite,
+    Kind::FjallAlone,
 ];
 const CHILD_FLAG: &str = "--tidelog-child";
 
@@ -112,7 +117,7 @@ impl Config {
                 .split(',')
                 .map(|s| Kind::parse(s.trim()).unwrap_or_else(|| panic!("unknown contender `{s}`")))
                 .collect(),
-            _ => Kind::ALL.to_vec(),
+            _ => Kind::ALL.into_iter().chain([Kind::FjallAlone]).collect(),
         };
         Config {
             n,
@@ -455,7 +460,12 @@ fn footprint(cfg: &Config) -> Res<()> {
             m.hwm_kib / 1024.0,
             thousands(m.gets_per_sec),
             m.reads_per_get,
-            thousands(m.finds_per_sec),
+            // fjall alone holds no index.
+            if kind == Kind::FjallAlone {
+                "-".to_string()
+            } else {
+                thousands(m.finds_per_sec)
+            },
         );
         all.push(m);
     }
@@ -479,6 +489,15 @@ fn footprint_targets(all: &[Footprint]) {
         println!("TARGET {what}: {r:.2}x SQLite (target <= {goal:.2}x) -> {verdict}");
     };
     at_least("point gets/s", t.gets_per_sec / s.gets_per_sec, 1.5);
+    if let Some(f) = by(Kind::FjallAlone) {
+        println!(
+            "ENGINE point gets (fjall alone on the same rows, tidelog's record settings, the \
+             whole budget as its cache): {}/s = {:.2}x SQLite; tidelog-fjall reads at {:.2}x of it",
+            thousands(f.gets_per_sec),
+            f.gets_per_sec / s.gets_per_sec,
+            t.gets_per_sec / f.gets_per_sec
+        );
+    }
     at_least(
         "index find records/s",
         t.finds_per_sec / s.finds_per_sec,
@@ -509,6 +528,7 @@ fn footprint_child(kind: Kind, n: u64) -> Res<()> {
         c.write_one(i)?;
     }
     let write_secs = t.elapsed().as_secs_f64();
+    c.before_reads()?;
     let gets = n.min(200_000);
     let mut rng = SplitMix(7);
     for _ in 0..gets / 10 {

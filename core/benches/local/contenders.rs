@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::workload::Workload;
-use crate::{raw, sqlite, tide};
+use crate::{alone, raw, sqlite, tide};
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -24,6 +24,10 @@ pub trait Contender {
     fn get(&mut self, i: u64) -> Res<usize>;
     /// Reads every record whose indexed attribute is sensor `s`; returns how many.
     fn find(&mut self, s: u64) -> Res<usize>;
+    /// Runs after the writes of the footprint phase, before its reads.
+    fn before_reads(&mut self) -> Res<()> {
+        Ok(())
+    }
     /// Bytes of records and indexes alone (without a log or journal), after
     /// writing out what is buffered; `None` where the store has no log of
     /// its own (SQLite: its files are records and indexes).
@@ -50,6 +54,8 @@ pub enum Kind {
     Sqlite,
     TidelogFjall,
     TidelogSled,
+    /// fjall alone answering the same point gets (footprint phase only).
+    FjallAlone,
 }
 
 impl Kind {
@@ -68,11 +74,15 @@ impl Kind {
             Kind::Sqlite => "sqlite",
             Kind::TidelogFjall => "tidelog-fjall",
             Kind::TidelogSled => "tidelog-sled",
+            Kind::FjallAlone => "fjall-alone",
         }
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == s)
+        Kind::ALL
+            .into_iter()
+            .chain([Kind::FjallAlone])
+            .find(|k| k.name() == s)
     }
 
     /// The raw floor the contender is compared with (tidelog only).
@@ -93,6 +103,7 @@ impl Kind {
                 Box::new(tide::Tidelog::open(dir, wl, tidelog::EngineKind::Fjall)?)
             }
             Kind::TidelogSled => Box::new(tide::Tidelog::open(dir, wl, tidelog::EngineKind::Sled)?),
+            Kind::FjallAlone => Box::new(alone::FjallAlone::open(dir, wl)?),
         })
     }
 }
