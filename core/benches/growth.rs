@@ -8,8 +8,12 @@
 //! it reports each store's write rate over the last chunk (and over every
 //! chunk since the size before, steadier on a shared machine), random point gets
 //! per second over the records written so far, and disk bytes per record,
-//! with the ratios the growth target is about. It reports; it never asserts
-//! a timing.
+//! with the ratios the growth target is about. Beside them it grows
+//! `fjall-alone` (the local benchmark's contender: the same rows in one
+//! fjall keyspace with tidelog's record settings and the whole budget as
+//! its cache, one insert per record) and reports its gets, so the gets
+//! ratio can be read against what the engine itself does at each size.
+//! It reports; it never asserts a timing.
 //!
 //! Interleaving matters: both stores see the same machine load at the same
 //! size, so a ratio measured here is fair even on a busy machine.
@@ -49,7 +53,8 @@ use workload::{dir_bytes, thread_read_calls, utc_now, SplitMix, Workload};
 
 /// The local benchmark's 1000-row transactions for SQLite.
 const TX: u64 = 1000;
-const KINDS: [Kind; 2] = [Kind::TidelogFjall, Kind::Sqlite];
+/// tidelog, SQLite, and the engine alone (whose gets are shown beside).
+const KINDS: [Kind; 3] = [Kind::TidelogFjall, Kind::Sqlite, Kind::FjallAlone];
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -141,6 +146,8 @@ struct Row {
     /// missed the store's own cache.
     reads_per_get: [f64; 2],
     bytes_per_record: [f64; 2],
+    /// fjall alone's gets/s.
+    engine_gets: f64,
 }
 
 fn main() {
@@ -197,16 +204,23 @@ fn run() -> Res<()> {
             gets: [0.0; 2],
             reads_per_get: [0.0; 2],
             bytes_per_record: [0.0; 2],
+            engine_gets: 0.0,
         };
-        let mut checks = [0u64; 2];
+        let mut checks = [0u64; KINDS.len()];
         for (i, s) in stores.iter_mut().enumerate() {
+            let (per_sec, check, reads) = s.gets(cp, gets)?;
+            checks[i] = check;
+            if s.kind == Kind::FjallAlone {
+                row.engine_gets = per_sec;
+                continue;
+            }
             row.writes[i] = s.chunk_records as f64 / s.chunk_secs;
             row.segment[i] = s.segment_records as f64 / s.segment_secs;
             (s.segment_secs, s.segment_records) = (0.0, 0);
-            (row.gets[i], checks[i], row.reads_per_get[i]) = s.gets(cp, gets)?;
+            (row.gets[i], row.reads_per_get[i]) = (per_sec, reads);
             row.bytes_per_record[i] = s.disk() as f64 / cp as f64;
         }
-        if checks[0] != checks[1] {
+        if checks.iter().any(|c| *c != checks[0]) {
             return Err(format!("the stores returned different bytes at {cp}: {checks:?}").into());
         }
         print_row(&row);
@@ -241,7 +255,7 @@ fn open(kind: Kind, base: &Path, wl: Workload) -> Res<Store> {
 
 fn print_header() {
     println!(
-        "\n{:>10} | {:>13} {:>13} {:>11} {:>11} | {:>13} {:>13} {:>7} {:>7} {:>7} | {:>8} {:>8}",
+        "\n{:>10} | {:>13} {:>13} {:>11} {:>11} | {:>13} {:>13} {:>7} {:>7} {:>7} {:>12} {:>7} | {:>8} {:>8}",
         "records",
         "tidelog wr/s",
         "SQLite wr/s",
@@ -252,6 +266,8 @@ fn print_header() {
         "gets x",
         "tl rd/g",
         "SQ rd/g",
+        "fjall get/s",
+        "eng x",
         "tl B/rec",
         "SQ B/rec"
     );
@@ -259,7 +275,7 @@ fn print_header() {
 
 fn print_row(r: &Row) {
     println!(
-        "{:>10} | {:>13.0} {:>13.0} {:>11.0} {:>11.0} | {:>13.0} {:>13.0} {:>6.2}x {:>7.2} {:>7.2} | {:>8.0} {:>8.0}",
+        "{:>10} | {:>13.0} {:>13.0} {:>11.0} {:>11.0} | {:>13.0} {:>13.0} {:>6.2}x {:>7.2} {:>7.2} {:>12.0} {:>6.2}x | {:>8.0} {:>8.0}",
         r.records,
         r.writes[0],
         r.writes[1],
@@ -270,6 +286,8 @@ fn print_row(r: &Row) {
         r.gets[0] / r.gets[1],
         r.reads_per_get[0],
         r.reads_per_get[1],
+        r.engine_gets,
+        r.engine_gets / r.gets[1],
         r.bytes_per_record[0],
         r.bytes_per_record[1],
     );
@@ -279,7 +297,9 @@ fn summary(rows: &[Row], max: u64) {
     println!(
         "\n(wr/s: the last chunk before each size; seg wr/s: every chunk since the size before; \
          gets x = tidelog / SQLite; rd/g: read system calls per get on the reading thread, \
-         blocks or pages that missed the store's own cache)"
+         blocks or pages that missed the store's own cache; fjall get/s: fjall alone on the \
+         same rows with tidelog's record settings and the whole budget as its cache, eng x = \
+         fjall alone / SQLite)"
     );
     let worst = rows
         .iter()
@@ -290,6 +310,13 @@ fn summary(rows: &[Row], max: u64) {
             "TARGET tidelog gets >= 1.0x SQLite at every size: lowest {x:.2}x (at {at}) -> {}",
             verdict(x >= 1.0)
         );
+    }
+    let engine = rows
+        .iter()
+        .map(|r| (r.engine_gets / r.gets[1], r.records))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((x, at)) = engine {
+        println!("ENGINE fjall alone's gets: lowest {x:.2}x SQLite (at {at})");
     }
     let at = |n: u64| rows.iter().find(|r| r.records == n);
     match (at(1_000_000), at(max)) {
