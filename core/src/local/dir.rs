@@ -14,6 +14,9 @@ use crate::local::storage::EngineKind;
 const IDENTITY_FILE: &str = "tidelog.json";
 const LOCK_FILE: &str = "LOCK";
 const FORMAT: u32 = 1;
+/// How long an open waits for a directory lock that is taken (see
+/// [`DirLock::acquire`]) before it says the directory is in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Holds the directory's advisory lock for as long as it lives.
 #[derive(Debug)]
@@ -22,9 +25,17 @@ pub(crate) struct DirLock {
 }
 
 impl DirLock {
-    /// Takes the lock or fails at once. On Linux this is `flock`, whose locks
-    /// belong to the open file description, so a second open in this same
-    /// process is refused too, not only one from another process.
+    /// Takes the lock, or fails once it has stayed taken for
+    /// [`LOCK_WAIT`]. On Linux this is `flock`, whose locks belong to the
+    /// open file description, so a second open in this same process is
+    /// refused too, not only one from another process.
+    ///
+    /// The short wait is for a lock that is already let go: a process that
+    /// starts a child (fork, then exec) gives the child a copy of every
+    /// descriptor until the exec closes them, so a handle closed meanwhile
+    /// keeps its lock for that long. A test reopening a directory right
+    /// after a refused open, while another test started a process, was
+    /// told the directory was in use.
     pub(crate) fn acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
@@ -34,16 +45,21 @@ impl DirLock {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                })
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DirLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Locked {
+                        path: dir.to_path_buf(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
-        Ok(DirLock { _file: file })
     }
 }
 
@@ -161,6 +177,32 @@ mod tests {
         ));
         drop(first);
         DirLock::acquire(dir.path()).expect("free again after drop");
+    }
+
+    /// A lock let go while an open waits (as when a started child process
+    /// still held a copy of the handle's descriptor) is taken; one held
+    /// past the wait is refused.
+    #[test]
+    fn an_open_waits_briefly_for_a_lock_that_is_being_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(LOCK_WAIT / 5);
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        DirLock::acquire(dir.path()).expect("taken once the other handle let go");
+        assert!(started.elapsed() >= LOCK_WAIT / 5);
+        letting_go.join().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DirLock::acquire(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            DirLock::acquire(dir.path()),
+            Err(Error::Locked { .. })
+        ));
+        assert!(started.elapsed() >= LOCK_WAIT);
     }
 
     #[test]
