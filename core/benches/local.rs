@@ -117,7 +117,7 @@ impl Config {
                 .split(',')
                 .map(|s| Kind::parse(s.trim()).unwrap_or_else(|| panic!("unknown contender `{s}`")))
                 .collect(),
-            _ => Kind::ALL.into_iter().chain([Kind::FjallAlone]).collect(),
+            _ => Kind::every().collect(),
         };
         Config {
             n,

@@ -3,9 +3,9 @@
 //! keyspace with tidelog's record settings (2 KiB lz4 blocks, partitioned
 //! block index, tables cut at a quarter of the budget), its write buffer
 //! flushed before reading, with the whole memory budget as its block cache
-//! (tidelog's cache gets a quarter of it). What separates a tidelog get from this one is tidelog's own
-//! work and its smaller cache; what separates this one from SQLite's is
-//! the engine.
+//! (tidelog's cache gets a quarter of it). What separates a tidelog get
+//! from this one is tidelog's own work and its smaller cache; what
+//! separates this one from SQLite's is the engine.
 //! Other shapes measured, each compacted into one sorted run first
 //! (1,000,000 records, 16 MiB, this 2-core machine, SQLite 221,000-250,000
 //! gets/s in the same minutes): uncompressed blocks with one index block

@@ -67,6 +67,11 @@ impl Kind {
         Kind::TidelogSled,
     ];
 
+    /// `ALL` and the footprint-only `FjallAlone`: every name `parse` knows.
+    pub fn every() -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().chain([Kind::FjallAlone])
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::RawFjall => "raw-fjall",
@@ -79,10 +84,7 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .chain([Kind::FjallAlone])
-            .find(|k| k.name() == s)
+        Kind::every().find(|k| k.name() == s)
     }
 
     /// The raw floor the contender is compared with (tidelog only).
