@@ -21,7 +21,7 @@ use fjall::config::{BlockSizePolicy, CompressionPolicy, PartitioningPolicy};
 use fjall::{Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::contenders::{budget, Clock, Contender, Res};
-use crate::workload::{row_key, row_value, Workload};
+use crate::workload::{row_key, row_value, Workload, ROW_HEADER};
 
 pub struct FjallAlone {
     db: fjall::Database,
@@ -86,7 +86,7 @@ impl Contender for FjallAlone {
     /// A store that missed records would be fast for the wrong reason.
     fn get(&mut self, i: u64) -> Res<usize> {
         match self.rows.get(row_key(i))? {
-            Some(v) => Ok(v.len() - 25),
+            Some(v) => Ok(v.len() - ROW_HEADER),
             None => Err(format!("fjall-alone: record {i} is missing").into()),
         }
     }

@@ -13,7 +13,7 @@ use fjall::{Keyspace, KeyspaceCreateOptions, PersistMode};
 use crate::contenders::{budget, Clock, Contender, Flusher, Res};
 use crate::workload::{
     id_from_index_key, index_key, index_prefix, log_push, log_start, row_key, row_value,
-    sensor_name, Workload,
+    sensor_name, Workload, ROW_HEADER,
 };
 
 pub struct RawFjall {
@@ -109,7 +109,10 @@ impl Contender for RawFjall {
     }
 
     fn get(&mut self, i: u64) -> Res<usize> {
-        Ok(self.rows.get(row_key(i))?.map_or(0, |v| v.len() - 25))
+        Ok(self
+            .rows
+            .get(row_key(i))?
+            .map_or(0, |v| v.len() - ROW_HEADER))
     }
 
     fn find(&mut self, s: u64) -> Res<usize> {
@@ -216,7 +219,7 @@ impl Contender for RawSled {
         Ok(self
             .db
             .get(sk(ROWS, &row_key(i)))?
-            .map_or(0, |v| v.len() - 25))
+            .map_or(0, |v| v.len() - ROW_HEADER))
     }
 
     fn find(&mut self, s: u64) -> Res<usize> {

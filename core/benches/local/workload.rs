@@ -116,9 +116,12 @@ pub fn id_from_index_key(k: &[u8]) -> u64 {
     (u64::from_be_bytes(b) ^ (1 << 63)) as i64 as u64
 }
 
+/// Bytes of a stored row before its JSON text (see [`row_value`]).
+pub const ROW_HEADER: usize = 1 + 8 + 8 + 8;
+
 /// A stored row: tombstone flag, stamp (time, node), created, JSON text.
 pub fn row_value(stamp: u64, json: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(25 + json.len());
+    let mut v = Vec::with_capacity(ROW_HEADER + json.len());
     v.push(0);
     v.extend_from_slice(&stamp.to_be_bytes());
     v.extend_from_slice(&7u64.to_be_bytes());
