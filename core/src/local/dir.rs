@@ -186,11 +186,13 @@ mod tests {
     fn an_open_waits_briefly_for_a_lock_that_is_being_let_go() {
         let dir = tempfile::tempdir().unwrap();
         let held = DirLock::acquire(dir.path()).unwrap();
+        // Before the spawn: the lock goes no sooner than LOCK_WAIT / 5
+        // after this instant, so the open cannot have waited less.
+        let started = std::time::Instant::now();
         let letting_go = std::thread::spawn(move || {
             std::thread::sleep(LOCK_WAIT / 5);
             drop(held);
         });
-        let started = std::time::Instant::now();
         DirLock::acquire(dir.path()).expect("taken once the other handle let go");
         assert!(started.elapsed() >= LOCK_WAIT / 5);
         letting_go.join().unwrap();
